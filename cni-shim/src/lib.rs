@@ -1,0 +1,1 @@
+//! The Switchyard CNI plugin and the pod-attach protocol it speaks with the controller.

@@ -1,0 +1,1 @@
+//! The Switchyard controller: Kubernetes sources, model, flow compiler, reconciler.

@@ -1,0 +1,1 @@
+//! Test support: real OVS sandboxes in network namespaces made by the test.
