@@ -1,1 +1,3 @@
 //! The Switchyard controller: Kubernetes sources, model, flow compiler, reconciler.
+
+pub mod source;

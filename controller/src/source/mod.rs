@@ -1,0 +1,1 @@
+//! Sources of Kubernetes objects: the API server and the cluster file.
