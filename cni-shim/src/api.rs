@@ -1,0 +1,398 @@
+//! The pod-attach protocol between the CNI shim and the Switchyard controller.
+//!
+//! Owns: the request/reply types, their JSON encoding, the blocking one-request-per-connection
+//! client ([`call`]) and the host-side veth naming rule ([`host_iface_name`]). The controller
+//! crate depends on this module for the same types, so it stays free of heavy dependencies
+//! (serde, std I/O only).
+//!
+//! Does not own: veth creation or netlink (see [`crate::link`]), or the CNI plugin protocol
+//! (see [`crate::plugin`]).
+//!
+//! # Wire format
+//!
+//! The controller address is `unix:PATH` (a Unix stream socket) or `tcp:HOST:PORT`. Per
+//! connection the shim writes exactly one JSON object ([`Request`]) followed by `"\n"`; the
+//! controller answers one JSON object ([`Reply`]) followed by `"\n"` and closes. Examples:
+//!
+//! ```text
+//! → {"op":"add","namespace":"default","pod":"web-0","container_id":"c0ffee","netns":"/run/netns/x",
+//!    "ifname":"eth0","host_iface":"sy1a2b3c4d5e6f","pod_mac":null}
+//! ← {"ok":{"address":"10.244.1.5/24","mac":"0a:58:0a:f4:01:05","gateway":"10.244.1.1","mtu":1450,
+//!    "routes":[{"dst":"0.0.0.0/0","gw":"10.244.1.1"}],"userspace_datapath":true}}
+//! → {"op":"status","node":"node-1"}
+//! ← {"ok":null}
+//! ← {"error":{"code":110,"msg":"unknown pod","details":"default/web-0 is not in the cluster state"}}
+//! ```
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// One request from the shim to the controller.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Host end of the veth exists in the node's namespace; allocate/return the pod's address, add
+    /// the host end to br-int, install the pod's flows; reply only when they are installed.
+    Add(PodRef),
+    /// Remove the pod's port and flows. Idempotent.
+    Del(PodRef),
+    /// Return what the controller holds for the pod (same reply as Add), installing nothing.
+    Check(PodRef),
+    /// Is the controller ready to add pods on this node?
+    Status {
+        /// The node the asking shim runs on, when it knows it.
+        node: Option<String>,
+    },
+}
+
+/// Identifies one pod attachment (one CNI ADD) to the controller.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodRef {
+    /// Kubernetes namespace of the pod (`K8S_POD_NAMESPACE`).
+    pub namespace: String,
+    /// Pod name (`K8S_POD_NAME`).
+    pub pod: String,
+    /// The runtime's container id (`CNI_CONTAINERID`).
+    pub container_id: String,
+    /// Path of the pod's network namespace (`CNI_NETNS`); may be empty on DEL.
+    pub netns: String,
+    /// Interface name inside the pod (`CNI_IFNAME`).
+    pub ifname: String,
+    /// Name of the host end of the veth in the node's namespace ([`host_iface_name`]).
+    pub host_iface: String,
+    /// MAC of the pod-side interface, when the shim knows it (informational).
+    pub pod_mac: Option<String>,
+}
+
+/// The controller's answer to any [`Request`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Success. `Add` and `Check` carry the pod's network; `Del` and `Status` carry `None`.
+    Ok(Option<PodNetwork>),
+    /// Failure, with a CNI error code (≥ 100 for Switchyard-specific errors, 11 for "try again").
+    Error(ErrorReply),
+}
+
+/// What the pod's interface must look like.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodNetwork {
+    /// The pod's address with its prefix length, e.g. `10.244.1.5/24`.
+    pub address: ipnet::IpNet,
+    /// e.g. `"0a:58:0a:f4:01:05"`: the pod interface MUST use this MAC (spoof guard matches it).
+    pub mac: String,
+    /// The pod's default gateway, e.g. `10.244.1.1`.
+    pub gateway: std::net::IpAddr,
+    /// Pod MTU (underlay minus encapsulation overhead); set on both veth ends.
+    pub mtu: u32,
+    /// Routes to install in the pod, e.g. `[{dst: 0.0.0.0/0, gw: Some(10.244.1.1)}]`.
+    pub routes: Vec<Route>,
+    /// If true, turn tx checksum offload off on both veth ends: OVS's userspace datapath does
+    /// not fill in checksums a veth left to "hardware", so TCP silently fails while ping works.
+    pub userspace_datapath: bool,
+}
+
+/// One route inside the pod.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Destination prefix.
+    pub dst: ipnet::IpNet,
+    /// Next hop; `None` for an on-link route.
+    pub gw: Option<std::net::IpAddr>,
+}
+
+/// A failure reported by the controller.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ErrorReply {
+    /// CNI error code the shim passes on (CNI SPEC.md "Error": 11 = try again later, ≥ 100 ours).
+    pub code: u32,
+    /// Short human-readable message.
+    pub msg: String,
+    /// Longer explanation (which pod, which object was missing, ...).
+    pub details: String,
+}
+
+/// Largest reply the shim accepts; a pod network is a few hundred bytes, so anything near this
+/// is a misbehaving peer rather than a reply.
+const MAX_REPLY_BYTES: u64 = 1 << 20;
+
+/// Sends one request to the controller at `controller` (`unix:PATH` or `tcp:HOST:PORT`) and
+/// waits at most `timeout` in total (connect + write + read) for its reply.
+///
+/// A reply of [`Reply::Error`] is returned as `Ok(Reply::Error(..))`: the protocol worked, the
+/// controller said no. `Err` means the exchange itself failed: bad address, unreachable
+/// controller, a connection closed before a full line, a reply that is not a [`Reply`], or the
+/// timeout.
+pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Reply, Error> {
+    let deadline = Instant::now() + timeout;
+    let mut line = serde_json::to_vec(request).map_err(|e| Error::Encode(e.to_string()))?;
+    line.push(b'\n');
+    let io_err = |what: &'static str| {
+        move |e: std::io::Error| Error::Controller {
+            controller: controller.to_owned(),
+            what,
+            source: e,
+        }
+    };
+    let reply = match parse_address(controller)? {
+        Address::Unix(path) => {
+            let stream = UnixStream::connect(path).map_err(io_err("connect"))?;
+            stream
+                .set_write_timeout(Some(remaining(deadline, controller)?))
+                .map_err(io_err("set timeout"))?;
+            exchange(stream, &line, deadline, controller, |s, t| {
+                s.set_read_timeout(t)
+            })?
+        }
+        Address::Tcp(host_port) => {
+            let addrs: Vec<SocketAddr> = host_port
+                .to_socket_addrs()
+                .map_err(io_err("resolve"))?
+                .collect();
+            let mut last = None;
+            let mut stream = None;
+            for addr in addrs {
+                match TcpStream::connect_timeout(&addr, remaining(deadline, controller)?) {
+                    Ok(s) => {
+                        stream = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let stream = match (stream, last) {
+                (Some(s), _) => s,
+                (None, Some(e)) => return Err(io_err("connect")(e)),
+                (None, None) => {
+                    return Err(Error::ControllerAddress {
+                        controller: controller.to_owned(),
+                        reason: "the host name resolves to no address",
+                    });
+                }
+            };
+            stream
+                .set_write_timeout(Some(remaining(deadline, controller)?))
+                .map_err(io_err("set timeout"))?;
+            exchange(stream, &line, deadline, controller, |s, t| {
+                s.set_read_timeout(t)
+            })?
+        }
+    };
+    serde_json::from_slice::<Reply>(&reply).map_err(|e| Error::ControllerReply {
+        controller: controller.to_owned(),
+        reason: e.to_string(),
+        reply: String::from_utf8_lossy(&reply).into_owned(),
+    })
+}
+
+enum Address<'a> {
+    Unix(&'a str),
+    Tcp(&'a str),
+}
+
+fn parse_address(controller: &str) -> Result<Address<'_>, Error> {
+    let bad = |reason| Error::ControllerAddress {
+        controller: controller.to_owned(),
+        reason,
+    };
+    if let Some(path) = controller.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(bad("the unix: address has no path"));
+        }
+        Ok(Address::Unix(path))
+    } else if let Some(host_port) = controller.strip_prefix("tcp:") {
+        if !host_port.contains(':') {
+            return Err(bad("a tcp: address needs HOST:PORT"));
+        }
+        Ok(Address::Tcp(host_port))
+    } else {
+        Err(bad("expected unix:PATH or tcp:HOST:PORT"))
+    }
+}
+
+fn remaining(deadline: Instant, controller: &str) -> Result<Duration, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::ControllerTimeout {
+            controller: controller.to_owned(),
+        });
+    }
+    Ok(left)
+}
+
+/// Writes the request line and reads one reply line, re-arming the read timeout so the whole
+/// exchange honours one deadline.
+fn exchange<S: Read + Write>(
+    mut stream: S,
+    line: &[u8],
+    deadline: Instant,
+    controller: &str,
+    set_read_timeout: impl Fn(&S, Option<Duration>) -> std::io::Result<()>,
+) -> Result<Vec<u8>, Error> {
+    let map = |what: &'static str, e: std::io::Error| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            Error::ControllerTimeout {
+                controller: controller.to_owned(),
+            }
+        } else {
+            Error::Controller {
+                controller: controller.to_owned(),
+                what,
+                source: e,
+            }
+        }
+    };
+    stream.write_all(line).map_err(|e| map("send request", e))?;
+    stream.flush().map_err(|e| map("send request", e))?;
+    set_read_timeout(&stream, Some(remaining(deadline, controller)?))
+        .map_err(|e| map("set timeout", e))?;
+    let mut reader = BufReader::new(stream.take(MAX_REPLY_BYTES));
+    let mut reply = Vec::new();
+    loop {
+        let n = reader
+            .read_until(b'\n', &mut reply)
+            .map_err(|e| map("read reply", e))?;
+        if n == 0 || reply.ends_with(b"\n") {
+            break;
+        }
+        // read_until returned early only on EOF or after the delimiter; a partial read with
+        // more to come loops here after re-arming the deadline.
+        set_read_timeout(
+            reader.get_ref().get_ref(),
+            Some(remaining(deadline, controller)?),
+        )
+        .map_err(|e| map("set timeout", e))?;
+    }
+    if !reply.ends_with(b"\n") {
+        return Err(Error::ControllerClosed {
+            controller: controller.to_owned(),
+            partial: String::from_utf8_lossy(&reply).into_owned(),
+        });
+    }
+    reply.pop();
+    Ok(reply)
+}
+
+/// The name of the host end of the pod's veth in the node's namespace.
+///
+/// `"sy"` followed by the first 12 lowercase hex digits (48 bits) of the 64-bit FNV-1a hash of
+/// the bytes of `container_id`, one NUL byte, then the bytes of `ifname`: always 14 bytes, inside
+/// Linux's 15-byte `IFNAMSIZ` limit, and the same on every call, so DEL and GC can find the
+/// interface ADD made without any state on disk. FNV-1a is written out here (rather than
+/// `std::hash`) because std's hashers are not guaranteed stable across Rust releases, and the
+/// controller and older shims must agree on names.
+pub fn host_iface_name(container_id: &str, ifname: &str) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for byte in container_id
+        .as_bytes()
+        .iter()
+        .chain(std::iter::once(&0u8))
+        .chain(ifname.as_bytes())
+    {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    format!("{HOST_IFACE_PREFIX}{:012x}", hash >> 16)
+}
+
+/// Prefix of every host-side interface the shim creates ([`host_iface_name`]); GC only ever
+/// deletes interfaces whose name has this prefix and the right length.
+pub const HOST_IFACE_PREFIX: &str = "sy";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodRef {
+        PodRef {
+            namespace: "default".into(),
+            pod: "web-0".into(),
+            container_id: "c0ffee".into(),
+            netns: "/run/netns/x".into(),
+            ifname: "eth0".into(),
+            host_iface: host_iface_name("c0ffee", "eth0"),
+            pod_mac: None,
+        }
+    }
+
+    #[test]
+    fn request_json_is_tagged_by_op() {
+        let json = serde_json::to_value(Request::Add(pod())).unwrap();
+        assert_eq!(json["op"], "add");
+        assert_eq!(json["container_id"], "c0ffee");
+        let status = serde_json::to_string(&Request::Status { node: None }).unwrap();
+        assert_eq!(status, r#"{"op":"status","node":null}"#);
+        for req in [
+            Request::Add(pod()),
+            Request::Del(pod()),
+            Request::Check(pod()),
+            Request::Status {
+                node: Some("n1".into()),
+            },
+        ] {
+            let text = serde_json::to_string(&req).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+        }
+    }
+
+    #[test]
+    fn reply_json_matches_the_documented_examples() {
+        let ok: Reply = serde_json::from_str(
+            r#"{"ok":{"address":"10.244.1.5/24","mac":"0a:58:0a:f4:01:05","gateway":"10.244.1.1",
+                "mtu":1450,"routes":[{"dst":"0.0.0.0/0","gw":"10.244.1.1"}],"userspace_datapath":true}}"#,
+        )
+        .unwrap();
+        let Reply::Ok(Some(net)) = ok else {
+            panic!("not ok: {ok:?}")
+        };
+        assert_eq!(net.address.to_string(), "10.244.1.5/24");
+        assert_eq!(net.routes[0].gw.unwrap().to_string(), "10.244.1.1");
+        assert_eq!(
+            serde_json::from_str::<Reply>(r#"{"ok":null}"#).unwrap(),
+            Reply::Ok(None)
+        );
+        let err: Reply =
+            serde_json::from_str(r#"{"error":{"code":110,"msg":"unknown pod","details":"x"}}"#)
+                .unwrap();
+        assert!(matches!(err, Reply::Error(ErrorReply { code: 110, .. })));
+    }
+
+    #[test]
+    fn host_iface_name_is_stable_and_short() {
+        let a = host_iface_name("c0ffee", "eth0");
+        assert_eq!(a, host_iface_name("c0ffee", "eth0"));
+        assert_eq!(a.len(), 14);
+        assert!(a.starts_with("sy"));
+        assert_ne!(a, host_iface_name("c0ffee", "eth1"));
+        assert_ne!(host_iface_name("ab", "c"), host_iface_name("a", "bc"));
+        // Pinned: changing the rule would orphan every veth of a running node.
+        assert_eq!(host_iface_name("", ""), "syaf63bd4c8601");
+    }
+
+    #[test]
+    fn bad_addresses_are_rejected_before_connecting() {
+        for addr in ["", "unix:", "tcp:nohost", "http://x"] {
+            let err = call(
+                addr,
+                &Request::Status { node: None },
+                Duration::from_secs(1),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, Error::ControllerAddress { .. }),
+                "{addr}: {err}"
+            );
+        }
+    }
+}
