@@ -1,0 +1,321 @@
+//! The model: Kubernetes objects turned into the typed, validated facts the controller acts on.
+//!
+//! Owns: validation of Nodes and Pods (an invalid object becomes a [`Problem`] naming the
+//! object and field, and is left out; it never stops the rest). Does not own: where the
+//! objects come from (see `source`), addresses (see `ipam`) or flows (see `compiler`).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::source::{ClusterState, ObjectKey};
+
+/// A Kubernetes node as Switchyard sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeModel {
+    /// `metadata.name`.
+    pub name: String,
+    /// The first IPv4 entry of `spec.podCIDRs` (or `spec.podCIDR`).
+    pub pod_cidr: Ipv4Net,
+    /// The node's underlay address: its first `InternalIP` in `status.addresses`. Tunnels to
+    /// this node's pods go there.
+    pub internal_ip: Ipv4Addr,
+}
+
+impl NodeModel {
+    /// The gateway address: the first host address of the pod CIDR (10.244.1.1 for 10.244.1.0/24).
+    pub fn gateway_ip(&self) -> Ipv4Addr {
+        first_host(self.pod_cidr)
+    }
+}
+
+/// The first host address of a network.
+pub fn first_host(net: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()).wrapping_add(1))
+}
+
+/// A pod that Switchyard must network: scheduled to a node, not host-network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodModel {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// `metadata.uid`, when the object has one (the API server always sets it).
+    pub uid: Option<String>,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An object that could not be used, and why. Shown to the operator in logs and status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// `Node/node-1` or `Pod/default/web`.
+    pub object: String,
+    /// The field at fault, e.g. `spec.podCIDR`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.field, self.reason)
+    }
+}
+
+/// The whole validated cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterModel {
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeModel>,
+    /// Pods to network, by namespace/name.
+    pub pods: BTreeMap<ObjectKey, PodModel>,
+}
+
+impl ClusterModel {
+    /// Validates every object of `state`; returns the usable model and the problems found.
+    pub fn build(state: &ClusterState) -> (ClusterModel, Vec<Problem>) {
+        let mut model = ClusterModel::default();
+        let mut problems = Vec::new();
+        for (name, node) in &state.nodes {
+            match node_model(name, node) {
+                Ok(n) => {
+                    model.nodes.insert(name.clone(), n);
+                }
+                Err(p) => problems.push(p),
+            }
+        }
+        // Two nodes claiming overlapping pod CIDRs would make addresses ambiguous: keep the
+        // first (by name) and report the other.
+        let mut kept: Vec<(String, Ipv4Net)> = Vec::new();
+        let names: Vec<String> = model.nodes.keys().cloned().collect();
+        for name in names {
+            let cidr = model.nodes[&name].pod_cidr;
+            if let Some((other, _)) = kept
+                .iter()
+                .find(|(_, c)| c.contains(&cidr.network()) || cidr.contains(&c.network()))
+            {
+                problems.push(Problem {
+                    object: format!("Node/{name}"),
+                    field: "spec.podCIDR".into(),
+                    reason: format!("{cidr} overlaps the pod CIDR of node {other}"),
+                });
+                model.nodes.remove(&name);
+            } else {
+                kept.push((name, cidr));
+            }
+        }
+        for (key, pod) in &state.pods {
+            match pod_model(key, pod) {
+                Ok(Some(p)) => {
+                    model.pods.insert(key.clone(), p);
+                }
+                Ok(None) => {}
+                Err(p) => problems.push(p),
+            }
+        }
+        (model, problems)
+    }
+
+    /// The pods scheduled to `node`.
+    pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodModel> + 'a {
+        self.pods.values().filter(move |p| p.node == node)
+    }
+}
+
+fn node_model(name: &str, node: &Node) -> Result<NodeModel, Problem> {
+    let problem = |field: &str, reason: String| Problem {
+        object: format!("Node/{name}"),
+        field: field.into(),
+        reason,
+    };
+    let spec = node
+        .spec
+        .as_ref()
+        .ok_or_else(|| problem("spec", "missing; a node needs spec.podCIDR".into()))?;
+    let mut cidrs: Vec<&String> = spec.pod_cidrs.iter().flatten().collect();
+    if let Some(c) = &spec.pod_cidr {
+        cidrs.insert(0, c);
+    }
+    if cidrs.is_empty() {
+        return Err(problem(
+            "spec.podCIDR",
+            "missing; Switchyard allocates pod addresses from it".into(),
+        ));
+    }
+    let mut pod_cidr = None;
+    for c in cidrs {
+        match c.parse::<ipnet::IpNet>() {
+            Ok(ipnet::IpNet::V4(net)) => {
+                pod_cidr = Some(net.trunc());
+                break;
+            }
+            Ok(ipnet::IpNet::V6(_)) => {}
+            Err(e) => return Err(problem("spec.podCIDR", format!("{c:?} is not a CIDR: {e}"))),
+        }
+    }
+    let pod_cidr = pod_cidr.ok_or_else(|| {
+        problem(
+            "spec.podCIDRs",
+            "no IPv4 CIDR; IPv6-only nodes are not supported yet".into(),
+        )
+    })?;
+    if pod_cidr.prefix_len() > 29 {
+        return Err(problem(
+            "spec.podCIDR",
+            format!("{pod_cidr} is too small: it needs room for a gateway and pods (at most /29)"),
+        ));
+    }
+    let internal_ip = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+        .ok_or_else(|| {
+            problem(
+                "status.addresses",
+                "no IPv4 InternalIP; tunnels to this node need one".into(),
+            )
+        })?;
+    Ok(NodeModel {
+        name: name.to_owned(),
+        pod_cidr,
+        internal_ip,
+    })
+}
+
+fn pod_model(key: &ObjectKey, pod: &Pod) -> Result<Option<PodModel>, Problem> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Err(Problem {
+            object: format!("Pod/{}/{}", key.namespace, key.name),
+            field: "spec".into(),
+            reason: "missing".into(),
+        });
+    };
+    if spec.host_network == Some(true) {
+        return Ok(None);
+    }
+    let Some(node) = spec.node_name.clone().filter(|n| !n.is_empty()) else {
+        // Not scheduled yet: nothing to network.
+        return Ok(None);
+    };
+    // A pod that has finished keeps its object but no longer needs its address.
+    if let Some(phase) = pod.status.as_ref().and_then(|s| s.phase.as_deref())
+        && (phase == "Succeeded" || phase == "Failed")
+    {
+        return Ok(None);
+    }
+    Ok(Some(PodModel {
+        key: key.clone(),
+        node,
+        uid: pod.metadata.uid.clone(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(name: &str, cidr: Option<&str>, ip: Option<&str>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(String::from),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: ip.map(|ip| {
+                    vec![NodeAddress {
+                        type_: "InternalIP".into(),
+                        address: ip.into(),
+                    }]
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn pod(ns: &str, name: &str, node: Option<&str>, host_network: bool) -> (ObjectKey, Pod) {
+        let key = ObjectKey {
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: node.map(String::from),
+                host_network: Some(host_network),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        (key, pod)
+    }
+
+    #[test]
+    fn valid_nodes_and_pods_become_the_model() {
+        let mut state = ClusterState::default();
+        state.nodes.insert(
+            "n1".into(),
+            node("n1", Some("10.244.1.0/24"), Some("192.168.77.11")),
+        );
+        let (k, p) = pod("default", "web", Some("n1"), false);
+        state.pods.insert(k.clone(), p);
+        let (hk, hp) = pod("default", "host", Some("n1"), true);
+        state.pods.insert(hk, hp);
+        let (uk, up) = pod("default", "pending", None, false);
+        state.pods.insert(uk, up);
+
+        let (model, problems) = ClusterModel::build(&state);
+        assert!(problems.is_empty(), "{problems:?}");
+        let n1 = &model.nodes["n1"];
+        assert_eq!(n1.pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(n1.gateway_ip(), Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(n1.internal_ip, Ipv4Addr::new(192, 168, 77, 11));
+        assert_eq!(model.pods.len(), 1, "host-network and unscheduled pods are skipped");
+        assert_eq!(model.pods[&k].node, "n1");
+    }
+
+    #[test]
+    fn invalid_nodes_are_reported_by_field_and_skipped() {
+        let mut state = ClusterState::default();
+        state
+            .nodes
+            .insert("a".into(), node("a", None, Some("192.168.77.1")));
+        state
+            .nodes
+            .insert("b".into(), node("b", Some("10.0.0.0/33"), Some("192.168.77.2")));
+        state
+            .nodes
+            .insert("c".into(), node("c", Some("10.1.0.0/24"), None));
+        state
+            .nodes
+            .insert("d".into(), node("d", Some("10.2.0.0/24"), Some("192.168.77.4")));
+        state
+            .nodes
+            .insert("e".into(), node("e", Some("10.2.0.0/25"), Some("192.168.77.5")));
+        let (model, problems) = ClusterModel::build(&state);
+        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(model.nodes.keys().collect::<Vec<_>>(), vec!["d"], "{shown:?}");
+        assert!(shown.iter().any(|s| s.starts_with("Node/a: spec.podCIDR: missing")));
+        assert!(shown.iter().any(|s| s.starts_with("Node/b: spec.podCIDR: \"10.0.0.0/33\"")));
+        assert!(shown.iter().any(|s| s.starts_with("Node/c: status.addresses")));
+        assert!(shown.iter().any(|s| s.contains("Node/e: spec.podCIDR: 10.2.0.0/25 overlaps")));
+    }
+}

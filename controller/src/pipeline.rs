@@ -1,0 +1,249 @@
+//! The br-int pipeline's vocabulary: tables, registers, fixed ports, MACs and cookies.
+//!
+//! Owns: every number the flows share, by name. docs/pipeline.md describes the same
+//! things for operators; keep the two in step. Does not own: the flows themselves
+//! (see `compiler`).
+
+/// The pipeline's tables, in the order a packet visits them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// By in_port: pod port, tunnel or gateway; marks reg0 with the source class.
+    Classifier,
+    /// A pod port must send its own MAC and IP (ARP too).
+    SpoofGuard,
+    /// Answers ARP for the gateway and for local pods; drops other ARP.
+    ArpResponder,
+    /// Sends IP through conntrack (the node's zone), then to ConntrackState.
+    Conntrack,
+    /// Drops +inv; later issues let est/rel bypass policy here.
+    ConntrackState,
+    /// Service load balancing (ClusterIP/NodePort): a later issue fills it.
+    ServiceLb,
+    /// Endpoint DNAT: a later issue fills it.
+    EndpointDnat,
+    /// NetworkPolicy egress rules: a later issue fills it.
+    EgressRule,
+    /// Routing: local pod (MAC rewrite), remote node's pod CIDR (tunnel), gateway.
+    L3Forwarding,
+    /// Destination MAC → output port in reg1.
+    L2ForwardingCalc,
+    /// NetworkPolicy ingress rules: a later issue fills it.
+    IngressRule,
+    /// Commits new connections to conntrack.
+    ConntrackCommit,
+    /// Outputs to the port in reg1.
+    Output,
+}
+
+impl Table {
+    /// Every table, in pipeline order.
+    pub const ALL: [Table; 13] = [
+        Table::Classifier,
+        Table::SpoofGuard,
+        Table::ArpResponder,
+        Table::Conntrack,
+        Table::ConntrackState,
+        Table::ServiceLb,
+        Table::EndpointDnat,
+        Table::EgressRule,
+        Table::L3Forwarding,
+        Table::L2ForwardingCalc,
+        Table::IngressRule,
+        Table::ConntrackCommit,
+        Table::Output,
+    ];
+
+    /// The OpenFlow table id.
+    pub const fn id(self) -> u8 {
+        match self {
+            Table::Classifier => 0,
+            Table::SpoofGuard => 10,
+            Table::ArpResponder => 20,
+            Table::Conntrack => 30,
+            Table::ConntrackState => 31,
+            Table::ServiceLb => 40,
+            Table::EndpointDnat => 41,
+            Table::EgressRule => 50,
+            Table::L3Forwarding => 60,
+            Table::L2ForwardingCalc => 70,
+            Table::IngressRule => 80,
+            Table::ConntrackCommit => 90,
+            Table::Output => 100,
+        }
+    }
+
+    /// The name written to OVSDB `Flow_Table`, which `ovs-ofctl dump-flows --names` prints.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::Classifier => "Classifier",
+            Table::SpoofGuard => "SpoofGuard",
+            Table::ArpResponder => "ArpResponder",
+            Table::Conntrack => "Conntrack",
+            Table::ConntrackState => "ConntrackState",
+            Table::ServiceLb => "ServiceLb",
+            Table::EndpointDnat => "EndpointDnat",
+            Table::EgressRule => "EgressRule",
+            Table::L3Forwarding => "L3Forwarding",
+            Table::L2ForwardingCalc => "L2ForwardingCalc",
+            Table::IngressRule => "IngressRule",
+            Table::ConntrackCommit => "ConntrackCommit",
+            Table::Output => "Output",
+        }
+    }
+
+    /// The table with this id, if it is one of ours.
+    pub fn from_id(id: u8) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.id() == id)
+    }
+}
+
+/// reg0 holds the packet's source class, set by the Classifier.
+pub const REG_SOURCE_CLASS: u8 = 0;
+/// reg1 holds the output port, set by L2ForwardingCalc and read by Output.
+pub const REG_OUT_PORT: u8 = 1;
+
+/// Values of [`REG_SOURCE_CLASS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SourceClass {
+    /// From a local pod's port.
+    Pod = 1,
+    /// From the tunnel (another node's pod).
+    Tunnel = 2,
+    /// From the gateway (the node's own stack).
+    Gateway = 3,
+}
+
+/// ofport requested for the tunnel port (OVSDB `Interface.ofport_request`), so flows can
+/// name it before vswitchd reports it.
+pub const TUNNEL_OFPORT: u32 = 1;
+/// ofport requested for the gateway port.
+pub const GATEWAY_OFPORT: u32 = 2;
+
+/// Name of the integration bridge.
+pub const BRIDGE: &str = "br-int";
+/// Name of the flow-based tunnel port.
+pub const TUNNEL_PORT: &str = "sy-tun0";
+/// Name of the gateway internal port.
+pub const GATEWAY_PORT: &str = "sy-gw0";
+
+/// The destination MAC that L3Forwarding gives packets bound for another node; L2 maps it
+/// to the tunnel port. Locally administered; never on a wire outside the tunnel.
+pub const TUNNEL_PEER_MAC: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+
+/// Conntrack zone for all pod traffic of a node.
+pub const CT_ZONE: u16 = 65520;
+
+/// Encapsulation overhead in bytes, by tunnel type (IPv4 underlay).
+pub const fn encap_overhead(encap: Encap) -> u32 {
+    match encap {
+        Encap::Geneve | Encap::Vxlan => 50,
+    }
+}
+
+/// The overlay's encapsulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Encap {
+    /// Geneve (UDP 6081), the default.
+    #[default]
+    Geneve,
+    /// VXLAN (UDP 4789).
+    Vxlan,
+}
+
+impl Encap {
+    /// The OVSDB `Interface.type` of the tunnel port.
+    pub const fn interface_type(self) -> &'static str {
+        match self {
+            Encap::Geneve => "geneve",
+            Encap::Vxlan => "vxlan",
+        }
+    }
+}
+
+impl std::str::FromStr for Encap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "geneve" => Ok(Encap::Geneve),
+            "vxlan" => Ok(Encap::Vxlan),
+            other => Err(format!("unknown encapsulation {other:?}: use geneve or vxlan")),
+        }
+    }
+}
+
+/// What a flow exists for: the top 8 bits of its cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum CookieCategory {
+    /// The pipeline's skeleton: table defaults, classifier of fixed ports.
+    Pipeline = 1,
+    /// This node's gateway.
+    Gateway = 2,
+    /// A local pod (owner = hash of namespace/name).
+    Pod = 3,
+    /// Another node (owner = hash of its name).
+    RemoteNode = 4,
+}
+
+impl CookieCategory {
+    /// The category encoded in a cookie, if it is one of ours.
+    pub fn of(cookie: u64) -> Option<CookieCategory> {
+        match (cookie >> 56) as u8 {
+            1 => Some(CookieCategory::Pipeline),
+            2 => Some(CookieCategory::Gateway),
+            3 => Some(CookieCategory::Pod),
+            4 => Some(CookieCategory::RemoteNode),
+            _ => None,
+        }
+    }
+}
+
+/// Cookie layout: bits 63..56 category, 55..32 zero (reserved), 31..0 owner id (a stable
+/// hash of the owner's name, so the same owner gets the same cookie across controller
+/// restarts and an unchanged flow is never rewritten).
+pub fn cookie(category: CookieCategory, owner: &str) -> u64 {
+    ((category as u64) << 56) | u64::from(owner_id(owner))
+}
+
+/// The cookie mask that selects a category.
+pub const COOKIE_CATEGORY_MASK: u64 = 0xff00_0000_0000_0000;
+/// The cookie mask that selects one owner within a category.
+pub const COOKIE_OWNER_MASK: u64 = 0xff00_0000_ffff_ffff;
+
+/// FNV-1a, 32 bits: stable across versions and platforms, unlike std's hasher.
+pub fn owner_id(owner: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in owner.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_ids_are_unique_and_ascending() {
+        let ids: Vec<u8> = Table::ALL.iter().map(|t| t.id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ids, sorted);
+        for t in Table::ALL {
+            assert_eq!(Table::from_id(t.id()), Some(t));
+        }
+    }
+
+    #[test]
+    fn cookies_carry_category_and_a_stable_owner() {
+        let c = cookie(CookieCategory::Pod, "default/web");
+        assert_eq!(CookieCategory::of(c), Some(CookieCategory::Pod));
+        assert_eq!(c & 0x00ff_ffff_0000_0000, 0);
+        // FNV-1a of "a" is a published test vector.
+        assert_eq!(owner_id("a"), 0xe40c_292c);
+        assert_eq!(c, cookie(CookieCategory::Pod, "default/web"));
+    }
+}
