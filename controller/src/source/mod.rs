@@ -1,1 +1,215 @@
 //! Sources of Kubernetes objects: the API server and the cluster file.
+//!
+//! This module owns *reading* the cluster: it turns either a watched YAML file or the
+//! API server's list+watch streams into successive [`ClusterState`] snapshots, published
+//! through a [`tokio::sync::watch`] channel. It does not interpret the objects (that is
+//! the model's job) and writes back exactly one thing: the controller's allocation
+//! annotation on a pod ([`Source::annotate_pod`]).
+//!
+//! Both implementations publish only when the state actually changed, so a subscriber
+//! can treat every wake-up of [`tokio::sync::watch::Receiver::changed`] as real work.
+
+mod cluster_file;
+mod kubernetes;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use cluster_file::{Problem, parse_cluster_file};
+
+/// The `kube` crate this module is built on, re-exported so callers (and tests) build a
+/// [`kube::Client`] with exactly the version [`Source::kubernetes`] expects.
+pub use kube;
+
+/// The Kubernetes object types ([`ClusterState`]'s values), re-exported for the same reason.
+pub use k8s_openapi;
+
+/// The pod annotation under which the controller records a pod's network allocation.
+pub const POD_NETWORK_ANNOTATION: &str = "switchyard.io/pod-network";
+
+/// Identifies a namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A key from its two parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ObjectKey {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Every object the controller reads, as the source last saw it.
+///
+/// Cluster-scoped objects are keyed by name, namespaced ones by [`ObjectKey`]. Namespaced
+/// objects always carry `metadata.namespace` (the cluster file fills in `default` where
+/// the user left it out, as `kubectl apply` would).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterState {
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// Pods.
+    pub pods: BTreeMap<ObjectKey, Pod>,
+    /// Services.
+    pub services: BTreeMap<ObjectKey, Service>,
+    /// EndpointSlices (`discovery.k8s.io/v1`).
+    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// NetworkPolicies (`networking.k8s.io/v1`).
+    pub network_policies: BTreeMap<ObjectKey, NetworkPolicy>,
+}
+
+/// Why a source could not start or could not write back.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The cluster file could not be read (missing, permissions, not UTF-8).
+    #[error("cannot read cluster file {path}: {source}")]
+    ReadClusterFile {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cluster file is not YAML at all, so not a single object could be taken from it.
+    /// (Individual bad objects are not errors: they are logged and skipped.)
+    #[error("cluster file {path} is not valid YAML: {message}")]
+    ParseClusterFile {
+        /// The file.
+        path: PathBuf,
+        /// The YAML parser's message, with line and column.
+        message: String,
+    },
+    /// A request to the Kubernetes API server failed.
+    #[error("kubernetes API: {action}: {source}")]
+    Kube {
+        /// What was being done, naming the object (e.g. `patch pod backend/api-1`).
+        action: String,
+        /// The client's error (HTTP status and the server's message for API errors).
+        #[source]
+        source: kube::Error,
+    },
+    /// The annotation value to record is not JSON; the controller only writes JSON there.
+    #[error("annotation {key} on pod {pod}: value is not JSON: {source}")]
+    AnnotationNotJson {
+        /// The pod.
+        pod: ObjectKey,
+        /// The annotation key.
+        key: String,
+        /// Where the JSON parser stopped.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Which backend a [`Source`] reads from.
+enum Backend {
+    ClusterFile,
+    Kubernetes(kube::Client),
+}
+
+/// A running source of [`ClusterState`] snapshots.
+///
+/// Dropping the `Source` stops its background tasks; receivers obtained from
+/// [`Source::subscribe`] then keep the last state and `changed()` returns an error.
+pub struct Source {
+    backend: Backend,
+    state: watch::Receiver<Arc<ClusterState>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Source {
+    /// Reads the cluster file now, then watches it and publishes a new [`ClusterState`] on
+    /// every change of its content.
+    ///
+    /// Fails if the file cannot be read or is not YAML at all. Objects that are invalid
+    /// are logged with `tracing::warn!` and skipped, now and on every later change. A later
+    /// edit that makes the whole file unreadable keeps the last good state (with a warning)
+    /// rather than wiping the cluster.
+    pub async fn cluster_file(path: PathBuf) -> Result<Source, Error> {
+        let (state, task) = cluster_file::start(path).await?;
+        Ok(Source {
+            backend: Backend::ClusterFile,
+            state,
+            tasks: vec![task],
+        })
+    }
+
+    /// Lists and watches Nodes, Namespaces, Pods, Services, EndpointSlices and
+    /// NetworkPolicies through `kube` reflectors, and publishes a new [`ClusterState`]
+    /// whenever one of them changes (bursts are coalesced into one publication).
+    ///
+    /// Returns once every kind has been listed completely, so the first state a
+    /// subscriber sees is the whole cluster. Until then, list failures (API server
+    /// unreachable, RBAC) are logged and retried with backoff; bound the wait with
+    /// [`tokio::time::timeout`] if the caller wants to give up.
+    pub async fn kubernetes(client: kube::Client) -> Result<Source, Error> {
+        let (state, tasks) = kubernetes::start(client.clone()).await;
+        Ok(Source {
+            backend: Backend::Kubernetes(client),
+            state,
+            tasks,
+        })
+    }
+
+    /// The latest state; `changed().await` on the receiver wakes on each new publication.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    /// Records the controller's allocation on the pod, so a restarted controller finds it.
+    ///
+    /// `value` must be JSON. Through the API server this is a JSON merge patch of
+    /// `metadata.annotations[annotation_key]`; the change then also comes back through the
+    /// pod watch. For the cluster file it is a no-op returning `Ok`: the file belongs to
+    /// the user, and the OVSDB `external_ids` hold the record there.
+    pub async fn annotate_pod(
+        &self,
+        key: &ObjectKey,
+        annotation_key: &str,
+        value: &str,
+    ) -> Result<(), Error> {
+        if let Err(source) = serde_json::from_str::<serde_json::Value>(value) {
+            return Err(Error::AnnotationNotJson {
+                pod: key.clone(),
+                key: annotation_key.to_owned(),
+                source,
+            });
+        }
+        match &self.backend {
+            Backend::ClusterFile => Ok(()),
+            Backend::Kubernetes(client) => {
+                kubernetes::annotate_pod(client.clone(), key, annotation_key, value).await
+            }
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The cluster file: multi-document YAML of Kubernetes objects, parsed and watched.
+//!
+//! Owns the file format (which kinds and apiVersions are accepted, defaults, what happens
+//! to invalid objects) and the polling watcher that republishes on change. It does not
+//! write the file: the file is the user's.
+//!
+//! The watcher polls metadata (mtime, size, inode) instead of using inotify: editors
+//! replace files by rename, which an inotify watch on the file silently loses, and a
+//! 300 ms poll of one `stat` costs nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{ClusterState, Error, ObjectKey};
+
+/// How often the watcher looks at the file's metadata.
+const POLL_INTERVAL: Duration = Duration::from_millis(300);
+
+/// One thing wrong in a cluster file. Everything but [`Problem::file_unreadable`] ones
+/// concern a single object, which was skipped (or, for duplicates, replaced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based index of the YAML document in the file.
+    pub document: usize,
+    /// 0-based index in the `items` of a `kind: List` document, if the object came from one.
+    pub item: Option<usize>,
+    /// The object's `kind`, if it had one.
+    pub kind: Option<String>,
+    /// The object's `namespace/name` (or `name` for cluster-scoped kinds), if known.
+    pub object: Option<String>,
+    /// What is wrong, naming the field (serde's path, e.g. `spec.containers[0].name`).
+    pub message: String,
+    /// True when the text is not YAML at all. The state returned with such a problem is
+    /// empty and must not replace a previously good state.
+    pub file_unreadable: bool,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "document {}", self.document)?;
+        if let Some(item) = self.item {
+            write!(f, " item {item}")?;
+        }
+        if let Some(kind) = &self.kind {
+            write!(f, " {kind}")?;
+        }
+        if let Some(object) = &self.object {
+            write!(f, " {object}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Where an object came from, for problem reports.
+#[derive(Clone, Copy)]
+struct Origin {
+    document: usize,
+    item: Option<usize>,
+}
+
+impl Origin {
+    fn problem(self, kind: Option<&str>, object: Option<String>, message: String) -> Problem {
+        Problem {
+            document: self.document,
+            item: self.item,
+            kind: kind.map(str::to_owned),
+            object,
+            message,
+            file_unreadable: false,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self.item {
+            Some(item) => format!("document {} item {item}", self.document),
+            None => format!("document {}", self.document),
+        }
+    }
+}
+
+/// Parses a cluster file: every valid object goes into the state, every invalid one
+/// becomes a [`Problem`] and is skipped.
+///
+/// Accepted, as `kubectl apply` would: `v1` Node, Namespace, Pod, Service;
+/// `discovery.k8s.io/v1` EndpointSlice; `networking.k8s.io/v1` NetworkPolicy; and a `v1`
+/// `kind: List` whose `items` are any of those. Namespaced objects without a namespace go
+/// to `default`; a namespace given on a cluster-scoped object is dropped, as the API
+/// server does. When an object appears twice the later one wins, with a problem naming
+/// both documents. Empty documents are ignored.
+pub fn parse_cluster_file(text: &str) -> (ClusterState, Vec<Problem>) {
+    let mut parser = Parser::default();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let origin = Origin {
+            document: index + 1,
+            item: None,
+        };
+        match Value::deserialize(document) {
+            Ok(value) => parser.document(origin, value),
+            Err(error) => {
+                // A syntax error leaves the parser unable to find where the next document
+                // starts, so nothing after it (and, for safety, nothing before it) is used.
+                let problem = Problem {
+                    document: origin.document,
+                    item: None,
+                    kind: None,
+                    object: None,
+                    message: format!("not valid YAML: {error}"),
+                    file_unreadable: true,
+                };
+                return (ClusterState::default(), vec![problem]);
+            }
+        }
+    }
+    (parser.state, parser.problems)
+}
+
+#[derive(Default)]
+struct Parser {
+    state: ClusterState,
+    problems: Vec<Problem>,
+    /// Where each object was first seen: (kind, key) → origin, to report duplicates.
+    seen: HashMap<(&'static str, String), Origin>,
+}
+
+/// The kinds a cluster file may hold, with the apiVersion the API server serves them at.
+const KINDS: &[(&str, &str)] = &[
+    ("Node", "v1"),
+    ("Namespace", "v1"),
+    ("Pod", "v1"),
+    ("Service", "v1"),
+    ("EndpointSlice", "discovery.k8s.io/v1"),
+    ("NetworkPolicy", "networking.k8s.io/v1"),
+];
+
+impl Parser {
+    fn document(&mut self, origin: Origin, value: Value) {
+        if value.is_null() {
+            return;
+        }
+        let Some(kind) = value.get("kind").and_then(Value::as_str).map(str::to_owned) else {
+            let object = object_name(&value, true);
+            self.problems.push(origin.problem(
+                None,
+                object,
+                "kind is missing or not a string".to_owned(),
+            ));
+            return;
+        };
+        if kind == "List" {
+            self.list(origin, value);
+        } else {
+            self.object(origin, &kind, value);
+        }
+    }
+
+    fn list(&mut self, origin: Origin, value: Value) {
+        let Some(items) = value.get("items").and_then(Value::as_sequence) else {
+            self.problems.push(origin.problem(
+                Some("List"),
+                None,
+                "items is missing or not a sequence".to_owned(),
+            ));
+            return;
+        };
+        for (index, item) in items.iter().enumerate() {
+            let origin = Origin {
+                document: origin.document,
+                item: Some(index),
+            };
+            match item.get("kind").and_then(Value::as_str) {
+                Some("List") => self.problems.push(origin.problem(
+                    Some("List"),
+                    None,
+                    "a List inside a List is not supported".to_owned(),
+                )),
+                Some(kind) => self.object(origin, &kind.to_owned(), item.clone()),
+                None => self.problems.push(origin.problem(
+                    None,
+                    object_name(item, true),
+                    "kind is missing or not a string".to_owned(),
+                )),
+            }
+        }
+    }
+
+    fn object(&mut self, origin: Origin, kind: &str, value: Value) {
+        let Some(&(kind, api_version)) = KINDS.iter().find(|(known, _)| *known == kind) else {
+            self.problems.push(origin.problem(
+                Some(kind),
+                object_name(&value, true),
+                format!(
+                    "unknown kind (accepted: List, {})",
+                    KINDS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+            return;
+        };
+        let namespaced = !matches!(kind, "Node" | "Namespace");
+        let object = object_name(&value, namespaced);
+        match value.get("apiVersion").and_then(Value::as_str) {
+            Some(given) if given == api_version => {}
+            given => {
+                self.problems.push(origin.problem(
+                    Some(kind),
+                    object,
+                    format!(
+                        "apiVersion {} is not served for this kind (expected {api_version})",
+                        given.map_or_else(|| "(missing)".to_owned(), |g| format!("{g:?}")),
+                    ),
+                ));
+                return;
+            }
+        }
+        let report = |message: String| origin.problem(Some(kind), object.clone(), message);
+        let result = match kind {
+            "Node" => decode::<Node>(&value).map(|mut node| {
+                let name = self.cluster_scoped(&mut node.metadata)?;
+                self.insert(origin, kind, name.clone(), report);
+                self.state.nodes.insert(name, node);
+                Ok(())
+            }),
+            "Namespace" => decode::<Namespace>(&value).map(|mut namespace| {
+                let name = self.cluster_scoped(&mut namespace.metadata)?;
+                self.insert(origin, kind, name.clone(), report);
+                self.state.namespaces.insert(name, namespace);
+                Ok(())
+            }),
+            "Pod" => decode::<Pod>(&value).map(|mut pod| {
+                let key = namespaced_key(&mut pod.metadata)?;
+                self.insert(origin, kind, key.to_string(), report);
+                self.state.pods.insert(key, pod);
+                Ok(())
+            }),
+            "Service" => decode::<Service>(&value).map(|mut service| {
+                let key = namespaced_key(&mut service.metadata)?;
+                self.insert(origin, kind, key.to_string(), report);
+                self.state.services.insert(key, service);
+                Ok(())
+            }),
+            "EndpointSlice" => decode::<EndpointSlice>(&value).map(|mut slice| {
+                let key = namespaced_key(&mut slice.metadata)?;
+                self.insert(origin, kind, key.to_string(), report);
+                self.state.endpoint_slices.insert(key, slice);
+                Ok(())
+            }),
+            "NetworkPolicy" => decode::<NetworkPolicy>(&value).map(|mut policy| {
+                let key = namespaced_key(&mut policy.metadata)?;
+                self.insert(origin, kind, key.to_string(), report);
+                self.state.network_policies.insert(key, policy);
+                Ok(())
+            }),
+            _ => Ok(Err(format!("kind {kind} has no decoder"))),
+        };
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) | Err(message) => self.problems.push(report(message)),
+        }
+    }
+
+    /// Validates a cluster-scoped object's metadata, returning its name.
+    fn cluster_scoped(&self, metadata: &mut ObjectMeta) -> Result<String, String> {
+        // The API server ignores a namespace on cluster-scoped objects; so do we.
+        metadata.namespace = None;
+        required_name(metadata)
+    }
+
+    /// Records that `(kind, key)` was defined at `origin`, reporting an earlier definition.
+    fn insert(
+        &mut self,
+        origin: Origin,
+        kind: &'static str,
+        key: String,
+        report: impl Fn(String) -> Problem,
+    ) {
+        if let Some(earlier) = self.seen.insert((kind, key), origin) {
+            self.problems.push(report(format!(
+                "duplicate: replaces the definition in {}",
+                earlier.describe()
+            )));
+        }
+    }
+}
+
+fn required_name(metadata: &ObjectMeta) -> Result<String, String> {
+    match metadata.name.as_deref() {
+        Some(name) if !name.is_empty() => Ok(name.to_owned()),
+        _ => Err("metadata.name is missing or empty".to_owned()),
+    }
+}
+
+/// Validates a namespaced object's metadata, defaulting the namespace to `default`.
+fn namespaced_key(metadata: &mut ObjectMeta) -> Result<ObjectKey, String> {
+    let name = required_name(metadata)?;
+    let namespace = match metadata.namespace.as_deref() {
+        Some(namespace) if !namespace.is_empty() => namespace.to_owned(),
+        _ => "default".to_owned(),
+    };
+    metadata.namespace = Some(namespace.clone());
+    Ok(ObjectKey { namespace, name })
+}
+
+/// `namespace/name` (or `name`) of a not yet decoded object, for problem reports.
+fn object_name(value: &Value, namespaced: bool) -> Option<String> {
+    let metadata = value.get("metadata")?;
+    let name = metadata.get("name").and_then(Value::as_str)?;
+    if !namespaced {
+        return Some(name.to_owned());
+    }
+    let namespace = metadata
+        .get("namespace")
+        .and_then(Value::as_str)
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or("default");
+    Some(format!("{namespace}/{name}"))
+}
+
+/// Decodes one object, with serde's path to the offending field in the error.
+fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+    // serde_yaml reports the field path only when deserializing from text, not from a
+    // `Value`, so the value goes through text once more. The line/column it then reports
+    // are of that text, not of the user's file, so they are cut off.
+    let text = serde_yaml::to_string(value).map_err(|error| error.to_string())?;
+    serde_yaml::from_str(&text).map_err(|error| {
+        let message = error.to_string();
+        match message.rfind(" at line ") {
+            Some(cut) => message[..cut].to_owned(),
+            None => message,
+        }
+    })
+}
+
+/// What identifies one version of the file cheaply.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+async fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = tokio::fs::metadata(path).await?;
+    Ok(Stamp {
+        modified: metadata.modified().ok(),
+        len: metadata.len(),
+        inode: metadata.ino(),
+    })
+}
+
+fn warn_problems(path: &Path, problems: &[Problem]) {
+    for problem in problems {
+        tracing::warn!(
+            file = %path.display(),
+            document = problem.document,
+            item = problem.item,
+            kind = problem.kind.as_deref(),
+            object = problem.object.as_deref(),
+            "cluster file: skipped invalid object: {}",
+            problem.message
+        );
+    }
+}
+
+/// Reads and parses the file once (failing if it is unreadable), then starts the watcher.
+pub(super) async fn start(
+    path: PathBuf,
+) -> Result<(watch::Receiver<Arc<ClusterState>>, JoinHandle<()>), Error> {
+    let stamp_now = stamp(&path).await;
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|source| Error::ReadClusterFile {
+            path: path.clone(),
+            source,
+        })?;
+    let (state, problems) = parse_cluster_file(&text);
+    if let Some(fatal) = problems.iter().find(|problem| problem.file_unreadable) {
+        return Err(Error::ParseClusterFile {
+            path,
+            message: fatal.to_string(),
+        });
+    }
+    warn_problems(&path, &problems);
+    tracing::info!(
+        file = %path.display(),
+        nodes = state.nodes.len(),
+        namespaces = state.namespaces.len(),
+        pods = state.pods.len(),
+        "cluster file loaded"
+    );
+    let (sender, receiver) = watch::channel(Arc::new(state));
+    let task = tokio::spawn(watch_file(path, sender, stamp_now.ok(), text));
+    Ok((receiver, task))
+}
+
+/// Polls the file and publishes each new good state.
+async fn watch_file(
+    path: PathBuf,
+    sender: watch::Sender<Arc<ClusterState>>,
+    mut last_stamp: Option<Stamp>,
+    mut last_text: String,
+) {
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Warn once per failure, not every poll.
+    let mut failing = false;
+    loop {
+        interval.tick().await;
+        let current = match stamp(&path).await {
+            Ok(current) => current,
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(file = %path.display(), %error,
+                        "cluster file: cannot stat; keeping the last good state");
+                    failing = true;
+                }
+                last_stamp = None;
+                continue;
+            }
+        };
+        if last_stamp == Some(current) {
+            continue;
+        }
+        last_stamp = Some(current);
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text,
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(file = %path.display(), %error,
+                        "cluster file: cannot read; keeping the last good state");
+                    failing = true;
+                }
+                // Retry on the next poll even if the metadata does not change again.
+                last_stamp = None;
+                continue;
+            }
+        };
+        failing = false;
+        if text == last_text {
+            continue;
+        }
+        let (state, problems) = parse_cluster_file(&text);
+        last_text = text;
+        if let Some(fatal) = problems.iter().find(|problem| problem.file_unreadable) {
+            tracing::warn!(file = %path.display(), problem = %fatal,
+                "cluster file: not valid YAML; keeping the last good state");
+            continue;
+        }
+        warn_problems(&path, &problems);
+        let changed = sender.send_if_modified(|published| {
+            if **published == state {
+                false
+            } else {
+                *published = Arc::new(state);
+                true
+            }
+        });
+        if changed {
+            tracing::info!(file = %path.display(), "cluster file changed; new state published");
+        }
+    }
+}
