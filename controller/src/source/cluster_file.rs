@@ -28,6 +28,10 @@ use super::{ClusterState, Error, ObjectKey};
 /// How often the watcher looks at the file's metadata.
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
 
+/// How long after its modification time a file is re-read on every poll, even if its
+/// stamp did not change (timestamps are only as fine as the kernel's clock tick).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
 /// One thing wrong in a cluster file. Everything but [`Problem::file_unreadable`] ones
 /// concern a single object, which was skipped (or, for duplicates, replaced).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -429,7 +433,15 @@ async fn watch_file(
                 continue;
             }
         };
-        if last_stamp == Some(current) {
+        // Like git's "racy clean" check: a write in the same timestamp tick as the previous
+        // one, keeping the length, leaves the stamp unchanged; so a file modified in the
+        // last moments is read again regardless (the text comparison below stops that
+        // from republishing).
+        let recent = current
+            .modified
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age < RACY_WINDOW);
+        if last_stamp == Some(current) && !recent {
             continue;
         }
         last_stamp = Some(current);
@@ -469,5 +481,331 @@ async fn watch_file(
         if changed {
             tracing::info!(file = %path.display(), "cluster file changed; new state published");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem_for<'a>(problems: &'a [Problem], object: &str) -> &'a Problem {
+        problems
+            .iter()
+            .find(|problem| problem.object.as_deref() == Some(object))
+            .unwrap_or_else(|| panic!("no problem names {object}: {problems:#?}"))
+    }
+
+    #[test]
+    fn bundled_demo_cluster_parses_without_problems() {
+        let (state, problems) = parse_cluster_file(include_str!("../../../deploy/cluster.yaml"));
+        assert_eq!(problems, []);
+        assert_eq!(
+            state.nodes.keys().collect::<Vec<_>>(),
+            ["node-1", "node-2", "node-3"]
+        );
+        assert_eq!(
+            state.namespaces.keys().collect::<Vec<_>>(),
+            ["backend", "default", "frontend"]
+        );
+        assert_eq!(state.pods.len(), 6);
+        let node2 = &state.nodes["node-2"];
+        let spec = node2.spec.as_ref().expect("node spec");
+        assert_eq!(spec.pod_cidr.as_deref(), Some("10.244.2.0/24"));
+        assert_eq!(
+            spec.pod_cidrs.as_deref(),
+            Some(&["10.244.2.0/24".to_owned()][..])
+        );
+        let addresses = node2.status.as_ref().and_then(|s| s.addresses.as_ref());
+        let internal = addresses
+            .into_iter()
+            .flatten()
+            .find(|a| a.type_ == "InternalIP")
+            .map(|a| a.address.as_str());
+        assert_eq!(internal, Some("192.168.77.12"));
+        let api1 = &state.pods[&ObjectKey::new("backend", "api-1")];
+        assert_eq!(
+            api1.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some("node-2")
+        );
+        assert_eq!(
+            api1.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app"))
+                .map(String::as_str),
+            Some("api")
+        );
+    }
+
+    #[test]
+    fn all_six_kinds_are_read() {
+        let text = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: frontend}
+spec:
+  selector: {app: web}
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abcde
+  namespace: frontend
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+endpoints:
+  - addresses: [10.244.1.5]
+    conditions: {ready: true}
+    nodeName: node-1
+ports: [{name: http, port: 8080, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: backend}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: frontend}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: frontend}
+"#;
+        let (state, problems) = parse_cluster_file(text);
+        assert_eq!(problems, []);
+        let service = &state.services[&ObjectKey::new("frontend", "web")];
+        let port = &service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default()[0];
+        assert_eq!(port.port, 80);
+        let slice = &state.endpoint_slices[&ObjectKey::new("frontend", "web-abcde")];
+        assert_eq!(slice.endpoints[0].addresses, ["10.244.1.5"]);
+        assert!(
+            state
+                .network_policies
+                .contains_key(&ObjectKey::new("backend", "deny-all"))
+        );
+        assert!(state.namespaces.contains_key("frontend"));
+        assert!(state.nodes.contains_key("node-1"));
+        assert!(state.pods.contains_key(&ObjectKey::new("frontend", "p")));
+    }
+
+    #[test]
+    fn namespace_defaults_to_default_and_is_dropped_on_cluster_scoped_kinds() {
+        let text = "
+apiVersion: v1
+kind: Pod
+metadata: {name: lonely}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc, namespace: ''}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-9, namespace: kube-system}
+";
+        let (state, problems) = parse_cluster_file(text);
+        assert_eq!(problems, []);
+        let pod = &state.pods[&ObjectKey::new("default", "lonely")];
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
+        assert!(
+            state
+                .services
+                .contains_key(&ObjectKey::new("default", "svc"))
+        );
+        assert_eq!(state.nodes["node-9"].metadata.namespace, None);
+    }
+
+    #[test]
+    fn list_items_are_read_and_bad_items_reported_with_their_index() {
+        let text = "
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Namespace
+    metadata: {name: team-a}
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: a-1, namespace: team-a}
+  - apiVersion: v1
+    kind: Pod
+    metadata: {namespace: team-a}
+  - apiVersion: v1
+    kind: List
+    items: []
+";
+        let (state, problems) = parse_cluster_file(text);
+        assert!(state.namespaces.contains_key("team-a"));
+        assert!(state.pods.contains_key(&ObjectKey::new("team-a", "a-1")));
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert_eq!((problems[0].document, problems[0].item), (1, Some(2)));
+        assert!(
+            problems[0].message.contains("metadata.name"),
+            "{}",
+            problems[0]
+        );
+        assert_eq!((problems[1].document, problems[1].item), (1, Some(3)));
+        assert!(problems[1].message.contains("List inside a List"));
+    }
+
+    #[test]
+    fn each_invalid_document_is_reported_and_skipped_without_stopping_the_rest() {
+        let text = "
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: kube-system}
+---
+apiVersion: apps/v1
+kind: Pod
+metadata: {name: wrong-group, namespace: backend}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: backend}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad-container, namespace: backend}
+spec:
+  containers:
+    - name: [not, a, string]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: bad-cidr}
+spec: {podCIDRs: 10.244.9.0/24}
+---
+metadata: {name: no-kind}
+---
+- just
+- a list
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: good, namespace: backend}
+";
+        let (state, problems) = parse_cluster_file(text);
+        assert_eq!(
+            state.pods.keys().collect::<Vec<_>>(),
+            [&ObjectKey::new("backend", "good")]
+        );
+        assert!(state.nodes.is_empty());
+        assert_eq!(problems.len(), 7, "{problems:#?}");
+        assert!(problems.iter().all(|problem| !problem.file_unreadable));
+
+        let unknown = problem_for(&problems, "kube-system/settings");
+        assert_eq!(
+            (unknown.document, unknown.kind.as_deref()),
+            (1, Some("ConfigMap"))
+        );
+        assert!(unknown.message.contains("unknown kind"), "{unknown}");
+
+        let group = problem_for(&problems, "backend/wrong-group");
+        assert_eq!(group.document, 2);
+        assert!(group.message.contains("\"apps/v1\""), "{group}");
+
+        let nameless = &problems[2];
+        assert_eq!(
+            (nameless.document, nameless.kind.as_deref()),
+            (3, Some("Pod"))
+        );
+        assert!(nameless.message.contains("metadata.name"), "{nameless}");
+
+        let container = problem_for(&problems, "backend/bad-container");
+        assert_eq!(container.document, 4);
+        assert!(
+            container
+                .message
+                .starts_with("spec.containers[0].name: invalid type"),
+            "{container}"
+        );
+
+        let cidr = problem_for(&problems, "bad-cidr");
+        assert_eq!((cidr.document, cidr.kind.as_deref()), (5, Some("Node")));
+        assert!(
+            cidr.message.starts_with("spec.podCIDRs: invalid type"),
+            "{cidr}"
+        );
+
+        let kindless = problem_for(&problems, "default/no-kind");
+        assert_eq!(kindless.document, 6);
+        assert!(kindless.message.contains("kind is missing"));
+
+        assert_eq!(problems[6].document, 7);
+        assert!(problems[6].message.contains("kind is missing"));
+    }
+
+    #[test]
+    fn duplicate_object_later_wins_with_a_problem_naming_both_documents() {
+        let text = "
+apiVersion: v1
+kind: Pod
+metadata: {name: twin, labels: {version: one}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: twin, namespace: default, labels: {version: two}}
+";
+        let (state, problems) = parse_cluster_file(text);
+        let pod = &state.pods[&ObjectKey::new("default", "twin")];
+        assert_eq!(
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("version"))
+                .map(String::as_str),
+            Some("two")
+        );
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].document, 2);
+        assert_eq!(
+            problems[0].to_string(),
+            "document 2 Pod default/twin: duplicate: replaces the definition in document 1"
+        );
+    }
+
+    #[test]
+    fn empty_documents_and_empty_file_are_an_empty_cluster() {
+        for text in ["", "---\n", "---\n---\n# only a comment\n"] {
+            let (state, problems) = parse_cluster_file(text);
+            assert_eq!(problems, [], "{text:?}");
+            assert_eq!(state, ClusterState::default());
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_yaml_is_one_file_unreadable_problem_and_no_objects() {
+        let text = "
+apiVersion: v1
+kind: Pod
+metadata: {name: fine}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: [unclosed
+";
+        let (state, problems) = parse_cluster_file(text);
+        assert_eq!(state, ClusterState::default());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].file_unreadable);
+        assert_eq!(problems[0].document, 2);
+        assert!(
+            problems[0].message.contains("not valid YAML"),
+            "{}",
+            problems[0]
+        );
     }
 }
