@@ -86,7 +86,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The network configuration on stdin is not valid JSON (or not readable).
+    /// Standard input could not be read.
+    #[error("cannot read the network configuration from stdin: {0}")]
+    ReadStdin(std::io::Error),
+    /// The network configuration on stdin is not valid JSON.
     #[error("cannot decode the network configuration on stdin: {0}")]
     Decode(String),
     /// The network configuration is JSON but misses or misuses a field.
@@ -136,6 +139,9 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// STATUS: the controller cannot take pods now (or cannot be asked).
+    #[error("plugin not available: {0}")]
+    NotAvailable(String),
     /// The controller reply contains a value the shim cannot apply (a malformed MAC, ...).
     #[error("controller sent an unusable {field}: {value:?}")]
     BadPodNetwork {
@@ -187,6 +193,7 @@ impl Error {
             Error::IncompatibleVersion(_) => code::INCOMPATIBLE_VERSION,
             Error::MissingEnv(_) | Error::InvalidEnv { .. } => code::INVALID_ENV,
             Error::Decode(_) => code::DECODE_FAILURE,
+            Error::ReadStdin(_) => code::IO_FAILURE,
             Error::InvalidConfig { .. } | Error::ControllerAddress { .. } => code::INVALID_CONFIG,
             Error::Controller { .. } | Error::ControllerTimeout { .. } => code::TRY_AGAIN_LATER,
             Error::ControllerClosed { .. }
@@ -202,6 +209,7 @@ impl Error {
             Error::Netns { .. } => code::NETNS,
             Error::Netlink { .. } | Error::Offload { .. } => code::LINK,
             Error::CheckMismatch { .. } => code::CHECK_MISMATCH,
+            Error::NotAvailable(_) => code::PLUGIN_NOT_AVAILABLE,
         }
     }
 }

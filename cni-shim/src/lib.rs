@@ -8,6 +8,9 @@
 
 pub mod api;
 mod error;
+pub mod link;
+mod offload;
+pub mod plugin;
 
 pub use error::{Error, code};
 

@@ -1,0 +1,820 @@
+//! The CNI plugin protocol (CNI SPEC.md 1.0.0/1.1.0, "Section 2: Execution Protocol"): reading
+//! `CNI_*` variables and the network configuration, dispatching ADD/DEL/CHECK/VERSION/STATUS/
+//! GC, and printing the result or error JSON.
+//!
+//! Owns: validation of the runtime's input, the order of operations of each command and their
+//! undo on failure, the result format. Does not own: netlink ([`crate::link`]) or the wire
+//! protocol to the controller ([`crate::api`]).
+//!
+//! [`execute`] is the whole plugin as a function of its environment and stdin, so it can be
+//! driven by `main` and by tests alike.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{self, PodNetwork, PodRef, Reply, Request};
+use crate::link::{self, NetnsFile};
+use crate::{Error, SUPPORTED_VERSIONS};
+
+/// The version stamped on output when the configuration's own version is unknown or bad.
+const DEFAULT_VERSION: &str = "1.1.0";
+/// Default for `timeoutSeconds`.
+const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+/// Cap on best-effort controller calls made while undoing or deleting, so a dead controller
+/// cannot hold a DEL for the full ADD timeout.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest configuration accepted on stdin.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// What the plugin prints and how it exits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Process exit status: 0 on success, 1 with an error JSON on stdout otherwise.
+    pub exit_code: i32,
+    /// Everything to print on stdout (may be empty).
+    pub stdout: String,
+}
+
+/// The CNI operation requested by `CNI_COMMAND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Attach a container.
+    Add,
+    /// Detach a container (idempotent).
+    Del,
+    /// Verify an attachment.
+    Check,
+    /// Report supported versions.
+    Version,
+    /// Report readiness (1.1).
+    Status,
+    /// Remove stale attachments (1.1).
+    Gc,
+}
+
+impl Command {
+    fn parse(value: &str) -> Option<Command> {
+        Some(match value {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "VERSION" => Command::Version,
+            "STATUS" => Command::Status,
+            "GC" => Command::Gc,
+            _ => return None,
+        })
+    }
+
+    /// The oldest spec version that defines the command.
+    fn since(self) -> &'static str {
+        match self {
+            Command::Add | Command::Del | Command::Version => "0.3.0",
+            Command::Check => "0.4.0",
+            Command::Status | Command::Gc => "1.1.0",
+        }
+    }
+}
+
+/// The plugin's entry in a configuration list, as the runtime passes it on stdin.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NetConf {
+    /// Spec version the configuration (and our output) follows.
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    /// Network name.
+    pub name: String,
+    /// Plugin type (our binary's name).
+    #[serde(rename = "type")]
+    pub plugin_type: String,
+    /// Controller address: `unix:PATH` or `tcp:HOST:PORT`.
+    pub controller: String,
+    /// Seconds an ADD may take in total, controller included.
+    #[serde(rename = "timeoutSeconds", default)]
+    pub timeout_seconds: Option<u64>,
+    /// The result of the previous ADD (CHECK, DEL).
+    #[serde(rename = "prevResult", default)]
+    pub prev_result: Option<Value>,
+    /// GC: attachments still in use.
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// GC: the name an earlier 1.1 draft used; libcni sends both.
+    #[serde(rename = "cni.dev/attachments", default)]
+    pub attachments: Option<Vec<Attachment>>,
+}
+
+/// One `(container id, ifname)` pair of a GC request.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+pub struct Attachment {
+    /// The container id.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// The interface name inside the container.
+    pub ifname: String,
+}
+
+/// Runs the plugin: `var` reads an environment variable, `stdin` is read only by commands
+/// that take a configuration.
+pub fn execute(var: &dyn Fn(&str) -> Option<String>, stdin: &mut dyn Read) -> Outcome {
+    let mut version = DEFAULT_VERSION.to_owned();
+    match run(var, stdin, &mut version) {
+        Ok(stdout) => Outcome {
+            exit_code: 0,
+            stdout,
+        },
+        Err(e) => Outcome {
+            exit_code: 1,
+            stdout: error_json(&version, &e),
+        },
+    }
+}
+
+/// The CNI error object for `e` (CNI SPEC.md, "Error").
+pub fn error_json(version: &str, e: &Error) -> String {
+    let (msg, details) = match e {
+        Error::ControllerRefused { msg, .. } => (msg.clone(), e.to_string()),
+        Error::NotAvailable(_) => ("plugin not available".to_owned(), e.to_string()),
+        _ => (short_message(e).to_owned(), e.to_string()),
+    };
+    let mut out = json!({
+        "cniVersion": version,
+        "code": e.cni_code(),
+        "msg": msg,
+        "details": details,
+    })
+    .to_string();
+    out.push('\n');
+    out
+}
+
+fn short_message(e: &Error) -> &'static str {
+    match e {
+        Error::IncompatibleVersion(_) => "incompatible CNI version",
+        Error::MissingEnv(_) => "missing environment variable",
+        Error::InvalidEnv { .. } => "invalid environment variable",
+        Error::ReadStdin(_) => "cannot read stdin",
+        Error::Decode(_) => "malformed network configuration",
+        Error::InvalidConfig { .. } | Error::ControllerAddress { .. } => {
+            "invalid network configuration"
+        }
+        Error::Controller { .. } => "controller unreachable",
+        Error::ControllerTimeout { .. } => "controller timed out",
+        Error::ControllerClosed { .. }
+        | Error::ControllerReply { .. }
+        | Error::ControllerNoNetwork { .. }
+        | Error::BadPodNetwork { .. }
+        | Error::Encode(_) => "controller protocol error",
+        Error::ControllerRefused { .. } => "controller refused",
+        Error::Netns { .. } => "network namespace unusable",
+        Error::Netlink { .. } => "interface setup failed",
+        Error::Offload { .. } => "checksum offload setup failed",
+        Error::CheckMismatch { .. } => "interface differs from the controller's record",
+        Error::NotAvailable(_) => "plugin not available",
+    }
+}
+
+fn run(
+    var: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    version: &mut String,
+) -> Result<String, Error> {
+    let command_text = var("CNI_COMMAND").ok_or(Error::MissingEnv("CNI_COMMAND"))?;
+    let command = Command::parse(&command_text).ok_or_else(|| Error::InvalidEnv {
+        var: "CNI_COMMAND",
+        value: command_text.clone(),
+        reason: "expected ADD, DEL, CHECK, VERSION, STATUS or GC".into(),
+    })?;
+    if command == Command::Version {
+        let mut out = json!({
+            "cniVersion": DEFAULT_VERSION,
+            "supportedVersions": SUPPORTED_VERSIONS,
+        })
+        .to_string();
+        out.push('\n');
+        return Ok(out);
+    }
+    let conf = read_config(stdin)?;
+    if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
+        return Err(Error::IncompatibleVersion(conf.cni_version));
+    }
+    version.clone_from(&conf.cni_version);
+    if version_lt(&conf.cni_version, command.since()) {
+        return Err(Error::IncompatibleVersion(format!(
+            "{} ({command_text} needs {} or later)",
+            conf.cni_version,
+            command.since()
+        )));
+    }
+    if conf.controller.is_empty() {
+        return Err(Error::InvalidConfig {
+            field: "controller",
+            reason: "must not be empty; expected unix:PATH or tcp:HOST:PORT".into(),
+        });
+    }
+    let timeout = Duration::from_secs(conf.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS));
+    if timeout.is_zero() {
+        return Err(Error::InvalidConfig {
+            field: "timeoutSeconds",
+            reason: "must be at least 1".into(),
+        });
+    }
+    match command {
+        Command::Add => add(&Invocation::read(var, true)?, &conf, timeout),
+        Command::Del => del(&Invocation::read(var, false)?, &conf).map(|()| String::new()),
+        Command::Check => {
+            check(&Invocation::read(var, true)?, &conf, timeout).map(|()| String::new())
+        }
+        Command::Status => status(&conf, timeout).map(|()| String::new()),
+        Command::Gc => gc(&conf).map(|()| String::new()),
+        Command::Version => unreachable_version(),
+    }
+}
+
+/// VERSION returned early above; kept as a function so the match stays exhaustive without a
+/// panic path.
+fn unreachable_version() -> Result<String, Error> {
+    Ok(String::new())
+}
+
+fn read_config(stdin: &mut dyn Read) -> Result<NetConf, Error> {
+    let mut bytes = Vec::new();
+    stdin
+        .take(MAX_CONFIG_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(Error::ReadStdin)?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Decode(if bytes.iter().all(u8::is_ascii_whitespace) {
+            "stdin is empty; the runtime must pass the plugin's configuration as JSON".into()
+        } else {
+            e.to_string()
+        })
+    })?;
+    if !value.is_object() {
+        return Err(Error::Decode(format!(
+            "expected a JSON object, got {}",
+            truncate(&value.to_string(), 80)
+        )));
+    }
+    for field in ["cniVersion", "name", "type", "controller"] {
+        match value.get(field) {
+            Some(Value::String(_)) => {}
+            Some(other) => {
+                return Err(Error::InvalidConfig {
+                    field: static_field(field),
+                    reason: format!("must be a string, got {other}"),
+                });
+            }
+            None => {
+                return Err(Error::InvalidConfig {
+                    field: static_field(field),
+                    reason: "is required".into(),
+                });
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| Error::InvalidConfig {
+        field: "(configuration)",
+        reason: e.to_string(),
+    })
+}
+
+fn static_field(field: &str) -> &'static str {
+    match field {
+        "cniVersion" => "cniVersion",
+        "name" => "name",
+        "type" => "type",
+        _ => "controller",
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// `a < b` for dotted numeric versions.
+fn version_lt(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    parse(a) < parse(b)
+}
+
+/// The per-container variables of ADD, DEL and CHECK.
+struct Invocation {
+    container_id: String,
+    netns: Option<String>,
+    ifname: String,
+    namespace: String,
+    pod: String,
+}
+
+impl Invocation {
+    /// Reads and validates the variables; `full` (ADD, CHECK) also requires CNI_NETNS and
+    /// the pod's identity in CNI_ARGS, which DEL may lack (CNI SPEC.md, DEL).
+    fn read(var: &dyn Fn(&str) -> Option<String>, full: bool) -> Result<Invocation, Error> {
+        let container_id = var("CNI_CONTAINERID")
+            .filter(|v| !v.is_empty())
+            .ok_or(Error::MissingEnv("CNI_CONTAINERID"))?;
+        validate_container_id(&container_id)?;
+        let ifname = var("CNI_IFNAME")
+            .filter(|v| !v.is_empty())
+            .ok_or(Error::MissingEnv("CNI_IFNAME"))?;
+        validate_ifname(&ifname)?;
+        let netns = var("CNI_NETNS").filter(|v| !v.is_empty());
+        if full && netns.is_none() {
+            return Err(Error::MissingEnv("CNI_NETNS"));
+        }
+        let args = parse_cni_args(&var("CNI_ARGS").unwrap_or_default())?;
+        let get = |key: &'static str| -> Result<String, Error> {
+            match args.get(key) {
+                Some(v) if !v.is_empty() => Ok(v.clone()),
+                _ if full => Err(Error::InvalidEnv {
+                    var: "CNI_ARGS",
+                    value: var("CNI_ARGS").unwrap_or_default(),
+                    reason: format!("{key} is required (the controller finds the pod by it)"),
+                }),
+                _ => Ok(String::new()),
+            }
+        };
+        Ok(Invocation {
+            namespace: get("K8S_POD_NAMESPACE")?,
+            pod: get("K8S_POD_NAME")?,
+            container_id,
+            netns,
+            ifname,
+        })
+    }
+
+    fn pod_ref(&self, pod_mac: Option<String>) -> PodRef {
+        PodRef {
+            namespace: self.namespace.clone(),
+            pod: self.pod.clone(),
+            container_id: self.container_id.clone(),
+            netns: self.netns.clone().unwrap_or_default(),
+            ifname: self.ifname.clone(),
+            host_iface: self.host_iface(),
+            pod_mac,
+        }
+    }
+
+    fn host_iface(&self) -> String {
+        api::host_iface_name(&self.container_id, &self.ifname)
+    }
+
+    fn who(&self) -> String {
+        if self.pod.is_empty() {
+            format!("container {}", self.container_id)
+        } else {
+            format!("{}/{}", self.namespace, self.pod)
+        }
+    }
+}
+
+/// CNI SPEC.md, "Parameters": must start with an alphanumeric character, then alphanumerics,
+/// `_`, `.`, `-`.
+fn validate_container_id(id: &str) -> Result<(), Error> {
+    let mut chars = id.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidEnv {
+            var: "CNI_CONTAINERID",
+            value: id.to_owned(),
+            reason:
+                "must start with a letter or digit, followed by letters, digits, '_', '.' or '-'"
+                    .into(),
+        })
+    }
+}
+
+/// CNI SPEC.md, "Parameters": fewer than 16 characters, not `.`/`..`, no `/`, `:` or space.
+fn validate_ifname(name: &str) -> Result<(), Error> {
+    let reason = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() >= 16 {
+        Some("must be shorter than 16 bytes")
+    } else if name == "." || name == ".." {
+        Some("must not be '.' or '..'")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
+    {
+        Some("must not contain '/', ':' or whitespace")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidEnv {
+            var: "CNI_IFNAME",
+            value: name.to_owned(),
+            reason: reason.into(),
+        }),
+    }
+}
+
+/// `K=V;K=V` (CNI SPEC.md, CNI_ARGS). Empty segments are skipped.
+fn parse_cni_args(text: &str) -> Result<HashMap<String, String>, Error> {
+    let mut args = HashMap::new();
+    for pair in text.split(';').filter(|p| !p.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Error::InvalidEnv {
+                var: "CNI_ARGS",
+                value: text.to_owned(),
+                reason: format!("{pair:?} is not KEY=VALUE"),
+            });
+        };
+        args.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(args)
+}
+
+/// Turns a controller reply into the pod's network or an error.
+fn expect_network(reply: Reply, op: &'static str, who: &str) -> Result<PodNetwork, Error> {
+    match reply {
+        Reply::Ok(Some(net)) => Ok(net),
+        Reply::Ok(None) => Err(Error::ControllerNoNetwork {
+            op,
+            pod: who.to_owned(),
+        }),
+        Reply::Error(e) => Err(refused(op, who, e)),
+    }
+}
+
+fn refused(op: &'static str, who: &str, e: api::ErrorReply) -> Error {
+    Error::ControllerRefused {
+        op,
+        pod: who.to_owned(),
+        code: e.code,
+        msg: e.msg,
+        details: e.details,
+    }
+}
+
+fn remaining(deadline: Instant, controller: &str) -> Result<Duration, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(Error::ControllerTimeout {
+            controller: controller.to_owned(),
+        })
+    } else {
+        Ok(left)
+    }
+}
+
+fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Error> {
+    let deadline = Instant::now() + timeout;
+    let netns_path = inv.netns.as_deref().unwrap_or_default();
+    let netns = NetnsFile::open(netns_path)?;
+    let host = inv.host_iface();
+    let macs = link::create_veth(&host, &netns, &inv.ifname)?;
+    // From here on the veth exists: every failure undoes it and tells the controller.
+    let attached = (|| {
+        let request = Request::Add(inv.pod_ref(Some(macs.pod.clone())));
+        let reply = api::call(
+            &conf.controller,
+            &request,
+            remaining(deadline, &conf.controller)?,
+        )?;
+        let net = expect_network(reply, "add", &inv.who())?;
+        link::configure_pod_end(&netns, &inv.ifname, &net)?;
+        link::configure_host_end(&host, net.mtu, net.userspace_datapath)?;
+        Ok::<_, Error>(net)
+    })();
+    let net = match attached {
+        Ok(net) => net,
+        Err(e) => {
+            undo_add(inv, conf, &host);
+            return Err(e);
+        }
+    };
+    let mut out = add_result(
+        &conf.cni_version,
+        inv,
+        netns.path(),
+        &host,
+        &macs.host,
+        &net,
+    )
+    .to_string();
+    out.push('\n');
+    Ok(out)
+}
+
+fn undo_add(inv: &Invocation, conf: &NetConf, host: &str) {
+    if let Err(e) = link::delete_link(None, host) {
+        eprintln!("switchyard-cni: undoing ADD of {}: {e}", inv.who());
+    }
+    let request = Request::Del(inv.pod_ref(None));
+    match api::call(&conf.controller, &request, CLEANUP_TIMEOUT) {
+        Ok(Reply::Ok(_)) => {}
+        Ok(Reply::Error(e)) => eprintln!(
+            "switchyard-cni: undoing ADD of {}: controller refused del: {} ({})",
+            inv.who(),
+            e.msg,
+            e.details
+        ),
+        Err(e) => eprintln!("switchyard-cni: undoing ADD of {}: {e}", inv.who()),
+    }
+}
+
+/// The ADD result (CNI SPEC.md, "Success"): interface 0 is the host end, 1 the pod end.
+fn add_result(
+    version: &str,
+    inv: &Invocation,
+    sandbox: &str,
+    host: &str,
+    host_mac: &str,
+    net: &PodNetwork,
+) -> Value {
+    let v1 = !version_lt(version, "1.0.0");
+    let mut host_if = json!({"name": host, "mac": host_mac});
+    let mut pod_if = json!({"name": inv.ifname, "mac": net.mac.to_lowercase(), "sandbox": sandbox});
+    if !version_lt(version, "1.1.0") {
+        host_if["mtu"] = json!(net.mtu);
+        pod_if["mtu"] = json!(net.mtu);
+    }
+    let mut ip = json!({"address": net.address.to_string(), "interface": 1});
+    if net.address.addr().is_ipv4() == net.gateway.is_ipv4() {
+        ip["gateway"] = json!(net.gateway.to_string());
+    }
+    if !v1 {
+        // 0.3.x/0.4.0 results carry the IP version; 1.0.0 removed the field.
+        ip["version"] = json!(if net.address.addr().is_ipv4() {
+            "4"
+        } else {
+            "6"
+        });
+    }
+    let routes: Vec<Value> = net
+        .routes
+        .iter()
+        .map(|r| match r.gw {
+            Some(gw) => json!({"dst": r.dst.to_string(), "gw": gw.to_string()}),
+            None => json!({"dst": r.dst.to_string()}),
+        })
+        .collect();
+    json!({
+        "cniVersion": version,
+        "interfaces": [host_if, pod_if],
+        "ips": [ip],
+        "routes": routes,
+        "dns": {},
+    })
+}
+
+fn del(inv: &Invocation, conf: &NetConf) -> Result<(), Error> {
+    // Everything here is best effort (CNI SPEC.md, DEL: "should clean up as many resources as
+    // possible ... and return a successful response"); the controller reconciles what a dead
+    // controller could not be told.
+    let request = Request::Del(inv.pod_ref(None));
+    match api::call(&conf.controller, &request, CLEANUP_TIMEOUT) {
+        Ok(Reply::Ok(_)) => {}
+        Ok(Reply::Error(e)) => eprintln!(
+            "switchyard-cni: DEL of {}: controller refused: {} ({})",
+            inv.who(),
+            e.msg,
+            e.details
+        ),
+        Err(e) => eprintln!("switchyard-cni: DEL of {}: {e}", inv.who()),
+    }
+    // Deleting the host end takes the pod end with it; a gone netns took both already.
+    link::delete_link(None, &inv.host_iface())?;
+    Ok(())
+}
+
+fn check(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Error> {
+    let netns = NetnsFile::open(inv.netns.as_deref().unwrap_or_default())?;
+    let reply = api::call(
+        &conf.controller,
+        &Request::Check(inv.pod_ref(None)),
+        timeout,
+    )?;
+    let net = expect_network(reply, "check", &inv.who())?;
+    let mismatch = |iface: &str, reason: String| Error::CheckMismatch {
+        iface: iface.to_owned(),
+        reason,
+    };
+    let pod_iface = format!("{} in {}", inv.ifname, netns.path());
+    let state = link::inspect(Some(&netns), &inv.ifname)?
+        .ok_or_else(|| mismatch(&pod_iface, "the interface does not exist".into()))?;
+    if !state.mac.eq_ignore_ascii_case(&net.mac) {
+        return Err(mismatch(
+            &pod_iface,
+            format!("MAC is {}, controller expects {}", state.mac, net.mac),
+        ));
+    }
+    if !state.addresses.contains(&net.address) {
+        return Err(mismatch(
+            &pod_iface,
+            format!(
+                "address {} missing (has {:?})",
+                net.address,
+                state
+                    .addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+        ));
+    }
+    if state.mtu != net.mtu {
+        return Err(mismatch(
+            &pod_iface,
+            format!("MTU is {}, controller expects {}", state.mtu, net.mtu),
+        ));
+    }
+    if !state.up {
+        return Err(mismatch(&pod_iface, "the interface is down".into()));
+    }
+    if net.userspace_datapath && state.tx_checksum {
+        return Err(mismatch(
+            &pod_iface,
+            "tx checksum offload is on, the userspace datapath needs it off".into(),
+        ));
+    }
+    for route in &net.routes {
+        let want = api::Route {
+            dst: route.dst.trunc(),
+            gw: route.gw,
+        };
+        if !state.routes.contains(&want) {
+            return Err(mismatch(
+                &pod_iface,
+                format!("route {} via {:?} missing", want.dst, want.gw),
+            ));
+        }
+    }
+    if let Some(prev) = &conf.prev_result {
+        let listed = prev
+            .get("ips")
+            .and_then(Value::as_array)
+            .is_some_and(|ips| {
+                ips.iter().any(|ip| {
+                    ip.get("address").and_then(Value::as_str) == Some(&net.address.to_string())
+                })
+            });
+        if !listed {
+            return Err(mismatch(
+                &pod_iface,
+                format!(
+                    "prevResult does not list the controller's address {}",
+                    net.address
+                ),
+            ));
+        }
+    }
+    let host = inv.host_iface();
+    let host_state = link::inspect(None, &host)?
+        .ok_or_else(|| mismatch(&host, "the host end of the veth does not exist".into()))?;
+    if !host_state.up {
+        return Err(mismatch(&host, "the host end is down".into()));
+    }
+    if net.userspace_datapath && host_state.tx_checksum {
+        return Err(mismatch(
+            &host,
+            "tx checksum offload is on, the userspace datapath needs it off".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn status(conf: &NetConf, timeout: Duration) -> Result<(), Error> {
+    // The node's name as the kernel knows it (the UTS namespace, which `ip netns exec` and
+    // container runtimes leave alone); the controller may ignore it.
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty());
+    match api::call(&conf.controller, &Request::Status { node }, timeout) {
+        Ok(Reply::Ok(_)) => Ok(()),
+        Ok(Reply::Error(e)) => Err(Error::NotAvailable(format!(
+            "controller {} is not ready: {} ({})",
+            conf.controller, e.msg, e.details
+        ))),
+        Err(e) => Err(Error::NotAvailable(e.to_string())),
+    }
+}
+
+/// True for names [`api::host_iface_name`] can produce.
+fn is_our_host_iface(name: &str) -> bool {
+    name.strip_prefix(api::HOST_IFACE_PREFIX)
+        .is_some_and(|rest| {
+            rest.len() == 12 && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+}
+
+fn gc(conf: &NetConf) -> Result<(), Error> {
+    let valid = conf
+        .valid_attachments
+        .as_ref()
+        .or(conf.attachments.as_ref())
+        .ok_or(Error::InvalidConfig {
+            field: "cni.dev/valid-attachments",
+            reason: "GC needs the list of attachments still in use".into(),
+        })?;
+    let keep: HashSet<String> = valid
+        .iter()
+        .map(|a| api::host_iface_name(&a.container_id, &a.ifname))
+        .collect();
+    let mut failures = Vec::new();
+    for name in link::list_veths()? {
+        if is_our_host_iface(&name)
+            && !keep.contains(&name)
+            && let Err(e) = link::delete_link(None, &name)
+        {
+            failures.push(e.to_string());
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Netlink {
+            what: "delete stale",
+            iface: "veths".into(),
+            reason: failures.join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn run_with(pairs: &[(&str, &str)], stdin: &str) -> (i32, Value) {
+        let out = execute(&env(pairs), &mut stdin.as_bytes());
+        let value = if out.stdout.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&out.stdout).unwrap()
+        };
+        (out.exit_code, value)
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.1.0","name":"switchyard","type":"switchyard-cni","controller":"unix:/nonexistent/cni.sock"}"#;
+
+    #[test]
+    fn version_lists_what_we_speak() {
+        let (code, out) = run_with(&[("CNI_COMMAND", "VERSION")], "");
+        assert_eq!(code, 0);
+        assert_eq!(out["supportedVersions"], json!(SUPPORTED_VERSIONS));
+    }
+
+    #[test]
+    fn input_errors_get_their_codes() {
+        let (code, out) = run_with(&[], CONF);
+        assert_eq!((code, out["code"].as_u64()), (1, Some(4)));
+        let (_, out) = run_with(&[("CNI_COMMAND", "ADD")], "{not json");
+        assert_eq!(out["code"], 6);
+        let (_, out) = run_with(&[("CNI_COMMAND", "ADD")], r#"{"cniVersion":"1.1.0"}"#);
+        assert_eq!(out["code"], 7);
+        let (_, out) = run_with(&[("CNI_COMMAND", "ADD")], &CONF.replace("1.1.0", "0.2.0"));
+        assert_eq!(out["code"], 1);
+        let (_, out) = run_with(&[("CNI_COMMAND", "GC")], &CONF.replace("1.1.0", "1.0.0"));
+        assert_eq!(out["code"], 1);
+        let (_, out) = run_with(
+            &[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "-bad"),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            CONF,
+        );
+        assert_eq!(out["code"], 4);
+        assert!(out["details"].as_str().unwrap().contains("CNI_CONTAINERID"));
+    }
+
+    #[test]
+    fn ifname_and_args_rules_follow_the_spec() {
+        assert!(validate_ifname("eth0").is_ok());
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "abcdefghijklmnop"] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
+        let args = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p").unwrap();
+        assert_eq!(args["K8S_POD_NAME"], "p");
+        assert!(parse_cni_args("oops").is_err());
+        assert!(version_lt("0.4.0", "1.0.0") && !version_lt("1.1.0", "1.1.0"));
+    }
+
+    #[test]
+    fn gc_only_touches_names_we_make() {
+        assert!(is_our_host_iface(&api::host_iface_name("c", "eth0")));
+        for other in ["eth0", "syovs123450", "sy0123456789ab0", "syABCDEF012345"] {
+            assert!(!is_our_host_iface(other), "{other}");
+        }
+    }
+}
