@@ -174,7 +174,6 @@ struct Core {
     target: String,
     state: Mutex<State>,
     out: mpsc::UnboundedSender<Vec<u8>>,
-    notifications: mpsc::UnboundedSender<Notification>,
 }
 
 impl Core {
@@ -270,10 +269,9 @@ impl Client {
                 closed: None,
             }),
             out: out_tx,
-            notifications: note_tx,
         });
         let writer = tokio::spawn(write_loop(core.clone(), write, out_rx));
-        let reader = tokio::spawn(read_loop(core.clone(), read, options));
+        let reader = tokio::spawn(read_loop(core.clone(), read, options, note_tx));
         Client {
             core,
             next_id: Arc::new(AtomicU64::new(1)),
@@ -469,8 +467,15 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(core: Arc<Core>, mut read: tokio::io::ReadHalf<impl Stream>, options: ClientOptions) {
-    let reason = match read_messages(&core, &mut read, &options).await {
+/// Owns the notification sender, so the receiver sees the stream end when the
+/// connection does.
+async fn read_loop(
+    core: Arc<Core>,
+    mut read: tokio::io::ReadHalf<impl Stream>,
+    options: ClientOptions,
+    notifications: mpsc::UnboundedSender<Notification>,
+) {
+    let reason = match read_messages(&core, &mut read, &options, &notifications).await {
         Ok(()) => "the server closed the connection".to_owned(),
         Err(e) => e.to_string(),
     };
@@ -482,13 +487,14 @@ async fn read_messages(
     core: &Core,
     read: &mut tokio::io::ReadHalf<impl Stream>,
     options: &ClientOptions,
+    notifications: &mpsc::UnboundedSender<Notification>,
 ) -> Result<(), Error> {
     let mut framer = Framer::new(options.max_message);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut echo_outstanding = false;
     loop {
         while let Some(msg) = framer.next_message()? {
-            dispatch(core, msg);
+            dispatch(core, notifications, msg);
         }
         let n = match options.inactivity_probe {
             Some(probe) => match tokio::time::timeout(probe, read.read(&mut chunk)).await {
@@ -520,7 +526,7 @@ async fn read_messages(
     }
 }
 
-fn dispatch(core: &Core, msg: Json) {
+fn dispatch(core: &Core, notifications: &mpsc::UnboundedSender<Notification>, msg: Json) {
     let method = msg.get("method").and_then(Json::as_str);
     let id = msg.get("id").cloned().unwrap_or(Json::Null);
     match method {
@@ -534,7 +540,7 @@ fn dispatch(core: &Core, msg: Json) {
         }
         Some(method) => match parse_notification(method, msg.get("params")) {
             Some(n) => {
-                let _ = core.notifications.send(n);
+                let _ = notifications.send(n);
             }
             None => tracing::warn!(target = %core.target, message = %json_excerpt(&msg), "ignoring unknown notification"),
         },

@@ -31,6 +31,7 @@ pub use client::{Client, ClientOptions, MonitorRequest, MonitorSince, Notificati
 pub use data::{Atom, Datum, NamedUuid, Row, Uuid};
 pub use error::Error;
 
+pub use replica::{MonitorMethod, Replica, ReplicaOptions, ReplicaStatus, RowChange, Snapshot, Table, TableSpec};
 pub use schema::{AtomicType, BaseType, ColumnSchema, ColumnType, DatabaseSchema, RefType, TableSchema};
 pub use transaction::{
     Condition, Function, Mutation, Mutator, Operation, OperationResult, Transaction, WaitUntil,
