@@ -1,0 +1,1 @@
+//! Async connection (tokio): placeholder until the connection layer lands.
