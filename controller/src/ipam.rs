@@ -242,8 +242,15 @@ mod tests {
         let want: Vec<Ipv4Addr> = (2..=6).map(|h| Ipv4Addr::new(10, 0, 0, h)).collect();
         assert_eq!(got, want);
         let err = ipam.allocate("n1", &key("p5")).unwrap_err();
-        assert!(matches!(err, IpamError::Exhausted { in_use: 5, .. }), "{err}");
-        assert_eq!(ipam.allocate("n1", &key("p2")).unwrap(), want[2], "idempotent");
+        assert!(
+            matches!(err, IpamError::Exhausted { in_use: 5, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            ipam.allocate("n1", &key("p2")).unwrap(),
+            want[2],
+            "idempotent"
+        );
     }
 
     #[test]

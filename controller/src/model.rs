@@ -288,7 +288,11 @@ mod tests {
         assert_eq!(n1.pod_cidr.to_string(), "10.244.1.0/24");
         assert_eq!(n1.gateway_ip(), Ipv4Addr::new(10, 244, 1, 1));
         assert_eq!(n1.internal_ip, Ipv4Addr::new(192, 168, 77, 11));
-        assert_eq!(model.pods.len(), 1, "host-network and unscheduled pods are skipped");
+        assert_eq!(
+            model.pods.len(),
+            1,
+            "host-network and unscheduled pods are skipped"
+        );
         assert_eq!(model.pods[&k].node, "n1");
     }
 
@@ -298,24 +302,47 @@ mod tests {
         state
             .nodes
             .insert("a".into(), node("a", None, Some("192.168.77.1")));
-        state
-            .nodes
-            .insert("b".into(), node("b", Some("10.0.0.0/33"), Some("192.168.77.2")));
+        state.nodes.insert(
+            "b".into(),
+            node("b", Some("10.0.0.0/33"), Some("192.168.77.2")),
+        );
         state
             .nodes
             .insert("c".into(), node("c", Some("10.1.0.0/24"), None));
-        state
-            .nodes
-            .insert("d".into(), node("d", Some("10.2.0.0/24"), Some("192.168.77.4")));
-        state
-            .nodes
-            .insert("e".into(), node("e", Some("10.2.0.0/25"), Some("192.168.77.5")));
+        state.nodes.insert(
+            "d".into(),
+            node("d", Some("10.2.0.0/24"), Some("192.168.77.4")),
+        );
+        state.nodes.insert(
+            "e".into(),
+            node("e", Some("10.2.0.0/25"), Some("192.168.77.5")),
+        );
         let (model, problems) = ClusterModel::build(&state);
         let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert_eq!(model.nodes.keys().collect::<Vec<_>>(), vec!["d"], "{shown:?}");
-        assert!(shown.iter().any(|s| s.starts_with("Node/a: spec.podCIDR: missing")));
-        assert!(shown.iter().any(|s| s.starts_with("Node/b: spec.podCIDR: \"10.0.0.0/33\"")));
-        assert!(shown.iter().any(|s| s.starts_with("Node/c: status.addresses")));
-        assert!(shown.iter().any(|s| s.contains("Node/e: spec.podCIDR: 10.2.0.0/25 overlaps")));
+        assert_eq!(
+            model.nodes.keys().collect::<Vec<_>>(),
+            vec!["d"],
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("Node/a: spec.podCIDR: missing"))
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("Node/b: spec.podCIDR: \"10.0.0.0/33\""))
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("Node/c: status.addresses"))
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.contains("Node/e: spec.podCIDR: 10.2.0.0/25 overlaps"))
+        );
     }
 }

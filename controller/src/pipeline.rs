@@ -167,7 +167,9 @@ impl std::str::FromStr for Encap {
         match s {
             "geneve" => Ok(Encap::Geneve),
             "vxlan" => Ok(Encap::Vxlan),
-            other => Err(format!("unknown encapsulation {other:?}: use geneve or vxlan")),
+            other => Err(format!(
+                "unknown encapsulation {other:?}: use geneve or vxlan"
+            )),
         }
     }
 }

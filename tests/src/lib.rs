@@ -322,3 +322,24 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> Optio
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Path of a workspace binary (`switchyard`, `switchyard-cni`, `yardctl`) in the target
+/// directory, building its package first if it is not there. `scripts/test.sh` builds all
+/// binaries before running the tests, so the build here is only for a bare `cargo test`.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("..").join("target"));
+    let path = target.join("debug").join(name);
+    if !path.exists() {
+        let package = match name {
+            "switchyard-cni" => "switchyard-cni",
+            _ => "switchyard",
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(&cargo, &["build", "-p", package, "--bin", name]);
+    }
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}

@@ -1,0 +1,836 @@
+//! `switchyard demo`: a local multi-node cluster on real Open vSwitch, on this one machine.
+//!
+//! Owns: the stand-ins for what a real cluster has around Switchyard — machines (network
+//! namespaces joined by an underlay switch), each node's OVS daemons and host network
+//! setup (underlay bridge `br-phy`, the gateway's address), a container runtime that calls
+//! the real `switchyard-cni` for every pod, and the connectivity checks. The controller
+//! runs as its own process (`switchyard controller`), exactly as it would in a cluster.
+//!
+//! Does not own: anything on br-int. Bridges, ports and flows there are the controller's.
+//!
+//! Everything created is removed on every exit path: [`DemoCluster`]'s `Drop` deletes
+//! pods through CNI DEL, stops the controller and the OVS daemons by PID, and deletes every
+//! namespace. Ctrl-C is turned into an orderly return by the caller.
+
+pub mod host;
+pub mod probe;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use crate::Error;
+use crate::model::{ClusterModel, NodeModel};
+use crate::pipeline::{self, Encap};
+use crate::source::{ObjectKey, parse_cluster_file};
+use host::{Netns, NodeOvs};
+
+
+/// The bundled demo cluster: three nodes, three namespaces, six pods.
+pub const BUNDLED_CLUSTER: &str = include_str!("../../../deploy/cluster.yaml");
+
+/// The underlay network the demo gives its nodes (inside its own namespaces only).
+const UNDERLAY_PREFIX: [u8; 3] = [192, 168, 77];
+const UNDERLAY_MTU: u32 = 1500;
+
+/// How to build the demo cluster.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// The cluster file's text (Nodes, Namespaces, Pods).
+    pub cluster_yaml: String,
+    /// Tunnel type.
+    pub encap: Encap,
+    /// The `switchyard` binary to run as the controller.
+    pub controller_bin: PathBuf,
+    /// The `switchyard-cni` binary the "container runtime" calls.
+    pub cni_bin: PathBuf,
+}
+
+/// A simulated node.
+pub struct DemoNode {
+    /// The node as the model sees it (with the demo's underlay address).
+    pub model: NodeModel,
+    /// OVS daemons (dropped before the namespace).
+    pub ovs: NodeOvs,
+    /// The node's "machine".
+    pub netns: Netns,
+}
+
+/// A pod the demo created through CNI ADD.
+pub struct DemoPod {
+    /// Namespace/name.
+    pub key: ObjectKey,
+    /// The node it runs on.
+    pub node: String,
+    /// The address CNI returned.
+    pub ip: Ipv4Addr,
+    /// The container id passed to CNI.
+    pub container_id: String,
+    /// The pod's network namespace.
+    pub netns: Netns,
+    echo: Option<probe::EchoServer>,
+}
+
+/// One check of the connectivity matrix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// `pod default/client` or `node node-1`.
+    pub from: String,
+    /// `pod frontend/web-1`.
+    pub to: String,
+    /// `icmp` or `tcp`.
+    pub protocol: &'static str,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+}
+
+/// A running demo cluster.
+pub struct DemoCluster {
+    options: DemoOptions,
+    run_id: String,
+    workdir: PathBuf,
+    cluster_file: PathBuf,
+    documents: Vec<Value>,
+    controller: Option<Child>,
+    /// Pods by key.
+    pub pods: BTreeMap<ObjectKey, DemoPod>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, DemoNode>,
+    underlay: Option<Netns>,
+}
+
+impl DemoCluster {
+    /// Builds the cluster: underlay, nodes with OVS, the controller, then every pod of the
+    /// cluster file through CNI ADD.
+    pub fn start(options: DemoOptions) -> Result<DemoCluster, Error> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Demo(
+                "the demo creates network namespaces and runs Open vSwitch: run it as root".into(),
+            ));
+        }
+        let run_id = format!("{:x}", std::process::id() % 0xfffff);
+        let workdir = std::env::temp_dir().join(format!("switchyard-demo-{run_id}-{}", unique()));
+        std::fs::create_dir_all(&workdir).map_err(|e| Error::Io {
+            what: format!("create {}", workdir.display()),
+            source: e,
+        })?;
+        let documents = split_documents(&options.cluster_yaml)?;
+        let mut cluster = DemoCluster {
+            cluster_file: workdir.join("cluster.yaml"),
+            options,
+            run_id,
+            workdir,
+            documents,
+            controller: None,
+            pods: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            underlay: None,
+        };
+        cluster.assign_underlay_addresses();
+        cluster.write_cluster_file()?;
+
+        let underlay = Netns::create(&format!("sy{}-underlay", cluster.run_id))?;
+        underlay.exec(&["ip", "link", "add", "ul-br", "type", "bridge"])?;
+        underlay.exec(&["ip", "link", "set", "ul-br", "up"])?;
+        cluster.underlay = Some(underlay);
+
+        let (model, problems) = cluster.model();
+        for p in &problems {
+            eprintln!("cluster file: skipping {p}");
+        }
+        for node in model.nodes.values() {
+            cluster.start_node(node.clone())?;
+        }
+        cluster.start_controller()?;
+        for node in model.nodes.keys() {
+            cluster.configure_gateway(node)?;
+        }
+        let pods: Vec<_> = model.pods.values().cloned().collect();
+        for pod in pods {
+            cluster.add_pod_network(&pod.key, &pod.node)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The model the controller sees (from the demo's copy of the cluster file).
+    pub fn model(&self) -> (ClusterModel, Vec<crate::model::Problem>) {
+        let text = render_documents(&self.documents);
+        let (state, _) = parse_cluster_file(&text);
+        ClusterModel::build(&state)
+    }
+
+    /// The cluster file the controller watches.
+    pub fn cluster_file(&self) -> &Path {
+        &self.cluster_file
+    }
+
+    /// The working directory: controller log, per-node OVS directories.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// `unix:` path of the controller's CNI socket.
+    pub fn cni_target(&self) -> String {
+        format!("unix:{}/cni.sock", self.workdir.display())
+    }
+
+    fn node_dir(&self, node: &str) -> PathBuf {
+        self.workdir.join("nodes").join(node)
+    }
+
+    /// Gives every Node object the demo's own underlay address, in name order.
+    fn assign_underlay_addresses(&mut self) {
+        let mut names: Vec<String> = self
+            .documents
+            .iter()
+            .filter(|d| kind(d) == Some("Node"))
+            .filter_map(|d| name(d).map(String::from))
+            .collect();
+        names.sort();
+        for doc in self.documents.iter_mut().filter(|d| kind(d) == Some("Node")) {
+            let Some(index) = name(doc).and_then(|n| names.iter().position(|x| x == n)) else {
+                continue;
+            };
+            set_internal_ip(doc, underlay_ip(index));
+        }
+    }
+
+    fn write_cluster_file(&self) -> Result<(), Error> {
+        let tmp = self.cluster_file.with_extension("tmp");
+        std::fs::write(&tmp, render_documents(&self.documents)).map_err(|e| Error::Io {
+            what: format!("write {}", tmp.display()),
+            source: e,
+        })?;
+        // Rename, so the controller never reads a half-written file.
+        std::fs::rename(&tmp, &self.cluster_file).map_err(|e| Error::Io {
+            what: format!("rename to {}", self.cluster_file.display()),
+            source: e,
+        })
+    }
+
+    fn start_node(&mut self, model: NodeModel) -> Result<(), Error> {
+        let index = self.nodes.len() + 1;
+        let netns = Netns::create(&format!("sy{}-{}", self.run_id, model.name))?;
+        let ovs = NodeOvs::start(&netns, &self.node_dir(&model.name))?;
+        // The underlay: a veth from the node to the underlay switch. With the userspace
+        // datapath the node's address must sit on an OVS bridge for tunnels to leave it.
+        let ul = format!("ul{index}");
+        let underlay = self
+            .underlay
+            .as_ref()
+            .ok_or_else(|| Error::Demo("underlay missing".into()))?;
+        underlay.exec(&[
+            "ip",
+            "link",
+            "add",
+            &ul,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns.name(),
+        ])?;
+        underlay.exec(&["ip", "link", "set", &ul, "master", "ul-br", "up"])?;
+        host::tx_offload_off(underlay, &ul)?;
+        netns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        host::tx_offload_off(&netns, "eth0")?;
+        ovs.vsctl(&[
+            "--may-exist",
+            "add-br",
+            "br-phy",
+            "--",
+            "set",
+            "Bridge",
+            "br-phy",
+            "datapath_type=netdev",
+            "--",
+            "--may-exist",
+            "add-port",
+            "br-phy",
+            "eth0",
+        ])?;
+        let cidr = format!("{}/24", model.internal_ip);
+        netns.exec(&["ip", "addr", "add", &cidr, "dev", "br-phy"])?;
+        netns.exec(&["ip", "link", "set", "br-phy", "up"])?;
+        self.nodes
+            .insert(model.name.clone(), DemoNode { model, ovs, netns });
+        Ok(())
+    }
+
+    fn start_controller(&mut self) -> Result<(), Error> {
+        let w = self.workdir.display().to_string();
+        let log = std::fs::File::create(self.workdir.join("controller.log")).map_err(|e| {
+            Error::Io {
+                what: "create controller.log".into(),
+                source: e,
+            }
+        })?;
+        let err = log.try_clone().map_err(|e| Error::Io {
+            what: "controller.log".into(),
+            source: e,
+        })?;
+        let encap = match self.options.encap {
+            Encap::Geneve => "geneve",
+            Encap::Vxlan => "vxlan",
+        };
+        let child = Command::new(&self.options.controller_bin)
+            .args([
+                "controller",
+                "--cluster-file",
+                &self.cluster_file.display().to_string(),
+                "--ovsdb-template",
+                &format!("unix:{w}/nodes/{{node}}/db.sock"),
+                "--openflow-listen",
+                &format!("punix:{w}/ofp.sock"),
+                "--openflow-target",
+                &format!("unix:{w}/ofp.sock"),
+                "--cni-listen",
+                &format!("unix:{w}/cni.sock"),
+                "--encap",
+                encap,
+                "--underlay-mtu",
+                &UNDERLAY_MTU.to_string(),
+            ])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Error::Demo(format!(
+                "cannot start the controller {}: {e}",
+                self.options.controller_bin.display()
+            )))?;
+        self.controller = Some(child);
+        let socket = self.workdir.join("cni.sock");
+        if !host::wait_until(Duration::from_secs(30), || socket.exists()) {
+            return Err(Error::Demo(format!(
+                "the controller did not open {} within 30 s; see {}",
+                socket.display(),
+                self.workdir.join("controller.log").display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stops the controller process (by PID) and starts a new one on the same state.
+    pub fn restart_controller(&mut self) -> Result<(), Error> {
+        self.stop_controller();
+        let _ = std::fs::remove_file(self.workdir.join("cni.sock"));
+        self.start_controller()
+    }
+
+    fn stop_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            host::stop_pid(child.id() as i32);
+            let _ = child.wait();
+        }
+    }
+
+    /// Does what a node's host-network setup does once the controller has created the
+    /// gateway port: gives it the first address of the pod CIDR and brings it up.
+    fn configure_gateway(&self, node: &str) -> Result<(), Error> {
+        let n = &self.nodes[node];
+        let gw = pipeline::GATEWAY_PORT;
+        if !host::wait_until(Duration::from_secs(30), || {
+            n.netns
+                .exec_output(&["ip", "link", "show", gw])
+                .is_ok_and(|o| o.status.success())
+        }) {
+            return Err(Error::Demo(format!(
+                "node {node}: the controller did not create {gw} within 30 s; see {}",
+                self.workdir.join("controller.log").display()
+            )));
+        }
+        let addr = format!("{}/{}", n.model.gateway_ip(), n.model.pod_cidr.prefix_len());
+        n.netns
+            .exec(&["ip", "addr", "replace", &addr, "dev", gw])?;
+        n.netns.exec(&["ip", "link", "set", gw, "up"])?;
+        host::tx_offload_off(&n.netns, gw)
+    }
+
+    fn cni_config(&self) -> String {
+        serde_json::json!({
+            "cniVersion": "1.1.0",
+            "name": "switchyard",
+            "type": "switchyard-cni",
+            "controller": self.cni_target(),
+            "timeoutSeconds": 30,
+        })
+        .to_string()
+    }
+
+    /// Calls the CNI plugin inside the node's namespace, as a container runtime would.
+    /// Returns the plugin's stdout (the CNI result or error JSON) and whether it succeeded.
+    pub fn cni(
+        &self,
+        command: &str,
+        node: &str,
+        key: &ObjectKey,
+        container_id: &str,
+        netns: &Path,
+    ) -> Result<(bool, String), Error> {
+        let n = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| Error::Demo(format!("no node {node} in the demo")))?;
+        let args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={container_id}",
+            key.namespace, key.name
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", n.netns.name()])
+            .arg(&self.options.cni_bin)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env("CNI_ARGS", args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Demo(format!(
+                "cannot run the CNI plugin {}: {e}",
+                self.options.cni_bin.display()
+            )))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(self.cni_config().as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|e| Error::Io {
+            what: "wait for the CNI plugin".into(),
+            source: e,
+        })?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    }
+
+    fn add_pod_network(&mut self, key: &ObjectKey, node: &str) -> Result<(), Error> {
+        let netns = Netns::create(&format!(
+            "sy{}-{}-{}",
+            self.run_id, key.namespace, key.name
+        ))?;
+        let container_id = format!("{:016x}{:08x}", unique(), crate::pipeline::owner_id(&key.to_string()));
+        let (ok, out) = self.cni("ADD", node, key, &container_id, &netns.path())?;
+        if !ok {
+            return Err(Error::Demo(format!(
+                "CNI ADD for pod {key} on {node} failed: {}",
+                out.trim()
+            )));
+        }
+        let ip = cni_result_ip(&out).ok_or_else(|| {
+            Error::Demo(format!("CNI ADD for pod {key}: no IPv4 address in its result: {out}"))
+        })?;
+        let echo = probe::EchoServer::start(&netns.path())?;
+        self.pods.insert(
+            key.clone(),
+            DemoPod {
+                key: key.clone(),
+                node: node.into(),
+                ip,
+                container_id,
+                netns,
+                echo: Some(echo),
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a pod: to the cluster file first (as the API server would have it), then its
+    /// network through CNI ADD.
+    pub fn add_pod(&mut self, key: &ObjectKey, node: &str) -> Result<Ipv4Addr, Error> {
+        self.documents.push(pod_document(key, node));
+        self.write_cluster_file()?;
+        self.add_pod_network(key, node)?;
+        Ok(self.pods[key].ip)
+    }
+
+    /// Adds several pods at once: all objects first, then every CNI ADD in parallel, as a
+    /// kubelet starting many pods would. Returns their addresses in the order given.
+    pub fn add_pods_concurrently(
+        &mut self,
+        pods: &[(ObjectKey, String)],
+    ) -> Result<Vec<Ipv4Addr>, Error> {
+        for (key, node) in pods {
+            self.documents.push(pod_document(key, node));
+        }
+        self.write_cluster_file()?;
+        let mut prepared = Vec::new();
+        for (key, node) in pods {
+            let netns = Netns::create(&format!(
+                "sy{}-{}-{}",
+                self.run_id, key.namespace, key.name
+            ))?;
+            let container_id = format!("{:016x}{:08x}", unique(), crate::pipeline::owner_id(&key.to_string()));
+            prepared.push((key.clone(), node.clone(), netns, container_id));
+        }
+        let results: Vec<Result<(bool, String), Error>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = prepared
+                .iter()
+                .map(|(key, node, netns, cid)| {
+                    let this = &*self;
+                    scope.spawn(move || this.cni("ADD", node, key, cid, &netns.path()))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Demo("CNI thread panicked".into()))))
+                .collect()
+        });
+        let mut ips = Vec::new();
+        for ((key, node, netns, container_id), result) in prepared.into_iter().zip(results) {
+            let (ok, out) = result?;
+            if !ok {
+                return Err(Error::Demo(format!("CNI ADD for pod {key} failed: {}", out.trim())));
+            }
+            let ip = cni_result_ip(&out).ok_or_else(|| {
+                Error::Demo(format!("CNI ADD for pod {key}: no IPv4 address in {out}"))
+            })?;
+            let echo = probe::EchoServer::start(&netns.path())?;
+            ips.push(ip);
+            self.pods.insert(
+                key.clone(),
+                DemoPod { key, node, ip, container_id, netns, echo: Some(echo) },
+            );
+        }
+        Ok(ips)
+    }
+
+    /// `ovs-ofctl -O OpenFlow13 dump-flows --names` of a node's br-int, plus `args`.
+    pub fn dump_flows(&self, node: &str, args: &[&str]) -> Result<String, Error> {
+        let n = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| Error::Demo(format!("no node {node} in the demo")))?;
+        let target = n.ovs.mgmt_target(pipeline::BRIDGE);
+        let mut all = vec!["-O", "OpenFlow13", "dump-flows", "--names", target.as_str()];
+        all.extend_from_slice(args);
+        host::run("ovs-ofctl", &all)
+    }
+
+    /// Deletes a pod: CNI DEL first (as the kubelet does), then the object.
+    pub fn delete_pod(&mut self, key: &ObjectKey) -> Result<(), Error> {
+        if let Some(mut pod) = self.pods.remove(key) {
+            pod.echo.take();
+            let (ok, out) = self.cni("DEL", &pod.node, key, &pod.container_id, &pod.netns.path())?;
+            if !ok {
+                return Err(Error::Demo(format!("CNI DEL for pod {key} failed: {}", out.trim())));
+            }
+        }
+        self.documents.retain(|d| {
+            !(kind(d) == Some("Pod")
+                && name(d) == Some(key.name.as_str())
+                && namespace(d).unwrap_or("default") == key.namespace)
+        });
+        self.write_cluster_file()
+    }
+
+    /// Adds a node: its machine and OVS, then the Node object; waits for the controller to
+    /// create its gateway.
+    pub fn add_node(&mut self, name: &str, pod_cidr: &str) -> Result<(), Error> {
+        let index = self.nodes.len();
+        let ip = underlay_ip(index);
+        let mut doc = node_document(name, pod_cidr);
+        set_internal_ip(&mut doc, ip);
+        let (state, _) = parse_cluster_file(&render_documents(std::slice::from_ref(&doc)));
+        let (model, problems) = ClusterModel::build(&state);
+        let node = model.nodes.get(name).cloned().ok_or_else(|| {
+            Error::Demo(format!(
+                "node {name} is not valid: {}",
+                problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+            ))
+        })?;
+        self.start_node(node)?;
+        self.documents.push(doc);
+        self.write_cluster_file()?;
+        self.configure_gateway(name)
+    }
+
+    /// Runs the whole matrix: every pod to every other pod by ICMP and TCP, and every node
+    /// to its own pods by ICMP and TCP.
+    pub fn check_connectivity(&self) -> Vec<Probe> {
+        let mut probes = Vec::new();
+        for src in self.pods.values() {
+            for dst in self.pods.values() {
+                if src.key == dst.key {
+                    continue;
+                }
+                let from = format!("pod {}", src.key);
+                let to = format!("pod {}", dst.key);
+                probes.push(Probe {
+                    from: from.clone(),
+                    to: to.clone(),
+                    protocol: "icmp",
+                    failure: probe::ping(src.netns.name(), dst.ip, 3).err(),
+                });
+                probes.push(Probe {
+                    from,
+                    to,
+                    protocol: "tcp",
+                    failure: probe::tcp_echo(&src.netns.path(), dst.ip).err(),
+                });
+            }
+        }
+        for node in self.nodes.values() {
+            let node_ns = node.netns.path();
+            for pod in self.pods.values().filter(|p| p.node == node.model.name) {
+                let from = format!("node {}", node.model.name);
+                let to = format!("pod {}", pod.key);
+                probes.push(Probe {
+                    from: from.clone(),
+                    to: to.clone(),
+                    protocol: "icmp",
+                    failure: probe::ping(node.netns.name(), pod.ip, 3).err(),
+                });
+                probes.push(Probe {
+                    from,
+                    to,
+                    protocol: "tcp",
+                    failure: probe::tcp_echo(&node_ns, pod.ip).err(),
+                });
+            }
+        }
+        probes
+    }
+
+    /// `ovs-ofctl` commands an operator can paste to look at a node's flows.
+    pub fn how_to_look(&self) -> String {
+        let mut s = String::new();
+        for node in self.nodes.values() {
+            s.push_str(&format!(
+                "  ip netns exec {} ovs-ofctl -O OpenFlow13 dump-flows --names {}\n",
+                node.netns.name(),
+                node.ovs.mgmt_target(pipeline::BRIDGE)
+            ));
+        }
+        s
+    }
+
+    fn shutdown(&mut self) {
+        let pods: Vec<ObjectKey> = self.pods.keys().cloned().collect();
+        for key in pods {
+            if let Some(mut pod) = self.pods.remove(&key) {
+                pod.echo.take();
+                let _ = self.cni("DEL", &pod.node, &key, &pod.container_id, &pod.netns.path());
+            }
+        }
+        self.stop_controller();
+        self.nodes.clear();
+        self.underlay.take();
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+impl Drop for DemoCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Renders the matrix as a table: one row per source, one column per destination, each cell
+/// `icmp/tcp` as ✓ or ✗.
+pub fn render_matrix(probes: &[Probe]) -> String {
+    let mut sources: Vec<&str> = Vec::new();
+    let mut targets: Vec<&str> = Vec::new();
+    for p in probes {
+        if !sources.contains(&p.from.as_str()) {
+            sources.push(&p.from);
+        }
+        if !targets.contains(&p.to.as_str()) {
+            targets.push(&p.to);
+        }
+    }
+    let cell = |from: &str, to: &str| -> String {
+        let mark = |proto: &str| {
+            probes
+                .iter()
+                .find(|p| p.from == from && p.to == to && p.protocol == proto)
+                .map(|p| if p.failure.is_none() { "✓" } else { "✗" })
+        };
+        match (mark("icmp"), mark("tcp")) {
+            (Some(i), Some(t)) => format!("{i}/{t}"),
+            _ => "-".into(),
+        }
+    };
+    let width = sources.iter().map(|s| s.len()).max().unwrap_or(4) + 2;
+    let short = |t: &str| t.trim_start_matches("pod ").to_owned();
+    let col = targets.iter().map(|t| short(t).len()).max().unwrap_or(3).max(5) + 2;
+    let mut out = format!("{:width$}", "from \\ to (icmp/tcp)");
+    out.push('\n');
+    out.push_str(&" ".repeat(width));
+    for t in &targets {
+        out.push_str(&format!("{:>col$}", short(t)));
+    }
+    out.push('\n');
+    for s in &sources {
+        out.push_str(&format!("{s:width$}"));
+        for t in &targets {
+            out.push_str(&format!("{:>col$}", cell(s, t)));
+        }
+        out.push('\n');
+    }
+    let failures: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_some()).collect();
+    out.push_str(&format!(
+        "\n{} of {} checks passed\n",
+        probes.len() - failures.len(),
+        probes.len()
+    ));
+    for f in failures {
+        out.push_str(&format!(
+            "  FAILED {} {} -> {}: {}\n",
+            f.protocol,
+            f.from,
+            f.to,
+            f.failure.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (t & 0xffff_ffff) << 8 | (N.fetch_add(1, Ordering::Relaxed) & 0xff)
+}
+
+fn underlay_ip(index: usize) -> Ipv4Addr {
+    let [a, b, c] = UNDERLAY_PREFIX;
+    Ipv4Addr::new(a, b, c, 11 + index as u8)
+}
+
+fn cni_result_ip(out: &str) -> Option<Ipv4Addr> {
+    let v: serde_json::Value = serde_json::from_str(out).ok()?;
+    v.get("ips")?.as_array()?.iter().find_map(|ip| {
+        let addr = ip.get("address")?.as_str()?;
+        addr.split('/').next()?.parse().ok()
+    })
+}
+
+fn split_documents(text: &str) -> Result<Vec<Value>, Error> {
+    let mut docs = Vec::new();
+    for d in serde_yaml::Deserializer::from_str(text) {
+        let v = <Value as serde::Deserialize>::deserialize(d)
+            .map_err(|e| Error::Demo(format!("cluster file is not YAML: {e}")))?;
+        if v.is_null() {
+            continue;
+        }
+        // A `kind: List` is flattened so the demo can edit items one by one.
+        if kind(&v) == Some("List") {
+            if let Some(items) = v.get("items").and_then(Value::as_sequence) {
+                docs.extend(items.iter().cloned());
+            }
+        } else {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+fn render_documents(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| serde_yaml::to_string(d).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn kind(doc: &Value) -> Option<&str> {
+    doc.get("kind").and_then(Value::as_str)
+}
+
+fn name(doc: &Value) -> Option<&str> {
+    doc.get("metadata")?.get("name")?.as_str()
+}
+
+fn namespace(doc: &Value) -> Option<&str> {
+    doc.get("metadata")?.get("namespace")?.as_str()
+}
+
+fn set_internal_ip(doc: &mut Value, ip: Ipv4Addr) {
+    let address: Value = serde_yaml::from_str(&format!(
+        "addresses: [{{type: InternalIP, address: \"{ip}\"}}]"
+    ))
+    .unwrap_or(Value::Null);
+    if let Value::Mapping(map) = doc {
+        let status = map
+            .entry(Value::from("status"))
+            .or_insert_with(|| Value::Mapping(Default::default()));
+        if let (Value::Mapping(status), Value::Mapping(a)) = (status, address) {
+            status.extend(a);
+        }
+    }
+}
+
+fn pod_document(key: &ObjectKey, node: &str) -> Value {
+    serde_yaml::from_str(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: \"{}\", namespace: \"{}\"}}\nspec:\n  nodeName: \"{node}\"\n  containers: [{{name: main, image: demo}}]\n",
+        key.name, key.namespace
+    ))
+    .unwrap_or(Value::Null)
+}
+
+fn node_document(name: &str, pod_cidr: &str) -> Value {
+    serde_yaml::from_str(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: \"{name}\"}}\nspec: {{podCIDR: \"{pod_cidr}\", podCIDRs: [\"{pod_cidr}\"]}}\n"
+    ))
+    .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_cluster_is_valid_and_gets_underlay_addresses() {
+        let mut docs = split_documents(BUNDLED_CLUSTER).unwrap();
+        for (i, d) in docs.iter_mut().filter(|d| kind(d) == Some("Node")).enumerate() {
+            set_internal_ip(d, underlay_ip(i));
+        }
+        let (state, problems) = parse_cluster_file(&render_documents(&docs));
+        assert!(problems.is_empty(), "{problems:?}");
+        let (model, problems) = ClusterModel::build(&state);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(model.nodes.len() >= 2);
+        assert!(model.pods.len() >= 4);
+        assert!(
+            model
+                .nodes
+                .values()
+                .all(|n| n.internal_ip.octets()[..3] == UNDERLAY_PREFIX)
+        );
+    }
+
+    #[test]
+    fn matrix_marks_failures() {
+        let probes = vec![
+            Probe {
+                from: "pod a/x".into(),
+                to: "pod a/y".into(),
+                protocol: "icmp",
+                failure: None,
+            },
+            Probe {
+                from: "pod a/x".into(),
+                to: "pod a/y".into(),
+                protocol: "tcp",
+                failure: Some("refused".into()),
+            },
+        ];
+        let text = render_matrix(&probes);
+        assert!(text.contains("✓/✗"), "{text}");
+        assert!(text.contains("1 of 2 checks passed"), "{text}");
+        assert!(text.contains("FAILED tcp pod a/x -> pod a/y: refused"), "{text}");
+    }
+}

@@ -1,0 +1,469 @@
+//! A node's OVSDB configuration: br-int, its controller, table names, the tunnel port, the
+//! gateway port and the pod ports.
+//!
+//! Owns: the transaction that turns what a node's ovsdb-server holds (a replica snapshot)
+//! into what Switchyard wants, touching only what differs; and reading back what a previous
+//! controller left there (pod attachments, ofports). Pure functions; the node agent sends
+//! the transaction. Ports that Switchyard did not create (no `switchyard.io/*` external_ids)
+//! are left alone.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ovsdb::vswitch::{self, Bridge, Controller, Interface, Port};
+use ovsdb::{Condition, Datum, Mutation, NamedUuid, Row, Snapshot, Transaction, Uuid};
+
+use crate::ipam::format_mac;
+use crate::pipeline::{
+    BRIDGE, Encap, GATEWAY_OFPORT, GATEWAY_PORT, TUNNEL_OFPORT, TUNNEL_PORT, Table,
+};
+use crate::source::ObjectKey;
+
+/// external_ids key naming the pod a port belongs to (`namespace/name`).
+pub const EXT_POD: &str = "switchyard.io/pod";
+/// external_ids key with the pod's address.
+pub const EXT_IP: &str = "switchyard.io/ip";
+/// external_ids key with the pod's MAC.
+pub const EXT_MAC: &str = "switchyard.io/mac";
+/// external_ids key with the CNI container id.
+pub const EXT_CONTAINER: &str = "switchyard.io/container-id";
+/// external_ids key marking rows Switchyard owns (value: their role).
+pub const EXT_OWNER: &str = "switchyard.io/owner";
+
+/// A pod's port on br-int, as the controller wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodPort {
+    /// The host end of the pod's veth (the port and interface name).
+    pub iface: String,
+    /// The pod.
+    pub pod: ObjectKey,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// The CNI container id.
+    pub container_id: String,
+}
+
+impl PodPort {
+    fn external_ids(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (EXT_POD.to_owned(), self.pod.to_string()),
+            (EXT_IP.to_owned(), self.ip.to_string()),
+            (EXT_MAC.to_owned(), format_mac(self.mac)),
+            (EXT_CONTAINER.to_owned(), self.container_id.clone()),
+            (EXT_OWNER.to_owned(), "pod".to_owned()),
+        ])
+    }
+
+    /// Reads a pod port back from an interface's external_ids; `None` if it is not one of
+    /// ours or a value is unreadable.
+    pub fn from_interface(iface: &Interface) -> Option<PodPort> {
+        let ids = &iface.external_ids;
+        let (namespace, name) = ids.get(EXT_POD)?.split_once('/')?;
+        Some(PodPort {
+            iface: iface.name.clone(),
+            pod: ObjectKey::new(namespace, name),
+            ip: ids.get(EXT_IP)?.parse().ok()?,
+            mac: parse_mac(ids.get(EXT_MAC)?)?,
+            container_id: ids.get(EXT_CONTAINER)?.clone(),
+        })
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// What a node's OVSDB must hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchConfig {
+    /// `netdev` (userspace) or `system` (kernel module).
+    pub datapath_type: String,
+    /// br-int's datapath id, 16 hex digits: how the controller recognises the node's
+    /// OpenFlow connection.
+    pub datapath_id: String,
+    /// Where br-int connects for OpenFlow (`tcp:IP:PORT` or `unix:PATH`).
+    pub controller_target: String,
+    /// Tunnel type.
+    pub encap: Encap,
+    /// MAC of the gateway port.
+    pub gateway_mac: [u8; 6],
+    /// The pods attached on this node.
+    pub pod_ports: Vec<PodPort>,
+}
+
+/// The datapath id Switchyard gives a node's br-int: `5359` ("SY") then 48 bits derived from
+/// the node name.
+pub fn datapath_id(node: &str) -> u64 {
+    let h = u64::from(crate::pipeline::owner_id(node));
+    let h2 = u64::from(crate::pipeline::owner_id(&format!("{node}/br-int")) & 0xffff);
+    (0x5359u64 << 48) | (h2 << 32) | h
+}
+
+/// The transaction that brings `snapshot` to `desired`; empty when nothing differs.
+pub fn plan(snapshot: &Snapshot, desired: &SwitchConfig) -> Transaction {
+    let mut txn = Transaction::new();
+    let bridges: Vec<Bridge> = vswitch::rows(snapshot);
+    let Some(bridge) = bridges.into_iter().find(|b| b.name == BRIDGE) else {
+        create_bridge(snapshot, desired, &mut txn);
+        return txn;
+    };
+    let bridge_uuid = bridge.uuid.clone().unwrap_or_else(Uuid::zero);
+    let on_bridge = || vec![Condition::uuid(&bridge_uuid)];
+
+    // Bridge columns.
+    let mut other_config = bridge.other_config.clone();
+    other_config.insert("datapath-id".into(), desired.datapath_id.clone());
+    other_config.insert("disable-in-band".into(), "true".into());
+    let mut external_ids = bridge.external_ids.clone();
+    external_ids.insert(EXT_OWNER.into(), "bridge".into());
+    if bridge.fail_mode.as_deref() != Some("secure")
+        || bridge.protocols != ["OpenFlow13"]
+        || bridge.datapath_type != desired.datapath_type
+        || other_config != bridge.other_config
+        || external_ids != bridge.external_ids
+    {
+        txn.update(
+            "Bridge",
+            on_bridge(),
+            Row::new()
+                .with("fail_mode", "secure")
+                .with("protocols", Datum::set(["OpenFlow13"]))
+                .with("datapath_type", desired.datapath_type.as_str())
+                .with("other_config", other_config)
+                .with("external_ids", external_ids),
+        );
+    }
+
+    let controllers: Vec<Controller> = vswitch::rows(snapshot);
+    let has_controller = bridge.controller.len() == 1
+        && controllers.iter().any(|c| {
+            c.uuid.as_ref() == bridge.controller.first() && c.target == desired.controller_target
+        });
+    if !has_controller {
+        let c = insert_controller(desired, &mut txn);
+        txn.update(
+            "Bridge",
+            on_bridge(),
+            Row::new().with("controller", Datum::set([&c])),
+        );
+    }
+
+    let wanted_tables: Vec<i64> = Table::ALL.iter().map(|t| i64::from(t.id())).collect();
+    let have_tables: Vec<i64> = bridge.flow_tables.keys().copied().collect();
+    if have_tables != wanted_tables {
+        let map = insert_flow_tables(&mut txn);
+        txn.update("Bridge", on_bridge(), Row::new().with("flow_tables", map));
+    }
+
+    // Ports, by name, with their (first) interface.
+    let ports: Vec<Port> = vswitch::rows(snapshot);
+    let interfaces: BTreeMap<Uuid, Interface> = vswitch::rows::<Interface>(snapshot)
+        .into_iter()
+        .filter_map(|i| Some((i.uuid.clone()?, i)))
+        .collect();
+    let mut on_br: BTreeMap<String, (Uuid, Option<&Interface>)> = BTreeMap::new();
+    for p in ports.iter().filter(|p| {
+        p.uuid
+            .as_ref()
+            .is_some_and(|u| bridge.ports.contains(u))
+    }) {
+        let iface = p.interfaces.first().and_then(|u| interfaces.get(u));
+        on_br.insert(
+            p.name.clone(),
+            (p.uuid.clone().unwrap_or_else(Uuid::zero), iface),
+        );
+    }
+    let mut new_ports: Vec<NamedUuid> = Vec::new();
+    let mut gone_ports: Vec<Uuid> = Vec::new();
+
+    let tunnel = tunnel_interface(desired);
+    match on_br.get(TUNNEL_PORT) {
+        None => new_ports.push(insert_port(&mut txn, TUNNEL_PORT, tunnel, "tunnel")),
+        Some((_, Some(i))) => {
+            let want_type = desired.encap.interface_type();
+            if i.kind != want_type || i.options != tunnel_options() {
+                txn.update(
+                    "Interface",
+                    vec![Condition::uuid(i.uuid.as_ref().unwrap_or(&Uuid::zero()))],
+                    Row::new()
+                        .with("type", want_type)
+                        .with("options", tunnel_options()),
+                );
+            }
+        }
+        Some((_, None)) => {}
+    }
+
+    let gateway_mac = format_mac(desired.gateway_mac);
+    match on_br.get(GATEWAY_PORT) {
+        None => new_ports.push(insert_port(
+            &mut txn,
+            GATEWAY_PORT,
+            gateway_interface(desired),
+            "gateway",
+        )),
+        Some((_, Some(i))) => {
+            let mac = snapshot
+                .row("Interface", i.uuid.as_ref().unwrap_or(&Uuid::zero()))
+                .and_then(|r| r.get("mac"))
+                .and_then(Datum::as_str)
+                .map(str::to_owned);
+            if mac.as_deref() != Some(gateway_mac.as_str()) {
+                txn.update(
+                    "Interface",
+                    vec![Condition::uuid(i.uuid.as_ref().unwrap_or(&Uuid::zero()))],
+                    Row::new().with("mac", Datum::set([gateway_mac.as_str()])),
+                );
+            }
+        }
+        Some((_, None)) => {}
+    }
+
+    let wanted_pods: BTreeMap<&str, &PodPort> = desired
+        .pod_ports
+        .iter()
+        .map(|p| (p.iface.as_str(), p))
+        .collect();
+    for (name, (port_uuid, iface)) in &on_br {
+        let Some(iface) = iface else { continue };
+        if !iface.external_ids.contains_key(EXT_POD) {
+            continue;
+        }
+        match wanted_pods.get(name.as_str()) {
+            None => gone_ports.push(port_uuid.clone()),
+            Some(want) => {
+                let mut ids = iface.external_ids.clone();
+                ids.extend(want.external_ids());
+                if ids != iface.external_ids {
+                    txn.update(
+                        "Interface",
+                        vec![Condition::uuid(iface.uuid.as_ref().unwrap_or(&Uuid::zero()))],
+                        Row::new().with("external_ids", ids),
+                    );
+                }
+            }
+        }
+    }
+    for (name, pod) in &wanted_pods {
+        if !on_br.contains_key(*name) {
+            new_ports.push(insert_port(&mut txn, name, pod_interface(pod), "pod"));
+        }
+    }
+    if !new_ports.is_empty() {
+        txn.mutate(
+            "Bridge",
+            on_bridge(),
+            vec![Mutation::insert("ports", Datum::set(new_ports.iter()))],
+        );
+    }
+    if !gone_ports.is_empty() {
+        // Removing the reference is enough: Port and Interface are not root tables, so
+        // ovsdb-server garbage-collects them.
+        txn.mutate(
+            "Bridge",
+            on_bridge(),
+            vec![Mutation::delete("ports", Datum::set(gone_ports.iter()))],
+        );
+    }
+    txn
+}
+
+fn tunnel_options() -> BTreeMap<String, String> {
+    // One flow-based tunnel port for all peers: the destination comes from tun_dst in the
+    // flow, so adding a node never touches another node's OVSDB.
+    BTreeMap::from([
+        ("remote_ip".to_owned(), "flow".to_owned()),
+        ("key".to_owned(), "flow".to_owned()),
+    ])
+}
+
+fn tunnel_interface(desired: &SwitchConfig) -> Row {
+    Row::new()
+        .with("name", TUNNEL_PORT)
+        .with("type", desired.encap.interface_type())
+        .with("options", tunnel_options())
+        .with("ofport_request", i64::from(TUNNEL_OFPORT))
+        .with("external_ids", owner("tunnel"))
+}
+
+fn gateway_interface(desired: &SwitchConfig) -> Row {
+    Row::new()
+        .with("name", GATEWAY_PORT)
+        .with("type", "internal")
+        .with("mac", Datum::set([format_mac(desired.gateway_mac).as_str()]))
+        .with("ofport_request", i64::from(GATEWAY_OFPORT))
+        .with("external_ids", owner("gateway"))
+}
+
+fn pod_interface(pod: &PodPort) -> Row {
+    Row::new()
+        .with("name", pod.iface.as_str())
+        .with("external_ids", pod.external_ids())
+}
+
+fn owner(role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(EXT_OWNER.to_owned(), role.to_owned())])
+}
+
+fn insert_port(txn: &mut Transaction, name: &str, interface: Row, role: &str) -> NamedUuid {
+    let iface = txn.insert("Interface", interface);
+    txn.insert(
+        "Port",
+        Row::new()
+            .with("name", name)
+            .with("interfaces", Datum::set([&iface]))
+            .with("external_ids", owner(role)),
+    )
+}
+
+fn insert_controller(desired: &SwitchConfig, txn: &mut Transaction) -> NamedUuid {
+    txn.insert(
+        "Controller",
+        Row::new()
+            .with("target", desired.controller_target.as_str())
+            .with("external_ids", owner("controller")),
+    )
+}
+
+fn insert_flow_tables(txn: &mut Transaction) -> Datum {
+    let mut entries: Vec<(i64, NamedUuid)> = Vec::new();
+    for t in Table::ALL {
+        let row = txn.insert("Flow_Table", Row::new().with("name", t.name()));
+        entries.push((i64::from(t.id()), row));
+    }
+    Datum::map(entries.iter().map(|(k, v)| (*k, v)))
+}
+
+fn create_bridge(snapshot: &Snapshot, desired: &SwitchConfig, txn: &mut Transaction) {
+    let local = insert_port(
+        txn,
+        BRIDGE,
+        Row::new().with("name", BRIDGE).with("type", "internal"),
+        "bridge",
+    );
+    let mut ports = vec![local];
+    ports.push(insert_port(txn, TUNNEL_PORT, tunnel_interface(desired), "tunnel"));
+    ports.push(insert_port(
+        txn,
+        GATEWAY_PORT,
+        gateway_interface(desired),
+        "gateway",
+    ));
+    for pod in &desired.pod_ports {
+        ports.push(insert_port(txn, &pod.iface, pod_interface(pod), "pod"));
+    }
+    let controller = insert_controller(desired, txn);
+    let flow_tables = insert_flow_tables(txn);
+    let bridge = txn.insert(
+        "Bridge",
+        Row::new()
+            .with("name", BRIDGE)
+            .with("fail_mode", "secure")
+            .with("protocols", Datum::set(["OpenFlow13"]))
+            .with("datapath_type", desired.datapath_type.as_str())
+            .with(
+                "other_config",
+                BTreeMap::from([
+                    ("datapath-id".to_owned(), desired.datapath_id.clone()),
+                    ("disable-in-band".to_owned(), "true".to_owned()),
+                ]),
+            )
+            .with("external_ids", owner("bridge"))
+            .with("controller", Datum::set([&controller]))
+            .with("flow_tables", flow_tables)
+            .with("ports", Datum::set(ports.iter())),
+    );
+    let root: Vec<Uuid> = snapshot.table("Open_vSwitch").keys().cloned().collect();
+    let conditions = match root.first() {
+        Some(u) => vec![Condition::uuid(u)],
+        None => vec![],
+    };
+    txn.mutate(
+        "Open_vSwitch",
+        conditions,
+        vec![Mutation::insert("bridges", Datum::set([&bridge]))],
+    );
+}
+
+/// The ofport of every interface on the node that has one (vswitchd assigns them
+/// asynchronously; -1 means the interface failed or is gone).
+pub fn ofports(snapshot: &Snapshot) -> BTreeMap<String, u32> {
+    vswitch::rows::<Interface>(snapshot)
+        .into_iter()
+        .filter_map(|i| {
+            let p = u32::try_from(i.ofport?).ok().filter(|p| *p > 0)?;
+            Some((i.name, p))
+        })
+        .collect()
+}
+
+/// Interfaces that vswitchd reported an error for, by name, for status and logs.
+pub fn interface_errors(snapshot: &Snapshot) -> BTreeMap<String, String> {
+    vswitch::rows::<Interface>(snapshot)
+        .into_iter()
+        .filter_map(|i| Some((i.name, i.error?)))
+        .collect()
+}
+
+/// The pod ports a previous controller left on the node.
+pub fn pod_ports(snapshot: &Snapshot) -> Vec<PodPort> {
+    vswitch::rows::<Interface>(snapshot)
+        .iter()
+        .filter_map(PodPort::from_interface)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trips_and_rejects_garbage() {
+        assert_eq!(parse_mac("0a:58:0a:f4:01:05"), Some([10, 88, 10, 244, 1, 5]));
+        assert_eq!(parse_mac("0a:58:0a:f4:01"), None);
+        assert_eq!(parse_mac("0a:58:0a:f4:01:05:06"), None);
+        assert_eq!(parse_mac("zz:58:0a:f4:01:05"), None);
+    }
+
+    #[test]
+    fn datapath_ids_are_stable_and_distinct() {
+        assert_eq!(datapath_id("node-1"), datapath_id("node-1"));
+        assert_ne!(datapath_id("node-1"), datapath_id("node-2"));
+        assert_eq!(datapath_id("node-1") >> 48, 0x5359);
+    }
+
+    #[test]
+    fn an_empty_database_gets_the_whole_bridge_in_one_transaction() {
+        let desired = SwitchConfig {
+            datapath_type: "netdev".into(),
+            datapath_id: format!("{:016x}", datapath_id("n1")),
+            controller_target: "unix:/tmp/x".into(),
+            encap: Encap::Geneve,
+            gateway_mac: [0x0a, 0x58, 10, 244, 1, 1],
+            pod_ports: vec![],
+        };
+        let txn = plan(&Snapshot::default(), &desired);
+        let ops = txn.to_params("Open_vSwitch").to_string();
+        for needle in [
+            "\"br-int\"",
+            "\"sy-tun0\"",
+            "\"geneve\"",
+            "\"remote_ip\",\"flow\"",
+            "\"sy-gw0\"",
+            "\"0a:58:0a:f4:01:01\"",
+            "\"secure\"",
+            "\"unix:/tmp/x\"",
+            "\"L3Forwarding\"",
+        ] {
+            assert!(ops.contains(needle), "{needle} missing from {ops}");
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! End to end: the controller, the CNI shim and real OVS (userspace datapath) on several
+//! simulated nodes, each a network namespace with its own ovsdb-server and ovs-vswitchd,
+//! joined by an underlay. Pods are network namespaces attached by the real `switchyard-cni`.
+//! `ping` and TCP connections between namespaces, and `ovs-ofctl dump-flows`, are the judges.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use switchyard::demo::{self, DemoCluster, DemoOptions, Probe};
+use switchyard::pipeline::{CookieCategory, Encap, cookie};
+use switchyard::source::ObjectKey;
+use switchyard_tests::{require_root, workspace_binary};
+
+fn options(yaml: &str, encap: Encap) -> DemoOptions {
+    require_root();
+    DemoOptions {
+        cluster_yaml: yaml.to_owned(),
+        encap,
+        controller_bin: workspace_binary("switchyard"),
+        cni_bin: workspace_binary("switchyard-cni"),
+    }
+}
+
+fn start(yaml: &str, encap: Encap) -> DemoCluster {
+    DemoCluster::start(options(yaml, encap)).unwrap_or_else(|e| panic!("demo cluster: {e}"))
+}
+
+/// A cluster file with the given nodes (name, pod CIDR) and pods (namespace, name, node).
+fn cluster_yaml(nodes: &[(&str, &str)], pods: &[(&str, &str, &str)]) -> String {
+    let mut docs = Vec::new();
+    for (name, cidr) in nodes {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{podCIDR: \"{cidr}\"}}\n"
+        ));
+    }
+    for (ns, name, node) in pods {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: c, image: x}}]\n"
+        ));
+    }
+    docs.join("---\n")
+}
+
+fn assert_all_connected(probes: &[Probe]) {
+    assert!(!probes.is_empty(), "no probes ran");
+    let failed: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_some()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} checks failed:\n{}",
+        failed.len(),
+        probes.len(),
+        demo::render_matrix(probes)
+    );
+}
+
+fn key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(ns, name)
+}
+
+fn cookie_hex(category: CookieCategory, owner: &str) -> String {
+    format!("cookie={:#x}", cookie(category, owner))
+}
+
+#[test]
+fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
+    let cluster = start(demo::BUNDLED_CLUSTER, Encap::Geneve);
+    assert_eq!(cluster.nodes.len(), 3);
+    assert!(cluster.pods.len() >= 6, "pods: {}", cluster.pods.len());
+    let probes = cluster.check_connectivity();
+    // pod↔pod both ways for every pair, plus node → its own pods, each by ICMP and TCP.
+    let pods = cluster.pods.len();
+    assert_eq!(probes.len(), pods * (pods - 1) * 2 + pods * 2);
+    assert_all_connected(&probes);
+
+    // Operators see table names and who owns each flow.
+    let (pod_key, pod) = cluster.pods.iter().next().expect("a pod");
+    let flows = cluster.dump_flows(&pod.node, &[]).expect("dump-flows");
+    for table in ["Classifier", "SpoofGuard", "ArpResponder", "L3Forwarding", "Output"] {
+        assert!(flows.contains(&format!("table={table}")), "no table={table} in:\n{flows}");
+    }
+    let owned = cookie_hex(CookieCategory::Pod, &pod_key.to_string());
+    let pod_flows: Vec<&str> = flows.lines().filter(|l| l.contains(&owned)).collect();
+    assert_eq!(pod_flows.len(), 6, "{owned} flows:\n{flows}");
+    assert!(
+        pod_flows.iter().any(|l| l.contains(&format!("nw_dst={}", pod.ip))),
+        "{pod_flows:?}"
+    );
+}
+
+#[test]
+fn pods_reach_each_other_over_vxlan() {
+    let yaml = cluster_yaml(
+        &[("vx-a", "10.250.1.0/24"), ("vx-b", "10.250.2.0/24")],
+        &[("default", "left", "vx-a"), ("default", "right", "vx-b")],
+    );
+    let cluster = start(&yaml, Encap::Vxlan);
+    assert_all_connected(&cluster.check_connectivity());
+    let node = cluster.nodes.values().next().expect("a node");
+    let iface = node
+        .ovs
+        .vsctl(&["get", "Interface", "sy-tun0", "type"])
+        .expect("tunnel type");
+    assert_eq!(iface.trim(), "vxlan");
+}
+
+#[test]
+fn deleting_a_pod_removes_its_port_and_flows_and_frees_its_address() {
+    // A /29 holds five pod addresses (network, gateway and broadcast are not given out).
+    let yaml = cluster_yaml(
+        &[("lc-a", "10.251.1.0/29"), ("lc-b", "10.251.2.0/24")],
+        &[
+            ("default", "p1", "lc-a"),
+            ("default", "p2", "lc-a"),
+            ("default", "p3", "lc-a"),
+            ("default", "p4", "lc-a"),
+            ("default", "p5", "lc-a"),
+            ("default", "far", "lc-b"),
+        ],
+    );
+    let mut cluster = start(&yaml, Encap::Geneve);
+    let victim = key("default", "p3");
+    let victim_ip = cluster.pods[&victim].ip;
+    let owned = cookie_hex(CookieCategory::Pod, &victim.to_string());
+    let before = cluster.dump_flows("lc-a", &[]).unwrap();
+    assert_eq!(before.lines().filter(|l| l.contains(&owned)).count(), 6);
+    let ports_before = cluster.nodes["lc-a"].ovs.vsctl(&["list-ports", "br-int"]).unwrap();
+
+    // The pool is full: a sixth pod on lc-a cannot get an address.
+    let err = cluster
+        .add_pod(&key("default", "p6"), "lc-a")
+        .expect_err("a full /29 must refuse a sixth pod");
+    assert!(err.to_string().contains("every address"), "{err}");
+    cluster.delete_pod(&key("default", "p6")).unwrap();
+
+    cluster.delete_pod(&victim).unwrap();
+    let after = cluster.dump_flows("lc-a", &[]).unwrap();
+    assert_eq!(after.lines().filter(|l| l.contains(&owned)).count(), 0, "{after}");
+    assert!(!after.contains(&format!("nw_dst={victim_ip} ")), "{after}");
+    let ports_after = cluster.nodes["lc-a"].ovs.vsctl(&["list-ports", "br-int"]).unwrap();
+    assert_eq!(
+        ports_before.lines().count(),
+        ports_after.lines().count() + 1,
+        "before:\n{ports_before}\nafter:\n{ports_after}"
+    );
+
+    // The freed address is the only one left, so the next pod gets exactly it.
+    let newcomer = cluster.add_pod(&key("default", "p7"), "lc-a").unwrap();
+    assert_eq!(newcomer, victim_ip);
+    // And the deleted pod can come back (with another free address: none is left but the
+    // one p7 now holds, so delete p7 first).
+    cluster.delete_pod(&key("default", "p7")).unwrap();
+    let back = cluster.add_pod(&victim, "lc-a").unwrap();
+    assert_eq!(back, victim_ip);
+    assert_all_connected(&cluster.check_connectivity());
+}
+
+#[test]
+fn a_node_added_later_becomes_reachable_and_concurrent_adds_get_unique_addresses() {
+    let yaml = cluster_yaml(
+        &[("ln-a", "10.252.1.0/24")],
+        &[("default", "first", "ln-a")],
+    );
+    let mut cluster = start(&yaml, Encap::Geneve);
+    cluster.add_node("ln-b", "10.252.2.0/24").unwrap();
+    let many: Vec<(ObjectKey, String)> = (0..4)
+        .map(|i| (key("busy", &format!("c{i}")), "ln-b".to_owned()))
+        .collect();
+    let ips = cluster.add_pods_concurrently(&many).unwrap();
+    let mut unique = ips.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ips.len(), "duplicate addresses: {ips:?}");
+    let cidr: ipnet::Ipv4Net = "10.252.2.0/24".parse().unwrap();
+    assert!(ips.iter().all(|ip| cidr.contains(ip)), "{ips:?}");
+    assert_all_connected(&cluster.check_connectivity());
+}
+
+/// One line of `ovs-ofctl dump-flows`: the flow without its counters, and the counters.
+fn parse_flows(dump: &str) -> BTreeMap<String, (f64, u64)> {
+    let mut flows = BTreeMap::new();
+    for line in dump.lines().filter(|l| l.contains("table=")) {
+        let mut duration = 0.0;
+        let mut packets = 0;
+        let mut rest = Vec::new();
+        for part in line.trim().split(", ") {
+            if let Some(d) = part.strip_prefix("duration=") {
+                duration = d.trim_end_matches('s').parse().unwrap_or(0.0);
+            } else if let Some(n) = part.strip_prefix("n_packets=") {
+                packets = n.parse().unwrap_or(0);
+            } else if part.starts_with("n_bytes=") || part.starts_with("idle_age=") {
+            } else {
+                rest.push(part);
+            }
+        }
+        flows.insert(rest.join(", "), (duration, packets));
+    }
+    flows
+}
+
+#[test]
+fn controller_restart_leaves_every_flow_in_place_and_traffic_flowing() {
+    let yaml = cluster_yaml(
+        &[("rs-a", "10.253.1.0/24"), ("rs-b", "10.253.2.0/24")],
+        &[("default", "x", "rs-a"), ("default", "y", "rs-b"), ("default", "z", "rs-a")],
+    );
+    let mut cluster = start(&yaml, Encap::Geneve);
+    assert_all_connected(&cluster.check_connectivity());
+    let nodes: Vec<String> = cluster.nodes.keys().cloned().collect();
+    let before: BTreeMap<String, BTreeMap<String, (f64, u64)>> = nodes
+        .iter()
+        .map(|n| (n.clone(), parse_flows(&cluster.dump_flows(n, &[]).unwrap())))
+        .collect();
+    let restart_at = Instant::now();
+    cluster.restart_controller().unwrap();
+
+    // The new controller is in charge once every node's br-int has reconnected and its
+    // flows were compared: STATUS answers ok only then.
+    let ready = wait_status_ok(&cluster, Duration::from_secs(30));
+    assert!(ready, "the restarted controller never reported ready");
+    for n in &nodes {
+        let after = parse_flows(&cluster.dump_flows(n, &[]).unwrap());
+        let was = &before[n];
+        assert_eq!(
+            after.keys().collect::<Vec<_>>(),
+            was.keys().collect::<Vec<_>>(),
+            "node {n}: flows differ after restart"
+        );
+        let elapsed = restart_at.elapsed().as_secs_f64();
+        for (flow, (duration, packets)) in &after {
+            let (old_duration, old_packets) = was[flow];
+            // A re-added flow would have a duration shorter than the time since restart.
+            assert!(
+                *duration >= old_duration && *duration + 0.001 >= elapsed,
+                "node {n}: flow was re-added (duration {duration} < {old_duration}): {flow}"
+            );
+            assert!(packets >= &old_packets, "node {n}: counters reset: {flow}");
+        }
+    }
+    assert_all_connected(&cluster.check_connectivity());
+}
+
+fn wait_status_ok(cluster: &DemoCluster, timeout: Duration) -> bool {
+    use switchyard_cni::api::{Reply, Request, call};
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let reply = call(
+            &cluster.cni_target(),
+            &Request::Status { node: None },
+            Duration::from_secs(2),
+        );
+        if matches!(reply, Ok(Reply::Ok(_))) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn pod_and_node_gateway_talk_and_spoofed_sources_are_dropped() {
+    let yaml = cluster_yaml(
+        &[("sg-a", "10.254.1.0/24"), ("sg-b", "10.254.2.0/24")],
+        &[("default", "honest", "sg-a"), ("default", "target", "sg-b")],
+    );
+    let cluster = start(&yaml, Encap::Geneve);
+    let honest = &cluster.pods[&key("default", "honest")];
+    let target = &cluster.pods[&key("default", "target")];
+    // Pod → its node's gateway address.
+    let gw = Ipv4Addr::new(10, 254, 1, 1);
+    honest
+        .netns
+        .exec(&["ping", "-c", "1", "-W", "2", &gw.to_string()])
+        .expect("pod reaches its gateway");
+    // A pod that takes another address is cut off by the spoof guard.
+    honest
+        .netns
+        .exec(&["ip", "addr", "flush", "dev", "eth0"])
+        .unwrap();
+    honest
+        .netns
+        .exec(&["ip", "addr", "add", "10.254.1.200/24", "dev", "eth0"])
+        .unwrap();
+    honest
+        .netns
+        .exec(&["ip", "route", "replace", "default", "via", &gw.to_string()])
+        .unwrap();
+    let spoofed = honest
+        .netns
+        .exec_output(&["ping", "-c", "2", "-W", "1", &target.ip.to_string()])
+        .unwrap();
+    assert!(!spoofed.status.success(), "a spoofed source got through");
+    let flows = cluster.dump_flows("sg-a", &["table=SpoofGuard"]).unwrap();
+    let default_drop = flows
+        .lines()
+        .find(|l| l.contains("priority=0"))
+        .unwrap_or_else(|| panic!("no SpoofGuard default flow:\n{flows}"));
+    let dropped: u64 = default_drop
+        .split(", ")
+        .find_map(|p| p.strip_prefix("n_packets="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "spoof guard default flow saw no packets:\n{flows}");
+}
