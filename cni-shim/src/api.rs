@@ -24,7 +24,7 @@
 //! ← {"error":{"code":110,"msg":"unknown pod","details":"default/web-0 is not in the cluster state"}}
 //! ```
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -120,7 +120,7 @@ pub struct ErrorReply {
 
 /// Largest reply the shim accepts; a pod network is a few hundred bytes, so anything near this
 /// is a misbehaving peer rather than a reply.
-const MAX_REPLY_BYTES: u64 = 1 << 20;
+const MAX_REPLY_BYTES: usize = 1 << 20;
 
 /// Sends one request to the controller at `controller` (`unix:PATH` or `tcp:HOST:PORT`) and
 /// waits at most `timeout` in total (connect + write + read) for its reply.
@@ -226,8 +226,9 @@ fn remaining(deadline: Instant, controller: &str) -> Result<Duration, Error> {
     Ok(left)
 }
 
-/// Writes the request line and reads one reply line, re-arming the read timeout so the whole
-/// exchange honours one deadline.
+/// Writes the request line and reads one reply line. The read timeout is re-armed before
+/// every read with what is left until `deadline`, so a peer that trickles bytes cannot stretch
+/// the exchange past the caller's timeout.
 fn exchange<S: Read + Write>(
     mut stream: S,
     line: &[u8],
@@ -253,33 +254,35 @@ fn exchange<S: Read + Write>(
     };
     stream.write_all(line).map_err(|e| map("send request", e))?;
     stream.flush().map_err(|e| map("send request", e))?;
-    set_read_timeout(&stream, Some(remaining(deadline, controller)?))
-        .map_err(|e| map("set timeout", e))?;
-    let mut reader = BufReader::new(stream.take(MAX_REPLY_BYTES));
     let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
     loop {
-        let n = reader
-            .read_until(b'\n', &mut reply)
-            .map_err(|e| map("read reply", e))?;
-        if n == 0 || reply.ends_with(b"\n") {
-            break;
+        set_read_timeout(&stream, Some(remaining(deadline, controller)?))
+            .map_err(|e| map("set timeout", e))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(map("read reply", e)),
+        };
+        if n == 0 {
+            return Err(Error::ControllerClosed {
+                controller: controller.to_owned(),
+                partial: String::from_utf8_lossy(&reply).into_owned(),
+            });
         }
-        // read_until returned early only on EOF or after the delimiter; a partial read with
-        // more to come loops here after re-arming the deadline.
-        set_read_timeout(
-            reader.get_ref().get_ref(),
-            Some(remaining(deadline, controller)?),
-        )
-        .map_err(|e| map("set timeout", e))?;
+        reply.extend_from_slice(&chunk[..n]);
+        if let Some(end) = reply.iter().position(|&b| b == b'\n') {
+            reply.truncate(end);
+            return Ok(reply);
+        }
+        if reply.len() > MAX_REPLY_BYTES {
+            return Err(Error::ControllerReply {
+                controller: controller.to_owned(),
+                reason: format!("no end of line within {MAX_REPLY_BYTES} bytes"),
+                reply: String::from_utf8_lossy(&reply[..200]).into_owned(),
+            });
+        }
     }
-    if !reply.ends_with(b"\n") {
-        return Err(Error::ControllerClosed {
-            controller: controller.to_owned(),
-            partial: String::from_utf8_lossy(&reply).into_owned(),
-        });
-    }
-    reply.pop();
-    Ok(reply)
 }
 
 /// The name of the host end of the pod's veth in the node's namespace.
@@ -378,6 +381,123 @@ mod tests {
         assert_ne!(host_iface_name("ab", "c"), host_iface_name("a", "bc"));
         // Pinned: changing the rule would orphan every veth of a running node.
         assert_eq!(host_iface_name("", ""), "syaf63bd4c8601");
+    }
+
+    /// Serves one connection on a fresh Unix socket: reads the request line, writes `reply`
+    /// (unless `None`: then holds the connection open without answering).
+    fn one_shot_unix(
+        reply: Option<&'static [u8]>,
+    ) -> (String, std::thread::JoinHandle<String>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cni.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(conn.try_clone().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            match reply {
+                Some(bytes) => (&conn).write_all(bytes).unwrap(),
+                None => {
+                    // Wait for the client to give up and close.
+                    let _ = (&conn).read(&mut [0u8; 1]);
+                }
+            }
+            line
+        });
+        (format!("unix:{}", path.display()), server, dir)
+    }
+
+    #[test]
+    fn call_sends_one_line_and_reads_one_reply() {
+        let (addr, server, _dir) = one_shot_unix(Some(b"{\"ok\":null}\n"));
+        let reply = call(
+            &addr,
+            &Request::Status { node: None },
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(reply, Reply::Ok(None));
+        assert_eq!(
+            server.join().unwrap(),
+            "{\"op\":\"status\",\"node\":null}\n"
+        );
+    }
+
+    #[test]
+    fn call_over_tcp() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("tcp:{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let _ = conn.read(&mut buf).unwrap();
+            conn.write_all(b"{\"error\":{\"code\":11,\"msg\":\"busy\",\"details\":\"\"}}\n")
+                .unwrap();
+        });
+        let reply = call(&addr, &Request::Del(pod()), Duration::from_secs(10)).unwrap();
+        assert!(matches!(reply, Reply::Error(ErrorReply { code: 11, .. })));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn call_reports_each_way_a_peer_can_fail() {
+        let (addr, _server, _dir) = one_shot_unix(Some(b"{\"ok\":"));
+        let err = call(
+            &addr,
+            &Request::Status { node: None },
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::ControllerClosed { partial, .. } if partial == "{\"ok\":"),
+            "{err}"
+        );
+
+        let (addr, _server, _dir) = one_shot_unix(Some(b"hello\n"));
+        let err = call(
+            &addr,
+            &Request::Status { node: None },
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::ControllerReply { reply, .. } if reply == "hello"),
+            "{err}"
+        );
+
+        let (addr, _server, _dir) = one_shot_unix(None);
+        let err = call(
+            &addr,
+            &Request::Status { node: None },
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::ControllerTimeout { .. }), "{err}");
+
+        let err = call(
+            "unix:/nonexistent/switchyard/cni.sock",
+            &Request::Status { node: None },
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Controller {
+                    what: "connect",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("/nonexistent/switchyard/cni.sock"),
+            "{err}"
+        );
     }
 
     #[test]
