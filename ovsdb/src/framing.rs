@@ -50,8 +50,12 @@ impl Framer {
         }
     }
 
-    /// Appends bytes read from the transport.
+    /// Appends bytes read from the transport (dropped once the stream has failed: its
+    /// position is lost, and keeping them would grow without bound).
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
         if self.start > 0 && self.start == self.buf.len() {
             self.consumed += self.start as u64;
             self.buf.clear();
