@@ -557,10 +557,10 @@ impl Action {
                 out.put_u32(*q);
             }
             Action::Resubmit { in_port, table, ct } => {
+                // ovs-vswitchd itself always writes NXAST_RESUBMIT_TABLE, with table 255
+                // for "this table" (lib/ofp-actions.c encode_RESUBMIT).
                 let subtype = if *ct {
                     nxast::RESUBMIT_TABLE_CT
-                } else if table.is_none() {
-                    nxast::RESUBMIT
                 } else {
                     nxast::RESUBMIT_TABLE
                 };
@@ -1244,14 +1244,17 @@ fn put_prop(out: &mut BytesMut, ptype: u16, value: &[u8]) -> Result<()> {
 fn encode_controller2(c: &Controller2, out: &mut BytesMut) -> Result<()> {
     let start = nx_header(out, nxast::CONTROLLER2);
     put_zeros(out, 6);
+    // lib/ofp-prop.c pads u8 and u16 property values to 4 bytes inside the length.
     if let Some(v) = c.max_len {
-        put_prop(out, nxac2pt::MAX_LEN, &v.to_be_bytes())?;
+        let [a, b] = v.to_be_bytes();
+        put_prop(out, nxac2pt::MAX_LEN, &[a, b, 0, 0])?;
     }
     if let Some(v) = c.controller_id {
-        put_prop(out, nxac2pt::CONTROLLER_ID, &v.to_be_bytes())?;
+        let [a, b] = v.to_be_bytes();
+        put_prop(out, nxac2pt::CONTROLLER_ID, &[a, b, 0, 0])?;
     }
     if let Some(v) = c.reason {
-        put_prop(out, nxac2pt::REASON, &[v])?;
+        put_prop(out, nxac2pt::REASON, &[v, 0, 0, 0])?;
     }
     if let Some(v) = &c.userdata {
         put_prop(out, nxac2pt::USERDATA, v)?;

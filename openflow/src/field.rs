@@ -89,6 +89,8 @@ pub enum Prerequisite {
     InPort,
     /// `eth_type=0x0806` (or RARP 0x8035).
     Arp,
+    /// `ct_state` with `+trk` (the `ct_*` tuple fields, OVS's MFP_CT).
+    Ct,
     /// `vlan_vid` with the present bit (0x1000) set.
     VlanVid,
     /// `eth_type=0x0800`.
@@ -121,6 +123,7 @@ impl fmt::Display for Prerequisite {
             Prerequisite::None => "nothing",
             Prerequisite::InPort => "in_port",
             Prerequisite::Arp => "eth_type=0x0806 (arp)",
+            Prerequisite::Ct => "ct_state with +trk",
             Prerequisite::VlanVid => "vlan_vid with the VLAN-present bit 0x1000",
             Prerequisite::Ipv4 => "eth_type=0x0800 (ip)",
             Prerequisite::Ipv6 => "eth_type=0x86dd (ipv6)",
@@ -166,8 +169,6 @@ pub enum Field {
     Ipv6Src,
     /// `ipv6_dst`.
     Ipv6Dst,
-    /// `ipv6_label`: 20-bit flow label.
-    Ipv6Flabel,
     /// `ip_frag` (NXM_NX_IP_FRAG): bit 0 = fragment, bit 1 = later fragment.
     IpFrag,
     /// `ip_dscp`: DSCP in the low 6 bits.
@@ -176,6 +177,8 @@ pub enum Field {
     IpEcn,
     /// `nw_ttl` (NXM_NX_IP_TTL).
     IpTtl,
+    /// `ipv6_label`: 20-bit flow label.
+    Ipv6Flabel,
     /// `ip_proto` / `nw_proto`.
     IpProto,
     /// `tcp_src`.
@@ -218,6 +221,8 @@ pub enum Field {
     ArpTha,
     /// `tun_id` / `tunnel_id`.
     TunnelId,
+    /// `tun_flags` (bit 0: oam).
+    TunFlags,
     /// `tun_src`: outer IPv4 source.
     TunSrc,
     /// `tun_dst`: outer IPv4 destination.
@@ -226,8 +231,6 @@ pub enum Field {
     TunIpv6Src,
     /// `tun_ipv6_dst`.
     TunIpv6Dst,
-    /// `tun_flags` (bit 0: oam).
-    TunFlags,
     /// `tun_metadata<N>`, N in 0..64; variable width, 1-124 bytes.
     TunMetadata(u8),
     /// `reg<N>`, N in 0..16: 32-bit scratch registers.
@@ -246,16 +249,16 @@ pub enum Field {
     CtMark,
     /// `ct_label` (128 bits).
     CtLabel,
-    /// `ct_nw_proto`: protocol of the conntrack original direction.
-    CtNwProto,
-    /// `ct_nw_src`.
+    /// `ct_nw_src`: original-direction IPv4 source of the connection.
     CtNwSrc,
-    /// `ct_nw_dst`.
-    CtNwDst,
     /// `ct_ipv6_src`.
     CtIpv6Src,
+    /// `ct_nw_dst`.
+    CtNwDst,
     /// `ct_ipv6_dst`.
     CtIpv6Dst,
+    /// `ct_nw_proto`: IP protocol of the connection (OVS only sends `ct_tp_*` with it).
+    CtNwProto,
     /// `ct_tp_src`.
     CtTpSrc,
     /// `ct_tp_dst`.
@@ -322,8 +325,8 @@ impl Field {
         v.extend((0..8).map(XReg));
         v.extend((0..4).map(XXReg));
         v.extend([
-            PktMark, CtState, CtZone, CtMark, CtLabel, CtNwProto, CtNwSrc, CtNwDst, CtIpv6Src,
-            CtIpv6Dst, CtTpSrc, CtTpDst, Metadata,
+            PktMark, CtState, CtZone, CtMark, CtLabel, CtNwSrc, CtIpv6Src, CtNwDst, CtIpv6Dst,
+            CtNwProto, CtTpSrc, CtTpDst, Metadata,
         ]);
         v
     }
@@ -413,13 +416,13 @@ impl Field {
             CtZone => nx(106, 2, false, P::None),
             CtMark => nx(107, 4, true, P::None),
             CtLabel => nx(108, 16, true, P::None),
-            CtNwProto => nx(119, 1, false, P::None),
-            CtNwSrc => nx(120, 4, true, P::Ipv4),
-            CtNwDst => nx(121, 4, true, P::Ipv4),
-            CtIpv6Src => nx(122, 16, true, P::Ipv6),
-            CtIpv6Dst => nx(123, 16, true, P::Ipv6),
-            CtTpSrc => nx(124, 2, true, P::IpAny),
-            CtTpDst => nx(125, 2, true, P::IpAny),
+            CtNwProto => nx(119, 1, false, P::Ct),
+            CtNwSrc => nx(120, 4, true, P::Ct),
+            CtNwDst => nx(121, 4, true, P::Ct),
+            CtIpv6Src => nx(122, 16, true, P::Ct),
+            CtIpv6Dst => nx(123, 16, true, P::Ct),
+            CtTpSrc => nx(124, 2, true, P::Ct),
+            CtTpDst => nx(125, 2, true, P::Ct),
             Metadata => spec(b(2), 8, true, P::None),
             // Unknown fields: width comes from the value, assume maskable so they round-trip.
             Other(h) => spec(h, 0, true, P::None),

@@ -411,6 +411,10 @@ impl Match {
             Prerequisite::None => true,
             Prerequisite::InPort => self.fields.contains_key(&Field::InPort),
             Prerequisite::Arp => matches!(eth, Some(0x0806) | Some(0x8035)),
+            Prerequisite::Ct => self
+                .fields
+                .get(&Field::CtState)
+                .is_some_and(|mf| mf.value_u128() & 0x20 != 0),
             Prerequisite::VlanVid => self
                 .fields
                 .get(&Field::VlanVid)
