@@ -1,0 +1,823 @@
+//! `Source::kubernetes` against a small in-test API server.
+//!
+//! The server below speaks the real list+watch protocol over hand-written HTTP/1.1 for
+//! the six collections the controller reads: a list returns the collection's
+//! `resourceVersion`; a watch from that version streams (chunked, one JSON `WatchEvent`
+//! per line) every later event of the collection, then a `BOOKMARK` if the client asked
+//! for them; a merge patch on a pod bumps its `resourceVersion` and emits `MODIFIED`.
+//! Resource versions come from one counter shared by all collections, as etcd's revision
+//! does. Nothing else of the API server is imitated: no other paths, no field or label
+//! selectors, no paging (a server may always return a list in one page).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard::source::kube::{Client, Config};
+use switchyard::source::{ClusterState, Error, ObjectKey, POD_NETWORK_ANNOTATION, Source};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Far longer than anything here takes; only reached if something is broken.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A collection the server serves: its cluster-wide path and its type.
+struct Collection {
+    path: &'static str,
+    kind: &'static str,
+    api_version: &'static str,
+    namespaced: bool,
+}
+
+const COLLECTIONS: &[Collection] = &[
+    Collection {
+        path: "/api/v1/nodes",
+        kind: "Node",
+        api_version: "v1",
+        namespaced: false,
+    },
+    Collection {
+        path: "/api/v1/namespaces",
+        kind: "Namespace",
+        api_version: "v1",
+        namespaced: false,
+    },
+    Collection {
+        path: "/api/v1/pods",
+        kind: "Pod",
+        api_version: "v1",
+        namespaced: true,
+    },
+    Collection {
+        path: "/api/v1/services",
+        kind: "Service",
+        api_version: "v1",
+        namespaced: true,
+    },
+    Collection {
+        path: "/apis/discovery.k8s.io/v1/endpointslices",
+        kind: "EndpointSlice",
+        api_version: "discovery.k8s.io/v1",
+        namespaced: true,
+    },
+    Collection {
+        path: "/apis/networking.k8s.io/v1/networkpolicies",
+        kind: "NetworkPolicy",
+        api_version: "networking.k8s.io/v1",
+        namespaced: true,
+    },
+];
+
+fn collection_of_kind(kind: &str) -> &'static Collection {
+    COLLECTIONS
+        .iter()
+        .find(|collection| collection.kind == kind)
+        .unwrap_or_else(|| panic!("the test server does not serve kind {kind}"))
+}
+
+/// One request as the server received it.
+#[derive(Clone, Debug)]
+struct Recorded {
+    method: String,
+    /// Path and query, as sent.
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Recorded {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or_default()
+    }
+
+    fn query(&self, key: &str) -> Option<&str> {
+        let (_, query) = self.target.split_once('?')?;
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+#[derive(Default)]
+struct Store {
+    revision: u64,
+    /// (kind, namespace, name) → object (with kind/apiVersion and resourceVersion set).
+    objects: BTreeMap<(&'static str, String, String), Value>,
+    /// Every change ever made: (revision, kind, event type, object).
+    log: Vec<(u64, &'static str, &'static str, Value)>,
+    /// Kinds whose list/watch answers 403 Forbidden (RBAC not granted yet).
+    forbidden: Vec<&'static str>,
+    requests: Vec<Recorded>,
+}
+
+/// The in-test API server.
+#[derive(Clone)]
+struct ApiServer {
+    store: Arc<Mutex<Store>>,
+    /// The latest revision or request count, so watches and tests wake on changes.
+    changes: watch::Sender<u64>,
+    port: u16,
+}
+
+impl ApiServer {
+    async fn start() -> ApiServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind test API server");
+        let port = listener.local_addr().expect("local addr").port();
+        let server = ApiServer {
+            store: Arc::default(),
+            changes: watch::channel(0).0,
+            port,
+        };
+        let accepting = server.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(accepting.clone().serve(stream));
+            }
+        });
+        server
+    }
+
+    fn client(&self) -> Client {
+        let url = format!("http://127.0.0.1:{}", self.port)
+            .parse()
+            .expect("server URL");
+        Client::try_from(Config::new(url)).expect("kube client")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().expect("store lock")
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|count| *count += 1);
+    }
+
+    /// Creates or replaces an object (as a `kubectl apply` would), logging the event.
+    fn apply(&self, mut object: Value) {
+        let kind = object["kind"].as_str().expect("object kind").to_owned();
+        let collection = collection_of_kind(&kind);
+        let namespace = if collection.namespaced {
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned()
+        } else {
+            String::new()
+        };
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("object name")
+            .to_owned();
+        {
+            let mut store = self.lock();
+            store.revision += 1;
+            let revision = store.revision;
+            object["metadata"]["resourceVersion"] = json!(revision.to_string());
+            let key = (collection.kind, namespace, name);
+            let event = if store.objects.contains_key(&key) {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            };
+            store.objects.insert(key, object.clone());
+            store.log.push((revision, collection.kind, event, object));
+        }
+        self.notify();
+    }
+
+    fn delete(&self, kind: &str, namespace: &str, name: &str) {
+        let collection = collection_of_kind(kind);
+        {
+            let mut store = self.lock();
+            let key = (collection.kind, namespace.to_owned(), name.to_owned());
+            let Some(mut object) = store.objects.remove(&key) else {
+                panic!("deleting {kind} {namespace}/{name}, which does not exist");
+            };
+            store.revision += 1;
+            let revision = store.revision;
+            object["metadata"]["resourceVersion"] = json!(revision.to_string());
+            store
+                .log
+                .push((revision, collection.kind, "DELETED", object));
+        }
+        self.notify();
+    }
+
+    fn forbid(&self, kind: &'static str, forbidden: bool) {
+        let mut store = self.lock();
+        store.forbidden.retain(|k| *k != kind);
+        if forbidden {
+            store.forbidden.push(kind);
+        }
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    /// Waits until the recorded requests satisfy `done`.
+    async fn wait_for_requests(&self, what: &str, done: impl Fn(&[Recorded]) -> bool) {
+        let mut changes = self.changes.subscribe();
+        let waiting = async {
+            loop {
+                if done(&self.lock().requests) {
+                    return;
+                }
+                changes.changed().await.expect("server alive");
+            }
+        };
+        tokio::time::timeout(DEADLINE, waiting)
+            .await
+            .unwrap_or_else(|_| panic!("the server never saw: {what}"));
+    }
+
+    /// Serves one connection: requests one after another (HTTP/1.1 keep-alive).
+    async fn serve(self, stream: TcpStream) {
+        let mut stream = BufReader::new(stream);
+        loop {
+            let request = match read_request(&mut stream).await {
+                Ok(Some(request)) => request,
+                Ok(None) => return,
+                Err(error) => {
+                    eprintln!("test API server: bad request: {error}");
+                    return;
+                }
+            };
+            self.lock().requests.push(request.clone());
+            self.notify();
+            let result = self.respond(&request, stream.get_mut()).await;
+            if result.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn respond(&self, request: &Recorded, stream: &mut TcpStream) -> std::io::Result<()> {
+        let path = request.path();
+        if let Some(collection) = COLLECTIONS.iter().find(|c| c.path == path) {
+            if request.method != "GET" {
+                return write_status(stream, 405, "MethodNotAllowed", "only GET here").await;
+            }
+            if self.lock().forbidden.contains(&collection.kind) {
+                let message = format!(
+                    "{} is forbidden: User \"system:serviceaccount:kube-system:switchyard\" \
+                     cannot list resource at the cluster scope",
+                    collection.path
+                );
+                return write_status(stream, 403, "Forbidden", &message).await;
+            }
+            return match request.query("watch") {
+                Some("true" | "1") => self.watch(collection, request, stream).await,
+                _ => self.list(collection, stream).await,
+            };
+        }
+        // PATCH /api/v1/namespaces/{namespace}/pods/{name}
+        let parts: Vec<&str> = path.split('/').collect();
+        if let ["", "api", "v1", "namespaces", namespace, "pods", name] = parts[..] {
+            if request.method != "PATCH" {
+                return write_status(stream, 405, "MethodNotAllowed", "only PATCH here").await;
+            }
+            return self.patch_pod(namespace, name, request, stream).await;
+        }
+        write_status(
+            stream,
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .await
+    }
+
+    async fn list(&self, collection: &Collection, stream: &mut TcpStream) -> std::io::Result<()> {
+        let body = {
+            let store = self.lock();
+            // List items carry no kind/apiVersion: the real server leaves them out too.
+            let items: Vec<Value> = store
+                .objects
+                .iter()
+                .filter(|((kind, _, _), _)| *kind == collection.kind)
+                .map(|(_, object)| {
+                    let mut item = object.clone();
+                    if let Some(map) = item.as_object_mut() {
+                        map.remove("kind");
+                        map.remove("apiVersion");
+                    }
+                    item
+                })
+                .collect();
+            json!({
+                "kind": format!("{}List", collection.kind),
+                "apiVersion": collection.api_version,
+                "metadata": { "resourceVersion": store.revision.to_string() },
+                "items": items,
+            })
+        };
+        write_json(stream, 200, &body).await
+    }
+
+    async fn watch(
+        &self,
+        collection: &Collection,
+        request: &Recorded,
+        stream: &mut TcpStream,
+    ) -> std::io::Result<()> {
+        let mut cursor: u64 = request
+            .query("resourceVersion")
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0);
+        let bookmarks = request.query("allowWatchBookmarks") == Some("true");
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n",
+            )
+            .await?;
+        let mut changes = self.changes.subscribe();
+        loop {
+            let (events, revision) = {
+                let store = self.lock();
+                let events: Vec<Value> = store
+                    .log
+                    .iter()
+                    .filter(|(rv, kind, _, _)| *rv > cursor && *kind == collection.kind)
+                    .map(|(_, _, event, object)| json!({ "type": event, "object": object }))
+                    .collect();
+                (events, store.revision)
+            };
+            let sent_any = !events.is_empty();
+            for event in events {
+                write_chunk(stream, &event).await?;
+            }
+            // Every event of this collection up to `revision` has now been sent, which is
+            // exactly what a bookmark at `revision` promises.
+            if bookmarks && (sent_any || cursor < revision) {
+                let bookmark = json!({
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": collection.kind,
+                        "apiVersion": collection.api_version,
+                        "metadata": { "resourceVersion": revision.to_string() },
+                    },
+                });
+                write_chunk(stream, &bookmark).await?;
+            }
+            cursor = revision;
+            if changes.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn patch_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        request: &Recorded,
+        stream: &mut TcpStream,
+    ) -> std::io::Result<()> {
+        if request.header("content-type") != Some("application/merge-patch+json") {
+            return write_status(
+                stream,
+                415,
+                "UnsupportedMediaType",
+                "expected a merge patch",
+            )
+            .await;
+        }
+        let Ok(patch) = serde_json::from_slice::<Value>(&request.body) else {
+            return write_status(stream, 400, "BadRequest", "patch body is not JSON").await;
+        };
+        let key = ("Pod", namespace.to_owned(), name.to_owned());
+        let Some(mut pod) = self.lock().objects.get(&key).cloned() else {
+            let message = format!("pods \"{name}\" not found");
+            return write_status(stream, 404, "NotFound", &message).await;
+        };
+        merge_patch(&mut pod, &patch);
+        self.apply(pod);
+        let updated = self
+            .lock()
+            .objects
+            .get(&key)
+            .cloned()
+            .unwrap_or(Value::Null);
+        write_json(stream, 200, &updated).await
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+async fn read_request(stream: &mut BufReader<TcpStream>) -> std::io::Result<Option<Recorded>> {
+    let mut line = String::new();
+    if stream.read_line(&mut line).await? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return Err(std::io::Error::other(format!("request line {line:?}")));
+    };
+    let (method, target) = (method.to_owned(), target.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((key, value)) = line.split_once(':') {
+            headers.push((key.trim().to_owned(), value.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await?;
+    Ok(Some(Recorded {
+        method,
+        target,
+        headers,
+        body,
+    }))
+}
+
+async fn write_json(stream: &mut TcpStream, code: u16, body: &Value) -> std::io::Result<()> {
+    let body = body.to_string();
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Unsupported Media Type",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await
+}
+
+/// A `metav1.Status` failure, as the API server sends for every error.
+async fn write_status(
+    stream: &mut TcpStream,
+    code: u16,
+    reason: &str,
+    message: &str,
+) -> std::io::Result<()> {
+    let status = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    });
+    write_json(stream, code, &status).await
+}
+
+/// One watch event: one line of JSON in one HTTP chunk.
+async fn write_chunk(stream: &mut TcpStream, event: &Value) -> std::io::Result<()> {
+    let line = format!("{event}\n");
+    let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+    stream.write_all(chunk.as_bytes()).await?;
+    stream.flush().await
+}
+
+fn node(name: &str, cidr: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": name },
+        "spec": { "podCIDR": cidr, "podCIDRs": [cidr] },
+        "status": { "addresses": [{ "type": "InternalIP", "address": ip }] },
+    })
+}
+
+fn namespace(name: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } })
+}
+
+fn pod(namespace: &str, name: &str, node: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": namespace, "labels": { "app": name } },
+        "spec": { "nodeName": node, "containers": [{ "name": "main", "image": "busybox" }] },
+    })
+}
+
+/// A small cluster with one object of every kind the source reads.
+fn populate(server: &ApiServer) {
+    server.apply(node("node-1", "10.244.1.0/24", "192.168.77.11"));
+    server.apply(node("node-2", "10.244.2.0/24", "192.168.77.12"));
+    server.apply(namespace("frontend"));
+    server.apply(namespace("backend"));
+    server.apply(pod("frontend", "web-1", "node-1"));
+    server.apply(pod("backend", "api-1", "node-2"));
+    server.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "api", "namespace": "backend" },
+        "spec": { "selector": { "app": "api-1" }, "clusterIP": "10.96.0.20",
+                  "ports": [{ "port": 80, "targetPort": 8080, "protocol": "TCP" }] },
+    }));
+    server.apply(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": "api-x1", "namespace": "backend",
+                      "labels": { "kubernetes.io/service-name": "api" } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": ["10.244.2.5"], "conditions": { "ready": true } }],
+        "ports": [{ "port": 8080, "protocol": "TCP" }],
+    }));
+    server.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": "api-ingress", "namespace": "backend" },
+        "spec": { "podSelector": { "matchLabels": { "app": "api-1" } },
+                  "policyTypes": ["Ingress"] },
+    }));
+}
+
+fn pod_names(state: &ClusterState) -> Vec<String> {
+    state.pods.keys().map(ToString::to_string).collect()
+}
+
+async fn wait_until(
+    receiver: &mut watch::Receiver<Arc<ClusterState>>,
+    what: &str,
+    done: impl Fn(&ClusterState) -> bool,
+) -> Arc<ClusterState> {
+    let waiting = async {
+        loop {
+            {
+                let state = receiver.borrow_and_update();
+                if done(&state) {
+                    return Arc::clone(&state);
+                }
+            }
+            receiver
+                .changed()
+                .await
+                .expect("the source stopped publishing");
+        }
+    };
+    match tokio::time::timeout(DEADLINE, waiting).await {
+        Ok(state) => state,
+        Err(_) => panic!(
+            "state never became: {what}; last state has pods {:?}",
+            pod_names(&receiver.borrow())
+        ),
+    }
+}
+
+async fn start_source(server: &ApiServer) -> Source {
+    tokio::time::timeout(DEADLINE, Source::kubernetes(server.client()))
+        .await
+        .expect("initial lists complete")
+        .expect("kubernetes source starts")
+}
+
+#[tokio::test]
+async fn lists_then_follows_watch_events() {
+    let server = ApiServer::start().await;
+    populate(&server);
+    let source = start_source(&server).await;
+    let mut receiver = source.subscribe();
+
+    // The first state is the complete listing.
+    let state = receiver.borrow_and_update().clone();
+    assert_eq!(state.nodes.keys().collect::<Vec<_>>(), ["node-1", "node-2"]);
+    assert_eq!(
+        state.namespaces.keys().collect::<Vec<_>>(),
+        ["backend", "frontend"]
+    );
+    assert_eq!(pod_names(&state), ["backend/api-1", "frontend/web-1"]);
+    let api = ObjectKey::new("backend", "api");
+    assert_eq!(
+        state.services[&api]
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.cluster_ip.as_deref()),
+        Some("10.96.0.20")
+    );
+    assert_eq!(
+        state.endpoint_slices[&ObjectKey::new("backend", "api-x1")].endpoints[0].addresses,
+        ["10.244.2.5"]
+    );
+    assert!(
+        state
+            .network_policies
+            .contains_key(&ObjectKey::new("backend", "api-ingress"))
+    );
+    let node2 = &state.nodes["node-2"];
+    assert_eq!(
+        node2
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.pod_cidr.as_deref()),
+        Some("10.244.2.0/24")
+    );
+
+    // Every collection was listed, then watched from the list's resourceVersion.
+    let requests = server.requests();
+    for collection in COLLECTIONS {
+        let list = requests
+            .iter()
+            .find(|r| r.path() == collection.path && r.query("watch").is_none())
+            .unwrap_or_else(|| panic!("no list of {}", collection.path));
+        assert_eq!(list.method, "GET");
+    }
+    server
+        .wait_for_requests("a watch of every collection", |requests| {
+            COLLECTIONS.iter().all(|collection| {
+                requests.iter().any(|r| {
+                    r.path() == collection.path
+                        && r.query("watch") == Some("true")
+                        && r.query("resourceVersion").is_some()
+                })
+            })
+        })
+        .await;
+
+    // ADDED
+    server.apply(pod("backend", "db-1", "node-2"));
+    let state = wait_until(&mut receiver, "db-1 added", |state| {
+        state.pods.contains_key(&ObjectKey::new("backend", "db-1"))
+    })
+    .await;
+    assert_eq!(
+        pod_names(&state),
+        ["backend/api-1", "backend/db-1", "frontend/web-1"]
+    );
+
+    // DELETED
+    server.delete("Pod", "frontend", "web-1");
+    let state = wait_until(&mut receiver, "web-1 deleted", |state| {
+        !state
+            .pods
+            .contains_key(&ObjectKey::new("frontend", "web-1"))
+    })
+    .await;
+    assert_eq!(pod_names(&state), ["backend/api-1", "backend/db-1"]);
+
+    // Other kinds flow through the same way.
+    server.delete("NetworkPolicy", "backend", "api-ingress");
+    server.apply(node("node-3", "10.244.3.0/24", "192.168.77.13"));
+    let state = wait_until(&mut receiver, "policy deleted and node-3 added", |state| {
+        state.network_policies.is_empty() && state.nodes.contains_key("node-3")
+    })
+    .await;
+    assert_eq!(state.nodes.len(), 3);
+}
+
+#[tokio::test]
+async fn annotate_pod_sends_a_merge_patch_and_the_change_comes_back_through_the_watch() {
+    let server = ApiServer::start().await;
+    populate(&server);
+    let source = start_source(&server).await;
+    let mut receiver = source.subscribe();
+    let key = ObjectKey::new("backend", "api-1");
+    let value = r#"{"ip":"10.244.2.5/24","mac":"0a:58:0a:f4:02:05"}"#;
+
+    source
+        .annotate_pod(&key, POD_NETWORK_ANNOTATION, value)
+        .await
+        .expect("annotate pod");
+
+    let requests = server.requests();
+    let patches: Vec<&Recorded> = requests.iter().filter(|r| r.method == "PATCH").collect();
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    let patch = patches[0];
+    assert_eq!(patch.path(), "/api/v1/namespaces/backend/pods/api-1");
+    assert_eq!(
+        patch.header("content-type"),
+        Some("application/merge-patch+json")
+    );
+    let body: Value = serde_json::from_slice(&patch.body).expect("patch body is JSON");
+    assert_eq!(
+        body,
+        json!({ "metadata": { "annotations": { "switchyard.io/pod-network": value } } })
+    );
+
+    let state = wait_until(&mut receiver, "annotation visible", |state| {
+        state.pods[&key]
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|annotations| annotations.contains_key(POD_NETWORK_ANNOTATION))
+    })
+    .await;
+    let annotations = state.pods[&key]
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(annotations[POD_NETWORK_ANNOTATION], value);
+    // The merge patch touched nothing else.
+    assert_eq!(
+        state.pods[&key].metadata.labels.clone().unwrap_or_default()["app"],
+        "api-1"
+    );
+}
+
+#[tokio::test]
+async fn annotate_pod_errors_name_the_pod() {
+    let server = ApiServer::start().await;
+    populate(&server);
+    let source = start_source(&server).await;
+
+    let missing = ObjectKey::new("backend", "gone");
+    let error = source
+        .annotate_pod(&missing, POD_NETWORK_ANNOTATION, "{}")
+        .await
+        .expect_err("patching a missing pod fails");
+    assert!(matches!(error, Error::Kube { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("backend/gone"), "{message}");
+    assert!(message.contains("not found"), "{message}");
+
+    let error = source
+        .annotate_pod(
+            &ObjectKey::new("backend", "api-1"),
+            POD_NETWORK_ANNOTATION,
+            "{oops",
+        )
+        .await
+        .expect_err("a value that is not JSON is refused");
+    assert!(
+        matches!(error, Error::AnnotationNotJson { .. }),
+        "{error:?}"
+    );
+    let patches = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .count();
+    assert_eq!(
+        patches, 1,
+        "only the missing pod's patch reached the server"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_list_is_retried_and_the_source_becomes_ready_once_it_succeeds() {
+    let server = ApiServer::start().await;
+    populate(&server);
+    // As when the controller starts before its ClusterRole is bound.
+    server.forbid("Pod", true);
+    let starting = tokio::spawn({
+        let client = server.client();
+        async move { Source::kubernetes(client).await }
+    });
+    server
+        .wait_for_requests("the pod list tried twice", |requests| {
+            requests
+                .iter()
+                .filter(|r| r.path() == "/api/v1/pods" && r.query("watch").is_none())
+                .count()
+                >= 2
+        })
+        .await;
+    assert!(!starting.is_finished(), "ready before pods were listed");
+
+    server.forbid("Pod", false);
+    let source = tokio::time::timeout(DEADLINE, starting)
+        .await
+        .expect("ready after the list succeeds")
+        .expect("start task")
+        .expect("kubernetes source starts");
+    let state = source.subscribe().borrow().clone();
+    assert_eq!(pod_names(&state), ["backend/api-1", "frontend/web-1"]);
+}
