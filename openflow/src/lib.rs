@@ -28,6 +28,7 @@ mod wire;
 pub use action::{
     Action, Controller2, Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat, NatKind, Subfield,
 };
+pub use conn::{Connection, Listener};
 pub use error::{Error, Result};
 pub use field::{Field, OxmHeader, Prerequisite};
 pub use instruction::Instruction;
