@@ -550,6 +550,11 @@ impl Connection {
         self.features
     }
 
+    /// True when both handles are clones of the same connection.
+    pub fn same_as(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Who the peer is (the target string or the accepting listener's view of it).
     pub fn peer(&self) -> &str {
         &self.shared.peer
@@ -788,25 +793,11 @@ impl Connection {
         outcome
     }
 
-    /// Flow statistics of `table_id` ([`crate::port::TABLE_ALL`] for all) whose cookie
-    /// matches `cookie` under `cookie_mask` (mask 0: every flow).
-    pub async fn dump_flows(
-        &self,
-        table_id: u8,
-        cookie: u64,
-        cookie_mask: u64,
-    ) -> Result<Vec<FlowStats>> {
-        self.dump_flows_matching(FlowStatsRequest {
-            table_id,
-            cookie,
-            cookie_mask,
-            ..FlowStatsRequest::default()
-        })
-        .await
-    }
-
-    /// Flow statistics for an arbitrary filter.
-    pub async fn dump_flows_matching(&self, filter: FlowStatsRequest) -> Result<Vec<FlowStats>> {
+    /// Flow statistics of the flows `filter` selects: e.g.
+    /// `FlowStatsRequest::default()` for every flow,
+    /// `FlowStatsRequest::table(3).with_cookie(c, u64::MAX)` for one table and cookie.
+    /// Reply parts are reassembled.
+    pub async fn dump_flows(&self, filter: FlowStatsRequest) -> Result<Vec<FlowStats>> {
         let parts = self
             .multipart(MultipartRequest::new(MultipartRequestBody::Flow(filter)))
             .await?;

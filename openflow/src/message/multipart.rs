@@ -57,6 +57,21 @@ impl Default for FlowStatsRequest {
 }
 
 impl FlowStatsRequest {
+    /// Every flow of one table ([`port::TABLE_ALL`] for all tables).
+    pub fn table(table_id: u8) -> FlowStatsRequest {
+        FlowStatsRequest {
+            table_id,
+            ..FlowStatsRequest::default()
+        }
+    }
+
+    /// Restricts to flows whose cookie matches `cookie` in the bits of `mask`.
+    pub fn with_cookie(mut self, cookie: u64, mask: u64) -> FlowStatsRequest {
+        self.cookie = cookie;
+        self.cookie_mask = mask;
+        self
+    }
+
     fn encode(&self, out: &mut BytesMut) -> Result<()> {
         out.put_u8(self.table_id);
         put_zeros(out, 3);
