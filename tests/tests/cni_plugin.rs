@@ -59,9 +59,17 @@ impl ShimRun {
 
     /// Asserts a CNI error with `code` and returns the error object.
     fn expect_error(&self, code: u64) -> Value {
-        assert!(!self.success, "expected failure, got success: {}", self.stdout);
+        assert!(
+            !self.success,
+            "expected failure, got success: {}",
+            self.stdout
+        );
         let err = self.json();
-        assert_eq!(err["code"], code, "wrong code in {err} (stderr: {})", self.stderr);
+        assert_eq!(
+            err["code"], code,
+            "wrong code in {err} (stderr: {})",
+            self.stderr
+        );
         for field in ["cniVersion", "msg", "details"] {
             assert!(err[field].is_string(), "error lacks {field}: {err}");
         }
@@ -163,7 +171,9 @@ impl Responder {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
                 let mut line = String::new();
-                let Ok(reader) = conn.try_clone() else { continue };
+                let Ok(reader) = conn.try_clone() else {
+                    continue;
+                };
                 if BufReader::new(reader).read_line(&mut line).is_err() {
                     continue;
                 }
@@ -226,14 +236,24 @@ fn add_vars<'a>(container: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
 
 fn with_command<'a>(vars: &[(&'a str, &'a str)], command: &'a str) -> Vec<(&'a str, &'a str)> {
     vars.iter()
-        .map(|&(k, v)| if k == "CNI_COMMAND" { (k, command) } else { (k, v) })
+        .map(|&(k, v)| {
+            if k == "CNI_COMMAND" {
+                (k, command)
+            } else {
+                (k, v)
+            }
+        })
         .collect()
 }
 
 #[test]
 fn cni_version_lists_supported_versions() {
     let node = Netns::new("nod");
-    let out = shim(&node, &[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.1.0"}"#);
+    let out = shim(
+        &node,
+        &[("CNI_COMMAND", "VERSION")],
+        r#"{"cniVersion":"1.1.0"}"#,
+    );
     out.expect_success();
     let json = out.json();
     assert_eq!(json["cniVersion"], "1.1.0");
@@ -252,16 +272,36 @@ fn cni_malformed_stdin_is_a_decode_error() {
     let err = shim(&node, &vars, "{\"cniVersion\": ").expect_error(6);
     assert_eq!(err["msg"], "malformed network configuration");
     let err = shim(&node, &vars, "").expect_error(6);
-    assert!(err["details"].as_str().unwrap().contains("stdin is empty"), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("stdin is empty"),
+        "{err}"
+    );
     let err = shim(&node, &vars, "[1,2]").expect_error(6);
-    assert!(err["details"].as_str().unwrap().contains("JSON object"), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("JSON object"),
+        "{err}"
+    );
     // Valid JSON, but not a configuration we can use: invalid network config (7), naming the field.
-    let err = shim(&node, &vars, r#"{"cniVersion":"1.1.0","name":"n","type":"switchyard-cni"}"#)
-        .expect_error(7);
-    assert!(err["details"].as_str().unwrap().contains("controller"), "{err}");
+    let err = shim(
+        &node,
+        &vars,
+        r#"{"cniVersion":"1.1.0","name":"n","type":"switchyard-cni"}"#,
+    )
+    .expect_error(7);
+    assert!(
+        err["details"].as_str().unwrap().contains("controller"),
+        "{err}"
+    );
     let err = shim(&node, &vars, &conf("http://controller")).expect_error(7);
-    assert!(err["details"].as_str().unwrap().contains("unix:PATH"), "{err}");
-    assert!(links(&node).is_empty(), "a failed ADD left {:?}", links(&node));
+    assert!(
+        err["details"].as_str().unwrap().contains("unix:PATH"),
+        "{err}"
+    );
+    assert!(
+        links(&node).is_empty(),
+        "a failed ADD left {:?}",
+        links(&node)
+    );
 }
 
 #[test]
@@ -271,7 +311,11 @@ fn cni_missing_variables_are_named() {
     let path = pod.path();
     let vars = add_vars("c1", path.to_str().unwrap());
     for missing in ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"] {
-        let without: Vec<_> = vars.iter().copied().filter(|(k, _)| *k != missing).collect();
+        let without: Vec<_> = vars
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != missing)
+            .collect();
         let err = shim(&node, &without, &conf(&dead_controller())).expect_error(4);
         assert!(
             err["details"].as_str().unwrap().contains(missing),
@@ -281,11 +325,17 @@ fn cni_missing_variables_are_named() {
     let mut bad_ifname = vars.clone();
     bad_ifname[3] = ("CNI_IFNAME", "this-name-is-too-long");
     let err = shim(&node, &bad_ifname, &conf(&dead_controller())).expect_error(4);
-    assert!(err["details"].as_str().unwrap().contains("CNI_IFNAME"), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("CNI_IFNAME"),
+        "{err}"
+    );
     let mut no_pod = vars.clone();
     no_pod[4] = ("CNI_ARGS", "K8S_POD_NAMESPACE=default");
     let err = shim(&node, &no_pod, &conf(&dead_controller())).expect_error(4);
-    assert!(err["details"].as_str().unwrap().contains("K8S_POD_NAME"), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("K8S_POD_NAME"),
+        "{err}"
+    );
     let err = shim(&node, &[("CNI_COMMAND", "FROB")], "{}").expect_error(4);
     assert!(err["details"].as_str().unwrap().contains("FROB"), "{err}");
 }
@@ -296,8 +346,12 @@ fn cni_unsupported_version_is_incompatible() {
     let pod = Netns::new("pod");
     let path = pod.path();
     let vars = add_vars("c1", path.to_str().unwrap());
-    let err = shim(&node, &vars, &conf(&dead_controller()).replace("1.1.0", "0.2.0"))
-        .expect_error(1);
+    let err = shim(
+        &node,
+        &vars,
+        &conf(&dead_controller()).replace("1.1.0", "0.2.0"),
+    )
+    .expect_error(1);
     assert!(err["details"].as_str().unwrap().contains("0.2.0"), "{err}");
     // GC and STATUS exist since 1.1.0 only.
     let err = shim(
@@ -315,7 +369,10 @@ fn cni_add_into_a_missing_netns_fails_and_leaves_nothing() {
     let vars = add_vars("c1", "/run/netns/switchyard-no-such-ns");
     let err = shim(&node, &vars, &conf(&dead_controller())).expect_error(100);
     assert!(
-        err["details"].as_str().unwrap().contains("/run/netns/switchyard-no-such-ns"),
+        err["details"]
+            .as_str()
+            .unwrap()
+            .contains("/run/netns/switchyard-no-such-ns"),
         "{err}"
     );
     assert!(links(&node).is_empty(), "left behind: {:?}", links(&node));
@@ -329,7 +386,10 @@ fn cni_add_with_unreachable_controller_fails_and_leaves_nothing() {
     let vars = add_vars("c1", path.to_str().unwrap());
     let err = shim(&node, &vars, &conf(&dead_controller())).expect_error(11);
     assert_eq!(err["msg"], "controller unreachable");
-    assert!(err["details"].as_str().unwrap().contains("cni.sock"), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("cni.sock"),
+        "{err}"
+    );
     assert!(links(&node).is_empty(), "node kept {:?}", links(&node));
     assert!(links(&pod).is_empty(), "pod kept {:?}", links(&pod));
 }
@@ -347,14 +407,27 @@ fn cni_del_succeeds_when_everything_is_already_gone() {
     out.expect_success();
     assert_eq!(out.stdout, "", "DEL prints nothing on success");
     // Without CNI_NETNS too (CNI SPEC.md allows it on DEL).
-    shim(&node, &vars[..2].iter().chain(&vars[3..]).copied().collect::<Vec<_>>(), &conf(&dead_controller()))
-        .expect_success();
+    shim(
+        &node,
+        &vars[..2]
+            .iter()
+            .chain(&vars[3..])
+            .copied()
+            .collect::<Vec<_>>(),
+        &conf(&dead_controller()),
+    )
+    .expect_success();
 }
 
 #[test]
 fn cni_status_without_controller_is_plugin_not_available() {
     let node = Netns::new("nod");
-    let err = shim(&node, &[("CNI_COMMAND", "STATUS")], &conf(&dead_controller())).expect_error(50);
+    let err = shim(
+        &node,
+        &[("CNI_COMMAND", "STATUS")],
+        &conf(&dead_controller()),
+    )
+    .expect_error(50);
     assert_eq!(err["msg"], "plugin not available");
     let ready = Responder::start(|_| ok_line(None));
     let out = shim(&node, &[("CNI_COMMAND", "STATUS")], &conf(&ready.address));
@@ -365,7 +438,10 @@ fn cni_status_without_controller_is_plugin_not_available() {
             .into()
     });
     let err = shim(&node, &[("CNI_COMMAND", "STATUS")], &conf(&busy.address)).expect_error(50);
-    assert!(err["details"].as_str().unwrap().contains("not synced"), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("not synced"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -373,8 +449,14 @@ fn cni_gc_removes_only_stale_veths_of_ours() {
     let node = Netns::new("nod");
     let keep = api::host_iface_name("keep1", "eth0");
     let stale = api::host_iface_name("stale1", "eth0");
-    for (name, peer) in [(&keep, "p1"), (&stale, "p2"), (&"vethother".to_owned(), "p3")] {
-        node.exec(&["ip", "link", "add", name, "type", "veth", "peer", "name", peer]);
+    for (name, peer) in [
+        (&keep, "p1"),
+        (&stale, "p2"),
+        (&"vethother".to_owned(), "p3"),
+    ] {
+        node.exec(&[
+            "ip", "link", "add", name, "type", "veth", "peer", "name", peer,
+        ]);
     }
     let mut gc = serde_json::from_str::<Value>(&conf(&dead_controller())).unwrap();
     gc["cni.dev/valid-attachments"] = serde_json::json!([
@@ -386,7 +468,10 @@ fn cni_gc_removes_only_stale_veths_of_ours() {
     let left = links(&node);
     assert!(left.contains(&keep), "valid attachment removed: {left:?}");
     assert!(!left.contains(&stale), "stale veth kept: {left:?}");
-    assert!(left.contains(&"vethother".to_owned()), "foreign veth removed: {left:?}");
+    assert!(
+        left.contains(&"vethother".to_owned()),
+        "foreign veth removed: {left:?}"
+    );
     // GC without the list is an invalid configuration, not a wipe.
     shim(&node, &[("CNI_COMMAND", "GC")], &conf(&dead_controller())).expect_error(7);
     assert!(links(&node).contains(&keep));
@@ -437,7 +522,11 @@ fn cni_add_configures_both_veth_ends_as_the_controller_says() {
         panic!("controller got {requests:?}")
     };
     assert_eq!(
-        (pod_ref.namespace.as_str(), pod_ref.pod.as_str(), pod_ref.host_iface.as_str()),
+        (
+            pod_ref.namespace.as_str(),
+            pod_ref.pod.as_str(),
+            pod_ref.host_iface.as_str()
+        ),
         ("default", "web-0", host.as_str())
     );
     assert_eq!(pod_ref.netns, path);
@@ -451,7 +540,10 @@ fn cni_add_configures_both_veth_ends_as_the_controller_says() {
     let addr = pod.exec(&["ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(addr.contains("inet 10.244.1.5/24"), "{addr}");
     let routes = pod.exec(&["ip", "route", "show"]);
-    assert!(routes.contains("default via 10.244.1.1 dev eth0"), "{routes}");
+    assert!(
+        routes.contains("default via 10.244.1.1 dev eth0"),
+        "{routes}"
+    );
     assert!(routes.contains("198.51.100.0/24 dev eth0"), "{routes}");
     assert_eq!(tx_checksumming(&pod, "eth0"), "tx-checksumming: off");
 
@@ -459,7 +551,14 @@ fn cni_add_configures_both_veth_ends_as_the_controller_says() {
     let link = node.exec(&["ip", "-j", "link", "show", &host]);
     let link: Value = serde_json::from_str(&link).unwrap();
     assert_eq!(link[0]["mtu"], 1400);
-    assert!(link[0]["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{link}");
+    assert!(
+        link[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP"),
+        "{link}"
+    );
     assert_eq!(tx_checksumming(&node, &host), "tx-checksumming: off");
 
     // CHECK agrees, then notices a changed MAC.
@@ -469,7 +568,13 @@ fn cni_add_configures_both_veth_ends_as_the_controller_says() {
     shim(&node, &check, &with_prev.to_string()).expect_success();
     pod.exec(&["ip", "link", "set", "eth0", "address", "0a:58:0a:f4:01:99"]);
     let err = shim(&node, &check, &with_prev.to_string()).expect_error(103);
-    assert!(err["details"].as_str().unwrap().contains("0a:58:0a:f4:01:99"), "{err}");
+    assert!(
+        err["details"]
+            .as_str()
+            .unwrap()
+            .contains("0a:58:0a:f4:01:99"),
+        "{err}"
+    );
 
     // DEL removes both ends and tells the controller.
     check = with_command(&vars, "DEL");
@@ -497,14 +602,24 @@ fn cni_add_for_an_unknown_pod_fails_with_the_controllers_error_and_undoes() {
         ),
         _ => ok_line(None),
     });
-    let err = shim(&node, &add_vars("c1", path.to_str().unwrap()), &conf(&controller.address))
-        .expect_error(110);
+    let err = shim(
+        &node,
+        &add_vars("c1", path.to_str().unwrap()),
+        &conf(&controller.address),
+    )
+    .expect_error(110);
     assert_eq!(err["msg"], "unknown pod");
-    assert!(err["details"].as_str().unwrap().contains("default/web-0"), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("default/web-0"),
+        "{err}"
+    );
     assert!(links(&node).is_empty(), "node kept {:?}", links(&node));
     assert!(links(&pod).is_empty(), "pod kept {:?}", links(&pod));
     assert!(
-        matches!(controller.requests()[..], [Request::Add(_), Request::Del(_)]),
+        matches!(
+            controller.requests()[..],
+            [Request::Add(_), Request::Del(_)]
+        ),
         "{:?}",
         controller.requests()
     );
@@ -523,7 +638,10 @@ fn cni_add_with_a_misbehaving_controller_fails_and_undoes() {
     ] {
         let controller = Responder::start(move |_| answer.to_owned());
         let err = shim(&node, &vars, &conf(&controller.address)).expect_error(102);
-        assert!(err["details"].as_str().unwrap().contains(expect), "{expect}: {err}");
+        assert!(
+            err["details"].as_str().unwrap().contains(expect),
+            "{expect}: {err}"
+        );
         assert!(links(&node).is_empty(), "node kept {:?}", links(&node));
         assert!(links(&pod).is_empty(), "pod kept {:?}", links(&pod));
     }
@@ -532,7 +650,10 @@ fn cni_add_with_a_misbehaving_controller_fails_and_undoes() {
     bad.mac = "not-a-mac".into();
     let controller = Responder::start(move |_| ok_line(Some(bad.clone())));
     let err = shim(&node, &vars, &conf(&controller.address)).expect_error(102);
-    assert!(err["details"].as_str().unwrap().contains("not-a-mac"), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("not-a-mac"),
+        "{err}"
+    );
     assert!(links(&node).is_empty(), "node kept {:?}", links(&node));
 }
 
@@ -550,7 +671,13 @@ fn cni_attached_pods_talk_tcp_through_userspace_ovs() {
             let octet = if p.container_id == "podA" { 10 } else { 11 };
             run_output(
                 "ovs-vsctl",
-                &[&format!("--db={db}"), "--may-exist", "add-port", "br-int", &p.host_iface],
+                &[
+                    &format!("--db={db}"),
+                    "--may-exist",
+                    "add-port",
+                    "br-int",
+                    &p.host_iface,
+                ],
             );
             ok_line(Some(pod_network(octet, true)))
         }
@@ -560,8 +687,12 @@ fn cni_attached_pods_talk_tcp_through_userspace_ovs() {
     let pod_b = Netns::new("pdb");
     for (id, pod) in [("podA", &pod_a), ("podB", &pod_b)] {
         let path = pod.path();
-        shim(&ovs.netns, &add_vars(id, path.to_str().unwrap()), &conf(&controller.address))
-            .expect_success();
+        shim(
+            &ovs.netns,
+            &add_vars(id, path.to_str().unwrap()),
+            &conf(&controller.address),
+        )
+        .expect_success();
     }
     let server = Command::new("ip")
         .args(["netns", "exec", pod_b.name(), "python3", "-c"])
@@ -577,7 +708,9 @@ fn cni_attached_pods_talk_tcp_through_userspace_ovs() {
     let mut server = server;
     let mut ready = String::new();
     if let Some(out) = server.stdout.take() {
-        BufReader::new(out).read_line(&mut ready).expect("server output");
+        BufReader::new(out)
+            .read_line(&mut ready)
+            .expect("server output");
     }
     assert_eq!(ready.trim(), "listening");
     let reply = pod_a.exec(&[
@@ -590,5 +723,8 @@ fn cni_attached_pods_talk_tcp_through_userspace_ovs() {
     let _ = server.wait();
     assert_eq!(reply.trim(), "THROUGH OVS");
     let ports = ovs.vsctl(&["list-ports", "br-int"]);
-    assert!(ports.contains(&api::host_iface_name("podA", "eth0")), "{ports}");
+    assert!(
+        ports.contains(&api::host_iface_name("podA", "eth0")),
+        "{ports}"
+    );
 }
