@@ -46,13 +46,17 @@ impl Target {
             }
             Ok(Target::Unix(PathBuf::from(path)))
         } else if let Some(addr) = text.strip_prefix("tcp:") {
-            let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("expected tcp:IP:PORT"))?;
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| bad("expected tcp:IP:PORT"))?;
             if host.is_empty() || port.parse::<u16>().is_err() {
                 return Err(bad("expected tcp:IP:PORT with a numeric port"));
             }
             Ok(Target::Tcp(addr.to_owned()))
         } else if text.starts_with("ssl:") {
-            Err(bad("ssl: is not supported yet; wrap a TLS stream and use Client::from_stream"))
+            Err(bad(
+                "ssl: is not supported yet; wrap a TLS stream and use Client::from_stream",
+            ))
         } else {
             Err(bad("expected unix:PATH or tcp:IP:PORT"))
         }
@@ -132,10 +136,8 @@ impl MonitorRequest {
         if let Some(c) = &self.columns {
             o["columns"] = json!(c);
         }
-        if conditional {
-            if let Some(w) = &self.conditions {
-                o["where"] = Json::Array(w.iter().map(Condition::to_json).collect());
-            }
+        if let (true, Some(w)) = (conditional, &self.conditions) {
+            o["where"] = Json::Array(w.iter().map(Condition::to_json).collect());
         }
         o
     }
@@ -227,7 +229,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("target", &self.core.target).finish()
+        f.debug_struct("Client")
+            .field("target", &self.core.target)
+            .finish()
     }
 }
 
@@ -245,11 +249,15 @@ impl Client {
         };
         match Target::parse(target)? {
             Target::Unix(path) => {
-                let s = tokio::net::UnixStream::connect(&path).await.map_err(connect_err)?;
+                let s = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .map_err(connect_err)?;
                 Ok(Client::from_stream(s, target, options))
             }
             Target::Tcp(addr) => {
-                let s = tokio::net::TcpStream::connect(addr.as_str()).await.map_err(connect_err)?;
+                let s = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(connect_err)?;
                 let _ = s.set_nodelay(true);
                 Ok(Client::from_stream(s, target, options))
             }
@@ -294,7 +302,11 @@ impl Client {
 
     /// Whether the connection has closed.
     pub fn is_closed(&self) -> bool {
-        self.core.state.lock().map(|s| s.closed.is_some()).unwrap_or(true)
+        self.core
+            .state
+            .lock()
+            .map(|s| s.closed.is_some())
+            .unwrap_or(true)
     }
 
     /// Sends a request and waits for its reply. Returns the `result`, or
@@ -303,7 +315,11 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
-            let mut state = self.core.state.lock().map_err(|_| self.core.closed_error())?;
+            let mut state = self
+                .core
+                .state
+                .lock()
+                .map_err(|_| self.core.closed_error())?;
             if state.closed.is_some() {
                 drop(state);
                 return Err(self.core.closed_error());
@@ -323,7 +339,10 @@ impl Client {
     /// Sends a notification (a request with a null id: no reply).
     pub fn notify(&self, method: &str, params: Json) -> Result<(), Error> {
         let msg = json!({"method": method, "params": params, "id": null});
-        self.core.out.send(encode(&msg)).map_err(|_| self.core.closed_error())
+        self.core
+            .out
+            .send(encode(&msg))
+            .map_err(|_| self.core.closed_error())
     }
 
     /// `list_dbs` (§4.1.1).
@@ -348,7 +367,11 @@ impl Client {
     /// `transact` (§4.1.3): runs the operations atomically. Returns one result per
     /// operation, or [`Error::Operation`] naming the first that failed with the server's
     /// `error` and `details`.
-    pub async fn transact(&self, db: &str, transaction: Transaction) -> Result<Vec<OperationResult>, Error> {
+    pub async fn transact(
+        &self,
+        db: &str,
+        transaction: Transaction,
+    ) -> Result<Vec<OperationResult>, Error> {
         let result = self.request("transact", transaction.to_params(db)).await?;
         parse_results(db, transaction.operations(), &result)
     }
@@ -373,8 +396,11 @@ impl Client {
         monitor_id: Json,
         requests: &BTreeMap<String, MonitorRequest>,
     ) -> Result<Json, Error> {
-        self.request("monitor", json!([db, monitor_id, requests_json(requests, false)]))
-            .await
+        self.request(
+            "monitor",
+            json!([db, monitor_id, requests_json(requests, false)]),
+        )
+        .await
     }
 
     /// `monitor_cond` (ovsdb-server(7)): like `monitor` with per-table conditions;
@@ -385,8 +411,11 @@ impl Client {
         monitor_id: Json,
         requests: &BTreeMap<String, MonitorRequest>,
     ) -> Result<Json, Error> {
-        self.request("monitor_cond", json!([db, monitor_id, requests_json(requests, true)]))
-            .await
+        self.request(
+            "monitor_cond",
+            json!([db, monitor_id, requests_json(requests, true)]),
+        )
+        .await
     }
 
     /// `monitor_cond_since` (ovsdb-server(7)): resumes after `last_txn_id` when the server
@@ -419,7 +448,9 @@ impl Client {
 
     /// `monitor_cancel` (§4.1.7).
     pub async fn monitor_cancel(&self, monitor_id: Json) -> Result<(), Error> {
-        self.request("monitor_cancel", json!([monitor_id])).await.map(|_| ())
+        self.request("monitor_cancel", json!([monitor_id]))
+            .await
+            .map(|_| ())
     }
 
     /// `lock` (§4.1.8): `true` if the lock is ours now; otherwise a
@@ -532,24 +563,33 @@ fn dispatch(core: &Core, notifications: &mpsc::UnboundedSender<Notification>, ms
     match method {
         Some("echo") if !id.is_null() => {
             let params = msg.get("params").cloned().unwrap_or_else(|| json!([]));
-            let _ = core.out.send(encode(&json!({"id": id, "result": params, "error": null})));
+            let _ = core
+                .out
+                .send(encode(&json!({"id": id, "result": params, "error": null})));
         }
         Some(other) if !id.is_null() => {
-            let reply = json!({"id": id, "result": null, "error": format!("unknown method {other}")});
+            let reply =
+                json!({"id": id, "result": null, "error": format!("unknown method {other}")});
             let _ = core.out.send(encode(&reply));
         }
         Some(method) => match parse_notification(method, msg.get("params")) {
             Some(n) => {
                 let _ = notifications.send(n);
             }
-            None => tracing::warn!(target = %core.target, message = %json_excerpt(&msg), "ignoring unknown notification"),
+            None => {
+                tracing::warn!(target = %core.target, message = %json_excerpt(&msg), "ignoring unknown notification")
+            }
         },
         None => {
             let Some(id) = id.as_u64() else {
                 // Our inactivity probe (id "echo") or something we never sent.
                 return;
             };
-            let entry = core.state.lock().ok().and_then(|mut s| s.pending.remove(&id));
+            let entry = core
+                .state
+                .lock()
+                .ok()
+                .and_then(|mut s| s.pending.remove(&id));
             let Some((method, tx)) = entry else {
                 tracing::warn!(target = %core.target, id, "reply to no pending request");
                 return;
@@ -594,10 +634,26 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(Target::parse("unix:/a/b").ok(), Some(Target::Unix("/a/b".into())));
-        assert_eq!(Target::parse("tcp:127.0.0.1:6640").ok(), Some(Target::Tcp("127.0.0.1:6640".into())));
-        assert_eq!(Target::parse("tcp:[::1]:6640").ok(), Some(Target::Tcp("[::1]:6640".into())));
-        for bad in ["", "unix:", "tcp:1.2.3.4", "tcp:1.2.3.4:x", "ssl:1.2.3.4:6640", "/tmp/x"] {
+        assert_eq!(
+            Target::parse("unix:/a/b").ok(),
+            Some(Target::Unix("/a/b".into()))
+        );
+        assert_eq!(
+            Target::parse("tcp:127.0.0.1:6640").ok(),
+            Some(Target::Tcp("127.0.0.1:6640".into()))
+        );
+        assert_eq!(
+            Target::parse("tcp:[::1]:6640").ok(),
+            Some(Target::Tcp("[::1]:6640".into()))
+        );
+        for bad in [
+            "",
+            "unix:",
+            "tcp:1.2.3.4",
+            "tcp:1.2.3.4:x",
+            "ssl:1.2.3.4:6640",
+            "/tmp/x",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }
@@ -624,12 +680,21 @@ mod tests {
         assert_eq!(req["method"], "list_dbs");
         let reply = json!({"id": req["id"], "result": ["A", "B"], "error": null}).to_string();
         // Split the reply to exercise framing across reads.
-        theirs.write_all(&reply.as_bytes()[..5]).await.expect("write");
-        theirs.write_all(&reply.as_bytes()[5..]).await.expect("write");
+        theirs
+            .write_all(&reply.as_bytes()[..5])
+            .await
+            .expect("write");
+        theirs
+            .write_all(&reply.as_bytes()[5..])
+            .await
+            .expect("write");
         let dbs = call.await.expect("join").expect("list_dbs");
         assert_eq!(dbs, ["A", "B"]);
 
         drop(theirs);
-        assert!(matches!(client.list_dbs().await, Err(Error::Disconnected { .. })));
+        assert!(matches!(
+            client.list_dbs().await,
+            Err(Error::Disconnected { .. })
+        ));
     }
 }

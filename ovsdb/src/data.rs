@@ -117,11 +117,15 @@ impl Atom {
                 if let Some(i) = n.as_i64() {
                     Ok(Atom::Integer(i))
                 } else {
-                    n.as_f64().map(Atom::Real).ok_or_else(|| bad("number out of range"))
+                    n.as_f64()
+                        .map(Atom::Real)
+                        .ok_or_else(|| bad("number out of range"))
                 }
             }
             Json::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
-                (Json::String(tag), Json::String(v)) if tag == "uuid" => Ok(Atom::Uuid(Uuid::parse(v)?)),
+                (Json::String(tag), Json::String(v)) if tag == "uuid" => {
+                    Ok(Atom::Uuid(Uuid::parse(v)?))
+                }
                 (Json::String(tag), Json::String(v)) if tag == "named-uuid" => {
                     Ok(Atom::NamedUuid(v.clone()))
                 }
@@ -299,7 +303,12 @@ impl Datum {
 
     /// A map of the given pairs.
     pub fn map<K: Into<Atom>, V: Into<Atom>>(items: impl IntoIterator<Item = (K, V)>) -> Datum {
-        Datum::Map(items.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Datum::Map(
+            items
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// The JSON notation ovsdb-server uses: a one-element set as its bare atom, other
@@ -310,7 +319,9 @@ impl Datum {
             Datum::Set(s) => json!(["set", s.iter().map(Atom::to_json).collect::<Vec<_>>()]),
             Datum::Map(m) => json!([
                 "map",
-                m.iter().map(|(k, v)| json!([k.to_json(), v.to_json()])).collect::<Vec<_>>()
+                m.iter()
+                    .map(|(k, v)| json!([k.to_json(), v.to_json()]))
+                    .collect::<Vec<_>>()
             ]),
         }
     }
@@ -339,39 +350,46 @@ impl Datum {
             Some(v) => Atom::from_json_typed(j, v),
             None => Atom::from_json(j),
         };
-        if let Json::Array(a) = json {
-            if let (2, Some(Json::String(tag))) = (a.len(), a.first()) {
-                if tag == "set" {
-                    let Json::Array(items) = &a[1] else {
-                        return Err(bad("expected [\"set\", [...]]"));
-                    };
-                    if ty.is_some_and(|t| t.value.is_some()) && !items.is_empty() {
-                        return Err(bad("a set where the column holds a map"));
+        let tagged = match json {
+            Json::Array(a) if a.len() == 2 => match &a[0] {
+                Json::String(tag) if tag == "set" || tag == "map" => Some((tag.as_str(), &a[1])),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(("set", items)) = tagged {
+            let Json::Array(items) = items else {
+                return Err(bad("expected [\"set\", [...]]"));
+            };
+            if ty.is_some_and(|t| t.value.is_some()) && !items.is_empty() {
+                return Err(bad("a set where the column holds a map"));
+            }
+            if ty.is_some_and(|t| t.value.is_some()) {
+                return Ok(Datum::empty_map());
+            }
+            return items
+                .iter()
+                .map(key)
+                .collect::<Result<_, _>>()
+                .map(Datum::Set);
+        }
+        if let Some((_, items)) = tagged {
+            let Json::Array(items) = items else {
+                return Err(bad("expected [\"map\", [[k, v], ...]]"));
+            };
+            if ty.is_some_and(|t| t.value.is_none()) {
+                return Err(bad("a map where the column holds a set"));
+            }
+            let mut map = BTreeMap::new();
+            for pair in items {
+                match pair {
+                    Json::Array(kv) if kv.len() == 2 => {
+                        map.insert(key(&kv[0])?, value(&kv[1])?);
                     }
-                    if ty.is_some_and(|t| t.value.is_some()) {
-                        return Ok(Datum::empty_map());
-                    }
-                    return items.iter().map(key).collect::<Result<_, _>>().map(Datum::Set);
-                }
-                if tag == "map" {
-                    let Json::Array(items) = &a[1] else {
-                        return Err(bad("expected [\"map\", [[k, v], ...]]"));
-                    };
-                    if ty.is_some_and(|t| t.value.is_none()) {
-                        return Err(bad("a map where the column holds a set"));
-                    }
-                    let mut map = BTreeMap::new();
-                    for pair in items {
-                        match pair {
-                            Json::Array(kv) if kv.len() == 2 => {
-                                map.insert(key(&kv[0])?, value(&kv[1])?);
-                            }
-                            _ => return Err(bad("a map element must be [key, value]")),
-                        }
-                    }
-                    return Ok(Datum::Map(map));
+                    _ => return Err(bad("a map element must be [key, value]")),
                 }
             }
+            return Ok(Datum::Map(map));
         }
         if ty.is_some_and(|t| t.value.is_some()) {
             return Err(bad("a bare atom where the column holds a map"));
@@ -448,7 +466,12 @@ impl Datum {
     /// The strings of a set (other atoms are skipped).
     pub fn strings(&self) -> Vec<String> {
         self.as_set()
-            .map(|s| s.iter().filter_map(Atom::as_str).map(str::to_owned).collect())
+            .map(|s| {
+                s.iter()
+                    .filter_map(Atom::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -572,7 +595,12 @@ impl Row {
 
     /// The JSON object `{"column": value, ...}`.
     pub fn to_json(&self) -> Json {
-        Json::Object(self.columns.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+        Json::Object(
+            self.columns
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        )
     }
 
     /// Parses a JSON object of columns without a schema.
@@ -611,9 +639,18 @@ mod tests {
         let u = Uuid::parse("360315E1-bb57-46c6-94e5-8c8c11d90f07").expect("uuid");
         assert_eq!(
             Datum::set([u.clone(), Uuid::zero()]).to_json(),
-            json!(["set", [["uuid", "00000000-0000-0000-0000-000000000000"], ["uuid", u.as_str()]]])
+            json!([
+                "set",
+                [
+                    ["uuid", "00000000-0000-0000-0000-000000000000"],
+                    ["uuid", u.as_str()]
+                ]
+            ])
         );
-        assert_eq!(Datum::map([("a", "b")]).to_json(), json!(["map", [["a", "b"]]]));
+        assert_eq!(
+            Datum::map([("a", "b")]).to_json(),
+            json!(["map", [["a", "b"]]])
+        );
     }
 
     #[test]
@@ -626,7 +663,11 @@ mod tests {
             r#"["named-uuid","row1"]"#,
         ] {
             let json: Json = serde_json::from_str(text).expect("json");
-            assert_eq!(Datum::from_json(&json).expect("datum").to_json(), json, "{text}");
+            assert_eq!(
+                Datum::from_json(&json).expect("datum").to_json(),
+                json,
+                "{text}"
+            );
         }
         assert!(Datum::from_json(&json!(["set", [["bogus", 1]]])).is_err());
         assert!(Datum::from_json(&json!({"a": 1})).is_err());

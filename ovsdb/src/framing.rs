@@ -136,7 +136,11 @@ impl Framer {
             self.pos += 1;
             if self.pos - self.start > self.max {
                 let seen = self.pos - self.start;
-                self.failed = Some(("message exceeds the size limit", b, self.consumed + self.pos as u64));
+                self.failed = Some((
+                    "message exceeds the size limit",
+                    b,
+                    self.consumed + self.pos as u64,
+                ));
                 return Err(Error::MessageTooLarge {
                     limit: self.max,
                     seen,
@@ -199,7 +203,10 @@ mod tests {
     fn oversized_message_is_refused() {
         let mut f = Framer::new(16);
         f.push(br#"{"a":"0123456789abcdef"}"#);
-        assert!(matches!(f.next_message(), Err(Error::MessageTooLarge { limit: 16, .. })));
+        assert!(matches!(
+            f.next_message(),
+            Err(Error::MessageTooLarge { limit: 16, .. })
+        ));
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod data;
 pub mod error;
@@ -31,8 +33,12 @@ pub use client::{Client, ClientOptions, MonitorRequest, MonitorSince, Notificati
 pub use data::{Atom, Datum, NamedUuid, Row, Uuid};
 pub use error::Error;
 
-pub use replica::{MonitorMethod, Replica, ReplicaOptions, ReplicaStatus, RowChange, Snapshot, Table, TableSpec};
-pub use schema::{AtomicType, BaseType, ColumnSchema, ColumnType, DatabaseSchema, RefType, TableSchema};
+pub use replica::{
+    MonitorMethod, Replica, ReplicaOptions, ReplicaStatus, RowChange, Snapshot, Table, TableSpec,
+};
+pub use schema::{
+    AtomicType, BaseType, ColumnSchema, ColumnType, DatabaseSchema, RefType, TableSchema,
+};
 pub use transaction::{
     Condition, Function, Mutation, Mutator, Operation, OperationResult, Transaction, WaitUntil,
 };

@@ -58,7 +58,11 @@ fn write(value: &Json, out: &mut String) {
 /// C's `printf("%.17g", x)`.
 fn format_g17(x: f64) -> String {
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if x.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let sci = format!("{x:.16e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
@@ -91,9 +95,13 @@ mod tests {
 
     #[test]
     fn sorts_members_and_formats_like_ovs() {
-        let v: Json = serde_json::from_str(r#"{"z":1,"a":[true,null,"x\u0001\"é"],"m":{"b":2,"a":1}}"#)
-            .expect("json");
-        assert_eq!(to_string(&v), r#"{"a":[true,null,"x\u0001\"é"],"m":{"a":1,"b":2},"z":1}"#);
+        let v: Json =
+            serde_json::from_str(r#"{"z":1,"a":[true,null,"x\u0001\"é"],"m":{"b":2,"a":1}}"#)
+                .expect("json");
+        assert_eq!(
+            to_string(&v),
+            r#"{"a":[true,null,"x\u0001\"é"],"m":{"a":1,"b":2},"z":1}"#
+        );
     }
 
     #[test]

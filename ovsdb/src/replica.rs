@@ -106,7 +106,12 @@ impl Snapshot {
     }
 
     /// The rows of `table` whose string column `column` equals `value`.
-    pub fn find<'a>(&'a self, table: &str, column: &'a str, value: &'a str) -> impl Iterator<Item = (&'a Uuid, &'a Row)> + 'a {
+    pub fn find<'a>(
+        &'a self,
+        table: &str,
+        column: &'a str,
+        value: &'a str,
+    ) -> impl Iterator<Item = (&'a Uuid, &'a Row)> + 'a {
         self.table(table)
             .iter()
             .filter(move |(_, row)| row.get(column).and_then(Datum::as_str) == Some(value))
@@ -285,12 +290,21 @@ impl Replica {
 
     /// The database schema as of the last (re)connection.
     pub fn schema(&self) -> Arc<DatabaseSchema> {
-        self.shared.schema.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.shared
+            .schema
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The connection of the current session, for transactions on the same server.
     pub fn client(&self) -> Option<Client> {
-        self.shared.client.lock().ok().and_then(|c| c.clone()).filter(|c| !c.is_closed())
+        self.shared
+            .client
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|c| !c.is_closed())
     }
 
     /// Watches the connection state (e.g. `status().wait_for(|s| s.syncs > n)`).
@@ -317,7 +331,9 @@ async fn run(shared: Arc<Shared>, mut session: Session, mut state: SyncState) {
                 Ok(s) => break s,
                 Err(e) => {
                     tracing::debug!(target = %shared.target, error = %e, "OVSDB reconnect failed");
-                    shared.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                    shared
+                        .status
+                        .send_modify(|s| s.last_error = Some(e.to_string()));
                     backoff = (backoff * 2).min(shared.options.max_backoff);
                 }
             }
@@ -325,7 +341,10 @@ async fn run(shared: Arc<Shared>, mut session: Session, mut state: SyncState) {
     }
 }
 
-fn monitor_requests(shared: &Shared, schema: &DatabaseSchema) -> Result<BTreeMap<String, MonitorRequest>, Error> {
+fn monitor_requests(
+    shared: &Shared,
+    schema: &DatabaseSchema,
+) -> Result<BTreeMap<String, MonitorRequest>, Error> {
     let mut requests = BTreeMap::new();
     for spec in &shared.specs {
         let table = schema.table(&spec.table)?;
@@ -381,7 +400,12 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
     let changes = loop {
         let result = match method {
             MonitorMethod::CondSince => client
-                .monitor_cond_since(&shared.db, monitor_id.clone(), &requests, state.last_txn_id.as_ref())
+                .monitor_cond_since(
+                    &shared.db,
+                    monitor_id.clone(),
+                    &requests,
+                    state.last_txn_id.as_ref(),
+                )
                 .await
                 .map(|r| {
                     let resumed = r.found && state.synced_once;
@@ -398,7 +422,9 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
                 .map(|u| (false, u)),
         };
         match result {
-            Ok((true, updates)) => break apply_updates(shared, &schema, &updates, method != MonitorMethod::Plain)?,
+            Ok((true, updates)) => {
+                break apply_updates(shared, &schema, &updates, method != MonitorMethod::Plain)?;
+            }
             Ok((false, updates)) => break resync(shared, &schema, &requests, &updates, method)?,
             Err(e) if is_unknown_method(&e) && method != MonitorMethod::Plain => {
                 method = if method == MonitorMethod::CondSince {
@@ -425,13 +451,19 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
 }
 
 async fn follow(shared: &Shared, session: &mut Session, state: &mut SyncState) -> Error {
-    let schema = shared.schema.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+    let schema = shared
+        .schema
+        .read()
+        .map(|s| s.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
     while let Some(note) = session.notes.recv().await {
         let result = match note {
             Notification::Update { updates, .. } => apply_updates(shared, &schema, &updates, false),
             Notification::Update2 { updates, .. } => apply_updates(shared, &schema, &updates, true),
             Notification::Update3 {
-                updates, last_txn_id, ..
+                updates,
+                last_txn_id,
+                ..
             } => {
                 state.last_txn_id = Some(last_txn_id);
                 apply_updates(shared, &schema, &updates, true)
@@ -484,10 +516,8 @@ fn parse_row(table_name: &str, table: &TableSchema, json: &Json) -> Result<Row, 
 /// Fills the columns a row update left out (update2 omits columns with default values).
 fn complete(table: &TableSchema, columns: &[String], mut row: Row) -> Row {
     for c in columns {
-        if row.get(c).is_none() {
-            if let Some(schema) = table.columns.get(c) {
-                row.set(c, Datum::default_of(&schema.column_type));
-            }
+        if let (None, Some(schema)) = (row.get(c), table.columns.get(c)) {
+            row.set(c, Datum::default_of(&schema.column_type));
         }
     }
     row
@@ -508,7 +538,7 @@ fn monitored_columns(shared: &Shared, table_name: &str, table: &TableSchema) -> 
         .unwrap_or_default()
 }
 
-fn updates_object<'a>(updates: &'a Json) -> Result<&'a serde_json::Map<String, Json>, Error> {
+fn updates_object(updates: &Json) -> Result<&serde_json::Map<String, Json>, Error> {
     updates.as_object().ok_or_else(|| Error::Data {
         what: "table updates",
         reason: "expected a JSON object of tables".into(),
@@ -518,7 +548,12 @@ fn updates_object<'a>(updates: &'a Json) -> Result<&'a serde_json::Map<String, J
 
 /// Applies `<table-updates>` (v1) or `<table-updates2>` to the replica; returns the
 /// changes in table, then UUID order.
-fn apply_updates(shared: &Shared, schema: &DatabaseSchema, updates: &Json, v2: bool) -> Result<Vec<RowChange>, Error> {
+fn apply_updates(
+    shared: &Shared,
+    schema: &DatabaseSchema,
+    updates: &Json,
+    v2: bool,
+) -> Result<Vec<RowChange>, Error> {
     let mut changes = Vec::new();
     let mut data = shared.data.write().unwrap_or_else(|p| p.into_inner());
     for (table_name, rows) in updates_object(updates)? {
@@ -580,7 +615,11 @@ fn apply_update2(
     };
     let obj = update.as_object().ok_or_else(bad)?;
     if let Some(row) = obj.get("initial").or_else(|| obj.get("insert")) {
-        return Ok(Some(complete(table, columns, parse_row(table_name, table, row)?)));
+        return Ok(Some(complete(
+            table,
+            columns,
+            parse_row(table_name, table, row)?,
+        )));
     }
     if let Some(diff) = obj.get("modify") {
         let diff = parse_row(table_name, table, diff)?;
@@ -607,7 +646,8 @@ fn resync(
     updates: &Json,
     method: MonitorMethod,
 ) -> Result<Vec<RowChange>, Error> {
-    let mut fresh: BTreeMap<String, Table> = requests.keys().map(|t| (t.clone(), Table::new())).collect();
+    let mut fresh: BTreeMap<String, Table> =
+        requests.keys().map(|t| (t.clone(), Table::new())).collect();
     for (table_name, rows) in updates_object(updates)? {
         let table = schema.table(table_name)?;
         let columns = monitored_columns(shared, table_name, table);
@@ -616,7 +656,11 @@ fn resync(
             let uuid = Uuid::parse(uuid_text)?;
             let row = if method == MonitorMethod::Plain {
                 match update.get("new") {
-                    Some(new) if !new.is_null() => Some(complete(table, &columns, parse_row(table_name, table, new)?)),
+                    Some(new) if !new.is_null() => Some(complete(
+                        table,
+                        &columns,
+                        parse_row(table_name, table, new)?,
+                    )),
                     _ => None,
                 }
             } else {

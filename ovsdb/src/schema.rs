@@ -113,7 +113,8 @@ impl BaseType {
                     .and_then(Json::as_str)
                     .ok_or_else(|| bad("base type without \"type\"".into()))?;
                 let mut base = BaseType::plain(
-                    AtomicType::parse(name).ok_or_else(|| bad(format!("unknown atomic type {name:?}")))?,
+                    AtomicType::parse(name)
+                        .ok_or_else(|| bad(format!("unknown atomic type {name:?}")))?,
                 );
                 if let Some(e) = obj.get("enum") {
                     let datum = crate::data::Datum::from_json(e)
@@ -126,7 +127,10 @@ impl BaseType {
                 base.max_real = obj.get("maxReal").and_then(Json::as_f64);
                 base.min_length = obj.get("minLength").and_then(Json::as_u64);
                 base.max_length = obj.get("maxLength").and_then(Json::as_u64);
-                base.ref_table = obj.get("refTable").and_then(Json::as_str).map(str::to_owned);
+                base.ref_table = obj
+                    .get("refTable")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned);
                 if base.ref_table.is_some() {
                     base.ref_type = Some(match obj.get("refType").and_then(Json::as_str) {
                         Some("weak") => RefType::Weak,
@@ -179,10 +183,14 @@ impl ColumnType {
             }),
             Json::Object(obj) => {
                 let key = BaseType::parse(
-                    obj.get("key").ok_or_else(|| bad("type without \"key\"".into()))?,
+                    obj.get("key")
+                        .ok_or_else(|| bad("type without \"key\"".into()))?,
                     path,
                 )?;
-                let value = obj.get("value").map(|v| BaseType::parse(v, path)).transpose()?;
+                let value = obj
+                    .get("value")
+                    .map(|v| BaseType::parse(v, path))
+                    .transpose()?;
                 let min = match obj.get("min") {
                     None => 1,
                     Some(m) => m.as_u64().ok_or_else(|| bad(format!("bad min {m}")))?,
@@ -262,13 +270,19 @@ impl DatabaseSchema {
         let bad = |reason: &str| Error::Schema {
             reason: reason.to_owned(),
         };
-        let obj = json.as_object().ok_or_else(|| bad("the schema is not a JSON object"))?;
+        let obj = json
+            .as_object()
+            .ok_or_else(|| bad("the schema is not a JSON object"))?;
         let name = obj
             .get("name")
             .and_then(Json::as_str)
             .ok_or_else(|| bad("no \"name\""))?
             .to_owned();
-        let version = obj.get("version").and_then(Json::as_str).unwrap_or("").to_owned();
+        let version = obj
+            .get("version")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_owned();
         let cksum = obj.get("cksum").and_then(Json::as_str).map(str::to_owned);
         let tables_json = obj
             .get("tables")
@@ -276,12 +290,12 @@ impl DatabaseSchema {
             .ok_or_else(|| bad("no \"tables\" object"))?;
         let mut tables = BTreeMap::new();
         for (tname, t) in tables_json {
-            let columns_json = t
-                .get("columns")
-                .and_then(Json::as_object)
-                .ok_or_else(|| Error::Schema {
-                    reason: format!("table {tname}: no \"columns\" object"),
-                })?;
+            let columns_json =
+                t.get("columns")
+                    .and_then(Json::as_object)
+                    .ok_or_else(|| Error::Schema {
+                        reason: format!("table {tname}: no \"columns\" object"),
+                    })?;
             let mut columns = BTreeMap::new();
             for (cname, c) in columns_json {
                 let path = format!("{tname}.{cname}");
@@ -303,7 +317,12 @@ impl DatabaseSchema {
                 .map(|ix| {
                     ix.iter()
                         .filter_map(Json::as_array)
-                        .map(|cols| cols.iter().filter_map(Json::as_str).map(str::to_owned).collect())
+                        .map(|cols| {
+                            cols.iter()
+                                .filter_map(Json::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -359,7 +378,15 @@ mod tests {
         assert_eq!(ports.key.ref_type, Some(RefType::Weak));
         assert_eq!(ports.max, None);
         assert!(t.columns["options"].column_type.is_map());
-        assert_eq!(t.columns["mode"].column_type.key.enumeration.as_ref().map(Vec::len), Some(2));
+        assert_eq!(
+            t.columns["mode"]
+                .column_type
+                .key
+                .enumeration
+                .as_ref()
+                .map(Vec::len),
+            Some(2)
+        );
         assert_eq!(t.columns["n"].column_type.key.max_integer, Some(9));
         assert!(!t.columns["mode"].column_type.is_composite());
         assert!(schema.table("nope").is_err());

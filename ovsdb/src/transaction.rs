@@ -367,7 +367,12 @@ impl Transaction {
     }
 
     /// Selects rows (all columns when `columns` is `None`).
-    pub fn select(&mut self, table: &str, conditions: Vec<Condition>, columns: Option<Vec<String>>) {
+    pub fn select(
+        &mut self,
+        table: &str,
+        conditions: Vec<Condition>,
+        columns: Option<Vec<String>>,
+    ) {
         self.operations.push(Operation::Select {
             table: table.to_owned(),
             conditions,
@@ -403,7 +408,13 @@ impl Transaction {
 
     /// Fails the transaction at once unless the matching rows' `columns` equal `rows`
     /// (optimistic concurrency: "commit only if what I read is still there").
-    pub fn wait(&mut self, table: &str, conditions: Vec<Condition>, columns: &[&str], rows: Vec<Row>) {
+    pub fn wait(
+        &mut self,
+        table: &str,
+        conditions: Vec<Condition>,
+        columns: &[&str],
+        rows: Vec<Row>,
+    ) {
         self.operations.push(Operation::Wait {
             table: table.to_owned(),
             conditions,
@@ -490,7 +501,11 @@ impl OperationResult {
 /// Reads a `transact` result array: the typed results, or the first failed operation
 /// (§4.1.3: an element with `error`; an extra element past the operations when the
 /// commit itself failed).
-pub fn parse_results(db: &str, operations: &[Operation], result: &Json) -> Result<Vec<OperationResult>, Error> {
+pub fn parse_results(
+    db: &str,
+    operations: &[Operation],
+    result: &Json,
+) -> Result<Vec<OperationResult>, Error> {
     let bad = |reason: &str| Error::Protocol {
         reason: format!("transact result: {reason}"),
         message: json_excerpt(result),
@@ -501,9 +516,17 @@ pub fn parse_results(db: &str, operations: &[Operation], result: &Json) -> Resul
             return Err(Error::Operation {
                 db: db.to_owned(),
                 index,
-                op: operations.get(index).map_or("commit", Operation::name).to_owned(),
-                error: error.as_str().map_or_else(|| error.to_string(), str::to_owned),
-                details: item.get("details").and_then(Json::as_str).map(str::to_owned),
+                op: operations
+                    .get(index)
+                    .map_or("commit", Operation::name)
+                    .to_owned(),
+                error: error
+                    .as_str()
+                    .map_or_else(|| error.to_string(), str::to_owned),
+                details: item
+                    .get("details")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned),
             });
         }
     }
@@ -546,7 +569,10 @@ mod tests {
     fn builds_params_with_named_uuid_references() {
         let mut txn = Transaction::new();
         let iface = txn.insert("Interface", Row::new().with("name", "p1"));
-        let port = txn.insert("Port", Row::new().with("name", "p1").with("interfaces", &iface));
+        let port = txn.insert(
+            "Port",
+            Row::new().with("name", "p1").with("interfaces", &iface),
+        );
         txn.mutate(
             "Bridge",
             vec![Condition::eq("name", "br0")],
@@ -555,7 +581,10 @@ mod tests {
         let p = txn.to_params("Open_vSwitch");
         assert_eq!(p[0], "Open_vSwitch");
         assert_eq!(p[2]["row"]["interfaces"], json!(["named-uuid", "row1"]));
-        assert_eq!(p[3]["mutations"], json!([["ports", "insert", ["named-uuid", "row2"]]]));
+        assert_eq!(
+            p[3]["mutations"],
+            json!([["ports", "insert", ["named-uuid", "row2"]]])
+        );
         assert_eq!(p[3]["where"], json!([["name", "==", "br0"]]));
     }
 
@@ -564,13 +593,22 @@ mod tests {
         let ops = [Operation::Comment("x".into()), Operation::Abort];
         let r = json!([{}, {"error": "aborted", "details": "aborted by request"}]);
         match parse_results("db", &ops, &r) {
-            Err(Error::Operation { index: 1, op, error, details, .. }) => {
+            Err(Error::Operation {
+                index: 1,
+                op,
+                error,
+                details,
+                ..
+            }) => {
                 assert_eq!((op.as_str(), error.as_str()), ("abort", "aborted"));
                 assert_eq!(details.as_deref(), Some("aborted by request"));
             }
             other => panic!("unexpected {other:?}"),
         }
         let r = json!([{}, {}, {"error": "referential integrity violation"}]);
-        assert!(matches!(parse_results("db", &ops, &r), Err(Error::Operation { index: 2, .. })));
+        assert!(matches!(
+            parse_results("db", &ops, &r),
+            Err(Error::Operation { index: 2, .. })
+        ));
     }
 }

@@ -33,7 +33,10 @@ async fn a_silent_peer_is_probed_then_dropped() {
     let client = Client::connect_with(&format!("unix:{}", path.display()), options)
         .await
         .expect("connect");
-    let err = client.list_dbs().await.expect_err("a silent peer cannot answer");
+    let err = client
+        .list_dbs()
+        .await
+        .expect_err("a silent peer cannot answer");
     assert!(
         matches!(&err, Error::Disconnected { reason, .. } if reason.contains("did not answer an echo")),
         "{err}"
@@ -41,6 +44,9 @@ async fn a_silent_peer_is_probed_then_dropped() {
     drop(client);
     let seen = peer.await.expect("peer");
     assert!(seen.contains(r#""method":"list_dbs""#), "{seen}");
-    assert!(seen.contains(r#""method":"echo""#), "no echo probe sent: {seen}");
+    assert!(
+        seen.contains(r#""method":"echo""#),
+        "no echo probe sent: {seen}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

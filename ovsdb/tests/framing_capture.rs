@@ -28,7 +28,10 @@ fn drain(framer: &mut Framer, out: &mut Vec<Value>) {
 fn fixture_holds_the_expected_exchange() {
     let server = reference(SERVER);
     assert_eq!(server.len(), 7);
-    assert_eq!(server[0]["result"], serde_json::json!(["Open_vSwitch", "_Server"]));
+    assert_eq!(
+        server[0]["result"],
+        serde_json::json!(["Open_vSwitch", "_Server"])
+    );
     assert_eq!(server[3]["method"], "update3");
     assert_eq!(reference(CLIENT).len(), 4);
 }
@@ -84,7 +87,11 @@ async fn a_client_fed_the_capture_in_odd_chunks_delivers_the_update3_notificatio
     let mut updates = Vec::new();
     while updates.len() < 3 {
         match notes.recv().await.expect("notification") {
-            Notification::Update3 { monitor_id, updates: u, .. } => {
+            Notification::Update3 {
+                monitor_id,
+                updates: u,
+                ..
+            } => {
                 assert_eq!(monitor_id, "m");
                 updates.push(u);
             }
@@ -92,21 +99,38 @@ async fn a_client_fed_the_capture_in_odd_chunks_delivers_the_update3_notificatio
         }
     }
     let port = &updates[0]["Port"];
-    let (_, insert) = port.as_object().and_then(|o| o.iter().next()).expect("one port");
+    let (_, insert) = port
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .expect("one port");
     assert_eq!(insert["insert"]["name"], "p}{\"5");
-    assert_eq!(insert["insert"]["external_ids"], serde_json::json!(["map", [["a\"]\\", "x{"]]]));
+    assert_eq!(
+        insert["insert"]["external_ids"],
+        serde_json::json!(["map", [["a\"]\\", "x{"]]])
+    );
 }
 
 #[test]
 fn garbage_is_an_error_not_a_panic() {
-    for bad in [&b"hello"[..], b"\x00{}", b"{}\"x\"", b"} {", b"123", b"{\"a\":1}]"] {
+    for bad in [
+        &b"hello"[..],
+        b"\x00{}",
+        b"{}\"x\"",
+        b"} {",
+        b"123",
+        b"{\"a\":1}]",
+    ] {
         let mut framer = Framer::new(1024);
         framer.push(bad);
         let mut result = Ok(Some(Value::Null));
         while let Ok(Some(_)) = result {
             result = framer.next_message();
         }
-        assert!(result.is_err(), "{:?} accepted", String::from_utf8_lossy(bad));
+        assert!(
+            result.is_err(),
+            "{:?} accepted",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
@@ -123,7 +147,10 @@ fn an_endless_message_is_cut_off_at_the_limit() {
         }
         assert!(framer.buffered() <= 4096 + 1000);
     }
-    assert!(matches!(error, Some(Error::MessageTooLarge { limit: 4096, .. })), "{error:?}");
+    assert!(
+        matches!(error, Some(Error::MessageTooLarge { limit: 4096, .. })),
+        "{error:?}"
+    );
 }
 
 proptest! {

@@ -42,23 +42,47 @@ async fn our_transactions_are_what_ovs_vsctl_sees() {
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     let client = Client::connect(&ovs.db_target()).await.expect("connect");
-    assert_eq!(client.list_dbs().await.expect("list_dbs"), ["Open_vSwitch", "_Server"]);
+    assert_eq!(
+        client.list_dbs().await.expect("list_dbs"),
+        ["Open_vSwitch", "_Server"]
+    );
 
-    let results = client.transact(DB, add_port_txn("br0", "pod1")).await.expect("add port");
+    let results = client
+        .transact(DB, add_port_txn("br0", "pod1"))
+        .await
+        .expect("add port");
     assert_eq!(results.len(), 4);
     let port_uuid = results[1].uuid().expect("port uuid").clone();
     assert_eq!(results[2].count(), Some(1));
 
-    assert!(ovs.vsctl(&["list-ports", "br0"]).lines().any(|l| l == "pod1"));
-    assert_eq!(ovs.vsctl(&["get", "Port", "pod1", "_uuid"]).trim(), port_uuid.as_str());
+    assert!(
+        ovs.vsctl(&["list-ports", "br0"])
+            .lines()
+            .any(|l| l == "pod1")
+    );
+    assert_eq!(
+        ovs.vsctl(&["get", "Port", "pod1", "_uuid"]).trim(),
+        port_uuid.as_str()
+    );
     assert_eq!(ovs.vsctl(&["get", "Port", "pod1", "tag"]).trim(), "7");
-    assert_eq!(ovs.vsctl(&["get", "Interface", "pod1", "external_ids:pod"]).trim(), "\"default/web-1\"");
-    assert_eq!(ovs.vsctl(&["get", "Interface", "pod1", "ofport_request"]).trim(), "33000");
+    assert_eq!(
+        ovs.vsctl(&["get", "Interface", "pod1", "external_ids:pod"])
+            .trim(),
+        "\"default/web-1\""
+    );
+    assert_eq!(
+        ovs.vsctl(&["get", "Interface", "pod1", "ofport_request"])
+            .trim(),
+        "33000"
+    );
 
     // A map edit by mutation, and an update by condition.
     let mut txn = Transaction::new();
     let mut muts = external_ids::set("external_ids", "owner", "controller-2");
-    muts.push(Mutation::insert("external_ids", Datum::map([("round", "3")])));
+    muts.push(Mutation::insert(
+        "external_ids",
+        Datum::map([("round", "3")]),
+    ));
     txn.mutate("Port", vec![Condition::uuid(&port_uuid)], muts);
     txn.update(
         "Interface",
@@ -70,7 +94,10 @@ async fn our_transactions_are_what_ovs_vsctl_sees() {
         ovs.vsctl(&["get", "Port", "pod1", "external_ids"]).trim(),
         "{owner=controller-2, round=\"3\"}"
     );
-    assert_eq!(ovs.vsctl(&["get", "Interface", "pod1", "options"]).trim(), "{a=\"1\", b=\"2\"}");
+    assert_eq!(
+        ovs.vsctl(&["get", "Interface", "pod1", "options"]).trim(),
+        "{a=\"1\", b=\"2\"}"
+    );
 
     // Removing the reference garbage-collects Port and Interface (non-root tables).
     let mut txn = Transaction::new();
@@ -81,19 +108,33 @@ async fn our_transactions_are_what_ovs_vsctl_sees() {
     );
     client.transact(DB, txn).await.expect("remove");
     assert!(!ovs.vsctl(&["list-ports", "br0"]).contains("pod1"));
-    assert_eq!(ovs.vsctl(&["--bare", "--columns=name", "find", "Interface", "name=pod1"]).trim(), "");
+    assert_eq!(
+        ovs.vsctl(&["--bare", "--columns=name", "find", "Interface", "name=pod1"])
+            .trim(),
+        ""
+    );
 
     // select reads back what vsctl wrote.
     ovs.vsctl(&["set", "Bridge", "br0", "external_ids:zone=blue"]);
     let mut txn = Transaction::new();
-    txn.select("Bridge", vec![Condition::eq("name", "br0")], Some(vec!["external_ids".into()]));
+    txn.select(
+        "Bridge",
+        vec![Condition::eq("name", "br0")],
+        Some(vec!["external_ids".into()]),
+    );
     let results = client.transact(DB, txn).await.expect("select");
-    assert_eq!(results[0].rows()[0].string_map("external_ids")["zone"], "blue");
+    assert_eq!(
+        results[0].rows()[0].string_map("external_ids")["zone"],
+        "blue"
+    );
 }
 
 /// Runs `ovsdb-client transact` with the same params, for the server's own wording.
 fn ovsdb_client_result(ovs: &OvsSandbox, params: &serde_json::Value) -> serde_json::Value {
-    let out = run("ovsdb-client", &["transact", &ovs.db_target(), &params.to_string()]);
+    let out = run(
+        "ovsdb-client",
+        &["transact", &ovs.db_target(), &params.to_string()],
+    );
     serde_json::from_str(&out).expect("ovsdb-client prints JSON")
 }
 
@@ -106,10 +147,20 @@ async fn per_operation_errors_carry_the_servers_error_details_and_index() {
     // Operation 1 fails (no such column).
     let mut txn = Transaction::new();
     txn.comment("first");
-    txn.update("Bridge", vec![Condition::eq("name", "br0")], Row::new().with("no_such_column", 1));
+    txn.update(
+        "Bridge",
+        vec![Condition::eq("name", "br0")],
+        Row::new().with("no_such_column", 1),
+    );
     let expected = ovsdb_client_result(&ovs, &txn.to_params(DB));
     match client.transact(DB, txn).await {
-        Err(Error::Operation { index, op, error, details, .. }) => {
+        Err(Error::Operation {
+            index,
+            op,
+            error,
+            details,
+            ..
+        }) => {
             assert_eq!((index, op.as_str()), (1, "update"));
             assert_eq!(error, expected[1]["error"].as_str().expect("error string"));
             assert_eq!(details.as_deref(), expected[1]["details"].as_str());
@@ -122,18 +173,37 @@ async fn per_operation_errors_carry_the_servers_error_details_and_index() {
     // it in an extra element past the operations.
     let mut txn = Transaction::new();
     let b = txn.insert("Bridge", Row::new().with("name", "br0"));
-    txn.mutate("Open_vSwitch", vec![], vec![Mutation::insert("bridges", &b)]);
+    txn.mutate(
+        "Open_vSwitch",
+        vec![],
+        vec![Mutation::insert("bridges", &b)],
+    );
     match client.transact(DB, txn).await {
-        Err(Error::Operation { index, op, error, details, .. }) => {
-            assert_eq!((index, op.as_str(), error.as_str()), (2, "commit", "constraint violation"));
+        Err(Error::Operation {
+            index,
+            op,
+            error,
+            details,
+            ..
+        }) => {
+            assert_eq!(
+                (index, op.as_str(), error.as_str()),
+                (2, "commit", "constraint violation")
+            );
             assert!(details.unwrap_or_default().contains("br0"));
         }
         other => panic!("expected a constraint violation, got {other:?}"),
     }
 
     // A JSON-RPC level error (unknown database) is not an operation error.
-    let err = client.transact("Nope", Transaction::new()).await.expect_err("unknown db");
-    assert!(matches!(&err, Error::Rpc { error, .. } if error["error"] == "unknown database"), "{err}");
+    let err = client
+        .transact("Nope", Transaction::new())
+        .await
+        .expect_err("unknown db");
+    assert!(
+        matches!(&err, Error::Rpc { error, .. } if error["error"] == "unknown database"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +216,12 @@ async fn wait_rejects_a_write_based_on_a_stale_read() {
     let read = Row::new().with("external_ids", Datum::map([("gen", "1")]));
     let guarded = |generation: &str| {
         let mut txn = Transaction::new();
-        txn.wait("Bridge", vec![Condition::eq("name", "br0")], &["external_ids"], vec![read.clone()]);
+        txn.wait(
+            "Bridge",
+            vec![Condition::eq("name", "br0")],
+            &["external_ids"],
+            vec![read.clone()],
+        );
         txn.update(
             "Bridge",
             vec![Condition::eq("name", "br0")],
@@ -154,15 +229,31 @@ async fn wait_rejects_a_write_based_on_a_stale_read() {
         );
         txn
     };
-    client.transact(DB, guarded("2")).await.expect("first writer wins");
-    assert_eq!(ovs.vsctl(&["get", "Bridge", "br0", "external_ids:gen"]).trim(), "\"2\"");
+    client
+        .transact(DB, guarded("2"))
+        .await
+        .expect("first writer wins");
+    assert_eq!(
+        ovs.vsctl(&["get", "Bridge", "br0", "external_ids:gen"])
+            .trim(),
+        "\"2\""
+    );
     match client.transact(DB, guarded("3")).await {
-        Err(Error::Operation { index: 0, op, error, .. }) => {
+        Err(Error::Operation {
+            index: 0,
+            op,
+            error,
+            ..
+        }) => {
             assert_eq!((op.as_str(), error.as_str()), ("wait", "timed out"));
         }
         other => panic!("stale write went through: {other:?}"),
     }
-    assert_eq!(ovs.vsctl(&["get", "Bridge", "br0", "external_ids:gen"]).trim(), "\"2\"");
+    assert_eq!(
+        ovs.vsctl(&["get", "Bridge", "br0", "external_ids:gen"])
+            .trim(),
+        "\"2\""
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +266,10 @@ async fn a_lock_taken_by_one_client_is_reported_stolen_and_given_back() {
     assert!(first.lock("switchyard_leader").await.expect("lock"));
     assert!(!second.lock("switchyard_leader").await.expect("lock queued"));
     // OVS refuses `steal` while this session's own `lock` request is queued.
-    second.unlock("switchyard_leader").await.expect("withdraw queued request");
+    second
+        .unlock("switchyard_leader")
+        .await
+        .expect("withdraw queued request");
     second.steal("switchyard_leader").await.expect("steal");
     // ovsdb-server 3.1 re-announces `locked` to the owner when a queued waiter
     // withdraws; the `stolen` follows.
@@ -191,17 +285,25 @@ async fn a_lock_taken_by_one_client_is_reported_stolen_and_given_back() {
     let mut txn = Transaction::new();
     txn.assert_lock("switchyard_leader");
     match first.transact(DB, txn).await {
-        Err(Error::Operation { op, error, .. }) => assert_eq!((op.as_str(), error.as_str()), ("assert", "not owner")),
+        Err(Error::Operation { op, error, .. }) => {
+            assert_eq!((op.as_str(), error.as_str()), ("assert", "not owner"))
+        }
         other => panic!("assert passed without the lock: {other:?}"),
     }
 
     // Asking again queues; the holder's unlock hands it over with `locked`.
-    first.unlock("switchyard_leader").await.expect("unlock stale");
+    first
+        .unlock("switchyard_leader")
+        .await
+        .expect("unlock stale");
     assert!(!first.lock("switchyard_leader").await.expect("queued"));
     second.unlock("switchyard_leader").await.expect("unlock");
     assert_eq!(
         first_notes.recv().await,
         Some(Notification::Locked("switchyard_leader".into()))
     );
-    assert_eq!(first.echo(json!(["ping", 1])).await.expect("echo"), json!(["ping", 1]));
+    assert_eq!(
+        first.echo(json!(["ping", 1])).await.expect("echo"),
+        json!(["ping", 1])
+    );
 }

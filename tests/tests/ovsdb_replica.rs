@@ -18,7 +18,10 @@ const TABLES: [&str; 5] = ["Open_vSwitch", "Bridge", "Port", "Interface", "Contr
 
 /// One table as `ovsdb-client dump -f json` prints it, parsed with the schema's types.
 fn dump_table(ovs: &OvsSandbox, schema: &DatabaseSchema, table: &str) -> BTreeMap<Uuid, Row> {
-    let out = run("ovsdb-client", &["dump", "-f", "json", &ovs.db_target(), DB, table]);
+    let out = run(
+        "ovsdb-client",
+        &["dump", "-f", "json", &ovs.db_target(), DB, table],
+    );
     let json: Value = serde_json::from_str(&out).expect("dump is JSON");
     let headings: Vec<&str> = json["headings"]
         .as_array()
@@ -36,7 +39,10 @@ fn dump_table(ovs: &OvsSandbox, schema: &DatabaseSchema, table: &str) -> BTreeMa
                 uuid = Datum::from_json(value).expect("uuid").as_uuid().cloned();
             } else if let Some(ty) = table_schema.column_type(heading) {
                 if !heading.starts_with('_') {
-                    row.set(heading, Datum::from_json_typed(value, &ty).expect("typed value"));
+                    row.set(
+                        heading,
+                        Datum::from_json_typed(value, &ty).expect("typed value"),
+                    );
                 }
             }
         }
@@ -94,26 +100,73 @@ fn name_of(change: &RowChange) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vsctl_changes_reach_the_replica_exactly_as_dump_shows_them() {
     let ovs = OvsSandbox::start();
-    let replica = Replica::start(&ovs.db_target(), DB, TABLES).await.expect("replica");
+    let replica = Replica::start(&ovs.db_target(), DB, TABLES)
+        .await
+        .expect("replica");
     let mut changes = replica.changes().expect("change stream");
     let initial = drain(&mut changes);
-    assert!(initial.iter().all(|c| c.old.is_none()), "initial contents come as insertions");
-    assert_eq!(initial.iter().filter(|c| c.table == "Open_vSwitch").count(), 1);
+    assert!(
+        initial.iter().all(|c| c.old.is_none()),
+        "initial contents come as insertions"
+    );
+    assert_eq!(
+        initial.iter().filter(|c| c.table == "Open_vSwitch").count(),
+        1
+    );
 
     ovs.add_bridge("br0");
-    ovs.vsctl(&["add-port", "br0", "p1", "--", "set", "Interface", "p1", "type=internal"]);
     ovs.vsctl(&[
-        "add-port", "br0", "p2", "--", "set", "Port", "p2", "trunks=1,2,3", "external_ids:a=1",
-        "external_ids:b=2", "--", "set", "Interface", "p2", "type=internal",
+        "add-port",
+        "br0",
+        "p1",
+        "--",
+        "set",
+        "Interface",
+        "p1",
+        "type=internal",
+    ]);
+    ovs.vsctl(&[
+        "add-port",
+        "br0",
+        "p2",
+        "--",
+        "set",
+        "Port",
+        "p2",
+        "trunks=1,2,3",
+        "external_ids:a=1",
+        "external_ids:b=2",
+        "--",
+        "set",
+        "Interface",
+        "p2",
+        "type=internal",
     ]);
     converge(&replica, &ovs, &TABLES).await;
 
     // update2 diffs: a set loses and gains elements, a map loses, changes and keeps keys.
     ovs.vsctl(&[
-        "set", "Port", "p2", "trunks=2,4", "external_ids:b=3", "--", "remove", "Port", "p2",
-        "external_ids", "a",
+        "set",
+        "Port",
+        "p2",
+        "trunks=2,4",
+        "external_ids:b=3",
+        "--",
+        "remove",
+        "Port",
+        "p2",
+        "external_ids",
+        "a",
     ]);
-    ovs.vsctl(&["set-controller", "br0", "tcp:127.0.0.1:6653", "--", "set-fail-mode", "br0", "secure"]);
+    ovs.vsctl(&[
+        "set-controller",
+        "br0",
+        "tcp:127.0.0.1:6653",
+        "--",
+        "set-fail-mode",
+        "br0",
+        "secure",
+    ]);
     converge(&replica, &ovs, &TABLES).await;
     let p2 = replica.read(|s| s.find("Port", "name", "p2").map(|(_, r)| r.clone()).next());
     let p2 = p2.expect("p2 replicated");
@@ -133,7 +186,8 @@ async fn vsctl_changes_reach_the_replica_exactly_as_dump_shows_them() {
     let seen = drain(&mut changes);
     for table in ["Port", "Interface"] {
         assert!(
-            seen.iter().any(|c| c.table == table && c.new.is_none() && name_of(c) == "p1"),
+            seen.iter()
+                .any(|c| c.table == table && c.new.is_none() && name_of(c) == "p1"),
             "no deletion of {table} p1 in {seen:?}"
         );
     }
@@ -142,13 +196,22 @@ async fn vsctl_changes_reach_the_replica_exactly_as_dump_shows_them() {
     ovs.vsctl(&["del-br", "br0"]);
     converge(&replica, &ovs, &TABLES).await;
     let seen = drain(&mut changes);
-    for (table, name) in [("Bridge", "br0"), ("Port", "p2"), ("Interface", "p2"), ("Port", "br0")] {
+    for (table, name) in [
+        ("Bridge", "br0"),
+        ("Port", "p2"),
+        ("Interface", "p2"),
+        ("Port", "br0"),
+    ] {
         assert!(
-            seen.iter().any(|c| c.table == table && c.new.is_none() && name_of(c) == name),
+            seen.iter()
+                .any(|c| c.table == table && c.new.is_none() && name_of(c) == name),
             "no deletion of {table} {name}"
         );
     }
-    assert!(seen.iter().any(|c| c.table == "Controller" && c.new.is_none()));
+    assert!(
+        seen.iter()
+            .any(|c| c.table == "Controller" && c.new.is_none())
+    );
     assert!(replica.table("Interface").is_empty());
 }
 
@@ -157,7 +220,9 @@ async fn the_replica_survives_an_ovsdb_server_restart_and_reports_what_changed_m
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     let tables = ["Bridge", "Port", "Interface"];
-    let replica = Replica::start(&ovs.db_target(), DB, tables).await.expect("replica");
+    let replica = Replica::start(&ovs.db_target(), DB, tables)
+        .await
+        .expect("replica");
     let mut changes = replica.changes().expect("change stream");
     let mut status = replica.status();
     converge(&replica, &ovs, &tables).await;
@@ -180,17 +245,28 @@ async fn the_replica_survives_an_ovsdb_server_restart_and_reports_what_changed_m
          "mutations": [["ports", "insert", ["named-uuid", "p"]],
                        ["external_ids", "insert", ["map", [["while", "away"]]]]]}
     ]);
-    run("ovsdb-tool", &["transact", db_file.to_str().expect("utf-8"), &txn.to_string()]);
+    run(
+        "ovsdb-tool",
+        &[
+            "transact",
+            db_file.to_str().expect("utf-8"),
+            &txn.to_string(),
+        ],
+    );
 
     ovs.restart_ovsdb_server();
-    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.connected && s.syncs >= 2))
-        .await
-        .expect("resynchronised")
-        .expect("replica alive");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        status.wait_for(|s| s.connected && s.syncs >= 2),
+    )
+    .await
+    .expect("resynchronised")
+    .expect("replica alive");
     converge(&replica, &ovs, &tables).await;
     let seen = drain(&mut changes);
     assert!(
-        seen.iter().any(|c| c.table == "Port" && c.old.is_none() && name_of(c) == "offline"),
+        seen.iter()
+            .any(|c| c.table == "Port" && c.old.is_none() && name_of(c) == "offline"),
         "offline port not reported: {seen:?}"
     );
     let bridge = seen
@@ -203,7 +279,16 @@ async fn the_replica_survives_an_ovsdb_server_restart_and_reports_what_changed_m
     assert_eq!(new.string_map("external_ids")["while"], "away");
 
     // And it keeps following live changes.
-    ovs.vsctl(&["add-port", "br0", "after", "--", "set", "Interface", "after", "type=internal"]);
+    ovs.vsctl(&[
+        "add-port",
+        "br0",
+        "after",
+        "--",
+        "set",
+        "Interface",
+        "after",
+        "type=internal",
+    ]);
     converge(&replica, &ovs, &tables).await;
     let ifaces = vswitch::rows::<vswitch::Interface>(&replica.snapshot());
     assert!(ifaces.iter().any(|i| i.name == "after"));

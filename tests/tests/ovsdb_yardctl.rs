@@ -68,11 +68,22 @@ fn without_uuids(text: &str) -> String {
 fn list_dbs_and_get_schema_print_what_ovsdb_client_prints() {
     let ovs = OvsSandbox::start();
     let target = ovs.db_target();
-    for args in [vec!["list-dbs", target.as_str()], vec!["get-schema", target.as_str(), "Open_vSwitch"]] {
+    for args in [
+        vec!["list-dbs", target.as_str()],
+        vec!["get-schema", target.as_str(), "Open_vSwitch"],
+    ] {
         let ours = yardctl_output(&args);
-        assert!(ours.status.success(), "{}", String::from_utf8_lossy(&ours.stderr));
+        assert!(
+            ours.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
         let theirs = run("ovsdb-client", &args);
-        assert_eq!(String::from_utf8_lossy(&ours.stdout), theirs, "yardctl ovsdb {args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            theirs,
+            "yardctl ovsdb {args:?}"
+        );
     }
 }
 
@@ -80,7 +91,13 @@ fn list_dbs_and_get_schema_print_what_ovsdb_client_prints() {
 fn transact_prints_byte_for_byte_what_ovsdb_client_transact_prints() {
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
-    ovs.vsctl(&["set", "Bridge", "br0", "external_ids:zone=blue", "external_ids:\"odd key\"=\"é \\\" }\""]);
+    ovs.vsctl(&[
+        "set",
+        "Bridge",
+        "br0",
+        "external_ids:zone=blue",
+        "external_ids:\"odd key\"=\"é \\\" }\"",
+    ]);
     let target = ovs.db_target();
     let transactions = [
         // Reads: maps, sets, strings with escapes.
@@ -100,7 +117,11 @@ fn transact_prints_byte_for_byte_what_ovsdb_client_transact_prints() {
     ];
     for txn in transactions {
         let ours = yardctl_output(&["transact", &target, txn]);
-        assert!(ours.status.success(), "{txn}: {}", String::from_utf8_lossy(&ours.stderr));
+        assert!(
+            ours.status.success(),
+            "{txn}: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
         let theirs = run("ovsdb-client", &["transact", &target, txn]);
         assert_eq!(
             without_uuids(&String::from_utf8_lossy(&ours.stdout)),
@@ -116,7 +137,9 @@ fn transact_prints_byte_for_byte_what_ovsdb_client_transact_prints() {
     assert!(!ours.status.success() && !theirs.status.success());
     let message = |out: &Output| {
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
-        text.split_once(": ").map(|(_, m)| m.trim().to_owned()).unwrap_or(text)
+        text.split_once(": ")
+            .map(|(_, m)| m.trim().to_owned())
+            .unwrap_or(text)
     };
     assert_eq!(message(&ours), message(&theirs));
     assert!(message(&ours).starts_with("transaction returned error: {\"details\""));
@@ -126,21 +149,58 @@ fn transact_prints_byte_for_byte_what_ovsdb_client_transact_prints() {
 fn show_lists_what_ovs_vsctl_show_lists() {
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
-    ovs.vsctl(&["add-port", "br0", "p1", "--", "set", "Interface", "p1", "type=internal", "--", "set", "Port", "p1", "tag=5"]);
     ovs.vsctl(&[
-        "add-port", "br0", "tun0", "--", "set", "Interface", "tun0", "type=geneve",
-        "options:remote_ip=flow", "options:key=flow",
+        "add-port",
+        "br0",
+        "p1",
+        "--",
+        "set",
+        "Interface",
+        "p1",
+        "type=internal",
+        "--",
+        "set",
+        "Port",
+        "p1",
+        "tag=5",
     ]);
-    ovs.vsctl(&["set-controller", "br0", "tcp:127.0.0.1:6653", "--", "set-fail-mode", "br0", "secure"]);
+    ovs.vsctl(&[
+        "add-port",
+        "br0",
+        "tun0",
+        "--",
+        "set",
+        "Interface",
+        "tun0",
+        "type=geneve",
+        "options:remote_ip=flow",
+        "options:key=flow",
+    ]);
+    ovs.vsctl(&[
+        "set-controller",
+        "br0",
+        "tcp:127.0.0.1:6653",
+        "--",
+        "set-fail-mode",
+        "br0",
+        "secure",
+    ]);
     let ours = yardctl_output(&["show", &ovs.db_target()]);
-    assert!(ours.status.success(), "{}", String::from_utf8_lossy(&ours.stderr));
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
     // ovs-vsctl orders ports by hash; compare the sets of lines.
     let sorted = |text: &str| {
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
         lines.sort();
         lines
     };
-    assert_eq!(sorted(&String::from_utf8_lossy(&ours.stdout)), sorted(&ovs.vsctl(&["show"])));
+    assert_eq!(
+        sorted(&String::from_utf8_lossy(&ours.stdout)),
+        sorted(&ovs.vsctl(&["show"]))
+    );
 }
 
 /// A running `yardctl ovsdb monitor`, killed on drop.
@@ -164,7 +224,8 @@ impl Monitor {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                 if tx.send(value).is_err() {
                     break;
                 }
@@ -200,8 +261,11 @@ fn named(v: &Value, side: &str, name: &str) -> bool {
 fn monitor_prints_complete_rows_per_change_and_survives_a_restart() {
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
-    let schema: Value = serde_json::from_str(&run("ovsdb-client", &["get-schema", &ovs.db_target(), "Open_vSwitch"]))
-        .expect("schema");
+    let schema: Value = serde_json::from_str(&run(
+        "ovsdb-client",
+        &["get-schema", &ovs.db_target(), "Open_vSwitch"],
+    ))
+    .expect("schema");
     let port_columns: Vec<String> = schema["tables"]["Port"]["columns"]
         .as_object()
         .expect("Port columns")
@@ -210,18 +274,39 @@ fn monitor_prints_complete_rows_per_change_and_survives_a_restart() {
         .collect();
 
     let monitor = Monitor::start(&[&ovs.db_target(), "Open_vSwitch", "Bridge", "Port"]);
-    let initial = monitor.expect("the initial br0 port", |v| v["table"] == "Port" && named(v, "new", "br0"));
+    let initial = monitor.expect("the initial br0 port", |v| {
+        v["table"] == "Port" && named(v, "new", "br0")
+    });
     assert!(initial["old"].is_null());
-    let mut keys: Vec<String> = initial["new"].as_object().expect("row").keys().cloned().collect();
+    let mut keys: Vec<String> = initial["new"]
+        .as_object()
+        .expect("row")
+        .keys()
+        .cloned()
+        .collect();
     keys.sort();
     let mut want = port_columns.clone();
     want.sort();
     assert_eq!(keys, want, "a row carries every column of the table");
 
-    ovs.vsctl(&["add-port", "br0", "p1", "--", "set", "Interface", "p1", "type=internal"]);
-    let insert = monitor.expect("p1 inserted", |v| v["table"] == "Port" && named(v, "new", "p1"));
+    ovs.vsctl(&[
+        "add-port",
+        "br0",
+        "p1",
+        "--",
+        "set",
+        "Interface",
+        "p1",
+        "type=internal",
+    ]);
+    let insert = monitor.expect("p1 inserted", |v| {
+        v["table"] == "Port" && named(v, "new", "p1")
+    });
     assert!(insert["old"].is_null());
-    assert_eq!(insert["new"]["external_ids"], serde_json::json!(["map", []]));
+    assert_eq!(
+        insert["new"]["external_ids"],
+        serde_json::json!(["map", []])
+    );
 
     ovs.vsctl(&["set", "Port", "p1", "external_ids:owner=test", "trunks=3,4"]);
     let modify = monitor.expect("p1 modified", |v| {
@@ -229,7 +314,10 @@ fn monitor_prints_complete_rows_per_change_and_survives_a_restart() {
     });
     assert_eq!(modify["old"]["trunks"], serde_json::json!(["set", []]));
     assert_eq!(modify["new"]["trunks"], serde_json::json!(["set", [3, 4]]));
-    assert_eq!(modify["new"]["external_ids"], serde_json::json!(["map", [["owner", "test"]]]));
+    assert_eq!(
+        modify["new"]["external_ids"],
+        serde_json::json!(["map", [["owner", "test"]]])
+    );
 
     ovs.stop_ovsdb_server();
     ovs.restart_ovsdb_server();

@@ -73,7 +73,10 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
         Command::GetSchema { target, db } => {
             let client = connect(&target).await?;
-            let schema = client.get_schema_json(&db).await.map_err(|e| e.to_string())?;
+            let schema = client
+                .get_schema_json(&db)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("{}", ovs_json::to_string(&schema));
             Ok(())
         }
@@ -88,9 +91,12 @@ async fn connect(target: &str) -> Result<Client, String> {
 }
 
 async fn transact(target: &str, text: &str) -> Result<(), String> {
-    let params: Json =
-        serde_json::from_str(text).map_err(|e| format!("transaction {text:?} is not valid JSON: {e}"))?;
-    if !params.as_array().is_some_and(|a| a.first().is_some_and(Json::is_string)) {
+    let params: Json = serde_json::from_str(text)
+        .map_err(|e| format!("transaction {text:?} is not valid JSON: {e}"))?;
+    if !params
+        .as_array()
+        .is_some_and(|a| a.first().is_some_and(Json::is_string))
+    {
         return Err(format!(
             "transaction must be a JSON array starting with the database name, got {text}"
         ));
@@ -102,9 +108,10 @@ async fn transact(target: &str, text: &str) -> Result<(), String> {
             Ok(())
         }
         // Same wording as ovsdb-client for a JSON-RPC level error.
-        Err(ovsdb::Error::Rpc { error, .. }) => {
-            Err(format!("transaction returned error: {}", ovs_json::to_string(&error)))
-        }
+        Err(ovsdb::Error::Rpc { error, .. }) => Err(format!(
+            "transaction returned error: {}",
+            ovs_json::to_string(&error)
+        )),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -166,7 +173,14 @@ async fn show(target: &str) -> Result<(), String> {
     let replica = Replica::start(
         target,
         vswitch::DATABASE,
-        ["Open_vSwitch", "Bridge", "Port", "Interface", "Controller", "Manager"],
+        [
+            "Open_vSwitch",
+            "Bridge",
+            "Port",
+            "Interface",
+            "Controller",
+            "Manager",
+        ],
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -176,8 +190,10 @@ async fn show(target: &str) -> Result<(), String> {
 
 fn quote_if_needed(s: &str) -> String {
     // ovs-vsctl quotes strings that are not plain identifiers.
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') &&
-        !s.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !s.starts_with(|c: char| c.is_ascii_digit() || c == '-')
     {
         s.to_owned()
     } else {
@@ -195,9 +211,13 @@ fn map_text(map: &BTreeMap<String, String>) -> String {
 
 fn render_show(snap: &Snapshot) -> String {
     let mut out = String::new();
-    let by_uuid = |table: &str, uuid: &Uuid| snap.row(table, uuid).map(|r| (uuid.clone(), r.clone()));
+    let by_uuid =
+        |table: &str, uuid: &Uuid| snap.row(table, uuid).map(|r| (uuid.clone(), r.clone()));
     for root in vswitch::rows::<vswitch::OpenVswitch>(snap) {
-        out.push_str(&format!("{}\n", root.uuid.as_ref().map(Uuid::to_string).unwrap_or_default()));
+        out.push_str(&format!(
+            "{}\n",
+            root.uuid.as_ref().map(Uuid::to_string).unwrap_or_default()
+        ));
         for m in &root.manager_options {
             if let Some((u, r)) = by_uuid("Manager", m) {
                 let m = vswitch::Manager::from_row(&u, &r);
@@ -229,7 +249,10 @@ fn render_show(snap: &Snapshot) -> String {
                 out.push_str(&format!("        fail_mode: {mode}\n"));
             }
             if !bridge.datapath_type.is_empty() {
-                out.push_str(&format!("        datapath_type: {}\n", bridge.datapath_type));
+                out.push_str(&format!(
+                    "        datapath_type: {}\n",
+                    bridge.datapath_type
+                ));
             }
             let mut ports: Vec<vswitch::Port> = bridge
                 .ports
@@ -251,15 +274,24 @@ fn render_show(snap: &Snapshot) -> String {
                     .collect();
                 ifaces.sort_by(|a, b| a.name.cmp(&b.name));
                 for iface in ifaces {
-                    out.push_str(&format!("            Interface {}\n", quote_if_needed(&iface.name)));
+                    out.push_str(&format!(
+                        "            Interface {}\n",
+                        quote_if_needed(&iface.name)
+                    ));
                     if !iface.kind.is_empty() {
                         out.push_str(&format!("                type: {}\n", iface.kind));
                     }
                     if !iface.options.is_empty() {
-                        out.push_str(&format!("                options: {}\n", map_text(&iface.options)));
+                        out.push_str(&format!(
+                            "                options: {}\n",
+                            map_text(&iface.options)
+                        ));
                     }
                     if let Some(err) = &iface.error {
-                        out.push_str(&format!("                error: {}\n", Json::String(err.clone())));
+                        out.push_str(&format!(
+                            "                error: {}\n",
+                            Json::String(err.clone())
+                        ));
                     }
                 }
             }
