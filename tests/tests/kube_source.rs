@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard::source::kube::{Client, Config};
-use switchyard::source::{ClusterState, Error, ObjectKey, POD_NETWORK_ANNOTATION, Source};
+use switchyard::source::{
+    ClusterState, Error, ObjectKey, POD_NETWORK_ANNOTATION, Source, kube_client,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -820,4 +822,51 @@ async fn a_failing_list_is_retried_and_the_source_becomes_ready_once_it_succeeds
         .expect("kubernetes source starts");
     let state = source.subscribe().borrow().clone();
     assert_eq!(pod_names(&state), ["backend/api-1", "frontend/web-1"]);
+}
+
+#[tokio::test]
+async fn a_kubeconfig_file_selects_the_server() {
+    let server = ApiServer::start().await;
+    populate(&server);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("kubeconfig");
+    let kubeconfig = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+  - name: test
+    cluster: {{server: 'http://127.0.0.1:{}'}}
+users:
+  - name: test
+    user: {{}}
+contexts:
+  - name: test
+    context: {{cluster: test, user: test}}
+current-context: test
+",
+        server.port
+    );
+    std::fs::write(&path, kubeconfig).expect("write kubeconfig");
+
+    let client = kube_client(Some(&path))
+        .await
+        .expect("client from kubeconfig");
+    let source = tokio::time::timeout(DEADLINE, Source::kubernetes(client))
+        .await
+        .expect("initial lists complete")
+        .expect("kubernetes source starts");
+    let state = source.subscribe().borrow().clone();
+    assert_eq!(pod_names(&state), ["backend/api-1", "frontend/web-1"]);
+
+    let missing = dir.path().join("no-such-kubeconfig");
+    match kube_client(Some(&missing)).await {
+        Err(error @ Error::Kubeconfig { .. }) => {
+            assert!(
+                error.to_string().contains(&*missing.to_string_lossy()),
+                "{error}"
+            );
+        }
+        Err(other) => panic!("expected a kubeconfig error, got {other}"),
+        Ok(_) => panic!("a missing kubeconfig gave a client"),
+    }
 }

@@ -189,7 +189,7 @@ impl Parser {
                     None,
                     "a List inside a List is not supported".to_owned(),
                 )),
-                Some(kind) => self.object(origin, &kind.to_owned(), item.clone()),
+                Some(kind) => self.object(origin, kind, item.clone()),
                 None => self.problems.push(origin.problem(
                     None,
                     object_name(item, true),

@@ -13,7 +13,7 @@ mod cluster_file;
 mod kubernetes;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -110,6 +110,25 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The kubeconfig file given with `--kubeconfig` could not be read or used.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong: unreadable, not YAML, no current context, bad credentials.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Without `--kubeconfig`, neither `$KUBECONFIG`/`~/.kube/config` nor the in-cluster
+    /// service account gave a usable configuration.
+    #[error(
+        "no Kubernetes configuration found (tried $KUBECONFIG, ~/.kube/config, in-cluster): {source}"
+    )]
+    InferConfig {
+        /// Both attempts' errors.
+        #[source]
+        source: kube::config::InferConfigError,
+    },
     /// The annotation value to record is not JSON; the controller only writes JSON there.
     #[error("annotation {key} on pod {pod}: value is not JSON: {source}")]
     AnnotationNotJson {
@@ -121,6 +140,32 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Builds the client for [`Source::kubernetes`]: from `kubeconfig` (its current
+/// context) if given, otherwise as `kubectl` and in-cluster controllers do: `$KUBECONFIG`
+/// or `~/.kube/config`, else the pod's service account.
+pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig_error = |source| Error::Kubeconfig {
+                path: path.to_owned(),
+                source,
+            };
+            let file = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(kubeconfig_error)?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|source| Error::InferConfig { source })?,
+    };
+    let url = config.cluster_url.clone();
+    kube::Client::try_from(config).map_err(|source| Error::Kube {
+        action: format!("create client for {url}"),
+        source,
+    })
 }
 
 /// Which backend a [`Source`] reads from.
