@@ -19,9 +19,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
 
-use super::{ClusterState, Error, ObjectKey};
+use super::{ClusterState, Error, ObjectKey, Tasks};
 
 /// How long a burst of watch events may last before the state is published: one
 /// publication per burst rather than one per event (a Deployment rollout touches pods,
@@ -89,7 +88,7 @@ fn namespaced<K: Resource<DynamicType = ()> + Clone>(
 }
 
 /// Starts one reflector task for kind `K`, poking `changed` on every event.
-fn reflect<K>(client: &Client, changed: Arc<Notify>, tasks: &mut Vec<JoinHandle<()>>) -> Store<K>
+fn reflect<K>(client: &Client, changed: Arc<Notify>, tasks: &mut Tasks) -> Store<K>
 where
     K: Resource<DynamicType = (), Scope: Send>
         + Clone
@@ -123,11 +122,9 @@ where
 
 /// Starts the reflectors, waits until each kind has been listed once, and starts the
 /// publisher.
-pub(super) async fn start(
-    client: Client,
-) -> (watch::Receiver<Arc<ClusterState>>, Vec<JoinHandle<()>>) {
+pub(super) async fn start(client: Client) -> (watch::Receiver<Arc<ClusterState>>, Tasks) {
     let changed = Arc::new(Notify::new());
-    let mut tasks = Vec::new();
+    let mut tasks = Tasks(Vec::new());
     let stores = Stores {
         nodes: reflect(&client, changed.clone(), &mut tasks),
         namespaces: reflect(&client, changed.clone(), &mut tasks),

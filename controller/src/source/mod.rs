@@ -174,6 +174,25 @@ enum Backend {
     Kubernetes(kube::Client),
 }
 
+/// Background tasks that end when this is dropped: a `Source`'s, or, while
+/// [`Source::kubernetes`] is still waiting for its initial lists, that future's (so a
+/// caller that gives up on the wait stops the reflectors too).
+pub(crate) struct Tasks(Vec<JoinHandle<()>>);
+
+impl Tasks {
+    fn push(&mut self, task: JoinHandle<()>) {
+        self.0.push(task);
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// A running source of [`ClusterState`] snapshots.
 ///
 /// Dropping the `Source` stops its background tasks; receivers obtained from
@@ -181,7 +200,8 @@ enum Backend {
 pub struct Source {
     backend: Backend,
     state: watch::Receiver<Arc<ClusterState>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Held only to stop the tasks when the `Source` is dropped.
+    _tasks: Tasks,
 }
 
 impl Source {
@@ -197,7 +217,7 @@ impl Source {
         Ok(Source {
             backend: Backend::ClusterFile,
             state,
-            tasks: vec![task],
+            _tasks: Tasks(vec![task]),
         })
     }
 
@@ -214,7 +234,7 @@ impl Source {
         Ok(Source {
             backend: Backend::Kubernetes(client),
             state,
-            tasks,
+            _tasks: tasks,
         })
     }
 
@@ -247,14 +267,6 @@ impl Source {
             Backend::Kubernetes(client) => {
                 kubernetes::annotate_pod(client.clone(), key, annotation_key, value).await
             }
-        }
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
         }
     }
 }
