@@ -599,6 +599,23 @@ fn parse_set_field(value: &str) -> Result<Vec<Action>, String> {
         return Ok(Vec::new());
     };
     match &mf.mask {
+        // ovs-ofctl writes `set_field:N->in_port` with the 16-bit NXM_OF_IN_PORT header;
+        // OFPAT_SET_FIELD with the 32-bit OXM_OF_IN_PORT is refused by ovs-vswitchd
+        // (OFPBAC_BAD_SET_ARGUMENT). The equivalent NXAST_REG_LOAD is accepted (and dumps
+        // as `load:N->NXM_OF_IN_PORT[]`).
+        None if field == Field::InPort => {
+            let p = to_u128(&mf.value) as u32;
+            let p16 = if p >= port::MAX { p - 0xffff_0000 } else { p };
+            if p16 > 0xffff {
+                return Err(format!(
+                    "set_field:{value}: port {p} does not fit in 16 bits"
+                ));
+            }
+            Ok(vec![Action::RegLoad {
+                dst: Subfield::whole(Field::InPort),
+                value: u64::from(p16),
+            }])
+        }
         None => Ok(vec![Action::SetField(mf)]),
         Some(mask) => {
             let width_bits = mf.value.len() * 8;

@@ -342,8 +342,8 @@ pub(super) const FLOWS: &[(&str, &str)] = &[
         "table=60, priority=87,udp actions=set_field:1.2.3.4->ip_dst,set_field:5->udp_src",
     ),
     (
-        "table=60,priority=86,actions=set_field:0x5/0xf->reg3,set_field:0x10->metadata,set_field:5->in_port",
-        "table=60, priority=86 actions=load:0x5->NXM_NX_REG3[0..3],set_field:0x10->metadata,set_field:5->in_port",
+        "table=60,priority=86,actions=set_field:0x5/0xf->reg3,set_field:0x10->metadata,load:0->NXM_OF_IN_PORT[]",
+        "table=60, priority=86 actions=load:0x5->NXM_NX_REG3[0..3],set_field:0x10->metadata,load:0->NXM_OF_IN_PORT[]",
     ),
     (
         "table=60,priority=85,actions=set_field:0x1234->tun_id,set_field:1.2.3.4->tun_src,set_tunnel:0x5",

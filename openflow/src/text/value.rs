@@ -78,6 +78,11 @@ pub(crate) fn parse_int(s: &str, width: usize) -> Result<Vec<u8>, String> {
 
 /// Parses an integer that must fit in a `u64`.
 pub(crate) fn parse_u64(s: &str) -> Result<u64, String> {
+    // strtoull() semantics, which ovs-ofctl relies on for `cookie=V/-1`: a leading minus
+    // negates modulo 2^64.
+    if let Some(rest) = s.trim().strip_prefix('-') {
+        return parse_u64(rest).map(u64::wrapping_neg);
+    }
     let b = parse_int(s, 8)?;
     Ok(u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
 }
@@ -447,6 +452,7 @@ mod tests {
         assert!(parse_int("0x10000", 2).is_err());
         assert!(parse_int("65536", 2).is_err());
         assert!(parse_int("1x", 2).is_err());
+        assert_eq!(parse_u64("-1").unwrap(), u64::MAX);
         assert_eq!(
             parse_int("0x1000000000000000000000000000000", 16).unwrap()[0],
             0x01
