@@ -53,7 +53,11 @@ fn flow_mod_with_ct_nat_load_move_resubmit() {
     let m = Match::new()
         .with(MatchField::u16(Field::EthType, 0x0800))
         .unwrap()
-        .with(MatchField::ipv4_prefix(Field::Ipv4Src, Ipv4Addr::new(10, 0, 0, 0), 8))
+        .with(MatchField::ipv4_prefix(
+            Field::Ipv4Src,
+            Ipv4Addr::new(10, 0, 0, 0),
+            8,
+        ))
         .unwrap()
         .with(MatchField::u8(Field::IpProto, 6))
         .unwrap()
@@ -247,10 +251,7 @@ fn flow_mod_with_ipv6_nd_and_ct_zone_from_register() {
         vec![Instruction::ApplyActions(vec![
             Action::DecTtl,
             Action::SetNwTtl(9),
-            Action::SetField(MatchField::ipv6(
-                Field::Ipv6Dst,
-                "fe80::2".parse().unwrap()
-            )),
+            Action::SetField(MatchField::ipv6(Field::Ipv6Dst, "fe80::2".parse().unwrap())),
             Action::Ct(Ct {
                 zone: CtZone::Field(sf(Field::Reg(4), 0, 16)),
                 table: Some(6),
@@ -273,17 +274,14 @@ const GROUP_DESC_REPLY: &str = "041300680000000200070000000000000058010000000005
 
 fn select_buckets() -> Vec<Bucket> {
     vec![
-        Bucket {
-            weight: 10,
-            ..Bucket::new(vec![Action::output(1)])
-        },
-        Bucket {
-            weight: 20,
-            ..Bucket::new(vec![
+        Bucket::weighted(10, vec![Action::output(1)]),
+        Bucket::weighted(
+            20,
+            vec![
                 Action::SetField(MatchField::ipv4(Field::Ipv4Dst, Ipv4Addr::new(10, 0, 0, 9))),
                 Action::output(2),
-            ])
-        },
+            ],
+        ),
     ]
 }
 
@@ -311,7 +309,9 @@ fn group_mod_and_group_desc() {
 #[test]
 fn flow_stats_request_and_reply() {
     // dump-flows table=3
-    let (_, msg) = roundtrip(&hex("0412003800000006000100000000000003000000ffffffffffffffff00000000000000000000000000000000000000000001000400000000"));
+    let (_, msg) = roundtrip(&hex(
+        "0412003800000006000100000000000003000000ffffffffffffffff00000000000000000000000000000000000000000001000400000000",
+    ));
     assert_eq!(
         msg,
         Message::MultipartRequest(MultipartRequest::new(MultipartRequestBody::Flow(
@@ -366,7 +366,9 @@ fn hello_features_and_port_desc() {
             capabilities: 0x4f,
         })
     );
-    let (_, msg) = roundtrip(&hex("0413005000000003000d000000000000fffffffe00000000f690c36992470000627230000000000000000000000000000000000100000001000008400000000000000000000000000098968000000000"));
+    let (_, msg) = roundtrip(&hex(
+        "0413005000000003000d000000000000fffffffe00000000f690c36992470000627230000000000000000000000000000000000100000001000008400000000000000000000000000098968000000000",
+    ));
     let Message::MultipartReply(MultipartReply {
         body: MultipartReplyBody::PortDesc(ports),
         ..
@@ -382,7 +384,9 @@ fn hello_features_and_port_desc() {
 #[test]
 fn error_names_type_code_and_keeps_offending_message() {
     // add-group of an existing group id.
-    let (xid, msg) = roundtrip(&hex("0401003c0000000600060000040f003000000006000000000000000500200000ffffffffffffffff0000000000000010000000010000000000000000"));
+    let (xid, msg) = roundtrip(&hex(
+        "0401003c0000000600060000040f003000000006000000000000000500200000ffffffffffffffff0000000000000010000000010000000000000000",
+    ));
     let Message::Error(e) = msg else {
         panic!("not an error")
     };
@@ -413,7 +417,9 @@ fn onf_bundle_messages_as_ovs_ofctl_sends_them() {
             ..
         })
     ));
-    let (xid, msg) = roundtrip(&hex("04040060000000074f4e4600000008fd0000000000000003040e004800000007000000000000000000000000000000000700000000000002ffffffffffffffffffffffff000000000001000a80000a0208060000000000000001000808000000"));
+    let (xid, msg) = roundtrip(&hex(
+        "04040060000000074f4e4600000008fd0000000000000003040e004800000007000000000000000000000000000000000700000000000002ffffffffffffffffffffffff000000000001000a80000a0208060000000000000001000808000000",
+    ));
     let Message::BundleAdd(add) = msg else {
         panic!("not a bundle add")
     };

@@ -68,10 +68,17 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket with weight 1 that watches nothing.
+    /// A bucket of weight 0 that watches nothing: what `all`, `indirect` and
+    /// `fast_failover` groups need (OVS rejects a weight on them with
+    /// OFPGMFC_INVALID_GROUP... as code 1). Select groups need [`Bucket::weighted`].
     pub fn new(actions: Vec<Action>) -> Bucket {
+        Bucket::weighted(0, actions)
+    }
+
+    /// A bucket with a weight, for select groups (a weight of 0 is never chosen).
+    pub fn weighted(weight: u16, actions: Vec<Action>) -> Bucket {
         Bucket {
-            weight: 1,
+            weight,
             watch_port: port::ANY,
             watch_group: port::GROUP_ANY,
             actions,
