@@ -558,11 +558,20 @@ async fn read_messages(
 }
 
 fn dispatch(core: &Core, notifications: &mpsc::UnboundedSender<Notification>, msg: Json) {
-    let method = msg.get("method").and_then(Json::as_str);
-    let id = msg.get("id").cloned().unwrap_or(Json::Null);
-    match method {
+    let Json::Object(mut msg) = msg else {
+        tracing::warn!(target = %core.target, message = %json_excerpt(&msg), "ignoring a JSON-RPC message that is not an object");
+        return;
+    };
+    let id = msg.remove("id").unwrap_or(Json::Null);
+    let method = match msg.remove("method") {
+        Some(Json::String(m)) => Some(m),
+        _ => None,
+    };
+    // Messages are taken apart by value: update notifications can be megabytes.
+    let params = msg.remove("params");
+    match method.as_deref() {
         Some("echo") if !id.is_null() => {
-            let params = msg.get("params").cloned().unwrap_or_else(|| json!([]));
+            let params = params.unwrap_or_else(|| json!([]));
             let _ = core
                 .out
                 .send(encode(&json!({"id": id, "result": params, "error": null})));
@@ -572,12 +581,12 @@ fn dispatch(core: &Core, notifications: &mpsc::UnboundedSender<Notification>, ms
                 json!({"id": id, "result": null, "error": format!("unknown method {other}")});
             let _ = core.out.send(encode(&reply));
         }
-        Some(method) => match parse_notification(method, msg.get("params")) {
+        Some(method) => match parse_notification(method, params) {
             Some(n) => {
                 let _ = notifications.send(n);
             }
             None => {
-                tracing::warn!(target = %core.target, message = %json_excerpt(&msg), "ignoring unknown notification")
+                tracing::warn!(target = %core.target, method, "ignoring unknown or malformed notification")
             }
         },
         None => {
@@ -594,36 +603,37 @@ fn dispatch(core: &Core, notifications: &mpsc::UnboundedSender<Notification>, ms
                 tracing::warn!(target = %core.target, id, "reply to no pending request");
                 return;
             };
-            let reply = match msg.get("error") {
-                Some(e) if !e.is_null() => Err(Error::Rpc {
-                    method,
-                    error: e.clone(),
-                }),
-                _ => Ok(msg.get("result").cloned().unwrap_or(Json::Null)),
+            let reply = match msg.remove("error") {
+                Some(e) if !e.is_null() => Err(Error::Rpc { method, error: e }),
+                _ => Ok(msg.remove("result").unwrap_or(Json::Null)),
             };
             let _ = tx.send(reply);
         }
     }
 }
 
-fn parse_notification(method: &str, params: Option<&Json>) -> Option<Notification> {
-    let p = params?.as_array()?;
+fn parse_notification(method: &str, params: Option<Json>) -> Option<Notification> {
+    let Some(Json::Array(p)) = params else {
+        return None;
+    };
+    let mut p = p.into_iter();
+    let mut next = || p.next();
     Some(match method {
-        "update" if p.len() == 2 => Notification::Update {
-            monitor_id: p[0].clone(),
-            updates: p[1].clone(),
+        "update" => Notification::Update {
+            monitor_id: next()?,
+            updates: next()?,
         },
-        "update2" if p.len() == 2 => Notification::Update2 {
-            monitor_id: p[0].clone(),
-            updates: p[1].clone(),
+        "update2" => Notification::Update2 {
+            monitor_id: next()?,
+            updates: next()?,
         },
-        "update3" if p.len() == 3 => Notification::Update3 {
-            monitor_id: p[0].clone(),
-            last_txn_id: Uuid::parse(p[1].as_str()?).ok()?,
-            updates: p[2].clone(),
+        "update3" => Notification::Update3 {
+            monitor_id: next()?,
+            last_txn_id: Uuid::parse(next()?.as_str()?).ok()?,
+            updates: next()?,
         },
-        "locked" if !p.is_empty() => Notification::Locked(p[0].as_str()?.to_owned()),
-        "stolen" if !p.is_empty() => Notification::Stolen(p[0].as_str()?.to_owned()),
+        "locked" => Notification::Locked(next()?.as_str()?.to_owned()),
+        "stolen" => Notification::Stolen(next()?.as_str()?.to_owned()),
         _ => return None,
     })
 }

@@ -200,7 +200,11 @@ impl std::fmt::Debug for Replica {
 struct Session {
     client: Client,
     notes: mpsc::UnboundedReceiver<Notification>,
+    /// Monitored columns per table, resolved against this session's schema.
+    columns: Columns,
 }
+
+type Columns = BTreeMap<String, Vec<String>>;
 
 #[derive(Default)]
 struct SyncState {
@@ -391,6 +395,10 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
     })?;
     let schema = Arc::new(client.get_schema(&shared.db).await?);
     let requests = monitor_requests(shared, &schema)?;
+    let columns: Columns = requests
+        .iter()
+        .map(|(t, r)| (t.clone(), r.columns.clone().unwrap_or_default()))
+        .collect();
     if let Ok(mut s) = shared.schema.write() {
         *s = schema.clone();
     }
@@ -423,9 +431,9 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
         };
         match result {
             Ok((true, updates)) => {
-                break apply_updates(shared, &schema, &updates, method != MonitorMethod::Plain)?;
+                break apply_updates(shared, &schema, &columns, &updates, method != MonitorMethod::Plain)?;
             }
-            Ok((false, updates)) => break resync(shared, &schema, &requests, &updates, method)?,
+            Ok((false, updates)) => break resync(shared, &schema, &columns, &updates, method)?,
             Err(e) if is_unknown_method(&e) && method != MonitorMethod::Plain => {
                 method = if method == MonitorMethod::CondSince {
                     MonitorMethod::Cond
@@ -447,7 +455,11 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
         s.syncs += 1;
         s.method = Some(method);
     });
-    Ok(Session { client, notes })
+    Ok(Session {
+        client,
+        notes,
+        columns,
+    })
 }
 
 async fn follow(shared: &Shared, session: &mut Session, state: &mut SyncState) -> Error {
@@ -458,15 +470,15 @@ async fn follow(shared: &Shared, session: &mut Session, state: &mut SyncState) -
         .unwrap_or_else(|p| p.into_inner().clone());
     while let Some(note) = session.notes.recv().await {
         let result = match note {
-            Notification::Update { updates, .. } => apply_updates(shared, &schema, &updates, false),
-            Notification::Update2 { updates, .. } => apply_updates(shared, &schema, &updates, true),
+            Notification::Update { updates, .. } => apply_updates(shared, &schema, &session.columns, &updates, false),
+            Notification::Update2 { updates, .. } => apply_updates(shared, &schema, &session.columns, &updates, true),
             Notification::Update3 {
                 updates,
                 last_txn_id,
                 ..
             } => {
                 state.last_txn_id = Some(last_txn_id);
-                apply_updates(shared, &schema, &updates, true)
+                apply_updates(shared, &schema, &session.columns, &updates, true)
             }
             Notification::Locked(_) | Notification::Stolen(_) => continue,
         };
@@ -523,21 +535,6 @@ fn complete(table: &TableSchema, columns: &[String], mut row: Row) -> Row {
     row
 }
 
-fn monitored_columns(shared: &Shared, table_name: &str, table: &TableSchema) -> Vec<String> {
-    shared
-        .specs
-        .iter()
-        .find(|s| s.table == table_name)
-        .map(|s| {
-            if s.columns.is_empty() {
-                table.columns.keys().cloned().collect()
-            } else {
-                s.columns.clone()
-            }
-        })
-        .unwrap_or_default()
-}
-
 fn updates_object(updates: &Json) -> Result<&serde_json::Map<String, Json>, Error> {
     updates.as_object().ok_or_else(|| Error::Data {
         what: "table updates",
@@ -551,6 +548,7 @@ fn updates_object(updates: &Json) -> Result<&serde_json::Map<String, Json>, Erro
 fn apply_updates(
     shared: &Shared,
     schema: &DatabaseSchema,
+    all_columns: &Columns,
     updates: &Json,
     v2: bool,
 ) -> Result<Vec<RowChange>, Error> {
@@ -558,35 +556,31 @@ fn apply_updates(
     let mut data = shared.data.write().unwrap_or_else(|p| p.into_inner());
     for (table_name, rows) in updates_object(updates)? {
         let table = schema.table(table_name)?;
-        let columns = monitored_columns(shared, table_name, table);
+        let columns = all_columns.get(table_name).map_or(&[][..], Vec::as_slice);
         let rows = updates_object(rows)?;
         let current = data.tables.entry(table_name.clone()).or_default();
         let mut sorted: Vec<_> = rows.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
         for (uuid_text, update) in sorted {
             let uuid = Uuid::parse(uuid_text)?;
-            let old = current.get(&uuid).cloned();
-            let new = if v2 {
-                apply_update2(table_name, table, &columns, old.as_ref(), update)?
+            // Taken out rather than cloned: it becomes the change's `old`.
+            let old = current.remove(&uuid);
+            let applied = if v2 {
+                apply_update2(table_name, table, columns, old.as_ref(), update)
             } else {
-                match update.get("new") {
-                    Some(new) if !new.is_null() => {
-                        let mut row = old.clone().unwrap_or_default();
-                        for (c, v) in parse_row(table_name, table, new)?.iter() {
-                            row.set(c, v.clone());
-                        }
-                        Some(complete(table, &columns, row))
+                apply_update1(table_name, table, columns, old.as_ref(), update)
+            };
+            let new = match applied {
+                Ok(new) => new,
+                Err(e) => {
+                    if let Some(old) = old {
+                        current.insert(uuid, old);
                     }
-                    _ => None,
+                    return Err(e);
                 }
             };
-            match &new {
-                Some(row) => {
-                    current.insert(uuid.clone(), row.clone());
-                }
-                None => {
-                    current.remove(&uuid);
-                }
+            if let Some(row) = &new {
+                current.insert(uuid.clone(), row.clone());
             }
             if old != new {
                 changes.push(RowChange {
@@ -599,6 +593,25 @@ fn apply_updates(
         }
     }
     Ok(changes)
+}
+
+fn apply_update1(
+    table_name: &str,
+    table: &TableSchema,
+    columns: &[String],
+    old: Option<&Row>,
+    update: &Json,
+) -> Result<Option<Row>, Error> {
+    match update.get("new") {
+        Some(new) if !new.is_null() => {
+            let mut row = old.cloned().unwrap_or_default();
+            for (c, v) in parse_row(table_name, table, new)?.iter() {
+                row.set(c, v.clone());
+            }
+            Ok(Some(complete(table, columns, row)))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn apply_update2(
@@ -623,7 +636,11 @@ fn apply_update2(
     }
     if let Some(diff) = obj.get("modify") {
         let diff = parse_row(table_name, table, diff)?;
-        let mut row = complete(table, columns, old.cloned().unwrap_or_default());
+        // Stored rows are already complete.
+        let mut row = match old {
+            Some(old) => old.clone(),
+            None => complete(table, columns, Row::new()),
+        };
         for (column, d) in diff.iter() {
             if let (Some(have), Some(c)) = (row.get_mut(column), table.columns.get(column)) {
                 have.apply_diff(d, &c.column_type);
@@ -642,29 +659,22 @@ fn apply_update2(
 fn resync(
     shared: &Shared,
     schema: &DatabaseSchema,
-    requests: &BTreeMap<String, MonitorRequest>,
+    all_columns: &Columns,
     updates: &Json,
     method: MonitorMethod,
 ) -> Result<Vec<RowChange>, Error> {
     let mut fresh: BTreeMap<String, Table> =
-        requests.keys().map(|t| (t.clone(), Table::new())).collect();
+        all_columns.keys().map(|t| (t.clone(), Table::new())).collect();
     for (table_name, rows) in updates_object(updates)? {
         let table = schema.table(table_name)?;
-        let columns = monitored_columns(shared, table_name, table);
+        let columns = all_columns.get(table_name).map_or(&[][..], Vec::as_slice);
         let target = fresh.entry(table_name.clone()).or_default();
         for (uuid_text, update) in updates_object(rows)? {
             let uuid = Uuid::parse(uuid_text)?;
             let row = if method == MonitorMethod::Plain {
-                match update.get("new") {
-                    Some(new) if !new.is_null() => Some(complete(
-                        table,
-                        &columns,
-                        parse_row(table_name, table, new)?,
-                    )),
-                    _ => None,
-                }
+                apply_update1(table_name, table, columns, None, update)?
             } else {
-                apply_update2(table_name, table, &columns, None, update)?
+                apply_update2(table_name, table, columns, None, update)?
             };
             if let Some(row) = row {
                 target.insert(uuid, row);
