@@ -145,6 +145,8 @@ struct Shared {
     next_bundle: AtomicU32,
     closed: Mutex<Option<String>>,
     is_closed: AtomicBool,
+    /// Tells the reader and writer tasks to stop (and so close the socket).
+    stop: tokio::sync::watch::Sender<bool>,
     events: Mutex<Option<mpsc::Receiver<Message>>>,
     started: Instant,
     last_rx_ms: AtomicU64,
@@ -209,6 +211,7 @@ impl Shared {
             *c = Some(reason.clone());
         }
         self.is_closed.store(true, Ordering::Release);
+        self.stop.send_replace(true);
         let pending: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for p in pending {
             let e = Error::Closed(reason.clone());
@@ -307,11 +310,9 @@ impl Shared {
                         self.echo_replies_received.fetch_add(1, Ordering::Relaxed);
                     }
                     m => {
-                        if let Err(e) = events.try_send(m) {
-                            if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                                self.events_dropped.fetch_add(1, Ordering::Relaxed);
-                                warn!(peer = %self.peer, "event channel full, dropping asynchronous message");
-                            }
+                        if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(m) {
+                            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+                            warn!(peer = %self.peer, "event channel full, dropping asynchronous message");
                         }
                     }
                 }
@@ -518,6 +519,7 @@ impl Connection {
             next_bundle: AtomicU32::new(1),
             closed: Mutex::new(None),
             is_closed: AtomicBool::new(false),
+            stop: tokio::sync::watch::Sender::new(false),
             events: Mutex::new(Some(erx)),
             started: Instant::now(),
             last_rx_ms: AtomicU64::new(0),
@@ -854,8 +856,13 @@ async fn read_loop<R>(
 ) where
     R: AsyncRead + Unpin,
 {
+    let mut stop = shared.stop.subscribe();
     let reason = loop {
-        match reader.next().await {
+        let next = tokio::select! {
+            n = reader.next() => n,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match next {
             Some(Ok((xid, msg))) => {
                 shared.touch();
                 shared.route(xid, msg, &events);
@@ -874,7 +881,15 @@ where
     // Coalesce queued messages into one write: installing 100k flows is otherwise
     // dominated by syscalls.
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let first = tokio::select! {
+            f = rx.recv() => match f {
+                Some(f) => f,
+                None => break,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
         buf.extend_from_slice(&first);
         while buf.len() < 256 * 1024 {
             match rx.try_recv() {

@@ -1,0 +1,230 @@
+//! The connection layer against a scripted peer on a socket pair: protocol behaviour that
+//! ovs-vswitchd cannot be made to show on demand (a peer that stops answering, a peer
+//! that only speaks OpenFlow 1.0, echo requests on a unix socket, multi-part replies
+//! of a chosen shape). The peer speaks through the same codec, byte for byte.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use openflow::conn::{Config, OfCodec};
+use openflow::message::multipart::OFPMPF_MORE;
+use openflow::*;
+use tokio::net::UnixStream;
+use tokio_util::codec::Framed;
+
+type Peer = Framed<UnixStream, OfCodec>;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn recv(peer: &mut Peer) -> (u32, Message) {
+    let (xid, m) = tokio::time::timeout(LIMIT, peer.next())
+        .await
+        .expect("peer waited too long")
+        .expect("stream open")
+        .expect("frame");
+    (xid, m.expect("decodable"))
+}
+
+/// Starts a connection whose other end is a scripted switch that completes the
+/// handshake with datapath id 0xabc.
+async fn connected(config: Config) -> (Connection, Peer) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut peer = Framed::new(b, OfCodec);
+    let client = tokio::spawn(Connection::from_stream(a, "scripted".into(), config));
+    let (_, hello) = recv(&mut peer).await;
+    assert!(matches!(hello, Message::Hello(h) if h.supports(4)));
+    peer.send((1, Message::Hello(Hello::of13()))).await.unwrap();
+    let (xid, req) = recv(&mut peer).await;
+    assert_eq!(req, Message::FeaturesRequest);
+    peer.send((
+        xid,
+        Message::FeaturesReply(FeaturesReply {
+            datapath_id: 0xabc,
+            n_tables: 254,
+            ..FeaturesReply::default()
+        }),
+    ))
+    .await
+    .unwrap();
+    let conn = client.await.unwrap().expect("handshake");
+    assert_eq!(conn.datapath_id(), 0xabc);
+    (conn, peer)
+}
+
+fn quiet() -> Config {
+    Config {
+        echo_interval: Duration::from_secs(3600),
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn answers_echo_requests_with_their_xid_and_payload() {
+    let (conn, mut peer) = connected(quiet()).await;
+    peer.send((
+        77,
+        Message::EchoRequest(Bytes::from_static(b"are you there")),
+    ))
+    .await
+    .unwrap();
+    let (xid, m) = recv(&mut peer).await;
+    assert_eq!(xid, 77);
+    assert_eq!(m, Message::EchoReply(Bytes::from_static(b"are you there")));
+    assert_eq!(conn.stats().echo_requests_answered, 1);
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_echoes_is_declared_dead() {
+    let config = Config {
+        echo_interval: Duration::from_millis(50),
+        max_missed_echoes: 2,
+        ..Config::default()
+    };
+    let (conn, mut peer) = connected(config).await;
+    // The peer reads our echo requests but never answers.
+    let mut echoes = 0;
+    while let Ok(Some(Ok((_, Ok(Message::EchoRequest(_)))))) =
+        tokio::time::timeout(LIMIT, peer.next()).await
+    {
+        echoes += 1;
+    }
+    assert_eq!(
+        echoes, 2,
+        "two unanswered echoes, then the connection is dropped"
+    );
+    let reason = conn.closed_reason().expect("closed");
+    assert!(
+        reason.contains("did not answer 2 echo requests"),
+        "{reason}"
+    );
+    let e = conn.barrier().await.unwrap_err();
+    assert!(matches!(e, Error::Closed(_)), "{e}");
+}
+
+#[tokio::test]
+async fn a_peer_without_openflow_13_fails_the_handshake() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut peer = Framed::new(b, OfCodec);
+    let client = tokio::spawn(Connection::from_stream(a, "of10-switch".into(), quiet()));
+    let _ = recv(&mut peer).await;
+    peer.send((
+        1,
+        Message::Hello(Hello {
+            version: 1,
+            version_bitmap: vec![],
+        }),
+    ))
+    .await
+    .unwrap();
+    let e = client.await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("of10-switch"), "{e}");
+    assert!(e.to_string().contains("OpenFlow 1.3"), "{e}");
+    // It told the peer why (OFPET_HELLO_FAILED).
+    let (_, m) = recv(&mut peer).await;
+    assert!(
+        matches!(m, Message::Error(ErrorMsg { error_type: 0, .. })),
+        "{m:?}"
+    );
+}
+
+#[tokio::test]
+async fn multipart_replies_are_reassembled_and_errors_routed_by_xid() {
+    let (conn, mut peer) = connected(quiet()).await;
+    let mut events = conn.take_events().unwrap();
+    let c = conn.clone();
+    let dump = tokio::spawn(async move { c.dump_flows(FlowStatsRequest::table(3)).await });
+    let (xid, req) = recv(&mut peer).await;
+    assert_eq!(
+        req,
+        Message::MultipartRequest(MultipartRequest::new(MultipartRequestBody::Flow(
+            FlowStatsRequest::table(3)
+        )))
+    );
+    let flow = |cookie| FlowStats {
+        table_id: 3,
+        duration_sec: 1,
+        duration_nsec: 0,
+        priority: 1,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        flags: 0,
+        cookie,
+        packet_count: 0,
+        byte_count: 0,
+        match_: Match::new(),
+        instructions: vec![Instruction::GotoTable(4)],
+    };
+    // An unrelated asynchronous message in the middle of the reply.
+    peer.send((
+        0,
+        Message::PacketIn(PacketIn {
+            buffer_id: port::NO_BUFFER,
+            total_len: 3,
+            reason: 1,
+            table_id: 0,
+            cookie: 9,
+            match_: Match::new(),
+            data: Bytes::from_static(b"abc"),
+        }),
+    ))
+    .await
+    .unwrap();
+    for (i, more) in [(1u64, true), (2, true), (3, false)] {
+        let flags = if more { OFPMPF_MORE } else { 0 };
+        let part = MultipartReply {
+            flags,
+            body: MultipartReplyBody::Flow(vec![flow(i), flow(i + 10)]),
+        };
+        peer.send((xid, part.into())).await.unwrap();
+    }
+    let flows = dump.await.unwrap().unwrap();
+    assert_eq!(
+        flows.iter().map(|f| f.cookie).collect::<Vec<_>>(),
+        vec![1, 11, 2, 12, 3, 13]
+    );
+    let ev = events.recv().await.unwrap();
+    assert!(matches!(ev, Message::PacketIn(PacketIn { cookie: 9, .. })));
+
+    // An error answering a request fails that request; one for a fire-and-forget
+    // message is an event.
+    let c = conn.clone();
+    let req = tokio::spawn(async move { c.request(&Message::GetConfigRequest).await });
+    let (xid, _) = recv(&mut peer).await;
+    let sent = conn.send(&Message::BarrierRequest).unwrap();
+    let (xid2, _) = recv(&mut peer).await;
+    assert_eq!(xid2, sent);
+    let err = |data: &'static [u8]| ErrorMsg {
+        error_type: 1,
+        code: 1,
+        experimenter: None,
+        data: Bytes::from_static(data),
+    };
+    peer.send((xid2, Message::Error(err(b"second"))))
+        .await
+        .unwrap();
+    peer.send((xid, Message::Error(err(b"first"))))
+        .await
+        .unwrap();
+    match req.await.unwrap() {
+        Err(Error::Switch(e)) => {
+            assert_eq!(e.data, Bytes::from_static(b"first"));
+            assert_eq!(e.name(), Some("OFPBRC_BAD_TYPE"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let ev = events.recv().await.unwrap();
+    assert!(matches!(ev, Message::Error(e) if e.data == Bytes::from_static(b"second")));
+}
+
+#[tokio::test]
+async fn a_closed_peer_fails_pending_requests() {
+    let (conn, mut peer) = connected(quiet()).await;
+    let c = conn.clone();
+    let pending = tokio::spawn(async move { c.barrier().await });
+    let _ = recv(&mut peer).await;
+    drop(peer);
+    let e = pending.await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::Closed(_)), "{e}");
+    assert!(conn.closed_reason().unwrap().contains("scripted"));
+}
