@@ -29,7 +29,7 @@ use crate::model::{ClusterModel, NodeModel};
 use crate::pipeline::{Encap, encap_overhead};
 use crate::source::{ObjectKey, POD_NETWORK_ANNOTATION, Source};
 use crate::switch_config::{self, PodPort, SwitchConfig};
-use crate::switch_flows::{self, SwitchFlows};
+use crate::switch_flows::SwitchFlows;
 
 /// How the controller reaches nodes and is reached by them.
 #[derive(Clone, Debug)]
@@ -39,7 +39,9 @@ pub struct Config {
     pub ovsdb_template: String,
     /// Where the controller listens for br-int connections (`ptcp:6653`, `punix:PATH`).
     pub openflow_listen: String,
-    /// What each br-int is told to connect to (`tcp:CONTROLLER_IP:6653`, `unix:PATH`).
+    /// What each br-int is told to connect to (`tcp:CONTROLLER_IP:6653`, `unix:PATH`);
+    /// `{node}` and `{internal_ip}` are replaced. ovs-vswitchd only connects to a `unix:`
+    /// socket inside its own run directory, hence the template.
     pub openflow_target: String,
     /// Where the CNI shim reaches the controller (`unix:PATH` or `tcp:IP:PORT`).
     pub cni_listen: String,
@@ -221,7 +223,8 @@ fn spawn_agent(shared: Arc<Shared>, node: String) -> AgentHandle {
     }
 }
 
-fn ovsdb_target(template: &str, node: &NodeModel) -> String {
+/// Fills `{node}` and `{internal_ip}` in a per-node target template.
+fn node_target(template: &str, node: &NodeModel) -> String {
     template
         .replace("{node}", &node.name)
         .replace("{internal_ip}", &node.internal_ip.to_string())
@@ -250,7 +253,7 @@ async fn node_agent(
         let Some(model) = shared.model.borrow().nodes.get(&node).cloned() else {
             return;
         };
-        let target = ovsdb_target(&shared.config.ovsdb_template, &model);
+        let target = node_target(&shared.config.ovsdb_template, &model);
         match ovsdb::Replica::start(&target, ovsdb::vswitch::DATABASE, OVSDB_TABLES).await {
             Ok(replica) => {
                 info!(node = %node, %target, "OVSDB connected");
@@ -306,7 +309,7 @@ async fn serve_node(
         let desired = SwitchConfig {
             datapath_type: shared.config.datapath_type.clone(),
             datapath_id: format!("{:016x}", switch_config::datapath_id(node)),
-            controller_target: shared.config.openflow_target.clone(),
+            controller_target: node_target(&shared.config.openflow_target, this),
             encap: shared.config.encap,
             gateway_mac: compiler::gateway_mac(this),
             pod_ports: attachments.clone(),
@@ -318,6 +321,7 @@ async fn serve_node(
                 "node {node}: OVSDB connection lost"
             )))?;
             let n = txn.operations().len();
+            let sent = txn.to_params(ovsdb::vswitch::DATABASE);
             client
                 .transact(ovsdb::vswitch::DATABASE, txn)
                 .await
@@ -326,8 +330,16 @@ async fn serve_node(
                     source: e,
                 })?;
             info!(node = %node, operations = n, "OVSDB updated");
-            // The replica will report the result; compile flows from that, not from hope.
-            wait_or_timeout(wake, Duration::from_secs(1)).await;
+            // Plan the next step from the replica once it shows our transaction, never from
+            // a snapshot that predates it (that would insert the same rows twice).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while tokio::time::Instant::now() < deadline
+                && switch_config::plan(&replica.snapshot(), &desired)
+                    .to_params(ovsdb::vswitch::DATABASE)
+                    == sent
+            {
+                wait_or_timeout(wake, Duration::from_millis(20)).await;
+            }
             continue;
         }
 
@@ -744,7 +756,7 @@ mod tests {
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             internal_ip: Ipv4Addr::new(192, 168, 77, 11),
         };
-        assert_eq!(ovsdb_target("tcp:{internal_ip}:6640", &node), "tcp:192.168.77.11:6640");
-        assert_eq!(ovsdb_target("unix:/x/{node}/db.sock", &node), "unix:/x/n1/db.sock");
+        assert_eq!(node_target("tcp:{internal_ip}:6640", &node), "tcp:192.168.77.11:6640");
+        assert_eq!(node_target("unix:/x/{node}/db.sock", &node), "unix:/x/n1/db.sock");
     }
 }

@@ -41,7 +41,7 @@ struct ControllerArgs {
     #[arg(long, default_value = "ptcp:6653")]
     openflow_listen: String,
     /// What each br-int connects to (this controller as the nodes reach it), e.g.
-    /// tcp:10.0.0.5:6653.
+    /// tcp:10.0.0.5:6653; {node} and {internal_ip} are replaced.
     #[arg(long)]
     openflow_target: String,
     /// Where the CNI shim reaches the controller: unix:PATH or tcp:IP:PORT.
@@ -226,7 +226,10 @@ fn run_demo(args: DemoArgs) -> ExitCode {
     println!("\nConnectivity (every pod to every pod, each node to its own pods):\n");
     let probes = cluster.check_connectivity();
     print!("{}", demo::render_matrix(&probes));
-    println!("\nLook at the flows (table names, cookies by owner):\n{}", cluster.how_to_look());
+    println!(
+        "\nWhile the cluster runs (--keep), look at the flows (named tables, cookies by owner):\n{}",
+        cluster.how_to_look()
+    );
     let all_ok = probes.iter().all(|p| p.failure.is_none());
     if args.keep {
         println!("The cluster stays up until Ctrl-C. Controller log: {}", cluster.workdir().join("controller.log").display());

@@ -37,6 +37,18 @@ pub const BUNDLED_CLUSTER: &str = include_str!("../../../deploy/cluster.yaml");
 /// The underlay network the demo gives its nodes (inside its own namespaces only).
 const UNDERLAY_PREFIX: [u8; 3] = [192, 168, 77];
 const UNDERLAY_MTU: u32 = 1500;
+/// Commands the demo runs.
+const REQUIRED_TOOLS: [&str; 7] = [
+    "ip",
+    "ovsdb-tool",
+    "ovsdb-server",
+    "ovs-vswitchd",
+    "ovs-vsctl",
+    "ethtool",
+    "ping",
+];
+/// Name of the link to the controller's OpenFlow socket in each node's OVS run directory.
+const CONTROLLER_LINK: &str = "switchyard-controller.sock";
 
 /// How to build the demo cluster.
 #[derive(Clone, Debug)]
@@ -113,6 +125,16 @@ impl DemoCluster {
                 "the demo creates network namespaces and runs Open vSwitch: run it as root".into(),
             ));
         }
+        for tool in REQUIRED_TOOLS {
+            if host::output("sh", &["-c", &format!("command -v {tool}")])
+                .map(|o| !o.status.success())
+                .unwrap_or(true)
+            {
+                return Err(Error::Demo(format!(
+                    "{tool} is not installed; scripts/install-deps.sh installs everything the demo needs"
+                )));
+            }
+        }
         let run_id = format!("{:x}", std::process::id() % 0xfffff);
         let workdir = std::env::temp_dir().join(format!("switchyard-demo-{run_id}-{}", unique()));
         std::fs::create_dir_all(&workdir).map_err(|e| Error::Io {
@@ -147,14 +169,31 @@ impl DemoCluster {
             cluster.start_node(node.clone())?;
         }
         cluster.start_controller()?;
-        for node in model.nodes.keys() {
-            cluster.configure_gateway(node)?;
-        }
         let pods: Vec<_> = model.pods.values().cloned().collect();
-        for pod in pods {
-            cluster.add_pod_network(&pod.key, &pod.node)?;
+        let started = model
+            .nodes
+            .keys()
+            .try_for_each(|node| cluster.configure_gateway(node))
+            .and_then(|()| {
+                pods.iter()
+                    .try_for_each(|pod| cluster.add_pod_network(&pod.key, &pod.node))
+            });
+        match started {
+            Ok(()) => Ok(cluster),
+            // The workdir goes with the cluster: show the controller's last words first.
+            Err(e) => Err(Error::Demo(format!(
+                "{e}\n--- controller log (last lines) ---\n{}",
+                cluster.controller_log_tail(25)
+            ))),
         }
-        Ok(cluster)
+    }
+
+    /// The last `lines` lines of the controller's log.
+    pub fn controller_log_tail(&self, lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.workdir.join("controller.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// The model the controller sees (from the demo's copy of the cluster file).
@@ -217,6 +256,15 @@ impl DemoCluster {
         let index = self.nodes.len() + 1;
         let netns = Netns::create(&format!("sy{}-{}", self.run_id, model.name))?;
         let ovs = NodeOvs::start(&netns, &self.node_dir(&model.name))?;
+        // ovs-vswitchd connects only to unix sockets inside its own run directory; a link
+        // there to the controller's socket satisfies it.
+        let link = self.node_dir(&model.name).join(CONTROLLER_LINK);
+        std::os::unix::fs::symlink(self.workdir.join("ofp.sock"), &link).map_err(|e| {
+            Error::Io {
+                what: format!("link {} to the controller socket", link.display()),
+                source: e,
+            }
+        })?;
         // The underlay: a veth from the node to the underlay switch. With the userspace
         // datapath the node's address must sit on an OVS bridge for tunnels to leave it.
         let ul = format!("ul{index}");
@@ -290,7 +338,7 @@ impl DemoCluster {
                 "--openflow-listen",
                 &format!("punix:{w}/ofp.sock"),
                 "--openflow-target",
-                &format!("unix:{w}/ofp.sock"),
+                &format!("unix:{w}/nodes/{{node}}/{CONTROLLER_LINK}"),
                 "--cni-listen",
                 &format!("unix:{w}/cni.sock"),
                 "--encap",
@@ -632,6 +680,19 @@ impl DemoCluster {
 
 impl Drop for DemoCluster {
     fn drop(&mut self) {
+        // For developers chasing a failure: leave everything in place to look at.
+        if std::env::var_os("SWITCHYARD_DEMO_LEAVE").is_some() {
+            eprintln!(
+                "SWITCHYARD_DEMO_LEAVE is set: leaving namespaces sy{}-*, the controller and {} in place",
+                self.run_id,
+                self.workdir.display()
+            );
+            std::mem::forget(std::mem::take(&mut self.pods));
+            std::mem::forget(std::mem::take(&mut self.nodes));
+            std::mem::forget(self.underlay.take());
+            std::mem::forget(self.controller.take());
+            return;
+        }
         self.shutdown();
     }
 }
@@ -661,12 +722,11 @@ pub fn render_matrix(probes: &[Probe]) -> String {
             _ => "-".into(),
         }
     };
+    targets.sort_unstable();
     let width = sources.iter().map(|s| s.len()).max().unwrap_or(4) + 2;
     let short = |t: &str| t.trim_start_matches("pod ").to_owned();
     let col = targets.iter().map(|t| short(t).len()).max().unwrap_or(3).max(5) + 2;
-    let mut out = format!("{:width$}", "from \\ to (icmp/tcp)");
-    out.push('\n');
-    out.push_str(&" ".repeat(width));
+    let mut out = format!("{:width$}", "from \\ to   (icmp/tcp)");
     for t in &targets {
         out.push_str(&format!("{:>col$}", short(t)));
     }
