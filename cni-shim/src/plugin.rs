@@ -188,13 +188,8 @@ fn run(
         reason: "expected ADD, DEL, CHECK, VERSION, STATUS or GC".into(),
     })?;
     if command == Command::Version {
-        let mut out = json!({
-            "cniVersion": DEFAULT_VERSION,
-            "supportedVersions": SUPPORTED_VERSIONS,
-        })
-        .to_string();
-        out.push('\n');
-        return Ok(out);
+        // VERSION takes no configuration worth reading (CNI SPEC.md, VERSION).
+        return Ok(version_json());
     }
     let conf = read_config(stdin)?;
     if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
@@ -229,14 +224,18 @@ fn run(
         }
         Command::Status => status(&conf, timeout).map(|()| String::new()),
         Command::Gc => gc(&conf).map(|()| String::new()),
-        Command::Version => unreachable_version(),
+        Command::Version => Ok(version_json()),
     }
 }
 
-/// VERSION returned early above; kept as a function so the match stays exhaustive without a
-/// panic path.
-fn unreachable_version() -> Result<String, Error> {
-    Ok(String::new())
+fn version_json() -> String {
+    let mut out = json!({
+        "cniVersion": DEFAULT_VERSION,
+        "supportedVersions": SUPPORTED_VERSIONS,
+    })
+    .to_string();
+    out.push('\n');
+    out
 }
 
 fn read_config(stdin: &mut dyn Read) -> Result<NetConf, Error> {
@@ -473,6 +472,15 @@ fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Er
     let netns_path = inv.netns.as_deref().unwrap_or_default();
     let netns = NetnsFile::open(netns_path)?;
     let host = inv.host_iface();
+    // The host end's name is a function of (container id, ifname), so one that already exists
+    // is the leftover of an earlier ADD of this very attachment whose undo did not finish (the
+    // runtime retries failed ADDs; it never runs two ADDs of one attachment without a DEL).
+    if link::delete_link(None, &host)? {
+        eprintln!(
+            "switchyard-cni: removed leftover {host} of an earlier ADD of {}",
+            inv.who()
+        );
+    }
     let macs = link::create_veth(&host, &netns, &inv.ifname)?;
     // From here on the veth exists: every failure undoes it and tells the controller.
     let attached = (|| {
