@@ -153,7 +153,8 @@ pub enum Error {
 }
 
 /// CNI well-known error codes (CNI SPEC.md, section "Error"), plus the plugin-specific ones
-/// (≥ 100) this plugin uses.
+/// this plugin uses: 100–109. The controller's own codes start at 110 and are passed through
+/// unchanged, so a code tells which side failed.
 pub mod code {
     /// Incompatible CNI version.
     pub const INCOMPATIBLE_VERSION: u32 = 1;

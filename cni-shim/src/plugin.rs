@@ -274,6 +274,14 @@ fn read_config(stdin: &mut dyn Read) -> Result<NetConf, Error> {
             }
         }
     }
+    if let Some(timeout) = value.get("timeoutSeconds")
+        && !(timeout.is_u64() || timeout.is_null())
+    {
+        return Err(Error::InvalidConfig {
+            field: "timeoutSeconds",
+            reason: format!("must be a whole number of seconds, got {timeout}"),
+        });
+    }
     serde_json::from_value(value).map_err(|e| Error::InvalidConfig {
         field: "(configuration)",
         reason: e.to_string(),
@@ -816,6 +824,78 @@ mod tests {
         assert_eq!(args["K8S_POD_NAME"], "p");
         assert!(parse_cni_args("oops").is_err());
         assert!(version_lt("0.4.0", "1.0.0") && !version_lt("1.1.0", "1.1.0"));
+    }
+
+    #[test]
+    fn result_format_follows_the_requested_version() {
+        let inv = Invocation {
+            container_id: "c1".into(),
+            netns: Some("/run/netns/p".into()),
+            ifname: "eth0".into(),
+            namespace: "default".into(),
+            pod: "web-0".into(),
+        };
+        let net = PodNetwork {
+            address: "10.244.1.5/24".parse().unwrap(),
+            mac: "0A:58:0A:F4:01:05".into(),
+            gateway: "10.244.1.1".parse().unwrap(),
+            mtu: 1450,
+            routes: vec![api::Route {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                gw: Some("10.244.1.1".parse().unwrap()),
+            }],
+            userspace_datapath: true,
+        };
+        let r = add_result(
+            "1.1.0",
+            &inv,
+            "/run/netns/p",
+            "syhost",
+            "aa:aa:aa:aa:aa:aa",
+            &net,
+        );
+        assert_eq!(r["interfaces"][1]["mac"], "0a:58:0a:f4:01:05");
+        assert_eq!(r["interfaces"][1]["mtu"], 1450);
+        assert_eq!(r["interfaces"][1]["sandbox"], "/run/netns/p");
+        assert!(r["interfaces"][0].get("sandbox").is_none());
+        assert!(r["ips"][0].get("version").is_none());
+        assert_eq!(
+            r["routes"][0],
+            json!({"dst": "0.0.0.0/0", "gw": "10.244.1.1"})
+        );
+        let r = add_result(
+            "1.0.0",
+            &inv,
+            "/run/netns/p",
+            "syhost",
+            "aa:aa:aa:aa:aa:aa",
+            &net,
+        );
+        assert!(
+            r["interfaces"][1].get("mtu").is_none(),
+            "mtu is a 1.1 field"
+        );
+        let r = add_result(
+            "0.4.0",
+            &inv,
+            "/run/netns/p",
+            "syhost",
+            "aa:aa:aa:aa:aa:aa",
+            &net,
+        );
+        assert_eq!(r["ips"][0]["version"], "4");
+        assert_eq!(r["cniVersion"], "0.4.0");
+    }
+
+    #[test]
+    fn a_mistyped_timeout_is_named() {
+        let conf = CONF.replace('}', r#","timeoutSeconds":"30"}"#);
+        let (_, out) = run_with(&[("CNI_COMMAND", "STATUS")], &conf);
+        assert_eq!(out["code"], 7);
+        assert!(
+            out["details"].as_str().unwrap().contains("timeoutSeconds"),
+            "{out}"
+        );
     }
 
     #[test]
