@@ -135,7 +135,8 @@ impl DemoCluster {
                 )));
             }
         }
-        let run_id = format!("{:x}", std::process::id() % 0xfffff);
+        // Unique per cluster, not just per process: tests run several clusters at once.
+        let run_id = format!("{:x}{:02x}", std::process::id() % 0xffff, unique() & 0xff);
         let workdir = std::env::temp_dir().join(format!("switchyard-demo-{run_id}-{}", unique()));
         std::fs::create_dir_all(&workdir).map_err(|e| Error::Io {
             what: format!("create {}", workdir.display()),
