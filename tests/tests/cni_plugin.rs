@@ -420,6 +420,31 @@ fn cni_del_succeeds_when_everything_is_already_gone() {
 }
 
 #[test]
+fn cni_del_removes_the_veth_even_when_the_controller_is_gone() {
+    let node = Netns::new("nod");
+    let pod = Netns::new("pod");
+    let path = pod.path();
+    let vars = add_vars("gone1", path.to_str().unwrap());
+    let controller = Responder::start(|req| match req {
+        Request::Add(_) => ok_line(Some(pod_network(8, false))),
+        _ => ok_line(None),
+    });
+    let address = controller.address.clone();
+    shim(&node, &vars, &conf(&address)).expect_success();
+    assert_eq!(links(&pod), vec!["eth0".to_owned()]);
+    drop(controller);
+    let out = shim(&node, &with_command(&vars, "DEL"), &conf(&address));
+    out.expect_success();
+    assert!(
+        out.stderr.contains("unreachable"),
+        "DEL should log the failed call: {}",
+        out.stderr
+    );
+    assert!(links(&node).is_empty(), "node kept {:?}", links(&node));
+    assert!(links(&pod).is_empty(), "pod kept {:?}", links(&pod));
+}
+
+#[test]
 fn cni_status_without_controller_is_plugin_not_available() {
     let node = Netns::new("nod");
     let err = shim(
