@@ -87,8 +87,11 @@ pub fn node_flows(inputs: &NodeInputs<'_>) -> Vec<Flow> {
         }
     }
     flows.sort_by(|a, b| {
-        (a.table, std::cmp::Reverse(a.priority), a.cookie)
-            .cmp(&(b.table, std::cmp::Reverse(b.priority), b.cookie))
+        (a.table, std::cmp::Reverse(a.priority), a.cookie).cmp(&(
+            b.table,
+            std::cmp::Reverse(b.priority),
+            b.cookie,
+        ))
     });
     flows
 }
@@ -220,7 +223,13 @@ fn pipeline_skeleton(flows: &mut Vec<Flow>) {
             goto(Table::IngressRule),
         ],
     ));
-    flows.push(flow(Table::L2ForwardingCalc, PRIORITY_DEFAULT, c, any(), drop()));
+    flows.push(flow(
+        Table::L2ForwardingCalc,
+        PRIORITY_DEFAULT,
+        c,
+        any(),
+        drop(),
+    ));
     flows.push(flow(
         Table::ConntrackCommit,
         PRIORITY_NORMAL,
@@ -313,7 +322,10 @@ fn gateway_flows(node: &NodeModel, flows: &mut Vec<Flow>) {
         Table::L3Forwarding,
         PRIORITY_NORMAL,
         c,
-        matching([eth_type(ETH_TYPE_IPV4), MatchField::ipv4(Field::Ipv4Dst, gw_ip)]),
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::ipv4(Field::Ipv4Dst, gw_ip),
+        ]),
         vec![
             apply(vec![set_mac(Field::EthDst, gw_mac)]),
             goto(Table::L2ForwardingCalc),
@@ -381,7 +393,10 @@ fn pod_flows(node: &NodeModel, pod: &LocalPod, flows: &mut Vec<Flow>) {
         Table::L3Forwarding,
         PRIORITY_NORMAL,
         c,
-        matching([eth_type(ETH_TYPE_IPV4), MatchField::ipv4(Field::Ipv4Dst, pod.ip)]),
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::ipv4(Field::Ipv4Dst, pod.ip),
+        ]),
         vec![
             apply(vec![
                 set_mac(Field::EthSrc, gateway_mac(node)),
@@ -465,10 +480,9 @@ mod tests {
         assert_eq!(flows, node_flows(&inputs));
         for table in Table::ALL {
             assert!(
-                flows
-                    .iter()
-                    .any(|f| f.table == table && f.priority == PRIORITY_DEFAULT
-                        && f.match_.is_empty()),
+                flows.iter().any(|f| f.table == table
+                    && f.priority == PRIORITY_DEFAULT
+                    && f.match_.is_empty()),
                 "table {table:?} has no default flow"
             );
         }
@@ -541,7 +555,10 @@ mod tests {
         assert_eq!(f.table, Table::L3Forwarding);
         let dst = f.match_.get(Field::Ipv4Dst).unwrap();
         assert_eq!(dst.value.to_vec(), vec![10, 244, 2, 0]);
-        assert_eq!(dst.mask.as_ref().map(|m| m.to_vec()), Some(vec![255, 255, 255, 0]));
+        assert_eq!(
+            dst.mask.as_ref().map(|m| m.to_vec()),
+            Some(vec![255, 255, 255, 0])
+        );
         let Instruction::ApplyActions(actions) = &f.instructions[0] else {
             panic!("expected apply_actions, got {:?}", f.instructions);
         };

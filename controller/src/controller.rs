@@ -119,10 +119,12 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
     });
     let listener = openflow::Listener::bind(&config.openflow_listen)
         .await
-        .map_err(|e| Error::Config(format!(
-            "cannot listen for OpenFlow on {}: {e}",
-            config.openflow_listen
-        )))?;
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot listen for OpenFlow on {}: {e}",
+                config.openflow_listen
+            ))
+        })?;
     info!(listen = %config.openflow_listen, "waiting for br-int connections");
     let cni = CniListener::bind(&config.cni_listen).await?;
     info!(listen = %config.cni_listen, "CNI server ready");
@@ -317,9 +319,9 @@ async fn serve_node(
         let snapshot = replica.snapshot();
         let txn = switch_config::plan(&snapshot, &desired);
         if !txn.is_empty() {
-            let client = replica.client().ok_or_else(|| Error::Config(format!(
-                "node {node}: OVSDB connection lost"
-            )))?;
+            let client = replica
+                .client()
+                .ok_or_else(|| Error::Config(format!("node {node}: OVSDB connection lost")))?;
             let n = txn.operations().len();
             let sent = txn.to_params(ovsdb::vswitch::DATABASE);
             client
@@ -327,7 +329,7 @@ async fn serve_node(
                 .await
                 .map_err(|e| Error::Ovsdb {
                     node: node.into(),
-                    source: e,
+                    source: Box::new(e),
                 })?;
             info!(node = %node, operations = n, "OVSDB updated");
             // Plan the next step from the replica once it shows our transaction, never from
@@ -430,12 +432,7 @@ fn publish_installed(
 ) {
     shared.installed.send_if_modified(|installed| {
         let before = installed.clone();
-        installed.retain(|k, _| {
-            model
-                .pods
-                .get(k)
-                .is_some_and(|p| p.node != node)
-        });
+        installed.retain(|k, _| model.pods.get(k).is_some_and(|p| p.node != node));
         installed.extend(in_flows);
         *installed != before
     });
@@ -485,15 +482,22 @@ enum CniListener {
 
 impl CniListener {
     async fn bind(target: &str) -> Result<CniListener, Error> {
-        let fail = |e: std::io::Error| Error::Config(format!("cannot listen for CNI on {target}: {e}"));
+        let fail =
+            |e: std::io::Error| Error::Config(format!("cannot listen for CNI on {target}: {e}"));
         if let Some(path) = target.strip_prefix("unix:") {
             // A socket file left by a previous controller would make bind fail.
             let _ = std::fs::remove_file(path);
-            Ok(CniListener::Unix(tokio::net::UnixListener::bind(path).map_err(fail)?))
+            Ok(CniListener::Unix(
+                tokio::net::UnixListener::bind(path).map_err(fail)?,
+            ))
         } else if let Some(addr) = target.strip_prefix("tcp:") {
-            Ok(CniListener::Tcp(tokio::net::TcpListener::bind(addr).await.map_err(fail)?))
+            Ok(CniListener::Tcp(
+                tokio::net::TcpListener::bind(addr).await.map_err(fail)?,
+            ))
         } else {
-            Err(Error::Config(format!("--cni-listen {target:?}: use unix:PATH or tcp:IP:PORT")))
+            Err(Error::Config(format!(
+                "--cni-listen {target:?}: use unix:PATH or tcp:IP:PORT"
+            )))
         }
     }
 }
@@ -525,7 +529,9 @@ async fn cni_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, 
     let mut line = String::new();
     let read = tokio::time::timeout(
         Duration::from_secs(10),
-        (&mut reader).take(MAX_CNI_REQUEST as u64).read_line(&mut line),
+        (&mut reader)
+            .take(MAX_CNI_REQUEST as u64)
+            .read_line(&mut line),
     )
     .await;
     let reply = match read {
@@ -538,7 +544,11 @@ async fn cni_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, 
             ),
         },
         Ok(Err(e)) => error_reply(CNI_BAD_REQUEST, "unreadable request", e.to_string()),
-        Err(_) => error_reply(CNI_BAD_REQUEST, "no request", "nothing arrived within 10 s".into()),
+        Err(_) => error_reply(
+            CNI_BAD_REQUEST,
+            "no request",
+            "nothing arrived within 10 s".into(),
+        ),
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
@@ -546,7 +556,6 @@ async fn cni_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, 
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }
-
 
 fn error_reply(code: u32, msg: &str, details: String) -> Reply {
     Reply::Error(ErrorReply {
@@ -569,7 +578,7 @@ fn pod_network(shared: &Shared, node: &NodeModel, ip: Ipv4Addr) -> PodNetwork {
     let gw = IpAddr::V4(node.gateway_ip());
     PodNetwork {
         address: IpNet::V4(
-            Ipv4Net::new(ip, node.pod_cidr.prefix_len()).unwrap_or_else(|_| node.pod_cidr),
+            Ipv4Net::new(ip, node.pod_cidr.prefix_len()).unwrap_or(node.pod_cidr),
         ),
         mac: format_mac(mac_for(ip)),
         gateway: gw,
@@ -676,10 +685,14 @@ async fn cni_del(shared: &Arc<Shared>, req: PodRef) -> Reply {
     let removed = {
         let mut attachments = lock(&shared.attachments);
         // A DEL for an older sandbox must not tear down the current one.
-        let matches = attachments.get(&key).is_some_and(|a| {
-            req.container_id.is_empty() || a.container_id == req.container_id
-        });
-        if matches { attachments.remove(&key) } else { None }
+        let matches = attachments
+            .get(&key)
+            .is_some_and(|a| req.container_id.is_empty() || a.container_id == req.container_id);
+        if matches {
+            attachments.remove(&key)
+        } else {
+            None
+        }
     };
     let Some(_) = removed else {
         return Reply::Ok(None);
@@ -710,15 +723,26 @@ fn cni_check(shared: &Arc<Shared>, req: PodRef) -> Reply {
         Some(a) if a.container_id == req.container_id => {
             match model.pods.get(&key).and_then(|p| model.nodes.get(&p.node)) {
                 Some(node) => Reply::Ok(Some(pod_network(shared, node, a.ip))),
-                None => error_reply(CNI_UNKNOWN_POD, "unknown pod", format!("{key} is not in the cluster state")),
+                None => error_reply(
+                    CNI_UNKNOWN_POD,
+                    "unknown pod",
+                    format!("{key} is not in the cluster state"),
+                ),
             }
         }
         Some(a) => error_reply(
             CNI_UNKNOWN_POD,
             "different sandbox",
-            format!("{key} is attached for container {}, not {}", a.container_id, req.container_id),
+            format!(
+                "{key} is attached for container {}, not {}",
+                a.container_id, req.container_id
+            ),
         ),
-        None => error_reply(CNI_UNKNOWN_POD, "not attached", format!("{key} has no port on its node")),
+        None => error_reply(
+            CNI_UNKNOWN_POD,
+            "not attached",
+            format!("{key} has no port on its node"),
+        ),
     }
 }
 
@@ -732,7 +756,11 @@ fn cni_status(shared: &Arc<Shared>, node: Option<&str>) -> Reply {
     if let Some(n) = node
         && !agents.contains_key(n)
     {
-        return error_reply(CNI_UNAVAILABLE, "unknown node", format!("no valid Node object named {n}"));
+        return error_reply(
+            CNI_UNAVAILABLE,
+            "unknown node",
+            format!("no valid Node object named {n}"),
+        );
     }
     if not_ready.is_empty() {
         Reply::Ok(None)
@@ -756,7 +784,13 @@ mod tests {
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             internal_ip: Ipv4Addr::new(192, 168, 77, 11),
         };
-        assert_eq!(node_target("tcp:{internal_ip}:6640", &node), "tcp:192.168.77.11:6640");
-        assert_eq!(node_target("unix:/x/{node}/db.sock", &node), "unix:/x/n1/db.sock");
+        assert_eq!(
+            node_target("tcp:{internal_ip}:6640", &node),
+            "tcp:192.168.77.11:6640"
+        );
+        assert_eq!(
+            node_target("unix:/x/{node}/db.sock", &node),
+            "unix:/x/n1/db.sock"
+        );
     }
 }

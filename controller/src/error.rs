@@ -34,16 +34,16 @@ pub enum Error {
     Ovsdb {
         /// The node.
         node: String,
-        /// The client's error.
-        source: ovsdb::Error,
+        /// The client's error (boxed: it is large, and errors are the rare path).
+        source: Box<ovsdb::Error>,
     },
     /// Talking OpenFlow to a node failed.
     #[error("node {node}: OpenFlow: {source}")]
     OpenFlow {
         /// The node.
         node: String,
-        /// The connection's or codec's error.
-        source: openflow::Error,
+        /// The connection's or codec's error (boxed, like the OVSDB one).
+        source: Box<openflow::Error>,
     },
     /// The Kubernetes source failed.
     #[error(transparent)]

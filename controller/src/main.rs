@@ -11,7 +11,11 @@ use switchyard::pipeline::Encap;
 use switchyard::source::Source;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Kubernetes pod networking on Open vSwitch")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Kubernetes pod networking on Open vSwitch"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -95,7 +99,10 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -120,7 +127,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         let source = match (args.cluster_file, args.kubeconfig) {
             (Some(file), _) => Source::cluster_file(file).await?,
             (None, kubeconfig) => {
-                let client = kube_client(kubeconfig).await?;
+                let client = switchyard::source::kube_client(kubeconfig.as_deref()).await?;
                 Source::kubernetes(client).await?
             }
         };
@@ -139,29 +146,6 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn kube_client(
-    kubeconfig: Option<PathBuf>,
-) -> Result<switchyard::source::kube::Client, switchyard::Error> {
-    use switchyard::source::kube;
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| {
-                switchyard::Error::Config(format!("kubeconfig {}: {e}", path.display()))
-            })?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| {
-                    switchyard::Error::Config(format!("kubeconfig {}: {e}", path.display()))
-                })?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| switchyard::Error::Config(format!("no Kubernetes configuration: {e}")))?,
-    };
-    kube::Client::try_from(config)
-        .map_err(|e| switchyard::Error::Config(format!("Kubernetes client: {e}")))
 }
 
 fn sibling_binary(name: &str) -> PathBuf {
@@ -186,7 +170,9 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         cluster_yaml,
         encap: args.encap,
         controller_bin: std::env::current_exe().unwrap_or_else(|_| "switchyard".into()),
-        cni_bin: args.cni_bin.unwrap_or_else(|| sibling_binary("switchyard-cni")),
+        cni_bin: args
+            .cni_bin
+            .unwrap_or_else(|| sibling_binary("switchyard-cni")),
     };
     // Ctrl-C must still clean up: the handler only sets a flag; the cluster's Drop removes
     // everything on the way out.
@@ -232,7 +218,10 @@ fn run_demo(args: DemoArgs) -> ExitCode {
     );
     let all_ok = probes.iter().all(|p| p.failure.is_none());
     if args.keep {
-        println!("The cluster stays up until Ctrl-C. Controller log: {}", cluster.workdir().join("controller.log").display());
+        println!(
+            "The cluster stays up until Ctrl-C. Controller log: {}",
+            cluster.workdir().join("controller.log").display()
+        );
         while !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -252,10 +241,11 @@ fn ctrlc_flag(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::R
         .build()?;
     std::thread::spawn(move || {
         runtime.block_on(async {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn an_unchanged_switch_needs_no_change() {
-        let desired = vec![flow(Table::Classifier, 10, 1, 1, 2), flow(Table::Output, 0, 1, 2, 1)];
+        let desired = vec![
+            flow(Table::Classifier, 10, 1, 1, 2),
+            flow(Table::Output, 0, 1, 2, 1),
+        ];
         let actual: Vec<InstalledFlow> = desired.iter().map(InstalledFlow::from).collect();
         assert!(plan(&desired, &actual).is_empty());
     }
@@ -156,7 +159,12 @@ mod tests {
         let recookie = flow(Table::Classifier, 10, 9, 5, 6);
         let added = flow(Table::Output, 0, 1, 7, 8);
         let stale = flow(Table::Output, 5, 1, 9, 9);
-        let desired = vec![keep.clone(), retarget.clone(), recookie.clone(), added.clone()];
+        let desired = vec![
+            keep.clone(),
+            retarget.clone(),
+            recookie.clone(),
+            added.clone(),
+        ];
         let mut actual: Vec<InstalledFlow> = [&keep, &stale].map(InstalledFlow::from).to_vec();
         let mut old_target = InstalledFlow::from(&retarget);
         old_target.instructions = vec![];

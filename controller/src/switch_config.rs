@@ -115,7 +115,7 @@ pub fn plan(snapshot: &Snapshot, desired: &SwitchConfig) -> Transaction {
         create_bridge(snapshot, desired, &mut txn);
         return txn;
     };
-    let bridge_uuid = bridge.uuid.clone().unwrap_or_else(Uuid::zero);
+    let bridge_uuid = bridge.uuid.unwrap_or_else(Uuid::zero);
     let on_bridge = || vec![Condition::uuid(&bridge_uuid)];
 
     // Bridge columns.
@@ -167,18 +167,17 @@ pub fn plan(snapshot: &Snapshot, desired: &SwitchConfig) -> Transaction {
     let ports: Vec<Port> = vswitch::rows(snapshot);
     let interfaces: BTreeMap<Uuid, Interface> = vswitch::rows::<Interface>(snapshot)
         .into_iter()
-        .filter_map(|i| Some((i.uuid.clone()?, i)))
+        .filter_map(|i| Some((i.uuid?, i)))
         .collect();
     let mut on_br: BTreeMap<String, (Uuid, Option<&Interface>)> = BTreeMap::new();
-    for p in ports.iter().filter(|p| {
-        p.uuid
-            .as_ref()
-            .is_some_and(|u| bridge.ports.contains(u))
-    }) {
+    for p in ports
+        .iter()
+        .filter(|p| p.uuid.as_ref().is_some_and(|u| bridge.ports.contains(u)))
+    {
         let iface = p.interfaces.first().and_then(|u| interfaces.get(u));
         on_br.insert(
             p.name.clone(),
-            (p.uuid.clone().unwrap_or_else(Uuid::zero), iface),
+            (p.uuid.unwrap_or_else(Uuid::zero), iface),
         );
     }
     let mut new_ports: Vec<NamedUuid> = Vec::new();
@@ -238,14 +237,16 @@ pub fn plan(snapshot: &Snapshot, desired: &SwitchConfig) -> Transaction {
             continue;
         }
         match wanted_pods.get(name.as_str()) {
-            None => gone_ports.push(port_uuid.clone()),
+            None => gone_ports.push(*port_uuid),
             Some(want) => {
                 let mut ids = iface.external_ids.clone();
                 ids.extend(want.external_ids());
                 if ids != iface.external_ids {
                     txn.update(
                         "Interface",
-                        vec![Condition::uuid(iface.uuid.as_ref().unwrap_or(&Uuid::zero()))],
+                        vec![Condition::uuid(
+                            iface.uuid.as_ref().unwrap_or(&Uuid::zero()),
+                        )],
                         Row::new().with("external_ids", ids),
                     );
                 }
@@ -298,7 +299,10 @@ fn gateway_interface(desired: &SwitchConfig) -> Row {
     Row::new()
         .with("name", GATEWAY_PORT)
         .with("type", "internal")
-        .with("mac", Datum::set([format_mac(desired.gateway_mac).as_str()]))
+        .with(
+            "mac",
+            Datum::set([format_mac(desired.gateway_mac).as_str()]),
+        )
         .with("ofport_request", i64::from(GATEWAY_OFPORT))
         .with("external_ids", owner("gateway"))
 }
@@ -350,7 +354,12 @@ fn create_bridge(snapshot: &Snapshot, desired: &SwitchConfig, txn: &mut Transact
         "bridge",
     );
     let mut ports = vec![local];
-    ports.push(insert_port(txn, TUNNEL_PORT, tunnel_interface(desired), "tunnel"));
+    ports.push(insert_port(
+        txn,
+        TUNNEL_PORT,
+        tunnel_interface(desired),
+        "tunnel",
+    ));
     ports.push(insert_port(
         txn,
         GATEWAY_PORT,
@@ -427,7 +436,10 @@ mod tests {
 
     #[test]
     fn mac_round_trips_and_rejects_garbage() {
-        assert_eq!(parse_mac("0a:58:0a:f4:01:05"), Some([10, 88, 10, 244, 1, 5]));
+        assert_eq!(
+            parse_mac("0a:58:0a:f4:01:05"),
+            Some([10, 88, 10, 244, 1, 5])
+        );
         assert_eq!(parse_mac("0a:58:0a:f4:01"), None);
         assert_eq!(parse_mac("0a:58:0a:f4:01:05:06"), None);
         assert_eq!(parse_mac("zz:58:0a:f4:01:05"), None);

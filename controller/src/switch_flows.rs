@@ -27,7 +27,7 @@ impl SwitchFlows {
     ) -> Result<(), Error> {
         let of_err = |e: openflow::Error| Error::OpenFlow {
             node: node.to_owned(),
-            source: e,
+            source: Box::new(e),
         };
         let actual = match self.installed.take() {
             Some(flows) => flows,

@@ -19,7 +19,10 @@ static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 pub fn unique_name(tag: &str) -> String {
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let name = format!("sy{}{}{}", tag, std::process::id() % 100_000, n);
-    assert!(name.len() <= 15, "unique_name: tag {tag:?} makes {name:?} longer than 15 bytes");
+    assert!(
+        name.len() <= 15,
+        "unique_name: tag {tag:?} makes {name:?} longer than 15 bytes"
+    );
     name
 }
 
@@ -157,18 +160,19 @@ impl OvsSandbox {
             &db_target,
         ]);
         // vswitchd is up once it has marked the database as configured.
-        sandbox.vsctl(&["--timeout=20", "wait-until", "Open_vSwitch", ".", "cur_cfg>=0"]);
+        sandbox.vsctl(&[
+            "--timeout=20",
+            "wait-until",
+            "Open_vSwitch",
+            ".",
+            "cur_cfg>=0",
+        ]);
         sandbox
     }
 
     fn exec_env(&self, argv: &[&str]) {
         let d = self.dir().to_str().expect("utf-8 temp dir");
-        let mut args = vec![
-            "netns",
-            "exec",
-            self.netns.name(),
-            "env",
-        ];
+        let mut args = vec!["netns", "exec", self.netns.name(), "env"];
         let rundir = format!("OVS_RUNDIR={d}");
         let logdir = format!("OVS_LOGDIR={d}");
         let dbdir = format!("OVS_DBDIR={d}");
@@ -245,8 +249,8 @@ impl OvsSandbox {
     /// The last lines of a daemon's log (`ovs-vswitchd` or `ovsdb-server`), for failure
     /// messages.
     pub fn log_tail(&self, daemon: &str) -> String {
-        let text = std::fs::read_to_string(self.dir().join(format!("{daemon}.log")))
-            .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir().join(format!("{daemon}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }

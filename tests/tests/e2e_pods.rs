@@ -76,14 +76,25 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
     // Operators see table names and who owns each flow.
     let (pod_key, pod) = cluster.pods.iter().next().expect("a pod");
     let flows = cluster.dump_flows(&pod.node, &[]).expect("dump-flows");
-    for table in ["Classifier", "SpoofGuard", "ArpResponder", "L3Forwarding", "Output"] {
-        assert!(flows.contains(&format!("table={table}")), "no table={table} in:\n{flows}");
+    for table in [
+        "Classifier",
+        "SpoofGuard",
+        "ArpResponder",
+        "L3Forwarding",
+        "Output",
+    ] {
+        assert!(
+            flows.contains(&format!("table={table}")),
+            "no table={table} in:\n{flows}"
+        );
     }
     let owned = cookie_hex(CookieCategory::Pod, &pod_key.to_string());
     let pod_flows: Vec<&str> = flows.lines().filter(|l| l.contains(&owned)).collect();
     assert_eq!(pod_flows.len(), 6, "{owned} flows:\n{flows}");
     assert!(
-        pod_flows.iter().any(|l| l.contains(&format!("nw_dst={}", pod.ip))),
+        pod_flows
+            .iter()
+            .any(|l| l.contains(&format!("nw_dst={}", pod.ip))),
         "{pod_flows:?}"
     );
 }
@@ -124,7 +135,10 @@ fn deleting_a_pod_removes_its_port_and_flows_and_frees_its_address() {
     let owned = cookie_hex(CookieCategory::Pod, &victim.to_string());
     let before = cluster.dump_flows("lc-a", &[]).unwrap();
     assert_eq!(before.lines().filter(|l| l.contains(&owned)).count(), 6);
-    let ports_before = cluster.nodes["lc-a"].ovs.vsctl(&["list-ports", "br-int"]).unwrap();
+    let ports_before = cluster.nodes["lc-a"]
+        .ovs
+        .vsctl(&["list-ports", "br-int"])
+        .unwrap();
 
     // The pool is full: a sixth pod on lc-a cannot get an address.
     let err = cluster
@@ -135,9 +149,16 @@ fn deleting_a_pod_removes_its_port_and_flows_and_frees_its_address() {
 
     cluster.delete_pod(&victim).unwrap();
     let after = cluster.dump_flows("lc-a", &[]).unwrap();
-    assert_eq!(after.lines().filter(|l| l.contains(&owned)).count(), 0, "{after}");
+    assert_eq!(
+        after.lines().filter(|l| l.contains(&owned)).count(),
+        0,
+        "{after}"
+    );
     assert!(!after.contains(&format!("nw_dst={victim_ip} ")), "{after}");
-    let ports_after = cluster.nodes["lc-a"].ovs.vsctl(&["list-ports", "br-int"]).unwrap();
+    let ports_after = cluster.nodes["lc-a"]
+        .ovs
+        .vsctl(&["list-ports", "br-int"])
+        .unwrap();
     assert_eq!(
         ports_before.lines().count(),
         ports_after.lines().count() + 1,
@@ -202,7 +223,11 @@ fn parse_flows(dump: &str) -> BTreeMap<String, (f64, u64)> {
 fn controller_restart_leaves_every_flow_in_place_and_traffic_flowing() {
     let yaml = cluster_yaml(
         &[("rs-a", "10.253.1.0/24"), ("rs-b", "10.253.2.0/24")],
-        &[("default", "x", "rs-a"), ("default", "y", "rs-b"), ("default", "z", "rs-a")],
+        &[
+            ("default", "x", "rs-a"),
+            ("default", "y", "rs-b"),
+            ("default", "z", "rs-a"),
+        ],
     );
     let mut cluster = start(&yaml, Encap::Geneve);
     assert_all_connected(&cluster.check_connectivity());
@@ -300,5 +325,8 @@ fn pod_and_node_gateway_talk_and_spoofed_sources_are_dropped() {
         .find_map(|p| p.strip_prefix("n_packets="))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(dropped > 0, "spoof guard default flow saw no packets:\n{flows}");
+    assert!(
+        dropped > 0,
+        "spoof guard default flow saw no packets:\n{flows}"
+    );
 }

@@ -217,5 +217,7 @@ impl Drop for NodeOvs {
 /// Turns transmit checksum offload off: with the userspace datapath, TCP over a veth whose
 /// checksums were left to "hardware" arrives corrupt while ping still works.
 pub fn tx_offload_off(netns: &Netns, iface: &str) -> Result<(), Error> {
-    netns.exec(&["ethtool", "-K", iface, "tx", "off"]).map(|_| ())
+    netns
+        .exec(&["ethtool", "-K", iface, "tx", "off"])
+        .map(|_| ())
 }

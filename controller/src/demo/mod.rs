@@ -30,7 +30,6 @@ use crate::pipeline::{self, Encap};
 use crate::source::{ObjectKey, parse_cluster_file};
 use host::{Netns, NodeOvs};
 
-
 /// The bundled demo cluster: three nodes, three namespaces, six pods.
 pub const BUNDLED_CLUSTER: &str = include_str!("../../../deploy/cluster.yaml");
 
@@ -191,8 +190,7 @@ impl DemoCluster {
 
     /// The last `lines` lines of the controller's log.
     pub fn controller_log_tail(&self, lines: usize) -> String {
-        let text =
-            std::fs::read_to_string(self.workdir.join("controller.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.workdir.join("controller.log")).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -232,7 +230,11 @@ impl DemoCluster {
             .filter_map(|d| name(d).map(String::from))
             .collect();
         names.sort();
-        for doc in self.documents.iter_mut().filter(|d| kind(d) == Some("Node")) {
+        for doc in self
+            .documents
+            .iter_mut()
+            .filter(|d| kind(d) == Some("Node"))
+        {
             let Some(index) = name(doc).and_then(|n| names.iter().position(|x| x == n)) else {
                 continue;
             };
@@ -315,12 +317,11 @@ impl DemoCluster {
 
     fn start_controller(&mut self) -> Result<(), Error> {
         let w = self.workdir.display().to_string();
-        let log = std::fs::File::create(self.workdir.join("controller.log")).map_err(|e| {
-            Error::Io {
+        let log =
+            std::fs::File::create(self.workdir.join("controller.log")).map_err(|e| Error::Io {
                 what: "create controller.log".into(),
                 source: e,
-            }
-        })?;
+            })?;
         let err = log.try_clone().map_err(|e| Error::Io {
             what: "controller.log".into(),
             source: e,
@@ -347,15 +348,20 @@ impl DemoCluster {
                 "--underlay-mtu",
                 &UNDERLAY_MTU.to_string(),
             ])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
             .spawn()
-            .map_err(|e| Error::Demo(format!(
-                "cannot start the controller {}: {e}",
-                self.options.controller_bin.display()
-            )))?;
+            .map_err(|e| {
+                Error::Demo(format!(
+                    "cannot start the controller {}: {e}",
+                    self.options.controller_bin.display()
+                ))
+            })?;
         self.controller = Some(child);
         let socket = self.workdir.join("cni.sock");
         if !host::wait_until(Duration::from_secs(30), || socket.exists()) {
@@ -398,8 +404,7 @@ impl DemoCluster {
             )));
         }
         let addr = format!("{}/{}", n.model.gateway_ip(), n.model.pod_cidr.prefix_len());
-        n.netns
-            .exec(&["ip", "addr", "replace", &addr, "dev", gw])?;
+        n.netns.exec(&["ip", "addr", "replace", &addr, "dev", gw])?;
         n.netns.exec(&["ip", "link", "set", gw, "up"])?;
         host::tx_offload_off(&n.netns, gw)
     }
@@ -446,10 +451,12 @@ impl DemoCluster {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::Demo(format!(
-                "cannot run the CNI plugin {}: {e}",
-                self.options.cni_bin.display()
-            )))?;
+            .map_err(|e| {
+                Error::Demo(format!(
+                    "cannot run the CNI plugin {}: {e}",
+                    self.options.cni_bin.display()
+                ))
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(self.cni_config().as_bytes());
         }
@@ -464,11 +471,12 @@ impl DemoCluster {
     }
 
     fn add_pod_network(&mut self, key: &ObjectKey, node: &str) -> Result<(), Error> {
-        let netns = Netns::create(&format!(
-            "sy{}-{}-{}",
-            self.run_id, key.namespace, key.name
-        ))?;
-        let container_id = format!("{:016x}{:08x}", unique(), crate::pipeline::owner_id(&key.to_string()));
+        let netns = Netns::create(&format!("sy{}-{}-{}", self.run_id, key.namespace, key.name))?;
+        let container_id = format!(
+            "{:016x}{:08x}",
+            unique(),
+            crate::pipeline::owner_id(&key.to_string())
+        );
         let (ok, out) = self.cni("ADD", node, key, &container_id, &netns.path())?;
         if !ok {
             return Err(Error::Demo(format!(
@@ -477,7 +485,9 @@ impl DemoCluster {
             )));
         }
         let ip = cni_result_ip(&out).ok_or_else(|| {
-            Error::Demo(format!("CNI ADD for pod {key}: no IPv4 address in its result: {out}"))
+            Error::Demo(format!(
+                "CNI ADD for pod {key}: no IPv4 address in its result: {out}"
+            ))
         })?;
         let echo = probe::EchoServer::start(&netns.path())?;
         self.pods.insert(
@@ -515,11 +525,13 @@ impl DemoCluster {
         self.write_cluster_file()?;
         let mut prepared = Vec::new();
         for (key, node) in pods {
-            let netns = Netns::create(&format!(
-                "sy{}-{}-{}",
-                self.run_id, key.namespace, key.name
-            ))?;
-            let container_id = format!("{:016x}{:08x}", unique(), crate::pipeline::owner_id(&key.to_string()));
+            let netns =
+                Netns::create(&format!("sy{}-{}-{}", self.run_id, key.namespace, key.name))?;
+            let container_id = format!(
+                "{:016x}{:08x}",
+                unique(),
+                crate::pipeline::owner_id(&key.to_string())
+            );
             prepared.push((key.clone(), node.clone(), netns, container_id));
         }
         let results: Vec<Result<(bool, String), Error>> = std::thread::scope(|scope| {
@@ -532,14 +544,20 @@ impl DemoCluster {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Demo("CNI thread panicked".into()))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Demo("CNI thread panicked".into())))
+                })
                 .collect()
         });
         let mut ips = Vec::new();
         for ((key, node, netns, container_id), result) in prepared.into_iter().zip(results) {
             let (ok, out) = result?;
             if !ok {
-                return Err(Error::Demo(format!("CNI ADD for pod {key} failed: {}", out.trim())));
+                return Err(Error::Demo(format!(
+                    "CNI ADD for pod {key} failed: {}",
+                    out.trim()
+                )));
             }
             let ip = cni_result_ip(&out).ok_or_else(|| {
                 Error::Demo(format!("CNI ADD for pod {key}: no IPv4 address in {out}"))
@@ -548,7 +566,14 @@ impl DemoCluster {
             ips.push(ip);
             self.pods.insert(
                 key.clone(),
-                DemoPod { key, node, ip, container_id, netns, echo: Some(echo) },
+                DemoPod {
+                    key,
+                    node,
+                    ip,
+                    container_id,
+                    netns,
+                    echo: Some(echo),
+                },
             );
         }
         Ok(ips)
@@ -570,9 +595,13 @@ impl DemoCluster {
     pub fn delete_pod(&mut self, key: &ObjectKey) -> Result<(), Error> {
         if let Some(mut pod) = self.pods.remove(key) {
             pod.echo.take();
-            let (ok, out) = self.cni("DEL", &pod.node, key, &pod.container_id, &pod.netns.path())?;
+            let (ok, out) =
+                self.cni("DEL", &pod.node, key, &pod.container_id, &pod.netns.path())?;
             if !ok {
-                return Err(Error::Demo(format!("CNI DEL for pod {key} failed: {}", out.trim())));
+                return Err(Error::Demo(format!(
+                    "CNI DEL for pod {key} failed: {}",
+                    out.trim()
+                )));
             }
         }
         self.documents.retain(|d| {
@@ -595,7 +624,11 @@ impl DemoCluster {
         let node = model.nodes.get(name).cloned().ok_or_else(|| {
             Error::Demo(format!(
                 "node {name} is not valid: {}",
-                problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ))
         })?;
         self.start_node(node)?;
@@ -726,7 +759,13 @@ pub fn render_matrix(probes: &[Probe]) -> String {
     targets.sort_unstable();
     let width = sources.iter().map(|s| s.len()).max().unwrap_or(4) + 2;
     let short = |t: &str| t.trim_start_matches("pod ").to_owned();
-    let col = targets.iter().map(|t| short(t).len()).max().unwrap_or(3).max(5) + 2;
+    let col = targets
+        .iter()
+        .map(|t| short(t).len())
+        .max()
+        .unwrap_or(3)
+        .max(5)
+        + 2;
     let mut out = format!("{:width$}", "from \\ to   (icmp/tcp)");
     for t in &targets {
         out.push_str(&format!("{:>col$}", short(t)));
@@ -856,7 +895,11 @@ mod tests {
     #[test]
     fn the_bundled_cluster_is_valid_and_gets_underlay_addresses() {
         let mut docs = split_documents(BUNDLED_CLUSTER).unwrap();
-        for (i, d) in docs.iter_mut().filter(|d| kind(d) == Some("Node")).enumerate() {
+        for (i, d) in docs
+            .iter_mut()
+            .filter(|d| kind(d) == Some("Node"))
+            .enumerate()
+        {
             set_internal_ip(d, underlay_ip(i));
         }
         let (state, problems) = parse_cluster_file(&render_documents(&docs));
@@ -892,6 +935,9 @@ mod tests {
         let text = render_matrix(&probes);
         assert!(text.contains("✓/✗"), "{text}");
         assert!(text.contains("1 of 2 checks passed"), "{text}");
-        assert!(text.contains("FAILED tcp pod a/x -> pod a/y: refused"), "{text}");
+        assert!(
+            text.contains("FAILED tcp pod a/x -> pod a/y: refused"),
+            "{text}"
+        );
     }
 }

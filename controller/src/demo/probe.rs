@@ -18,8 +18,7 @@ use crate::Error;
 pub const ECHO_PORT: u16 = 7777;
 
 fn enter(netns: &Path) -> Result<(), String> {
-    let file =
-        std::fs::File::open(netns).map_err(|e| format!("open {}: {e}", netns.display()))?;
+    let file = std::fs::File::open(netns).map_err(|e| format!("open {}: {e}", netns.display()))?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {}: {e}", netns.display()))
 }
 
@@ -124,7 +123,10 @@ pub fn tcp_echo(netns: &Path, dst: Ipv4Addr) -> Result<(), String> {
         if got == message {
             Ok(())
         } else {
-            Err(format!("{addr} echoed {} bytes, not the message", got.len()))
+            Err(format!(
+                "{addr} echoed {} bytes, not the message",
+                got.len()
+            ))
         }
     });
     handle
