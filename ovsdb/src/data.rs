@@ -15,44 +15,60 @@ use serde_json::{Value as Json, json};
 use crate::error::{Error, json_excerpt};
 use crate::schema::{AtomicType, BaseType, ColumnType};
 
-/// A row UUID in its canonical lowercase 8-4-4-4-12 text form.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uuid(String);
+/// A row UUID, kept in its canonical lowercase 8-4-4-4-12 text form inline (no heap
+/// allocation: replicas clone sets of thousands of them).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uuid([u8; 36]);
 
 impl Uuid {
     /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex digits, any case).
     pub fn parse(text: &str) -> Result<Uuid, Error> {
-        let ok = text.len() == 36
-            && text.bytes().enumerate().all(|(i, b)| match i {
-                8 | 13 | 18 | 23 => b == b'-',
+        let bytes = text.as_bytes();
+        let ok = bytes.len() == 36
+            && bytes.iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-',
                 _ => b.is_ascii_hexdigit(),
             });
-        if ok {
-            Ok(Uuid(text.to_ascii_lowercase()))
-        } else {
-            Err(Error::Data {
+        if !ok {
+            return Err(Error::Data {
                 what: "uuid",
                 reason: "expected 8-4-4-4-12 hex digits".into(),
-                json: text.to_owned(),
-            })
+                json: crate::error::excerpt(text),
+            });
         }
+        let mut out = [0u8; 36];
+        for (o, b) in out.iter_mut().zip(bytes) {
+            *o = b.to_ascii_lowercase();
+        }
+        Ok(Uuid(out))
     }
 
     /// The all-zero UUID, the default value of a uuid column (and "no transaction" for
     /// `monitor_cond_since`).
     pub fn zero() -> Uuid {
-        Uuid("00000000-0000-0000-0000-000000000000".into())
+        let mut out = [b'0'; 36];
+        for i in [8, 13, 18, 23] {
+            out[i] = b'-';
+        }
+        Uuid(out)
     }
 
     /// The canonical text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII hex digits and dashes are ever stored (checked in `parse`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uuid({})", self.as_str())
     }
 }
 
 impl fmt::Display for Uuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -261,7 +277,7 @@ impl From<Uuid> for Atom {
 }
 impl From<&Uuid> for Atom {
     fn from(u: &Uuid) -> Atom {
-        Atom::Uuid(u.clone())
+        Atom::Uuid(*u)
     }
 }
 impl From<NamedUuid> for Atom {
@@ -638,7 +654,7 @@ mod tests {
         assert_eq!(Datum::empty_set().to_json(), json!(["set", []]));
         let u = Uuid::parse("360315E1-bb57-46c6-94e5-8c8c11d90f07").expect("uuid");
         assert_eq!(
-            Datum::set([u.clone(), Uuid::zero()]).to_json(),
+            Datum::set([u, Uuid::zero()]).to_json(),
             json!([
                 "set",
                 [

@@ -431,7 +431,13 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
         };
         match result {
             Ok((true, updates)) => {
-                break apply_updates(shared, &schema, &columns, &updates, method != MonitorMethod::Plain)?;
+                break apply_updates(
+                    shared,
+                    &schema,
+                    &columns,
+                    &updates,
+                    method != MonitorMethod::Plain,
+                )?;
             }
             Ok((false, updates)) => break resync(shared, &schema, &columns, &updates, method)?,
             Err(e) if is_unknown_method(&e) && method != MonitorMethod::Plain => {
@@ -470,8 +476,12 @@ async fn follow(shared: &Shared, session: &mut Session, state: &mut SyncState) -
         .unwrap_or_else(|p| p.into_inner().clone());
     while let Some(note) = session.notes.recv().await {
         let result = match note {
-            Notification::Update { updates, .. } => apply_updates(shared, &schema, &session.columns, &updates, false),
-            Notification::Update2 { updates, .. } => apply_updates(shared, &schema, &session.columns, &updates, true),
+            Notification::Update { updates, .. } => {
+                apply_updates(shared, &schema, &session.columns, &updates, false)
+            }
+            Notification::Update2 { updates, .. } => {
+                apply_updates(shared, &schema, &session.columns, &updates, true)
+            }
             Notification::Update3 {
                 updates,
                 last_txn_id,
@@ -580,7 +590,7 @@ fn apply_updates(
                 }
             };
             if let Some(row) = &new {
-                current.insert(uuid.clone(), row.clone());
+                current.insert(uuid, row.clone());
             }
             if old != new {
                 changes.push(RowChange {
@@ -663,8 +673,10 @@ fn resync(
     updates: &Json,
     method: MonitorMethod,
 ) -> Result<Vec<RowChange>, Error> {
-    let mut fresh: BTreeMap<String, Table> =
-        all_columns.keys().map(|t| (t.clone(), Table::new())).collect();
+    let mut fresh: BTreeMap<String, Table> = all_columns
+        .keys()
+        .map(|t| (t.clone(), Table::new()))
+        .collect();
     for (table_name, rows) in updates_object(updates)? {
         let table = schema.table(table_name)?;
         let columns = all_columns.get(table_name).map_or(&[][..], Vec::as_slice);
@@ -694,7 +706,7 @@ fn resync(
             if old != new {
                 changes.push(RowChange {
                     table: name.clone(),
-                    uuid: uuid.clone(),
+                    uuid: *uuid,
                     old: old.cloned(),
                     new: new.cloned(),
                 });

@@ -104,7 +104,7 @@ impl TableRow for OpenVswitch {
     const TABLE: &'static str = "Open_vSwitch";
     fn from_row(uuid: &Uuid, row: &Row) -> Self {
         OpenVswitch {
-            uuid: Some(uuid.clone()),
+            uuid: Some(*uuid),
             bridges: uuids(row, "bridges"),
             manager_options: uuids(row, "manager_options"),
             ssl: uuids(row, "ssl").into_iter().next(),
@@ -155,12 +155,12 @@ impl TableRow for Bridge {
             .and_then(Datum::as_map)
             .map(|m| {
                 m.iter()
-                    .filter_map(|(k, v)| Some((k.as_integer()?, v.as_uuid()?.clone())))
+                    .filter_map(|(k, v)| Some((k.as_integer()?, *v.as_uuid()?)))
                     .collect()
             })
             .unwrap_or_default();
         Bridge {
-            uuid: Some(uuid.clone()),
+            uuid: Some(*uuid),
             name: row.str("name").to_owned(),
             ports: uuids(row, "ports"),
             controller: uuids(row, "controller"),
@@ -210,7 +210,7 @@ impl TableRow for Port {
     const TABLE: &'static str = "Port";
     fn from_row(uuid: &Uuid, row: &Row) -> Self {
         Port {
-            uuid: Some(uuid.clone()),
+            uuid: Some(*uuid),
             name: row.str("name").to_owned(),
             interfaces: uuids(row, "interfaces"),
             tag: opt_int(row, "tag"),
@@ -260,7 +260,7 @@ impl TableRow for Interface {
     const TABLE: &'static str = "Interface";
     fn from_row(uuid: &Uuid, row: &Row) -> Self {
         Interface {
-            uuid: Some(uuid.clone()),
+            uuid: Some(*uuid),
             name: row.str("name").to_owned(),
             kind: row.str("type").to_owned(),
             options: row.string_map("options"),
@@ -316,7 +316,7 @@ impl TableRow for Controller {
     const TABLE: &'static str = "Controller";
     fn from_row(uuid: &Uuid, row: &Row) -> Self {
         Controller {
-            uuid: Some(uuid.clone()),
+            uuid: Some(*uuid),
             target: row.str("target").to_owned(),
             is_connected: boolean(row, "is_connected"),
             connection_mode: opt_str(row, "connection_mode"),
@@ -362,7 +362,7 @@ impl TableRow for FlowTable {
     const TABLE: &'static str = "Flow_Table";
     fn from_row(uuid: &Uuid, row: &Row) -> Self {
         FlowTable {
-            uuid: Some(uuid.clone()),
+            uuid: Some(*uuid),
             name: opt_str(row, "name"),
             flow_limit: opt_int(row, "flow_limit"),
             overflow_policy: opt_str(row, "overflow_policy"),
@@ -401,7 +401,7 @@ impl TableRow for Manager {
     const TABLE: &'static str = "Manager";
     fn from_row(uuid: &Uuid, row: &Row) -> Self {
         Manager {
-            uuid: Some(uuid.clone()),
+            uuid: Some(*uuid),
             target: row.str("target").to_owned(),
             is_connected: boolean(row, "is_connected"),
             inactivity_probe: opt_int(row, "inactivity_probe"),
@@ -431,7 +431,7 @@ impl TableRow for Ssl {
     const TABLE: &'static str = "SSL";
     fn from_row(uuid: &Uuid, row: &Row) -> Self {
         Ssl {
-            uuid: Some(uuid.clone()),
+            uuid: Some(*uuid),
             private_key: row.str("private_key").to_owned(),
             certificate: row.str("certificate").to_owned(),
             ca_cert: row.str("ca_cert").to_owned(),
