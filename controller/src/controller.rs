@@ -184,6 +184,16 @@ fn apply_model(shared: &Arc<Shared>, state: &crate::source::ClusterState) {
             attachments.remove(&k);
         }
         attachments.retain(|k, _| model.pods.contains_key(k));
+        // Addresses recorded on pod objects come back first, so a node whose OVSDB was
+        // lost still gives its pods the addresses they had.
+        for pod in model.pods.values() {
+            if let Some(ip) = pod.recorded_ip
+                && ipam.address_of(&pod.key).is_none()
+                && let Err(e) = ipam.restore(&pod.node, &pod.key, ip)
+            {
+                warn!(pod = %pod.key, %ip, "recorded address not restored: {e}");
+            }
+        }
     }
     let model = Arc::new(model);
     shared.model.send_replace(model.clone());
@@ -577,9 +587,7 @@ async fn handle_cni(shared: &Arc<Shared>, request: Request) -> Reply {
 fn pod_network(shared: &Shared, node: &NodeModel, ip: Ipv4Addr) -> PodNetwork {
     let gw = IpAddr::V4(node.gateway_ip());
     PodNetwork {
-        address: IpNet::V4(
-            Ipv4Net::new(ip, node.pod_cidr.prefix_len()).unwrap_or(node.pod_cidr),
-        ),
+        address: IpNet::V4(Ipv4Net::new(ip, node.pod_cidr.prefix_len()).unwrap_or(node.pod_cidr)),
         mac: format_mac(mac_for(ip)),
         gateway: gw,
         mtu: shared

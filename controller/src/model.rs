@@ -47,6 +47,9 @@ pub struct PodModel {
     pub uid: Option<String>,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
+    /// The address a controller recorded on the pod (annotation
+    /// `switchyard.io/pod-network`), if it names this pod's node.
+    pub recorded_ip: Option<Ipv4Addr>,
 }
 
 /// An object that could not be used, and why. Shown to the operator in logs and status.
@@ -211,12 +214,29 @@ fn pod_model(key: &ObjectKey, pod: &Pod) -> Result<Option<PodModel>, Problem> {
     {
         return Ok(None);
     }
+    let recorded_ip = recorded_ip(pod, &node);
     Ok(Some(PodModel {
         key: key.clone(),
         node,
         uid: pod.metadata.uid.clone(),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
+        recorded_ip,
     }))
+}
+
+/// The address in the pod's `switchyard.io/pod-network` annotation, when it was made on
+/// `node`. A malformed annotation is ignored: the pod simply gets an address again.
+fn recorded_ip(pod: &Pod, node: &str) -> Option<Ipv4Addr> {
+    let text = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(crate::source::POD_NETWORK_ANNOTATION)?;
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    if value.get("node")?.as_str()? != node {
+        return None;
+    }
+    value.get("ip")?.as_str()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -282,15 +302,27 @@ mod tests {
         let (uk, up) = pod("default", "pending", None, false);
         state.pods.insert(uk, up);
 
+        let (ak, mut ap) = pod("default", "annotated", Some("n1"), false);
+        ap.metadata.annotations = Some(BTreeMap::from([(
+            crate::source::POD_NETWORK_ANNOTATION.to_owned(),
+            r#"{"ip":"10.244.1.9","mac":"0a:58:0a:f4:01:09","node":"n1"}"#.to_owned(),
+        )]));
+        state.pods.insert(ak.clone(), ap);
+
         let (model, problems) = ClusterModel::build(&state);
         assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            model.pods[&ak].recorded_ip,
+            Some(Ipv4Addr::new(10, 244, 1, 9))
+        );
+        assert_eq!(model.pods[&k].recorded_ip, None);
         let n1 = &model.nodes["n1"];
         assert_eq!(n1.pod_cidr.to_string(), "10.244.1.0/24");
         assert_eq!(n1.gateway_ip(), Ipv4Addr::new(10, 244, 1, 1));
         assert_eq!(n1.internal_ip, Ipv4Addr::new(192, 168, 77, 11));
         assert_eq!(
             model.pods.len(),
-            1,
+            2,
             "host-network and unscheduled pods are skipped"
         );
         assert_eq!(model.pods[&k].node, "n1");
