@@ -175,10 +175,7 @@ pub fn plan(snapshot: &Snapshot, desired: &SwitchConfig) -> Transaction {
         .filter(|p| p.uuid.as_ref().is_some_and(|u| bridge.ports.contains(u)))
     {
         let iface = p.interfaces.first().and_then(|u| interfaces.get(u));
-        on_br.insert(
-            p.name.clone(),
-            (p.uuid.unwrap_or_else(Uuid::zero), iface),
-        );
+        on_br.insert(p.name.clone(), (p.uuid.unwrap_or_else(Uuid::zero), iface));
     }
     let mut new_ports: Vec<NamedUuid> = Vec::new();
     let mut gone_ports: Vec<Uuid> = Vec::new();
