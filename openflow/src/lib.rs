@@ -43,3 +43,8 @@ pub use message::{
 
 /// The OpenFlow version this crate speaks: 0x04, OpenFlow 1.3.
 pub const OFP_VERSION: u8 = 0x04;
+
+/// The README's examples are compiled (and the pure-codec one run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
