@@ -311,8 +311,12 @@ impl Shared {
                     }
                     m => {
                         if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(m) {
-                            self.events_dropped.fetch_add(1, Ordering::Relaxed);
-                            warn!(peer = %self.peer, "event channel full, dropping asynchronous message");
+                            let n = self.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                            // Logged at 1, 2, 4, 8... drops so a deaf consumer cannot
+                            // flood the log.
+                            if n.is_power_of_two() {
+                                warn!(peer = %self.peer, dropped = n, "event channel full, dropping asynchronous messages");
+                            }
                         }
                     }
                 }
