@@ -30,6 +30,7 @@ use crate::pipeline::{Encap, encap_overhead};
 use crate::source::{ObjectKey, POD_NETWORK_ANNOTATION, Source};
 use crate::switch_config::{self, PodPort, SwitchConfig};
 use crate::switch_flows::SwitchFlows;
+use openflow::FlowRemoved;
 
 /// How the controller reaches nodes and is reached by them.
 #[derive(Clone, Debug)]
@@ -308,7 +309,18 @@ async fn serve_node(
     let _forward = AbortOnDrop(forward);
     restore_attachments(shared, node, &replica.snapshot());
     let mut flows = SwitchFlows::default();
+    // The connection whose asynchronous messages are being watched, and what they said.
+    let mut watched: Option<openflow::Connection> = None;
+    let mut _watcher: Option<AbortOnDrop> = None;
+    let (removed_tx, mut removed_rx) = tokio::sync::mpsc::unbounded_channel::<FlowRemoved>();
     loop {
+        while let Ok(removed) = removed_rx.try_recv() {
+            if flows.note_removed(&removed) {
+                warn!(node = %node, table = removed.table_id, priority = removed.priority,
+                    cookie = format!("{:#x}", removed.cookie),
+                    "a flow was deleted behind the controller's back; restoring it");
+            }
+        }
         let model = shared.model.borrow().clone();
         let Some(this) = model.nodes.get(node) else {
             return Ok(());
@@ -356,6 +368,22 @@ async fn serve_node(
         }
 
         let conn = lock(openflow).clone();
+        if let Some(conn) = &conn
+            && !watched.as_ref().is_some_and(|w| w.same_as(conn))
+        {
+            watched = Some(conn.clone());
+            _watcher = conn.take_events().map(|mut events| {
+                let (tx, wake) = (removed_tx.clone(), wake.clone());
+                AbortOnDrop(tokio::spawn(async move {
+                    while let Some(message) = events.recv().await {
+                        if let openflow::Message::FlowRemoved(r) = message {
+                            let _ = tx.send(r);
+                            wake.notify_one();
+                        }
+                    }
+                }))
+            });
+        }
         if let Some(conn) = conn {
             let ofports = switch_config::ofports(&snapshot);
             let pods: Vec<LocalPod> = attachments

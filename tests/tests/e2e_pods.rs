@@ -330,3 +330,40 @@ fn pod_and_node_gateway_talk_and_spoofed_sources_are_dropped() {
         "spoof guard default flow saw no packets:\n{flows}"
     );
 }
+
+#[test]
+fn flows_deleted_by_hand_are_restored() {
+    let yaml = cluster_yaml(
+        &[("dh-a", "10.249.1.0/24"), ("dh-b", "10.249.2.0/24")],
+        &[("default", "one", "dh-a"), ("default", "two", "dh-b")],
+    );
+    let cluster = start(&yaml, Encap::Geneve);
+    // ovs-ofctl lists a table's flows in the switch's internal order, which re-adding
+    // changes: compare the sets of lines.
+    let sorted = |dump: String| {
+        let mut lines: Vec<String> = dump.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    let before = sorted(cluster.dump_flows("dh-a", &["--no-stats"]).unwrap());
+    let node = &cluster.nodes["dh-a"];
+    let target = node.ovs.mgmt_target("br-int");
+    // What an operator might do by mistake: wipe a whole table.
+    switchyard_tests::run(
+        "ovs-ofctl",
+        &["-O", "OpenFlow13", "del-flows", &target, "table=60"],
+    );
+    let wiped = cluster.dump_flows("dh-a", &["--no-stats"]).unwrap();
+    assert!(!wiped.contains("table=L3Forwarding"), "{wiped}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut now = sorted(wiped);
+    while now != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        now = sorted(cluster.dump_flows("dh-a", &["--no-stats"]).unwrap());
+    }
+    assert_eq!(
+        now, before,
+        "the controller did not restore the deleted flows"
+    );
+    assert_all_connected(&cluster.check_connectivity());
+}
