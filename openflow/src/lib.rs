@@ -37,7 +37,7 @@ pub use message::{
     AggregateStats, Bucket, BundleAdd, BundleControl, BundleCtrlType, ErrorMsg, ExperimenterMsg,
     FeaturesReply, FlowMod, FlowModCommand, FlowRemoved, FlowStats, FlowStatsRequest, GroupDesc,
     GroupMod, GroupModCommand, GroupStats, GroupType, Header, Hello, Message, MultipartReply,
-    MultipartReplyBody, MultipartRequest, MultipartRequestBody, PacketIn, PacketOut, PortDesc,
+    MultipartReplyBody, MultipartRequest, MultipartRequestBody, PacketIn, PacketIn2, PacketOut, PortDesc,
     PortReason, PortStats, PortStatus, Role, SwitchConfig, SwitchDesc, TableStats,
 };
 

@@ -91,7 +91,11 @@ fn port16() -> impl Strategy<Value = u32> {
 fn nat() -> impl Strategy<Value = Nat> {
     (
         prop::option::of(prop_oneof![Just(NatKind::Src), Just(NatKind::Dst)]),
-        prop::option::of((any::<bool>(), any::<u128>(), prop::option::of(any::<u128>()))),
+        prop::option::of((
+            any::<bool>(),
+            any::<u128>(),
+            prop::option::of(any::<u128>()),
+        )),
         prop::option::of((any::<u16>(), prop::option::of(any::<u16>()))),
         any::<[bool; 3]>(),
     )
@@ -135,7 +139,11 @@ fn learn_spec() -> impl Strategy<Value = LearnSpec> {
                         .boxed()
                 } else {
                     let n = dst.n_bits;
-                    let mask = if n >= 128 { u128::MAX } else { (1u128 << n) - 1 };
+                    let mask = if n >= 128 {
+                        u128::MAX
+                    } else {
+                        (1u128 << n) - 1
+                    };
                     Just(LearnSrc::value(v & mask, n)).boxed()
                 };
                 src_strat.prop_map(move |src| {
@@ -180,7 +188,11 @@ fn simple_action() -> impl Strategy<Value = Action> {
         }),
         (subfield(64), any::<u64>()).prop_map(|(dst, v)| Action::RegLoad {
             dst,
-            value: if dst.n_bits >= 64 { v } else { v & ((1 << dst.n_bits) - 1) }
+            value: if dst.n_bits >= 64 {
+                v
+            } else {
+                v & ((1 << dst.n_bits) - 1)
+            }
         }),
         (subfield(64), any::<u16>()).prop_map(|(src, max_len)| Action::OutputReg { src, max_len }),
         (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(max_len, controller_id, reason)| {
@@ -198,16 +210,18 @@ fn simple_action() -> impl Strategy<Value = Action> {
             any::<bool>(),
             prop::option::of(any::<u32>())
         )
-            .prop_map(|(max_len, controller_id, reason, userdata, pause, meter_id)| {
-                Action::Controller2(Controller2 {
-                    max_len,
-                    controller_id,
-                    reason,
-                    userdata: userdata.map(Bytes::from),
-                    pause,
-                    meter_id,
-                })
-            }),
+            .prop_map(
+                |(max_len, controller_id, reason, userdata, pause, meter_id)| {
+                    Action::Controller2(Controller2 {
+                        max_len,
+                        controller_id,
+                        reason,
+                        userdata: userdata.map(Bytes::from),
+                        pause,
+                        meter_id,
+                    })
+                }
+            ),
         (
             any::<u32>().prop_filter("not NX", |e| *e != field::NX_EXPERIMENTER),
             0usize..3
@@ -329,13 +343,27 @@ fn group_mod() -> impl Strategy<Value = GroupMod> {
         0usize..4,
         any::<u32>(),
         prop::collection::vec(
-            (any::<u16>(), any::<u32>(), any::<u32>(), prop::collection::vec(simple_action(), 0..3)),
+            (
+                any::<u16>(),
+                any::<u32>(),
+                any::<u32>(),
+                prop::collection::vec(simple_action(), 0..3),
+            ),
             0..4,
         ),
     )
         .prop_map(|(c, t, group_id, b)| GroupMod {
-            command: [GroupModCommand::Add, GroupModCommand::Modify, GroupModCommand::Delete][c],
-            group_type: [GroupType::All, GroupType::Select, GroupType::Indirect, GroupType::FastFailover][t],
+            command: [
+                GroupModCommand::Add,
+                GroupModCommand::Modify,
+                GroupModCommand::Delete,
+            ][c],
+            group_type: [
+                GroupType::All,
+                GroupType::Select,
+                GroupType::Indirect,
+                GroupType::FastFailover,
+            ][t],
             group_id,
             buckets: b
                 .into_iter()
@@ -376,6 +404,28 @@ fn message() -> impl Strategy<Value = Message> {
             })),
         1 => (prop::collection::vec(simple_action(), 0..4), prop::collection::vec(any::<u8>(), 0..80))
             .prop_map(|(actions, data)| Message::PacketOut(PacketOut::new(data, actions))),
+        1 => any::<u32>().prop_map(Message::SetPacketInFormat),
+        1 => (
+            prop::collection::vec(any::<u8>(), 0..80),
+            prop::option::of(any::<u32>()),
+            prop::option::of(any::<u8>()),
+            prop::option::of(any::<u64>()),
+            a_match(),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..20)),
+        )
+            .prop_map(|(packet, full_len, table_id, cookie, metadata, userdata)| {
+                Message::PacketIn2(PacketIn2 {
+                    packet: packet.into(),
+                    full_len,
+                    buffer_id: None,
+                    table_id,
+                    cookie,
+                    reason: Some(1),
+                    metadata,
+                    userdata: userdata.map(Into::into),
+                    continuation: None,
+                })
+            }),
         2 => (any::<u32>(), flow_mod()).prop_map(|(xid, fm)| Message::BundleAdd(BundleAdd {
             bundle_id: 9,
             flags: 3,

@@ -561,6 +561,58 @@ async fn listener_accepts_vswitchd_as_controller_connection() {
         ev.match_.get(Field::InPort),
         Some(&MatchField::u32(Field::InPort, port::CONTROLLER))
     );
+
+    // NXT_PACKET_IN2: controller2 userdata reaches us once we ask for that format.
+    conn.send(&Message::SetPacketInFormat(
+        openflow::message::packet_in2::format::NXT_PACKET_IN2,
+    ))
+    .unwrap();
+    let mut m54 = Match::new();
+    for f in [
+        MatchField::u16(Field::EthType, 0x0800),
+        MatchField::u8(Field::IpProto, 17),
+        MatchField::u16(Field::UdpDst, 54),
+    ] {
+        m54.insert(f).unwrap();
+    }
+    conn.apply(&[FlowMod::add(
+        0,
+        200,
+        m54,
+        apply(vec![
+            Action::load(Subfield::whole(Field::Reg(5)), 0x77),
+            Action::Controller2(Controller2 {
+                userdata: Some(vec![0x0a, 0x0b].into()),
+                ..Controller2::default()
+            }),
+        ]),
+    )
+    .with_cookie(0xc1)
+    .into()])
+        .await
+        .unwrap();
+    let mut frame54 = udp_frame();
+    frame54[37] = 54;
+    conn.send(&PacketOut::new(frame54.clone(), vec![Action::output(port::TABLE)]).into())
+        .unwrap();
+    let pi2 = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match events.recv().await {
+                Some(Message::PacketIn2(p)) if p.cookie == Some(0xc1) => break p,
+                Some(_) => continue,
+                None => panic!("event channel closed"),
+            }
+        }
+    })
+    .await
+    .expect("NXT_PACKET_IN2 within 30 s");
+    assert_eq!(&pi2.packet[..], &frame54[..]);
+    assert_eq!(pi2.userdata.as_deref(), Some(&[0x0a, 0x0b][..]));
+    assert_eq!(pi2.table_id, Some(0));
+    assert_eq!(
+        pi2.metadata.get(Field::Reg(5)),
+        Some(&MatchField::u32(Field::Reg(5), 0x77))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,12 +7,13 @@ pub mod flow_mod;
 pub mod group;
 pub mod multipart;
 pub mod packet;
+pub mod packet_in2;
 pub mod port_status;
 pub mod switch;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::field::ONF_EXPERIMENTER;
+use crate::field::{NX_EXPERIMENTER, ONF_EXPERIMENTER};
 use crate::wire::{Reader, patch_len16};
 use crate::{Error, OFP_VERSION, Result};
 
@@ -25,6 +26,7 @@ pub use multipart::{
     MultipartRequest, MultipartRequestBody, PortStats, SwitchDesc, TableStats,
 };
 pub use packet::{FlowRemoved, PacketIn, PacketOut};
+pub use packet_in2::PacketIn2;
 pub use port_status::{PortDesc, PortReason, PortStatus};
 pub use switch::{ExperimenterMsg, FeaturesReply, Hello, Role, SwitchConfig};
 
@@ -145,6 +147,11 @@ pub enum Message {
     RoleRequest(Role),
     /// OFPT_ROLE_REPLY.
     RoleReply(Role),
+    /// NXT_PACKET_IN2 (sent after [`Message::SetPacketInFormat`] with
+    /// [`packet_in2::format::NXT_PACKET_IN2`]).
+    PacketIn2(PacketIn2),
+    /// NXT_SET_PACKET_IN_FORMAT with one of [`packet_in2::format`].
+    SetPacketInFormat(u32),
     /// ONF bundle control (experimenter message in OpenFlow 1.3).
     BundleControl(BundleControl),
     /// ONF bundle add (experimenter message in OpenFlow 1.3).
@@ -174,6 +181,7 @@ from_impls! {
     ExperimenterMsg => Experimenter,
     FeaturesReply => FeaturesReply,
     PacketIn => PacketIn,
+    PacketIn2 => PacketIn2,
     FlowRemoved => FlowRemoved,
     PortStatus => PortStatus,
     PacketOut => PacketOut,
@@ -194,7 +202,8 @@ impl Message {
             Error(_) => ofpt::ERROR,
             EchoRequest(_) => ofpt::ECHO_REQUEST,
             EchoReply(_) => ofpt::ECHO_REPLY,
-            Experimenter(_) | BundleControl(_) | BundleAdd(_) => ofpt::EXPERIMENTER,
+            Experimenter(_) | BundleControl(_) | BundleAdd(_) | PacketIn2(_)
+            | SetPacketInFormat(_) => ofpt::EXPERIMENTER,
             FeaturesRequest => ofpt::FEATURES_REQUEST,
             FeaturesReply(_) => ofpt::FEATURES_REPLY,
             GetConfigRequest => ofpt::GET_CONFIG_REQUEST,
@@ -252,6 +261,16 @@ impl Message {
             MultipartRequest(m) => m.encode_body(out)?,
             MultipartReply(m) => m.encode_body(out)?,
             RoleRequest(r) | RoleReply(r) => r.encode_body(out),
+            PacketIn2(p) => {
+                out.put_u32(NX_EXPERIMENTER);
+                out.put_u32(packet_in2::NXT_PACKET_IN2);
+                p.encode_body(out)?;
+            }
+            SetPacketInFormat(f) => {
+                out.put_u32(NX_EXPERIMENTER);
+                out.put_u32(packet_in2::NXT_SET_PACKET_IN_FORMAT);
+                out.put_u32(*f);
+            }
             BundleControl(b) => {
                 out.put_u32(ONF_EXPERIMENTER);
                 out.put_u32(bundle::ONF_ET_BUNDLE_CONTROL);
@@ -332,6 +351,12 @@ impl Message {
                     }
                     (ONF_EXPERIMENTER, bundle::ONF_ET_BUNDLE_ADD_MESSAGE) => {
                         Message::BundleAdd(BundleAdd::decode_body(b)?)
+                    }
+                    (NX_EXPERIMENTER, packet_in2::NXT_PACKET_IN2) => {
+                        Message::PacketIn2(PacketIn2::decode_body(b)?)
+                    }
+                    (NX_EXPERIMENTER, packet_in2::NXT_SET_PACKET_IN_FORMAT) => {
+                        Message::SetPacketInFormat(b.u32("packet-in format")?)
                     }
                     _ => Message::Experimenter(ExperimenterMsg {
                         experimenter,
