@@ -696,3 +696,99 @@ fn udp_frame() -> Vec<u8> {
     f.extend_from_slice(b"ping");
     f
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptions_and_statistics_match_what_ovs_reports() {
+    let ovs = OvsSandbox::start();
+    let target = ovs.add_bridge("br0");
+    ovs.ofctl("add-flow", "br0", &["table=0,priority=5,ip,actions=drop"]);
+    ovs.ofctl("add-flow", "br0", &["table=3,priority=5,arp,actions=drop"]);
+    let conn = Connection::connect(&target).await.expect("connect");
+
+    let one = |parts: Vec<MultipartReplyBody>| MultipartReplyBody::concat(parts).unwrap();
+    let req = |b| MultipartRequest::new(b);
+
+    // dump-aggregate says flow_count=3 (the two flows and the default NORMAL flow).
+    let text = ovs.ofctl("dump-aggregate", "br0", &[]);
+    assert!(text.contains("flow_count=3"), "{text}");
+    let agg = one(conn
+        .multipart(req(MultipartRequestBody::Aggregate(
+            FlowStatsRequest::default(),
+        )))
+        .await
+        .unwrap());
+    assert!(
+        matches!(agg, MultipartReplyBody::Aggregate(a) if a.flow_count == 3),
+        "{agg:?}"
+    );
+
+    let MultipartReplyBody::Table(tables) = one(conn
+        .multipart(req(MultipartRequestBody::Table))
+        .await
+        .unwrap())
+    else {
+        panic!("not table stats")
+    };
+    assert_eq!(tables[0].active_count, 2);
+    assert_eq!(tables[3].active_count, 1);
+    assert_eq!(tables.len(), usize::from(conn.features().n_tables));
+
+    let MultipartReplyBody::PortDesc(ports) = one(conn
+        .multipart(req(MultipartRequestBody::PortDesc))
+        .await
+        .unwrap())
+    else {
+        panic!("not port desc")
+    };
+    let local = ports
+        .iter()
+        .find(|p| p.port_no == port::LOCAL)
+        .expect("LOCAL");
+    assert_eq!(local.name, "br0");
+    let mac = ovs.vsctl(&["get", "interface", "br0", "mac_in_use"]);
+    let mac = mac.trim().trim_matches('"');
+    let ours = local
+        .hw_addr
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert_eq!(ours, mac);
+
+    let MultipartReplyBody::PortStats(stats) = one(conn
+        .multipart(req(MultipartRequestBody::PortStats(port::ANY)))
+        .await
+        .unwrap())
+    else {
+        panic!("not port stats")
+    };
+    assert!(stats.iter().any(|s| s.port_no == port::LOCAL));
+
+    // Role: OVS starts every connection as EQUAL.
+    let reply = conn
+        .request(&Message::RoleRequest(Role {
+            role: openflow::message::switch::role::NOCHANGE,
+            generation_id: 0,
+        }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Message::RoleReply(r) if r.role == openflow::message::switch::role::EQUAL),
+        "{reply:?}"
+    );
+
+    // SET_CONFIG then GET_CONFIG reads it back.
+    conn.send(&Message::SetConfig(SwitchConfig {
+        flags: 0,
+        miss_send_len: 200,
+    }))
+    .unwrap();
+    let reply = conn.request(&Message::GetConfigRequest).await.unwrap();
+    assert_eq!(
+        reply,
+        Message::GetConfigReply(SwitchConfig {
+            flags: 0,
+            miss_send_len: 200
+        })
+    );
+}
