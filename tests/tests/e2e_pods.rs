@@ -367,3 +367,100 @@ fn flows_deleted_by_hand_are_restored() {
     );
     assert_all_connected(&cluster.check_connectivity());
 }
+
+fn netns_names() -> Vec<String> {
+    switchyard_tests::run("ip", &["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[test]
+fn the_demo_removes_everything_it_created_on_success_and_on_failure() {
+    let yaml = cluster_yaml(
+        &[("cl-a", "10.248.1.0/24"), ("cl-b", "10.248.2.0/24")],
+        &[("default", "p", "cl-a"), ("default", "q", "cl-b")],
+    );
+    let cluster = start(&yaml, Encap::Geneve);
+    let prefix = cluster.netns_prefix();
+    let workdir = cluster.workdir().to_owned();
+    let mut pids: Vec<i32> = vec![cluster.controller_pid().expect("controller runs") as i32];
+    for node in cluster.nodes.values() {
+        for daemon in ["ovsdb-server", "ovs-vswitchd"] {
+            let file = node.ovs.dir().join(format!("{daemon}.pid"));
+            let pid = std::fs::read_to_string(&file).expect("pidfile");
+            pids.push(pid.trim().parse().expect("pid"));
+        }
+    }
+    let ours = netns_names()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .count();
+    assert_eq!(ours, 2 + 2 + 1, "nodes, pods and the underlay");
+    assert!(pids.iter().all(|p| alive(*p)));
+    drop(cluster);
+    let left: Vec<String> = netns_names()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let running: Vec<&i32> = pids.iter().filter(|p| alive(**p)).collect();
+    assert!(running.is_empty(), "processes left behind: {running:?}");
+    assert!(!workdir.exists(), "{} left behind", workdir.display());
+
+    // A start that fails half-way (the CNI plugin does not exist) cleans up as well.
+    let yaml = cluster_yaml(
+        &[("cl-fail", "10.248.3.0/24")],
+        &[("default", "r", "cl-fail")],
+    );
+    let mut broken = options(&yaml, Encap::Geneve);
+    broken.cni_bin = "/nonexistent/switchyard-cni".into();
+    let err = match DemoCluster::start(broken) {
+        Ok(_) => panic!("a demo without its CNI plugin must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("/nonexistent/switchyard-cni"), "{err}");
+    let left: Vec<String> = netns_names()
+        .into_iter()
+        .filter(|n| n.ends_with("-cl-fail") || n.ends_with("-default-r"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "namespaces left behind after a failed start: {left:?}"
+    );
+}
+
+#[test]
+fn switchyard_demo_command_checks_a_cluster_file_over_vxlan() {
+    require_root();
+    let yaml = cluster_yaml(
+        &[("cmd-a", "10.247.1.0/24"), ("cmd-b", "10.247.2.0/24")],
+        &[("default", "u", "cmd-a"), ("default", "v", "cmd-b")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = std::process::Command::new(workspace_binary("switchyard"))
+        .args(["demo", "--check", "--encap", "vxlan", "--cluster-file"])
+        .arg(&file)
+        .arg("--cni-bin")
+        .arg(workspace_binary("switchyard-cni"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo --check failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 2 pods: 2 pod→pod + 2 node→own pod, each ICMP and TCP.
+    assert!(stdout.contains("8 of 8 checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("default/u") && stdout.contains("cmd-b"),
+        "{stdout}"
+    );
+}

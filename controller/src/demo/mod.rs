@@ -202,6 +202,16 @@ impl DemoCluster {
         ClusterModel::build(&state)
     }
 
+    /// The prefix of every network namespace this cluster created (`sy<run id>-`).
+    pub fn netns_prefix(&self) -> String {
+        format!("sy{}-", self.run_id)
+    }
+
+    /// The controller's process id, while it runs.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
+    }
+
     /// The cluster file the controller watches.
     pub fn cluster_file(&self) -> &Path {
         &self.cluster_file
@@ -464,10 +474,17 @@ impl DemoCluster {
             what: "wait for the CNI plugin".into(),
             source: e,
         })?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        ))
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() && stdout.trim().is_empty() {
+            // No CNI error JSON at all: the plugin did not run or crashed.
+            return Err(Error::Demo(format!(
+                "CNI {command} for pod {key}: {} gave no result ({}): {}",
+                self.options.cni_bin.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok((out.status.success(), stdout))
     }
 
     fn add_pod_network(&mut self, key: &ObjectKey, node: &str) -> Result<(), Error> {
