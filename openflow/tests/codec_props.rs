@@ -405,6 +405,17 @@ fn message() -> impl Strategy<Value = Message> {
         1 => (prop::collection::vec(simple_action(), 0..4), prop::collection::vec(any::<u8>(), 0..80))
             .prop_map(|(actions, data)| Message::PacketOut(PacketOut::new(data, actions))),
         1 => any::<u32>().prop_map(Message::SetPacketInFormat),
+        1 => (0usize..3, any::<u16>(), any::<u32>(), prop::collection::vec((any::<[u32; 2]>(), any::<u8>(), any::<bool>()), 0..3))
+            .prop_map(|(c, flags, meter_id, bands)| Message::MeterMod(MeterMod {
+                command: [MeterModCommand::Add, MeterModCommand::Modify, MeterModCommand::Delete][c],
+                flags,
+                meter_id,
+                bands: bands.into_iter().map(|([rate, burst_size], prec_level, drop)| if drop {
+                    MeterBand::Drop { rate, burst_size }
+                } else {
+                    MeterBand::DscpRemark { rate, burst_size, prec_level }
+                }).collect(),
+            })),
         1 => (
             prop::collection::vec(any::<u8>(), 0..80),
             prop::option::of(any::<u32>()),

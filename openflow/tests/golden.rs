@@ -441,3 +441,12 @@ fn onf_bundle_messages_as_ovs_ofctl_sends_them() {
         })
     ));
 }
+
+#[test]
+fn meter_mod() {
+    // add-meter "meter=1,pktps,burst,stats,bands=type=drop,rate=100,burst_size=10"
+    let (_, msg) = roundtrip(&hex(
+        "041d0020000000020000000e0000000100010010000000640000000a00000000",
+    ));
+    assert_eq!(msg, Message::MeterMod(MeterMod::drop_above_pps(1, 100, 10)));
+}

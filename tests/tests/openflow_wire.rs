@@ -764,6 +764,33 @@ async fn descriptions_and_statistics_match_what_ovs_reports() {
     };
     assert!(stats.iter().any(|s| s.port_no == port::LOCAL));
 
+    // A meter, and a flow that uses it on its way to the controller.
+    conn.apply(&[
+        MeterMod::drop_above_pps(1, 100, 10).into(),
+        FlowMod::add(
+            9,
+            1,
+            Match::new(),
+            vec![
+                Instruction::Meter(1),
+                Instruction::ApplyActions(vec![Action::output(port::CONTROLLER)]),
+            ],
+        )
+        .into(),
+    ])
+    .await
+    .unwrap();
+    let meters = ovs.ofctl("dump-meters", "br0", &[]);
+    assert!(
+        meters.contains("meter=1 pktps burst stats bands=\ntype=drop rate=100 burst_size=10"),
+        "{meters}"
+    );
+    let flows = dump(&ovs);
+    assert!(
+        flows.contains("table=9, priority=1 actions=meter:1,CONTROLLER:65535"),
+        "{flows}"
+    );
+
     // Role: OVS starts every connection as EQUAL.
     let reply = conn
         .request(&Message::RoleRequest(Role {

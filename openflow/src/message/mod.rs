@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod error_msg;
 pub mod flow_mod;
 pub mod group;
+pub mod meter;
 pub mod multipart;
 pub mod packet;
 pub mod packet_in2;
@@ -21,6 +22,7 @@ pub use bundle::{BundleAdd, BundleControl, BundleCtrlType};
 pub use error_msg::ErrorMsg;
 pub use flow_mod::{FlowMod, FlowModCommand};
 pub use group::{Bucket, GroupDesc, GroupMod, GroupModCommand, GroupStats, GroupType};
+pub use meter::{MeterBand, MeterMod, MeterModCommand};
 pub use multipart::{
     AggregateStats, FlowStats, FlowStatsRequest, MultipartReply, MultipartReplyBody,
     MultipartRequest, MultipartRequestBody, PortStats, SwitchDesc, TableStats,
@@ -58,6 +60,7 @@ pub mod ofpt {
     pub const BARRIER_REPLY: u8 = 21;
     pub const ROLE_REQUEST: u8 = 24;
     pub const ROLE_REPLY: u8 = 25;
+    pub const METER_MOD: u8 = 29;
 }
 
 /// `struct ofp_header`.
@@ -135,6 +138,8 @@ pub enum Message {
     FlowMod(FlowMod),
     /// OFPT_GROUP_MOD.
     GroupMod(GroupMod),
+    /// OFPT_METER_MOD.
+    MeterMod(MeterMod),
     /// OFPT_MULTIPART_REQUEST.
     MultipartRequest(MultipartRequest),
     /// OFPT_MULTIPART_REPLY (one part).
@@ -187,6 +192,7 @@ from_impls! {
     PacketOut => PacketOut,
     FlowMod => FlowMod,
     GroupMod => GroupMod,
+    MeterMod => MeterMod,
     MultipartRequest => MultipartRequest,
     MultipartReply => MultipartReply,
     BundleControl => BundleControl,
@@ -215,6 +221,7 @@ impl Message {
             PacketOut(_) => ofpt::PACKET_OUT,
             FlowMod(_) => ofpt::FLOW_MOD,
             GroupMod(_) => ofpt::GROUP_MOD,
+            MeterMod(_) => ofpt::METER_MOD,
             MultipartRequest(_) => ofpt::MULTIPART_REQUEST,
             MultipartReply(_) => ofpt::MULTIPART_REPLY,
             BarrierRequest => ofpt::BARRIER_REQUEST,
@@ -258,6 +265,7 @@ impl Message {
             PacketOut(p) => p.encode_body(out)?,
             FlowMod(f) => f.encode_body(out)?,
             GroupMod(g) => g.encode_body(out)?,
+            MeterMod(m) => m.encode_body(out)?,
             MultipartRequest(m) => m.encode_body(out)?,
             MultipartReply(m) => m.encode_body(out)?,
             RoleRequest(r) | RoleReply(r) => r.encode_body(out),
@@ -376,6 +384,7 @@ impl Message {
             ofpt::PACKET_OUT => Message::PacketOut(PacketOut::decode_body(b)?),
             ofpt::FLOW_MOD => Message::FlowMod(FlowMod::decode_body(b)?),
             ofpt::GROUP_MOD => Message::GroupMod(GroupMod::decode_body(b)?),
+            ofpt::METER_MOD => Message::MeterMod(MeterMod::decode_body(b)?),
             ofpt::MULTIPART_REQUEST => Message::MultipartRequest(MultipartRequest::decode_body(b)?),
             ofpt::MULTIPART_REPLY => Message::MultipartReply(MultipartReply::decode_body(b)?),
             ofpt::BARRIER_REQUEST => Message::BarrierRequest,
