@@ -102,26 +102,20 @@ impl SwitchFlows {
 
 /// The FlowMod that carries out one change.
 pub fn flow_mod(change: &FlowChange) -> Message {
+    let install = |command, f: &InstalledFlow, flags| FlowMod {
+        command,
+        flags,
+        table_id: f.table_id,
+        priority: f.priority,
+        cookie: f.cookie,
+        match_: f.match_.clone(),
+        instructions: f.instructions.clone(),
+        ..FlowMod::default()
+    };
     let fm = match change {
-        FlowChange::Add(f) => FlowMod {
-            command: FlowModCommand::Add,
-            flags: flags::SEND_FLOW_REM,
-            table_id: f.table_id,
-            priority: f.priority,
-            cookie: f.cookie,
-            match_: f.match_.clone(),
-            instructions: f.instructions.clone(),
-            ..FlowMod::default()
-        },
-        FlowChange::Modify(f) => FlowMod {
-            command: FlowModCommand::ModifyStrict,
-            table_id: f.table_id,
-            priority: f.priority,
-            cookie: f.cookie,
-            match_: f.match_.clone(),
-            instructions: f.instructions.clone(),
-            ..FlowMod::default()
-        },
+        FlowChange::Add(f) => install(FlowModCommand::Add, f, flags::SEND_FLOW_REM),
+        // The flags of a flow are its own: a modify leaves them (and the counters) alone.
+        FlowChange::Modify(f) => install(FlowModCommand::ModifyStrict, f, 0),
         FlowChange::Delete {
             table_id,
             priority,

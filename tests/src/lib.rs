@@ -125,27 +125,14 @@ impl OvsSandbox {
             .tempdir()
             .expect("create a temporary directory for the OVS sandbox");
         let sandbox = OvsSandbox { netns, dir };
-        let d = sandbox.dir().to_str().expect("utf-8 temp dir").to_owned();
-        let db = format!("{d}/conf.db");
+        let db = format!("{}/conf.db", sandbox.dir().display());
         run(
             "ovsdb-tool",
             &["create", &db, "/usr/share/openvswitch/vswitch.ovsschema"],
         );
-        let pidfile = format!("--pidfile={d}/ovsdb-server.pid");
-        let log = format!("--log-file={d}/ovsdb-server.log");
-        let remote = format!("--remote=punix:{d}/db.sock");
-        let ctl = format!("--unixctl={d}/ovsdb-server.ctl");
-        sandbox.exec_env(&[
-            "ovsdb-server",
-            "--detach",
-            "--no-chdir",
-            &pidfile,
-            &log,
-            &remote,
-            &ctl,
-            &db,
-        ]);
+        sandbox.start_ovsdb_server();
         sandbox.vsctl(&["--no-wait", "init"]);
+        let d = sandbox.dir().to_str().expect("utf-8 temp dir").to_owned();
         let pidfile = format!("--pidfile={d}/ovs-vswitchd.pid");
         let log = format!("--log-file={d}/ovs-vswitchd.log");
         let ctl = format!("--unixctl={d}/ovs-vswitchd.ctl");
@@ -286,8 +273,12 @@ impl OvsSandbox {
     /// Starts ovsdb-server again on the same database and socket (after
     /// [`stop_ovsdb_server`](Self::stop_ovsdb_server)).
     pub fn restart_ovsdb_server(&self) {
+        let _ = std::fs::remove_file(self.db_socket());
+        self.start_ovsdb_server();
+    }
+
+    fn start_ovsdb_server(&self) {
         let d = self.dir().to_str().expect("utf-8 temp dir").to_owned();
-        let _ = std::fs::remove_file(format!("{d}/db.sock"));
         let db = format!("{d}/conf.db");
         let pidfile = format!("--pidfile={d}/ovsdb-server.pid");
         let log = format!("--log-file={d}/ovsdb-server.log");
