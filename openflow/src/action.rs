@@ -81,6 +81,12 @@ impl Subfield {
     }
 
     fn check(&self, what: &'static str) -> Result<()> {
+        if !self.field.is_valid() {
+            return Err(Error::bad_value(
+                what,
+                format!("{:?} does not exist", self.field),
+            ));
+        }
         let bits = self.field.nxm_bits();
         if self.n_bits == 0 || usize::from(self.ofs) + usize::from(self.n_bits) > bits {
             return Err(Error::bad_value(

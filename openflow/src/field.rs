@@ -429,6 +429,22 @@ impl Field {
         }
     }
 
+    /// False for indices out of range (`Reg(16)`, `TunMetadata(64)`...) and for
+    /// [`Field::Other`] headers whose experimenter id disagrees with the class; such
+    /// fields are rejected by [`crate::MatchField::normalized`] and in subfields.
+    pub fn is_valid(self) -> bool {
+        match self {
+            Field::TunMetadata(i) => i < 64,
+            Field::Reg(i) => i < 16,
+            Field::XReg(i) => i < 8,
+            Field::XXReg(i) => i < 4,
+            Field::Other(h) => {
+                (h.class == OXM_CLASS_EXPERIMENTER) == h.experimenter.is_some() && h.field < 128
+            }
+            _ => true,
+        }
+    }
+
     /// Header used in OpenFlow 1.3 matches and `OFPAT_SET_FIELD`.
     pub fn oxm_header(self) -> OxmHeader {
         self.spec().oxm
@@ -835,6 +851,19 @@ mod tests {
             assert_eq!(Field::from_name(&f.to_string()), Some(f), "name of {f}");
             assert_eq!(Field::from_name(&f.nxm_name()), Some(f), "nxm name of {f}");
         }
+    }
+
+    #[test]
+    fn out_of_range_fields_are_rejected_not_aliased() {
+        use crate::{Action, MatchField, Subfield};
+        assert!(!Field::Reg(16).is_valid());
+        let e = MatchField::u32(Field::Reg(16), 1).normalized().unwrap_err();
+        assert!(e.to_string().contains("Reg(16)"), "{e}");
+        let mut out = bytes::BytesMut::new();
+        let e = Action::load(Subfield::whole(Field::XXReg(4)), 1)
+            .encode(&mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("XXReg(4)"), "{e}");
     }
 
     #[test]

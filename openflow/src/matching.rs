@@ -187,6 +187,12 @@ impl MatchField {
     /// all zeros (the field matches anything).
     pub fn normalized(mut self) -> Result<Option<MatchField>> {
         let field = self.field;
+        if !field.is_valid() {
+            return Err(Error::bad_value(
+                "match field",
+                format!("{field:?} does not exist"),
+            ));
+        }
         let width = field.width();
         let vlen = self.value.len();
         if field.is_variable_width() {
