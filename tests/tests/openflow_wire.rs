@@ -562,6 +562,42 @@ async fn listener_accepts_vswitchd_as_controller_connection() {
         Some(&MatchField::u32(Field::InPort, port::CONTROLLER))
     );
 
+    // FLOW_REMOVED for a flow installed with send_flow_rem, deleted by cookie.
+    conn.apply(&[FlowMod {
+        flags: openflow::message::flow_mod::flags::SEND_FLOW_REM,
+        ..FlowMod::add(
+            8,
+            77,
+            m(vec![MatchField::u16(Field::EthType, 0x0806)]),
+            apply(vec![Action::output(port::NORMAL)]),
+        )
+        .with_cookie(0xdead)
+    }
+    .into()])
+        .await
+        .unwrap();
+    conn.apply(&[FlowMod::delete_by_cookie(0xdead, u64::MAX).into()])
+        .await
+        .unwrap();
+    let removed = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match events.recv().await {
+                Some(Message::FlowRemoved(r)) => break r,
+                Some(_) => continue,
+                None => panic!("event channel closed"),
+            }
+        }
+    })
+    .await
+    .expect("FLOW_REMOVED within 30 s");
+    assert_eq!(removed.cookie, 0xdead);
+    assert_eq!((removed.table_id, removed.priority), (8, 77));
+    assert_eq!(removed.reason, 2, "OFPRR_DELETE");
+    assert_eq!(
+        removed.match_,
+        m(vec![MatchField::u16(Field::EthType, 0x0806)])
+    );
+
     // NXT_PACKET_IN2: controller2 userdata reaches us once we ask for that format.
     conn.send(&Message::SetPacketInFormat(
         openflow::message::packet_in2::format::NXT_PACKET_IN2,
