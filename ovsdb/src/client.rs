@@ -167,6 +167,28 @@ pub struct MonitorSince {
 
 type Reply = Result<Json, Error>;
 
+/// A request on the wire whose reply has not been awaited yet.
+pub struct PendingReply {
+    id: u64,
+    rx: oneshot::Receiver<Reply>,
+    core: Arc<Core>,
+}
+
+impl PendingReply {
+    /// The JSON-RPC id of the request.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Waits for the reply: the `result`, or [`Error::Rpc`] with the server's `error`.
+    pub async fn reply(self) -> Result<Json, Error> {
+        match self.rx.await {
+            Ok(reply) => reply,
+            Err(_) => Err(self.core.closed_error()),
+        }
+    }
+}
+
 struct State {
     pending: HashMap<u64, (String, oneshot::Sender<Reply>)>,
     closed: Option<String>,
@@ -312,6 +334,12 @@ impl Client {
     /// Sends a request and waits for its reply. Returns the `result`, or
     /// [`Error::Rpc`] with the server's `error`.
     pub async fn request(&self, method: &str, params: Json) -> Result<Json, Error> {
+        self.send_request(method, params)?.reply().await
+    }
+
+    /// Sends a request without waiting: the returned handle knows the request id (for
+    /// [`cancel`](Client::cancel)) and yields the reply.
+    pub fn send_request(&self, method: &str, params: Json) -> Result<PendingReply, Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -330,10 +358,11 @@ impl Client {
         if self.core.out.send(encode(&msg)).is_err() {
             return Err(self.core.closed_error());
         }
-        match rx.await {
-            Ok(reply) => reply,
-            Err(_) => Err(self.core.closed_error()),
-        }
+        Ok(PendingReply {
+            id,
+            rx,
+            core: self.core.clone(),
+        })
     }
 
     /// Sends a notification (a request with a null id: no reply).
@@ -383,9 +412,24 @@ impl Client {
     }
 
     /// `cancel` (§4.1.4): asks the server to abandon the request with this id (a `wait`
-    /// that has not finished). The request then fails with an error reply.
+    /// that has not finished). Its waiter gets [`Error::Canceled`] at once: RFC 7047 says
+    /// the server answers the cancelled request with an error, but ovsdb-server 3.1 sends
+    /// nothing at all, so waiting for that answer would hang.
     pub fn cancel(&self, request_id: u64) -> Result<(), Error> {
-        self.notify("cancel", json!([request_id]))
+        self.notify("cancel", json!([request_id]))?;
+        let entry = self
+            .core
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pending.remove(&request_id));
+        if let Some((method, tx)) = entry {
+            let _ = tx.send(Err(Error::Canceled {
+                method,
+                id: request_id,
+            }));
+        }
+        Ok(())
     }
 
     /// `monitor` (§4.1.5): returns the initial `<table-updates>`; later changes arrive as
@@ -600,7 +644,8 @@ fn dispatch(core: &Core, notifications: &mpsc::UnboundedSender<Notification>, ms
                 .ok()
                 .and_then(|mut s| s.pending.remove(&id));
             let Some((method, tx)) = entry else {
-                tracing::warn!(target = %core.target, id, "reply to no pending request");
+                // A request we cancelled (some servers still answer it) or never sent.
+                tracing::debug!(target = %core.target, id, "reply to no pending request");
                 return;
             };
             let reply = match msg.remove("error") {

@@ -85,6 +85,15 @@ pub enum Error {
         error: serde_json::Value,
     },
 
+    /// We cancelled the request (see `Client::cancel`).
+    #[error("{method} request {id} was cancelled")]
+    Canceled {
+        /// The method of the cancelled request.
+        method: String,
+        /// Its JSON-RPC id.
+        id: u64,
+    },
+
     /// One operation of a transaction failed (RFC 7047 §4.1.3). `index` equal to the
     /// number of operations means the commit itself failed (e.g. a referential integrity
     /// violation), which the server reports in an extra result element.

@@ -29,7 +29,9 @@ pub mod schema;
 pub mod transaction;
 pub mod vswitch;
 
-pub use client::{Client, ClientOptions, MonitorRequest, MonitorSince, Notification, Target};
+pub use client::{
+    Client, ClientOptions, MonitorRequest, MonitorSince, Notification, PendingReply, Target,
+};
 pub use data::{Atom, Datum, NamedUuid, Row, Uuid};
 pub use error::Error;
 

@@ -307,3 +307,76 @@ async fn a_lock_taken_by_one_client_is_reported_stolen_and_given_back() {
         json!(["ping", 1])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_monitor_updates_then_monitor_cancel_and_cancel_of_a_blocked_wait() {
+    let ovs = OvsSandbox::start();
+    ovs.add_bridge("br0");
+    let client = Client::connect(&ovs.db_target()).await.expect("connect");
+    let mut notes = client.notifications().expect("notifications");
+    let requests = std::collections::BTreeMap::from([(
+        "Bridge".to_owned(),
+        ovsdb::MonitorRequest {
+            columns: Some(vec!["name".into(), "external_ids".into()]),
+            conditions: None,
+        },
+    )]);
+    let initial = client
+        .monitor(DB, json!("plain"), &requests)
+        .await
+        .expect("monitor");
+    let rows = initial["Bridge"].as_object().expect("Bridge updates");
+    assert_eq!(rows.len(), 1);
+    let (uuid, update) = rows.iter().next().expect("br0");
+    assert_eq!(update["new"]["name"], "br0");
+
+    ovs.vsctl(&["set", "Bridge", "br0", "external_ids:k=v"]);
+    match notes.recv().await {
+        Some(Notification::Update {
+            monitor_id,
+            updates,
+        }) => {
+            assert_eq!(monitor_id, "plain");
+            let row = &updates["Bridge"][uuid.as_str()];
+            // RFC 7047 §4.1.6: "old" holds the changed columns, "new" every column.
+            assert_eq!(row["old"]["external_ids"], json!(["map", []]));
+            assert_eq!(row["new"]["external_ids"], json!(["map", [["k", "v"]]]));
+            assert_eq!(row["new"]["name"], "br0");
+        }
+        other => panic!("expected an update, got {other:?}"),
+    }
+    client
+        .monitor_cancel(json!("plain"))
+        .await
+        .expect("monitor_cancel");
+    let err = client
+        .monitor_cancel(json!("plain"))
+        .await
+        .expect_err("already cancelled");
+    assert!(matches!(err, Error::Rpc { .. }), "{err}");
+
+    // A wait that cannot finish for a minute, cancelled: its waiter is released (the
+    // server itself sends no answer) and the connection stays usable.
+    let mut txn = Transaction::new();
+    txn.push(ovsdb::Operation::Wait {
+        table: "Bridge".into(),
+        conditions: vec![Condition::eq("name", "br0")],
+        columns: vec!["name".into()],
+        until: ovsdb::WaitUntil::NotEqual,
+        rows: vec![Row::new().with("name", "br0")],
+        timeout: Some(60_000),
+    });
+    let pending = client
+        .send_request("transact", txn.to_params(DB))
+        .expect("send");
+    client.cancel(pending.id()).expect("cancel");
+    let err = pending.reply().await.expect_err("cancelled");
+    assert!(
+        matches!(&err, Error::Canceled { method, .. } if method == "transact"),
+        "{err}"
+    );
+    assert_eq!(
+        client.list_dbs().await.expect("still usable"),
+        ["Open_vSwitch", "_Server"]
+    );
+}
