@@ -432,6 +432,16 @@ fn format_learn(l: &Learn) -> String {
 // Parsing
 // ---------------------------------------------------------------------------------------
 
+/// `s` in lower case, borrowed when it already is (action names are matched
+/// case-insensitively, as OVS does, but are nearly always written in lower case).
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// Parses a subfield reference (`NXM_NX_REG0[0..15]`, `reg1[]`, `NXM_OF_IN_PORT[]`).
 pub(crate) fn parse_subfield(s: &str) -> Result<Subfield, String> {
     let f = super::fields::Subfield::parse(s, false)?;
@@ -480,8 +490,8 @@ pub(crate) fn parse_instructions(
     let mut n_items = 0;
     for item in items(s) {
         n_items += 1;
-        let key = item.key.to_ascii_lowercase();
-        let rank = match key.as_str() {
+        let key = lower(item.key);
+        let rank = match key.as_ref() {
             "meter" => 0,
             "apply_actions" => 1,
             "clear_actions" => 2,
@@ -505,7 +515,7 @@ pub(crate) fn parse_instructions(
             return Err(format!("duplicate instruction {}", NAMES[rank]));
         }
         last_rank = rank;
-        match key.as_str() {
+        match key.as_ref() {
             "meter" => {
                 let m = parse_uint(item.value, 32).map_err(|e| format!("meter: {e}"))?;
                 out.push((0, Instruction::Meter(m as u32)));
@@ -1111,14 +1121,14 @@ fn parse_learn(s: &str) -> Result<Action, String> {
 
 /// Parses one action item.
 fn parse_action(item: &Item<'_>, ctx: &ActionContext<'_>) -> Result<Vec<Action>, String> {
-    let key = item.key.to_ascii_lowercase();
+    let key = lower(item.key);
     let value = item.value;
     let one = |a: Action| Ok(vec![a]);
     let set = |field: Field, v: &str| -> Result<Vec<Action>, String> {
         let (val, _) = parse_value(field, v).map_err(|e| format!("{}: {e}", item.key))?;
         Ok(vec![Action::SetField(MatchField::exact(field, val))])
     };
-    match key.as_str() {
+    match key.as_ref() {
         "output" => {
             if item.delim == Some('(') {
                 return Err("output(...) is not supported; use output:PORT".into());

@@ -78,7 +78,7 @@ pub(crate) fn parse_value(f: Field, s: &str) -> Result<(Bytes, Option<Bytes>), S
             // give the whole value.
             let masked = s.starts_with(['+', '-']) || s.contains('/');
             let m = masked.then(|| bytes(&value::from_u128(u128::from(m), width)));
-            Ok((bytes(&v), m))
+            Ok((Bytes::from(v), m))
         }
         Syntax::Decimal | Syntax::Hex => {
             let (v, m) = match s.split_once('/') {
@@ -104,7 +104,7 @@ pub(crate) fn parse_value(f: Field, s: &str) -> Result<(Bytes, Option<Bytes>), S
                 let mask = mask.map(|m| bytes(&m[width - keep..]));
                 return Ok((value, mask));
             }
-            Ok((bytes(&value), mask.map(|m| bytes(&m))))
+            Ok((Bytes::from(value), mask.map(Bytes::from)))
         }
     }
 }

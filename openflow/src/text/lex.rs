@@ -24,23 +24,23 @@ pub(crate) fn items(s: &str) -> Items<'_> {
     Items { rest: s }
 }
 
-fn is_sep(c: char) -> bool {
-    matches!(c, ',' | ' ' | '\t' | '\r' | '\n')
+fn is_sep(b: u8) -> bool {
+    matches!(b, b',' | b' ' | b'\t' | b'\r' | b'\n')
 }
 
-/// Length of a value starting at `s` that ends at one of `delims` (or the end), skipping
-/// over balanced parentheses — `parse_value()` in lib/ofp-parse.c.
-fn value_len(s: &str, delims: &[char]) -> usize {
-    let bytes = s.as_bytes();
+/// Length of a value starting at `s` that ends at a byte for which `is_delim` holds (or
+/// the end), skipping over balanced parentheses: `parse_value()` in lib/ofp-parse.c. All
+/// delimiters are ASCII, so byte offsets are always char boundaries.
+fn value_len(s: &[u8], is_delim: fn(u8) -> bool) -> usize {
     let mut n = 0;
-    while n < bytes.len() && !delims.contains(&(bytes[n] as char)) {
-        if bytes[n] == b'(' {
+    while n < s.len() && !is_delim(s[n]) {
+        if s[n] == b'(' {
             let mut level = 0i32;
             loop {
-                if n >= bytes.len() {
+                if n >= s.len() {
                     return n;
                 }
-                match bytes[n] {
+                match s[n] {
                     b'(' => level += 1,
                     b')' => level -= 1,
                     _ => {}
@@ -57,27 +57,32 @@ fn value_len(s: &str, delims: &[char]) -> usize {
     n
 }
 
+fn is_close_paren(b: u8) -> bool {
+    b == b')'
+}
+
 impl<'a> Iterator for Items<'a> {
     type Item = Item<'a>;
 
     fn next(&mut self) -> Option<Item<'a>> {
-        let s = self.rest.trim_start_matches(is_sep);
-        if s.is_empty() {
-            self.rest = s;
-            return None;
-        }
-        let key_len = s
-            .find(|c: char| matches!(c, ':' | '=' | '(') || is_sep(c))
-            .unwrap_or(s.len());
+        let bytes = self.rest.as_bytes();
+        let start = bytes.iter().position(|&b| !is_sep(b))?;
+        let s = &self.rest[start..];
+        let b = s.as_bytes();
+        let key_len = b
+            .iter()
+            .position(|&c| matches!(c, b':' | b'=' | b'(') || is_sep(c))
+            .unwrap_or(b.len());
         let key = &s[..key_len];
-        let delim = s[key_len..].chars().next();
-        let after_key = match delim {
-            Some(c) => &s[key_len + c.len_utf8()..],
-            None => "",
+        let delim = b.get(key_len).map(|&c| c as char);
+        let after_key = if key_len < b.len() {
+            &s[key_len + 1..]
+        } else {
+            ""
         };
-        let value_delims: &[char] = match delim {
-            Some(':') | Some('=') => &[',', ' ', '\t', '\r', '\n'],
-            Some('(') => &[')'],
+        let value_delims: fn(u8) -> bool = match delim {
+            Some(':') | Some('=') => is_sep,
+            Some('(') => is_close_paren,
             _ => {
                 self.rest = after_key;
                 return Some(Item {
@@ -87,16 +92,18 @@ impl<'a> Iterator for Items<'a> {
                 });
             }
         };
-        let mut len = value_len(after_key, value_delims);
+        let ab = after_key.as_bytes();
+        let mut len = value_len(ab, value_delims);
         // `key(x)->y` (as in `load(...)`-style moves) keeps the `->y` in the value.
-        if delim == Some('(') && after_key[len..].starts_with(")->") {
-            len += value_len(&after_key[len..], &[',', ' ', '\t', '\r', '\n']);
+        if delim == Some('(') && ab[len..].starts_with(b")->") {
+            len += value_len(&ab[len..], is_sep);
         }
         let value = &after_key[..len];
-        let rest = &after_key[len..];
-        self.rest = match rest.chars().next() {
-            Some(c) => &rest[c.len_utf8()..],
-            None => rest,
+        // Skip the delimiter that ended the value (always one ASCII byte).
+        self.rest = if len < ab.len() {
+            &after_key[len + 1..]
+        } else {
+            ""
         };
         Some(Item { key, value, delim })
     }
