@@ -915,18 +915,24 @@ where
 
 async fn keepalive_loop(shared: Arc<Shared>) {
     let interval = shared.config.echo_interval;
+    // Echo requests sent since the peer last said anything: any message from the peer
+    // (not only an echo reply) proves it alive and resets the count.
     let mut missed = 0u32;
+    let mut last_probe_ms = 0u64;
     let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
         if shared.is_closed.load(Ordering::Acquire) {
             return;
         }
-        let now = shared.started.elapsed().as_millis() as u64;
-        let quiet = now.saturating_sub(shared.last_rx_ms.load(Ordering::Relaxed));
-        if quiet < interval.as_millis() as u64 {
+        let last_rx = shared.last_rx_ms.load(Ordering::Relaxed);
+        if last_rx >= last_probe_ms {
             missed = 0;
+        }
+        let now = shared.started.elapsed().as_millis() as u64;
+        if now.saturating_sub(last_rx) < interval.as_millis() as u64 {
             continue;
         }
         if missed >= shared.config.max_missed_echoes {
@@ -937,6 +943,7 @@ async fn keepalive_loop(shared: Arc<Shared>) {
             return;
         }
         missed += 1;
+        last_probe_ms = now;
         let xid = shared.alloc_xids(1);
         shared.echo_requests_sent.fetch_add(1, Ordering::Relaxed);
         if shared

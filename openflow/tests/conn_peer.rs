@@ -228,3 +228,24 @@ async fn a_closed_peer_fails_pending_requests() {
     assert!(matches!(e, Error::Closed(_)), "{e}");
     assert!(conn.closed_reason().unwrap().contains("scripted"));
 }
+
+#[tokio::test]
+async fn a_peer_that_answers_every_echo_stays_alive() {
+    // With one allowed miss, any reply must reset the count, however late in the
+    // interval it lands.
+    let config = Config {
+        echo_interval: Duration::from_millis(100),
+        max_missed_echoes: 1,
+        ..Config::default()
+    };
+    let (conn, mut peer) = connected(config).await;
+    for _ in 0..20 {
+        let (xid, m) = recv(&mut peer).await;
+        assert_eq!(m, Message::EchoRequest(Bytes::new()));
+        peer.send((xid, Message::EchoReply(Bytes::new())))
+            .await
+            .unwrap();
+    }
+    assert_eq!(conn.closed_reason(), None);
+    assert!(conn.stats().echo_replies_received >= 19);
+}

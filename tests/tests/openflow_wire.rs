@@ -523,7 +523,15 @@ async fn listener_accepts_vswitchd_as_controller_connection() {
             .trim()
             == "true"
     })
-    .expect("OVSDB shows the controller connected");
+    .unwrap_or_else(|| {
+        panic!(
+            "OVSDB never showed the controller connected: {} / {:?} / {:?}\n{}",
+            ovs.vsctl(&["list", "controller"]),
+            conn.closed_reason(),
+            conn.stats(),
+            ovs.log_tail("ovs-vswitchd")
+        )
+    });
 
     // PACKET_IN: a packet we inject hits a flow that sends it to the controller.
     conn.apply(&[FlowMod::add(
