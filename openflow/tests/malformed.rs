@@ -48,7 +48,16 @@ fn lying_lengths_are_named() {
     let mut v = full.clone();
     v[2..4].copy_from_slice(&4u16.to_be_bytes());
     let e = Message::decode(&mut Bytes::from(v)).unwrap_err();
-    assert!(matches!(e, Error::BadLength { what: "ofp_header", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::BadLength {
+                what: "ofp_header",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // ofp_match length (at offset 48+2) larger than the message.
     let mut v = full.clone();
@@ -61,7 +70,16 @@ fn lying_lengths_are_named() {
     let mut v = full.clone();
     v[ins + 2..ins + 4].copy_from_slice(&4u16.to_be_bytes());
     let e = Message::decode(&mut Bytes::from(v)).unwrap_err();
-    assert!(matches!(e, Error::BadLength { what: "instruction", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::BadLength {
+                what: "instruction",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // First action inside apply_actions (ct, length 0x48) claiming 0x1000 bytes.
     let act = ins + 8;

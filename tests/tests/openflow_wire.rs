@@ -495,7 +495,7 @@ async fn listener_accepts_vswitchd_as_controller_connection() {
     ovs.add_bridge("br0");
     let sock = ovs.dir().join("controller.sock");
     let config = Config {
-        echo_interval: Duration::from_millis(200),
+        echo_interval: Duration::from_millis(500),
         ..Config::default()
     };
     let listener = Listener::bind_with(&format!("punix:{}", sock.display()), config)

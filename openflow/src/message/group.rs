@@ -69,8 +69,8 @@ pub struct Bucket {
 
 impl Bucket {
     /// A bucket of weight 0 that watches nothing: what `all`, `indirect` and
-    /// `fast_failover` groups need (OVS rejects a weight on them with
-    /// OFPGMFC_INVALID_GROUP... as code 1). Select groups need [`Bucket::weighted`].
+    /// `fast_failover` groups need (ovs-vswitchd rejects a nonzero weight on them with
+    /// OFPGMFC_INVALID_GROUP). Select groups need [`Bucket::weighted`].
     pub fn new(actions: Vec<Action>) -> Bucket {
         Bucket::weighted(0, actions)
     }
