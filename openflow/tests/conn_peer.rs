@@ -249,3 +249,63 @@ async fn a_peer_that_answers_every_echo_stays_alive() {
     assert_eq!(conn.closed_reason(), None);
     assert!(conn.stats().echo_replies_received >= 19);
 }
+
+/// Plays the switch side of the handshake on any stream.
+async fn switch_handshake<S>(peer: &mut Framed<S, OfCodec>, datapath_id: u64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    peer.send((1, Message::Hello(Hello::of13()))).await.unwrap();
+    loop {
+        let (xid, m) = tokio::time::timeout(LIMIT, peer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match m.unwrap() {
+            Message::Hello(_) => {}
+            Message::FeaturesRequest => {
+                let f = FeaturesReply {
+                    datapath_id,
+                    ..FeaturesReply::default()
+                };
+                peer.send((xid, Message::FeaturesReply(f))).await.unwrap();
+                return;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn tcp_connect_and_ptcp_listen() {
+    // Active: we connect to a switch listening on loopback.
+    let sw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = sw.local_addr().unwrap();
+    let switch = tokio::spawn(async move {
+        let (s, _) = sw.accept().await.unwrap();
+        let mut peer = Framed::new(s, OfCodec);
+        switch_handshake(&mut peer, 0x11).await;
+        peer
+    });
+    let conn = Connection::connect(&format!("tcp:{addr}")).await.unwrap();
+    assert_eq!(conn.datapath_id(), 0x11);
+    let _peer = switch.await.unwrap();
+
+    // Passive: a switch connects to our ptcp listener.
+    let listener = Listener::bind("ptcp:0:127.0.0.1").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let switch = tokio::spawn(async move {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut peer = Framed::new(s, OfCodec);
+        switch_handshake(&mut peer, 0x22).await;
+        peer
+    });
+    let conn = listener.accept().await.unwrap();
+    assert_eq!(conn.datapath_id(), 0x22);
+    assert!(conn.peer().contains("127.0.0.1"), "{}", conn.peer());
+    let _peer = switch.await.unwrap();
+
+    let e = Connection::connect("ptcp:6653").await.unwrap_err();
+    assert!(matches!(e, Error::BadTarget { .. }), "{e}");
+}
