@@ -9,6 +9,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
@@ -293,38 +294,42 @@ impl From<&NamedUuid> for Atom {
 
 /// A column value: a set of atoms or a map between atoms (§5.1 `<value>`). A scalar is a
 /// set of one.
+///
+/// The elements are shared (`Arc`) and copied on write: a replica hands out the row
+/// before and after each change, and a `Bridge.ports` of thousands of references should
+/// not be copied for every port added.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Datum {
     /// A set (possibly of one element: a scalar, or empty: an unset optional).
-    Set(BTreeSet<Atom>),
+    Set(Arc<BTreeSet<Atom>>),
     /// A map.
-    Map(BTreeMap<Atom, Atom>),
+    Map(Arc<BTreeMap<Atom, Atom>>),
 }
 
 impl Datum {
     /// The empty set.
     pub fn empty_set() -> Datum {
-        Datum::Set(BTreeSet::new())
+        Datum::Set(Arc::new(BTreeSet::new()))
     }
 
     /// The empty map.
     pub fn empty_map() -> Datum {
-        Datum::Map(BTreeMap::new())
+        Datum::Map(Arc::new(BTreeMap::new()))
     }
 
     /// A set of the given atoms.
     pub fn set<A: Into<Atom>>(items: impl IntoIterator<Item = A>) -> Datum {
-        Datum::Set(items.into_iter().map(Into::into).collect())
+        Datum::Set(Arc::new(items.into_iter().map(Into::into).collect()))
     }
 
     /// A map of the given pairs.
     pub fn map<K: Into<Atom>, V: Into<Atom>>(items: impl IntoIterator<Item = (K, V)>) -> Datum {
-        Datum::Map(
+        Datum::Map(Arc::new(
             items
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
-        )
+        ))
     }
 
     /// The JSON notation ovsdb-server uses: a one-element set as its bare atom, other
@@ -387,7 +392,7 @@ impl Datum {
                 .iter()
                 .map(key)
                 .collect::<Result<_, _>>()
-                .map(Datum::Set);
+                .map(|set| Datum::Set(Arc::new(set)));
         }
         if let Some((_, items)) = tagged {
             let Json::Array(items) = items else {
@@ -405,12 +410,12 @@ impl Datum {
                     _ => return Err(bad("a map element must be [key, value]")),
                 }
             }
-            return Ok(Datum::Map(map));
+            return Ok(Datum::Map(Arc::new(map)));
         }
         if ty.is_some_and(|t| t.value.is_some()) {
             return Err(bad("a bare atom where the column holds a map"));
         }
-        Ok(Datum::Set(BTreeSet::from([key(json)?])))
+        Ok(Datum::Set(Arc::new(BTreeSet::from([key(json)?]))))
     }
 
     /// The default value of a column type (§3.2: the empty set/map when `min` is 0, else
@@ -421,7 +426,7 @@ impl Datum {
         } else if ty.min == 0 {
             Datum::empty_set()
         } else {
-            Datum::Set(BTreeSet::from([Atom::default_of(ty.key.atomic)]))
+            Datum::Set(Arc::new(BTreeSet::from([Atom::default_of(ty.key.atomic)])))
         }
     }
 
@@ -514,14 +519,16 @@ impl Datum {
         }
         match (self, diff) {
             (Datum::Set(have), Datum::Set(d)) => {
-                for atom in d {
+                let have = Arc::make_mut(have);
+                for atom in d.iter() {
                     if !have.remove(atom) {
                         have.insert(atom.clone());
                     }
                 }
             }
             (Datum::Map(have), Datum::Map(d)) => {
-                for (k, v) in d {
+                let have = Arc::make_mut(have);
+                for (k, v) in d.iter() {
                     if have.get(k) == Some(v) {
                         have.remove(k);
                     } else {
@@ -536,7 +543,7 @@ impl Datum {
 
 impl<T: Into<Atom>> From<T> for Datum {
     fn from(atom: T) -> Datum {
-        Datum::Set(BTreeSet::from([atom.into()]))
+        Datum::Set(Arc::new(BTreeSet::from([atom.into()])))
     }
 }
 

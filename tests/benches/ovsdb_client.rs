@@ -332,25 +332,33 @@ fn main() {
         "workload", "ours wall", "py wall", "ratio", "ours cpu", "py cpu", "ratio"
     );
 
-    let (a, b) = (sandbox(), sandbox());
-    let ours = rt.block_on(ours_one_txn(&a.db_target()));
-    let theirs = python("one-txn", &b.db_target(), PORTS);
-    report("1,000 ports in one transaction", ours, theirs);
-    drop((a, b));
+    // OVSDB_BENCH=one,many,apply picks workloads (all by default), e.g. for profiling.
+    let only = std::env::var("OVSDB_BENCH").unwrap_or_else(|_| "one,many,apply".into());
+    let wanted = |w: &str| only.split(',').any(|o| o == w);
 
-    let (a, b, c) = (sandbox(), sandbox(), sandbox());
-    let ours = rt.block_on(ours_many_txn(&a.db_target()));
-    let theirs = python("many-txn", &b.db_target(), PORTS);
-    report("1,000 ports in 1,000 transactions", ours, theirs);
-    let pipelined = rt.block_on(ours_many_txn_pipelined(&c.db_target()));
-    report("  same, ours pipelined (py sequential)", pipelined, theirs);
-    drop((a, b, c));
-
-    let (a, b) = (sandbox(), sandbox());
-    fill(&rt, &a.db_target());
-    fill(&rt, &b.db_target());
-    let ours = ours_apply(&rt, &a.db_target());
-    let theirs = python_apply(&rt, &b.db_target());
-    report("apply 10,000 monitor updates", ours, theirs);
+    if wanted("one") {
+        let (a, b) = (sandbox(), sandbox());
+        let ours = rt.block_on(ours_one_txn(&a.db_target()));
+        let theirs = python("one-txn", &b.db_target(), PORTS);
+        report("1,000 ports in one transaction", ours, theirs);
+        drop((a, b));
+    }
+    if wanted("many") {
+        let (a, b, c) = (sandbox(), sandbox(), sandbox());
+        let ours = rt.block_on(ours_many_txn(&a.db_target()));
+        let theirs = python("many-txn", &b.db_target(), PORTS);
+        report("1,000 ports in 1,000 transactions", ours, theirs);
+        let pipelined = rt.block_on(ours_many_txn_pipelined(&c.db_target()));
+        report("  same, ours pipelined (py sequential)", pipelined, theirs);
+        drop((a, b, c));
+    }
+    if wanted("apply") {
+        let (a, b) = (sandbox(), sandbox());
+        fill(&rt, &a.db_target());
+        fill(&rt, &b.db_target());
+        let ours = ours_apply(&rt, &a.db_target());
+        let theirs = python_apply(&rt, &b.db_target());
+        report("apply 10,000 monitor updates", ours, theirs);
+    }
     println!("(wall: until the client's replica shows the result; cpu: the client process only)");
 }
