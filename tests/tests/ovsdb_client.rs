@@ -52,7 +52,7 @@ async fn our_transactions_are_what_ovs_vsctl_sees() {
         .await
         .expect("add port");
     assert_eq!(results.len(), 4);
-    let port_uuid = results[1].uuid().expect("port uuid").clone();
+    let port_uuid = *results[1].uuid().expect("port uuid");
     assert_eq!(results[2].count(), Some(1));
 
     assert!(
@@ -104,7 +104,7 @@ async fn our_transactions_are_what_ovs_vsctl_sees() {
     txn.mutate(
         "Bridge",
         vec![Condition::eq("name", "br0")],
-        vec![Mutation::delete("ports", &port_uuid)],
+        vec![Mutation::delete("ports", port_uuid)],
     );
     client.transact(DB, txn).await.expect("remove");
     assert!(!ovs.vsctl(&["list-ports", "br0"]).contains("pod1"));

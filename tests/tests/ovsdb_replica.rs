@@ -37,13 +37,13 @@ fn dump_table(ovs: &OvsSandbox, schema: &DatabaseSchema, table: &str) -> BTreeMa
         for (heading, value) in headings.iter().zip(data.as_array().expect("row array")) {
             if *heading == "_uuid" {
                 uuid = Datum::from_json(value).expect("uuid").as_uuid().cloned();
-            } else if let Some(ty) = table_schema.column_type(heading) {
-                if !heading.starts_with('_') {
-                    row.set(
-                        heading,
-                        Datum::from_json_typed(value, &ty).expect("typed value"),
-                    );
-                }
+            } else if let (false, Some(ty)) =
+                (heading.starts_with('_'), table_schema.column_type(heading))
+            {
+                row.set(
+                    heading,
+                    Datum::from_json_typed(value, &ty).expect("typed value"),
+                );
             }
         }
         rows.insert(uuid.expect("_uuid column"), row);

@@ -211,8 +211,7 @@ fn map_text(map: &BTreeMap<String, String>) -> String {
 
 fn render_show(snap: &Snapshot) -> String {
     let mut out = String::new();
-    let by_uuid =
-        |table: &str, uuid: &Uuid| snap.row(table, uuid).map(|r| (uuid.clone(), r.clone()));
+    let by_uuid = |table: &str, uuid: &Uuid| snap.row(table, uuid).map(|r| (*uuid, r.clone()));
     for root in vswitch::rows::<vswitch::OpenVswitch>(snap) {
         out.push_str(&format!(
             "{}\n",
