@@ -833,6 +833,71 @@ impl Connection {
             ))),
         }
     }
+
+    /// The names the switch gives its tables (OFPMP_TABLE_FEATURES, OF1.3 §7.3.5.5), by
+    /// table id — what `ovs-ofctl --names` prints. OVS takes them from OVSDB `Flow_Table`
+    /// rows; a table without a configured name is left out, so callers print its number.
+    pub async fn table_names(&self) -> Result<std::collections::BTreeMap<u8, String>> {
+        let parts = self
+            .multipart(MultipartRequest::new(MultipartRequestBody::Other {
+                mp_type: OFPMP_TABLE_FEATURES,
+                body: Bytes::new(),
+            }))
+            .await?;
+        let mut names = std::collections::BTreeMap::new();
+        for part in parts {
+            let MultipartReplyBody::Other { mp_type, body } = part else {
+                return Err(Error::Protocol(format!(
+                    "table features request answered with {part:?}"
+                )));
+            };
+            if mp_type != OFPMP_TABLE_FEATURES {
+                return Err(Error::Protocol(format!(
+                    "table features request answered with multipart type {mp_type}"
+                )));
+            }
+            parse_table_names(&body, &mut names)?;
+        }
+        Ok(names)
+    }
+}
+
+/// OFPMP_TABLE_FEATURES.
+const OFPMP_TABLE_FEATURES: u16 = 12;
+
+/// Reads the name of every `ofp_table_features` entry in one reply part:
+/// length(2) table_id(1) pad(5) name(32) metadata_match(8) metadata_write(8) config(4)
+/// max_entries(4) properties... A name equal to OVS's default (`table<N>`) is not a name
+/// anybody configured, and is skipped.
+fn parse_table_names(
+    mut body: &[u8],
+    names: &mut std::collections::BTreeMap<u8, String>,
+) -> Result<()> {
+    const FIXED: usize = 64;
+    while !body.is_empty() {
+        if body.len() < FIXED {
+            return Err(Error::Protocol(format!(
+                "table features entry truncated: {} bytes left, {FIXED} needed",
+                body.len()
+            )));
+        }
+        let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        if len < FIXED || len > body.len() || len % 8 != 0 {
+            return Err(Error::Protocol(format!(
+                "table features entry claims {len} bytes with {} left",
+                body.len()
+            )));
+        }
+        let table = body[2];
+        let raw = &body[8..40];
+        let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+        let name = String::from_utf8_lossy(&raw[..end]).into_owned();
+        if !name.is_empty() && name != format!("table{table}") {
+            names.insert(table, name);
+        }
+        body = &body[len..];
+    }
+    Ok(())
 }
 
 async fn next_frame<R>(
@@ -1051,6 +1116,31 @@ impl Drop for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn features_entry(table: u8, name: &str) -> Vec<u8> {
+        let mut e = vec![0u8; 64];
+        e[..2].copy_from_slice(&64u16.to_be_bytes());
+        e[2] = table;
+        e[8..8 + name.len()].copy_from_slice(name.as_bytes());
+        e
+    }
+
+    #[test]
+    fn table_feature_names_are_read_and_defaults_skipped() {
+        let mut body = features_entry(0, "Classifier");
+        body.extend(features_entry(1, "table1"));
+        body.extend(features_entry(60, "L3Forwarding"));
+        let mut names = std::collections::BTreeMap::new();
+        parse_table_names(&body, &mut names).unwrap();
+        assert_eq!(names.len(), 2);
+        assert_eq!(names[&0], "Classifier");
+        assert_eq!(names[&60], "L3Forwarding");
+        // A length that lies is an error, not a panic.
+        let mut bad = features_entry(0, "x");
+        bad[1] = 200;
+        assert!(parse_table_names(&bad, &mut names).is_err());
+        assert!(parse_table_names(&bad[..10], &mut names).is_err());
+    }
 
     #[test]
     fn targets_parse() {

@@ -88,6 +88,20 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
             "no table={table} in:\n{flows}"
         );
     }
+    // The names come from OVSDB Flow_Table through OFPMP_TABLE_FEATURES, as ovs-ofctl
+    // reads them; tables Switchyard does not use have none.
+    let target = cluster.nodes[&pod.node].ovs.mgmt_target("br-int");
+    let names = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let conn = openflow::Connection::connect(&target)
+            .await
+            .expect("connect");
+        conn.table_names().await.expect("table names")
+    });
+    let expected: std::collections::BTreeMap<u8, String> = switchyard::pipeline::Table::ALL
+        .iter()
+        .map(|t| (t.id(), t.name().to_owned()))
+        .collect();
+    assert_eq!(names, expected);
     let owned = cookie_hex(CookieCategory::Pod, &pod_key.to_string());
     let pod_flows: Vec<&str> = flows.lines().filter(|l| l.contains(&owned)).collect();
     assert_eq!(pod_flows.len(), 6, "{owned} flows:\n{flows}");
