@@ -15,9 +15,17 @@
 //! because the switch echoes the encoding back and the dump text depends on it. A line
 //! parsed here and the same line parsed by ovs-ofctl dump identically.
 //!
+//! Known differences from ovs-ofctl (each is the codec's model, not a parsing choice):
+//! - `set_field:N->in_port` is sent as `load:N->NXM_OF_IN_PORT[]` (ovs-vswitchd refuses
+//!   OFPAT_SET_FIELD with the 32-bit OXM in_port, and ovs-ofctl's 16-bit NXM header is
+//!   not what [`crate::Field::InPort`] encodes), so it dumps as `load:`;
+//! - in `ct(...)` the `nat` is always sent first, so `ct(exec(...),nat)` dumps as
+//!   `ct(nat,exec(...))` where ovs-ofctl keeps it inside `exec(...)`.
+//!
 //! Not supported (rejected with an error naming them): OpenFlow 1.4+ keywords
-//! (`importance`, `selection_method`, `bucket_id`), and actions the codec does not model
-//! (`multipath`, `bundle`, `sample`, `enqueue`, `dec_ttl(ids)`, `output(...)`...).
+//! (`importance`, `selection_method`, `bucket_id`), `learn` options `limit` and
+//! `result_dst`, and actions the codec does not model (`multipath`, `bundle`, `sample`,
+//! `enqueue`, `dec_ttl(ids)`, `output(...)`, `strip_vlan`, MPLS...).
 
 mod actions;
 mod fields;

@@ -210,3 +210,53 @@ fn file_errors_carry_the_line_number() {
     assert!(e.to_string().contains("weights"), "{e}");
     assert_eq!(e.line, Some(1));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::*;
+
+    proptest! {
+        /// Any register/IP/port match with any mask prints to text that parses back to
+        /// the same match.
+        #[test]
+        fn matches_round_trip(
+            reg in 0u8..16,
+            v in any::<u32>(),
+            m in any::<u32>(),
+            ip in any::<u32>(),
+            prefix in 0u32..=32,
+            tp in any::<u16>(),
+            prio in any::<u16>(),
+            table in 0u8..=253,
+        ) {
+            let ip = std::net::Ipv4Addr::from(ip);
+            let line = format!(
+                "table={table},priority={prio},tcp,reg{reg}=0x{v:x}/0x{m:x},nw_dst={ip}/{prefix},tp_dst={tp},actions=drop"
+            );
+            let fm = parse_flow(&line).unwrap();
+            let printed = format_flow_mod(&fm);
+            let again = parse_flow(&printed).unwrap();
+            prop_assert_eq!(again, fm, "{} printed as {}", line, printed);
+        }
+
+        /// Loads and moves on any bit range print and parse back unchanged.
+        #[test]
+        fn subfield_actions_round_trip(
+            ofs in 0u16..32,
+            len in 1u16..=32,
+            value in any::<u32>(),
+            dst in 0u8..16,
+        ) {
+            let end = (ofs + len - 1).min(31);
+            let bits = end - ofs + 1;
+            let value = if bits == 32 { value } else { value & ((1u32 << bits) - 1) };
+            let line = format!(
+                "actions=load:0x{value:x}->NXM_NX_REG{dst}[{ofs}..{end}],move:NXM_NX_REG1[{ofs}..{end}]->NXM_NX_REG2[{ofs}..{end}]"
+            );
+            let fm = parse_flow(&line).unwrap();
+            let printed = format_flow_mod(&fm);
+            prop_assert_eq!(parse_flow(&printed).unwrap(), fm);
+        }
+    }
+}
