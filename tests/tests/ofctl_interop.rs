@@ -267,6 +267,26 @@ fn a_bundle_with_one_bad_flow_changes_nothing_and_names_the_line() {
         "error names line 2, the field and the value: {stderr}"
     );
     assert_eq!(ovs.ofctl("dump-flows", "br0", &["--no-stats"]), before);
+
+    // Large files are parsed in parallel: the error still names the first bad line.
+    let mut big = String::new();
+    for i in 1..=20_000u32 {
+        if i == 12_345 || i == 17_000 {
+            big.push_str("table=2,tcp,tp_dst=70000,actions=drop\n");
+        } else {
+            big.push_str(&format!("table=2,priority=1,reg0={i},actions=drop\n"));
+        }
+    }
+    let file = dir.path().join("big.txt");
+    std::fs::write(&file, big).expect("write flows");
+    let out = yardctl_output(&["--bundle", "add-flows", &target, path_str(&file)], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(":12345:") && stderr.contains("tp_dst"),
+        "{stderr}"
+    );
+    assert_eq!(ovs.ofctl("dump-flows", "br0", &["--no-stats"]), before);
 }
 
 #[test]
