@@ -161,6 +161,9 @@ pub struct ReplicaStatus {
     pub method: Option<MonitorMethod>,
     /// Why the last session ended, if one did.
     pub last_error: Option<String>,
+    /// The last synchronisation resumed from our last transaction id
+    /// (`monitor_cond_since` found it) instead of taking the full contents.
+    pub resumed: bool,
 }
 
 struct Shared {
@@ -240,6 +243,7 @@ impl Replica {
             syncs: 0,
             method: None,
             last_error: None,
+            resumed: false,
         });
         let shared = Arc::new(Shared {
             target: target.to_owned(),
@@ -405,6 +409,7 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
     state.sessions += 1;
     let monitor_id = json!(format!("replica-{}", state.sessions));
     let mut method = state.method.unwrap_or(MonitorMethod::CondSince);
+    let mut resumed = false;
     let changes = loop {
         let result = match method {
             MonitorMethod::CondSince => client
@@ -431,6 +436,7 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
         };
         match result {
             Ok((true, updates)) => {
+                resumed = true;
                 break apply_updates(
                     shared,
                     &schema,
@@ -460,6 +466,7 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
         s.connected = true;
         s.syncs += 1;
         s.method = Some(method);
+        s.resumed = resumed;
     });
     Ok(Session {
         client,
