@@ -10,6 +10,10 @@ use std::sync::OnceLock;
 
 use switchyard_tests::{OvsSandbox, require_root};
 
+/// The (flow line, ovs-ofctl dump line) pairs the openflow unit tests compare against.
+#[path = "../../openflow/src/text/golden.rs"]
+mod golden;
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -344,5 +348,39 @@ fn add_flow_del_flows_and_groups_from_the_command_line() {
     assert!(
         stderr.contains("tp_dst") && stderr.contains("99999"),
         "{stderr}"
+    );
+}
+
+/// The golden pairs the openflow unit tests check our printer against still describe what
+/// this ovs-vswitchd does: each line installed alone dumps as recorded.
+#[test]
+fn golden_dump_lines_match_this_ovs() {
+    require_root();
+    let ovs = OvsSandbox::start();
+    ovs.add_bridge("br0");
+    add_meter(&ovs, "br0");
+    ovs.ofctl("add-groups", "br0", &[path_str(&data("groups-corpus.txt"))]);
+    let mut stale = Vec::new();
+    for (input, expected) in golden::FLOWS {
+        ovs.ofctl("del-flows", "br0", &[]);
+        ovs.ofctl("add-flow", "br0", &[input]);
+        let got = entries(&ovs.ofctl("dump-flows", "br0", &["--no-stats"]));
+        if got != vec![format!(" {expected}")] {
+            stale.push(format!("{input}\n  recorded: {expected}\n  now: {got:?}"));
+        }
+    }
+    ovs.ofctl("del-flows", "br0", &[]);
+    for (input, expected) in golden::GROUPS {
+        ovs.ofctl("del-groups", "br0", &[]);
+        ovs.ofctl("add-group", "br0", &[input]);
+        let got = entries(&ovs.ofctl("dump-groups", "br0", &[]));
+        if got != vec![format!(" {expected}")] {
+            stale.push(format!("{input}\n  recorded: {expected}\n  now: {got:?}"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "openflow/src/text/golden.rs is stale:\n{}",
+        stale.join("\n")
     );
 }

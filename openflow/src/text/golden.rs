@@ -1,5 +1,8 @@
-//! Golden data captured from the real peer: each corpus line installed alone with
-//! `ovs-ofctl -O OpenFlow13 add-flow` on ovs-vswitchd 3.1, then read back.
+//! Golden data captured from the real peer: each corpus line (tests/data/*-corpus.txt)
+//! installed alone with `ovs-ofctl -O OpenFlow13 add-flow` / `add-group` on ovs-vswitchd
+//! 3.1, then read back with `dump-flows --no-stats` / `dump-groups`. The end-to-end test
+//! `golden_dump_lines_match_this_ovs` (tests/tests/ofctl_interop.rs) re-checks every pair
+//! against the installed OVS, so this file cannot silently go stale.
 
 /// (add-flow line, the line `ovs-ofctl -O OpenFlow13 dump-flows --no-stats` printed for it)
 /// captured from ovs-vswitchd 3.1 one flow at a time.
