@@ -127,6 +127,9 @@ pub struct ReplicaOptions {
     pub min_backoff: Duration,
     /// Longest delay between reconnection attempts.
     pub max_backoff: Duration,
+    /// Queue changes for [`Replica::changes`]. Turn off for a replica that is only read
+    /// through snapshots: an untaken stream would otherwise grow without bound.
+    pub change_stream: bool,
 }
 
 impl Default for ReplicaOptions {
@@ -135,6 +138,7 @@ impl Default for ReplicaOptions {
             client: ClientOptions::default(),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(8),
+            change_stream: true,
         }
     }
 }
@@ -238,6 +242,7 @@ impl Replica {
         options: ReplicaOptions,
     ) -> Result<Replica, Error> {
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        let change_stream = options.change_stream;
         let (status_tx, _) = watch::channel(ReplicaStatus {
             connected: false,
             syncs: 0,
@@ -266,14 +271,15 @@ impl Replica {
         let task = tokio::spawn(run(shared.clone(), session, state));
         Ok(Replica {
             shared,
-            changes: Mutex::new(Some(changes_rx)),
+            changes: Mutex::new(change_stream.then_some(changes_rx)),
             task,
         })
     }
 
     /// Takes the change stream (the first call gets it; later calls get `None`). It
     /// starts with the initial contents as insertions, then every change, including
-    /// those found on resynchronisation after a reconnect. Changes queue until taken.
+    /// those found on resynchronisation after a reconnect. Changes queue until taken;
+    /// `None` as well when [`ReplicaOptions::change_stream`] is off.
     pub fn changes(&self) -> Option<mpsc::UnboundedReceiver<RowChange>> {
         self.changes.lock().ok().and_then(|mut c| c.take())
     }
@@ -519,6 +525,9 @@ async fn follow(shared: &Shared, session: &mut Session, state: &mut SyncState) -
 }
 
 fn emit(shared: &Shared, changes: Vec<RowChange>) {
+    if !shared.options.change_stream {
+        return;
+    }
     for change in changes {
         // Nobody listening is fine: the snapshot still holds the truth.
         let _ = shared.changes.send(change);

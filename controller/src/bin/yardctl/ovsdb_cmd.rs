@@ -10,7 +10,7 @@ use std::io::Write;
 
 use clap::Subcommand;
 use ovsdb::vswitch::{self, TableRow};
-use ovsdb::{Client, Replica, RowChange, Snapshot, Uuid, ovs_json};
+use ovsdb::{Client, Replica, ReplicaOptions, RowChange, Snapshot, Uuid, ovs_json};
 use serde_json::Value as Json;
 
 /// Arguments of `yardctl ovsdb`.
@@ -170,7 +170,11 @@ async fn monitor(target: &str, db: &str, tables: &[String]) -> Result<(), String
 }
 
 async fn show(target: &str) -> Result<(), String> {
-    let replica = Replica::start(
+    let options = ReplicaOptions {
+        change_stream: false,
+        ..ReplicaOptions::default()
+    };
+    let replica = Replica::start_with(
         target,
         vswitch::DATABASE,
         [
@@ -181,6 +185,7 @@ async fn show(target: &str) -> Result<(), String> {
             "Controller",
             "Manager",
         ],
+        options,
     )
     .await
     .map_err(|e| e.to_string())?;
