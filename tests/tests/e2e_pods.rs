@@ -102,6 +102,30 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
         .map(|t| (t.id(), t.name().to_owned()))
         .collect();
     assert_eq!(names, expected);
+    // yardctl prints what ovs-ofctl --names prints, filters by table name included.
+    for filter in [None, Some("table=SpoofGuard")] {
+        let mut ours = vec![
+            "ofctl",
+            "dump-flows",
+            "--names",
+            "--no-stats",
+            target.as_str(),
+        ];
+        let mut theirs = vec!["-O", "OpenFlow13", "dump-flows", "--names", "--no-stats"];
+        theirs.push(target.as_str());
+        if let Some(f) = filter {
+            ours.push(f);
+            theirs.push(f);
+        }
+        let yardctl = workspace_binary("yardctl");
+        let ours = switchyard_tests::run(yardctl.to_str().unwrap(), &ours);
+        let theirs = switchyard_tests::run("ovs-ofctl", &theirs);
+        assert!(theirs.lines().count() >= 5, "{theirs}");
+        assert_eq!(
+            ours, theirs,
+            "yardctl and ovs-ofctl disagree for {filter:?}"
+        );
+    }
     let owned = cookie_hex(CookieCategory::Pod, &pod_key.to_string());
     let pod_flows: Vec<&str> = flows.lines().filter(|l| l.contains(&owned)).collect();
     assert_eq!(pod_flows.len(), 6, "{owned} flows:\n{flows}");

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 
+use super::Names;
 use super::fields::{format_value, parse_value};
 use super::lex::{Item, items};
 use super::match_fmt::{fmt_port, hash_x, parse_port};
@@ -42,7 +43,7 @@ const OFPR_ACTION: u8 = 1;
 /// Prints a flow's instructions as the text after `actions=` (`drop` when there is
 /// nothing to do). Instructions are printed in OpenFlow's execution order (meter, apply,
 /// clear, write, metadata, goto), which is how OVS stores and prints them.
-pub(crate) fn format_instructions(instructions: &[Instruction]) -> String {
+pub(crate) fn format_instructions(instructions: &[Instruction], names: &Names) -> String {
     let rank = |i: &Instruction| match i {
         Instruction::Meter(_) => 0,
         Instruction::ApplyActions(_) => 1,
@@ -60,12 +61,12 @@ pub(crate) fn format_instructions(instructions: &[Instruction]) -> String {
             Instruction::Meter(m) => parts.push(format!("meter:{m}")),
             Instruction::ApplyActions(a) => {
                 if !a.is_empty() {
-                    parts.push(format_actions(a));
+                    parts.push(format_actions(a, names));
                 }
             }
             Instruction::ClearActions => parts.push("clear_actions".into()),
             Instruction::WriteActions(a) => {
-                parts.push(format!("write_actions({})", format_actions(a)))
+                parts.push(format!("write_actions({})", format_actions(a, names)))
             }
             Instruction::WriteMetadata { value, mask } => {
                 let mut s = format!("write_metadata:{}", hash_x(u128::from(*value)));
@@ -74,7 +75,7 @@ pub(crate) fn format_instructions(instructions: &[Instruction]) -> String {
                 }
                 parts.push(s);
             }
-            Instruction::GotoTable(t) => parts.push(format!("goto_table:{t}")),
+            Instruction::GotoTable(t) => parts.push(format!("goto_table:{}", names.table(*t))),
             Instruction::Unknown {
                 instruction_type, ..
             } => parts.push(format!("<unknown instruction {instruction_type}>")),
@@ -89,10 +90,10 @@ pub(crate) fn format_instructions(instructions: &[Instruction]) -> String {
 
 /// Prints an action list, comma separated (`drop` is not printed for an empty list: the
 /// caller decides).
-pub(crate) fn format_actions(actions: &[Action]) -> String {
+pub(crate) fn format_actions(actions: &[Action], names: &Names) -> String {
     actions
         .iter()
-        .map(format_action)
+        .map(|a| format_action(a, names))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -125,13 +126,13 @@ fn fmt_port16(p: u16) -> String {
     }
 }
 
-fn format_action(a: &Action) -> String {
+fn format_action(a: &Action, names: &Names) -> String {
     match a {
         Action::Output { port: p, max_len } => {
             if *p == port::CONTROLLER {
                 format!("CONTROLLER:{max_len}")
             } else if *p < port::MAX {
-                format!("output:{p}")
+                format!("output:{}", names.port(*p))
             } else {
                 fmt_port(*p)
             }
@@ -149,15 +150,15 @@ fn format_action(a: &Action) -> String {
         Action::SetQueue(q) => format!("set_queue:{q}"),
         Action::Resubmit { in_port, table, ct } => {
             if *in_port != port::IN_PORT && table.is_none() && !ct {
-                format!("resubmit:{}", fmt_port(*in_port))
+                format!("resubmit:{}", names.port(*in_port))
             } else {
                 let mut s = String::from("resubmit(");
                 if *in_port != port::IN_PORT {
-                    s.push_str(&fmt_port(*in_port));
+                    s.push_str(&names.port(*in_port));
                 }
                 s.push(',');
                 if let Some(t) = table {
-                    let _ = write!(s, "{t}");
+                    s.push_str(&names.table(*t));
                 }
                 if *ct {
                     s.push_str(",ct");
@@ -166,7 +167,7 @@ fn format_action(a: &Action) -> String {
                 s
             }
         }
-        Action::Ct(ct) => format_ct(ct),
+        Action::Ct(ct) => format_ct(ct, names),
         Action::CtClear => "ct_clear".into(),
         Action::Conjunction {
             id,
@@ -296,7 +297,7 @@ fn format_nat(n: &Nat) -> String {
 }
 
 /// `format_CT()`: flags, table, zone, then `nat(...)`, `exec(...)`, `alg=`.
-fn format_ct(ct: &Ct) -> String {
+fn format_ct(ct: &Ct, names: &Names) -> String {
     let mut s = String::from("ct(");
     if ct.commit {
         s.push_str("commit,");
@@ -305,7 +306,7 @@ fn format_ct(ct: &Ct) -> String {
         s.push_str("force,");
     }
     if let Some(t) = ct.table {
-        let _ = write!(s, "table={t},");
+        let _ = write!(s, "table={},", names.table(t));
     }
     match &ct.zone {
         CtZone::Field(sf) => {
@@ -321,7 +322,7 @@ fn format_ct(ct: &Ct) -> String {
         s.push(',');
     }
     if !ct.actions.is_empty() {
-        let _ = write!(s, "exec({}),", format_actions(&ct.actions));
+        let _ = write!(s, "exec({}),", format_actions(&ct.actions, names));
     }
     match ct.alg {
         0 => {}
@@ -967,7 +968,7 @@ fn parse_ct(s: &str, ctx: &ActionContext<'_>) -> Result<Action, String> {
                     if !ok {
                         return Err(format!(
                             "ct: exec may only set ct_mark or ct_label, not {}",
-                            format_action(a)
+                            format_action(a, &Names::default())
                         ));
                     }
                 }

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::Names;
 use super::SyntaxError;
 use super::actions::{ActionContext, format_instructions, parse_instructions};
 use super::lex::{items, split_actions};
@@ -277,6 +278,13 @@ pub fn format_match(m: &Match, priority: u16) -> String {
 /// that of `dump-flows --no-stats` (no duration, counters; cookie and table only when not
 /// zero).
 pub fn format_flow_stats(fs: &FlowStats, with_stats: bool) -> String {
+    format_flow_stats_named(fs, with_stats, &Names::default())
+}
+
+/// [`format_flow_stats`] as `ovs-ofctl --names` prints it: named tables appear by name in
+/// `table=` (printed even for table 0 when it has a name), `goto_table:`, `resubmit(,T)`
+/// and `ct(table=T)`; named ports by name in `in_port=`, `output:` and `resubmit`.
+pub fn format_flow_stats_named(fs: &FlowStats, with_stats: bool, names: &Names) -> String {
     let mut s = String::new();
     if with_stats || fs.cookie != 0 {
         let _ = write!(s, "cookie=0x{:x}, ", fs.cookie);
@@ -288,8 +296,8 @@ pub fn format_flow_stats(fs: &FlowStats, with_stats: bool) -> String {
             fmt_duration(fs.duration_sec, fs.duration_nsec)
         );
     }
-    if with_stats || fs.table_id != 0 {
-        let _ = write!(s, "table={}, ", fs.table_id);
+    if with_stats || fs.table_id != 0 || names.tables.contains_key(&fs.table_id) {
+        let _ = write!(s, "table={}, ", names.table(fs.table_id));
     }
     if with_stats {
         let _ = write!(
@@ -316,13 +324,22 @@ pub fn format_flow_stats(fs: &FlowStats, with_stats: bool) -> String {
             s.push_str(name);
         }
     }
-    let m = format_match(&fs.match_, fs.priority);
+    let m = {
+        let view = MatchView::new(
+            fs.match_
+                .iter()
+                .map(|mf| (mf.field, mf.value.as_ref(), mf.mask.as_deref())),
+        );
+        let mut m = String::new();
+        view.format_named(&mut m, fs.priority, names);
+        m
+    };
     if !m.is_empty() {
         s.push_str(&m);
         s.push(' ');
     }
     s.push_str("actions=");
-    s.push_str(&format_instructions(&fs.instructions));
+    s.push_str(&format_instructions(&fs.instructions, names));
     s
 }
 

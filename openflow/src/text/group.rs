@@ -173,7 +173,7 @@ pub fn format_group_desc(g: &GroupDesc) -> String {
         if b.actions.is_empty() {
             s.push_str("drop");
         } else {
-            s.push_str(&format_actions(&b.actions));
+            s.push_str(&format_actions(&b.actions, &super::Names::default()));
         }
     }
     s

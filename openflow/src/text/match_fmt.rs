@@ -113,6 +113,11 @@ impl MatchView {
     /// Appends the match as `match_format()` prints it, priority included unless it is the
     /// default (32768). No trailing comma.
     pub(crate) fn format(&self, out: &mut String, priority: u16) {
+        self.format_named(out, priority, &super::Names::default());
+    }
+
+    /// [`format`](Self::format) with port names, as `ovs-ofctl --names` prints them.
+    pub(crate) fn format_named(&self, out: &mut String, priority: u16, names: &super::Names) {
         let start = out.len();
         if priority != DEFAULT_PRIORITY {
             let _ = write!(out, "priority={priority},");
@@ -245,7 +250,7 @@ impl MatchView {
             put_u32_masked(out, "metadata", m);
         }
         if let Some(v) = self.u(Field::InPort) {
-            let _ = write!(out, "in_port={},", fmt_port(v as u32));
+            let _ = write!(out, "in_port={},", names.port(v as u32));
         }
         self.put_vlan(out);
         if let Some(m) = self.get(Field::EthSrc) {

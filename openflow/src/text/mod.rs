@@ -39,8 +39,60 @@ mod value;
 use std::fmt;
 
 pub use flow::{
-    FlowFilter, format_flow_mod, format_flow_stats, format_match, parse_flow, parse_flow_filter,
+    FlowFilter, format_flow_mod, format_flow_stats, format_flow_stats_named, format_match,
+    parse_flow, parse_flow_filter,
 };
+
+/// The names a switch gives its tables and ports, for printing as `ovs-ofctl --names`
+/// does. Empty maps print numbers, exactly as without `--names`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    /// Table names by id (`Connection::table_names`, from OVSDB `Flow_Table`).
+    pub tables: std::collections::BTreeMap<u8, String>,
+    /// Port names by number (OFPMP_PORT_DESC).
+    pub ports: std::collections::BTreeMap<u32, String>,
+}
+
+impl Names {
+    /// `table=` / `goto_table:` text for a table: its name, else its number.
+    pub(crate) fn table(&self, table: u8) -> String {
+        match self.tables.get(&table) {
+            Some(name) => quote_name(name),
+            None => table.to_string(),
+        }
+    }
+
+    /// A port as `ofputil_format_port()` prints it: reserved ports by their reserved
+    /// name, named ports by name, others by number.
+    pub(crate) fn port(&self, port: u32) -> String {
+        match self.ports.get(&port) {
+            Some(name) if port < crate::port::MAX => quote_name(name),
+            _ => match_fmt::fmt_port(port),
+        }
+    }
+}
+
+/// `namemap_put_name()`: a name is printed bare when it starts with a letter and is
+/// alphanumeric, otherwise as a JSON string (`"sy-gw0"`), so it can never be read back as
+/// a number or a keyword.
+fn quote_name(name: &str) -> String {
+    let bare = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric());
+    if bare {
+        return name.to_owned();
+    }
+    let mut out = String::from("\"");
+    for c in name.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 pub use group::{format_group_desc, format_group_mod, parse_group};
 
 use crate::message::{FlowMod, GroupMod};

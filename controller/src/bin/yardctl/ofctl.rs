@@ -25,6 +25,10 @@ pub struct Args {
     /// del-flows: delete only the flow with exactly this match and priority.
     #[arg(long, global = true)]
     strict: bool,
+    /// dump-flows: print and accept table names the switch reports (OVSDB `Flow_Table`),
+    /// as `ovs-ofctl --names`.
+    #[arg(long, global = true)]
+    names: bool,
     /// Accepted so ovs-ofctl command lines can be reused; only OpenFlow13 is spoken.
     #[arg(short = 'O', long = "protocols", global = true, value_name = "VERSION")]
     protocols: Option<String>,
@@ -277,16 +281,21 @@ pub async fn run(args: Args) -> Result<(), String> {
             .await
         }
         Command::DumpFlows { target, flow } => {
-            let filter = text::parse_flow_filter(flow.as_deref().unwrap_or(""))
-                .map_err(|e| e.to_string())?;
             let conn = connect(target).await?;
+            let names = if args.names {
+                switch_names(&conn, target).await?
+            } else {
+                text::Names::default()
+            };
+            let flow = named_table_to_id(flow.as_deref().unwrap_or(""), &names);
+            let filter = text::parse_flow_filter(&flow).map_err(|e| e.to_string())?;
             let parts = conn
                 .multipart(MultipartRequest::new(MultipartRequestBody::Flow(
                     filter.to_stats_request(),
                 )))
                 .await
                 .map_err(|e| format!("{target}: {e}"))?;
-            print!("{}", format_flow_dump(&parts, !args.no_stats));
+            print!("{}", format_flow_dump(&parts, !args.no_stats, &names));
             Ok(())
         }
         Command::AddGroups { target, file } => {
@@ -372,7 +381,41 @@ async fn add_groups(
 
 /// The `dump-flows` output: with statistics, a header per reply message as ovs-ofctl
 /// prints (without the xid, which is ours), then each flow indented by one space.
-fn format_flow_dump(parts: &[MultipartReplyBody], with_stats: bool) -> String {
+/// The names the switch gives its tables and ports, as `ovs-ofctl --names` fetches them.
+async fn switch_names(conn: &Connection, target: &str) -> Result<text::Names, String> {
+    let tables = conn
+        .table_names()
+        .await
+        .map_err(|e| format!("{target}: table names: {e}"))?;
+    let parts = conn
+        .multipart(MultipartRequest::new(MultipartRequestBody::PortDesc))
+        .await
+        .map_err(|e| format!("{target}: port descriptions: {e}"))?;
+    let mut ports = std::collections::BTreeMap::new();
+    for part in parts {
+        if let MultipartReplyBody::PortDesc(descs) = part {
+            ports.extend(descs.into_iter().map(|d| (d.port_no, d.name)));
+        }
+    }
+    Ok(text::Names { tables, ports })
+}
+
+/// `table=NAME` in a filter becomes `table=ID` when the switch named a table so.
+fn named_table_to_id(filter: &str, names: &text::Names) -> String {
+    filter
+        .split(',')
+        .map(|item| match item.trim().strip_prefix("table=") {
+            Some(name) => match names.tables.iter().find(|(_, n)| n.as_str() == name) {
+                Some((id, _)) => format!("table={id}"),
+                None => item.to_owned(),
+            },
+            None => item.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn format_flow_dump(parts: &[MultipartReplyBody], with_stats: bool, names: &text::Names) -> String {
     let mut out = String::new();
     for (i, part) in parts.iter().enumerate() {
         if with_stats {
@@ -385,7 +428,7 @@ fn format_flow_dump(parts: &[MultipartReplyBody], with_stats: bool) -> String {
         if let MultipartReplyBody::Flow(flows) = part {
             for fs in flows {
                 out.push(' ');
-                out.push_str(&text::format_flow_stats(fs, with_stats));
+                out.push_str(&text::format_flow_stats_named(fs, with_stats, names));
                 out.push('\n');
             }
         }
