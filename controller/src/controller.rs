@@ -311,6 +311,7 @@ async fn serve_node(
     let mut flows = SwitchFlows::default();
     // The connection whose asynchronous messages are being watched, and what they said.
     let mut watched: Option<openflow::Connection> = None;
+    let mut reported_errors = BTreeMap::new();
     let mut _watcher: Option<AbortOnDrop> = None;
     let (removed_tx, mut removed_rx) = tokio::sync::mpsc::unbounded_channel::<FlowRemoved>();
     loop {
@@ -339,6 +340,17 @@ async fn serve_node(
             pod_ports: attachments.clone(),
         };
         let snapshot = replica.snapshot();
+        // vswitchd's word on interfaces it could not set up (a veth gone, a bad type).
+        let errors = switch_config::interface_errors(&snapshot);
+        if errors != reported_errors {
+            for (iface, error) in errors
+                .iter()
+                .filter(|(i, e)| reported_errors.get(*i) != Some(*e))
+            {
+                warn!(node = %node, %iface, "ovs-vswitchd: {error}");
+            }
+            reported_errors = errors;
+        }
         let txn = switch_config::plan(&snapshot, &desired);
         if !txn.is_empty() {
             let client = replica

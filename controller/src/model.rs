@@ -122,11 +122,6 @@ impl ClusterModel {
         }
         (model, problems)
     }
-
-    /// The pods scheduled to `node`.
-    pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodModel> + 'a {
-        self.pods.values().filter(move |p| p.node == node)
-    }
 }
 
 fn node_model(name: &str, node: &Node) -> Result<NodeModel, Problem> {

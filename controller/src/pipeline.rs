@@ -208,11 +208,6 @@ pub fn cookie(category: CookieCategory, owner: &str) -> u64 {
     ((category as u64) << 56) | u64::from(owner_id(owner))
 }
 
-/// The cookie mask that selects a category.
-pub const COOKIE_CATEGORY_MASK: u64 = 0xff00_0000_0000_0000;
-/// The cookie mask that selects one owner within a category.
-pub const COOKIE_OWNER_MASK: u64 = 0xff00_0000_ffff_ffff;
-
 /// FNV-1a, 32 bits: stable across versions and platforms, unlike std's hasher.
 pub fn owner_id(owner: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
