@@ -338,3 +338,39 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
+
+/// The pods of a cluster state as `namespace/name`, in key order.
+pub fn pod_names(state: &switchyard::source::ClusterState) -> Vec<String> {
+    state.pods.keys().map(ToString::to_string).collect()
+}
+
+/// Waits until a source's published cluster state satisfies `done`, returning it; panics
+/// after `deadline` naming `what` was awaited and the pods the last state had.
+pub async fn wait_for_state(
+    deadline: Duration,
+    receiver: &mut tokio::sync::watch::Receiver<std::sync::Arc<switchyard::source::ClusterState>>,
+    what: &str,
+    done: impl Fn(&switchyard::source::ClusterState) -> bool,
+) -> std::sync::Arc<switchyard::source::ClusterState> {
+    let waiting = async {
+        loop {
+            {
+                let state = receiver.borrow_and_update();
+                if done(&state) {
+                    return std::sync::Arc::clone(&state);
+                }
+            }
+            receiver
+                .changed()
+                .await
+                .expect("the source stopped publishing");
+        }
+    };
+    match tokio::time::timeout(deadline, waiting).await {
+        Ok(state) => state,
+        Err(_) => {
+            let pods = pod_names(&receiver.borrow());
+            panic!("state never became: {what}; last state has pods {pods:?}")
+        }
+    }
+}

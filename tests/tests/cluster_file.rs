@@ -4,11 +4,10 @@
 //! instead of hanging it; none of the assertions depend on how fast the watcher is.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard::source::{ClusterState, Error, ObjectKey, Source};
-use tokio::sync::watch;
+use switchyard::source::{Error, ObjectKey, Source};
+use switchyard_tests::{pod_names, wait_for_state};
 
 /// Far longer than the watcher's poll interval; only reached if something is broken.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -37,39 +36,6 @@ spec: {podCIDR: 10.244.1.0/24, podCIDRs: [10.244.1.0/24]}
 status:
   addresses: [{type: InternalIP, address: 192.168.77.11}]
 ";
-
-fn pod_names(state: &ClusterState) -> Vec<String> {
-    state.pods.keys().map(ToString::to_string).collect()
-}
-
-/// Waits until the published state satisfies `done`, returning it.
-async fn wait_until(
-    receiver: &mut watch::Receiver<Arc<ClusterState>>,
-    what: &str,
-    done: impl Fn(&ClusterState) -> bool,
-) -> Arc<ClusterState> {
-    let waiting = async {
-        loop {
-            {
-                let state = receiver.borrow_and_update();
-                if done(&state) {
-                    return Arc::clone(&state);
-                }
-            }
-            receiver
-                .changed()
-                .await
-                .expect("the source stopped publishing");
-        }
-    };
-    match tokio::time::timeout(DEADLINE, waiting).await {
-        Ok(state) => state,
-        Err(_) => panic!(
-            "state never became: {what}; last state has pods {:?}",
-            pod_names(&receiver.borrow())
-        ),
-    }
-}
 
 /// Replaces the file's content the way editors do: write a sibling, rename over.
 fn replace_file(path: &Path, text: &str) {
@@ -100,7 +66,7 @@ async fn subscribers_follow_edits_of_the_file() {
     // Add a pod (in-place append, as `cat >>` would).
     text.push_str(&pod("default", "client", "node-1"));
     std::fs::write(&path, &text).expect("append pod");
-    let state = wait_until(&mut receiver, "client added", |state| {
+    let state = wait_for_state(DEADLINE, &mut receiver, "client added", |state| {
         state
             .pods
             .contains_key(&ObjectKey::new("default", "client"))
@@ -118,7 +84,7 @@ async fn subscribers_follow_edits_of_the_file() {
         pod("default", "client", "node-1")
     );
     replace_file(&path, &text);
-    let state = wait_until(&mut receiver, "api-1 deleted", |state| {
+    let state = wait_for_state(DEADLINE, &mut receiver, "api-1 deleted", |state| {
         !state.pods.contains_key(&ObjectKey::new("backend", "api-1"))
     })
     .await;
@@ -128,7 +94,7 @@ async fn subscribers_follow_edits_of_the_file() {
     text.push_str("---\napiVersion: v1\nkind: Pod\nmetadata: {namespace: default}\n");
     text.push_str(&pod("backend", "db-1", "node-1"));
     std::fs::write(&path, &text).expect("append invalid and valid pods");
-    let state = wait_until(&mut receiver, "db-1 added", |state| {
+    let state = wait_for_state(DEADLINE, &mut receiver, "db-1 added", |state| {
         state.pods.contains_key(&ObjectKey::new("backend", "db-1"))
     })
     .await;
@@ -182,9 +148,12 @@ async fn broken_yaml_keeps_the_last_good_state() {
     // Fixing the file publishes again.
     let fixed = format!("{good}{}", pod("backend", "api-1", "node-1"));
     std::fs::write(&path, &fixed).expect("fix the file");
-    let state = wait_until(&mut receiver, "api-1 added after the fix", |state| {
-        state.pods.contains_key(&ObjectKey::new("backend", "api-1"))
-    })
+    let state = wait_for_state(
+        DEADLINE,
+        &mut receiver,
+        "api-1 added after the fix",
+        |state| state.pods.contains_key(&ObjectKey::new("backend", "api-1")),
+    )
     .await;
     assert_eq!(pod_names(&state), ["backend/api-1", "frontend/web-1"]);
 }

@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard::source::kube::{Client, Config};
-use switchyard::source::{
-    ClusterState, Error, ObjectKey, POD_NETWORK_ANNOTATION, Source, kube_client,
-};
+use switchyard::source::{Error, ObjectKey, POD_NETWORK_ANNOTATION, Source, kube_client};
+use switchyard_tests::{pod_names, wait_for_state};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -572,38 +571,6 @@ fn populate(server: &ApiServer) {
     }));
 }
 
-fn pod_names(state: &ClusterState) -> Vec<String> {
-    state.pods.keys().map(ToString::to_string).collect()
-}
-
-async fn wait_until(
-    receiver: &mut watch::Receiver<Arc<ClusterState>>,
-    what: &str,
-    done: impl Fn(&ClusterState) -> bool,
-) -> Arc<ClusterState> {
-    let waiting = async {
-        loop {
-            {
-                let state = receiver.borrow_and_update();
-                if done(&state) {
-                    return Arc::clone(&state);
-                }
-            }
-            receiver
-                .changed()
-                .await
-                .expect("the source stopped publishing");
-        }
-    };
-    match tokio::time::timeout(DEADLINE, waiting).await {
-        Ok(state) => state,
-        Err(_) => panic!(
-            "state never became: {what}; last state has pods {:?}",
-            pod_names(&receiver.borrow())
-        ),
-    }
-}
-
 async fn start_source(server: &ApiServer) -> Source {
     tokio::time::timeout(DEADLINE, Source::kubernetes(server.client()))
         .await
@@ -675,7 +642,7 @@ async fn lists_then_follows_watch_events() {
 
     // ADDED
     server.apply(pod("backend", "db-1", "node-2"));
-    let state = wait_until(&mut receiver, "db-1 added", |state| {
+    let state = wait_for_state(DEADLINE, &mut receiver, "db-1 added", |state| {
         state.pods.contains_key(&ObjectKey::new("backend", "db-1"))
     })
     .await;
@@ -686,7 +653,7 @@ async fn lists_then_follows_watch_events() {
 
     // DELETED
     server.delete("Pod", "frontend", "web-1");
-    let state = wait_until(&mut receiver, "web-1 deleted", |state| {
+    let state = wait_for_state(DEADLINE, &mut receiver, "web-1 deleted", |state| {
         !state
             .pods
             .contains_key(&ObjectKey::new("frontend", "web-1"))
@@ -697,9 +664,12 @@ async fn lists_then_follows_watch_events() {
     // Other kinds flow through the same way.
     server.delete("NetworkPolicy", "backend", "api-ingress");
     server.apply(node("node-3", "10.244.3.0/24", "192.168.77.13"));
-    let state = wait_until(&mut receiver, "policy deleted and node-3 added", |state| {
-        state.network_policies.is_empty() && state.nodes.contains_key("node-3")
-    })
+    let state = wait_for_state(
+        DEADLINE,
+        &mut receiver,
+        "policy deleted and node-3 added",
+        |state| state.network_policies.is_empty() && state.nodes.contains_key("node-3"),
+    )
     .await;
     assert_eq!(state.nodes.len(), 3);
 }
@@ -733,7 +703,7 @@ async fn annotate_pod_sends_a_merge_patch_and_the_change_comes_back_through_the_
         json!({ "metadata": { "annotations": { "switchyard.io/pod-network": value } } })
     );
 
-    let state = wait_until(&mut receiver, "annotation visible", |state| {
+    let state = wait_for_state(DEADLINE, &mut receiver, "annotation visible", |state| {
         state.pods[&key]
             .metadata
             .annotations
