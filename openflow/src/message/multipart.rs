@@ -132,6 +132,27 @@ pub struct FlowStats {
     pub instructions: Vec<Instruction>,
 }
 
+impl From<&crate::message::FlowMod> for FlowStats {
+    /// The entry a switch would report for a freshly added flow-mod: same table, priority,
+    /// timeouts, flags, cookie, match and instructions, zero duration and counters.
+    fn from(fm: &crate::message::FlowMod) -> FlowStats {
+        FlowStats {
+            table_id: fm.table_id,
+            duration_sec: 0,
+            duration_nsec: 0,
+            priority: fm.priority,
+            idle_timeout: fm.idle_timeout,
+            hard_timeout: fm.hard_timeout,
+            flags: fm.flags,
+            cookie: fm.cookie,
+            packet_count: 0,
+            byte_count: 0,
+            match_: fm.match_.clone(),
+            instructions: fm.instructions.clone(),
+        }
+    }
+}
+
 impl FlowStats {
     fn encode(&self, out: &mut BytesMut) -> Result<()> {
         let start = out.len();

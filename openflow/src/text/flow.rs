@@ -346,20 +346,7 @@ pub fn format_flow_stats_named(fs: &FlowStats, with_stats: bool, names: &Names) 
 /// Prints a flow-mod as an `add-flow` line that [`parse_flow`] reads back to the same
 /// flow-mod (for OFPFC_ADD): `table=`, `cookie=`, timeouts, flags, match, `actions=`.
 pub fn format_flow_mod(fm: &FlowMod) -> String {
-    let stats = FlowStats {
-        table_id: fm.table_id,
-        duration_sec: 0,
-        duration_nsec: 0,
-        priority: fm.priority,
-        idle_timeout: fm.idle_timeout,
-        hard_timeout: fm.hard_timeout,
-        flags: fm.flags,
-        cookie: fm.cookie,
-        packet_count: 0,
-        byte_count: 0,
-        match_: fm.match_.clone(),
-        instructions: fm.instructions.clone(),
-    };
+    let stats = FlowStats::from(fm);
     // The dump syntax is also valid add-flow syntax: ", " and "flag " separators are
     // white space to the parser.
     format_flow_stats(&stats, false)

@@ -10,20 +10,7 @@ use super::*;
 use crate::message::{FlowMod, FlowStats, GroupDesc};
 
 fn stats_of(fm: &FlowMod) -> FlowStats {
-    FlowStats {
-        table_id: fm.table_id,
-        duration_sec: 0,
-        duration_nsec: 0,
-        priority: fm.priority,
-        idle_timeout: fm.idle_timeout,
-        hard_timeout: fm.hard_timeout,
-        flags: fm.flags,
-        cookie: fm.cookie,
-        packet_count: 0,
-        byte_count: 0,
-        match_: fm.match_.clone(),
-        instructions: fm.instructions.clone(),
-    }
+    FlowStats::from(fm)
 }
 
 #[test]
