@@ -26,6 +26,28 @@ pub enum Error {
     /// A connectivity probe could not run (not: a probe that ran and failed).
     #[error("probe: {0}")]
     Probe(String),
+    /// A listener could not be opened.
+    #[error("cannot listen for {what} on {target}: {source}")]
+    Listen {
+        /// What the listener is for (`CNI`, `OpenFlow`).
+        what: &'static str,
+        /// The address.
+        target: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The source of Kubernetes objects stopped delivering changes.
+    #[error("the source of Kubernetes objects ended")]
+    SourceEnded,
+    /// One of the controller's long-running tasks stopped.
+    #[error("{0} stopped")]
+    TaskStopped(&'static str),
+    /// A node's OVSDB connection went away in the middle of a change.
+    #[error("node {node}: OVSDB connection lost")]
+    OvsdbLost {
+        /// The node.
+        node: String,
+    },
     /// The controller's configuration (command line) is not usable.
     #[error("configuration: {0}")]
     Config(String),

@@ -1,20 +1,24 @@
 //! The Switchyard controller: Kubernetes objects in, every node's Open vSwitch reconciled.
 //!
-//! Data flows one way: `source` (Kubernetes objects) → `model` (validated) → `compiler`
-//! (per-node flows, a pure function) and `switch_config` (per-node OVSDB rows, pure) →
-//! `reconcile`/`switch_flows` (the difference, sent in one bundle) — driven by `controller`,
-//! the only module with long-running tasks. `demo` builds a local cluster around it.
+//! Data flows one way: `source` (object deltas) → `state` (the one owner of the validated
+//! model, addresses and attachments; versioned change sets) → `features` (the flows of one
+//! owner on one node, pure) and `switch_config` (a node's OVSDB rows, pure) → `realise` (the
+//! difference, in dependency order) — sent by each node's `agent`. `controller` wires the
+//! tasks; `cni_server` answers the CNI shim. `demo` builds a local cluster around it.
 
-pub mod compiler;
+pub mod agent;
+pub mod cni_server;
 pub mod controller;
 pub mod demo;
 mod error;
+pub mod features;
+pub mod ids;
 pub mod ipam;
 pub mod model;
 pub mod pipeline;
-pub mod reconcile;
+pub mod realise;
 pub mod source;
+pub mod state;
 pub mod switch_config;
-pub mod switch_flows;
 
 pub use error::Error;

@@ -124,7 +124,7 @@ impl ClusterModel {
     }
 }
 
-fn node_model(name: &str, node: &Node) -> Result<NodeModel, Problem> {
+pub(crate) fn node_model(name: &str, node: &Node) -> Result<NodeModel, Problem> {
     let problem = |field: &str, reason: String| Problem {
         object: format!("Node/{name}"),
         field: field.into(),
@@ -188,7 +188,7 @@ fn node_model(name: &str, node: &Node) -> Result<NodeModel, Problem> {
     })
 }
 
-fn pod_model(key: &ObjectKey, pod: &Pod) -> Result<Option<PodModel>, Problem> {
+pub(crate) fn pod_model(key: &ObjectKey, pod: &Pod) -> Result<Option<PodModel>, Problem> {
     let Some(spec) = pod.spec.as_ref() else {
         return Err(Problem {
             object: format!("Pod/{}/{}", key.namespace, key.name),

@@ -178,13 +178,13 @@ impl std::str::FromStr for Encap {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum CookieCategory {
-    /// The pipeline's skeleton: table defaults, classifier of fixed ports.
+    /// The pipeline's skeleton: table defaults, classifier of fixed ports (owner = 0).
     Pipeline = 1,
-    /// This node's gateway.
+    /// This node's gateway (owner = the gateway's IPv4 address).
     Gateway = 2,
-    /// A local pod (owner = hash of namespace/name).
+    /// A local pod (owner = its IPv4 address).
     Pod = 3,
-    /// Another node (owner = hash of its name).
+    /// Another node (owner = the network address of its pod CIDR).
     RemoteNode = 4,
 }
 
@@ -201,21 +201,19 @@ impl CookieCategory {
     }
 }
 
-/// Cookie layout: bits 63..56 category, 55..32 zero (reserved), 31..0 owner id (a stable
-/// hash of the owner's name, so the same owner gets the same cookie across controller
-/// restarts and an unchanged flow is never rewritten).
-pub fn cookie(category: CookieCategory, owner: &str) -> u64 {
-    ((category as u64) << 56) | u64::from(owner_id(owner))
+/// Cookie layout: bits 63..56 category, 55..32 zero (reserved), 31..0 owner id. The owner
+/// ids come from [`crate::ids`]: an IPv4 address the owner holds alone in the cluster (a
+/// pod's address, a node's pod CIDR), so two owners can never share a cookie, the same owner
+/// gets the same cookie across controller restarts (an unchanged flow is never rewritten),
+/// and an operator reads the owner straight from the cookie (`0x030000000af40105` is the pod
+/// 10.244.1.5).
+pub const fn cookie(category: CookieCategory, owner_id: u32) -> u64 {
+    ((category as u64) << 56) | owner_id as u64
 }
 
-/// FNV-1a, 32 bits: stable across versions and platforms, unlike std's hasher.
-pub fn owner_id(owner: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in owner.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
+/// The owner id part of a cookie.
+pub const fn cookie_owner(cookie: u64) -> u32 {
+    cookie as u32
 }
 
 #[cfg(test)]
@@ -235,12 +233,10 @@ mod tests {
     }
 
     #[test]
-    fn cookies_carry_category_and_a_stable_owner() {
-        let c = cookie(CookieCategory::Pod, "default/web");
+    fn cookies_carry_category_and_owner() {
+        let c = cookie(CookieCategory::Pod, 0x0af4_0105);
+        assert_eq!(c, 0x0300_0000_0af4_0105);
         assert_eq!(CookieCategory::of(c), Some(CookieCategory::Pod));
-        assert_eq!(c & 0x00ff_ffff_0000_0000, 0);
-        // FNV-1a of "a" is a published test vector.
-        assert_eq!(owner_id("a"), 0xe40c_292c);
-        assert_eq!(c, cookie(CookieCategory::Pod, "default/web"));
+        assert_eq!(cookie_owner(c), 0x0af4_0105);
     }
 }

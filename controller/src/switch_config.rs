@@ -102,8 +102,8 @@ pub struct SwitchConfig {
 /// The datapath id Switchyard gives a node's br-int: `5359` ("SY") then 48 bits derived from
 /// the node name.
 pub fn datapath_id(node: &str) -> u64 {
-    let h = u64::from(crate::pipeline::owner_id(node));
-    let h2 = u64::from(crate::pipeline::owner_id(&format!("{node}/br-int")) & 0xffff);
+    let h = u64::from(fnv1a(node));
+    let h2 = u64::from(fnv1a(&format!("{node}/br-int")) & 0xffff);
     (0x5359u64 << 48) | (h2 << 32) | h
 }
 
@@ -417,6 +417,45 @@ pub fn interface_errors(snapshot: &Snapshot) -> BTreeMap<String, String> {
         .into_iter()
         .filter_map(|i| Some((i.name, i.error?)))
         .collect()
+}
+
+/// FNV-1a, 32 bits: stable across versions and platforms, unlike std's hasher.
+fn fnv1a(text: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The `Open_vSwitch` key that keeps a (re)started vswitchd from forwarding with a half-built
+/// pipeline: set by whoever starts vswitchd, cleared by the controller once it has installed
+/// the switch's groups and flows (ovs-vswitchd.conf.db(5), `other_config:flow-restore-wait`).
+pub const FLOW_RESTORE_WAIT: &str = "flow-restore-wait";
+
+/// True when the node's vswitchd waits for its flows to be restored.
+pub fn flow_restore_wait(snapshot: &Snapshot) -> bool {
+    vswitch::rows::<vswitch::OpenVswitch>(snapshot)
+        .iter()
+        .any(|r| r.other_config.get(FLOW_RESTORE_WAIT).map(String::as_str) == Some("true"))
+}
+
+/// The transaction that clears `flow-restore-wait`, if it is set.
+pub fn clear_flow_restore_wait(snapshot: &Snapshot) -> Option<Transaction> {
+    let root = vswitch::rows::<vswitch::OpenVswitch>(snapshot)
+        .into_iter()
+        .find(|r| r.other_config.contains_key(FLOW_RESTORE_WAIT))?;
+    let mut txn = Transaction::new();
+    txn.mutate(
+        "Open_vSwitch",
+        vec![Condition::uuid(&root.uuid?)],
+        vec![vswitch::external_ids::remove(
+            "other_config",
+            FLOW_RESTORE_WAIT,
+        )],
+    );
+    Some(txn)
 }
 
 /// The pod ports a previous controller left on the node.

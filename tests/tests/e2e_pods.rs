@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use switchyard::demo::{self, DemoCluster, DemoOptions, Probe};
-use switchyard::pipeline::{CookieCategory, Encap, cookie};
+use switchyard::pipeline::Encap;
 use switchyard::source::ObjectKey;
 use switchyard_tests::{require_root, workspace_binary};
 
@@ -58,8 +58,8 @@ fn key(ns: &str, name: &str) -> ObjectKey {
     ObjectKey::new(ns, name)
 }
 
-fn cookie_hex(category: CookieCategory, owner: &str) -> String {
-    format!("cookie={:#x}", cookie(category, owner))
+fn pod_cookie_hex(ip: std::net::Ipv4Addr) -> String {
+    format!("cookie={:#x}", switchyard::ids::pod_cookie(ip))
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
     assert_all_connected(&probes);
 
     // Operators see table names and who owns each flow.
-    let (pod_key, pod) = cluster.pods.iter().next().expect("a pod");
+    let (_, pod) = cluster.pods.iter().next().expect("a pod");
     let flows = cluster.dump_flows(&pod.node, &[]).expect("dump-flows");
     for table in [
         "Classifier",
@@ -126,7 +126,7 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
             "yardctl and ovs-ofctl disagree for {filter:?}"
         );
     }
-    let owned = cookie_hex(CookieCategory::Pod, &pod_key.to_string());
+    let owned = pod_cookie_hex(pod.ip);
     let pod_flows: Vec<&str> = flows.lines().filter(|l| l.contains(&owned)).collect();
     assert_eq!(pod_flows.len(), 6, "{owned} flows:\n{flows}");
     assert!(
@@ -170,7 +170,7 @@ fn deleting_a_pod_removes_its_port_and_flows_and_frees_its_address() {
     let mut cluster = start(&yaml, Encap::Geneve);
     let victim = key("default", "p3");
     let victim_ip = cluster.pods[&victim].ip;
-    let owned = cookie_hex(CookieCategory::Pod, &victim.to_string());
+    let owned = pod_cookie_hex(victim_ip);
     let before = cluster.dump_flows("lc-a", &[]).unwrap();
     assert_eq!(before.lines().filter(|l| l.contains(&owned)).count(), 6);
     let ports_before = cluster.nodes["lc-a"]

@@ -492,7 +492,7 @@ impl DemoCluster {
         let container_id = format!(
             "{:016x}{:08x}",
             unique(),
-            crate::pipeline::owner_id(&key.to_string())
+            crate::switch_config::datapath_id(&key.to_string()) as u32
         );
         let (ok, out) = self.cni("ADD", node, key, &container_id, &netns.path())?;
         if !ok {
@@ -547,7 +547,7 @@ impl DemoCluster {
             let container_id = format!(
                 "{:016x}{:08x}",
                 unique(),
-                crate::pipeline::owner_id(&key.to_string())
+                crate::switch_config::datapath_id(&key.to_string()) as u32
             );
             prepared.push((key.clone(), node.clone(), netns, container_id));
         }

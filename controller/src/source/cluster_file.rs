@@ -20,10 +20,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{ClusterState, Error, ObjectKey};
+use super::{ClusterState, Delta, Error, ObjectKey, diff_states};
 
 /// How often the watcher looks at the file's metadata.
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
@@ -380,7 +380,14 @@ fn warn_problems(path: &Path, problems: &[Problem]) {
 /// Reads and parses the file once (failing if it is unreadable), then starts the watcher.
 pub(super) async fn start(
     path: PathBuf,
-) -> Result<(watch::Receiver<Arc<ClusterState>>, JoinHandle<()>), Error> {
+) -> Result<
+    (
+        watch::Receiver<Arc<ClusterState>>,
+        mpsc::UnboundedReceiver<Vec<Delta>>,
+        JoinHandle<()>,
+    ),
+    Error,
+> {
     let stamp_now = stamp(&path).await;
     let text = tokio::fs::read_to_string(&path)
         .await
@@ -403,15 +410,18 @@ pub(super) async fn start(
         pods = state.pods.len(),
         "cluster file loaded"
     );
+    let (delta_tx, delta_rx) = mpsc::unbounded_channel();
+    let _ = delta_tx.send(diff_states(&ClusterState::default(), &state));
     let (sender, receiver) = watch::channel(Arc::new(state));
-    let task = tokio::spawn(watch_file(path, sender, stamp_now.ok(), text));
-    Ok((receiver, task))
+    let task = tokio::spawn(watch_file(path, sender, delta_tx, stamp_now.ok(), text));
+    Ok((receiver, delta_rx, task))
 }
 
 /// Polls the file and publishes each new good state.
 async fn watch_file(
     path: PathBuf,
     sender: watch::Sender<Arc<ClusterState>>,
+    deltas: mpsc::UnboundedSender<Vec<Delta>>,
     mut last_stamp: Option<Stamp>,
     mut last_text: String,
 ) {
@@ -470,14 +480,14 @@ async fn watch_file(
             continue;
         }
         warn_problems(&path, &problems);
-        let changed = sender.send_if_modified(|published| {
-            if **published == state {
-                false
-            } else {
-                *published = Arc::new(state);
-                true
-            }
-        });
+        // The file is diffed against its last good state: the controller receives only
+        // the objects that were added, changed or removed.
+        let changes = diff_states(&sender.borrow(), &state);
+        let changed = !changes.is_empty();
+        if changed {
+            let _ = deltas.send(changes);
+            sender.send_replace(Arc::new(state));
+        }
         if changed {
             tracing::info!(file = %path.display(), "cluster file changed; new state published");
         }

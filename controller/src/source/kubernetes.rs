@@ -18,9 +18,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, watch};
+use std::collections::HashSet;
+use tokio::sync::{Notify, mpsc, watch};
 
-use super::{ClusterState, Error, ObjectKey, Tasks};
+use super::{ClusterState, Delta, Error, Kind, Object, ObjectKey, Tasks};
 
 /// How long a burst of watch events may last before the state is published: one
 /// publication per burst rather than one per event (a Deployment rollout touches pods,
@@ -87,8 +88,14 @@ fn namespaced<K: Resource<DynamicType = ()> + Clone>(
         .collect()
 }
 
-/// Starts one reflector task for kind `K`, poking `changed` on every event.
-fn reflect<K>(client: &Client, changed: Arc<Notify>, tasks: &mut Tasks) -> Store<K>
+/// Starts one reflector task for kind `K`, poking `changed` on every event and forwarding
+/// every change as a [`Delta`].
+fn reflect<K>(
+    client: &Client,
+    changed: Arc<Notify>,
+    deltas: mpsc::UnboundedSender<Vec<Delta>>,
+    tasks: &mut Tasks,
+) -> Store<K>
 where
     K: Resource<DynamicType = (), Scope: Send>
         + Clone
@@ -96,6 +103,7 @@ where
         + Debug
         + Send
         + Sync
+        + Into<Object>
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
@@ -106,9 +114,52 @@ where
         .reflect(writer);
     let task = async move {
         let mut events = std::pin::pin!(events);
+        // What the controller has been told exists, and what the current (re-)list has
+        // shown so far: a re-list (after 410 Gone, a lost watch) ends with the deletion of
+        // whatever it no longer contains.
+        let mut known: HashSet<ObjectKey> = HashSet::new();
+        let mut listing: Option<HashSet<ObjectKey>> = None;
+        // The initial list goes out as one batch.
+        let mut batch: Vec<Delta> = Vec::new();
         while let Some(event) = events.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(event) => {
+                    match event {
+                        watcher::Event::Init => listing = Some(HashSet::new()),
+                        watcher::Event::InitApply(object) => {
+                            let object: Object = object.into();
+                            let key = object.key();
+                            if let Some(seen) = listing.as_mut() {
+                                seen.insert(key.clone());
+                            }
+                            known.insert(key);
+                            batch.push(Delta::Apply(object));
+                        }
+                        watcher::Event::InitDone => {
+                            if let Some(seen) = listing.take() {
+                                let gone: Vec<ObjectKey> =
+                                    known.difference(&seen).cloned().collect();
+                                for key in gone {
+                                    known.remove(&key);
+                                    batch.push(Delta::Delete(object_kind::<K>(), key));
+                                }
+                            }
+                            let _ = deltas.send(std::mem::take(&mut batch));
+                        }
+                        watcher::Event::Apply(object) => {
+                            let object: Object = object.into();
+                            known.insert(object.key());
+                            let _ = deltas.send(vec![Delta::Apply(object)]);
+                        }
+                        watcher::Event::Delete(object) => {
+                            let object: Object = object.into();
+                            let key = object.key();
+                            known.remove(&key);
+                            let _ = deltas.send(vec![Delta::Delete(object.kind(), key)]);
+                        }
+                    }
+                    changed.notify_one();
+                }
                 // Includes objects the server sent that do not deserialize: kube fails
                 // that list/watch and the backoff retries it.
                 Err(error) => tracing::warn!(%kind, %error,
@@ -120,18 +171,37 @@ where
     reader
 }
 
+/// The [`Kind`] of a Kubernetes type, by its kind name.
+fn object_kind<K: Resource<DynamicType = ()>>() -> Kind {
+    match K::kind(&()).as_ref() {
+        "Node" => Kind::Node,
+        "Namespace" => Kind::Namespace,
+        "Pod" => Kind::Pod,
+        "Service" => Kind::Service,
+        "EndpointSlice" => Kind::EndpointSlice,
+        _ => Kind::NetworkPolicy,
+    }
+}
+
 /// Starts the reflectors, waits until each kind has been listed once, and starts the
 /// publisher.
-pub(super) async fn start(client: Client) -> (watch::Receiver<Arc<ClusterState>>, Tasks) {
+pub(super) async fn start(
+    client: Client,
+) -> (
+    watch::Receiver<Arc<ClusterState>>,
+    mpsc::UnboundedReceiver<Vec<Delta>>,
+    Tasks,
+) {
     let changed = Arc::new(Notify::new());
+    let (delta_tx, delta_rx) = mpsc::unbounded_channel();
     let mut tasks = Tasks(Vec::new());
     let stores = Stores {
-        nodes: reflect(&client, changed.clone(), &mut tasks),
-        namespaces: reflect(&client, changed.clone(), &mut tasks),
-        pods: reflect(&client, changed.clone(), &mut tasks),
-        services: reflect(&client, changed.clone(), &mut tasks),
-        endpoint_slices: reflect(&client, changed.clone(), &mut tasks),
-        network_policies: reflect(&client, changed.clone(), &mut tasks),
+        nodes: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
+        namespaces: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
+        pods: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
+        services: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
+        endpoint_slices: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
+        network_policies: reflect(&client, changed.clone(), delta_tx, &mut tasks),
     };
     stores.wait_until_ready().await;
     let initial = stores.snapshot();
@@ -146,14 +216,19 @@ pub(super) async fn start(client: Client) -> (watch::Receiver<Arc<ClusterState>>
     );
     let (sender, receiver) = watch::channel(Arc::new(initial));
     tasks.push(tokio::spawn(publish(stores, changed, sender)));
-    (receiver, tasks)
+    (receiver, delta_rx, tasks)
 }
 
-/// Publishes a snapshot after each burst of events, if it differs from the last one.
+/// Publishes a snapshot after each burst of events, if it differs from the last one — only
+/// while somebody besides the [`super::Source`] itself holds a receiver: a snapshot costs a
+/// pass over the whole cluster, which the controller (reading deltas) never pays.
 async fn publish(stores: Stores, changed: Arc<Notify>, sender: watch::Sender<Arc<ClusterState>>) {
     loop {
         changed.notified().await;
         tokio::time::sleep(COALESCE).await;
+        if sender.receiver_count() <= 1 {
+            continue;
+        }
         let state = stores.snapshot();
         sender.send_if_modified(|published| {
             if **published == state {

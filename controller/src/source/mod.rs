@@ -8,6 +8,13 @@
 //!
 //! Both implementations publish only when the state actually changed, so a subscriber
 //! can treat every wake-up of [`tokio::sync::watch::Receiver::changed`] as real work.
+//!
+//! The controller itself does not read snapshots: it takes the source's [`Delta`]s
+//! ([`Source::take_deltas`]) — the objects added, changed or removed — so the work it does
+//! per event is proportional to what the event changed. The API server source forwards its
+//! reflectors' events (a re-list becomes the deletions of what the new list lacks); the
+//! cluster file is diffed against its last good state. Snapshots are built only for a
+//! caller that [`Source::subscribe`]s.
 
 mod cluster_file;
 mod kubernetes;
@@ -19,7 +26,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use tokio::sync::watch;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use cluster_file::{Problem, parse_cluster_file};
@@ -78,6 +87,179 @@ pub struct ClusterState {
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
     /// NetworkPolicies (`networking.k8s.io/v1`).
     pub network_policies: BTreeMap<ObjectKey, NetworkPolicy>,
+}
+
+/// The kinds of object the controller reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `v1` Node (cluster-scoped).
+    Node,
+    /// `v1` Namespace (cluster-scoped).
+    Namespace,
+    /// `v1` Pod.
+    Pod,
+    /// `v1` Service.
+    Service,
+    /// `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice,
+    /// `networking.k8s.io/v1` NetworkPolicy.
+    NetworkPolicy,
+}
+
+/// One object as a source delivers it: shared, with `metadata.managedFields` removed (the
+/// controller never reads them, and they are most of a large object's size).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    /// A Node.
+    Node(Arc<Node>),
+    /// A Namespace.
+    Namespace(Arc<Namespace>),
+    /// A Pod.
+    Pod(Arc<Pod>),
+    /// A Service.
+    Service(Arc<Service>),
+    /// An EndpointSlice.
+    EndpointSlice(Arc<EndpointSlice>),
+    /// A NetworkPolicy.
+    NetworkPolicy(Arc<NetworkPolicy>),
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Node(_) => Kind::Node,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Pod(_) => Kind::Pod,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+        }
+    }
+
+    fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Node(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::NetworkPolicy(o) => &o.metadata,
+        }
+    }
+
+    /// Namespace (empty for cluster-scoped kinds) and name.
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.metadata();
+        ObjectKey::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+/// Strips what the controller never reads from an object's metadata.
+fn trimmed<K: Resource<DynamicType = ()>>(mut object: K) -> Arc<K> {
+    object.meta_mut().managed_fields = None;
+    Arc::new(object)
+}
+
+impl From<Node> for Object {
+    fn from(o: Node) -> Object {
+        Object::Node(trimmed(o))
+    }
+}
+impl From<Namespace> for Object {
+    fn from(o: Namespace) -> Object {
+        Object::Namespace(trimmed(o))
+    }
+}
+impl From<Pod> for Object {
+    fn from(o: Pod) -> Object {
+        Object::Pod(trimmed(o))
+    }
+}
+impl From<Service> for Object {
+    fn from(o: Service) -> Object {
+        Object::Service(trimmed(o))
+    }
+}
+impl From<EndpointSlice> for Object {
+    fn from(o: EndpointSlice) -> Object {
+        Object::EndpointSlice(trimmed(o))
+    }
+}
+impl From<NetworkPolicy> for Object {
+    fn from(o: NetworkPolicy) -> Object {
+        Object::NetworkPolicy(trimmed(o))
+    }
+}
+
+/// One change a source saw.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delta {
+    /// The object was added or changed; this is its new version.
+    Apply(Object),
+    /// The object is gone.
+    Delete(Kind, ObjectKey),
+}
+
+/// The deltas that turn `old` into `new`: applies for objects added or changed, deletes for
+/// objects gone. Cost: one pass over both (the cluster file's diff against its last good
+/// state).
+pub fn diff_states(old: &ClusterState, new: &ClusterState) -> Vec<Delta> {
+    fn kind_diff<K: Ord + Clone, V: PartialEq + Clone + Into<Object>>(
+        kind: Kind,
+        key: impl Fn(&K) -> ObjectKey,
+        old: &BTreeMap<K, V>,
+        new: &BTreeMap<K, V>,
+        out: &mut Vec<Delta>,
+    ) {
+        for (k, v) in new {
+            if old.get(k) != Some(v) {
+                out.push(Delta::Apply(v.clone().into()));
+            }
+        }
+        for k in old.keys() {
+            if !new.contains_key(k) {
+                out.push(Delta::Delete(kind, key(k)));
+            }
+        }
+    }
+    let cluster = |name: &String| ObjectKey::new("", name.clone());
+    let namespaced = |k: &ObjectKey| k.clone();
+    let mut out = Vec::new();
+    kind_diff(Kind::Node, cluster, &old.nodes, &new.nodes, &mut out);
+    kind_diff(
+        Kind::Namespace,
+        cluster,
+        &old.namespaces,
+        &new.namespaces,
+        &mut out,
+    );
+    kind_diff(Kind::Pod, namespaced, &old.pods, &new.pods, &mut out);
+    kind_diff(
+        Kind::Service,
+        namespaced,
+        &old.services,
+        &new.services,
+        &mut out,
+    );
+    kind_diff(
+        Kind::EndpointSlice,
+        namespaced,
+        &old.endpoint_slices,
+        &new.endpoint_slices,
+        &mut out,
+    );
+    kind_diff(
+        Kind::NetworkPolicy,
+        namespaced,
+        &old.network_policies,
+        &new.network_policies,
+        &mut out,
+    );
+    out
 }
 
 /// Why a source could not start or could not write back.
@@ -200,6 +382,7 @@ impl Drop for Tasks {
 pub struct Source {
     backend: Backend,
     state: watch::Receiver<Arc<ClusterState>>,
+    deltas: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Vec<Delta>>>>,
     /// Held only to stop the tasks when the `Source` is dropped.
     _tasks: Tasks,
 }
@@ -213,10 +396,11 @@ impl Source {
     /// edit that makes the whole file unreadable keeps the last good state (with a warning)
     /// rather than wiping the cluster.
     pub async fn cluster_file(path: PathBuf) -> Result<Source, Error> {
-        let (state, task) = cluster_file::start(path).await?;
+        let (state, deltas, task) = cluster_file::start(path).await?;
         Ok(Source {
             backend: Backend::ClusterFile,
             state,
+            deltas: std::sync::Mutex::new(Some(deltas)),
             _tasks: Tasks(vec![task]),
         })
     }
@@ -230,10 +414,11 @@ impl Source {
     /// unreachable, RBAC) are logged and retried with backoff; bound the wait with
     /// [`tokio::time::timeout`] if the caller wants to give up.
     pub async fn kubernetes(client: kube::Client) -> Result<Source, Error> {
-        let (state, tasks) = kubernetes::start(client.clone()).await;
+        let (state, deltas, tasks) = kubernetes::start(client.clone()).await;
         Ok(Source {
             backend: Backend::Kubernetes(client),
             state,
+            deltas: std::sync::Mutex::new(Some(deltas)),
             _tasks: tasks,
         })
     }
@@ -241,6 +426,13 @@ impl Source {
     /// The latest state; `changed().await` on the receiver wakes on each new publication.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.state.clone()
+    }
+
+    /// The stream of changes, for the one consumer that owns the network state. The first
+    /// batch holds every object the source has (the initial list); every later batch what
+    /// changed since. `None` after the first call.
+    pub fn take_deltas(&self) -> Option<mpsc::UnboundedReceiver<Vec<Delta>>> {
+        self.deltas.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Records the controller's allocation on the pod, so a restarted controller finds it.

@@ -1,0 +1,658 @@
+//! The node agent: one task per node that keeps the node's OVSDB and br-int equal to the
+//! network state.
+//!
+//! Owns: the node's OVSDB replica and the transactions that bring it to the desired rows
+//! (`switch_config::plan`: br-int, tunnel, gateway, pod ports); the br-int connection it was
+//! handed; the node's desired pipeline by owner and what the switch holds (`realise`).
+//!
+//! The state task marks owners dirty ([`Agent::mark`]); the agent recomputes exactly those
+//! owners' flows and sends the difference in one bundle. A pod change on another node costs
+//! this agent nothing. What the switch holds is never assumed across connections: a new
+//! br-int connection is a new switch (vswitchd restarted, or the controller did), so it is
+//! read back before anything is diffed against it, and every owner is recomputed. When the
+//! node's vswitchd was started with `other_config:flow-restore-wait=true`, the agent clears
+//! the key once groups and flows are in, so the datapath forwards only with a whole pipeline.
+//!
+//! Changes made by others are noticed as they happen: the switch reports deletions of our
+//! flows (FLOW_REMOVED; every flow is installed with `send_flow_rem`) and, where it supports
+//! flow monitors, every flow another connection adds, changes or deletes. Those keys are
+//! put right at once; a periodic re-read ([`REREAD_INTERVAL`]) is the backstop.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openflow::{FlowStatsRequest, Message};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::features::{self, NodeContext, Owner};
+use crate::model::NodeModel;
+use crate::pipeline::Encap;
+use crate::realise::{self, Desired, Dirty, FlowKey, Installed};
+use crate::source::ObjectKey;
+use crate::state::{ChangeSet, Snapshot};
+use crate::switch_config::{self, PodPort, SwitchConfig};
+
+/// How often the agent reads a switch's flows back even when nothing told it to: a safety
+/// net for changes that leave no notice.
+pub const REREAD_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How a node's OVSDB is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwitchDb {
+    /// The node's ovsdb-server, at this target template (`{node}`, `{internal_ip}`).
+    Ovsdb(String),
+    /// No OVSDB (the scale benchmark's simulated switches): every attached pod's port is
+    /// taken as present, with ofports numbered in order of attachment, as vswitchd would.
+    Simulated,
+}
+
+/// What every agent needs to know.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Where the node's OVSDB is.
+    pub switch_db: SwitchDb,
+    /// What br-int is told to connect to (`{node}`, `{internal_ip}` replaced).
+    pub openflow_target: String,
+    /// Tunnel type.
+    pub encap: Encap,
+    /// br-int's datapath type.
+    pub datapath_type: String,
+}
+
+/// What the agent asks of the state task.
+pub trait StatePort: Send + Sync + 'static {
+    /// The latest state.
+    fn snapshot(&self) -> Snapshot;
+    /// Hands the state the attachments found on the node's OVSDB; the state task marks
+    /// the owners that changed.
+    fn restore_attachments(&self, node: &str, ports: Vec<PodPort>);
+}
+
+/// How an agent is doing, for CNI STATUS, logs and (later) the admin API.
+#[derive(Clone, Debug, Default)]
+pub struct AgentStatus {
+    /// The node's OVSDB is connected.
+    pub ovsdb_connected: bool,
+    /// br-int is connected and its flows are realised.
+    pub ready: bool,
+    /// Flows desired on the switch.
+    pub flows_desired: usize,
+    /// Flows the switch holds, as far as the agent knows.
+    pub flows_installed: usize,
+    /// The last realisation: when, how long it took, how many changes it sent.
+    pub last_realisation: Option<(Instant, Duration, usize)>,
+    /// The last error, with when it happened.
+    pub last_error: Option<(Instant, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Marks {
+    owners: BTreeSet<Owner>,
+    all: bool,
+}
+
+/// A running node agent. Dropping it stops the task (the switch keeps its flows).
+pub struct Agent {
+    marks: Arc<Mutex<Marks>>,
+    wake: Arc<Notify>,
+    openflow: Arc<Mutex<Option<openflow::Connection>>>,
+    /// How the agent is doing.
+    pub status: watch::Receiver<AgentStatus>,
+    /// The node's pods whose flows are on its switch, with the container id they were made
+    /// for.
+    pub installed: watch::Receiver<Arc<BTreeMap<ObjectKey, String>>>,
+    /// Realisation events (bundles sent), for benchmarks and the admin API.
+    pub realised: watch::Receiver<Realised>,
+    task: JoinHandle<()>,
+}
+
+/// The latest realisation of an agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Realised {
+    /// How many bundles were sent so far.
+    pub bundles: u64,
+    /// The highest state version whose changes are realised.
+    pub version: u64,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind, still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Agent {
+    /// Starts the agent of `node`.
+    pub fn spawn(config: Arc<AgentConfig>, state: Arc<dyn StatePort>, node: String) -> Agent {
+        let marks = Arc::new(Mutex::new(Marks {
+            owners: BTreeSet::new(),
+            all: true,
+        }));
+        let wake = Arc::new(Notify::new());
+        let openflow = Arc::new(Mutex::new(None));
+        let (status_tx, status) = watch::channel(AgentStatus::default());
+        let (installed_tx, installed) = watch::channel(Arc::new(BTreeMap::new()));
+        let (realised_tx, realised) = watch::channel(Realised::default());
+        let task = tokio::spawn(
+            Worker {
+                config,
+                state,
+                node,
+                marks: marks.clone(),
+                wake: wake.clone(),
+                openflow: openflow.clone(),
+                status: status_tx,
+                installed: installed_tx,
+                realised: realised_tx,
+            }
+            .run(),
+        );
+        Agent {
+            marks,
+            wake,
+            openflow,
+            status,
+            installed,
+            realised,
+            task,
+        }
+    }
+
+    /// Marks an owner's flows for recomputation.
+    pub fn mark(&self, owner: Owner) {
+        lock(&self.marks).owners.insert(owner);
+        self.wake.notify_one();
+    }
+
+    /// Marks every owner of the node (its own model changed).
+    pub fn mark_all(&self) {
+        lock(&self.marks).all = true;
+        self.wake.notify_one();
+    }
+
+    /// Wakes the agent without marking anything (an attachment changed: OVSDB work).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Hands the agent its br-int's (new) connection.
+    pub fn connected(&self, conn: openflow::Connection) {
+        *lock(&self.openflow) = Some(conn);
+        self.wake.notify_one();
+    }
+}
+
+/// Marks what a change set means for the agents: a pod's owner on its node; a node's own
+/// owners on it and its remote-node owner everywhere else.
+pub fn route(changes: &ChangeSet, agents: &BTreeMap<String, Agent>) {
+    use crate::state::Change;
+    for change in &changes.changes {
+        match change {
+            Change::Pod { key, node } => {
+                if let Some(a) = agents.get(node) {
+                    a.mark(Owner::Pod(key.clone()));
+                }
+            }
+            Change::NodeAdded(name) | Change::NodeChanged(name) | Change::NodeRemoved(name) => {
+                for (n, a) in agents {
+                    if n == name {
+                        a.mark_all();
+                    } else {
+                        a.mark(Owner::RemoteNode(name.clone()));
+                    }
+                }
+            }
+            Change::Other(..) => {}
+        }
+    }
+}
+
+/// Fills `{node}` and `{internal_ip}` in a per-node target template.
+pub fn node_target(template: &str, node: &NodeModel) -> String {
+    template
+        .replace("{node}", &node.name)
+        .replace("{internal_ip}", &node.internal_ip.to_string())
+}
+
+const OVSDB_TABLES: [&str; 6] = [
+    "Open_vSwitch",
+    "Bridge",
+    "Port",
+    "Interface",
+    "Controller",
+    "Flow_Table",
+];
+
+struct Worker {
+    config: Arc<AgentConfig>,
+    state: Arc<dyn StatePort>,
+    node: String,
+    marks: Arc<Mutex<Marks>>,
+    wake: Arc<Notify>,
+    openflow: Arc<Mutex<Option<openflow::Connection>>>,
+    status: watch::Sender<AgentStatus>,
+    installed: watch::Sender<Arc<BTreeMap<ObjectKey, String>>>,
+    realised: watch::Sender<Realised>,
+}
+
+/// The flow side of one switch: the connection realised against, what it holds.
+#[derive(Default)]
+struct FlowSide {
+    conn: Option<openflow::Connection>,
+    desired: Desired,
+    installed: Option<Installed>,
+    read_at: Option<Instant>,
+    pending: Dirty,
+    recompute_all: bool,
+    /// Keys the switch reported changed by someone else (and whether the flow is gone).
+    tampered: Option<mpsc::UnboundedReceiver<(FlowKey, bool)>>,
+    _watcher: Option<AbortOnDrop>,
+}
+
+impl FlowSide {
+    fn foreign_change(&mut self, node: &str, key: FlowKey, gone: bool) {
+        let Some(installed) = self.installed.as_mut() else {
+            return;
+        };
+        if let Some(owner) = self.desired.owner_of(&key) {
+            warn!(node = %node, table = key.table_id, priority = key.priority, ?owner,
+                deleted = gone, "a flow was changed behind the controller's back; restoring it");
+        } else if !gone {
+            warn!(node = %node, table = key.table_id, priority = key.priority,
+                "a flow nobody here wants was added behind the controller's back; removing it");
+        }
+        installed.foreign_change(key, gone, &self.desired, &mut self.pending);
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Worker {
+    async fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(node) = self.state.snapshot().node(&self.node).cloned() else {
+                return;
+            };
+            let result = match &self.config.switch_db {
+                SwitchDb::Simulated => self.serve(None).await,
+                SwitchDb::Ovsdb(template) => {
+                    let target = node_target(template, &node);
+                    match ovsdb::Replica::start(&target, ovsdb::vswitch::DATABASE, OVSDB_TABLES)
+                        .await
+                    {
+                        Ok(replica) => {
+                            info!(node = %self.node, %target, "OVSDB connected");
+                            backoff = Duration::from_millis(100);
+                            self.status.send_modify(|s| s.ovsdb_connected = true);
+                            self.serve(Some(&replica)).await
+                        }
+                        Err(e) => {
+                            debug!(node = %self.node, %target, "OVSDB not reachable yet: {e}");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
+                warn!(node = %self.node, "node agent: {e}; starting over");
+                self.status
+                    .send_modify(|s| s.last_error = Some((Instant::now(), e.to_string())));
+            }
+            self.status.send_modify(|s| {
+                s.ready = false;
+                s.ovsdb_connected = false;
+            });
+            // The next connection starts from scratch.
+            lock(&self.marks).all = true;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn take_marks(&self) -> (BTreeSet<Owner>, bool) {
+        let mut m = lock(&self.marks);
+        (std::mem::take(&mut m.owners), std::mem::take(&mut m.all))
+    }
+
+    fn put_back(&self, owners: BTreeSet<Owner>, all: bool) {
+        let mut m = lock(&self.marks);
+        m.owners.extend(owners);
+        m.all |= all;
+    }
+
+    async fn serve(&self, replica: Option<&ovsdb::Replica>) -> Result<(), Error> {
+        let node = self.node.as_str();
+        // Replica changes wake the agent: an ofport appearing is a reason to recompute.
+        let _forward = replica.and_then(|r| r.changes()).map(|mut rx| {
+            let wake = self.wake.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                while rx.recv().await.is_some() {
+                    wake.notify_one();
+                }
+            }))
+        });
+        if let Some(r) = replica {
+            self.state
+                .restore_attachments(node, switch_config::pod_ports(&r.snapshot()));
+        }
+        let mut ofports: HashMap<String, u32> = HashMap::new();
+        let mut next_sim_ofport = 3u32;
+        let mut flows = FlowSide {
+            recompute_all: true,
+            ..FlowSide::default()
+        };
+        let mut reported_errors = BTreeMap::new();
+        loop {
+            let snap = self.state.snapshot();
+            let Some(this) = snap.node(node).cloned() else {
+                return Ok(());
+            };
+            let (mut owners, all) = self.take_marks();
+            flows.recompute_all |= all;
+            let attachments: Vec<Arc<PodPort>> = snap.attachments_on(node).cloned().collect();
+
+            // OVSDB: the node's rows, then the ofports vswitchd gave the pod ports.
+            let new_ofports: HashMap<String, u32> = match replica {
+                Some(replica) => {
+                    let snapshot = replica.snapshot();
+                    let errors = switch_config::interface_errors(&snapshot);
+                    if errors != reported_errors {
+                        for (iface, error) in errors
+                            .iter()
+                            .filter(|(i, e)| reported_errors.get(*i) != Some(*e))
+                        {
+                            warn!(node = %node, %iface, "ovs-vswitchd: {error}");
+                        }
+                        reported_errors = errors;
+                    }
+                    let desired = SwitchConfig {
+                        datapath_type: self.config.datapath_type.clone(),
+                        datapath_id: format!("{:016x}", switch_config::datapath_id(node)),
+                        controller_target: node_target(&self.config.openflow_target, &this),
+                        encap: self.config.encap,
+                        gateway_mac: features::gateway_mac(&this),
+                        pod_ports: attachments.iter().map(|a| (**a).clone()).collect(),
+                    };
+                    let txn = switch_config::plan(&snapshot, &desired);
+                    if !txn.is_empty() {
+                        self.put_back(owners, false);
+                        self.transact_and_wait(replica, &desired, txn).await?;
+                        continue;
+                    }
+                    switch_config::ofports(&snapshot).into_iter().collect()
+                }
+                None => {
+                    let mut sim: HashMap<String, u32> = HashMap::new();
+                    for a in &attachments {
+                        let p = ofports.get(&a.iface).copied().unwrap_or_else(|| {
+                            next_sim_ofport += 1;
+                            next_sim_ofport
+                        });
+                        sim.insert(a.iface.clone(), p);
+                    }
+                    sim
+                }
+            };
+            // A pod whose port number changed (vswitchd restarted and renumbered, the port
+            // just appeared or went away) needs its flows recomputed.
+            if new_ofports != ofports {
+                for a in &attachments {
+                    if ofports.get(&a.iface) != new_ofports.get(&a.iface) {
+                        owners.insert(Owner::Pod(a.pod.clone()));
+                    }
+                }
+                ofports = new_ofports;
+            }
+
+            let conn = lock(&self.openflow).clone();
+            match conn {
+                None => {
+                    // Nothing to realise against: keep the marks for when br-int connects.
+                    self.put_back(owners, false);
+                }
+                Some(conn) => {
+                    let ctx = NodeContext {
+                        node: &this,
+                        state: &snap,
+                        ofports: &ofports,
+                    };
+                    match self.realise(&mut flows, &conn, &ctx, owners, replica).await {
+                        Ok(()) => {
+                            self.publish_installed(&attachments, &ofports);
+                            self.status.send_modify(|s| {
+                                s.ready = true;
+                                s.flows_desired = flows.desired.flow_count();
+                                s.flows_installed =
+                                    flows.installed.as_ref().map_or(0, Installed::flow_count);
+                            });
+                            self.realised.send_modify(|r| r.version = snap.version);
+                        }
+                        Err(e) => {
+                            warn!(node = %node, "OpenFlow: {e}; waiting for br-int to reconnect");
+                            self.status.send_modify(|s| {
+                                s.ready = false;
+                                s.last_error = Some((Instant::now(), e.to_string()));
+                            });
+                            let mut slot = lock(&self.openflow);
+                            if slot.as_ref().is_some_and(|c| c.same_as(&conn)) {
+                                *slot = None;
+                            }
+                            flows = FlowSide {
+                                recompute_all: true,
+                                ..FlowSide::default()
+                            };
+                        }
+                    }
+                }
+            }
+            let reread_in = flows
+                .read_at
+                .map(|t| REREAD_INTERVAL.saturating_sub(t.elapsed()))
+                .unwrap_or(Duration::from_secs(30))
+                .max(Duration::from_millis(10));
+            let tampered = async {
+                match flows.tampered.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                key = tampered => {
+                    if let Some((key, gone)) = key {
+                        flows.foreign_change(node, key, gone);
+                    }
+                }
+                _ = tokio::time::sleep(reread_in.min(Duration::from_secs(30))) => {}
+            }
+            while let Some(Ok((key, gone))) = flows.tampered.as_mut().map(|rx| rx.try_recv()) {
+                flows.foreign_change(node, key, gone);
+            }
+        }
+    }
+
+    async fn transact_and_wait(
+        &self,
+        replica: &ovsdb::Replica,
+        desired: &SwitchConfig,
+        txn: ovsdb::Transaction,
+    ) -> Result<(), Error> {
+        let node = self.node.as_str();
+        let client = replica.client().ok_or_else(|| Error::OvsdbLost {
+            node: node.to_owned(),
+        })?;
+        let n = txn.operations().len();
+        let sent = txn.to_params(ovsdb::vswitch::DATABASE);
+        client
+            .transact(ovsdb::vswitch::DATABASE, txn)
+            .await
+            .map_err(|e| Error::Ovsdb {
+                node: node.into(),
+                source: Box::new(e),
+            })?;
+        info!(node = %node, operations = n, "OVSDB updated");
+        // Plan the next step from the replica once it shows our transaction, never from a
+        // snapshot that predates it (that would insert the same rows twice).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline
+            && switch_config::plan(&replica.snapshot(), desired).to_params(ovsdb::vswitch::DATABASE)
+                == sent
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(20), self.wake.notified()).await;
+        }
+        Ok(())
+    }
+
+    /// Brings the switch to the desired pipeline for the dirty owners (all of them on a new
+    /// connection), in one bundle.
+    async fn realise(
+        &self,
+        flows: &mut FlowSide,
+        conn: &openflow::Connection,
+        ctx: &NodeContext<'_>,
+        owners: BTreeSet<Owner>,
+        replica: Option<&ovsdb::Replica>,
+    ) -> Result<(), Error> {
+        let node = self.node.as_str();
+        let of_err = |e: openflow::Error| Error::OpenFlow {
+            node: node.to_owned(),
+            source: Box::new(e),
+        };
+        let started = Instant::now();
+        if !flows.conn.as_ref().is_some_and(|c| c.same_as(conn)) {
+            // A new connection is a new switch: whatever was known of the old one is void.
+            info!(node = %node, "br-int connection is new: reading the switch before changing it");
+            *flows = FlowSide {
+                conn: Some(conn.clone()),
+                recompute_all: true,
+                ..FlowSide::default()
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            flows.tampered = Some(rx);
+            flows._watcher = watch_foreign_changes(conn, tx, node).await;
+        }
+        if flows.read_at.is_none_or(|t| t.elapsed() >= REREAD_INTERVAL) {
+            flows.installed = None;
+        }
+        let first_read = flows.installed.is_none();
+        if first_read {
+            let dumped = conn
+                .dump_flows(FlowStatsRequest::default())
+                .await
+                .map_err(of_err)?;
+            let groups = conn.dump_groups().await.map_err(of_err)?;
+            flows.installed = Some(Installed::from_switch(dumped, groups));
+            flows.read_at = Some(Instant::now());
+            flows.pending = Dirty::everything();
+        }
+        if flows.recompute_all {
+            flows.desired.clear();
+            for owner in features::node_owners(ctx) {
+                let parts = features::owner_flows(&owner, ctx).into();
+                flows.desired.set(&owner, parts, &mut flows.pending);
+            }
+            flows.pending = Dirty::everything();
+            flows.recompute_all = false;
+        } else {
+            for owner in &owners {
+                let parts = features::owner_flows(owner, ctx).into();
+                flows.desired.set(owner, parts, &mut flows.pending);
+            }
+        }
+        let installed = flows.installed.as_mut().expect("read above");
+        if flows.pending.is_empty() {
+            return Ok(());
+        }
+        let plan = realise::plan(&flows.desired, installed, &flows.pending);
+        if !plan.is_empty() {
+            let n = plan.changes.len();
+            let summary = plan.summary();
+            let tables = plan.tables();
+            conn.bundle(plan.messages).await.map_err(of_err)?;
+            info!(node = %node, changes = %summary, ?tables, owners = owners.len(),
+                took_ms = started.elapsed().as_millis() as u64, "flows realised");
+            self.realised.send_modify(|r| r.bundles += 1);
+            self.status
+                .send_modify(|s| s.last_realisation = Some((Instant::now(), started.elapsed(), n)));
+        }
+        realise::commit(
+            &flows.desired,
+            installed,
+            std::mem::take(&mut flows.pending),
+        );
+        // The whole pipeline is in: a vswitchd waiting for its flows may forward now.
+        if let Some(replica) = replica
+            && let Some(txn) = switch_config::clear_flow_restore_wait(&replica.snapshot())
+            && let Some(client) = replica.client()
+        {
+            client
+                .transact(ovsdb::vswitch::DATABASE, txn)
+                .await
+                .map_err(|e| Error::Ovsdb {
+                    node: node.into(),
+                    source: Box::new(e),
+                })?;
+            info!(node = %node, "flows restored: cleared other_config:flow-restore-wait");
+        }
+        Ok(())
+    }
+
+    fn publish_installed(&self, attachments: &[Arc<PodPort>], ofports: &HashMap<String, u32>) {
+        let now: BTreeMap<ObjectKey, String> = attachments
+            .iter()
+            .filter(|a| ofports.contains_key(&a.iface))
+            .map(|a| (a.pod.clone(), a.container_id.clone()))
+            .collect();
+        self.installed.send_if_modified(|installed| {
+            if **installed == now {
+                false
+            } else {
+                *installed = Arc::new(now);
+                true
+            }
+        });
+    }
+}
+
+/// Watches a connection's asynchronous messages for changes others made to the flow
+/// tables: FLOW_REMOVED of our flows, and (where vswitchd supports them) flow monitor
+/// updates. Each becomes a key to put right.
+async fn watch_foreign_changes(
+    conn: &openflow::Connection,
+    tx: mpsc::UnboundedSender<(FlowKey, bool)>,
+    node: &str,
+) -> Option<AbortOnDrop> {
+    let mut events = conn.take_events()?;
+    let node = node.to_owned();
+    Some(AbortOnDrop(tokio::spawn(async move {
+        while let Some(message) = events.recv().await {
+            if let Message::FlowRemoved(r) = message {
+                debug!(node = %node, table = r.table_id, priority = r.priority,
+                    cookie = format!("{:#x}", r.cookie), reason = r.reason,
+                    "switch reports a flow removed");
+                let key = FlowKey {
+                    table_id: r.table_id,
+                    priority: r.priority,
+                    match_: r.match_,
+                };
+                let _ = tx.send((key, true));
+            }
+        }
+    })))
+}

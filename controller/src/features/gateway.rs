@@ -1,0 +1,54 @@
+//! The node's gateway port (`sy-gw0`): the node's own stack reaches its pods through it.
+//! Owner: [`Owner::Gateway`](super::Owner::Gateway).
+
+use super::*;
+use crate::ids;
+use crate::pipeline::*;
+
+/// The gateway's flows on its node.
+pub fn flows(node: &NodeModel, flows: &mut Vec<Flow>) {
+    let c = ids::gateway_cookie(node.gateway_ip());
+    let gw_ip = node.gateway_ip();
+    let gw_mac = gateway_mac(node);
+    // The node's own stack is trusted: no spoof guard, straight to ARP.
+    flows.push(flow(
+        Table::Classifier,
+        PRIORITY_NORMAL,
+        c,
+        matching([MatchField::u32(Field::InPort, GATEWAY_OFPORT)]),
+        vec![
+            apply(vec![set_reg(REG_SOURCE_CLASS, SourceClass::Gateway as u32)]),
+            goto(Table::ArpResponder),
+        ],
+    ));
+    flows.push(flow(
+        Table::ArpResponder,
+        PRIORITY_NORMAL,
+        c,
+        arp_request_for(gw_ip),
+        vec![apply(arp_reply(gw_mac, gw_ip))],
+    ));
+    flows.push(flow(
+        Table::L3Forwarding,
+        PRIORITY_NORMAL,
+        c,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::ipv4(Field::Ipv4Dst, gw_ip),
+        ]),
+        vec![
+            apply(vec![set_mac(Field::EthDst, gw_mac)]),
+            goto(Table::L2ForwardingCalc),
+        ],
+    ));
+    flows.push(flow(
+        Table::L2ForwardingCalc,
+        PRIORITY_NORMAL,
+        c,
+        matching([MatchField::mac(Field::EthDst, gw_mac)]),
+        vec![
+            apply(vec![set_reg(REG_OUT_PORT, GATEWAY_OFPORT)]),
+            goto(Table::IngressRule),
+        ],
+    ));
+}

@@ -1,0 +1,81 @@
+//! Pod connectivity: a local pod's classification, spoof guard, ARP answer and
+//! forwarding. Owner: [`Owner::Pod`](super::Owner::Pod); six flows per pod.
+
+use super::*;
+use crate::ids;
+use crate::pipeline::*;
+
+/// The six flows of one attached pod.
+pub fn flows(node: &NodeModel, pod: &LocalPod, flows: &mut Vec<Flow>) {
+    let c = ids::pod_cookie(pod.ip);
+    let in_port = || MatchField::u32(Field::InPort, pod.ofport);
+    flows.push(flow(
+        Table::Classifier,
+        PRIORITY_NORMAL,
+        c,
+        matching([in_port()]),
+        vec![
+            apply(vec![set_reg(REG_SOURCE_CLASS, SourceClass::Pod as u32)]),
+            goto(Table::SpoofGuard),
+        ],
+    ));
+    // Spoof guard: the pod's own MAC and IP, for IP and for ARP alike.
+    flows.push(flow(
+        Table::SpoofGuard,
+        PRIORITY_NORMAL,
+        c,
+        matching([
+            in_port(),
+            MatchField::mac(Field::EthSrc, pod.mac),
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::ipv4(Field::Ipv4Src, pod.ip),
+        ]),
+        vec![goto(Table::ArpResponder)],
+    ));
+    flows.push(flow(
+        Table::SpoofGuard,
+        PRIORITY_NORMAL,
+        c,
+        matching([
+            in_port(),
+            MatchField::mac(Field::EthSrc, pod.mac),
+            eth_type(ETH_TYPE_ARP),
+            MatchField::ipv4(Field::ArpSpa, pod.ip),
+            MatchField::mac(Field::ArpSha, pod.mac),
+        ]),
+        vec![goto(Table::ArpResponder)],
+    ));
+    flows.push(flow(
+        Table::ArpResponder,
+        PRIORITY_NORMAL,
+        c,
+        arp_request_for(pod.ip),
+        vec![apply(arp_reply(pod.mac, pod.ip))],
+    ));
+    flows.push(flow(
+        Table::L3Forwarding,
+        PRIORITY_NORMAL,
+        c,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::ipv4(Field::Ipv4Dst, pod.ip),
+        ]),
+        vec![
+            apply(vec![
+                set_mac(Field::EthSrc, gateway_mac(node)),
+                set_mac(Field::EthDst, pod.mac),
+            ]),
+            goto(Table::L2ForwardingCalc),
+        ],
+    ));
+    flows.push(flow(
+        Table::L2ForwardingCalc,
+        PRIORITY_NORMAL,
+        c,
+        matching([MatchField::mac(Field::EthDst, pod.mac)]),
+        vec![
+            apply(vec![set_reg(REG_OUT_PORT, pod.ofport)]),
+            goto(Table::IngressRule),
+        ],
+    ));
+}

@@ -1,0 +1,591 @@
+//! The realiser: what to send a switch so it holds exactly the desired flows, groups and
+//! meters — computed over what changed, not over the whole switch.
+//!
+//! Owns: the desired pipeline of one switch by owner ([`Desired`]), what the switch holds
+//! ([`Installed`]: read back from it on every new connection, then kept up to date with
+//! what was sent and what the switch reported others did), and the plan between the two
+//! for a set of dirty keys ([`plan`]), in dependency order: groups and meters added or
+//! changed first, then flow deletions, then flow additions and changes, then the groups
+//! and meters nothing uses any more. The node agent sends a plan as one bundle.
+//!
+//! A flow is identified the way OpenFlow identifies it: (table, priority, match). One whose
+//! instructions differ is modified in place (MODIFY_STRICT keeps its counters); one whose
+//! cookie differs, or that someone else touched, is re-added; one the switch has but nobody
+//! wants is deleted strictly. br-int belongs to Switchyard: a flow nobody here wants is
+//! removed whatever its cookie. An unchanged flow is never touched, so a controller restart
+//! leaves every counter running.
+//!
+//! Memory: each flow's match is held once (shared by the owner index, the desired map and
+//! the installed map); the installed side keeps only a fingerprint of the rest.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use openflow::message::flow_mod::flags;
+use openflow::{
+    FlowMod, FlowModCommand, FlowStats, GroupDesc, GroupMod, GroupModCommand, Instruction, Match,
+    Message, MeterBand, MeterMod, MeterModCommand, port,
+};
+
+use crate::features::{Flow, Owner};
+use crate::pipeline::Table;
+
+/// What identifies a flow in a table: (table id, priority, match).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Table id.
+    pub table_id: u8,
+    /// Priority.
+    pub priority: u16,
+    /// Match.
+    pub match_: Match,
+}
+
+/// A meter as a feature wants it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Meter {
+    /// Meter id.
+    pub id: u32,
+    /// OFPMF_* flags.
+    pub flags: u16,
+    /// Bands.
+    pub bands: Vec<MeterBand>,
+}
+
+/// What a feature computes for one owner on one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// Flows.
+    pub flows: Vec<Flow>,
+    /// Groups (their ids from the owner's feature's allocator).
+    pub groups: Vec<GroupDesc>,
+    /// Meters.
+    pub meters: Vec<Meter>,
+}
+
+impl From<Vec<Flow>> for Parts {
+    fn from(flows: Vec<Flow>) -> Parts {
+        Parts {
+            flows,
+            ..Parts::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DesiredFlow {
+    owner: Owner,
+    cookie: u64,
+    instructions: Vec<Instruction>,
+}
+
+#[derive(Debug, Default)]
+struct Holdings {
+    flows: Vec<Arc<FlowKey>>,
+    groups: Vec<u32>,
+    meters: Vec<u32>,
+}
+
+/// The keys a change touched: what the next plan must look at.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    flows: HashSet<Arc<FlowKey>>,
+    groups: HashSet<u32>,
+    meters: HashSet<u32>,
+    /// Look at everything (a new connection, a re-read).
+    all: bool,
+}
+
+impl Dirty {
+    /// Everything: after a (re)connection or a re-read.
+    pub fn everything() -> Dirty {
+        Dirty {
+            all: true,
+            ..Dirty::default()
+        }
+    }
+
+    /// True when nothing needs looking at.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.flows.is_empty() && self.groups.is_empty() && self.meters.is_empty()
+    }
+
+    /// Marks a flow key (one someone else changed on the switch).
+    pub fn flow(&mut self, key: FlowKey) {
+        self.flows.insert(Arc::new(key));
+    }
+}
+
+/// One switch's desired pipeline, by owner.
+#[derive(Debug, Default)]
+pub struct Desired {
+    owners: HashMap<Owner, Holdings>,
+    flows: HashMap<Arc<FlowKey>, DesiredFlow>,
+    groups: HashMap<u32, (Owner, GroupDesc)>,
+    meters: HashMap<u32, (Owner, Meter)>,
+}
+
+impl Desired {
+    /// Replaces what `owner` wants with `parts`, recording every key touched in `dirty`.
+    /// When two owners claim one key (a pod deleted and another added with its address in
+    /// one batch), the last one set wins; removing the loser later leaves the winner alone.
+    pub fn set(&mut self, owner: &Owner, parts: Parts, dirty: &mut Dirty) {
+        self.remove(owner, dirty);
+        if parts.flows.is_empty() && parts.groups.is_empty() && parts.meters.is_empty() {
+            return;
+        }
+        let mut holdings = Holdings::default();
+        for f in parts.flows {
+            let key = Arc::new(FlowKey {
+                table_id: f.table.id(),
+                priority: f.priority,
+                match_: f.match_,
+            });
+            self.flows.insert(
+                key.clone(),
+                DesiredFlow {
+                    owner: owner.clone(),
+                    cookie: f.cookie,
+                    instructions: f.instructions,
+                },
+            );
+            dirty.flows.insert(key.clone());
+            holdings.flows.push(key);
+        }
+        for g in parts.groups {
+            dirty.groups.insert(g.group_id);
+            holdings.groups.push(g.group_id);
+            self.groups.insert(g.group_id, (owner.clone(), g));
+        }
+        for m in parts.meters {
+            dirty.meters.insert(m.id);
+            holdings.meters.push(m.id);
+            self.meters.insert(m.id, (owner.clone(), m));
+        }
+        self.owners.insert(owner.clone(), holdings);
+    }
+
+    /// Forgets what `owner` wanted.
+    pub fn remove(&mut self, owner: &Owner, dirty: &mut Dirty) {
+        let Some(old) = self.owners.remove(owner) else {
+            return;
+        };
+        for key in old.flows {
+            if self.flows.get(&key).is_some_and(|f| &f.owner == owner) {
+                self.flows.remove(&key);
+            }
+            dirty.flows.insert(key);
+        }
+        for id in old.groups {
+            if self.groups.get(&id).is_some_and(|(o, _)| o == owner) {
+                self.groups.remove(&id);
+            }
+            dirty.groups.insert(id);
+        }
+        for id in old.meters {
+            if self.meters.get(&id).is_some_and(|(o, _)| o == owner) {
+                self.meters.remove(&id);
+            }
+            dirty.meters.insert(id);
+        }
+    }
+
+    /// Forgets everything (before a full recomputation).
+    pub fn clear(&mut self) {
+        *self = Desired::default();
+    }
+
+    /// How many flows are desired.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The owners that have something.
+    pub fn owners(&self) -> impl Iterator<Item = &Owner> {
+        self.owners.keys()
+    }
+
+    /// Who owns the flow with this key, if anyone.
+    pub fn owner_of(&self, key: &FlowKey) -> Option<&Owner> {
+        self.flows.get(key).map(|f| &f.owner)
+    }
+}
+
+/// A fingerprint of what a flow does beyond its key; `None` when unknown (someone else
+/// touched it), which makes the next plan re-add or delete it.
+type Fingerprint = Option<(u64, u64)>;
+
+fn fingerprint(cookie: u64, instructions: &[Instruction]) -> Fingerprint {
+    let mut h = DefaultHasher::new();
+    instructions.hash(&mut h);
+    Some((cookie, h.finish()))
+}
+
+/// What one switch holds, as far as the controller knows.
+#[derive(Debug, Default)]
+pub struct Installed {
+    flows: HashMap<Arc<FlowKey>, Fingerprint>,
+    groups: HashMap<u32, Option<GroupDesc>>,
+    meters: HashMap<u32, Option<Meter>>,
+}
+
+impl Installed {
+    /// What a switch reported holding (a flow dump and a group dump).
+    pub fn from_switch(flows: Vec<FlowStats>, groups: Vec<GroupDesc>) -> Installed {
+        Installed {
+            flows: flows
+                .into_iter()
+                .map(|s| {
+                    let fp = fingerprint(s.cookie, &s.instructions);
+                    let key = FlowKey {
+                        table_id: s.table_id,
+                        priority: s.priority,
+                        match_: s.match_,
+                    };
+                    (Arc::new(key), fp)
+                })
+                .collect(),
+            groups: groups.into_iter().map(|g| (g.group_id, Some(g))).collect(),
+            meters: HashMap::new(),
+        }
+    }
+
+    /// How many flows the switch holds.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Notes what the switch reported about a flow someone else touched, so the next plan
+    /// puts it right (marked in `dirty`). `gone`: the flow was deleted (FLOW_REMOVED, or a
+    /// monitor's delete); otherwise it was added or changed and is no longer known.
+    pub fn foreign_change(
+        &mut self,
+        key: FlowKey,
+        gone: bool,
+        desired: &Desired,
+        dirty: &mut Dirty,
+    ) {
+        let key = Arc::new(key);
+        if gone {
+            // Our own deletions come back as FLOW_REMOVED too: they are simply forgotten.
+            self.flows.remove(&key);
+            if desired.flows.contains_key(&key) {
+                dirty.flows.insert(key);
+            }
+        } else {
+            self.flows.insert(key.clone(), None);
+            dirty.flows.insert(key);
+        }
+    }
+}
+
+/// One change to a switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Add (or replace) a flow.
+    AddFlow(Arc<FlowKey>),
+    /// Replace a flow's instructions in place.
+    ModifyFlow(Arc<FlowKey>),
+    /// Delete exactly this flow.
+    DeleteFlow(Arc<FlowKey>),
+    /// Add a group.
+    AddGroup(u32),
+    /// Change a group.
+    ModifyGroup(u32),
+    /// Delete a group.
+    DeleteGroup(u32),
+    /// Add a meter.
+    AddMeter(u32),
+    /// Change a meter.
+    ModifyMeter(u32),
+    /// Delete a meter.
+    DeleteMeter(u32),
+}
+
+/// The changes for the dirty keys, in dependency order, with the messages that make them.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// What changes.
+    pub changes: Vec<Change>,
+    /// The messages, in the same order.
+    pub messages: Vec<Message>,
+}
+
+impl Plan {
+    /// True when the switch is already right.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// A short account for logs: `flows +3 ~1 -2 groups +0 ~0 -0 meters +0 ~0 -0`.
+    pub fn summary(&self) -> String {
+        let n = |f: fn(&Change) -> bool| self.changes.iter().filter(|c| f(c)).count();
+        format!(
+            "flows +{} ~{} -{} groups +{} ~{} -{} meters +{} ~{} -{}",
+            n(|c| matches!(c, Change::AddFlow(_))),
+            n(|c| matches!(c, Change::ModifyFlow(_))),
+            n(|c| matches!(c, Change::DeleteFlow(_))),
+            n(|c| matches!(c, Change::AddGroup(_))),
+            n(|c| matches!(c, Change::ModifyGroup(_))),
+            n(|c| matches!(c, Change::DeleteGroup(_))),
+            n(|c| matches!(c, Change::AddMeter(_))),
+            n(|c| matches!(c, Change::ModifyMeter(_))),
+            n(|c| matches!(c, Change::DeleteMeter(_))),
+        )
+    }
+
+    /// The tables the plan touches, for logs.
+    pub fn tables(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::AddFlow(k) | Change::ModifyFlow(k) | Change::DeleteFlow(k) => Some(
+                    Table::from_id(k.table_id)
+                        .map(Table::name)
+                        .unwrap_or("foreign"),
+                ),
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// The plan that makes the switch hold `desired` for every key in `dirty`.
+pub fn plan(desired: &Desired, installed: &Installed, dirty: &Dirty) -> Plan {
+    let mut flow_keys: Vec<Arc<FlowKey>> = if dirty.all {
+        let mut all: HashSet<Arc<FlowKey>> = desired.flows.keys().cloned().collect();
+        all.extend(installed.flows.keys().cloned());
+        all.into_iter().collect()
+    } else {
+        dirty.flows.iter().cloned().collect()
+    };
+    // Bundles in pipeline order, higher priority first (easier to read in a capture).
+    flow_keys.sort_by_key(|k| (k.table_id, std::cmp::Reverse(k.priority)));
+    let ids = |d: &HashSet<u32>, a: Vec<u32>, b: Vec<u32>| -> Vec<u32> {
+        let mut v: Vec<u32> = if dirty.all {
+            a.into_iter().chain(b).collect()
+        } else {
+            d.iter().copied().collect()
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let group_ids = ids(
+        &dirty.groups,
+        desired.groups.keys().copied().collect(),
+        installed.groups.keys().copied().collect(),
+    );
+    let meter_ids = ids(
+        &dirty.meters,
+        desired.meters.keys().copied().collect(),
+        installed.meters.keys().copied().collect(),
+    );
+
+    let mut p = Plan::default();
+    let mut group_deletes = Vec::new();
+    for id in group_ids {
+        let want = desired.groups.get(&id).map(|(_, g)| g);
+        match (want, installed.groups.get(&id)) {
+            (Some(g), None) => p.push(Change::AddGroup(id), group_mod(GroupModCommand::Add, g)),
+            (Some(g), Some(have)) if have.as_ref() != Some(g) => p.push(
+                Change::ModifyGroup(id),
+                group_mod(GroupModCommand::Modify, g),
+            ),
+            (None, Some(_)) => group_deletes.push(id),
+            _ => {}
+        }
+    }
+    let mut meter_deletes = Vec::new();
+    for id in meter_ids {
+        let want = desired.meters.get(&id).map(|(_, m)| m);
+        match (want, installed.meters.get(&id)) {
+            (Some(m), None) => p.push(Change::AddMeter(id), meter_mod(MeterModCommand::Add, m)),
+            (Some(m), Some(have)) if have.as_ref() != Some(m) => p.push(
+                Change::ModifyMeter(id),
+                meter_mod(MeterModCommand::Modify, m),
+            ),
+            (None, Some(_)) => meter_deletes.push(id),
+            _ => {}
+        }
+    }
+    // Deletions before additions: a bundle never briefly holds an old and a new flow for
+    // one purpose.
+    let mut adds = Vec::new();
+    for key in flow_keys {
+        let want = desired.flows.get(&key);
+        match (want, installed.flows.get(&key)) {
+            (None, Some(_)) => {
+                let m = delete_flow(&key);
+                p.push(Change::DeleteFlow(key), m);
+            }
+            (Some(w), None) => adds.push((Change::AddFlow(key.clone()), add_flow(&key, w))),
+            (Some(w), Some(fp)) => {
+                let want_fp = fingerprint(w.cookie, &w.instructions);
+                match fp {
+                    Some((cookie, _)) if *cookie == w.cookie && *fp != want_fp => {
+                        adds.push((Change::ModifyFlow(key.clone()), modify_flow(&key, w)))
+                    }
+                    Some(_) if *fp == want_fp => {}
+                    _ => adds.push((Change::AddFlow(key.clone()), add_flow(&key, w))),
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    for (c, m) in adds {
+        p.push(c, m);
+    }
+    for id in group_deletes {
+        p.push(
+            Change::DeleteGroup(id),
+            Message::GroupMod(GroupMod {
+                command: GroupModCommand::Delete,
+                group_type: openflow::GroupType::All,
+                group_id: id,
+                buckets: vec![],
+            }),
+        );
+    }
+    for id in meter_deletes {
+        p.push(
+            Change::DeleteMeter(id),
+            Message::MeterMod(MeterMod {
+                command: MeterModCommand::Delete,
+                flags: 0,
+                meter_id: id,
+                bands: vec![],
+            }),
+        );
+    }
+    p
+}
+
+impl Plan {
+    fn push(&mut self, change: Change, message: Message) {
+        self.changes.push(change);
+        self.messages.push(message);
+    }
+}
+
+/// Records that the switch now holds `desired` for every key in `dirty` (after the plan's
+/// bundle was committed).
+pub fn commit(desired: &Desired, installed: &mut Installed, dirty: Dirty) {
+    if dirty.all {
+        installed.flows = desired
+            .flows
+            .iter()
+            .map(|(k, f)| (k.clone(), fingerprint(f.cookie, &f.instructions)))
+            .collect();
+        installed.groups = desired
+            .groups
+            .iter()
+            .map(|(id, (_, g))| (*id, Some(g.clone())))
+            .collect();
+        installed.meters = desired
+            .meters
+            .iter()
+            .map(|(id, (_, m))| (*id, Some(m.clone())))
+            .collect();
+        return;
+    }
+    for key in dirty.flows {
+        match desired.flows.get(&key) {
+            Some(f) => {
+                installed
+                    .flows
+                    .insert(key, fingerprint(f.cookie, &f.instructions));
+            }
+            None => {
+                installed.flows.remove(&key);
+            }
+        }
+    }
+    for id in dirty.groups {
+        match desired.groups.get(&id) {
+            Some((_, g)) => {
+                installed.groups.insert(id, Some(g.clone()));
+            }
+            None => {
+                installed.groups.remove(&id);
+            }
+        }
+    }
+    for id in dirty.meters {
+        match desired.meters.get(&id) {
+            Some((_, m)) => {
+                installed.meters.insert(id, Some(m.clone()));
+            }
+            None => {
+                installed.meters.remove(&id);
+            }
+        }
+    }
+}
+
+fn add_flow(key: &FlowKey, f: &DesiredFlow) -> Message {
+    Message::FlowMod(FlowMod {
+        command: FlowModCommand::Add,
+        // The switch reports every deletion of our flows, so one made by hand is noticed.
+        flags: flags::SEND_FLOW_REM,
+        table_id: key.table_id,
+        priority: key.priority,
+        cookie: f.cookie,
+        match_: key.match_.clone(),
+        instructions: f.instructions.clone(),
+        ..FlowMod::default()
+    })
+}
+
+fn modify_flow(key: &FlowKey, f: &DesiredFlow) -> Message {
+    // The flags of a flow are its own: a modify leaves them (and the counters) alone.
+    Message::FlowMod(FlowMod {
+        command: FlowModCommand::ModifyStrict,
+        flags: 0,
+        table_id: key.table_id,
+        priority: key.priority,
+        cookie: f.cookie,
+        match_: key.match_.clone(),
+        instructions: f.instructions.clone(),
+        ..FlowMod::default()
+    })
+}
+
+fn delete_flow(key: &FlowKey) -> Message {
+    Message::FlowMod(FlowMod {
+        command: FlowModCommand::DeleteStrict,
+        table_id: key.table_id,
+        priority: key.priority,
+        match_: key.match_.clone(),
+        out_port: port::ANY,
+        out_group: port::GROUP_ANY,
+        ..FlowMod::default()
+    })
+}
+
+fn group_mod(command: GroupModCommand, g: &GroupDesc) -> Message {
+    Message::GroupMod(GroupMod {
+        command,
+        group_type: g.group_type,
+        group_id: g.group_id,
+        buckets: g.buckets.clone(),
+    })
+}
+
+fn meter_mod(command: MeterModCommand, m: &Meter) -> Message {
+    Message::MeterMod(MeterMod {
+        command,
+        flags: m.flags,
+        meter_id: m.id,
+        bands: m.bands.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

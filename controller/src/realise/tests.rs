@@ -1,0 +1,215 @@
+use super::*;
+use openflow::{Action, Bucket, Field, GroupType, MatchField};
+
+fn flow(table: Table, priority: u16, cookie: u64, port: u32, out: u32) -> Flow {
+    Flow {
+        table,
+        priority,
+        cookie,
+        match_: Match::new()
+            .with(MatchField::u32(Field::InPort, port))
+            .unwrap(),
+        instructions: vec![Instruction::ApplyActions(vec![Action::output(out)])],
+    }
+}
+
+fn group(id: u32, out: u32) -> GroupDesc {
+    GroupDesc {
+        group_type: GroupType::Select,
+        group_id: id,
+        buckets: vec![Bucket {
+            weight: 1,
+            watch_port: port::ANY,
+            watch_group: port::GROUP_ANY,
+            actions: vec![Action::output(out)],
+        }],
+    }
+}
+
+fn owner(n: &str) -> Owner {
+    Owner::RemoteNode(n.into())
+}
+
+/// Plans, then records the plan as done; returns the plan.
+fn realise(desired: &Desired, installed: &mut Installed, dirty: Dirty) -> Plan {
+    let p = plan(desired, installed, &dirty);
+    commit(desired, installed, dirty);
+    p
+}
+
+#[test]
+fn an_unchanged_switch_needs_no_change() {
+    let mut desired = Desired::default();
+    let mut dirty = Dirty::default();
+    desired.set(
+        &owner("a"),
+        vec![flow(Table::Classifier, 10, 1, 1, 2)].into(),
+        &mut dirty,
+    );
+    let mut installed = Installed::default();
+    assert_eq!(realise(&desired, &mut installed, dirty).changes.len(), 1);
+    // The same owner set again, and a full look: nothing to send.
+    let mut dirty = Dirty::default();
+    desired.set(
+        &owner("a"),
+        vec![flow(Table::Classifier, 10, 1, 1, 2)].into(),
+        &mut dirty,
+    );
+    assert!(plan(&desired, &installed, &dirty).is_empty());
+    assert!(plan(&desired, &installed, &Dirty::everything()).is_empty());
+}
+
+#[test]
+fn only_the_dirty_owner_is_looked_at_and_only_what_differs_changes() {
+    let mut desired = Desired::default();
+    let mut installed = Installed::default();
+    let mut dirty = Dirty::default();
+    desired.set(
+        &owner("a"),
+        vec![
+            flow(Table::Classifier, 10, 1, 1, 2),
+            flow(Table::Classifier, 10, 1, 3, 4),
+        ]
+        .into(),
+        &mut dirty,
+    );
+    desired.set(
+        &owner("b"),
+        vec![flow(Table::Output, 0, 2, 9, 9)].into(),
+        &mut dirty,
+    );
+    realise(&desired, &mut installed, dirty);
+
+    // Owner a: one flow retargeted (modify), one gone (delete), one new (add).
+    let mut dirty = Dirty::default();
+    desired.set(
+        &owner("a"),
+        vec![
+            flow(Table::Classifier, 10, 1, 1, 5),
+            flow(Table::L3Forwarding, 10, 1, 7, 8),
+        ]
+        .into(),
+        &mut dirty,
+    );
+    let p = realise(&desired, &mut installed, dirty);
+    assert_eq!(
+        p.summary(),
+        "flows +1 ~1 -1 groups +0 ~0 -0 meters +0 ~0 -0"
+    );
+    assert!(
+        matches!(p.changes[0], Change::DeleteFlow(_)),
+        "deletes first"
+    );
+    assert_eq!(p.tables(), vec!["Classifier", "L3Forwarding"]);
+    // A cookie change is a re-add (a modify cannot change the cookie).
+    let mut dirty = Dirty::default();
+    desired.set(
+        &owner("b"),
+        vec![flow(Table::Output, 0, 3, 9, 9)].into(),
+        &mut dirty,
+    );
+    let p = realise(&desired, &mut installed, dirty);
+    assert!(matches!(&p.changes[..], [Change::AddFlow(_)]));
+    assert_eq!(installed.flow_count(), 3);
+}
+
+#[test]
+fn groups_go_in_before_the_flows_that_use_them_and_out_after() {
+    let mut desired = Desired::default();
+    let mut installed = Installed::default();
+    let mut dirty = Dirty::default();
+    desired.set(
+        &owner("svc"),
+        Parts {
+            flows: vec![flow(Table::ServiceLb, 10, 1, 1, 2)],
+            groups: vec![group(5, 2)],
+            meters: vec![],
+        },
+        &mut dirty,
+    );
+    let p = realise(&desired, &mut installed, dirty);
+    assert!(matches!(
+        &p.changes[..],
+        [Change::AddGroup(5), Change::AddFlow(_)]
+    ));
+    let mut dirty = Dirty::default();
+    desired.remove(&owner("svc"), &mut dirty);
+    let p = realise(&desired, &mut installed, dirty);
+    assert!(matches!(
+        &p.changes[..],
+        [Change::DeleteFlow(_), Change::DeleteGroup(5)]
+    ));
+    assert!(
+        matches!(p.messages[1], Message::GroupMod(ref g) if g.command == GroupModCommand::Delete)
+    );
+}
+
+#[test]
+fn foreign_changes_are_put_right_and_our_own_deletions_cost_nothing() {
+    let mut desired = Desired::default();
+    let mut installed = Installed::default();
+    let mut dirty = Dirty::default();
+    let ours = flow(Table::Classifier, 10, 1, 1, 2);
+    desired.set(&owner("a"), vec![ours.clone()].into(), &mut dirty);
+    realise(&desired, &mut installed, dirty);
+    let key = |f: &Flow| FlowKey {
+        table_id: f.table.id(),
+        priority: f.priority,
+        match_: f.match_.clone(),
+    };
+
+    // Someone deleted our flow: re-added.
+    let mut dirty = Dirty::default();
+    installed.foreign_change(key(&ours), true, &desired, &mut dirty);
+    let p = realise(&desired, &mut installed, dirty);
+    assert!(matches!(&p.changes[..], [Change::AddFlow(_)]));
+    // Someone modified it in place: re-added (we no longer know what it does).
+    let mut dirty = Dirty::default();
+    installed.foreign_change(key(&ours), false, &desired, &mut dirty);
+    assert!(matches!(
+        &realise(&desired, &mut installed, dirty).changes[..],
+        [Change::AddFlow(_)]
+    ));
+    // Someone added a flow nobody wants: deleted.
+    let intruder = flow(Table::Classifier, 65000, 0, 1, 0);
+    let mut dirty = Dirty::default();
+    installed.foreign_change(key(&intruder), false, &desired, &mut dirty);
+    assert!(matches!(
+        &realise(&desired, &mut installed, dirty).changes[..],
+        [Change::DeleteFlow(_)]
+    ));
+    // The FLOW_REMOVED of our own deletion: nothing to do.
+    let mut dirty = Dirty::default();
+    installed.foreign_change(key(&intruder), true, &desired, &mut dirty);
+    assert!(dirty.is_empty());
+}
+
+#[test]
+fn a_switch_read_back_is_diffed_whole() {
+    let mut desired = Desired::default();
+    let mut dirty = Dirty::default();
+    let keep = flow(Table::Classifier, 10, 1, 1, 2);
+    desired.set(&owner("a"), vec![keep.clone()].into(), &mut dirty);
+    let stats = |f: &Flow| FlowStats {
+        table_id: f.table.id(),
+        priority: f.priority,
+        cookie: f.cookie,
+        match_: f.match_.clone(),
+        instructions: f.instructions.clone(),
+        duration_sec: 0,
+        duration_nsec: 0,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        flags: 0,
+        packet_count: 0,
+        byte_count: 0,
+    };
+    let stale = flow(Table::Output, 5, 1, 9, 9);
+    let installed = Installed::from_switch(vec![stats(&keep), stats(&stale)], vec![group(3, 1)]);
+    let p = plan(&desired, &installed, &Dirty::everything());
+    assert!(
+        matches!(&p.changes[..], [Change::DeleteFlow(k), Change::DeleteGroup(3)] if k.table_id == Table::Output.id()),
+        "{:?}",
+        p.changes
+    );
+}

@@ -1,0 +1,587 @@
+//! The network state: the one owner of what the controller wants the cluster's network to be.
+//!
+//! Owns: the validated model (nodes, pods, and the objects later features read), the address
+//! allocations (IPAM) and the pod attachments (which pod's veth is on which port), all
+//! changed by [`NetworkState::apply`] from a source's [`Delta`]s and by the CNI commands.
+//! Every change that matters to the network produces a versioned [`ChangeSet`] naming what
+//! changed (a pod on a node, a node); an update that changes nothing the network uses (a
+//! pod's status, its resourceVersion, managedFields) produces none.
+//!
+//! Does not own: tasks or I/O. One task (the controller's state task) holds the
+//! `NetworkState`; everyone else reads [`Snapshot`]s, which are consistent and cheap to
+//! take (persistent maps: a snapshot shares structure with the live state, so taking one
+//! costs nothing whatever the cluster's size, and an update costs O(log n)).
+//!
+//! Invalid updates never cost what works: an object whose new version is invalid keeps its
+//! last good version (with a warning naming object and field) until a valid one arrives or
+//! it is deleted; of two nodes whose pod CIDRs overlap the one already in use wins; every
+//! object skipped is reported ([`NetworkState::problems`]).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet};
+use tracing::{info, warn};
+
+use crate::ipam::{Ipam, IpamError, mac_for};
+use crate::model::{NodeModel, PodModel, Problem, node_model, pod_model};
+use crate::source::{Delta, Kind, Object, ObjectKey};
+use crate::switch_config::PodPort;
+
+/// What changed, as features need to hear it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// A node appeared.
+    NodeAdded(String),
+    /// A node's pod CIDR or InternalIP changed.
+    NodeChanged(String),
+    /// A node is gone (deleted, or it became invalid with no good version to keep).
+    NodeRemoved(String),
+    /// A pod on this node changed: its model, its address or its attachment.
+    Pod {
+        /// The pod.
+        key: ObjectKey,
+        /// The node it is (or was) on.
+        node: String,
+    },
+    /// A Namespace, Service, EndpointSlice or NetworkPolicy changed (read by the features
+    /// that later issues add; nothing consumes it yet).
+    Other(Kind, ObjectKey),
+}
+
+/// The changes one batch of deltas or one command made, with the state version after them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    /// The state's version once these changes are applied.
+    pub version: u64,
+    /// What changed, in the order it happened.
+    pub changes: Vec<Change>,
+}
+
+impl ChangeSet {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// A consistent, read-only view of the network state; clone freely.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every change set.
+    pub version: u64,
+    nodes: OrdMap<String, Arc<NodeModel>>,
+    /// Pods that are networked: valid, scheduled to a node that exists.
+    pods: OrdMap<ObjectKey, Arc<PodModel>>,
+    pods_by_node: OrdMap<String, OrdSet<ObjectKey>>,
+    pods_by_namespace: OrdMap<String, OrdSet<ObjectKey>>,
+    pods_by_label: OrdMap<(String, String), OrdSet<ObjectKey>>,
+    attachments: OrdMap<ObjectKey, Arc<PodPort>>,
+    others: OrdMap<(Kind, ObjectKey), Object>,
+}
+
+impl Snapshot {
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&Arc<NodeModel>> {
+        self.nodes.get(name)
+    }
+
+    /// Every node, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &Arc<NodeModel>> {
+        self.nodes.values()
+    }
+
+    /// How many nodes there are.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A networked pod.
+    pub fn pod(&self, key: &ObjectKey) -> Option<&Arc<PodModel>> {
+        self.pods.get(key)
+    }
+
+    /// How many pods are networked.
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// The networked pods of a node.
+    pub fn pods_on(&self, node: &str) -> impl Iterator<Item = &ObjectKey> {
+        self.pods_by_node.get(node).into_iter().flatten()
+    }
+
+    /// The networked pods of a namespace.
+    pub fn pods_in_namespace(&self, namespace: &str) -> impl Iterator<Item = &ObjectKey> {
+        self.pods_by_namespace.get(namespace).into_iter().flatten()
+    }
+
+    /// The networked pods carrying label `key=value`.
+    pub fn pods_with_label(&self, key: &str, value: &str) -> impl Iterator<Item = &ObjectKey> {
+        self.pods_by_label
+            .get(&(key.to_owned(), value.to_owned()))
+            .into_iter()
+            .flatten()
+    }
+
+    /// A pod's attachment (its port on its node's br-int), once CNI ADD made it.
+    pub fn attachment(&self, key: &ObjectKey) -> Option<&Arc<PodPort>> {
+        self.attachments.get(key)
+    }
+
+    /// The attachments of a node's pods.
+    pub fn attachments_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<PodPort>> {
+        self.pods_on(node).filter_map(|k| self.attachments.get(k))
+    }
+
+    /// An object of a kind the pod network does not read yet (Namespace, Service,
+    /// EndpointSlice, NetworkPolicy).
+    pub fn object(&self, kind: Kind, key: &ObjectKey) -> Option<&Object> {
+        self.others.get(&(kind, key.clone()))
+    }
+}
+
+/// The result of a CNI ADD as far as the state goes: the pod's node and address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    /// The node the pod is on.
+    pub node: Arc<NodeModel>,
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+}
+
+/// Why an attachment could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// The pod is not networked (not in the source, not scheduled, host network, or its
+    /// node has no valid Node object).
+    #[error("pod {0} is not in the cluster state (or its node has no valid Node object)")]
+    UnknownPod(ObjectKey),
+    /// No address could be given.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+}
+
+/// The state itself. One task owns it; see the module docs.
+#[derive(Debug, Default)]
+pub struct NetworkState {
+    snap: Snapshot,
+    /// Valid pods whose node is unknown (yet): networked as soon as the node appears.
+    pending: BTreeMap<ObjectKey, Arc<PodModel>>,
+    /// Every object currently skipped or held at its last good version, and why.
+    problems: BTreeMap<(Kind, ObjectKey), Problem>,
+    ipam: Ipam,
+}
+
+impl NetworkState {
+    /// An empty state.
+    pub fn new() -> NetworkState {
+        NetworkState::default()
+    }
+
+    /// A consistent view for other tasks.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snap.clone()
+    }
+
+    /// What is wrong with objects right now (skipped, or held at their last good version).
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.values()
+    }
+
+    /// Applies a batch of deltas from a source.
+    pub fn apply(&mut self, deltas: Vec<Delta>) -> ChangeSet {
+        let mut changes = Vec::new();
+        // Nodes first: a batch holding a node and its pods (the initial list) then adopts
+        // the pods in one pass.
+        let (nodes, rest): (Vec<Delta>, Vec<Delta>) = deltas.into_iter().partition(|d| {
+            matches!(
+                d,
+                Delta::Apply(Object::Node(_)) | Delta::Delete(Kind::Node, _)
+            )
+        });
+        for delta in nodes.into_iter().chain(rest) {
+            match delta {
+                Delta::Apply(Object::Node(node)) => self.apply_node(&node, &mut changes),
+                Delta::Delete(Kind::Node, key) => self.delete_node(&key.name, &mut changes),
+                Delta::Apply(Object::Pod(pod)) => self.apply_pod(&pod, &mut changes),
+                Delta::Delete(Kind::Pod, key) => self.delete_pod(&key, &mut changes),
+                Delta::Apply(other) => {
+                    let id = (other.kind(), other.key());
+                    if self.snap.others.get(&id) != Some(&other) {
+                        self.snap.others.insert(id.clone(), other);
+                        changes.push(Change::Other(id.0, id.1));
+                    }
+                }
+                Delta::Delete(kind, key) => {
+                    if self.snap.others.remove(&(kind, key.clone())).is_some() {
+                        changes.push(Change::Other(kind, key));
+                    }
+                }
+            }
+        }
+        self.finish(changes)
+    }
+
+    fn finish(&mut self, changes: Vec<Change>) -> ChangeSet {
+        if !changes.is_empty() {
+            self.snap.version += 1;
+        }
+        ChangeSet {
+            version: self.snap.version,
+            changes,
+        }
+    }
+
+    fn report(&mut self, kind: Kind, key: ObjectKey, problem: Problem, kept: bool) {
+        if self.problems.get(&(kind, key.clone())) != Some(&problem) {
+            if kept {
+                warn!(object = %problem.object, field = %problem.field,
+                    "invalid update: {}; keeping the last good version", problem.reason);
+            } else {
+                warn!(object = %problem.object, field = %problem.field,
+                    "skipping invalid object: {}", problem.reason);
+            }
+        }
+        self.problems.insert((kind, key), problem);
+    }
+
+    fn clear_problem(&mut self, kind: Kind, key: &ObjectKey) {
+        if let Some(p) = self.problems.remove(&(kind, key.clone())) {
+            info!(object = %p.object, "object is valid again");
+        }
+    }
+
+    fn apply_node(&mut self, node: &k8s_openapi::api::core::v1::Node, changes: &mut Vec<Change>) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let key = ObjectKey::new("", name.clone());
+        let current = self.snap.nodes.get(&name).cloned();
+        let model = match node_model(&name, node) {
+            Ok(m) => m,
+            Err(problem) => {
+                self.report(Kind::Node, key, problem, current.is_some());
+                return;
+            }
+        };
+        // Of two nodes whose pod CIDRs overlap, the one already in use keeps its CIDR.
+        if let Some(other) = self.snap.nodes.values().find(|n| {
+            n.name != name
+                && (n.pod_cidr.contains(&model.pod_cidr.network())
+                    || model.pod_cidr.contains(&n.pod_cidr.network()))
+        }) {
+            let problem = Problem {
+                object: format!("Node/{name}"),
+                field: "spec.podCIDR".into(),
+                reason: format!(
+                    "{} overlaps the pod CIDR {} of node {}, which is in use",
+                    model.pod_cidr, other.pod_cidr, other.name
+                ),
+            };
+            self.report(Kind::Node, key, problem, current.is_some());
+            return;
+        }
+        self.clear_problem(Kind::Node, &key);
+        if current.as_deref() == Some(&model) {
+            return;
+        }
+        let model = Arc::new(model);
+        self.snap.nodes.insert(name.clone(), model.clone());
+        match current {
+            None => {
+                self.ipam.set_node(&name, model.pod_cidr);
+                changes.push(Change::NodeAdded(name.clone()));
+                // Pods that waited for this node are networked now.
+                let waiting: Vec<ObjectKey> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.node == name)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in waiting {
+                    self.clear_problem(Kind::Pod, &k);
+                    if let Some(p) = self.pending.remove(&k) {
+                        self.insert_pod(p, changes);
+                    }
+                }
+            }
+            Some(old) => {
+                if old.pod_cidr != model.pod_cidr {
+                    // Addresses from the old CIDR mean nothing now: the pods need a new ADD.
+                    warn!(node = %name, old = %old.pod_cidr, new = %model.pod_cidr,
+                        "pod CIDR changed: the node's pods lose their addresses and ports");
+                    self.ipam.set_node(&name, model.pod_cidr);
+                    let pods: Vec<ObjectKey> = self.snap.pods_on(&name).cloned().collect();
+                    for k in pods {
+                        self.snap.attachments.remove(&k);
+                        changes.push(Change::Pod {
+                            key: k,
+                            node: name.clone(),
+                        });
+                    }
+                }
+                changes.push(Change::NodeChanged(name));
+            }
+        }
+    }
+
+    fn delete_node(&mut self, name: &str, changes: &mut Vec<Change>) {
+        self.problems
+            .remove(&(Kind::Node, ObjectKey::new("", name.to_owned())));
+        if self.snap.nodes.remove(name).is_none() {
+            return;
+        }
+        info!(node = %name, "node removed; its pods wait for it to return");
+        let pods: Vec<ObjectKey> = self.snap.pods_on(name).cloned().collect();
+        for k in pods {
+            if let Some(p) = self.remove_pod(&k) {
+                self.pending.insert(k, p);
+            }
+        }
+        self.ipam.remove_node(name);
+        changes.push(Change::NodeRemoved(name.to_owned()));
+    }
+
+    fn apply_pod(&mut self, pod: &k8s_openapi::api::core::v1::Pod, changes: &mut Vec<Change>) {
+        let key = ObjectKey::new(
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        let current = self
+            .snap
+            .pods
+            .get(&key)
+            .or_else(|| self.pending.get(&key))
+            .cloned();
+        let model = match pod_model(&key, pod) {
+            Ok(Some(m)) => m,
+            // Not (or no longer) networked: unscheduled, host network, finished.
+            Ok(None) => {
+                self.clear_problem(Kind::Pod, &key);
+                self.delete_pod(&key, changes);
+                return;
+            }
+            Err(problem) => {
+                self.report(Kind::Pod, key, problem, current.is_some());
+                return;
+            }
+        };
+        if let Some(old) = &current
+            && old.node != model.node
+        {
+            // spec.nodeName is immutable once set: a changed one is an invalid edit.
+            let problem = Problem {
+                object: format!("Pod/{key}"),
+                field: "spec.nodeName".into(),
+                reason: format!(
+                    "changed from {} to {}, but a scheduled pod's node cannot change",
+                    old.node, model.node
+                ),
+            };
+            self.report(Kind::Pod, key, problem, true);
+            return;
+        }
+        if current.as_deref() == Some(&model) {
+            self.clear_problem(Kind::Pod, &key);
+            return;
+        }
+        if !self.snap.nodes.contains_key(&model.node) {
+            let problem = Problem {
+                object: format!("Pod/{key}"),
+                field: "spec.nodeName".into(),
+                reason: format!(
+                    "node {} has no valid Node object; the pod is networked once it has",
+                    model.node
+                ),
+            };
+            self.report(Kind::Pod, key.clone(), problem, false);
+            self.pending.insert(key, Arc::new(model));
+            return;
+        }
+        self.clear_problem(Kind::Pod, &key);
+        if let Some(old) = current {
+            self.unindex_labels(&key, &old);
+        }
+        self.insert_pod(Arc::new(model), changes);
+    }
+
+    fn insert_pod(&mut self, model: Arc<PodModel>, changes: &mut Vec<Change>) {
+        let key = model.key.clone();
+        // Addresses recorded on pod objects come back first, so a node whose OVSDB was lost
+        // still gives its pods the addresses they had.
+        if let Some(ip) = model.recorded_ip
+            && self.ipam.address_of(&key).is_none()
+            && let Err(e) = self.ipam.restore(&model.node, &key, ip)
+        {
+            warn!(pod = %key, %ip, "recorded address not restored: {e}");
+        }
+        let s = &mut self.snap;
+        s.pods_by_node
+            .entry(model.node.clone())
+            .or_default()
+            .insert(key.clone());
+        s.pods_by_namespace
+            .entry(key.namespace.clone())
+            .or_default()
+            .insert(key.clone());
+        for (k, v) in &model.labels {
+            s.pods_by_label
+                .entry((k.clone(), v.clone()))
+                .or_default()
+                .insert(key.clone());
+        }
+        let node = model.node.clone();
+        s.pods.insert(key.clone(), model);
+        self.pending.remove(&key);
+        changes.push(Change::Pod { key, node });
+    }
+
+    fn unindex_labels(&mut self, key: &ObjectKey, model: &PodModel) {
+        for (k, v) in &model.labels {
+            let label = (k.clone(), v.clone());
+            if let Some(set) = self.snap.pods_by_label.get_mut(&label) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.snap.pods_by_label.remove(&label);
+                }
+            }
+        }
+    }
+
+    /// Takes a pod out of the networked set and its indexes; releases address and
+    /// attachment.
+    fn remove_pod(&mut self, key: &ObjectKey) -> Option<Arc<PodModel>> {
+        let model = self.snap.pods.remove(key)?;
+        self.unindex_labels(key, &model);
+        let s = &mut self.snap;
+        for (index, group) in [
+            (&mut s.pods_by_node, &model.node),
+            (&mut s.pods_by_namespace, &key.namespace),
+        ] {
+            if let Some(set) = index.get_mut(group) {
+                set.remove(key);
+                if set.is_empty() {
+                    index.remove(group);
+                }
+            }
+        }
+        s.attachments.remove(key);
+        if let Some(ip) = self.ipam.release(key) {
+            info!(pod = %key, %ip, "pod gone: address released");
+        }
+        Some(model)
+    }
+
+    fn delete_pod(&mut self, key: &ObjectKey, changes: &mut Vec<Change>) {
+        self.pending.remove(key);
+        self.problems.remove(&(Kind::Pod, key.clone()));
+        if let Some(model) = self.remove_pod(key) {
+            changes.push(Change::Pod {
+                key: key.clone(),
+                node: model.node.clone(),
+            });
+        }
+    }
+
+    /// CNI ADD: gives the pod its address (the one it holds, if any) and records its port.
+    pub fn attach(
+        &mut self,
+        key: &ObjectKey,
+        iface: &str,
+        container_id: &str,
+    ) -> (Result<Attached, AttachError>, ChangeSet) {
+        let Some(pod) = self.snap.pods.get(key).cloned() else {
+            return (
+                Err(AttachError::UnknownPod(key.clone())),
+                self.finish(vec![]),
+            );
+        };
+        let Some(node) = self.snap.nodes.get(&pod.node).cloned() else {
+            return (
+                Err(AttachError::UnknownPod(key.clone())),
+                self.finish(vec![]),
+            );
+        };
+        let ip = match self.ipam.allocate(&node.name, key) {
+            Ok(ip) => ip,
+            Err(e) => return (Err(e.into()), self.finish(vec![])),
+        };
+        let port = PodPort {
+            iface: iface.to_owned(),
+            pod: key.clone(),
+            ip,
+            mac: mac_for(ip),
+            container_id: container_id.to_owned(),
+        };
+        let mut changes = vec![];
+        if self.snap.attachments.get(key).map(|p| &**p) != Some(&port) {
+            self.snap.attachments.insert(key.clone(), Arc::new(port));
+            changes.push(Change::Pod {
+                key: key.clone(),
+                node: node.name.clone(),
+            });
+        }
+        (Ok(Attached { node, ip }), self.finish(changes))
+    }
+
+    /// CNI DEL: removes the attachment (and keeps the address, which the pod holds until
+    /// its object goes). A DEL for another sandbox than the attached one changes nothing.
+    /// Returns the node the pod was attached on, if an attachment was removed.
+    pub fn detach(&mut self, key: &ObjectKey, container_id: &str) -> (Option<String>, ChangeSet) {
+        let matches = self
+            .snap
+            .attachments
+            .get(key)
+            .is_some_and(|a| container_id.is_empty() || a.container_id == container_id);
+        if !matches {
+            return (None, self.finish(vec![]));
+        }
+        self.snap.attachments.remove(key);
+        let node = self.snap.pods.get(key).map(|p| p.node.clone());
+        let changes = node
+            .iter()
+            .map(|n| Change::Pod {
+                key: key.clone(),
+                node: n.clone(),
+            })
+            .collect();
+        (node, self.finish(changes))
+    }
+
+    /// Takes back the attachments a previous controller left on a node's OVSDB. A port
+    /// whose pod is gone (or is on another node) is left out, so the node's next OVSDB plan
+    /// removes it; a pod already attached keeps its attachment.
+    pub fn restore_attachments(&mut self, node: &str, ports: Vec<PodPort>) -> ChangeSet {
+        let mut changes = vec![];
+        for port in ports {
+            let on_node = self
+                .snap
+                .pods
+                .get(&port.pod)
+                .is_some_and(|p| p.node == node);
+            if !on_node || self.snap.attachments.contains_key(&port.pod) {
+                continue;
+            }
+            match self.ipam.restore(node, &port.pod, port.ip) {
+                Ok(()) => {
+                    info!(node = %node, pod = %port.pod, ip = %port.ip, iface = %port.iface,
+                        "restored pod attachment from OVSDB");
+                    changes.push(Change::Pod {
+                        key: port.pod.clone(),
+                        node: node.to_owned(),
+                    });
+                    self.snap
+                        .attachments
+                        .insert(port.pod.clone(), Arc::new(port));
+                }
+                Err(e) => warn!(node = %node, pod = %port.pod, "cannot restore attachment: {e}"),
+            }
+        }
+        self.finish(changes)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

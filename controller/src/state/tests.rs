@@ -1,0 +1,222 @@
+use super::testing::*;
+use super::*;
+
+fn two_nodes() -> NetworkState {
+    let mut s = NetworkState::new();
+    let cs = s.apply(vec![
+        apply(node("n1", "10.244.1.0/24", "192.168.77.11")),
+        apply(node("n2", "10.244.2.0/24", "192.168.77.12")),
+        apply(pod("x", "a", "n1", &[("app", "web")])),
+        apply(pod("x", "b", "n2", &[("app", "db")])),
+    ]);
+    assert_eq!(cs.version, 1);
+    s
+}
+
+fn pod_change(ns: &str, name: &str, node: &str) -> Change {
+    Change::Pod {
+        key: ObjectKey::new(ns, name),
+        node: node.into(),
+    }
+}
+
+#[test]
+fn the_initial_list_is_one_change_set_with_every_node_and_pod() {
+    let mut s = NetworkState::new();
+    // Pods may come before their node in a batch: they are networked all the same.
+    let cs = s.apply(vec![
+        apply(pod("x", "a", "n1", &[])),
+        apply(node("n1", "10.244.1.0/24", "192.168.77.11")),
+    ]);
+    assert_eq!(
+        cs.changes,
+        vec![Change::NodeAdded("n1".into()), pod_change("x", "a", "n1")]
+    );
+    let snap = s.snapshot();
+    assert_eq!(snap.pods_on("n1").count(), 1);
+    assert_eq!(snap.pod_count(), 1);
+}
+
+#[test]
+fn a_change_set_marks_exactly_the_owner_that_changed() {
+    let mut s = two_nodes();
+    let cs = s.apply(vec![apply(pod("x", "a", "n1", &[("app", "api")]))]);
+    assert_eq!(cs.changes, vec![pod_change("x", "a", "n1")]);
+    assert_eq!(cs.version, 2);
+    let snap = s.snapshot();
+    assert_eq!(snap.pods_with_label("app", "api").count(), 1);
+    assert_eq!(snap.pods_with_label("app", "web").count(), 0);
+    assert_eq!(snap.pods_in_namespace("x").count(), 2);
+
+    let cs = s.apply(vec![delete_pod("x", "b")]);
+    assert_eq!(cs.changes, vec![pod_change("x", "b", "n2")]);
+    assert_eq!(s.snapshot().pods_on("n2").count(), 0);
+    assert_eq!(s.snapshot().pods_with_label("app", "db").count(), 0);
+}
+
+#[test]
+fn updates_that_change_nothing_the_network_uses_do_no_work() {
+    let mut s = two_nodes();
+    let mut p = pod("x", "a", "n1", &[("app", "web")]);
+    p.metadata.resource_version = Some("999".into());
+    p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Running".into()),
+        pod_ip: Some("10.244.1.2".into()),
+        ..Default::default()
+    });
+    let before = s.snapshot().version;
+    let cs = s.apply(vec![
+        apply(p),
+        apply(node("n1", "10.244.1.0/24", "192.168.77.11")),
+    ]);
+    assert!(cs.is_empty(), "{cs:?}");
+    assert_eq!(cs.version, before, "the version moves only with a change");
+}
+
+#[test]
+fn an_invalid_node_update_keeps_the_last_good_version() {
+    let mut s = two_nodes();
+    // A /32 pod CIDR, and a node without InternalIP: both invalid edits of n2.
+    let cs = s.apply(vec![apply(node("n2", "10.244.2.0/32", "192.168.77.12"))]);
+    assert!(cs.is_empty());
+    let mut no_ip = node("n2", "10.244.2.0/24", "192.168.77.12");
+    no_ip.status = None;
+    let cs = s.apply(vec![apply(no_ip)]);
+    assert!(cs.is_empty());
+    let snap = s.snapshot();
+    assert_eq!(
+        snap.node("n2").unwrap().pod_cidr.to_string(),
+        "10.244.2.0/24"
+    );
+    assert_eq!(snap.pods_on("n2").count(), 1, "its pods stay networked");
+    let problems: Vec<String> = s.problems().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("Node/n2: status.addresses"),
+        "{problems:?}"
+    );
+    // A valid version is taken again, and the problem goes away.
+    let cs = s.apply(vec![apply(node("n2", "10.244.2.0/24", "192.168.77.22"))]);
+    assert_eq!(cs.changes, vec![Change::NodeChanged("n2".into())]);
+    assert_eq!(s.problems().count(), 0);
+}
+
+#[test]
+fn of_two_overlapping_nodes_the_one_in_use_wins_whatever_the_names() {
+    let mut s = two_nodes();
+    // "a-new" sorts before "n2": the old rule (first by name) would have evicted n2.
+    let cs = s.apply(vec![apply(node("a-new", "10.244.2.0/25", "192.168.77.13"))]);
+    assert!(cs.is_empty());
+    assert!(s.snapshot().node("n2").is_some());
+    assert!(s.snapshot().node("a-new").is_none());
+    let shown: Vec<String> = s.problems().map(|p| p.to_string()).collect();
+    assert!(
+        shown[0].contains(
+            "Node/a-new: spec.podCIDR: 10.244.2.0/25 overlaps the pod CIDR 10.244.2.0/24 of node n2"
+        ),
+        "{shown:?}"
+    );
+}
+
+#[test]
+fn a_running_pod_keeps_its_node_when_an_edit_changes_it() {
+    let mut s = two_nodes();
+    let cs = s.apply(vec![apply(pod("x", "a", "nowhere", &[("app", "web")]))]);
+    assert!(cs.is_empty());
+    assert_eq!(
+        s.snapshot().pod(&ObjectKey::new("x", "a")).unwrap().node,
+        "n1"
+    );
+    let shown: Vec<String> = s.problems().map(|p| p.to_string()).collect();
+    assert!(shown[0].starts_with("Pod/x/a: spec.nodeName: changed from n1 to nowhere"));
+}
+
+#[test]
+fn a_pod_on_an_unknown_node_waits_for_the_node_and_is_reported() {
+    let mut s = two_nodes();
+    let cs = s.apply(vec![apply(pod("x", "c", "n3", &[]))]);
+    assert!(cs.is_empty());
+    assert_eq!(s.problems().count(), 1);
+    let cs = s.apply(vec![apply(node("n3", "10.244.3.0/24", "192.168.77.13"))]);
+    assert_eq!(
+        cs.changes,
+        vec![Change::NodeAdded("n3".into()), pod_change("x", "c", "n3")]
+    );
+    assert_eq!(s.problems().count(), 0);
+}
+
+#[test]
+fn attach_gives_an_address_and_detach_keeps_it_for_the_pod() {
+    let mut s = two_nodes();
+    let key = ObjectKey::new("x", "a");
+    let (r, cs) = s.attach(&key, "veth-a", "c1");
+    let attached = r.unwrap();
+    assert_eq!(attached.ip, Ipv4Addr::new(10, 244, 1, 2));
+    assert_eq!(cs.changes, vec![pod_change("x", "a", "n1")]);
+    // The same ADD again changes nothing.
+    let (r, cs) = s.attach(&key, "veth-a", "c1");
+    assert_eq!(r.unwrap().ip, attached.ip);
+    assert!(cs.is_empty());
+    // A DEL for another sandbox leaves the attachment alone.
+    let (node, cs) = s.detach(&key, "c0");
+    assert_eq!(node, None);
+    assert!(cs.is_empty());
+    let (node, cs) = s.detach(&key, "c1");
+    assert_eq!(node.as_deref(), Some("n1"));
+    assert_eq!(cs.changes, vec![pod_change("x", "a", "n1")]);
+    let (r, _) = s.attach(&key, "veth-a2", "c2");
+    assert_eq!(r.unwrap().ip, attached.ip, "the pod keeps its address");
+    // Unknown pods are refused.
+    let (r, _) = s.attach(&ObjectKey::new("x", "zz"), "veth-z", "c");
+    assert!(matches!(r, Err(AttachError::UnknownPod(_))));
+}
+
+#[test]
+fn deleting_a_node_releases_its_pods_until_it_returns() {
+    let mut s = two_nodes();
+    let key = ObjectKey::new("x", "b");
+    let (r, _) = s.attach(&key, "veth-b", "c1");
+    r.unwrap();
+    let cs = s.apply(vec![delete_node("n2")]);
+    assert_eq!(cs.changes, vec![Change::NodeRemoved("n2".into())]);
+    assert!(s.snapshot().attachment(&key).is_none());
+    assert!(s.snapshot().pod(&key).is_none());
+    let cs = s.apply(vec![apply(node("n2", "10.244.2.0/24", "192.168.77.12"))]);
+    assert_eq!(
+        cs.changes,
+        vec![Change::NodeAdded("n2".into()), pod_change("x", "b", "n2")]
+    );
+}
+
+#[test]
+fn restored_attachments_keep_their_addresses() {
+    let mut s = two_nodes();
+    let port = PodPort {
+        iface: "veth-a".into(),
+        pod: ObjectKey::new("x", "a"),
+        ip: Ipv4Addr::new(10, 244, 1, 9),
+        mac: mac_for(Ipv4Addr::new(10, 244, 1, 9)),
+        container_id: "c1".into(),
+    };
+    let stale = PodPort {
+        pod: ObjectKey::new("x", "gone"),
+        ..port.clone()
+    };
+    let cs = s.restore_attachments("n1", vec![port.clone(), stale]);
+    assert_eq!(cs.changes, vec![pod_change("x", "a", "n1")]);
+    assert_eq!(
+        s.snapshot().attachment(&port.pod).map(|p| p.ip),
+        Some(port.ip)
+    );
+    let (r, _) = s.attach(&port.pod, "veth-a", "c1");
+    assert_eq!(r.unwrap().ip, port.ip);
+}
+
+#[test]
+fn snapshots_are_consistent_while_the_state_moves_on() {
+    let mut s = two_nodes();
+    let before = s.snapshot();
+    s.apply(vec![delete_pod("x", "a")]);
+    assert_eq!(before.pods_on("n1").count(), 1);
+    assert_eq!(s.snapshot().pods_on("n1").count(), 0);
+}
