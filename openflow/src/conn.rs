@@ -825,8 +825,10 @@ impl Connection {
     /// and returns the updates of the switch's reply: the flows matching now with
     /// [`flags::INITIAL`](crate::message::flow_monitor::flags::INITIAL), else none. Every later update arrives on the
     /// event channel ([`Connection::take_events`]) as a [`Message::MultipartReply`] with
-    /// body [`MultipartReplyBody::FlowMonitor`]; without [`flags::OWN`](crate::message::flow_monitor::flags::OWN)
-    /// the switch reports only changes made by other connections. A switch that does not
+    /// body [`MultipartReplyBody::FlowMonitor`]. Changes made by other connections come
+    /// as full updates; without [`flags::OWN`](crate::message::flow_monitor::flags::OWN)
+    /// this connection's own flow-mods are reported only as [`FlowUpdate::Abbrev`]
+    /// naming their xid (the xid [`Connection::send`] returned). A switch that does not
     /// support monitors (or rejects the request) answers with an error, returned as
     /// [`Error::Switch`].
     pub async fn monitor_flows(&self, req: FlowMonitorRequest) -> Result<Vec<FlowUpdate>> {

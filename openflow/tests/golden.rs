@@ -610,7 +610,7 @@ fn flow_monitor_empty_reply_and_unsolicited_updates() {
 #[test]
 fn flow_monitor_cancel_paused_resumed() {
     // ONFT_FLOW_MONITOR_CANCEL id 77 (vswitchd 3.1 accepts this type on OpenFlow 1.3 and
-    // answers an unknown id with NXBRC_FM_BAD_ID; NXT_FLOW_MONITOR_CANCEL gets
+    // answers an unknown id with a Nicira experimenter error; NXT_FLOW_MONITOR_CANCEL gets
     // OFPBRC_BAD_EXP_TYPE there).
     let (_, msg) = roundtrip(&hex("040400140000000a4f4e46000000074e0000004d"));
     assert_eq!(

@@ -1,5 +1,7 @@
-//! Flow monitors: the switch reports flows added, modified and deleted (by other
-//! controllers, by `ovs-ofctl`, or by this connection with [`flags::OWN`]).
+//! Flow monitors: the switch reports flows added, modified and deleted. Changes made by
+//! other connections (other controllers, `ovs-ofctl`) come as full updates; changes made
+//! by the monitoring connection itself come in full with [`flags::OWN`], else as one
+//! abbreviated update (the xid of the flow-mod) per flow-mod.
 //!
 //! On an OpenFlow 1.3 connection ovs-vswitchd (3.x) speaks the ONF extension, not the
 //! Nicira one: the request and the updates are `ONFST_FLOW_MONITOR` multipart messages
@@ -46,7 +48,9 @@ pub mod flags {
     pub const MODIFY: u16 = 1 << 3;
     /// Include the instructions in full updates.
     pub const ACTIONS: u16 = 1 << 4;
-    /// Also report changes this connection makes (as abbreviated updates).
+    /// Report changes this connection makes in full. Without it the switch still
+    /// reports them, but each flow-mod of this connection that changes monitored flows
+    /// only as one [`FlowUpdate::Abbrev`](super::FlowUpdate::Abbrev) naming its xid.
     pub const OWN: u16 = 1 << 5;
 }
 
@@ -186,8 +190,8 @@ pub struct FlowUpdateFull {
 pub enum FlowUpdate {
     /// A flow changed.
     Full(FlowUpdateFull),
-    /// NXFME_ABBREV: the change made by this connection's message `xid` (only with
-    /// [`flags::OWN`]).
+    /// NXFME_ABBREV: this connection's own message `xid` changed monitored flows (sent
+    /// instead of full updates when the monitor lacks [`flags::OWN`]).
     Abbrev {
         /// Xid of the flow-mod that made the change.
         xid: u32,
