@@ -29,9 +29,9 @@ use tracing::{debug, warn};
 use crate::message::bundle::flags as bundle_flags;
 use crate::message::{HEADER_LEN, Header};
 use crate::{
-    BundleAdd, BundleControl, BundleCtrlType, Error, ErrorMsg, FeaturesReply, FlowStats,
-    FlowStatsRequest, GroupDesc, Hello, Message, MultipartReplyBody, MultipartRequest,
-    MultipartRequestBody, OFP_VERSION, Result,
+    BundleAdd, BundleControl, BundleCtrlType, Error, ErrorMsg, FeaturesReply, FlowMonitorRequest,
+    FlowStats, FlowStatsRequest, FlowUpdate, GroupDesc, Hello, Message, MonitorExt,
+    MultipartReplyBody, MultipartRequest, MultipartRequestBody, OFP_VERSION, Result,
 };
 
 /// tokio-util framer: splits a byte stream into OpenFlow messages on the header's length
@@ -588,8 +588,11 @@ impl Connection {
         self.shared.shutdown("closed by this side".into());
     }
 
-    /// The channel of asynchronous messages: PACKET_IN, PORT_STATUS, FLOW_REMOVED, and
-    /// errors caused by messages sent with [`Connection::send`]. Can be taken once.
+    /// The channel of asynchronous messages: PACKET_IN, PORT_STATUS, FLOW_REMOVED, flow
+    /// monitor updates (multipart replies with xid 0, body
+    /// [`MultipartReplyBody::FlowMonitor`]) and [`Message::FlowMonitorPaused`] /
+    /// [`Message::FlowMonitorResumed`], and errors caused by messages sent with
+    /// [`Connection::send`]. Can be taken once.
     pub fn take_events(&self) -> Option<mpsc::Receiver<Message>> {
         lock(&self.shared.events).take()
     }
@@ -815,6 +818,46 @@ impl Connection {
             other => Err(Error::Protocol(format!(
                 "flow stats request answered with {other:?}"
             ))),
+        }
+    }
+
+    /// Starts a flow monitor (ONFST_FLOW_MONITOR, what ovs-vswitchd speaks on OpenFlow 1.3)
+    /// and returns the updates of the switch's reply: the flows matching now with
+    /// [`flags::INITIAL`](crate::message::flow_monitor::flags::INITIAL), else none. Every later update arrives on the
+    /// event channel ([`Connection::take_events`]) as a [`Message::MultipartReply`] with
+    /// body [`MultipartReplyBody::FlowMonitor`]. Changes made by other connections come
+    /// as full updates; without [`flags::OWN`](crate::message::flow_monitor::flags::OWN)
+    /// this connection's own flow-mods are reported only as [`FlowUpdate::Abbrev`]
+    /// naming their xid (the xid [`Connection::send`] returned). A switch that does not
+    /// support monitors (or rejects the request) answers with an error, returned as
+    /// [`Error::Switch`].
+    pub async fn monitor_flows(&self, req: FlowMonitorRequest) -> Result<Vec<FlowUpdate>> {
+        let parts = self
+            .multipart(MultipartRequest::new(MultipartRequestBody::FlowMonitor(
+                vec![req],
+            )))
+            .await?;
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        match MultipartReplyBody::concat(parts)? {
+            MultipartReplyBody::FlowMonitor(v) => Ok(v),
+            other => Err(Error::Protocol(format!(
+                "flow monitor request answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// Cancels the flow monitor `id` (ONFT_FLOW_MONITOR_CANCEL) and waits for a barrier;
+    /// an unknown id is the switch's error.
+    pub async fn cancel_flow_monitor(&self, id: u32) -> Result<()> {
+        let cancel = Message::FlowMonitorCancel {
+            ext: MonitorExt::Onf,
+            id,
+        };
+        match self.apply(&[cancel]).await {
+            Err(Error::BundleFailed { error, .. }) => Err(Error::Switch(error)),
+            r => r,
         }
     }
 

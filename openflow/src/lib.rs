@@ -35,11 +35,12 @@ pub use instruction::Instruction;
 pub use matching::{Match, MatchField};
 pub use message::{
     AggregateStats, Bucket, BundleAdd, BundleControl, BundleCtrlType, ErrorMsg, ExperimenterMsg,
-    FeaturesReply, FlowMod, FlowModCommand, FlowRemoved, FlowStats, FlowStatsRequest, GroupDesc,
-    GroupMod, GroupModCommand, GroupStats, GroupType, Header, Hello, Message, MeterBand, MeterMod,
-    MeterModCommand, MultipartReply, MultipartReplyBody, MultipartRequest, MultipartRequestBody,
-    PacketIn, PacketIn2, PacketOut, PortDesc, PortReason, PortStats, PortStatus, Role,
-    SwitchConfig, SwitchDesc, TableStats,
+    FeaturesReply, FlowMod, FlowModCommand, FlowMonitorRequest, FlowRemoved, FlowStats,
+    FlowStatsRequest, FlowUpdate, FlowUpdateEvent, FlowUpdateFull, GroupDesc, GroupMod,
+    GroupModCommand, GroupStats, GroupType, Header, Hello, Message, MeterBand, MeterMod,
+    MeterModCommand, MonitorExt, MultipartReply, MultipartReplyBody, MultipartRequest,
+    MultipartRequestBody, PacketIn, PacketIn2, PacketOut, PortDesc, PortReason, PortStats,
+    PortStatus, Role, SwitchConfig, SwitchDesc, TableStats,
 };
 
 /// The OpenFlow version this crate speaks: 0x04, OpenFlow 1.3.

@@ -309,3 +309,94 @@ async fn tcp_connect_and_ptcp_listen() {
     let e = Connection::connect("ptcp:6653").await.unwrap_err();
     assert!(matches!(e, Error::BadTarget { .. }), "{e}");
 }
+
+fn all_changes() -> FlowMonitorRequest {
+    use openflow::message::flow_monitor::flags;
+    FlowMonitorRequest::all(
+        1,
+        flags::ADD | flags::DELETE | flags::MODIFY | flags::ACTIONS,
+    )
+}
+
+#[tokio::test]
+async fn a_switch_rejecting_flow_monitors_makes_monitor_flows_fail() {
+    let (conn, mut peer) = connected(quiet()).await;
+    let task = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.monitor_flows(all_changes()).await }
+    });
+    let (xid, req) = recv(&mut peer).await;
+    assert!(
+        matches!(
+            &req,
+            Message::MultipartRequest(MultipartRequest {
+                body: MultipartRequestBody::FlowMonitor(v),
+                ..
+            }) if v == &vec![all_changes()]
+        ),
+        "{req:?}"
+    );
+    // What vswitchd answers an NXST_FLOW_MONITOR on OpenFlow 1.3: OFPBRC_BAD_EXP_TYPE.
+    let error = ErrorMsg {
+        error_type: 1,
+        code: 4,
+        experimenter: None,
+        data: Bytes::new(),
+    };
+    peer.send((xid, Message::Error(error.clone())))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(LIMIT, task).await.unwrap().unwrap();
+    match r {
+        Err(Error::Switch(e)) => assert_eq!((e.error_type, e.code), (1, 4)),
+        other => panic!("expected the switch's error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unsolicited_flow_updates_and_pauses_reach_the_event_channel() {
+    let (conn, mut peer) = connected(quiet()).await;
+    let mut events = conn.take_events().unwrap();
+    let task = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.monitor_flows(all_changes()).await }
+    });
+    let (xid, _) = recv(&mut peer).await;
+    assert_ne!(xid, 0);
+    let reply = |updates| {
+        Message::MultipartReply(MultipartReply {
+            flags: 0,
+            body: MultipartReplyBody::FlowMonitor(updates),
+        })
+    };
+    peer.send((xid, reply(vec![]))).await.unwrap();
+    let initial = tokio::time::timeout(LIMIT, task).await.unwrap().unwrap();
+    assert_eq!(initial.unwrap(), vec![]);
+    let update = FlowUpdate::Full(FlowUpdateFull {
+        event: FlowUpdateEvent::Deleted,
+        reason: 2,
+        priority: 9,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        table_id: 4,
+        cookie: 0x55,
+        match_: Match::new(),
+        instructions: vec![],
+    });
+    let sent = [
+        reply(vec![update.clone()]),
+        Message::FlowMonitorPaused(MonitorExt::Onf),
+        Message::FlowMonitorResumed(MonitorExt::Onf),
+        reply(vec![FlowUpdate::Abbrev { xid: 3 }, update]),
+    ];
+    for m in &sent {
+        peer.send((0, m.clone())).await.unwrap();
+    }
+    for want in sent {
+        let got = tokio::time::timeout(LIMIT, events.recv())
+            .await
+            .expect("event in time")
+            .expect("channel open");
+        assert_eq!(got, want);
+    }
+}

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod error_msg;
 pub mod flow_mod;
+pub mod flow_monitor;
 pub mod group;
 pub mod meter;
 pub mod multipart;
@@ -21,6 +22,9 @@ use crate::{Error, OFP_VERSION, Result};
 pub use bundle::{BundleAdd, BundleControl, BundleCtrlType};
 pub use error_msg::ErrorMsg;
 pub use flow_mod::{FlowMod, FlowModCommand};
+pub use flow_monitor::{
+    FlowMonitorRequest, FlowUpdate, FlowUpdateEvent, FlowUpdateFull, MonitorExt,
+};
 pub use group::{Bucket, GroupDesc, GroupMod, GroupModCommand, GroupStats, GroupType};
 pub use meter::{MeterBand, MeterMod, MeterModCommand};
 pub use multipart::{
@@ -31,6 +35,20 @@ pub use packet::{FlowRemoved, PacketIn, PacketOut};
 pub use packet_in2::PacketIn2;
 pub use port_status::{PortDesc, PortReason, PortStatus};
 pub use switch::{ExperimenterMsg, FeaturesReply, Hello, Role, SwitchConfig};
+
+/// Experimenter id and type of a flow monitor control message.
+fn put_monitor_header(out: &mut BytesMut, ext: MonitorExt, onf_type: u32, nx_type: u32) {
+    match ext {
+        MonitorExt::Onf => {
+            out.put_u32(ONF_EXPERIMENTER);
+            out.put_u32(onf_type);
+        }
+        MonitorExt::Nicira => {
+            out.put_u32(NX_EXPERIMENTER);
+            out.put_u32(nx_type);
+        }
+    }
+}
 
 /// Length of `struct ofp_header`.
 pub const HEADER_LEN: usize = 8;
@@ -161,6 +179,19 @@ pub enum Message {
     BundleControl(BundleControl),
     /// ONF bundle add (experimenter message in OpenFlow 1.3).
     BundleAdd(BundleAdd),
+    /// ONFT_FLOW_MONITOR_CANCEL (or NXT_): stop the flow monitor `id`.
+    FlowMonitorCancel {
+        /// Which extension frames it ([`MonitorExt::Onf`] on OpenFlow 1.3).
+        ext: MonitorExt,
+        /// The monitor's id.
+        id: u32,
+    },
+    /// ONFT_FLOW_MONITOR_PAUSED (or NXT_): the switch stopped sending flow updates because
+    /// this connection's send queue is too long.
+    FlowMonitorPaused(MonitorExt),
+    /// ONFT_FLOW_MONITOR_RESUMED (or NXT_): updates flow again; the switch first re-sends
+    /// the changes missed while paused.
+    FlowMonitorResumed(MonitorExt),
     /// Any other message type, kept verbatim.
     Unknown {
         /// OFPT_* type.
@@ -208,8 +239,14 @@ impl Message {
             Error(_) => ofpt::ERROR,
             EchoRequest(_) => ofpt::ECHO_REQUEST,
             EchoReply(_) => ofpt::ECHO_REPLY,
-            Experimenter(_) | BundleControl(_) | BundleAdd(_) | PacketIn2(_)
-            | SetPacketInFormat(_) => ofpt::EXPERIMENTER,
+            Experimenter(_)
+            | BundleControl(_)
+            | BundleAdd(_)
+            | PacketIn2(_)
+            | SetPacketInFormat(_)
+            | FlowMonitorCancel { .. }
+            | FlowMonitorPaused(_)
+            | FlowMonitorResumed(_) => ofpt::EXPERIMENTER,
             FeaturesRequest => ofpt::FEATURES_REQUEST,
             FeaturesReply(_) => ofpt::FEATURES_REPLY,
             GetConfigRequest => ofpt::GET_CONFIG_REQUEST,
@@ -289,6 +326,31 @@ impl Message {
                 out.put_u32(bundle::ONF_ET_BUNDLE_ADD_MESSAGE);
                 b.encode_body(out)?;
             }
+            FlowMonitorCancel { ext, id } => {
+                put_monitor_header(
+                    out,
+                    *ext,
+                    flow_monitor::ONFT_FLOW_MONITOR_CANCEL,
+                    flow_monitor::NXT_FLOW_MONITOR_CANCEL,
+                );
+                out.put_u32(*id);
+            }
+            FlowMonitorPaused(ext) => {
+                put_monitor_header(
+                    out,
+                    *ext,
+                    flow_monitor::ONFT_FLOW_MONITOR_PAUSED,
+                    flow_monitor::NXT_FLOW_MONITOR_PAUSED,
+                );
+            }
+            FlowMonitorResumed(ext) => {
+                put_monitor_header(
+                    out,
+                    *ext,
+                    flow_monitor::ONFT_FLOW_MONITOR_RESUMED,
+                    flow_monitor::NXT_FLOW_MONITOR_RESUMED,
+                );
+            }
             Unknown { body, .. } => out.put_slice(body),
         }
         let len = out.len() - start;
@@ -365,6 +427,30 @@ impl Message {
                     }
                     (NX_EXPERIMENTER, packet_in2::NXT_SET_PACKET_IN_FORMAT) => {
                         Message::SetPacketInFormat(b.u32("packet-in format")?)
+                    }
+                    (ONF_EXPERIMENTER, flow_monitor::ONFT_FLOW_MONITOR_CANCEL) => {
+                        Message::FlowMonitorCancel {
+                            ext: MonitorExt::Onf,
+                            id: b.u32("flow monitor cancel id")?,
+                        }
+                    }
+                    (NX_EXPERIMENTER, flow_monitor::NXT_FLOW_MONITOR_CANCEL) => {
+                        Message::FlowMonitorCancel {
+                            ext: MonitorExt::Nicira,
+                            id: b.u32("flow monitor cancel id")?,
+                        }
+                    }
+                    (ONF_EXPERIMENTER, flow_monitor::ONFT_FLOW_MONITOR_PAUSED) if b.is_empty() => {
+                        Message::FlowMonitorPaused(MonitorExt::Onf)
+                    }
+                    (NX_EXPERIMENTER, flow_monitor::NXT_FLOW_MONITOR_PAUSED) if b.is_empty() => {
+                        Message::FlowMonitorPaused(MonitorExt::Nicira)
+                    }
+                    (ONF_EXPERIMENTER, flow_monitor::ONFT_FLOW_MONITOR_RESUMED) if b.is_empty() => {
+                        Message::FlowMonitorResumed(MonitorExt::Onf)
+                    }
+                    (NX_EXPERIMENTER, flow_monitor::NXT_FLOW_MONITOR_RESUMED) if b.is_empty() => {
+                        Message::FlowMonitorResumed(MonitorExt::Nicira)
                     }
                     _ => Message::Experimenter(ExperimenterMsg {
                         experimenter,

@@ -1,11 +1,13 @@
 //! OFPT_MULTIPART_REQUEST / REPLY: flow, aggregate, table, port, group statistics and
-//! descriptions. A reply may be split over several messages flagged OFPMPF_REPLY_MORE;
+//! descriptions, and ONF flow monitors ([`crate::message::flow_monitor`]). A reply may be split over several messages flagged OFPMPF_REPLY_MORE;
 //! [`MultipartReplyBody::concat`] reassembles them.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::field::ONF_EXPERIMENTER;
 use crate::instruction::Instruction;
 use crate::matching::Match;
+use crate::message::flow_monitor::{self, FlowMonitorRequest, FlowUpdate, ONFMP_FLOW_MONITOR};
 use crate::message::group::{GroupDesc, GroupStats};
 use crate::message::port_status::PortDesc;
 use crate::port;
@@ -24,6 +26,16 @@ mod ofpmp {
     pub const GROUP: u16 = 6;
     pub const GROUP_DESC: u16 = 7;
     pub const PORT_DESC: u16 = 13;
+    pub const EXPERIMENTER: u16 = 0xffff;
+}
+
+/// True when an OFPMP_EXPERIMENTER body starts with the ONFST_FLOW_MONITOR header.
+fn is_onf_flow_monitor(r: &Reader) -> bool {
+    let mut peek = r.clone();
+    matches!(
+        (peek.u32("experimenter"), peek.u32("experimenter type")),
+        (Ok(ONF_EXPERIMENTER), Ok(ONFMP_FLOW_MONITOR))
+    )
 }
 
 /// Filter of a flow or aggregate statistics request.
@@ -310,6 +322,8 @@ pub enum MultipartRequestBody {
     GroupStats(u32),
     /// OFPMP_GROUP_DESC.
     GroupDesc,
+    /// ONFST_FLOW_MONITOR (OFPMP_EXPERIMENTER, ONF 1870): start flow monitors.
+    FlowMonitor(Vec<FlowMonitorRequest>),
     /// Any other multipart type, kept verbatim.
     Other {
         /// OFPMP_* type.
@@ -345,6 +359,7 @@ impl MultipartRequest {
             B::PortDesc => ofpmp::PORT_DESC,
             B::GroupStats(_) => ofpmp::GROUP,
             B::GroupDesc => ofpmp::GROUP_DESC,
+            B::FlowMonitor(_) => ofpmp::EXPERIMENTER,
             B::Other { mp_type, .. } => *mp_type,
         };
         out.put_u16(t);
@@ -356,6 +371,11 @@ impl MultipartRequest {
             B::PortStats(p) | B::GroupStats(p) => {
                 out.put_u32(*p);
                 put_zeros(out, 4);
+            }
+            B::FlowMonitor(v) => {
+                out.put_u32(ONF_EXPERIMENTER);
+                out.put_u32(ONFMP_FLOW_MONITOR);
+                v.iter().try_for_each(|m| m.encode(out))?;
             }
             B::Other { body, .. } => out.put_slice(body),
         }
@@ -376,6 +396,10 @@ impl MultipartRequest {
             ofpmp::PORT_DESC => B::PortDesc,
             ofpmp::GROUP => B::GroupStats(r.u32("group stats request group_id")?),
             ofpmp::GROUP_DESC => B::GroupDesc,
+            ofpmp::EXPERIMENTER if is_onf_flow_monitor(r) => {
+                r.skip("flow monitor experimenter header", 8)?;
+                B::FlowMonitor(flow_monitor::decode_requests(r)?)
+            }
             t => B::Other {
                 mp_type: t,
                 body: r.rest(),
@@ -404,6 +428,9 @@ pub enum MultipartReplyBody {
     GroupStats(Vec<GroupStats>),
     /// OFPMP_GROUP_DESC.
     GroupDesc(Vec<GroupDesc>),
+    /// ONFST_FLOW_MONITOR (OFPMP_EXPERIMENTER, ONF 1870): the reply to a flow monitor
+    /// request, and (with xid 0) every later update the switch sends on its own.
+    FlowMonitor(Vec<FlowUpdate>),
     /// Any other multipart type, kept verbatim.
     Other {
         /// OFPMP_* type.
@@ -431,6 +458,7 @@ impl MultipartReplyBody {
                 (B::PortDesc(a), B::PortDesc(b)) => a.extend(b),
                 (B::GroupStats(a), B::GroupStats(b)) => a.extend(b),
                 (B::GroupDesc(a), B::GroupDesc(b)) => a.extend(b),
+                (B::FlowMonitor(a), B::FlowMonitor(b)) => a.extend(b),
                 (
                     B::Other {
                         mp_type: t1,
@@ -469,6 +497,7 @@ impl MultipartReplyBody {
             B::PortDesc(_) => ofpmp::PORT_DESC,
             B::GroupStats(_) => ofpmp::GROUP,
             B::GroupDesc(_) => ofpmp::GROUP_DESC,
+            B::FlowMonitor(_) => ofpmp::EXPERIMENTER,
             B::Other { mp_type, .. } => *mp_type,
         }
     }
@@ -545,6 +574,11 @@ impl MultipartReply {
             B::PortDesc(v) => v.iter().for_each(|p| p.encode(out)),
             B::GroupStats(v) => v.iter().try_for_each(|g| g.encode(out))?,
             B::GroupDesc(v) => v.iter().try_for_each(|g| g.encode(out))?,
+            B::FlowMonitor(v) => {
+                out.put_u32(ONF_EXPERIMENTER);
+                out.put_u32(ONFMP_FLOW_MONITOR);
+                v.iter().try_for_each(|u| u.encode(out))?;
+            }
             B::Other { body, .. } => out.put_slice(body),
         }
         Ok(())
@@ -642,6 +676,10 @@ impl MultipartReply {
                     v.push(GroupDesc::decode(r)?);
                 }
                 B::GroupDesc(v)
+            }
+            ofpmp::EXPERIMENTER if is_onf_flow_monitor(r) => {
+                r.skip("flow monitor experimenter header", 8)?;
+                B::FlowMonitor(flow_monitor::decode_updates(r)?)
             }
             t => B::Other {
                 mp_type: t,
