@@ -42,8 +42,8 @@
 //! - no references are checked: a flow may name a group or meter that does not exist,
 //!   deleting a group does not delete the flows that use it, `check_overlap` is
 //!   ignored, action sets are not validated beyond what the codec checks;
-//! - modify loose / modify strict with table 255 or above, or add to it, is rejected with
-//!   OFPFMFC_BAD_TABLE_ID (OVS's exact codes for every corner may differ);
+//! - add, modify and modify-strict naming table 254 or 255, and deletes naming 254, are
+//!   rejected with OFPFMFC_BAD_TABLE_ID (OVS's exact codes for every corner may differ);
 //! - error data is the offending message re-encoded (first 64 bytes), or empty for a
 //!   message that did not decode (the codec does not hand the raw bytes out);
 //! - no echo requests are sent (ovs-vswitchd does not send them on unix sockets either);
@@ -53,7 +53,15 @@
 //! `ofp_match`) in a `HashMap` — the crate's `Match` is normalised and sorted, so equal
 //! matches have equal encodings — with its encoded instructions as two exact-size
 //! boxed slices. Adding a flow is one hash insert and two small allocations; reading flows
-//! back decodes them through the codec. (Memory per flow: not measured yet.)
+//! back decodes them through the codec.
+//!
+//! Measured with a counting global allocator (requested bytes, malloc's own overhead not
+//! included), 100 switches × 700 flows: ~175 bytes per flow of the controller's shape
+//! (in_port, eth_type, ip_dst, reg0 → set reg1, resubmit), ~210 with four actions; an
+//! idle switch ~19 KiB (mostly the codec's two 8 KiB buffers). 1000 switches × 700 flows
+//! is so about 125-150 MiB of tables plus ~19 MiB of connections on the switch side.
+//! (A one-off measurement: the counting allocator needs `unsafe`, which the workspace
+//! denies, so it is not part of the tests.)
 
 use std::collections::HashMap;
 use std::io;
