@@ -500,3 +500,79 @@ async fn two_hundred_switches_on_one_listener() {
         assert_eq!(s.flow_count(), 20);
     }
 }
+
+#[tokio::test]
+async fn bundle_control_errors_and_tcp() {
+    // Over TCP this time.
+    let listener = Listener::bind("ptcp:0:127.0.0.1").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sim = SimSwitch::connect(&format!("tcp:{addr}"), 0x77)
+        .await
+        .unwrap();
+    let conn = tokio::time::timeout(LIMIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.datapath_id(), 0x77);
+    let mut events = conn.take_events().unwrap();
+    let control = |bundle_id, ctrl_type| {
+        Message::BundleControl(openflow::BundleControl {
+            bundle_id,
+            ctrl_type,
+            flags: 3,
+        })
+    };
+    let bad = |r: openflow::Result<Message>| match r {
+        Err(Error::Switch(e)) => e.name().unwrap_or("?"),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    use openflow::BundleCtrlType::*;
+    let open = conn.request(&control(5, OpenRequest)).await.unwrap();
+    assert_eq!(open, control(5, OpenReply));
+    // Opening it again fails and (as in OVS) drops it.
+    assert_eq!(
+        bad(conn.request(&control(5, OpenRequest)).await),
+        "OFPBFC_BAD_ID"
+    );
+    assert_eq!(
+        bad(conn.request(&control(5, CommitRequest)).await),
+        "OFPBFC_BAD_ID"
+    );
+    // A closed bundle takes no more messages.
+    conn.request(&control(6, OpenRequest)).await.unwrap();
+    let close = conn.request(&control(6, CloseRequest)).await.unwrap();
+    assert_eq!(close, control(6, CloseReply));
+    let add = |xid| {
+        Message::BundleAdd(openflow::BundleAdd {
+            bundle_id: 6,
+            flags: 3,
+            xid,
+            message: Box::new(flow(1).into()),
+        })
+    };
+    let sent = conn.send(&add(0)).unwrap();
+    conn.barrier().await.unwrap();
+    match events.try_recv().unwrap() {
+        Message::Error(e) => {
+            assert_eq!(e.name(), Some("OFPBFC_MSG_BAD_XID"));
+            assert_eq!(e.offending_xid(), Some(sent));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A correct add must carry its own xid: the connection hands out xids one by one
+    // (its keepalive would only take one after 5 s of silence).
+    let next = conn.send(&Message::BarrierRequest).unwrap() + 1;
+    conn.send(&add(next)).unwrap();
+    conn.barrier().await.unwrap();
+    let mut names = Vec::new();
+    while let Ok(m) = events.try_recv() {
+        if let Message::Error(e) = m {
+            names.push(e.name().unwrap_or("?"));
+        }
+    }
+    assert_eq!(names, ["OFPBFC_BUNDLE_CLOSED"]);
+    assert_eq!(sim.flow_count(), 0);
+    // A committed empty bundle is still a bundle.
+    conn.bundle(Vec::new()).await.unwrap();
+    assert!(sim.wait_for_bundles(1, LIMIT).await);
+}
