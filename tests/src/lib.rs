@@ -7,6 +7,8 @@
 //!
 //! Does not own: anything Switchyard-specific. Tests of the product build on this.
 
+pub mod sim_switch;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
