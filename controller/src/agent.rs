@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openflow::{FlowStatsRequest, Message};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -68,8 +68,10 @@ pub trait StatePort: Send + Sync + 'static {
     /// The latest state.
     fn snapshot(&self) -> Snapshot;
     /// Hands the state the attachments found on the node's OVSDB; the state task marks
-    /// the owners that changed.
-    fn restore_attachments(&self, node: &str, ports: Vec<PodPort>);
+    /// the owners that changed. The receiver completes once the state holds them: the
+    /// agent must not plan the node's OVSDB before (it would delete the ports it has not
+    /// taken back yet).
+    fn restore_attachments(&self, node: &str, ports: Vec<PodPort>) -> oneshot::Receiver<()>;
 }
 
 /// How an agent is doing, for CNI STATUS, logs and (later) the admin API.
@@ -348,8 +350,10 @@ impl Worker {
             }))
         });
         if let Some(r) = replica {
-            self.state
+            let restored = self
+                .state
                 .restore_attachments(node, switch_config::pod_ports(&r.snapshot()));
+            let _ = restored.await;
         }
         let mut ofports: HashMap<String, u32> = HashMap::new();
         let mut next_sim_ofport = 3u32;
@@ -389,6 +393,22 @@ impl Worker {
                         gateway_mac: features::gateway_mac(&this),
                         pod_ports: attachments.iter().map(|a| (**a).clone()).collect(),
                     };
+                    // vswitchd started with flow-restore-wait=true connects to no controller
+                    // until the key is cleared (ovs-vswitchd.conf.db(5)); OVS expects the
+                    // flows to be restored through the local management socket meanwhile,
+                    // which a central controller cannot reach. So: with no live br-int
+                    // connection, clear it at once; br-int (fail_mode=secure) drops
+                    // everything until the whole pipeline arrives in one bundle.
+                    let live = lock(&self.openflow)
+                        .as_ref()
+                        .is_some_and(|c| c.closed_reason().is_none());
+                    if !live && let Some(txn) = switch_config::clear_flow_restore_wait(&snapshot) {
+                        info!(node = %node,
+                            "vswitchd waits with flow-restore-wait, which keeps it from connecting: clearing the key; the pipeline goes in one bundle when br-int connects");
+                        self.put_back(owners, false);
+                        self.transact(replica, txn).await?;
+                        continue;
+                    }
                     let txn = switch_config::plan(&snapshot, &desired);
                     if !txn.is_empty() {
                         self.put_back(owners, false);
@@ -519,6 +539,27 @@ impl Worker {
         Ok(())
     }
 
+    async fn transact(
+        &self,
+        replica: &ovsdb::Replica,
+        txn: ovsdb::Transaction,
+    ) -> Result<(), Error> {
+        let node = self.node.as_str();
+        let client = replica.client().ok_or_else(|| Error::OvsdbLost {
+            node: node.to_owned(),
+        })?;
+        client
+            .transact(ovsdb::vswitch::DATABASE, txn)
+            .await
+            .map_err(|e| Error::Ovsdb {
+                node: node.into(),
+                source: Box::new(e),
+            })?;
+        // Let the replica catch up before planning again.
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.wake.notified()).await;
+        Ok(())
+    }
+
     /// Brings the switch to the desired pipeline for the dirty owners (all of them on a new
     /// connection), in one bundle.
     async fn realise(
@@ -638,20 +679,50 @@ async fn watch_foreign_changes(
     tx: mpsc::UnboundedSender<(FlowKey, bool)>,
     node: &str,
 ) -> Option<AbortOnDrop> {
+    use openflow::message::flow_monitor::flags as fm;
+    use openflow::{FlowMonitorRequest, FlowUpdate, FlowUpdateEvent, MultipartReplyBody};
     let mut events = conn.take_events()?;
+    // Without NXFMF_OWN the switch reports this connection's own flow-mods only in the
+    // abbreviated form, which is ignored below; everyone else's come in full.
+    let request = FlowMonitorRequest::all(1, fm::ADD | fm::DELETE | fm::MODIFY);
+    match conn.monitor_flows(request).await {
+        Ok(_) => debug!(node = %node, "flow monitor started: foreign flow changes are reported"),
+        Err(e) => warn!(node = %node,
+            "switch refused a flow monitor ({e}); foreign flow changes are found by FLOW_REMOVED and the periodic re-read only"),
+    }
     let node = node.to_owned();
     Some(AbortOnDrop(tokio::spawn(async move {
         while let Some(message) = events.recv().await {
-            if let Message::FlowRemoved(r) = message {
-                debug!(node = %node, table = r.table_id, priority = r.priority,
-                    cookie = format!("{:#x}", r.cookie), reason = r.reason,
-                    "switch reports a flow removed");
-                let key = FlowKey {
-                    table_id: r.table_id,
-                    priority: r.priority,
-                    match_: r.match_,
-                };
-                let _ = tx.send((key, true));
+            match message {
+                Message::FlowRemoved(r) => {
+                    debug!(node = %node, table = r.table_id, priority = r.priority,
+                        cookie = format!("{:#x}", r.cookie), reason = r.reason,
+                        "switch reports a flow removed");
+                    let key = FlowKey {
+                        table_id: r.table_id,
+                        priority: r.priority,
+                        match_: r.match_,
+                    };
+                    let _ = tx.send((key, true));
+                }
+                Message::MultipartReply(reply) => {
+                    let MultipartReplyBody::FlowMonitor(updates) = reply.body else {
+                        continue;
+                    };
+                    for update in updates {
+                        let FlowUpdate::Full(u) = update else {
+                            continue;
+                        };
+                        let gone = u.event == FlowUpdateEvent::Deleted;
+                        let key = FlowKey {
+                            table_id: u.table_id,
+                            priority: u.priority,
+                            match_: u.match_,
+                        };
+                        let _ = tx.send((key, gone));
+                    }
+                }
+                _ => {}
             }
         }
     })))

@@ -82,6 +82,7 @@ enum Command {
     Restore {
         node: String,
         ports: Vec<PodPort>,
+        done: oneshot::Sender<()>,
     },
 }
 
@@ -138,11 +139,14 @@ impl StatePort for StateHandle {
         StateHandle::snapshot(self)
     }
 
-    fn restore_attachments(&self, node: &str, ports: Vec<PodPort>) {
+    fn restore_attachments(&self, node: &str, ports: Vec<PodPort>) -> oneshot::Receiver<()> {
+        let (done, rx) = oneshot::channel();
         let _ = self.commands.send(Command::Restore {
             node: node.to_owned(),
             ports,
+            done,
         });
+        rx
     }
 }
 
@@ -306,7 +310,12 @@ async fn state_task(
                         let _ = reply.send(node);
                         continue;
                     }
-                    Command::Restore { node, ports } => state.restore_attachments(&node, ports),
+                    Command::Restore { node, ports, done } => {
+                        let changes = state.restore_attachments(&node, ports);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+                        let _ = done.send(());
+                        continue;
+                    }
                 }
             }
         };

@@ -104,7 +104,13 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             .json()
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only on a terminal: a log file (the demo's controller.log, journald) gets
+        // plain `key=value` text that grep finds.
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -166,16 +166,54 @@ impl NodeOvs {
             db,
         ])?;
         ovs.vsctl(&["--no-wait", "init"])?;
-        daemon(&[
+        ovs.start_vswitchd(netns)?;
+        Ok(ovs)
+    }
+
+    /// Starts ovs-vswitchd inside `netns` (again, after [`NodeOvs::kill_vswitchd`]).
+    pub fn start_vswitchd(&self, netns: &Netns) -> Result<(), Error> {
+        let d = self.dir.display().to_string();
+        let mut args: Vec<String> = vec![
+            "env".into(),
+            format!("OVS_RUNDIR={d}"),
+            format!("OVS_LOGDIR={d}"),
+            format!("OVS_DBDIR={d}"),
+            format!("OVS_SYSCONFDIR={d}"),
+        ];
+        args.extend([
             "ovs-vswitchd".into(),
             "--detach".into(),
             "--no-chdir".into(),
             format!("--pidfile={d}/ovs-vswitchd.pid"),
             format!("--log-file={d}/ovs-vswitchd.log"),
             format!("--unixctl={d}/ovs-vswitchd.ctl"),
-            ovs.db_target(),
-        ])?;
-        Ok(ovs)
+            self.db_target(),
+        ]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        netns.exec(&argv).map(|_| ())
+    }
+
+    /// Kills ovs-vswitchd with SIGKILL (by its pidfile), as a crash would, and waits until
+    /// it is gone. ovsdb-server keeps running.
+    pub fn kill_vswitchd(&self) -> Result<(), Error> {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let file = self.dir.join("ovs-vswitchd.pid");
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::Io {
+            what: format!("read {}", file.display()),
+            source: e,
+        })?;
+        let pid: i32 = text
+            .trim()
+            .parse()
+            .map_err(|_| Error::Demo(format!("{}: not a pid: {text:?}", file.display())))?;
+        let pid = Pid::from_raw(pid);
+        let _ = kill(pid, Signal::SIGKILL);
+        if !wait_until(Duration::from_secs(10), || kill(pid, None).is_err()) {
+            return Err(Error::Demo(format!("ovs-vswitchd {pid} survived SIGKILL")));
+        }
+        let _ = std::fs::remove_file(&file);
+        Ok(())
     }
 
     /// `unix:DIR/db.sock`.

@@ -317,12 +317,42 @@ impl DemoCluster {
             "br-phy",
             "eth0",
         ])?;
-        let cidr = format!("{}/24", model.internal_ip);
-        netns.exec(&["ip", "addr", "add", &cidr, "dev", "br-phy"])?;
-        netns.exec(&["ip", "link", "set", "br-phy", "up"])?;
+        configure_underlay(&netns, &model)?;
         self.nodes
             .insert(model.name.clone(), DemoNode { model, ovs, netns });
         Ok(())
+    }
+
+    /// Kills a node's ovs-vswitchd with SIGKILL and starts it again the way a node's OVS
+    /// service does: `other_config:flow-restore-wait=true` first (so the new vswitchd keeps
+    /// the datapath quiet until the controller has restored its flows), then the daemon,
+    /// then the host side of the bridges' internal ports, which the userspace datapath
+    /// recreates (the underlay address on br-phy, the gateway's address).
+    pub fn restart_vswitchd(&mut self, node: &str) -> Result<(), Error> {
+        let n = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| Error::Demo(format!("no node {node}")))?;
+        n.ovs.kill_vswitchd()?;
+        n.ovs.vsctl(&[
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            "other_config:flow-restore-wait=true",
+        ])?;
+        n.ovs.start_vswitchd(&n.netns)?;
+        if !host::wait_until(Duration::from_secs(30), || {
+            n.netns
+                .exec_output(&["ip", "link", "show", "br-phy"])
+                .is_ok_and(|o| o.status.success())
+        }) {
+            return Err(Error::Demo(format!(
+                "node {node}: br-phy did not come back"
+            )));
+        }
+        configure_underlay(&n.netns, &n.model)?;
+        self.configure_gateway(node)
     }
 
     fn start_controller(&mut self) -> Result<(), Error> {
@@ -397,7 +427,17 @@ impl DemoCluster {
             let _ = child.wait();
         }
     }
+}
 
+/// The node's underlay address on br-phy, link up.
+fn configure_underlay(netns: &Netns, model: &NodeModel) -> Result<(), Error> {
+    let cidr = format!("{}/24", model.internal_ip);
+    netns.exec(&["ip", "addr", "replace", &cidr, "dev", "br-phy"])?;
+    netns.exec(&["ip", "link", "set", "br-phy", "up"])?;
+    Ok(())
+}
+
+impl DemoCluster {
     /// Does what a node's host-network setup does once the controller has created the
     /// gateway port: gives it the first address of the pod CIDR and brings it up.
     fn configure_gateway(&self, node: &str) -> Result<(), Error> {
