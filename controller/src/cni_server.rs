@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use switchyard_cni::api::{ErrorReply, PodNetwork, PodRef, Reply, Request, Route};
+use switchyard_target::Target;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 
@@ -48,20 +49,28 @@ impl CniListener {
             target: target.to_owned(),
             source,
         };
-        if let Some(path) = target.strip_prefix("unix:") {
-            // A socket file left by a previous controller would make bind fail.
-            let _ = std::fs::remove_file(path);
-            Ok(CniListener::Unix(
-                tokio::net::UnixListener::bind(path).map_err(fail)?,
-            ))
-        } else if let Some(addr) = target.strip_prefix("tcp:") {
-            Ok(CniListener::Tcp(
-                tokio::net::TcpListener::bind(addr).await.map_err(fail)?,
-            ))
-        } else {
-            Err(Error::Config(format!(
-                "--cni-listen {target:?}: use unix:PATH or tcp:IP:PORT"
-            )))
+        // The controller listens on what shims connect to, so the spelling is theirs:
+        // `unix:PATH` or `tcp:IP:PORT`.
+        match Target::parse_connect(target) {
+            Ok(Target::Unix(path)) => {
+                // A socket file left by a previous controller would make bind fail.
+                let _ = std::fs::remove_file(&path);
+                Ok(CniListener::Unix(
+                    tokio::net::UnixListener::bind(&path).map_err(fail)?,
+                ))
+            }
+            Ok(Target::Tcp(addr)) => Ok(CniListener::Tcp(
+                tokio::net::TcpListener::bind(addr.as_str())
+                    .await
+                    .map_err(fail)?,
+            )),
+            Ok(other) => Err(Error::Config(format!(
+                "--cni-listen {target:?}: {other} is not accepted here: use unix:PATH or tcp:IP:PORT"
+            ))),
+            Err(error) => Err(Error::Config(format!(
+                "--cni-listen {target:?}: {}",
+                error.reason
+            ))),
         }
     }
 }
