@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::controller::{Shared, lock};
-use crate::ipam::{format_mac, mac_for};
+use crate::ipam::mac_for;
 use crate::model::NodeModel;
 use crate::pipeline::encap_overhead;
 use crate::source::{ObjectKey, POD_NETWORK_ANNOTATION};
@@ -151,7 +151,7 @@ fn pod_network(shared: &Shared, node: &NodeModel, ip: Ipv4Addr) -> PodNetwork {
     let gw = IpAddr::V4(node.gateway_ip());
     PodNetwork {
         address: IpNet::V4(Ipv4Net::new(ip, node.pod_cidr.prefix_len()).unwrap_or(node.pod_cidr)),
-        mac: format_mac(mac_for(ip)),
+        mac: mac_for(ip).to_string(),
         gateway: gw,
         mtu: shared
             .config
@@ -234,7 +234,7 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
         );
     }
     let annotation = serde_json::json!({
-        "ip": ip.to_string(), "mac": format_mac(mac_for(ip)), "node": node.name,
+        "ip": ip.to_string(), "mac": mac_for(ip).to_string(), "node": node.name,
     })
     .to_string();
     if let Err(e) = shared
