@@ -30,6 +30,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use switchyard_target::Target;
 
 use crate::Error;
 
@@ -141,7 +142,7 @@ pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Re
         }
     };
     let reply = match parse_address(controller)? {
-        Address::Unix(path) => {
+        Target::Unix(path) => {
             let stream = UnixStream::connect(path).map_err(io_err("connect"))?;
             stream
                 .set_write_timeout(Some(remaining(deadline, controller)?))
@@ -150,7 +151,7 @@ pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Re
                 s.set_read_timeout(t)
             })?
         }
-        Address::Tcp(host_port) => {
+        Target::Tcp(host_port) => {
             let addrs: Vec<SocketAddr> = host_port
                 .to_socket_addrs()
                 .map_err(io_err("resolve"))?
@@ -183,6 +184,12 @@ pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Re
                 s.set_read_timeout(t)
             })?
         }
+        Target::PUnix(_) | Target::PTcp(_) => {
+            return Err(Error::ControllerAddress {
+                controller: controller.to_owned(),
+                reason: "a listening target: expected unix:PATH or tcp:HOST:PORT",
+            });
+        }
     };
     serde_json::from_slice::<Reply>(&reply).map_err(|e| Error::ControllerReply {
         controller: controller.to_owned(),
@@ -191,29 +198,11 @@ pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Re
     })
 }
 
-enum Address<'a> {
-    Unix(&'a str),
-    Tcp(&'a str),
-}
-
-fn parse_address(controller: &str) -> Result<Address<'_>, Error> {
-    let bad = |reason| Error::ControllerAddress {
-        controller: controller.to_owned(),
-        reason,
-    };
-    if let Some(path) = controller.strip_prefix("unix:") {
-        if path.is_empty() {
-            return Err(bad("the unix: address has no path"));
-        }
-        Ok(Address::Unix(path))
-    } else if let Some(host_port) = controller.strip_prefix("tcp:") {
-        if !host_port.contains(':') {
-            return Err(bad("a tcp: address needs HOST:PORT"));
-        }
-        Ok(Address::Tcp(host_port))
-    } else {
-        Err(bad("expected unix:PATH or tcp:HOST:PORT"))
-    }
+fn parse_address(controller: &str) -> Result<Target, Error> {
+    Target::parse_connect(controller).map_err(|error| Error::ControllerAddress {
+        controller: error.input,
+        reason: error.reason,
+    })
 }
 
 fn remaining(deadline: Instant, controller: &str) -> Result<Duration, Error> {

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use switchyard_cni::api::{ErrorReply, PodNetwork, PodRef, Reply, Request, Route};
+use switchyard_target::Target;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 
 use crate::Error;
 use crate::controller::{Shared, lock};
-use crate::ipam::{format_mac, mac_for};
+use crate::ipam::mac_for;
 use crate::model::NodeModel;
 use crate::pipeline::encap_overhead;
 use crate::source::{ObjectKey, POD_NETWORK_ANNOTATION};
@@ -48,20 +49,28 @@ impl CniListener {
             target: target.to_owned(),
             source,
         };
-        if let Some(path) = target.strip_prefix("unix:") {
-            // A socket file left by a previous controller would make bind fail.
-            let _ = std::fs::remove_file(path);
-            Ok(CniListener::Unix(
-                tokio::net::UnixListener::bind(path).map_err(fail)?,
-            ))
-        } else if let Some(addr) = target.strip_prefix("tcp:") {
-            Ok(CniListener::Tcp(
-                tokio::net::TcpListener::bind(addr).await.map_err(fail)?,
-            ))
-        } else {
-            Err(Error::Config(format!(
-                "--cni-listen {target:?}: use unix:PATH or tcp:IP:PORT"
-            )))
+        // The controller listens on what shims connect to, so the spelling is theirs:
+        // `unix:PATH` or `tcp:IP:PORT`.
+        match Target::parse_connect(target) {
+            Ok(Target::Unix(path)) => {
+                // A socket file left by a previous controller would make bind fail.
+                let _ = std::fs::remove_file(&path);
+                Ok(CniListener::Unix(
+                    tokio::net::UnixListener::bind(&path).map_err(fail)?,
+                ))
+            }
+            Ok(Target::Tcp(addr)) => Ok(CniListener::Tcp(
+                tokio::net::TcpListener::bind(addr.as_str())
+                    .await
+                    .map_err(fail)?,
+            )),
+            Ok(other) => Err(Error::Config(format!(
+                "--cni-listen {target:?}: {other} is not accepted here: use unix:PATH or tcp:IP:PORT"
+            ))),
+            Err(error) => Err(Error::Config(format!(
+                "--cni-listen {target:?}: {}",
+                error.reason
+            ))),
         }
     }
 }
@@ -142,7 +151,7 @@ fn pod_network(shared: &Shared, node: &NodeModel, ip: Ipv4Addr) -> PodNetwork {
     let gw = IpAddr::V4(node.gateway_ip());
     PodNetwork {
         address: IpNet::V4(Ipv4Net::new(ip, node.pod_cidr.prefix_len()).unwrap_or(node.pod_cidr)),
-        mac: format_mac(mac_for(ip)),
+        mac: mac_for(ip).to_string(),
         gateway: gw,
         mtu: shared
             .config
@@ -225,7 +234,7 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
         );
     }
     let annotation = serde_json::json!({
-        "ip": ip.to_string(), "mac": format_mac(mac_for(ip)), "node": node.name,
+        "ip": ip.to_string(), "mac": mac_for(ip).to_string(), "node": node.name,
     })
     .to_string();
     if let Err(e) = shared

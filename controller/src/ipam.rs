@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::mac::Mac;
 use crate::model::first_host;
 use crate::source::ObjectKey;
 
@@ -204,20 +205,9 @@ impl Ipam {
     }
 }
 
-/// The MAC that goes with a pod or gateway address: `0a:58` followed by the IPv4 address.
-/// Locally administered and unicast (0x0a), the same convention ovn-kubernetes uses, so a MAC
-/// seen in a trace tells the address at a glance and needs no bookkeeping of its own.
-pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
-}
-
-/// Formats a MAC as `0a:58:0a:f4:01:05`.
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// The MAC that goes with a pod or gateway address: [`Mac::for_ipv4`].
+pub fn mac_for(ip: Ipv4Addr) -> Mac {
+    Mac::for_ipv4(ip)
 }
 
 #[cfg(test)]
@@ -292,7 +282,7 @@ mod tests {
     #[test]
     fn mac_encodes_the_address() {
         assert_eq!(
-            format_mac(mac_for(Ipv4Addr::new(10, 244, 1, 5))),
+            mac_for(Ipv4Addr::new(10, 244, 1, 5)).to_string(),
             "0a:58:0a:f4:01:05"
         );
     }

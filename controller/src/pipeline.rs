@@ -4,6 +4,8 @@
 //! things for operators; keep the two in step. Does not own: the flows themselves
 //! (see `compiler`).
 
+use crate::mac::Mac;
+
 /// The pipeline's tables, in the order a packet visits them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
@@ -129,7 +131,7 @@ pub const GATEWAY_PORT: &str = "sy-gw0";
 
 /// The destination MAC that L3Forwarding gives packets bound for another node; L2 maps it
 /// to the tunnel port. Locally administered; never on a wire outside the tunnel.
-pub const TUNNEL_PEER_MAC: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+pub const TUNNEL_PEER_MAC: Mac = Mac::new([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
 
 /// Conntrack zone for all pod traffic of a node.
 pub const CT_ZONE: u16 = 65520;

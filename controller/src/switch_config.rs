@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use ovsdb::vswitch::{self, Bridge, Controller, Interface, Port};
 use ovsdb::{Condition, Datum, Mutation, NamedUuid, Row, Snapshot, Transaction, Uuid};
 
-use crate::ipam::format_mac;
+use crate::mac::Mac;
 use crate::pipeline::{
     BRIDGE, Encap, GATEWAY_OFPORT, GATEWAY_PORT, TUNNEL_OFPORT, TUNNEL_PORT, Table,
 };
@@ -40,7 +40,7 @@ pub struct PodPort {
     /// Its address.
     pub ip: Ipv4Addr,
     /// Its MAC.
-    pub mac: [u8; 6],
+    pub mac: Mac,
     /// The CNI container id.
     pub container_id: String,
 }
@@ -50,7 +50,7 @@ impl PodPort {
         BTreeMap::from([
             (EXT_POD.to_owned(), self.pod.to_string()),
             (EXT_IP.to_owned(), self.ip.to_string()),
-            (EXT_MAC.to_owned(), format_mac(self.mac)),
+            (EXT_MAC.to_owned(), self.mac.to_string()),
             (EXT_CONTAINER.to_owned(), self.container_id.clone()),
             (EXT_OWNER.to_owned(), "pod".to_owned()),
         ])
@@ -65,20 +65,10 @@ impl PodPort {
             iface: iface.name.clone(),
             pod: ObjectKey::new(namespace, name),
             ip: ids.get(EXT_IP)?.parse().ok()?,
-            mac: parse_mac(ids.get(EXT_MAC)?)?,
+            mac: ids.get(EXT_MAC)?.parse().ok()?,
             container_id: ids.get(EXT_CONTAINER)?.clone(),
         })
     }
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 /// What a node's OVSDB must hold.
@@ -94,7 +84,7 @@ pub struct SwitchConfig {
     /// Tunnel type.
     pub encap: Encap,
     /// MAC of the gateway port.
-    pub gateway_mac: [u8; 6],
+    pub gateway_mac: Mac,
     /// The pods attached on this node.
     pub pod_ports: Vec<PodPort>,
 }
@@ -198,7 +188,7 @@ pub fn plan(snapshot: &Snapshot, desired: &SwitchConfig) -> Transaction {
         Some((_, None)) => {}
     }
 
-    let gateway_mac = format_mac(desired.gateway_mac);
+    let gateway_mac = desired.gateway_mac.to_string();
     match on_br.get(GATEWAY_PORT) {
         None => new_ports.push(insert_port(
             &mut txn,
@@ -298,7 +288,7 @@ fn gateway_interface(desired: &SwitchConfig) -> Row {
         .with("type", "internal")
         .with(
             "mac",
-            Datum::set([format_mac(desired.gateway_mac).as_str()]),
+            Datum::set([desired.gateway_mac.to_string().as_str()]),
         )
         .with("ofport_request", i64::from(GATEWAY_OFPORT))
         .with("external_ids", owner("gateway"))
@@ -471,17 +461,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mac_round_trips_and_rejects_garbage() {
-        assert_eq!(
-            parse_mac("0a:58:0a:f4:01:05"),
-            Some([10, 88, 10, 244, 1, 5])
-        );
-        assert_eq!(parse_mac("0a:58:0a:f4:01"), None);
-        assert_eq!(parse_mac("0a:58:0a:f4:01:05:06"), None);
-        assert_eq!(parse_mac("zz:58:0a:f4:01:05"), None);
-    }
-
-    #[test]
     fn datapath_ids_are_stable_and_distinct() {
         assert_eq!(datapath_id("node-1"), datapath_id("node-1"));
         assert_ne!(datapath_id("node-1"), datapath_id("node-2"));
@@ -495,7 +474,7 @@ mod tests {
             datapath_id: format!("{:016x}", datapath_id("n1")),
             controller_target: "unix:/tmp/x".into(),
             encap: Encap::Geneve,
-            gateway_mac: [0x0a, 0x58, 10, 244, 1, 1],
+            gateway_mac: Mac::new([0x0a, 0x58, 10, 244, 1, 1]),
             pod_ports: vec![],
         };
         let txn = plan(&Snapshot::default(), &desired);

@@ -360,59 +360,14 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Where to connect or listen, parsed from OVS-style strings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// `unix:PATH`.
-    Unix(PathBuf),
-    /// `tcp:IP:PORT` (IPv6 as `tcp:[ADDR]:PORT`).
-    Tcp(SocketAddr),
-    /// `punix:PATH`.
-    PUnix(PathBuf),
-    /// `ptcp:PORT[:IP]` (default IP 0.0.0.0).
-    PTcp(SocketAddr),
-}
+/// Where to connect or listen, parsed from OVS-style strings (shared with the other
+/// Switchyard crates).
+pub use switchyard_target::Target;
 
-impl std::str::FromStr for Target {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Target> {
-        let bad = |reason| Error::BadTarget {
-            target: s.to_string(),
-            reason,
-        };
-        let (kind, rest) = s
-            .split_once(':')
-            .ok_or_else(|| bad("expected unix:, tcp:, punix: or ptcp:"))?;
-        match kind {
-            "unix" | "punix" => {
-                if rest.is_empty() {
-                    return Err(bad("empty socket path"));
-                }
-                let p = PathBuf::from(rest);
-                Ok(if kind == "unix" {
-                    Target::Unix(p)
-                } else {
-                    Target::PUnix(p)
-                })
-            }
-            "tcp" => {
-                let addr = rest
-                    .parse::<SocketAddr>()
-                    .map_err(|_| bad("expected tcp:IP:PORT"))?;
-                Ok(Target::Tcp(addr))
-            }
-            "ptcp" => {
-                let (port, ip) = match rest.split_once(':') {
-                    Some((p, ip)) => (p, ip.trim_start_matches('[').trim_end_matches(']')),
-                    None => (rest, "0.0.0.0"),
-                };
-                let port: u16 = port.parse().map_err(|_| bad("expected ptcp:PORT[:IP]"))?;
-                let ip = ip.parse().map_err(|_| bad("expected ptcp:PORT[:IP]"))?;
-                Ok(Target::PTcp(SocketAddr::new(ip, port)))
-            }
-            _ => Err(bad("expected unix:, tcp:, punix: or ptcp:")),
-        }
+fn bad_target(error: switchyard_target::ParseError) -> Error {
+    Error::BadTarget {
+        target: error.input,
+        reason: error.reason,
     }
 }
 
@@ -429,7 +384,7 @@ impl Connection {
 
     /// [`Connection::connect`] with explicit settings.
     pub async fn connect_with(target: &str, config: Config) -> Result<Connection> {
-        match target.parse::<Target>()? {
+        match Target::parse_connect(target).map_err(bad_target)? {
             Target::Unix(p) => {
                 let s = UnixStream::connect(&p)
                     .await
@@ -437,7 +392,7 @@ impl Connection {
                 Connection::from_stream(s, target.to_string(), config).await
             }
             Target::Tcp(a) => {
-                let s = TcpStream::connect(a)
+                let s = TcpStream::connect(a.as_str())
                     .await
                     .map_err(io_err(format!("connecting to {target}")))?;
                 let _ = s.set_nodelay(true);
@@ -1083,7 +1038,7 @@ impl Listener {
 
     /// [`Listener::bind`] with settings applied to every accepted connection.
     pub async fn bind_with(target: &str, config: Config) -> Result<Listener> {
-        let inner = match target.parse::<Target>()? {
+        let inner = match Target::parse_listen(target).map_err(bad_target)? {
             Target::PUnix(p) => {
                 // A stale socket file from an earlier run would make bind fail.
                 if std::fs::symlink_metadata(&p)
@@ -1103,7 +1058,7 @@ impl Listener {
                     .await
                     .map_err(io_err(format!("binding {target}")))?,
             ),
-            _ => {
+            Target::Unix(_) | Target::Tcp(_) => {
                 return Err(Error::BadTarget {
                     target: target.to_string(),
                     reason: "not a passive target: use punix:PATH or ptcp:PORT[:IP]",
@@ -1193,7 +1148,7 @@ mod tests {
         );
         assert_eq!(
             "tcp:127.0.0.1:6653".parse::<Target>().unwrap(),
-            Target::Tcp("127.0.0.1:6653".parse().unwrap())
+            Target::Tcp("127.0.0.1:6653".into())
         );
         assert_eq!(
             "ptcp:6653".parse::<Target>().unwrap(),

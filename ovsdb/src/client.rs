@@ -7,7 +7,6 @@
 //! (see `replica`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,44 +22,24 @@ use crate::framing::{DEFAULT_MAX_MESSAGE, Framer};
 use crate::schema::DatabaseSchema;
 use crate::transaction::{Condition, OperationResult, Transaction, parse_results};
 
-/// Where the server listens, in ovsdb-client's syntax.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// `unix:PATH`.
-    Unix(PathBuf),
-    /// `tcp:IP:PORT` (`tcp:[IPv6]:PORT` for IPv6).
-    Tcp(String),
-}
+/// Where the server listens, in ovsdb-client's syntax (`unix:PATH`, `tcp:HOST:PORT`);
+/// the type is shared with the other Switchyard crates.
+pub use switchyard_target::Target;
 
-impl Target {
-    /// Parses `unix:PATH` or `tcp:IP:PORT`. `ssl:` is recognised and refused until TLS
-    /// lands (use [`Client::from_stream`] with your own TLS stream meanwhile).
-    pub fn parse(text: &str) -> Result<Target, Error> {
-        let bad = |reason: &str| Error::InvalidTarget {
+/// Parses `unix:PATH` or `tcp:HOST:PORT`. `ssl:` is recognised and refused until TLS
+/// lands (use [`Client::from_stream`] with your own TLS stream meanwhile).
+fn parse_target(text: &str) -> Result<Target, Error> {
+    if text.starts_with("ssl:") {
+        return Err(Error::InvalidTarget {
             target: text.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if let Some(path) = text.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(bad("empty socket path"));
-            }
-            Ok(Target::Unix(PathBuf::from(path)))
-        } else if let Some(addr) = text.strip_prefix("tcp:") {
-            let (host, port) = addr
-                .rsplit_once(':')
-                .ok_or_else(|| bad("expected tcp:IP:PORT"))?;
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return Err(bad("expected tcp:IP:PORT with a numeric port"));
-            }
-            Ok(Target::Tcp(addr.to_owned()))
-        } else if text.starts_with("ssl:") {
-            Err(bad(
-                "ssl: is not supported yet; wrap a TLS stream and use Client::from_stream",
-            ))
-        } else {
-            Err(bad("expected unix:PATH or tcp:IP:PORT"))
-        }
+            reason: "ssl: is not supported yet; wrap a TLS stream and use Client::from_stream"
+                .to_owned(),
+        });
     }
+    Target::parse_connect(text).map_err(|error| Error::InvalidTarget {
+        target: error.input,
+        reason: error.reason.to_owned(),
+    })
 }
 
 /// A byte stream a client can run on (a socket, or a TLS session over one).
@@ -269,7 +248,7 @@ impl Client {
             target: target.to_owned(),
             source,
         };
-        match Target::parse(target)? {
+        match parse_target(target)? {
             Target::Unix(path) => {
                 let s = tokio::net::UnixStream::connect(&path)
                     .await
@@ -283,6 +262,10 @@ impl Client {
                 let _ = s.set_nodelay(true);
                 Ok(Client::from_stream(s, target, options))
             }
+            Target::PUnix(_) | Target::PTcp(_) => Err(Error::InvalidTarget {
+                target: target.to_owned(),
+                reason: "a listening target: expected unix:PATH or tcp:HOST:PORT".to_owned(),
+            }),
         }
     }
 
@@ -690,15 +673,15 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(
-            Target::parse("unix:/a/b").ok(),
+            parse_target("unix:/a/b").ok(),
             Some(Target::Unix("/a/b".into()))
         );
         assert_eq!(
-            Target::parse("tcp:127.0.0.1:6640").ok(),
+            parse_target("tcp:127.0.0.1:6640").ok(),
             Some(Target::Tcp("127.0.0.1:6640".into()))
         );
         assert_eq!(
-            Target::parse("tcp:[::1]:6640").ok(),
+            parse_target("tcp:[::1]:6640").ok(),
             Some(Target::Tcp("[::1]:6640".into()))
         );
         for bad in [
@@ -708,8 +691,9 @@ mod tests {
             "tcp:1.2.3.4:x",
             "ssl:1.2.3.4:6640",
             "/tmp/x",
+            "punix:/tmp/x",
         ] {
-            assert!(Target::parse(bad).is_err(), "{bad}");
+            assert!(parse_target(bad).is_err(), "{bad}");
         }
     }
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_json::{Value, json};
 
 use crate::Error;
 use crate::model::{ClusterModel, NodeModel};
@@ -877,16 +877,18 @@ fn cni_result_ip(out: &str) -> Option<Ipv4Addr> {
 }
 
 fn split_documents(text: &str) -> Result<Vec<Value>, Error> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    // Empty documents are skipped by the parser.
+    let parsed: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| Error::Demo(format!("cluster file is not YAML: {e}")))?;
     let mut docs = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(text) {
-        let v = <Value as serde::Deserialize>::deserialize(d)
-            .map_err(|e| Error::Demo(format!("cluster file is not YAML: {e}")))?;
+    for v in parsed {
         if v.is_null() {
             continue;
         }
         // A `kind: List` is flattened so the demo can edit items one by one.
         if kind(&v) == Some("List") {
-            if let Some(items) = v.get("items").and_then(Value::as_sequence) {
+            if let Some(items) = v.get("items").and_then(Value::as_array) {
                 docs.extend(items.iter().cloned());
             }
         } else {
@@ -898,7 +900,7 @@ fn split_documents(text: &str) -> Result<Vec<Value>, Error> {
 
 fn render_documents(docs: &[Value]) -> String {
     docs.iter()
-        .map(|d| serde_yaml::to_string(d).unwrap_or_default())
+        .map(|d| serde_saphyr::to_string(d).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("---\n")
 }
@@ -916,33 +918,38 @@ fn namespace(doc: &Value) -> Option<&str> {
 }
 
 fn set_internal_ip(doc: &mut Value, ip: Ipv4Addr) {
-    let address: Value = serde_yaml::from_str(&format!(
-        "addresses: [{{type: InternalIP, address: \"{ip}\"}}]"
-    ))
-    .unwrap_or(Value::Null);
-    if let Value::Mapping(map) = doc {
+    if let Value::Object(map) = doc {
         let status = map
-            .entry(Value::from("status"))
-            .or_insert_with(|| Value::Mapping(Default::default()));
-        if let (Value::Mapping(status), Value::Mapping(a)) = (status, address) {
-            status.extend(a);
+            .entry("status")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(status) = status {
+            status.insert(
+                "addresses".to_owned(),
+                json!([{"type": "InternalIP", "address": ip.to_string()}]),
+            );
         }
     }
 }
 
 fn pod_document(key: &ObjectKey, node: &str) -> Value {
-    serde_yaml::from_str(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: \"{}\", namespace: \"{}\"}}\nspec:\n  nodeName: \"{node}\"\n  containers: [{{name: main, image: demo}}]\n",
-        key.name, key.namespace
-    ))
-    .unwrap_or(Value::Null)
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": key.name, "namespace": key.namespace},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "main", "image": "demo"}],
+        },
+    })
 }
 
 fn node_document(name: &str, pod_cidr: &str) -> Value {
-    serde_yaml::from_str(&format!(
-        "apiVersion: v1\nkind: Node\nmetadata: {{name: \"{name}\"}}\nspec: {{podCIDR: \"{pod_cidr}\", podCIDRs: [\"{pod_cidr}\"]}}\n"
-    ))
-    .unwrap_or(Value::Null)
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+    })
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub fn flows(node: &NodeModel, flows: &mut Vec<Flow>) {
         Table::L2ForwardingCalc,
         PRIORITY_NORMAL,
         c,
-        matching([MatchField::mac(Field::EthDst, gw_mac)]),
+        matching([MatchField::mac(Field::EthDst, gw_mac.octets())]),
         vec![
             apply(vec![set_reg(REG_OUT_PORT, GATEWAY_OFPORT)]),
             goto(Table::IngressRule),

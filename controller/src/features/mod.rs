@@ -33,6 +33,7 @@ use openflow::action::{Ct, CtZone};
 use openflow::{Action, Field, Instruction, Match, MatchField, Subfield, port};
 
 use crate::ipam::mac_for;
+use crate::mac::Mac;
 use crate::model::NodeModel;
 use crate::pipeline::Table;
 use crate::source::ObjectKey;
@@ -121,7 +122,7 @@ pub struct LocalPod {
     /// Its address.
     pub ip: Ipv4Addr,
     /// Its interface's MAC.
-    pub mac: [u8; 6],
+    pub mac: Mac,
     /// Its OpenFlow port on br-int.
     pub ofport: u32,
 }
@@ -170,7 +171,7 @@ const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
 
 /// The MAC of a node's gateway port.
-pub fn gateway_mac(node: &NodeModel) -> [u8; 6] {
+pub fn gateway_mac(node: &NodeModel) -> Mac {
     mac_for(node.gateway_ip())
 }
 
@@ -195,8 +196,8 @@ pub(crate) fn set_reg(reg: u8, value: u32) -> Action {
     Action::SetField(MatchField::u32(Field::Reg(reg), value))
 }
 
-pub(crate) fn set_mac(field: Field, mac: [u8; 6]) -> Action {
-    Action::SetField(MatchField::mac(field, mac))
+pub(crate) fn set_mac(field: Field, mac: Mac) -> Action {
+    Action::SetField(MatchField::mac(field, mac.octets()))
 }
 
 pub(crate) fn eth_type(t: u16) -> MatchField {
@@ -226,7 +227,7 @@ pub(crate) const CT_TRK: u32 = 0x20;
 
 /// The OVS ARP responder: turn the request into a reply from `mac`/`ip` and send it back
 /// out of the port it came in on.
-pub(crate) fn arp_reply(mac: [u8; 6], ip: Ipv4Addr) -> Vec<Action> {
+pub(crate) fn arp_reply(mac: Mac, ip: Ipv4Addr) -> Vec<Action> {
     vec![
         Action::move_(
             Subfield::whole(Field::EthSrc),

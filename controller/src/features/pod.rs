@@ -26,7 +26,7 @@ pub fn flows(node: &NodeModel, pod: &LocalPod, flows: &mut Vec<Flow>) {
         c,
         matching([
             in_port(),
-            MatchField::mac(Field::EthSrc, pod.mac),
+            MatchField::mac(Field::EthSrc, pod.mac.octets()),
             eth_type(ETH_TYPE_IPV4),
             MatchField::ipv4(Field::Ipv4Src, pod.ip),
         ]),
@@ -38,10 +38,10 @@ pub fn flows(node: &NodeModel, pod: &LocalPod, flows: &mut Vec<Flow>) {
         c,
         matching([
             in_port(),
-            MatchField::mac(Field::EthSrc, pod.mac),
+            MatchField::mac(Field::EthSrc, pod.mac.octets()),
             eth_type(ETH_TYPE_ARP),
             MatchField::ipv4(Field::ArpSpa, pod.ip),
-            MatchField::mac(Field::ArpSha, pod.mac),
+            MatchField::mac(Field::ArpSha, pod.mac.octets()),
         ]),
         vec![goto(Table::ArpResponder)],
     ));
@@ -72,7 +72,7 @@ pub fn flows(node: &NodeModel, pod: &LocalPod, flows: &mut Vec<Flow>) {
         Table::L2ForwardingCalc,
         PRIORITY_NORMAL,
         c,
-        matching([MatchField::mac(Field::EthDst, pod.mac)]),
+        matching([MatchField::mac(Field::EthDst, pod.mac.octets())]),
         vec![
             apply(vec![set_reg(REG_OUT_PORT, pod.ofport)]),
             goto(Table::IngressRule),

@@ -77,7 +77,7 @@ pub fn flows(flows: &mut Vec<Flow>) {
         Table::L2ForwardingCalc,
         PRIORITY_NORMAL,
         c,
-        matching([MatchField::mac(Field::EthDst, TUNNEL_PEER_MAC)]),
+        matching([MatchField::mac(Field::EthDst, TUNNEL_PEER_MAC.octets())]),
         vec![
             apply(vec![set_reg(REG_OUT_PORT, TUNNEL_OFPORT)]),
             goto(Table::IngressRule),

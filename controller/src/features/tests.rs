@@ -90,7 +90,7 @@ fn a_pod_owns_exactly_its_six_flows_and_they_name_its_port_mac_and_ip() {
     let l2 = &mine[5];
     assert_eq!(
         l2.match_.get(Field::EthDst).map(|m| m.value.to_vec()),
-        Some(mac_for(ip).to_vec())
+        Some(mac_for(ip).octets().to_vec())
     );
     assert_eq!(
         l2.instructions[0],

@@ -17,9 +17,10 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_yaml::Value;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+use serde_saphyr::granit_parser::{Event, Parser as EventParser};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -104,30 +105,66 @@ impl Origin {
 /// server does. When an object appears twice the later one wins, with a problem naming
 /// both documents. Empty documents are ignored.
 pub fn parse_cluster_file(text: &str) -> (ClusterState, Vec<Problem>) {
-    let mut parser = Parser::default();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let origin = Origin {
-            document: index + 1,
-            item: None,
-        };
-        match Value::deserialize(document) {
-            Ok(value) => parser.document(origin, value),
-            Err(error) => {
-                // A syntax error leaves the parser unable to find where the next document
-                // starts, so nothing after it (and, for safety, nothing before it) is used.
-                let problem = Problem {
-                    document: origin.document,
+    let starts = document_starts(text);
+    // The document a position belongs to: the number of documents started at or before it.
+    let document_at = |line: u64, column: u64| {
+        starts
+            .iter()
+            .take_while(|&&start| start <= (line, column))
+            .count()
+            .max(1)
+    };
+    let options = serde_saphyr::options! { with_snippet: false };
+    // serde-saphyr skips empty (null) documents; the spans of the others tell which
+    // document of the file each one is.
+    match serde_saphyr::from_multiple_with_options::<Spanned<Value>>(text, options) {
+        Ok(documents) => {
+            let mut parser = Parser::default();
+            for document in documents {
+                let origin = Origin {
+                    document: document_at(document.referenced.line(), document.referenced.column()),
                     item: None,
-                    kind: None,
-                    object: None,
-                    message: format!("not valid YAML: {error}"),
-                    file_unreadable: true,
                 };
-                return (ClusterState::default(), vec![problem]);
+                parser.document(origin, document.value);
             }
+            (parser.state, parser.problems)
+        }
+        Err(error) => {
+            // A syntax error leaves the parser unable to find where the next document
+            // starts, so nothing after it (and, for safety, nothing before it) is used.
+            // The message names the line and column.
+            let document = match error.location() {
+                Some(location) => document_at(location.line(), location.column()),
+                None => starts.len().max(1),
+            };
+            let problem = Problem {
+                document,
+                item: None,
+                kind: None,
+                object: None,
+                message: format!("not valid YAML: {error}"),
+                file_unreadable: true,
+            };
+            (ClusterState::default(), vec![problem])
         }
     }
-    (parser.state, parser.problems)
+}
+
+/// Where each document of `text` starts, as 1-based (line, column), up to the first
+/// syntax error. Empty documents count, so document numbers are those a reader of the
+/// file would count.
+fn document_starts(text: &str) -> Vec<(u64, u64)> {
+    let mut starts = Vec::new();
+    for event in EventParser::new_from_str(text) {
+        match event {
+            Ok((Event::DocumentStart(..), span)) => {
+                starts.push((span.start.line() as u64, span.start.col() as u64 + 1));
+            }
+            Ok((Event::StreamEnd, _)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    starts
 }
 
 #[derive(Default)]
@@ -170,7 +207,7 @@ impl Parser {
     }
 
     fn list(&mut self, origin: Origin, value: Value) {
-        let Some(items) = value.get("items").and_then(Value::as_sequence) else {
+        let Some(items) = value.get("items").and_then(Value::as_array) else {
             self.problems.push(origin.problem(
                 Some("List"),
                 None,
@@ -332,15 +369,13 @@ fn object_name(value: &Value, namespaced: bool) -> Option<String> {
 
 /// Decodes one object, with serde's path to the offending field in the error.
 fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
-    // serde_yaml reports the field path only when deserializing from text, not from a
-    // `Value`, so the value goes through text once more. The line/column it then reports
-    // are of that text, not of the user's file, so they are cut off.
-    let text = serde_yaml::to_string(value).map_err(|error| error.to_string())?;
-    serde_yaml::from_str(&text).map_err(|error| {
-        let message = error.to_string();
-        match message.rfind(" at line ") {
-            Some(cut) => message[..cut].to_owned(),
-            None => message,
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
         }
     })
 }
@@ -817,5 +852,27 @@ metadata: {name: [unclosed
             "{}",
             problems[0]
         );
+        assert!(
+            problems[0].message.contains("line 8, column 18"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn document_numbers_count_empty_documents() {
+        let empty = "\n---\n---\n# only a comment\n";
+        let nameless = "---\napiVersion: v1\nkind: Pod\nmetadata: {namespace: backend}\n";
+        let broken = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: [unclosed\n";
+
+        let (_, problems) = parse_cluster_file(&format!("{empty}{nameless}"));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].document, 3, "{}", problems[0]);
+        assert!(!problems[0].file_unreadable);
+
+        let (_, problems) = parse_cluster_file(&format!("{empty}{nameless}{broken}"));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].document, 4, "{}", problems[0]);
+        assert!(problems[0].file_unreadable);
     }
 }
