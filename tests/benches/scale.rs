@@ -285,6 +285,16 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
         if done {
             break;
         }
+        if started.elapsed() > Duration::from_secs(120) {
+            let agents = core.agents.lock().unwrap();
+            let ready = agents.values().filter(|a| a.status.borrow().ready).count();
+            let sample: Vec<String> = agents
+                .iter()
+                .take(3)
+                .map(|(n, a)| format!("{n}: {:?}", *a.status.borrow()))
+                .collect();
+            panic!("cold start incomplete after 120 s: {} agents, {ready} ready; {sample:?}", agents.len());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cold_start_s = started.elapsed().as_secs_f64();
@@ -368,8 +378,10 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
         deltas
             .send(vec![Delta::Apply(Object::from(node_object(i)))])
             .unwrap();
-        for (n, b) in &before {
-            bundle_on(&core, n, *b).await;
+        // Nodes added by earlier events have no switch: wait on the ones that do.
+        for i in 0..nodes {
+            let n = node_name(i);
+            bundle_on(&core, &n, before[&n]).await;
         }
         node_add.ms.push(t0.elapsed().as_secs_f64() * 1e3);
         node_add
