@@ -61,6 +61,16 @@ pub struct AgentConfig {
     pub encap: Encap,
     /// br-int's datapath type.
     pub datapath_type: String,
+    /// How many agents may realise a whole switch at once (a new connection, a re-read).
+    /// A whole pipeline's flow bodies and messages exist only while it is sent; bounding
+    /// the concurrency bounds the controller's memory at cold start (1000 switches
+    /// connecting at once) without slowing it: the work is CPU-bound anyway.
+    pub full_realisations: Arc<tokio::sync::Semaphore>,
+}
+
+impl AgentConfig {
+    /// The default bound of [`AgentConfig::full_realisations`].
+    pub const FULL_REALISATIONS: usize = 4;
 }
 
 /// What the agent asks of the state task.
@@ -255,6 +265,8 @@ struct FlowSide {
     read_at: Option<Instant>,
     pending: Dirty,
     recompute_all: bool,
+    /// Owners to compute again because the switch reported their flows changed by others.
+    refresh: BTreeSet<Owner>,
     /// Keys the switch reported changed by someone else (and whether the flow is gone).
     tampered: Option<mpsc::UnboundedReceiver<(FlowKey, bool)>>,
     _watcher: Option<AbortOnDrop>,
@@ -272,7 +284,9 @@ impl FlowSide {
             warn!(node = %node, table = key.table_id, priority = key.priority,
                 "a flow nobody here wants was added behind the controller's back; removing it");
         }
-        installed.foreign_change(key, gone, &self.desired, &mut self.pending);
+        if let Some(owner) = installed.foreign_change(key, gone, &self.desired, &mut self.pending) {
+            self.refresh.insert(owner);
+        }
     }
 }
 
@@ -591,8 +605,20 @@ impl Worker {
         if flows.read_at.is_none_or(|t| t.elapsed() >= REREAD_INTERVAL) {
             flows.installed = None;
         }
-        let first_read = flows.installed.is_none();
-        if first_read {
+        let whole = flows.installed.is_none() || flows.recompute_all;
+        // Bounds how many whole pipelines are in memory at once (see AgentConfig).
+        let _permit = if whole {
+            Some(
+                self.config
+                    .full_realisations
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::TaskStopped("the realisation limiter"))?,
+            )
+        } else {
+            None
+        };
+        if flows.installed.is_none() {
             let dumped = conn
                 .dump_flows(FlowStatsRequest::default())
                 .await
@@ -600,18 +626,21 @@ impl Worker {
             let groups = conn.dump_groups().await.map_err(of_err)?;
             flows.installed = Some(Installed::from_switch(dumped, groups));
             flows.read_at = Some(Instant::now());
-            flows.pending = Dirty::everything();
         }
-        if flows.recompute_all {
+        if whole {
+            // Every owner again: the plan then looks at every key, desired or installed.
             flows.desired.clear();
+            let mut dirty = Dirty::everything();
             for owner in features::node_owners(ctx) {
                 let parts = features::owner_flows(&owner, ctx).into();
-                flows.desired.set(&owner, parts, &mut flows.pending);
+                flows.desired.set(&owner, parts, &mut dirty);
             }
-            flows.pending = Dirty::everything();
+            flows.pending = dirty;
             flows.recompute_all = false;
+            flows.refresh.clear();
         } else {
-            for owner in &owners {
+            let refresh = std::mem::take(&mut flows.refresh);
+            for owner in owners.iter().chain(refresh.iter()) {
                 let parts = features::owner_flows(owner, ctx).into();
                 flows.desired.set(owner, parts, &mut flows.pending);
             }
@@ -698,11 +727,7 @@ async fn watch_foreign_changes(
                     debug!(node = %node, table = r.table_id, priority = r.priority,
                         cookie = format!("{:#x}", r.cookie), reason = r.reason,
                         "switch reports a flow removed");
-                    let key = FlowKey {
-                        table_id: r.table_id,
-                        priority: r.priority,
-                        match_: r.match_,
-                    };
+                    let key = FlowKey::new(r.table_id, r.priority, &r.match_);
                     let _ = tx.send((key, true));
                 }
                 Message::MultipartReply(reply) => {
@@ -714,11 +739,7 @@ async fn watch_foreign_changes(
                             continue;
                         };
                         let gone = u.event == FlowUpdateEvent::Deleted;
-                        let key = FlowKey {
-                            table_id: u.table_id,
-                            priority: u.priority,
-                            match_: u.match_,
-                        };
+                        let key = FlowKey::new(u.table_id, u.priority, &u.match_);
                         let _ = tx.send((key, gone));
                     }
                 }

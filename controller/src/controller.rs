@@ -222,6 +222,9 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
             openflow_target: config.openflow_target.clone(),
             encap: config.encap,
             datapath_type: config.datapath_type.clone(),
+            full_realisations: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                crate::agent::AgentConfig::FULL_REALISATIONS,
+            )),
         },
         deltas,
     );

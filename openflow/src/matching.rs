@@ -485,6 +485,20 @@ impl Match {
         len + pad8(len)
     }
 
+    /// The encoded `ofp_match` ([`Match::encode`]) as bytes: a compact, canonical key for
+    /// a match (equal matches encode equally: fields are normalised and kept in order).
+    pub fn to_wire(&self) -> Result<Bytes> {
+        let mut out = BytesMut::with_capacity(self.wire_len());
+        self.encode(&mut out)?;
+        Ok(out.freeze())
+    }
+
+    /// Decodes bytes written by [`Match::to_wire`] (or any `ofp_match`, padding included).
+    pub fn from_wire(bytes: &[u8]) -> Result<Match> {
+        let mut r = Reader::new(Bytes::copy_from_slice(bytes));
+        Match::decode(&mut r)
+    }
+
     /// Reads an `ofp_match` including its padding.
     pub(crate) fn decode(r: &mut Reader) -> Result<Match> {
         let mtype = r.u16("ofp_match type")?;

@@ -229,6 +229,9 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
             openflow_target: "unix:unused".into(),
             encap: Encap::Geneve,
             datapath_type: "netdev".into(),
+            full_realisations: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                AgentConfig::FULL_REALISATIONS,
+            )),
         },
         delta_rx,
     ));
@@ -293,7 +296,10 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
                 .take(3)
                 .map(|(n, a)| format!("{n}: {:?}", *a.status.borrow()))
                 .collect();
-            panic!("cold start incomplete after 120 s: {} agents, {ready} ready; {sample:?}", agents.len());
+            panic!(
+                "cold start incomplete after 120 s: {} agents, {ready} ready; {sample:?}",
+                agents.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

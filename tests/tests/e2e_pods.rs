@@ -64,6 +64,7 @@ fn pod_cookie_hex(ip: std::net::Ipv4Addr) -> String {
 
 #[test]
 fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
+    switchyard_tests::skip_unless_root!();
     let cluster = start(demo::BUNDLED_CLUSTER, Encap::Geneve);
     assert_eq!(cluster.nodes.len(), 3);
     assert!(cluster.pods.len() >= 6, "pods: {}", cluster.pods.len());
@@ -139,6 +140,7 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
 
 #[test]
 fn pods_reach_each_other_over_vxlan() {
+    switchyard_tests::skip_unless_root!();
     let yaml = cluster_yaml(
         &[("vx-a", "10.250.1.0/24"), ("vx-b", "10.250.2.0/24")],
         &[("default", "left", "vx-a"), ("default", "right", "vx-b")],
@@ -155,6 +157,7 @@ fn pods_reach_each_other_over_vxlan() {
 
 #[test]
 fn deleting_a_pod_removes_its_port_and_flows_and_frees_its_address() {
+    switchyard_tests::skip_unless_root!();
     // A /29 holds five pod addresses (network, gateway and broadcast are not given out).
     let yaml = cluster_yaml(
         &[("lc-a", "10.251.1.0/29"), ("lc-b", "10.251.2.0/24")],
@@ -216,6 +219,7 @@ fn deleting_a_pod_removes_its_port_and_flows_and_frees_its_address() {
 
 #[test]
 fn a_node_added_later_becomes_reachable_and_concurrent_adds_get_unique_addresses() {
+    switchyard_tests::skip_unless_root!();
     let yaml = cluster_yaml(
         &[("ln-a", "10.252.1.0/24")],
         &[("default", "first", "ln-a")],
@@ -259,6 +263,7 @@ fn parse_flows(dump: &str) -> BTreeMap<String, (f64, u64)> {
 
 #[test]
 fn controller_restart_leaves_every_flow_in_place_and_traffic_flowing() {
+    switchyard_tests::skip_unless_root!();
     let yaml = cluster_yaml(
         &[("rs-a", "10.253.1.0/24"), ("rs-b", "10.253.2.0/24")],
         &[
@@ -322,6 +327,7 @@ fn wait_status_ok(cluster: &DemoCluster, timeout: Duration) -> bool {
 
 #[test]
 fn pod_and_node_gateway_talk_and_spoofed_sources_are_dropped() {
+    switchyard_tests::skip_unless_root!();
     let yaml = cluster_yaml(
         &[("sg-a", "10.254.1.0/24"), ("sg-b", "10.254.2.0/24")],
         &[("default", "honest", "sg-a"), ("default", "target", "sg-b")],
@@ -371,6 +377,7 @@ fn pod_and_node_gateway_talk_and_spoofed_sources_are_dropped() {
 
 #[test]
 fn flows_deleted_by_hand_are_restored() {
+    switchyard_tests::skip_unless_root!();
     let yaml = cluster_yaml(
         &[("dh-a", "10.249.1.0/24"), ("dh-b", "10.249.2.0/24")],
         &[("default", "one", "dh-a"), ("default", "two", "dh-b")],
@@ -430,6 +437,7 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn the_demo_removes_everything_it_created_on_success_and_on_failure() {
+    switchyard_tests::skip_unless_root!();
     let yaml = cluster_yaml(
         &[("cl-a", "10.248.1.0/24"), ("cl-b", "10.248.2.0/24")],
         &[("default", "p", "cl-a"), ("default", "q", "cl-b")],
@@ -485,6 +493,7 @@ fn the_demo_removes_everything_it_created_on_success_and_on_failure() {
 
 #[test]
 fn switchyard_demo_command_checks_a_cluster_file_over_vxlan() {
+    switchyard_tests::skip_unless_root!();
     require_root();
     let yaml = cluster_yaml(
         &[("cmd-a", "10.247.1.0/24"), ("cmd-b", "10.247.2.0/24")],

@@ -580,6 +580,7 @@ async fn start_source(server: &ApiServer) -> Source {
 
 #[tokio::test]
 async fn lists_then_follows_watch_events() {
+    switchyard_tests::skip_unless_root!();
     let server = ApiServer::start().await;
     populate(&server);
     let source = start_source(&server).await;
@@ -676,6 +677,7 @@ async fn lists_then_follows_watch_events() {
 
 #[tokio::test]
 async fn annotate_pod_sends_a_merge_patch_and_the_change_comes_back_through_the_watch() {
+    switchyard_tests::skip_unless_root!();
     let server = ApiServer::start().await;
     populate(&server);
     let source = start_source(&server).await;
@@ -726,6 +728,7 @@ async fn annotate_pod_sends_a_merge_patch_and_the_change_comes_back_through_the_
 
 #[tokio::test]
 async fn annotate_pod_errors_name_the_pod() {
+    switchyard_tests::skip_unless_root!();
     let server = ApiServer::start().await;
     populate(&server);
     let source = start_source(&server).await;
@@ -765,6 +768,7 @@ async fn annotate_pod_errors_name_the_pod() {
 
 #[tokio::test]
 async fn a_failing_list_is_retried_and_the_source_becomes_ready_once_it_succeeds() {
+    switchyard_tests::skip_unless_root!();
     let server = ApiServer::start().await;
     populate(&server);
     // As when the controller starts before its ClusterRole is bound.
@@ -796,6 +800,7 @@ async fn a_failing_list_is_retried_and_the_source_becomes_ready_once_it_succeeds
 
 #[tokio::test]
 async fn a_kubeconfig_file_selects_the_server() {
+    switchyard_tests::skip_unless_root!();
     let server = ApiServer::start().await;
     populate(&server);
     let dir = tempfile::tempdir().expect("temp dir");

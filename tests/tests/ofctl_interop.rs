@@ -142,6 +142,7 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn corpus_installed_by_yardctl_dumps_like_ovs_ofctl() {
+    switchyard_tests::skip_unless_root!();
     require_root();
     let ovs = OvsSandbox::start();
     let flows = data("flows-corpus.txt");
@@ -180,6 +181,7 @@ fn corpus_installed_by_yardctl_dumps_like_ovs_ofctl() {
 
 #[test]
 fn yardctl_dumps_equal_ovs_ofctl_dumps() {
+    switchyard_tests::skip_unless_root!();
     require_root();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
@@ -232,6 +234,7 @@ fn yardctl_dumps_equal_ovs_ofctl_dumps() {
 
 #[test]
 fn a_bundle_with_one_bad_flow_changes_nothing_and_names_the_line() {
+    switchyard_tests::skip_unless_root!();
     require_root();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
@@ -295,6 +298,7 @@ fn a_bundle_with_one_bad_flow_changes_nothing_and_names_the_line() {
 
 #[test]
 fn add_flow_del_flows_and_groups_from_the_command_line() {
+    switchyard_tests::skip_unless_root!();
     require_root();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
@@ -355,6 +359,7 @@ fn add_flow_del_flows_and_groups_from_the_command_line() {
 /// this ovs-vswitchd does: each line installed alone dumps as recorded.
 #[test]
 fn golden_dump_lines_match_this_ovs() {
+    switchyard_tests::skip_unless_root!();
     require_root();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");

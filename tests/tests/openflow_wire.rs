@@ -235,6 +235,7 @@ fn dump(ovs: &OvsSandbox) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_encoded_by_us_show_in_ovs_ofctl() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
     let conn = Connection::connect(&target).await.expect("connect");
@@ -270,6 +271,7 @@ async fn flows_encoded_by_us_show_in_ovs_ofctl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_flows_decodes_flows_ovs_ofctl_installed() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
     ovs.ofctl(
@@ -372,6 +374,7 @@ async fn dump_flows_decodes_flows_ovs_ofctl_installed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_dumps_arrive_in_several_parts_and_are_reassembled() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
     let conn = Connection::connect(&target).await.expect("connect");
@@ -422,6 +425,7 @@ async fn large_dumps_arrive_in_several_parts_and_are_reassembled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundle_with_a_bad_flow_changes_nothing_and_names_it() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
     let conn = Connection::connect(&target).await.expect("connect");
@@ -491,6 +495,7 @@ fn datapath_id_of(ovs: &OvsSandbox, bridge: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_accepts_vswitchd_as_controller_connection() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     let sock = ovs.dir().join("controller.sock");
@@ -661,6 +666,7 @@ async fn listener_accepts_vswitchd_as_controller_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_keepalive_echoes_are_answered() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
     let conn = Connection::connect_with(
@@ -684,6 +690,7 @@ async fn our_keepalive_echoes_are_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_go_to_the_request_that_caused_them() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
     let conn = Connection::connect(&target).await.expect("connect");
@@ -743,6 +750,7 @@ fn udp_frame() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptions_and_statistics_match_what_ovs_reports() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let target = ovs.add_bridge("br0");
     ovs.ofctl("add-flow", "br0", &["table=0,priority=5,ip,actions=drop"]);

@@ -39,6 +39,7 @@ fn add_port_txn(bridge: &str, name: &str) -> Transaction {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_transactions_are_what_ovs_vsctl_sees() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     let client = Client::connect(&ovs.db_target()).await.expect("connect");
@@ -140,6 +141,7 @@ fn ovsdb_client_result(ovs: &OvsSandbox, params: &serde_json::Value) -> serde_js
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_operation_errors_carry_the_servers_error_details_and_index() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     let client = Client::connect(&ovs.db_target()).await.expect("connect");
@@ -208,6 +210,7 @@ async fn per_operation_errors_carry_the_servers_error_details_and_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_rejects_a_write_based_on_a_stale_read() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     ovs.vsctl(&["set", "Bridge", "br0", "external_ids:gen=1"]);
@@ -258,6 +261,7 @@ async fn wait_rejects_a_write_based_on_a_stale_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_taken_by_one_client_is_reported_stolen_and_given_back() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let first = Client::connect(&ovs.db_target()).await.expect("connect 1");
     let second = Client::connect(&ovs.db_target()).await.expect("connect 2");
@@ -310,6 +314,7 @@ async fn a_lock_taken_by_one_client_is_reported_stolen_and_given_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_monitor_updates_then_monitor_cancel_and_cancel_of_a_blocked_wait() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     let client = Client::connect(&ovs.db_target()).await.expect("connect");

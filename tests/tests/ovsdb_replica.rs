@@ -99,6 +99,7 @@ fn name_of(change: &RowChange) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vsctl_changes_reach_the_replica_exactly_as_dump_shows_them() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let replica = Replica::start(&ovs.db_target(), DB, TABLES)
         .await
@@ -217,6 +218,7 @@ async fn vsctl_changes_reach_the_replica_exactly_as_dump_shows_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replica_survives_an_ovsdb_server_restart_and_reports_what_changed_meanwhile() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     let tables = ["Bridge", "Port", "Interface"];
@@ -442,6 +444,7 @@ impl Drop for ClusteredServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_clustered_database_the_replica_resumes_from_its_last_transaction() {
+    switchyard_tests::skip_unless_root!();
     let server = ClusteredServer::start();
     // ovsdb-server trims its history once it holds more atoms than the database itself
     // (a modified row counts whole, before and after): give this tiny database some

@@ -66,6 +66,7 @@ fn without_uuids(text: &str) -> String {
 
 #[test]
 fn list_dbs_and_get_schema_print_what_ovsdb_client_prints() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     let target = ovs.db_target();
     for args in [
@@ -89,6 +90,7 @@ fn list_dbs_and_get_schema_print_what_ovsdb_client_prints() {
 
 #[test]
 fn transact_prints_byte_for_byte_what_ovsdb_client_transact_prints() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     ovs.vsctl(&[
@@ -147,6 +149,7 @@ fn transact_prints_byte_for_byte_what_ovsdb_client_transact_prints() {
 
 #[test]
 fn show_lists_what_ovs_vsctl_show_lists() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     ovs.vsctl(&[
@@ -259,6 +262,7 @@ fn named(v: &Value, side: &str, name: &str) -> bool {
 
 #[test]
 fn monitor_prints_complete_rows_per_change_and_survives_a_restart() {
+    switchyard_tests::skip_unless_root!();
     let ovs = OvsSandbox::start();
     ovs.add_bridge("br0");
     let schema: Value = serde_json::from_str(&run(

@@ -152,20 +152,19 @@ fn foreign_changes_are_put_right_and_our_own_deletions_cost_nothing() {
     let ours = flow(Table::Classifier, 10, 1, 1, 2);
     desired.set(&owner("a"), vec![ours.clone()].into(), &mut dirty);
     realise(&desired, &mut installed, dirty);
-    let key = |f: &Flow| FlowKey {
-        table_id: f.table.id(),
-        priority: f.priority,
-        match_: f.match_.clone(),
-    };
+    let key = |f: &Flow| FlowKey::new(f.table.id(), f.priority, &f.match_);
 
-    // Someone deleted our flow: re-added.
+    // Someone deleted our flow: its owner is named, computed again, and the flow re-added.
     let mut dirty = Dirty::default();
-    installed.foreign_change(key(&ours), true, &desired, &mut dirty);
+    let again = installed.foreign_change(key(&ours), true, &desired, &mut dirty);
+    assert_eq!(again, Some(owner("a")));
+    desired.set(&owner("a"), vec![ours.clone()].into(), &mut dirty);
     let p = realise(&desired, &mut installed, dirty);
     assert!(matches!(&p.changes[..], [Change::AddFlow(_)]));
     // Someone modified it in place: re-added (we no longer know what it does).
     let mut dirty = Dirty::default();
-    installed.foreign_change(key(&ours), false, &desired, &mut dirty);
+    let again = installed.foreign_change(key(&ours), false, &desired, &mut dirty);
+    desired.set(&again.unwrap(), vec![ours.clone()].into(), &mut dirty);
     assert!(matches!(
         &realise(&desired, &mut installed, dirty).changes[..],
         [Change::AddFlow(_)]
@@ -173,7 +172,10 @@ fn foreign_changes_are_put_right_and_our_own_deletions_cost_nothing() {
     // Someone added a flow nobody wants: deleted.
     let intruder = flow(Table::Classifier, 65000, 0, 1, 0);
     let mut dirty = Dirty::default();
-    installed.foreign_change(key(&intruder), false, &desired, &mut dirty);
+    assert_eq!(
+        installed.foreign_change(key(&intruder), false, &desired, &mut dirty),
+        None
+    );
     assert!(matches!(
         &realise(&desired, &mut installed, dirty).changes[..],
         [Change::DeleteFlow(_)]
