@@ -1,12 +1,37 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, and end-to-end tests on real Open vSwitch
-# in network namespaces. Run as root on Debian: `sudo scripts/test.sh`.
+# in network namespaces. Run as root on Debian: `sudo scripts/test.sh`. Each lane says how long
+# it took; a summary follows at the end. Tests that need root skip with a message otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
 
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
-# The end-to-end tests run the real binaries (switchyard, switchyard-cni, yardctl): build them first.
-cargo build --workspace --bins
-cargo test --workspace
+timings=()
+lane() {
+  local name=$1
+  shift
+  local started=$SECONDS
+  echo "== lane ${name}: $*"
+  "$@"
+  local took=$((SECONDS - started))
+  timings+=("${name} ${took}")
+  echo "== lane ${name}: ${took} s"
+}
+
+lane deps scripts/install-deps.sh
+lane fmt cargo fmt --all -- --check
+lane clippy cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests run the real binaries (switchyard, switchyard-cni, yardctl): build them
+# (and every test binary) first, so the test lanes measure tests, not compilation.
+lane build cargo build --workspace --bins --tests
+# Pure logic, no root, no OVS: state, features, realiser, codecs.
+lane unit cargo test --workspace --lib
+# Protocol tests against real ovsdb-server/ovs-vswitchd, the controller core against simulated
+# switches, and end-to-end clusters of network namespaces (root).
+lane integration cargo test --workspace --tests --exclude switchyard-tests
+lane end-to-end cargo test -p switchyard-tests --tests
+lane doc cargo test --workspace --doc
+
+echo "== lanes (seconds):"
+for t in "${timings[@]}"; do
+  echo "   $t"
+done

@@ -649,7 +649,7 @@ impl Worker {
         if flows.pending.is_empty() {
             return Ok(());
         }
-        let plan = realise::plan(&flows.desired, installed, &flows.pending);
+        let plan = realise::plan(&flows.desired, installed, &mut flows.pending);
         if !plan.is_empty() {
             let n = plan.changes.len();
             let summary = plan.summary();

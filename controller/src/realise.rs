@@ -110,11 +110,12 @@ struct Held {
     fingerprint: (u64, u64),
 }
 
+/// What one owner holds: its flow keys, and its groups and meters (rare: boxed, so the
+/// many owners without any cost one pointer).
 #[derive(Debug, Default)]
 struct Holdings {
-    flows: Vec<Arc<FlowKey>>,
-    groups: Vec<u32>,
-    meters: Vec<u32>,
+    flows: Box<[Arc<FlowKey>]>,
+    others: Option<Box<(Vec<u32>, Vec<u32>)>>,
 }
 
 /// The keys a change touched, with the new bodies of the desired flows among them: what
@@ -170,7 +171,7 @@ impl Desired {
             return;
         }
         let owner = Arc::new(owner.clone());
-        let mut holdings = Holdings::default();
+        let mut keys = Vec::with_capacity(parts.flows.len());
         for f in parts.flows {
             let key = Arc::new(FlowKey::new(f.table.id(), f.priority, &f.match_));
             let held = Held {
@@ -187,19 +188,28 @@ impl Desired {
                     instructions: f.instructions,
                 },
             );
-            holdings.flows.push(key);
+            keys.push(key);
         }
+        let mut groups = Vec::new();
         for g in parts.groups {
             dirty.groups.insert(g.group_id);
-            holdings.groups.push(g.group_id);
+            groups.push(g.group_id);
             self.groups.insert(g.group_id, (owner.clone(), g));
         }
+        let mut meters = Vec::new();
         for m in parts.meters {
             dirty.meters.insert(m.id);
-            holdings.meters.push(m.id);
+            meters.push(m.id);
             self.meters.insert(m.id, (owner.clone(), m));
         }
-        self.owners.insert(owner, holdings);
+        let others = (!groups.is_empty() || !meters.is_empty()).then(|| Box::new((groups, meters)));
+        self.owners.insert(
+            owner,
+            Holdings {
+                flows: keys.into_boxed_slice(),
+                others,
+            },
+        );
     }
 
     /// Forgets what `owner` wanted.
@@ -207,20 +217,21 @@ impl Desired {
         let Some(old) = self.owners.remove(owner) else {
             return;
         };
-        for key in old.flows {
+        for key in old.flows.into_vec() {
             if self.flows.get(&key).is_some_and(|f| *f.owner == *owner) {
                 self.flows.remove(&key);
                 dirty.bodies.remove(&key);
             }
             dirty.flows.insert(key);
         }
-        for id in old.groups {
+        let (old_groups, old_meters) = old.others.map(|b| *b).unwrap_or_default();
+        for id in old_groups {
             if self.groups.get(&id).is_some_and(|(o, _)| **o == *owner) {
                 self.groups.remove(&id);
             }
             dirty.groups.insert(id);
         }
-        for id in old.meters {
+        for id in old_meters {
             if self.meters.get(&id).is_some_and(|(o, _)| **o == *owner) {
                 self.meters.remove(&id);
             }
@@ -391,7 +402,7 @@ impl Plan {
 }
 
 /// The plan that makes the switch hold `desired` for every key in `dirty`.
-pub fn plan(desired: &Desired, installed: &Installed, dirty: &Dirty) -> Plan {
+pub fn plan(desired: &Desired, installed: &Installed, dirty: &mut Dirty) -> Plan {
     let mut flow_keys: Vec<Arc<FlowKey>> = if dirty.all {
         let mut all: HashSet<Arc<FlowKey>> = desired.flows.keys().cloned().collect();
         all.extend(installed.flows.keys().cloned());
@@ -399,9 +410,11 @@ pub fn plan(desired: &Desired, installed: &Installed, dirty: &Dirty) -> Plan {
     } else {
         dirty.flows.iter().cloned().collect()
     };
-    // A desired flow whose body is not at hand cannot be sent: its owner was not set again
-    // (a caller's bug); it is left for the next full realisation rather than guessed.
-    let body = |key: &Arc<FlowKey>| dirty.bodies.get(key);
+    // The bodies move into the messages (they are not needed after). A desired flow whose
+    // body is not at hand cannot be sent: its owner was not set again (a caller's bug); it
+    // is left for the next full realisation rather than guessed.
+    let mut bodies = std::mem::take(&mut dirty.bodies);
+    let mut body = |key: &Arc<FlowKey>| bodies.remove(key);
     // Bundles in pipeline order, higher priority first (easier to read in a capture).
     flow_keys.sort_by_key(|k| (k.table_id, std::cmp::Reverse(k.priority)));
     let ids = |d: &HashSet<u32>, a: Vec<u32>, b: Vec<u32>| -> Vec<u32> {
@@ -571,7 +584,7 @@ pub fn commit(desired: &Desired, installed: &mut Installed, dirty: Dirty) {
     }
 }
 
-fn add_flow(key: &FlowKey, b: &Body) -> Message {
+fn add_flow(key: &FlowKey, b: Body) -> Message {
     Message::FlowMod(FlowMod {
         command: FlowModCommand::Add,
         // The switch reports every deletion of our flows, so one made by hand is noticed.
@@ -579,13 +592,13 @@ fn add_flow(key: &FlowKey, b: &Body) -> Message {
         table_id: key.table_id,
         priority: key.priority,
         cookie: b.cookie,
-        match_: b.match_.clone(),
-        instructions: b.instructions.clone(),
+        match_: b.match_,
+        instructions: b.instructions,
         ..FlowMod::default()
     })
 }
 
-fn modify_flow(key: &FlowKey, b: &Body) -> Message {
+fn modify_flow(key: &FlowKey, b: Body) -> Message {
     // The flags of a flow are its own: a modify leaves them (and the counters) alone.
     Message::FlowMod(FlowMod {
         command: FlowModCommand::ModifyStrict,
@@ -593,8 +606,8 @@ fn modify_flow(key: &FlowKey, b: &Body) -> Message {
         table_id: key.table_id,
         priority: key.priority,
         cookie: b.cookie,
-        match_: b.match_.clone(),
-        instructions: b.instructions.clone(),
+        match_: b.match_,
+        instructions: b.instructions,
         ..FlowMod::default()
     })
 }

@@ -32,7 +32,8 @@ fn owner(n: &str) -> Owner {
 
 /// Plans, then records the plan as done; returns the plan.
 fn realise(desired: &Desired, installed: &mut Installed, dirty: Dirty) -> Plan {
-    let p = plan(desired, installed, &dirty);
+    let mut dirty = dirty;
+    let p = plan(desired, installed, &mut dirty);
     commit(desired, installed, dirty);
     p
 }
@@ -55,8 +56,8 @@ fn an_unchanged_switch_needs_no_change() {
         vec![flow(Table::Classifier, 10, 1, 1, 2)].into(),
         &mut dirty,
     );
-    assert!(plan(&desired, &installed, &dirty).is_empty());
-    assert!(plan(&desired, &installed, &Dirty::everything()).is_empty());
+    assert!(plan(&desired, &installed, &mut dirty).is_empty());
+    assert!(plan(&desired, &installed, &mut Dirty::everything()).is_empty());
 }
 
 #[test]
@@ -208,7 +209,7 @@ fn a_switch_read_back_is_diffed_whole() {
     };
     let stale = flow(Table::Output, 5, 1, 9, 9);
     let installed = Installed::from_switch(vec![stats(&keep), stats(&stale)], vec![group(3, 1)]);
-    let p = plan(&desired, &installed, &Dirty::everything());
+    let p = plan(&desired, &installed, &mut Dirty::everything());
     assert!(
         matches!(&p.changes[..], [Change::DeleteFlow(k), Change::DeleteGroup(3)] if k.table_id == Table::Output.id()),
         "{:?}",
