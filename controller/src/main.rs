@@ -222,7 +222,28 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         "\nWhile the cluster runs (--keep), look at the flows (named tables, cookies by owner):\n{}",
         cluster.how_to_look()
     );
-    let all_ok = probes.iter().all(|p| p.failure.is_none());
+    let mut all_ok = probes.iter().all(|p| p.failure.is_none());
+    println!("\nThe controller puts things right (a flow added by hand, a crashed ovs-vswitchd):");
+    let mut cluster = cluster;
+    match cluster.exercise_faults() {
+        Ok(lines) => {
+            for l in lines {
+                println!("  {l}");
+            }
+            let again = cluster.check_connectivity();
+            let failed = again.iter().filter(|p| p.failure.is_some()).count();
+            println!(
+                "  connectivity afterwards: {} of {} checks passed",
+                again.len() - failed,
+                again.len()
+            );
+            all_ok &= failed == 0;
+        }
+        Err(e) => {
+            println!("  FAILED: {e}");
+            all_ok = false;
+        }
+    }
     if args.keep {
         println!(
             "The cluster stays up until Ctrl-C. Controller log: {}",

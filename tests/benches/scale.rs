@@ -280,9 +280,10 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
     }
     use switchyard::agent::StatePort;
     for i in 0..nodes {
-        let _ = core
-            .state
-            .restore_attachments(&node_name(i), (0..per_node).map(|j| port(i, j)).collect());
+        core.state
+            .restore_attachments(&node_name(i), (0..per_node).map(|j| port(i, j)).collect())
+            .await
+            .expect("the state task takes the attachments");
     }
     let mut farm = std::process::Command::new(std::env::current_exe().unwrap())
         .env("SCALE_ROLE", "switches")

@@ -754,6 +754,72 @@ impl DemoCluster {
         s
     }
 
+    /// Shows the controller putting things right, on the first node: a drop flow added by
+    /// hand above everything (removed as it happens), then ovs-vswitchd killed with SIGKILL
+    /// and restarted with flow-restore-wait (the whole pipeline back on the new switch).
+    /// Returns one line per step, or the first step that failed.
+    pub fn exercise_faults(&mut self) -> Result<Vec<String>, Error> {
+        let node = self
+            .nodes
+            .keys()
+            .next()
+            .cloned()
+            .ok_or_else(|| Error::Demo("no nodes".into()))?;
+        let flows = |c: &DemoCluster| -> Result<Vec<String>, Error> {
+            let mut v: Vec<String> = c
+                .dump_flows(&node, &["--no-stats"])?
+                .lines()
+                .filter(|l| l.contains("table="))
+                .map(|l| l.trim().to_owned())
+                .collect();
+            v.sort();
+            Ok(v)
+        };
+        let before = flows(self)?;
+        let mut lines = Vec::new();
+        let target = self.nodes[&node].ovs.mgmt_target(pipeline::BRIDGE);
+        let started = std::time::Instant::now();
+        host::run(
+            "ovs-ofctl",
+            &[
+                "-O",
+                "OpenFlow13",
+                "add-flow",
+                &target,
+                "table=0,priority=65000,actions=drop",
+            ],
+        )?;
+        if !host::wait_until(Duration::from_secs(10), || {
+            flows(self).is_ok_and(|f| f == before)
+        }) {
+            return Err(Error::Demo(format!(
+                "node {node}: the drop flow added by hand was not removed within 10 s"
+            )));
+        }
+        lines.push(format!(
+            "{node}: `ovs-ofctl add-flow br-int priority=65000,actions=drop` undone in {} ms",
+            started.elapsed().as_millis()
+        ));
+        let started = std::time::Instant::now();
+        self.restart_vswitchd(&node)?;
+        let restarted = started.elapsed();
+        if !host::wait_until(Duration::from_secs(30), || {
+            flows(self).is_ok_and(|f| f == before)
+        }) {
+            return Err(Error::Demo(format!(
+                "node {node}: the pipeline did not come back within 30 s of restarting ovs-vswitchd; see {}",
+                self.workdir.join("controller.log").display()
+            )));
+        }
+        lines.push(format!(
+            "{node}: ovs-vswitchd killed (SIGKILL) and restarted in {} ms; all {} flows back {} ms later",
+            restarted.as_millis(),
+            before.len(),
+            (started.elapsed() - restarted).as_millis()
+        ));
+        Ok(lines)
+    }
+
     fn shutdown(&mut self) {
         let pods: Vec<ObjectKey> = self.pods.keys().cloned().collect();
         for key in pods {

@@ -5,6 +5,14 @@ use super::*;
 use crate::ids;
 use crate::pipeline::*;
 
+/// The tables this feature writes.
+pub const TABLES: &[Table] = &[
+    Table::Classifier,
+    Table::ArpResponder,
+    Table::L3Forwarding,
+    Table::L2ForwardingCalc,
+];
+
 /// The gateway's flows on its node.
 pub fn flows(node: &NodeModel, flows: &mut Vec<Flow>) {
     let c = ids::gateway_cookie(node.gateway_ip());

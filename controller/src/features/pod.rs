@@ -5,6 +5,15 @@ use super::*;
 use crate::ids;
 use crate::pipeline::*;
 
+/// The tables this feature writes.
+pub const TABLES: &[Table] = &[
+    Table::Classifier,
+    Table::SpoofGuard,
+    Table::ArpResponder,
+    Table::L3Forwarding,
+    Table::L2ForwardingCalc,
+];
+
 /// The six flows of one attached pod.
 pub fn flows(node: &NodeModel, pod: &LocalPod, flows: &mut Vec<Flow>) {
     let c = ids::pod_cookie(pod.ip);

@@ -5,6 +5,9 @@ use super::*;
 use crate::ids;
 use crate::pipeline::*;
 
+/// The tables this feature writes.
+pub const TABLES: &[Table] = &[Table::L3Forwarding];
+
 /// The flow on `node` that reaches `remote`'s pods.
 pub fn flows(node: &NodeModel, remote: &NodeModel, flows: &mut Vec<Flow>) {
     let c = ids::remote_node_cookie(remote.pod_cidr);

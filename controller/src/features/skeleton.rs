@@ -6,6 +6,9 @@ use super::*;
 use crate::ids;
 use crate::pipeline::*;
 
+/// The tables this feature writes: every table's default flow, and its fixed flows.
+pub const TABLES: &[Table] = &Table::ALL;
+
 /// Table defaults and fixed-port classification: the same on every node.
 pub fn flows(flows: &mut Vec<Flow>) {
     let c = ids::pipeline_cookie();

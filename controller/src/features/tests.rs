@@ -132,3 +132,25 @@ fn remote_pod_cidrs_go_to_the_tunnel_with_the_remote_node_as_tun_dst() {
         && f.instructions.first()
             == Some(&apply_actions(vec![set_reg(REG_OUT_PORT, TUNNEL_OFPORT)]))));
 }
+
+#[test]
+fn every_feature_writes_only_the_tables_it_declares() {
+    let (s, ofports) = state();
+    let snap = s.snapshot();
+    let c = ctx(&snap, "n1", &ofports);
+    let declared = |owner: &Owner| match owner {
+        Owner::Pipeline => skeleton::TABLES,
+        Owner::Gateway => gateway::TABLES,
+        Owner::Pod(_) => pod::TABLES,
+        Owner::RemoteNode(_) => remote_node::TABLES,
+    };
+    for owner in node_owners(&c) {
+        for f in owner_flows(&owner, &c) {
+            assert!(
+                declared(&owner).contains(&f.table),
+                "{owner:?} writes {:?}, which it does not declare",
+                f.table
+            );
+        }
+    }
+}
