@@ -51,11 +51,11 @@ impl FlowKey {
     /// The key of a flow with this table, priority and match.
     pub fn new(table_id: u8, priority: u16, match_: &Match) -> FlowKey {
         // Encoding a match the crate built cannot fail: every field has its width.
-        let bytes = match_.to_wire().map(|b| b.to_vec()).unwrap_or_default();
+        let bytes = match_.to_wire().unwrap_or_default();
         FlowKey {
             table_id,
             priority,
-            match_: bytes.into_boxed_slice(),
+            match_: Box::from(&bytes[..]),
         }
     }
 
@@ -179,7 +179,10 @@ impl Desired {
                 fingerprint: fingerprint(f.cookie, &f.instructions),
             };
             self.flows.insert(key.clone(), held);
-            dirty.flows.insert(key.clone());
+            // A plan over everything looks at every desired key anyway.
+            if !dirty.all {
+                dirty.flows.insert(key.clone());
+            }
             dirty.bodies.insert(
                 key.clone(),
                 Body {
@@ -404,9 +407,15 @@ impl Plan {
 /// The plan that makes the switch hold `desired` for every key in `dirty`.
 pub fn plan(desired: &Desired, installed: &Installed, dirty: &mut Dirty) -> Plan {
     let mut flow_keys: Vec<Arc<FlowKey>> = if dirty.all {
-        let mut all: HashSet<Arc<FlowKey>> = desired.flows.keys().cloned().collect();
-        all.extend(installed.flows.keys().cloned());
-        all.into_iter().collect()
+        let mut all: Vec<Arc<FlowKey>> = desired.flows.keys().cloned().collect();
+        all.extend(
+            installed
+                .flows
+                .keys()
+                .filter(|k| !desired.flows.contains_key(*k))
+                .cloned(),
+        );
+        all
     } else {
         dirty.flows.iter().cloned().collect()
     };

@@ -111,10 +111,18 @@ fn port(node: usize, j: usize) -> PodPort {
 }
 
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -174,6 +182,8 @@ struct Figures {
     pods: usize,
     cold_start_s: f64,
     cold_start_cpu_s: f64,
+    state_rss_mib: f64,
+    rss_after_cold_start_mib: f64,
     peak_rss_mib: f64,
     flows_per_node: usize,
     total_flows: usize,
@@ -285,6 +295,7 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
             .await
             .expect("the state task takes the attachments");
     }
+    let state_rss_mib = rss_mib();
     let mut farm = std::process::Command::new(std::env::current_exe().unwrap())
         .env("SCALE_ROLE", "switches")
         .env("SCALE_SOCKET", &socket)
@@ -334,6 +345,7 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
         (agents["node-0"].status.borrow().flows_installed, total)
     };
     let peak = peak_rss_mib();
+    let rss_after_cold_start_mib = rss_mib();
 
     // Pod adds (object + CNI ADD), then deletes of the same pods, then label changes.
     let mut pod_add = Latencies::new();
@@ -425,6 +437,8 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
         pods: nodes * per_node,
         cold_start_s,
         cold_start_cpu_s,
+        state_rss_mib,
+        rss_after_cold_start_mib,
         peak_rss_mib: peak,
         flows_per_node,
         total_flows,
@@ -472,6 +486,10 @@ fn report(f: &Figures) {
         f.peak_rss_mib,
         f.flows_per_node,
         f.total_flows
+    );
+    println!(
+        "  memory: {:.0} MiB with the state loaded (objects, addresses, attachments), {:.0} MiB once every switch holds its pipeline",
+        f.state_rss_mib, f.rss_after_cold_start_mib
     );
     for (name, l) in [
         ("pod add", &f.pod_add),
