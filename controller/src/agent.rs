@@ -495,6 +495,11 @@ impl Worker {
                     }
                 }
             }
+            // An idle agent must not pin an old version of the state: a thousand agents each
+            // holding a different snapshot would keep a thousand versions' worth of
+            // copied-on-write map nodes alive.
+            drop(snap);
+            drop(attachments);
             let reread_in = flows
                 .read_at
                 .map(|t| REREAD_INTERVAL.saturating_sub(t.elapsed()))

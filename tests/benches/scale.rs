@@ -275,17 +275,32 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
     // Cold start.
     let started = Instant::now();
     let cpu_at_start = cpu_seconds();
-    let mut batch: Vec<Delta> = (0..nodes)
-        .map(|i| Delta::Apply(Object::from(node_object(i))))
-        .collect();
+    // Nodes first, then each node's pods in a batch of their own: a source delivers what
+    // it holds; building all 100k Pod objects at once would only measure the bench.
+    deltas
+        .send(
+            (0..nodes)
+                .map(|i| Delta::Apply(Object::from(node_object(i))))
+                .collect(),
+        )
+        .unwrap();
+    let mut snaps = core.state.subscribe();
     for i in 0..nodes {
-        for j in 0..per_node {
-            batch.push(Delta::Apply(Object::from(pod_object(i, j, "a"))));
+        let batch = (0..per_node)
+            .map(|j| Delta::Apply(Object::from(pod_object(i, j, "a"))))
+            .collect();
+        deltas.send(batch).unwrap();
+        // Wait until the state has taken it: the Pod objects themselves are the source's
+        // (a reflector's store), not the controller core's, and are not measured here.
+        while snaps.borrow_and_update().pod_count() < (i + 1) * per_node {
+            snaps.changed().await.unwrap();
         }
     }
-    deltas.send(batch).unwrap();
     let mut snapshots = core.state.subscribe();
-    while snapshots.borrow_and_update().node_count() < nodes {
+    while {
+        let snap = snapshots.borrow_and_update();
+        snap.node_count() < nodes || snap.pod_count() < nodes * per_node
+    } {
         snapshots.changed().await.unwrap();
     }
     use switchyard::agent::StatePort;

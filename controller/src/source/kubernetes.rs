@@ -109,8 +109,11 @@ where
     let (reader, writer) = reflector::store::<K>();
     let api = Api::<K>::all(client.clone());
     let kind = K::kind(&());
+    // managedFields are most of a large object and never read: dropped before the
+    // reflector's store keeps the object, so the store holds what the controller uses.
     let events = watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
         .reflect(writer);
     let task = async move {
         let mut events = std::pin::pin!(events);
