@@ -278,10 +278,10 @@ impl FlowSide {
             return;
         };
         if let Some(owner) = self.desired.owner_of(&key) {
-            warn!(node = %node, table = key.table_id, priority = key.priority, ?owner,
+            warn!(node = %node, table = key.table_id(), priority = key.priority(), ?owner,
                 deleted = gone, "a flow was changed behind the controller's back; restoring it");
         } else if !gone {
-            warn!(node = %node, table = key.table_id, priority = key.priority,
+            warn!(node = %node, table = key.table_id(), priority = key.priority(),
                 "a flow nobody here wants was added behind the controller's back; removing it");
         }
         if let Some(owner) = installed.foreign_change(key, gone, &self.desired, &mut self.pending) {

@@ -35,33 +35,37 @@ use openflow::{
 use crate::features::{Flow, Owner};
 use crate::pipeline::Table;
 
-/// What identifies a flow in a table: (table id, priority, match), the match in its wire
-/// encoding (canonical: equal matches encode equally).
+/// What identifies a flow in a table: (table id, priority, match), in one shared allocation
+/// (table, priority, then the match's canonical wire encoding: equal matches encode
+/// equally). Cloning is a reference count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    /// Table id.
-    pub table_id: u8,
-    /// Priority.
-    pub priority: u16,
-    /// The encoded `ofp_match`.
-    match_: Box<[u8]>,
-}
+pub struct FlowKey(Arc<[u8]>);
 
 impl FlowKey {
     /// The key of a flow with this table, priority and match.
     pub fn new(table_id: u8, priority: u16, match_: &Match) -> FlowKey {
         // Encoding a match the crate built cannot fail: every field has its width.
-        let bytes = match_.to_wire().unwrap_or_default();
-        FlowKey {
-            table_id,
-            priority,
-            match_: Box::from(&bytes[..]),
-        }
+        let encoded = match_.to_wire().unwrap_or_default();
+        let mut bytes = Vec::with_capacity(3 + encoded.len());
+        bytes.push(table_id);
+        bytes.extend_from_slice(&priority.to_be_bytes());
+        bytes.extend_from_slice(&encoded);
+        FlowKey(Arc::from(bytes))
+    }
+
+    /// The table id.
+    pub fn table_id(&self) -> u8 {
+        self.0[0]
+    }
+
+    /// The priority.
+    pub fn priority(&self) -> u16 {
+        u16::from_be_bytes([self.0[1], self.0[2]])
     }
 
     /// The match, decoded again (for a deletion).
     pub fn match_(&self) -> Match {
-        Match::from_wire(&self.match_).unwrap_or_default()
+        Match::from_wire(&self.0[3..]).unwrap_or_default()
     }
 }
 
@@ -104,17 +108,25 @@ struct Body {
     instructions: Vec<Instruction>,
 }
 
+/// A desired flow, as kept: who claims it (a hash of the owner, enough to tell claimants
+/// apart; the owner itself is found by its holdings when needed) and its fingerprint.
 #[derive(Clone, Debug)]
 struct Held {
-    owner: Arc<Owner>,
+    owner: u64,
     fingerprint: (u64, u64),
+}
+
+fn owner_hash(owner: &Owner) -> u64 {
+    let mut h = DefaultHasher::new();
+    owner.hash(&mut h);
+    h.finish()
 }
 
 /// What one owner holds: its flow keys, and its groups and meters (rare: boxed, so the
 /// many owners without any cost one pointer).
 #[derive(Debug, Default)]
 struct Holdings {
-    flows: Box<[Arc<FlowKey>]>,
+    flows: Box<[FlowKey]>,
     others: Option<Box<(Vec<u32>, Vec<u32>)>>,
 }
 
@@ -122,8 +134,8 @@ struct Holdings {
 /// the next plan must look at.
 #[derive(Debug, Default)]
 pub struct Dirty {
-    flows: HashSet<Arc<FlowKey>>,
-    bodies: HashMap<Arc<FlowKey>, Body>,
+    flows: HashSet<FlowKey>,
+    bodies: HashMap<FlowKey, Body>,
     groups: HashSet<u32>,
     meters: HashSet<u32>,
     /// Look at everything (a new connection, a re-read). Every owner must be set again
@@ -154,10 +166,10 @@ impl Dirty {
 /// One switch's desired pipeline, by owner.
 #[derive(Debug, Default)]
 pub struct Desired {
-    owners: HashMap<Arc<Owner>, Holdings>,
-    flows: HashMap<Arc<FlowKey>, Held>,
-    groups: HashMap<u32, (Arc<Owner>, GroupDesc)>,
-    meters: HashMap<u32, (Arc<Owner>, Meter)>,
+    owners: HashMap<Owner, Holdings>,
+    flows: HashMap<FlowKey, Held>,
+    groups: HashMap<u32, (u64, GroupDesc)>,
+    meters: HashMap<u32, (u64, Meter)>,
 }
 
 impl Desired {
@@ -170,12 +182,12 @@ impl Desired {
         if parts.flows.is_empty() && parts.groups.is_empty() && parts.meters.is_empty() {
             return;
         }
-        let owner = Arc::new(owner.clone());
+        let claim = owner_hash(owner);
         let mut keys = Vec::with_capacity(parts.flows.len());
         for f in parts.flows {
-            let key = Arc::new(FlowKey::new(f.table.id(), f.priority, &f.match_));
+            let key = FlowKey::new(f.table.id(), f.priority, &f.match_);
             let held = Held {
-                owner: owner.clone(),
+                owner: claim,
                 fingerprint: fingerprint(f.cookie, &f.instructions),
             };
             self.flows.insert(key.clone(), held);
@@ -197,17 +209,17 @@ impl Desired {
         for g in parts.groups {
             dirty.groups.insert(g.group_id);
             groups.push(g.group_id);
-            self.groups.insert(g.group_id, (owner.clone(), g));
+            self.groups.insert(g.group_id, (claim, g));
         }
         let mut meters = Vec::new();
         for m in parts.meters {
             dirty.meters.insert(m.id);
             meters.push(m.id);
-            self.meters.insert(m.id, (owner.clone(), m));
+            self.meters.insert(m.id, (claim, m));
         }
         let others = (!groups.is_empty() || !meters.is_empty()).then(|| Box::new((groups, meters)));
         self.owners.insert(
-            owner,
+            owner.clone(),
             Holdings {
                 flows: keys.into_boxed_slice(),
                 others,
@@ -220,8 +232,9 @@ impl Desired {
         let Some(old) = self.owners.remove(owner) else {
             return;
         };
+        let claim = owner_hash(owner);
         for key in old.flows.into_vec() {
-            if self.flows.get(&key).is_some_and(|f| *f.owner == *owner) {
+            if self.flows.get(&key).is_some_and(|f| f.owner == claim) {
                 self.flows.remove(&key);
                 dirty.bodies.remove(&key);
             }
@@ -229,13 +242,13 @@ impl Desired {
         }
         let (old_groups, old_meters) = old.others.map(|b| *b).unwrap_or_default();
         for id in old_groups {
-            if self.groups.get(&id).is_some_and(|(o, _)| **o == *owner) {
+            if self.groups.get(&id).is_some_and(|(o, _)| *o == claim) {
                 self.groups.remove(&id);
             }
             dirty.groups.insert(id);
         }
         for id in old_meters {
-            if self.meters.get(&id).is_some_and(|(o, _)| **o == *owner) {
+            if self.meters.get(&id).is_some_and(|(o, _)| *o == claim) {
                 self.meters.remove(&id);
             }
             dirty.meters.insert(id);
@@ -254,12 +267,17 @@ impl Desired {
 
     /// The owners that have something.
     pub fn owners(&self) -> impl Iterator<Item = &Owner> {
-        self.owners.keys().map(|o| &**o)
+        self.owners.keys()
     }
 
-    /// Who owns the flow with this key, if anyone.
+    /// Who owns the flow with this key, if anyone. A scan of the owners' holdings: asked
+    /// only when the switch reports a foreign change.
     pub fn owner_of(&self, key: &FlowKey) -> Option<&Owner> {
-        self.flows.get(key).map(|f| &*f.owner)
+        let claim = self.flows.get(key)?.owner;
+        self.owners
+            .iter()
+            .find(|(o, h)| owner_hash(o) == claim && h.flows.iter().any(|k| k == key))
+            .map(|(o, _)| o)
     }
 }
 
@@ -275,7 +293,7 @@ fn fingerprint(cookie: u64, instructions: &[Instruction]) -> (u64, u64) {
 /// when unknown (someone else touched it), which makes the next plan re-add or delete it.
 #[derive(Debug, Default)]
 pub struct Installed {
-    flows: HashMap<Arc<FlowKey>, Option<(u64, u64)>>,
+    flows: HashMap<FlowKey, Option<(u64, u64)>>,
     groups: HashMap<u32, Option<GroupDesc>>,
     meters: HashMap<u32, Option<Meter>>,
 }
@@ -289,7 +307,7 @@ impl Installed {
                 .map(|s| {
                     let fp = fingerprint(s.cookie, &s.instructions);
                     let key = FlowKey::new(s.table_id, s.priority, &s.match_);
-                    (Arc::new(key), Some(fp))
+                    (key, Some(fp))
                 })
                 .collect(),
             groups: groups.into_iter().map(|g| (g.group_id, Some(g))).collect(),
@@ -313,7 +331,6 @@ impl Installed {
         desired: &Desired,
         dirty: &mut Dirty,
     ) -> Option<Owner> {
-        let key = Arc::new(key);
         let owner = desired.owner_of(&key).cloned();
         if gone {
             // Our own deletions come back as FLOW_REMOVED too: they are simply forgotten.
@@ -333,11 +350,11 @@ impl Installed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Add (or replace) a flow.
-    AddFlow(Arc<FlowKey>),
+    AddFlow(FlowKey),
     /// Replace a flow's instructions in place.
-    ModifyFlow(Arc<FlowKey>),
+    ModifyFlow(FlowKey),
     /// Delete exactly this flow.
-    DeleteFlow(Arc<FlowKey>),
+    DeleteFlow(FlowKey),
     /// Add a group.
     AddGroup(u32),
     /// Change a group.
@@ -391,7 +408,7 @@ impl Plan {
             .iter()
             .filter_map(|c| match c {
                 Change::AddFlow(k) | Change::ModifyFlow(k) | Change::DeleteFlow(k) => Some(
-                    Table::from_id(k.table_id)
+                    Table::from_id(k.table_id())
                         .map(Table::name)
                         .unwrap_or("foreign"),
                 ),
@@ -406,8 +423,8 @@ impl Plan {
 
 /// The plan that makes the switch hold `desired` for every key in `dirty`.
 pub fn plan(desired: &Desired, installed: &Installed, dirty: &mut Dirty) -> Plan {
-    let mut flow_keys: Vec<Arc<FlowKey>> = if dirty.all {
-        let mut all: Vec<Arc<FlowKey>> = desired.flows.keys().cloned().collect();
+    let mut flow_keys: Vec<FlowKey> = if dirty.all {
+        let mut all: Vec<FlowKey> = desired.flows.keys().cloned().collect();
         all.extend(
             installed
                 .flows
@@ -423,9 +440,9 @@ pub fn plan(desired: &Desired, installed: &Installed, dirty: &mut Dirty) -> Plan
     // body is not at hand cannot be sent: its owner was not set again (a caller's bug); it
     // is left for the next full realisation rather than guessed.
     let mut bodies = std::mem::take(&mut dirty.bodies);
-    let mut body = |key: &Arc<FlowKey>| bodies.remove(key);
+    let mut body = |key: &FlowKey| bodies.remove(key);
     // Bundles in pipeline order, higher priority first (easier to read in a capture).
-    flow_keys.sort_by_key(|k| (k.table_id, std::cmp::Reverse(k.priority)));
+    flow_keys.sort_by_key(|k| (k.table_id(), std::cmp::Reverse(k.priority())));
     let ids = |d: &HashSet<u32>, a: Vec<u32>, b: Vec<u32>| -> Vec<u32> {
         let mut v: Vec<u32> = if dirty.all {
             a.into_iter().chain(b).collect()
@@ -598,8 +615,8 @@ fn add_flow(key: &FlowKey, b: Body) -> Message {
         command: FlowModCommand::Add,
         // The switch reports every deletion of our flows, so one made by hand is noticed.
         flags: flags::SEND_FLOW_REM,
-        table_id: key.table_id,
-        priority: key.priority,
+        table_id: key.table_id(),
+        priority: key.priority(),
         cookie: b.cookie,
         match_: b.match_,
         instructions: b.instructions,
@@ -612,8 +629,8 @@ fn modify_flow(key: &FlowKey, b: Body) -> Message {
     Message::FlowMod(FlowMod {
         command: FlowModCommand::ModifyStrict,
         flags: 0,
-        table_id: key.table_id,
-        priority: key.priority,
+        table_id: key.table_id(),
+        priority: key.priority(),
         cookie: b.cookie,
         match_: b.match_,
         instructions: b.instructions,
@@ -624,8 +641,8 @@ fn modify_flow(key: &FlowKey, b: Body) -> Message {
 fn delete_flow(key: &FlowKey) -> Message {
     Message::FlowMod(FlowMod {
         command: FlowModCommand::DeleteStrict,
-        table_id: key.table_id,
-        priority: key.priority,
+        table_id: key.table_id(),
+        priority: key.priority(),
         match_: key.match_(),
         out_port: port::ANY,
         out_group: port::GROUP_ANY,

@@ -211,7 +211,7 @@ fn a_switch_read_back_is_diffed_whole() {
     let installed = Installed::from_switch(vec![stats(&keep), stats(&stale)], vec![group(3, 1)]);
     let p = plan(&desired, &installed, &mut Dirty::everything());
     assert!(
-        matches!(&p.changes[..], [Change::DeleteFlow(k), Change::DeleteGroup(3)] if k.table_id == Table::Output.id()),
+        matches!(&p.changes[..], [Change::DeleteFlow(k), Change::DeleteGroup(3)] if k.table_id() == Table::Output.id()),
         "{:?}",
         p.changes
     );
