@@ -533,18 +533,9 @@ impl Worker {
         txn: ovsdb::Transaction,
     ) -> Result<(), Error> {
         let node = self.node.as_str();
-        let client = replica.client().ok_or_else(|| Error::OvsdbLost {
-            node: node.to_owned(),
-        })?;
         let n = txn.operations().len();
         let sent = txn.to_params(ovsdb::vswitch::DATABASE);
-        client
-            .transact(ovsdb::vswitch::DATABASE, txn)
-            .await
-            .map_err(|e| Error::Ovsdb {
-                node: node.into(),
-                source: Box::new(e),
-            })?;
+        self.send_transaction(replica, txn).await?;
         info!(node = %node, operations = n, "OVSDB updated");
         // Plan the next step from the replica once it shows our transaction, never from a
         // snapshot that predates it (that would insert the same rows twice).
@@ -558,7 +549,8 @@ impl Worker {
         Ok(())
     }
 
-    async fn transact(
+    /// Sends one transaction to the node's ovsdb-server.
+    async fn send_transaction(
         &self,
         replica: &ovsdb::Replica,
         txn: ovsdb::Transaction,
@@ -574,7 +566,16 @@ impl Worker {
                 node: node.into(),
                 source: Box::new(e),
             })?;
-        // Let the replica catch up before planning again.
+        Ok(())
+    }
+
+    /// Sends one transaction and lets the replica catch up before the next plan.
+    async fn transact(
+        &self,
+        replica: &ovsdb::Replica,
+        txn: ovsdb::Transaction,
+    ) -> Result<(), Error> {
+        self.send_transaction(replica, txn).await?;
         let _ = tokio::time::timeout(Duration::from_millis(200), self.wake.notified()).await;
         Ok(())
     }
@@ -674,15 +675,8 @@ impl Worker {
         // The whole pipeline is in: a vswitchd waiting for its flows may forward now.
         if let Some(replica) = replica
             && let Some(txn) = switch_config::clear_flow_restore_wait(&replica.snapshot())
-            && let Some(client) = replica.client()
         {
-            client
-                .transact(ovsdb::vswitch::DATABASE, txn)
-                .await
-                .map_err(|e| Error::Ovsdb {
-                    node: node.into(),
-                    source: Box::new(e),
-                })?;
+            self.send_transaction(replica, txn).await?;
             info!(node = %node, "flows restored: cleared other_config:flow-restore-wait");
         }
         Ok(())

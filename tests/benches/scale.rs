@@ -24,20 +24,16 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard::agent::{AgentConfig, SwitchDb};
 use switchyard::controller::Core;
 use switchyard::ipam::mac_for;
-use switchyard::pipeline::Encap;
 use switchyard::source::k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodSpec,
 };
 use switchyard::source::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use switchyard::source::{Delta, Kind, Object, ObjectKey};
 use switchyard::switch_config::{PodPort, datapath_id};
-use tokio::sync::mpsc;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -246,31 +242,8 @@ async fn next_version(
 
 async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usize) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
-    let socket = dir.path().join("of.sock");
-    let listener = openflow::Listener::bind(&format!("punix:{}", socket.display()))
-        .await
-        .expect("listen");
-    let (deltas, delta_rx) = mpsc::unbounded_channel();
-    let core = Arc::new(Core::start(
-        AgentConfig {
-            switch_db: SwitchDb::Simulated,
-            openflow_target: "unix:unused".into(),
-            encap: Encap::Geneve,
-            datapath_type: "netdev".into(),
-            full_realisations: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                AgentConfig::FULL_REALISATIONS,
-            )),
-        },
-        delta_rx,
-    ));
-    let accept = {
-        let core = core.clone();
-        tokio::spawn(async move {
-            while let Ok(conn) = listener.accept().await {
-                core.accept_switch(conn);
-            }
-        })
-    };
+    let sim = switchyard_tests::sim_core::SimulatedCore::start(dir.path()).await;
+    let (core, deltas) = (sim.core.clone(), sim.deltas.clone());
 
     // Cold start.
     let started = Instant::now();
@@ -313,7 +286,7 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
     let state_rss_mib = rss_mib();
     let mut farm = std::process::Command::new(std::env::current_exe().unwrap())
         .env("SCALE_ROLE", "switches")
-        .env("SCALE_SOCKET", &socket)
+        .env("SCALE_TARGET", &sim.target)
         .env("SCALE_NODES", nodes.to_string())
         .stdin(std::process::Stdio::piped())
         .spawn()
@@ -446,7 +419,7 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
     drop(farm.stdin.take());
     let _ = farm.kill();
     let _ = farm.wait();
-    accept.abort();
+    drop(sim);
     Figures {
         nodes,
         pods: nodes * per_node,
@@ -466,13 +439,12 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
 
 /// The child process: one simulated switch per node, until stdin closes.
 fn run_switch_farm() {
-    let socket = std::env::var("SCALE_SOCKET").expect("SCALE_SOCKET");
+    let target = std::env::var("SCALE_TARGET").expect("SCALE_TARGET");
     let nodes = env("SCALE_NODES", 1000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut switches = Vec::new();
         for i in 0..nodes {
-            let target = format!("unix:{socket}");
             let sw = switchyard_tests::sim_switch::SimSwitch::connect(
                 &target,
                 datapath_id(&node_name(i)),

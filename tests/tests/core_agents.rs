@@ -4,14 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard::agent::{AgentConfig, StatePort, SwitchDb};
-use switchyard::controller::Core;
+use switchyard::agent::StatePort;
 use switchyard::ids::pod_cookie;
 use switchyard::ipam::mac_for;
-use switchyard::pipeline::Encap;
 use switchyard::source::k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus,
 };
@@ -19,7 +16,6 @@ use switchyard::source::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
 use switchyard::source::{Delta, Kind, Object, ObjectKey};
 use switchyard::switch_config::{PodPort, datapath_id};
 use switchyard_tests::sim_switch::SimSwitch;
-use tokio::sync::mpsc;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -94,31 +90,8 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("of.sock");
-    let listener = openflow::Listener::bind(&format!("punix:{}", socket.display()))
-        .await
-        .unwrap();
-    let (deltas, delta_rx) = mpsc::unbounded_channel();
-    let core = Arc::new(Core::start(
-        AgentConfig {
-            switch_db: SwitchDb::Simulated,
-            openflow_target: "unix:unused".into(),
-            encap: Encap::Geneve,
-            datapath_type: "netdev".into(),
-            full_realisations: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                AgentConfig::FULL_REALISATIONS,
-            )),
-        },
-        delta_rx,
-    ));
-    let accept = {
-        let core = core.clone();
-        tokio::spawn(async move {
-            while let Ok(conn) = listener.accept().await {
-                core.accept_switch(conn);
-            }
-        })
-    };
+    let sim = switchyard_tests::sim_core::SimulatedCore::start(dir.path()).await;
+    let (core, deltas) = (sim.core.clone(), sim.deltas.clone());
     let initial = |phase: &str| -> Vec<Delta> {
         let mut batch: Vec<Delta> = (1..=3)
             .map(|i| Delta::Apply(Object::from(node(i))))
@@ -143,12 +116,9 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
     }
     let mut switches = BTreeMap::new();
     for i in 1..=3u8 {
-        let s = SimSwitch::connect(
-            &format!("unix:{}", socket.display()),
-            datapath_id(&format!("n{i}")),
-        )
-        .await
-        .unwrap();
+        let s = SimSwitch::connect(&sim.target, datapath_id(&format!("n{i}")))
+            .await
+            .unwrap();
         switches.insert(i, s);
     }
     // 19 skeleton + 4 gateway + 2 pods × 6 + 2 remote nodes.
@@ -230,5 +200,5 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
     })
     .await;
     assert_eq!(switches[&3].flow_count(), 38);
-    accept.abort();
+    drop(sim);
 }
