@@ -211,15 +211,17 @@ pub fn route(changes: &ChangeSet, agents: &BTreeMap<String, Agent>) {
         match change {
             Change::Pod { key, node } => {
                 if let Some(a) = agents.get(node) {
-                    a.mark(Owner::Pod(key.clone()));
+                    a.mark(Owner::Pod(Arc::new(key.clone())));
                 }
             }
             Change::NodeAdded(name) | Change::NodeChanged(name) | Change::NodeRemoved(name) => {
+                // One name for all agents' owners.
+                let shared: Arc<str> = Arc::from(name.as_str());
                 for (n, a) in agents {
                     if n == name {
                         a.mark_all();
                     } else {
-                        a.mark(Owner::RemoteNode(name.clone()));
+                        a.mark(Owner::RemoteNode(shared.clone()));
                     }
                 }
             }
@@ -448,7 +450,7 @@ impl Worker {
             if new_ofports != ofports {
                 for a in &attachments {
                     if ofports.get(&a.iface) != new_ofports.get(&a.iface) {
-                        owners.insert(Owner::Pod(a.pod.clone()));
+                        owners.insert(Owner::Pod(Arc::new(a.pod.clone())));
                     }
                 }
                 ofports = new_ofports;

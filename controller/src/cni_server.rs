@@ -206,7 +206,7 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
     let (node, ip) = (attached.node.clone(), attached.ip);
     info!(pod = %key, node = %node.name, %ip, iface = %req.host_iface, "CNI ADD");
     let installed = lock(&shared.agents)
-        .get(&node.name)
+        .get(&*node.name)
         .map(|a| a.installed.clone());
     let ready = match installed {
         Some(mut installed) => tokio::time::timeout_at(deadline, async {
@@ -234,7 +234,7 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
         );
     }
     let annotation = serde_json::json!({
-        "ip": ip.to_string(), "mac": mac_for(ip).to_string(), "node": node.name,
+        "ip": ip.to_string(), "mac": mac_for(ip).to_string(), "node": &*node.name,
     })
     .to_string();
     if let Err(e) = shared

@@ -16,7 +16,7 @@ use crate::source::{ClusterState, ObjectKey};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeModel {
     /// `metadata.name`.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// The first IPv4 entry of `spec.podCIDRs` (or `spec.podCIDR`).
     pub pod_cidr: Ipv4Net,
     /// The node's underlay address: its first `InternalIP` in `status.addresses`. Tunnels to
@@ -184,7 +184,7 @@ pub(crate) fn node_model(name: &str, node: &Node) -> Result<NodeModel, Problem> 
             )
         })?;
     Ok(NodeModel {
-        name: name.to_owned(),
+        name: name.into(),
         pod_cidr,
         internal_ip,
     })

@@ -319,7 +319,7 @@ impl DemoCluster {
         ])?;
         configure_underlay(&netns, &model)?;
         self.nodes
-            .insert(model.name.clone(), DemoNode { model, ovs, netns });
+            .insert(model.name.to_string(), DemoNode { model, ovs, netns });
         Ok(())
     }
 
@@ -721,7 +721,7 @@ impl DemoCluster {
         }
         for node in self.nodes.values() {
             let node_ns = node.netns.path();
-            for pod in self.pods.values().filter(|p| p.node == node.model.name) {
+            for pod in self.pods.values().filter(|p| p.node == *node.model.name) {
                 let from = format!("node {}", node.model.name);
                 let to = format!("pod {}", pod.key);
                 probes.push(Probe {

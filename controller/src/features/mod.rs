@@ -28,6 +28,7 @@ pub mod skeleton;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use openflow::action::{Ct, CtZone};
 use openflow::{Action, Field, Instruction, Match, MatchField, Subfield, port};
@@ -61,10 +62,11 @@ pub enum Owner {
     Pipeline,
     /// This node's gateway port.
     Gateway,
-    /// A pod of this node.
-    Pod(ObjectKey),
-    /// Another node, whose pod CIDR is reached through the tunnel.
-    RemoteNode(String),
+    /// A pod of this node (shared: an owner is kept per flow table entry's owner index).
+    Pod(Arc<ObjectKey>),
+    /// Another node, whose pod CIDR is reached through the tunnel (its name, shared with the
+    /// state's node model: a thousand agents hold this owner once each).
+    RemoteNode(Arc<str>),
 }
 
 /// What a feature may read to compute one owner's flows on one node.
@@ -104,7 +106,11 @@ pub fn owner_flows(owner: &Owner, ctx: &NodeContext<'_>) -> Vec<Flow> {
 /// Every owner that has (or may have) flows on the context's node.
 pub fn node_owners(ctx: &NodeContext<'_>) -> Vec<Owner> {
     let mut owners = vec![Owner::Pipeline, Owner::Gateway];
-    owners.extend(ctx.state.pods_on(&ctx.node.name).cloned().map(Owner::Pod));
+    owners.extend(
+        ctx.state
+            .pods_on(&ctx.node.name)
+            .map(|k| Owner::Pod(Arc::new(k.clone()))),
+    );
     owners.extend(
         ctx.state
             .nodes()
@@ -129,7 +135,7 @@ pub struct LocalPod {
 
 fn local_pod(ctx: &NodeContext<'_>, key: &ObjectKey) -> Option<LocalPod> {
     let pod = ctx.state.pod(key)?;
-    if pod.node != ctx.node.name {
+    if pod.node != *ctx.node.name {
         return None;
     }
     let port = ctx.state.attachment(key)?;

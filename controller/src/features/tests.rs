@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::apply as apply_actions;
 use super::*;
@@ -71,7 +72,7 @@ fn a_pod_owns_exactly_its_six_flows_and_they_name_its_port_mac_and_ip() {
     let snap = s.snapshot();
     let c = ctx(&snap, "n1", &ofports);
     let a = ObjectKey::new("default", "a");
-    let mine = owner_flows(&Owner::Pod(a.clone()), &c);
+    let mine = owner_flows(&Owner::Pod(Arc::new(a.clone())), &c);
     assert_eq!(mine.len(), 6);
     let ip = Ipv4Addr::new(10, 244, 1, 2);
     assert!(mine.iter().all(|f| f.cookie == ids::pod_cookie(ip)));
@@ -98,9 +99,9 @@ fn a_pod_owns_exactly_its_six_flows_and_they_name_its_port_mac_and_ip() {
         "L2 sends pod a's MAC to its port"
     );
     // A pod of another node, or one without an ofport yet, has no flows here.
-    assert!(owner_flows(&Owner::Pod(ObjectKey::new("default", "c")), &c).is_empty());
+    assert!(owner_flows(&Owner::Pod(Arc::new(ObjectKey::new("default", "c"))), &c).is_empty());
     let no_ports = HashMap::new();
-    assert!(owner_flows(&Owner::Pod(a), &ctx(&snap, "n1", &no_ports)).is_empty());
+    assert!(owner_flows(&Owner::Pod(Arc::new(a)), &ctx(&snap, "n1", &no_ports)).is_empty());
 }
 
 #[test]

@@ -266,7 +266,7 @@ impl NetworkState {
         };
         // Of two nodes whose pod CIDRs overlap, the one already in use keeps its CIDR.
         if let Some(other) = self.snap.nodes.values().find(|n| {
-            n.name != name
+            *n.name != *name
                 && (n.pod_cidr.contains(&model.pod_cidr.network())
                     || model.pod_cidr.contains(&n.pod_cidr.network()))
         }) {
@@ -518,7 +518,7 @@ impl NetworkState {
             self.snap.attachments.insert(key.clone(), Arc::new(port));
             changes.push(Change::Pod {
                 key: key.clone(),
-                node: node.name.clone(),
+                node: node.name.to_string(),
             });
         }
         (Ok(Attached { node, ip }), self.finish(changes))
