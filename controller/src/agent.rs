@@ -191,11 +191,6 @@ impl Agent {
         self.wake.notify_one();
     }
 
-    /// Wakes the agent without marking anything (an attachment changed: OVSDB work).
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
     /// Hands the agent its br-int's (new) connection.
     pub fn connected(&self, conn: openflow::Connection) {
         *lock(&self.openflow) = Some(conn);

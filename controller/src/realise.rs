@@ -228,11 +228,6 @@ impl Dirty {
     pub fn is_empty(&self) -> bool {
         !self.all && self.flows.is_empty() && self.groups.is_empty() && self.meters.is_empty()
     }
-
-    /// True when everything is to be looked at.
-    pub fn is_everything(&self) -> bool {
-        self.all
-    }
 }
 
 /// One switch's desired pipeline, by owner.
@@ -335,11 +330,6 @@ impl Desired {
     /// How many flows are desired.
     pub fn flow_count(&self) -> usize {
         self.flows.len()
-    }
-
-    /// The owners that have something.
-    pub fn owners(&self) -> impl Iterator<Item = &Owner> {
-        self.owners.keys()
     }
 
     /// Who owns the flow with this key, if anyone. A scan of the owners' holdings: asked
