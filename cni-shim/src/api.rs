@@ -21,6 +21,8 @@
 //!    "routes":[{"dst":"0.0.0.0/0","gw":"10.244.1.1"}],"userspace_datapath":true}}
 //! → {"op":"status","node":"node-1"}
 //! ← {"ok":null}
+//! → {"op":"gc","node":"node-1","valid":[{"container_id":"c0ffee","ifname":"eth0"}]}
+//! ← {"ok":null}
 //! ← {"error":{"code":110,"msg":"unknown pod","details":"default/web-0 is not in the cluster state"}}
 //! ```
 
@@ -50,6 +52,23 @@ pub enum Request {
         /// The node the asking shim runs on, when it knows it.
         node: Option<String>,
     },
+    /// CNI GC: remove every attachment on `node` that `valid` does not list (their ports,
+    /// flows and the pods' hold on them).
+    Gc {
+        /// The node the asking shim runs on.
+        node: String,
+        /// The attachments the runtime still uses.
+        valid: Vec<ValidAttachment>,
+    },
+}
+
+/// One attachment a CNI GC keeps: the runtime's `cni.dev/valid-attachments` entry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ValidAttachment {
+    /// The runtime's container id.
+    pub container_id: String,
+    /// Interface name inside the container.
+    pub ifname: String,
 }
 
 /// Identifies one pod attachment (one CNI ADD) to the controller.
@@ -331,6 +350,13 @@ mod tests {
             Request::Check(pod()),
             Request::Status {
                 node: Some("n1".into()),
+            },
+            Request::Gc {
+                node: "n1".into(),
+                valid: vec![ValidAttachment {
+                    container_id: "c0ffee".into(),
+                    ifname: "eth0".into(),
+                }],
             },
         ] {
             let text = serde_json::to_string(&req).unwrap();

@@ -247,6 +247,14 @@ pub fn create_veth(host: &str, pod_ns: &NetnsFile, ifname: &str) -> Result<VethM
     })
 }
 
+/// The MAC of interface `name` in `ns` (the node's for `None`); `None` if it does not exist.
+pub fn link_mac(ns: Option<&NetnsFile>, name: &str) -> Result<Option<String>, Error> {
+    let name = name.to_owned();
+    in_netns(ns, move |handle| async move {
+        Ok(find_link(&handle, &name).await?.map(|(_, mac)| mac))
+    })
+}
+
 /// Deletes interface `name` in `ns` (the node's for `None`). `Ok(false)` if it was not there.
 pub fn delete_link(ns: Option<&NetnsFile>, name: &str) -> Result<bool, Error> {
     let name = name.to_owned();

@@ -24,8 +24,8 @@ use crate::{Error, SUPPORTED_VERSIONS};
 const DEFAULT_VERSION: &str = "1.1.0";
 /// Default for `timeoutSeconds`.
 const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
-/// Cap on best-effort controller calls made while undoing or deleting, so a dead controller
-/// cannot hold a DEL for the full ADD timeout.
+/// Cap on the best-effort DEL sent while undoing a failed ADD, so a dead controller cannot
+/// hold the ADD's error for long (the runtime's own DEL follows and is retried).
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest configuration accepted on stdin.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -104,6 +104,10 @@ pub struct NetConf {
     /// GC: the name an earlier 1.1 draft used; libcni sends both.
     #[serde(rename = "cni.dev/attachments", default)]
     pub attachments: Option<Vec<Attachment>>,
+    /// The Kubernetes node this host is (GC and STATUS tell the controller); the host name
+    /// when absent.
+    #[serde(rename = "nodeName", default)]
+    pub node_name: Option<String>,
 }
 
 /// One `(container id, ifname)` pair of a GC request.
@@ -218,12 +222,12 @@ fn run(
     }
     match command {
         Command::Add => add(&Invocation::read(var, true)?, &conf, timeout),
-        Command::Del => del(&Invocation::read(var, false)?, &conf).map(|()| String::new()),
+        Command::Del => del(&Invocation::read(var, false)?, &conf, timeout).map(|()| String::new()),
         Command::Check => {
             check(&Invocation::read(var, true)?, &conf, timeout).map(|()| String::new())
         }
         Command::Status => status(&conf, timeout).map(|()| String::new()),
-        Command::Gc => gc(&conf).map(|()| String::new()),
+        Command::Gc => gc(&conf, timeout).map(|()| String::new()),
         Command::Version => Ok(version_json()),
     }
 }
@@ -480,16 +484,38 @@ fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Er
     let netns_path = inv.netns.as_deref().unwrap_or_default();
     let netns = NetnsFile::open(netns_path)?;
     let host = inv.host_iface();
-    // The host end's name is a function of (container id, ifname), so one that already exists
-    // is the leftover of an earlier ADD of this very attachment whose undo did not finish (the
-    // runtime retries failed ADDs; it never runs two ADDs of one attachment without a DEL).
-    if link::delete_link(None, &host)? {
-        eprintln!(
-            "switchyard-cni: removed leftover {host} of an earlier ADD of {}",
-            inv.who()
-        );
-    }
-    let macs = link::create_veth(&host, &netns, &inv.ifname)?;
+    // The host end's name is a function of (container id, ifname). One that exists, with
+    // the pod end in the pod's namespace, is an earlier ADD of this very attachment: ADD
+    // again is idempotent (same address, same result), so it is kept and configured again.
+    // A host end without its pod end is the leftover of an ADD whose undo did not finish.
+    let existing = match link::link_mac(None, &host)? {
+        Some(host_mac) => match link::link_mac(Some(&netns), &inv.ifname)? {
+            Some(pod_mac) => Some(link::VethMacs {
+                host: host_mac,
+                pod: pod_mac,
+            }),
+            None => {
+                link::delete_link(None, &host)?;
+                eprintln!(
+                    "switchyard-cni: removed leftover {host} of an earlier ADD of {}",
+                    inv.who()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let macs = match existing {
+        Some(macs) => {
+            eprintln!(
+                "switchyard-cni: {host} and {} exist already: ADD of {} again",
+                inv.ifname,
+                inv.who()
+            );
+            macs
+        }
+        None => link::create_veth(&host, &netns, &inv.ifname)?,
+    };
     // From here on the veth exists: every failure undoes it and tells the controller.
     let attached = (|| {
         let request = Request::Add(inv.pod_ref(Some(macs.pod.clone())));
@@ -585,23 +611,22 @@ fn add_result(
     })
 }
 
-fn del(inv: &Invocation, conf: &NetConf) -> Result<(), Error> {
-    // Everything here is best effort (CNI SPEC.md, DEL: "should clean up as many resources as
-    // possible ... and return a successful response"); the controller reconciles what a dead
-    // controller could not be told.
+fn del(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Error> {
+    // Clean up as much as possible (CNI SPEC.md, DEL), but succeed only once the controller
+    // has confirmed: a DEL it never heard of would leave the pod's port, flows and
+    // attachment behind, so an unreachable controller is an error and the runtime retries
+    // the DEL (it must, until one succeeds). Missing things are not errors: DEL of an
+    // attachment that does not exist succeeds.
     let request = Request::Del(inv.pod_ref(None));
-    match api::call(&conf.controller, &request, CLEANUP_TIMEOUT) {
-        Ok(Reply::Ok(_)) => {}
-        Ok(Reply::Error(e)) => eprintln!(
-            "switchyard-cni: DEL of {}: controller refused: {} ({})",
-            inv.who(),
-            e.msg,
-            e.details
-        ),
-        Err(e) => eprintln!("switchyard-cni: DEL of {}: {e}", inv.who()),
-    }
+    let told = match api::call(&conf.controller, &request, timeout) {
+        Ok(Reply::Ok(_)) => Ok(()),
+        Ok(Reply::Error(e)) => Err(refused("del", &inv.who(), e)),
+        Err(e) => Err(e),
+    };
     // Deleting the host end takes the pod end with it; a gone netns took both already.
-    link::delete_link(None, &inv.host_iface())?;
+    let removed = link::delete_link(None, &inv.host_iface());
+    told?;
+    removed?;
     Ok(())
 }
 
@@ -701,13 +726,23 @@ fn check(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Erro
     Ok(())
 }
 
+/// The node this shim runs on: `nodeName` from the configuration, else the host name as the
+/// kernel knows it (the UTS namespace, which `ip netns exec` and container runtimes leave
+/// alone).
+fn node_name(conf: &NetConf) -> Option<String> {
+    conf.node_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+}
+
 fn status(conf: &NetConf, timeout: Duration) -> Result<(), Error> {
-    // The node's name as the kernel knows it (the UTS namespace, which `ip netns exec` and
-    // container runtimes leave alone); the controller may ignore it.
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty());
+    let node = node_name(conf);
     match api::call(&conf.controller, &Request::Status { node }, timeout) {
         Ok(Reply::Ok(_)) => Ok(()),
         Ok(Reply::Error(e)) => Err(Error::NotAvailable(format!(
@@ -726,7 +761,7 @@ fn is_our_host_iface(name: &str) -> bool {
         })
 }
 
-fn gc(conf: &NetConf) -> Result<(), Error> {
+fn gc(conf: &NetConf, timeout: Duration) -> Result<(), Error> {
     let valid = conf
         .valid_attachments
         .as_ref()
@@ -735,6 +770,27 @@ fn gc(conf: &NetConf) -> Result<(), Error> {
             field: "cni.dev/valid-attachments",
             reason: "GC needs the list of attachments still in use".into(),
         })?;
+    let node = node_name(conf).ok_or(Error::InvalidConfig {
+        field: "nodeName",
+        reason: "GC needs the node's name and the host name is empty".into(),
+    })?;
+    // The controller first: it holds attachments whose veth is gone already (a DEL that
+    // never reached it).
+    let request = Request::Gc {
+        node: node.clone(),
+        valid: valid
+            .iter()
+            .map(|a| api::ValidAttachment {
+                container_id: a.container_id.clone(),
+                ifname: a.ifname.clone(),
+            })
+            .collect(),
+    };
+    let told = match api::call(&conf.controller, &request, timeout) {
+        Ok(Reply::Ok(_)) => Ok(()),
+        Ok(Reply::Error(e)) => Err(refused("gc", &format!("node {node}"), e)),
+        Err(e) => Err(e),
+    };
     let keep: HashSet<String> = valid
         .iter()
         .map(|a| api::host_iface_name(&a.container_id, &a.ifname))
@@ -748,6 +804,7 @@ fn gc(conf: &NetConf) -> Result<(), Error> {
             failures.push(e.to_string());
         }
     }
+    told?;
     if failures.is_empty() {
         Ok(())
     } else {

@@ -34,7 +34,7 @@ use crate::pipeline::Encap;
 use crate::realise::{self, Desired, Dirty, FlowKey, Installed};
 use crate::source::ObjectKey;
 use crate::state::{ChangeSet, Snapshot};
-use crate::switch_config::{self, PodPort, SwitchConfig};
+use crate::switch_config::{self, InterfaceView, PodPort, SwitchConfig};
 
 /// How often the agent reads a switch's flows back even when nothing told it to: a safety
 /// net for changes that leave no notice.
@@ -114,12 +114,24 @@ pub struct Agent {
     openflow: Arc<Mutex<Option<openflow::Connection>>>,
     /// How the agent is doing.
     pub status: watch::Receiver<AgentStatus>,
-    /// The node's pods whose flows are on its switch, with the container id they were made
-    /// for.
-    pub installed: watch::Receiver<Arc<BTreeMap<ObjectKey, String>>>,
+    /// The node's pods whose port is in the node's OVSDB and whose flows are on its switch.
+    pub installed: watch::Receiver<Arc<BTreeMap<ObjectKey, InstalledPod>>>,
+    /// Every interface of the node's OVSDB, as the agent's replica last showed it.
+    pub ports: watch::Receiver<Arc<BTreeMap<String, InterfaceView>>>,
     /// Realisation events (bundles sent), for benchmarks and the admin API.
     pub realised: watch::Receiver<Realised>,
     task: JoinHandle<()>,
+}
+
+/// A pod whose port is in the node's OVSDB and whose flows are on the switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledPod {
+    /// The CNI container id the attachment was made for.
+    pub container_id: String,
+    /// The host end of its veth.
+    pub iface: String,
+    /// The OpenFlow port its flows use.
+    pub ofport: u32,
 }
 
 /// The latest realisation of an agent.
@@ -153,6 +165,7 @@ impl Agent {
         let openflow = Arc::new(Mutex::new(None));
         let (status_tx, status) = watch::channel(AgentStatus::default());
         let (installed_tx, installed) = watch::channel(Arc::new(BTreeMap::new()));
+        let (ports_tx, ports) = watch::channel(Arc::new(BTreeMap::new()));
         let (realised_tx, realised) = watch::channel(Realised::default());
         let task = tokio::spawn(
             Worker {
@@ -164,6 +177,7 @@ impl Agent {
                 openflow: openflow.clone(),
                 status: status_tx,
                 installed: installed_tx,
+                ports: ports_tx,
                 realised: realised_tx,
             }
             .run(),
@@ -174,6 +188,7 @@ impl Agent {
             openflow,
             status,
             installed,
+            ports,
             realised,
             task,
         }
@@ -189,6 +204,14 @@ impl Agent {
     pub fn mark_all(&self) {
         lock(&self.marks).all = true;
         self.wake.notify_one();
+    }
+
+    /// The node's br-int connection, if it has one (CNI CHECK reads the pod's flows
+    /// through it).
+    pub fn connection(&self) -> Option<openflow::Connection> {
+        lock(&self.openflow)
+            .clone()
+            .filter(|c| c.closed_reason().is_none())
     }
 
     /// Hands the agent its br-int's (new) connection.
@@ -249,7 +272,8 @@ struct Worker {
     wake: Arc<Notify>,
     openflow: Arc<Mutex<Option<openflow::Connection>>>,
     status: watch::Sender<AgentStatus>,
-    installed: watch::Sender<Arc<BTreeMap<ObjectKey, String>>>,
+    installed: watch::Sender<Arc<BTreeMap<ObjectKey, InstalledPod>>>,
+    ports: watch::Sender<Arc<BTreeMap<String, InterfaceView>>>,
     realised: watch::Sender<Realised>,
 }
 
@@ -382,7 +406,8 @@ impl Worker {
             flows.recompute_all |= all;
             let attachments: Vec<Arc<PodPort>> = snap.attachments_on(node).cloned().collect();
 
-            // OVSDB: the node's rows, then the ofports vswitchd gave the pod ports.
+            // OVSDB: the node's rows, then the ofports the pod ports have or will have.
+            let mut node_txn: Option<(SwitchConfig, ovsdb::Transaction)> = None;
             let new_ofports: HashMap<String, u32> = match replica {
                 Some(replica) => {
                     let snapshot = replica.snapshot();
@@ -396,12 +421,22 @@ impl Worker {
                         }
                         reported_errors = errors;
                     }
+                    let interfaces = switch_config::interfaces(&snapshot);
+                    self.ports.send_if_modified(|ports| {
+                        if **ports == interfaces {
+                            false
+                        } else {
+                            *ports = Arc::new(interfaces.clone());
+                            true
+                        }
+                    });
                     let desired = SwitchConfig {
                         datapath_type: self.config.datapath_type.clone(),
                         datapath_id: format!("{:016x}", switch_config::datapath_id(node)),
                         controller_target: node_target(&self.config.openflow_target, &this),
                         encap: self.config.encap,
                         gateway_mac: features::gateway_mac(&this),
+                        pod_cidr: this.pod_cidr,
                         pod_ports: attachments.iter().map(|a| (**a).clone()).collect(),
                     };
                     // vswitchd started with flow-restore-wait=true connects to no controller
@@ -422,11 +457,11 @@ impl Worker {
                     }
                     let txn = switch_config::plan(&snapshot, &desired);
                     if !txn.is_empty() {
-                        self.put_back(owners, false);
-                        self.transact_and_wait(replica, &desired, txn).await?;
-                        continue;
+                        node_txn = Some((desired, txn));
                     }
-                    switch_config::ofports(&snapshot).into_iter().collect()
+                    // A new pod port's number is known before vswitchd adds it (its
+                    // ofport_request), so its flows go in together with the port below.
+                    switch_config::effective_ofports(&interfaces, this.pod_cidr, &attachments)
                 }
                 None => {
                     let mut sim: HashMap<String, u32> = HashMap::new();
@@ -440,8 +475,9 @@ impl Worker {
                     sim
                 }
             };
-            // A pod whose port number changed (vswitchd restarted and renumbered, the port
-            // just appeared or went away) needs its flows recomputed.
+            // A pod whose port number changed (vswitchd restarted and renumbered, refused the
+            // requested number, the port just appeared or went away) needs its flows
+            // recomputed.
             if new_ofports != ofports {
                 for a in &attachments {
                     if ofports.get(&a.iface) != new_ofports.get(&a.iface) {
@@ -451,46 +487,67 @@ impl Worker {
                 ofports = new_ofports;
             }
 
-            let conn = lock(&self.openflow).clone();
-            match conn {
-                None => {
-                    // Nothing to realise against: keep the marks for when br-int connects.
-                    self.put_back(owners, false);
-                }
-                Some(conn) => {
-                    let ctx = NodeContext {
-                        node: &this,
-                        state: &snap,
-                        ofports: &ofports,
-                    };
-                    match self.realise(&mut flows, &conn, &ctx, owners, replica).await {
-                        Ok(()) => {
-                            self.publish_installed(&attachments, &ofports);
-                            self.status.send_modify(|s| {
-                                s.ready = true;
-                                s.flows_desired = flows.desired.flow_count();
-                                s.flows_installed =
-                                    flows.installed.as_ref().map_or(0, Installed::flow_count);
-                            });
-                            self.realised.send_modify(|r| r.version = snap.version);
-                        }
-                        Err(e) => {
-                            warn!(node = %node, "OpenFlow: {e}; waiting for br-int to reconnect");
-                            self.status.send_modify(|s| {
-                                s.ready = false;
-                                s.last_error = Some((Instant::now(), e.to_string()));
-                            });
-                            let mut slot = lock(&self.openflow);
-                            if slot.as_ref().is_some_and(|c| c.same_as(&conn)) {
-                                *slot = None;
-                            }
-                            flows = FlowSide {
-                                recompute_all: true,
-                                ..FlowSide::default()
-                            };
-                        }
+            // The OVSDB transaction (vswitchd then adds or removes ports, which takes it a
+            // while) and the flows' bundle go out at the same time.
+            let sent_txn = node_txn.is_some();
+            let ovsdb_side = async {
+                match (node_txn, replica) {
+                    (Some((desired, txn)), Some(replica)) => {
+                        self.transact_and_wait(replica, &desired, txn).await
                     }
+                    _ => Ok(()),
                 }
+            };
+            let conn = lock(&self.openflow).clone();
+            let ctx = NodeContext {
+                node: &this,
+                state: &snap,
+                ofports: &ofports,
+            };
+            let flow_side = async {
+                match &conn {
+                    None => {
+                        // Nothing to realise against: keep the marks for when br-int connects.
+                        self.put_back(owners, false);
+                        None
+                    }
+                    Some(conn) => Some(self.realise(&mut flows, conn, &ctx, owners, replica).await),
+                }
+            };
+            let (ovsdb_result, flow_result) = tokio::join!(ovsdb_side, flow_side);
+            ovsdb_result?;
+            match (flow_result, conn) {
+                (Some(Ok(())), _) => {
+                    self.publish_installed(&attachments, &ofports);
+                    self.status.send_modify(|s| {
+                        s.ready = true;
+                        s.flows_desired = flows.desired.flow_count();
+                        s.flows_installed =
+                            flows.installed.as_ref().map_or(0, Installed::flow_count);
+                    });
+                    self.realised.send_modify(|r| r.version = snap.version);
+                }
+                (Some(Err(e)), Some(conn)) => {
+                    warn!(node = %node, "OpenFlow: {e}; waiting for br-int to reconnect");
+                    self.status.send_modify(|s| {
+                        s.ready = false;
+                        s.last_error = Some((Instant::now(), e.to_string()));
+                    });
+                    let mut slot = lock(&self.openflow);
+                    if slot.as_ref().is_some_and(|c| c.same_as(&conn)) {
+                        *slot = None;
+                    }
+                    flows = FlowSide {
+                        recompute_all: true,
+                        ..FlowSide::default()
+                    };
+                }
+                _ => {}
+            }
+            // Waiting for the transaction to show in the replica may have taken a wake-up
+            // meant for new marks: look again before sleeping.
+            if sent_txn {
+                continue;
             }
             // An idle agent must not pin an old version of the state: a thousand agents each
             // holding a different snapshot would keep a thousand versions' worth of
@@ -680,10 +737,19 @@ impl Worker {
     }
 
     fn publish_installed(&self, attachments: &[Arc<PodPort>], ofports: &HashMap<String, u32>) {
-        let now: BTreeMap<ObjectKey, String> = attachments
+        let now: BTreeMap<ObjectKey, InstalledPod> = attachments
             .iter()
-            .filter(|a| ofports.contains_key(&a.iface))
-            .map(|a| (a.pod.clone(), a.container_id.clone()))
+            .filter_map(|a| {
+                let ofport = *ofports.get(&a.iface)?;
+                Some((
+                    a.pod.clone(),
+                    InstalledPod {
+                        container_id: a.container_id.clone(),
+                        iface: a.iface.clone(),
+                        ofport,
+                    },
+                ))
+            })
             .collect();
         self.installed.send_if_modified(|installed| {
             if **installed == now {

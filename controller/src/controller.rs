@@ -11,7 +11,7 @@
 //! State is rebuilt after a restart from the two places that outlive the process: the
 //! Kubernetes objects and each node's OVSDB (pod ports carry their address in external_ids).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +24,12 @@ use crate::agent::{self, Agent, AgentConfig, StatePort, SwitchDb};
 use crate::cni_server::{self, CniListener};
 use crate::pipeline::Encap;
 use crate::source::{Delta, ObjectKey, Source};
-use crate::state::{AttachError, Attached, Change, ChangeSet, NetworkState, Snapshot};
+use crate::state::{AttachError, Attached, Change, ChangeSet, Detached, NetworkState, Snapshot};
 use crate::switch_config::{self, PodPort};
 
 pub use crate::cni_server::{
-    CNI_BAD_REQUEST, CNI_NO_ADDRESS, CNI_NOT_READY, CNI_UNAVAILABLE, CNI_UNKNOWN_POD,
+    CNI_BAD_REQUEST, CNI_CHECK_FAILED, CNI_INVALID_POD, CNI_NO_ADDRESS, CNI_NOT_READY,
+    CNI_UNAVAILABLE, CNI_UNKNOWN_NODE, CNI_UNKNOWN_POD,
 };
 
 /// How the controller reaches nodes and is reached by them.
@@ -77,7 +78,12 @@ enum Command {
     Detach {
         key: ObjectKey,
         container_id: String,
-        reply: oneshot::Sender<Option<String>>,
+        reply: oneshot::Sender<Option<Detached>>,
+    },
+    CollectGarbage {
+        node: String,
+        keep: HashSet<String>,
+        reply: oneshot::Sender<Vec<Detached>>,
     },
     Restore {
         node: String,
@@ -122,8 +128,8 @@ impl StateHandle {
             .unwrap_or_else(|_| Err(AttachError::UnknownPod(key.clone())))
     }
 
-    /// CNI DEL's state part; the node the pod was attached on, if it was.
-    pub async fn detach(&self, key: &ObjectKey, container_id: &str) -> Option<String> {
+    /// CNI DEL's state part; what was removed, if anything.
+    pub async fn detach(&self, key: &ObjectKey, container_id: &str) -> Option<Detached> {
         let (reply, rx) = oneshot::channel();
         let _ = self.commands.send(Command::Detach {
             key: key.clone(),
@@ -131,6 +137,18 @@ impl StateHandle {
             reply,
         });
         rx.await.ok().flatten()
+    }
+
+    /// CNI GC's state part: detaches every attachment on `node` whose host interface is
+    /// not in `keep`; returns what was removed.
+    pub async fn collect_garbage(&self, node: &str, keep: HashSet<String>) -> Vec<Detached> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::CollectGarbage {
+            node: node.to_owned(),
+            keep,
+            reply,
+        });
+        rx.await.unwrap_or_default()
     }
 }
 
@@ -308,9 +326,15 @@ async fn state_task(
                         continue;
                     }
                     Command::Detach { key, container_id, reply } => {
-                        let (node, changes) = state.detach(&key, &container_id);
+                        let (detached, changes) = state.detach(&key, &container_id);
                         publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
-                        let _ = reply.send(node);
+                        let _ = reply.send(detached);
+                        continue;
+                    }
+                    Command::CollectGarbage { node, keep, reply } => {
+                        let (detached, changes) = state.collect_garbage(&node, &keep);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+                        let _ = reply.send(detached);
                         continue;
                     }
                     Command::Restore { node, ports, done } => {

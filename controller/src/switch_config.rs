@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+
 use ovsdb::vswitch::{self, Bridge, Controller, Interface, Port};
 use ovsdb::{Condition, Datum, Mutation, NamedUuid, Row, Snapshot, Transaction, Uuid};
 
@@ -85,8 +87,107 @@ pub struct SwitchConfig {
     pub encap: Encap,
     /// MAC of the gateway port.
     pub gateway_mac: Mac,
+    /// The node's pod CIDR: a pod port's `ofport_request` derives from the pod's place in
+    /// it ([`requested_ofport`]).
+    pub pod_cidr: Ipv4Net,
     /// The pods attached on this node.
     pub pod_ports: Vec<PodPort>,
+}
+
+/// The first OpenFlow port number pod ports are requested at (1 and 2 are the tunnel's and
+/// the gateway's; a few below this stay free for later infrastructure ports).
+pub const POD_OFPORT_BASE: u32 = 16;
+
+/// Largest port number OpenFlow lets a physical port have (OFPP_MAX = 0xffffff00 in OF1.3,
+/// but OVS keeps port numbers below 0xff00, ovs-vswitchd.conf.db(5) `ofport_request`).
+const MAX_OFPORT: u32 = 0xfeff;
+
+/// The OpenFlow port a pod's interface is created with (`ofport_request`): its address's
+/// offset in the node's pod CIDR plus [`POD_OFPORT_BASE`]. A function of the address, so
+/// it is the same after a controller restart, unique among the node's pods (IPAM never
+/// gives an address twice), and known before vswitchd has added the port: the pod's flows
+/// go in while vswitchd is still adding it. `None` when the CIDR is too large for the
+/// offset to fit (then vswitchd picks the number and the flows wait for it).
+pub fn requested_ofport(pod_cidr: Ipv4Net, ip: Ipv4Addr) -> Option<u32> {
+    let offset = u32::from(ip).checked_sub(u32::from(pod_cidr.network()))?;
+    let port = offset.checked_add(POD_OFPORT_BASE)?;
+    (port <= MAX_OFPORT).then_some(port)
+}
+
+/// What one interface on the node looks like to vswitchd, as the replica shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceView {
+    /// `ofport`: `None` while vswitchd has not processed the interface, `Some(-1)` when it
+    /// failed to add it.
+    pub ofport: Option<i64>,
+    /// `ofport_request`.
+    pub ofport_request: Option<i64>,
+    /// `error`: why vswitchd could not add it.
+    pub error: Option<String>,
+    /// `mac_in_use`: empty once the device under a port is gone (a deleted veth), though
+    /// vswitchd keeps the port and its number.
+    pub has_device: bool,
+}
+
+/// Every interface the node's OVSDB holds, by name.
+pub fn interfaces(snapshot: &Snapshot) -> BTreeMap<String, InterfaceView> {
+    vswitch::rows::<Interface>(snapshot)
+        .into_iter()
+        .map(|i| {
+            (
+                i.name,
+                InterfaceView {
+                    ofport: i.ofport,
+                    ofport_request: i.ofport_request,
+                    error: i.error,
+                    has_device: i.mac_in_use.is_some_and(|m| !m.is_empty()),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The OpenFlow port of each attached pod's interface that flows can use now: the one
+/// vswitchd reports, or, while vswitchd has not reported one yet, the requested one, unless
+/// another interface holds or requests that number (a port someone else added): then the
+/// flows wait for vswitchd's choice. An interface vswitchd failed to add (-1) has none.
+pub fn effective_ofports(
+    interfaces: &BTreeMap<String, InterfaceView>,
+    pod_cidr: Ipv4Net,
+    pods: &[std::sync::Arc<PodPort>],
+) -> std::collections::HashMap<String, u32> {
+    let mut out = std::collections::HashMap::new();
+    // Every number some interface holds or asked for, with who.
+    let mut taken: std::collections::HashMap<i64, &str> = std::collections::HashMap::new();
+    for (name, view) in interfaces {
+        for p in [view.ofport, view.ofport_request].into_iter().flatten() {
+            if p > 0 {
+                taken.entry(p).or_insert(name.as_str());
+            }
+        }
+    }
+    for pod in pods {
+        let view = interfaces.get(&pod.iface);
+        match view.and_then(|v| v.ofport) {
+            Some(p) => {
+                if let Ok(p) = u32::try_from(p)
+                    && p > 0
+                {
+                    out.insert(pod.iface.clone(), p);
+                }
+            }
+            None => {
+                let Some(want) = requested_ofport(pod_cidr, pod.ip) else {
+                    continue;
+                };
+                let holder = taken.get(&i64::from(want)).copied();
+                if holder.is_none_or(|h| h == pod.iface) {
+                    out.insert(pod.iface.clone(), want);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The datapath id Switchyard gives a node's br-int: `5359` ("SY") then 48 bits derived from
@@ -242,7 +343,12 @@ pub fn plan(snapshot: &Snapshot, desired: &SwitchConfig) -> Transaction {
     }
     for (name, pod) in &wanted_pods {
         if !on_br.contains_key(*name) {
-            new_ports.push(insert_port(&mut txn, name, pod_interface(pod), "pod"));
+            new_ports.push(insert_port(
+                &mut txn,
+                name,
+                pod_interface(pod, desired.pod_cidr),
+                "pod",
+            ));
         }
     }
     if !new_ports.is_empty() {
@@ -294,10 +400,16 @@ fn gateway_interface(desired: &SwitchConfig) -> Row {
         .with("external_ids", owner("gateway"))
 }
 
-fn pod_interface(pod: &PodPort) -> Row {
-    Row::new()
+fn pod_interface(pod: &PodPort, pod_cidr: Ipv4Net) -> Row {
+    let row = Row::new()
         .with("name", pod.iface.as_str())
-        .with("external_ids", pod.external_ids())
+        .with("external_ids", pod.external_ids());
+    // Only new interfaces get a request: changing it on an existing one makes vswitchd
+    // renumber a working port.
+    match requested_ofport(pod_cidr, pod.ip) {
+        Some(port) => row.with("ofport_request", i64::from(port)),
+        None => row,
+    }
 }
 
 fn owner(role: &str) -> BTreeMap<String, String> {
@@ -354,7 +466,12 @@ fn create_bridge(snapshot: &Snapshot, desired: &SwitchConfig, txn: &mut Transact
         "gateway",
     ));
     for pod in &desired.pod_ports {
-        ports.push(insert_port(txn, &pod.iface, pod_interface(pod), "pod"));
+        ports.push(insert_port(
+            txn,
+            &pod.iface,
+            pod_interface(pod, desired.pod_cidr),
+            "pod",
+        ));
     }
     let controller = insert_controller(desired, txn);
     let flow_tables = insert_flow_tables(txn);
@@ -475,6 +592,7 @@ mod tests {
             controller_target: "unix:/tmp/x".into(),
             encap: Encap::Geneve,
             gateway_mac: Mac::new([0x0a, 0x58, 10, 244, 1, 1]),
+            pod_cidr: "10.244.1.0/24".parse().unwrap(),
             pod_ports: vec![],
         };
         let txn = plan(&Snapshot::default(), &desired);
@@ -492,5 +610,60 @@ mod tests {
         ] {
             assert!(ops.contains(needle), "{needle} missing from {ops}");
         }
+    }
+
+    fn port(iface: &str, ip: [u8; 4]) -> std::sync::Arc<PodPort> {
+        let ip = Ipv4Addr::from(ip);
+        std::sync::Arc::new(PodPort {
+            iface: iface.into(),
+            pod: ObjectKey::new("default", iface),
+            ip,
+            mac: crate::ipam::mac_for(ip),
+            container_id: "c".into(),
+        })
+    }
+
+    #[test]
+    fn requested_ofports_follow_the_address_and_fit() {
+        let cidr: Ipv4Net = "10.244.1.0/24".parse().unwrap();
+        assert_eq!(
+            requested_ofport(cidr, Ipv4Addr::new(10, 244, 1, 2)),
+            Some(18)
+        );
+        assert_eq!(
+            requested_ofport(cidr, Ipv4Addr::new(10, 244, 1, 254)),
+            Some(270)
+        );
+        assert_eq!(requested_ofport(cidr, Ipv4Addr::new(10, 244, 0, 2)), None);
+        let huge: Ipv4Net = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(requested_ofport(huge, Ipv4Addr::new(10, 9, 0, 1)), None);
+    }
+
+    #[test]
+    fn effective_ofports_prefer_vswitchd_and_avoid_numbers_others_hold() {
+        let cidr: Ipv4Net = "10.244.1.0/24".parse().unwrap();
+        let view = |ofport, ofport_request| InterfaceView {
+            ofport,
+            ofport_request,
+            error: None,
+            has_device: true,
+        };
+        let pods = [
+            port("sya", [10, 244, 1, 2]), // requested 18, not in OVSDB yet
+            port("syb", [10, 244, 1, 3]), // requested 19, vswitchd gave 40
+            port("syc", [10, 244, 1, 4]), // requested 20, but "eth9" holds 20
+            port("syd", [10, 244, 1, 5]), // vswitchd failed to add it
+        ];
+        let interfaces = BTreeMap::from([
+            ("syb".to_owned(), view(Some(40), Some(19))),
+            ("syc".to_owned(), view(None, Some(20))),
+            ("eth9".to_owned(), view(Some(20), None)),
+            ("syd".to_owned(), view(Some(-1), Some(21))),
+        ]);
+        let got = effective_ofports(&interfaces, cidr, &pods);
+        assert_eq!(got.get("sya"), Some(&18));
+        assert_eq!(got.get("syb"), Some(&40));
+        assert_eq!(got.get("syc"), None);
+        assert_eq!(got.get("syd"), None);
     }
 }

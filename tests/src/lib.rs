@@ -7,6 +7,7 @@
 //!
 //! Does not own: anything Switchyard-specific. Tests of the product build on this.
 
+pub mod cni_node;
 pub mod sim_core;
 pub mod sim_switch;
 

@@ -404,13 +404,14 @@ fn cni_add_with_unreachable_controller_fails_and_leaves_nothing() {
 fn cni_del_succeeds_when_everything_is_already_gone() {
     switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
+    let controller = Responder::start(|_| ok_line(None));
     let vars = [
         ("CNI_COMMAND", "DEL"),
         ("CNI_CONTAINERID", "c1"),
         ("CNI_NETNS", "/run/netns/switchyard-no-such-ns"),
         ("CNI_IFNAME", "eth0"),
     ];
-    let out = shim(&node, &vars, &conf(&dead_controller()));
+    let out = shim(&node, &vars, &conf(&controller.address));
     out.expect_success();
     assert_eq!(out.stdout, "", "DEL prints nothing on success");
     // Without CNI_NETNS too (CNI SPEC.md allows it on DEL).
@@ -421,13 +422,13 @@ fn cni_del_succeeds_when_everything_is_already_gone() {
             .chain(&vars[3..])
             .copied()
             .collect::<Vec<_>>(),
-        &conf(&dead_controller()),
+        &conf(&controller.address),
     )
     .expect_success();
 }
 
 #[test]
-fn cni_del_removes_the_veth_even_when_the_controller_is_gone() {
+fn cni_del_that_cannot_reach_the_controller_fails_so_the_runtime_retries() {
     switchyard_tests::skip_unless_root!();
     let node = Netns::new("nod");
     let pod = Netns::new("pod");
@@ -441,15 +442,18 @@ fn cni_del_removes_the_veth_even_when_the_controller_is_gone() {
     shim(&node, &vars, &conf(&address)).expect_success();
     assert_eq!(links(&pod), vec!["eth0".to_owned()]);
     drop(controller);
-    let out = shim(&node, &with_command(&vars, "DEL"), &conf(&address));
-    out.expect_success();
+    // The controller never heard of this DEL: try again later (11), but the veth is gone.
+    let err = shim(&node, &with_command(&vars, "DEL"), &conf(&address)).expect_error(11);
     assert!(
-        out.stderr.contains("unreachable"),
-        "DEL should log the failed call: {}",
-        out.stderr
+        err["details"].as_str().unwrap().contains("cni.sock"),
+        "{err}"
     );
     assert!(links(&node).is_empty(), "node kept {:?}", links(&node));
     assert!(links(&pod).is_empty(), "pod kept {:?}", links(&pod));
+    // The runtime's retry succeeds once the controller is back.
+    let back = Responder::start(|_| ok_line(None));
+    shim(&node, &with_command(&vars, "DEL"), &conf(&back.address)).expect_success();
+    assert!(matches!(back.requests()[..], [Request::Del(_)]));
 }
 
 #[test]
@@ -493,7 +497,9 @@ fn cni_gc_removes_only_stale_veths_of_ours() {
             "ip", "link", "add", name, "type", "veth", "peer", "name", peer,
         ]);
     }
-    let mut gc = serde_json::from_str::<Value>(&conf(&dead_controller())).unwrap();
+    let controller = Responder::start(|_| ok_line(None));
+    let mut gc = serde_json::from_str::<Value>(&conf(&controller.address)).unwrap();
+    gc["nodeName"] = "node-7".into();
     gc["cni.dev/valid-attachments"] = serde_json::json!([
         {"containerID": "keep1", "ifname": "eth0"},
         {"containerID": "other", "ifname": "net1"},
@@ -507,9 +513,19 @@ fn cni_gc_removes_only_stale_veths_of_ours() {
         left.contains(&"vethother".to_owned()),
         "foreign veth removed: {left:?}"
     );
+    // The controller is told which node and what to keep.
+    let Some(Request::Gc { node: asked, valid }) = controller.requests().pop() else {
+        panic!("controller got {:?}", controller.requests())
+    };
+    assert_eq!(asked, "node-7");
+    assert_eq!(valid.len(), 2);
+    assert_eq!(valid[0].container_id, "keep1");
     // GC without the list is an invalid configuration, not a wipe.
-    shim(&node, &[("CNI_COMMAND", "GC")], &conf(&dead_controller())).expect_error(7);
+    shim(&node, &[("CNI_COMMAND", "GC")], &conf(&controller.address)).expect_error(7);
     assert!(links(&node).contains(&keep));
+    // A GC the controller did not hear of fails (the runtime retries it).
+    gc["controller"] = dead_controller().into();
+    shim(&node, &[("CNI_COMMAND", "GC")], &gc.to_string()).expect_error(11);
 }
 
 /// Reads `ethtool -k` in `ns` and returns the `tx-checksumming` line.
@@ -811,4 +827,275 @@ fn cni_attached_pods_talk_tcp_through_userspace_ovs() {
         ports.contains(&api::host_iface_name("podA", "eth0")),
         "{ports}"
     );
+}
+
+// ---- Against the real controller: one node, its own OVS, the cluster file as the source.
+
+use std::time::{Duration, Instant};
+use switchyard_tests::cni_node::{CniNode, ShimOutput};
+
+fn pod_ip(result: &Value) -> std::net::Ipv4Addr {
+    let address = result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address in {result}"));
+    address
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("bad address in {result}"))
+}
+
+fn expect_ok(out: &ShimOutput, what: &str) {
+    assert!(
+        out.success,
+        "{what}: {} (stderr: {})",
+        out.stdout, out.stderr
+    );
+}
+
+fn expect_code(out: &ShimOutput, code: u64, what: &str) -> Value {
+    assert_eq!(
+        out.code(),
+        Some(code),
+        "{what}: {} (stderr: {})",
+        out.stdout,
+        out.stderr
+    );
+    out.json()
+}
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    assert!(
+        switchyard_tests::wait_for(Duration::from_secs(10), &mut done).is_some(),
+        "never happened: {what}"
+    );
+}
+
+#[test]
+fn cni_add_again_for_the_same_container_changes_nothing_and_check_agrees() {
+    switchyard_tests::skip_unless_root!();
+    let node = CniNode::start(&[("default", "web-0")]);
+    let pod = node.pod_netns();
+    let netns = pod.path().display().to_string();
+    let first = node.shim_run("ADD", "default/web-0", "c-idem", &netns, &[]);
+    expect_ok(&first, "first ADD");
+    let index_before = pod.exec(&["cat", "/sys/class/net/eth0/ifindex"]);
+    let second = node.shim_run("ADD", "default/web-0", "c-idem", &netns, &[]);
+    expect_ok(&second, "second ADD");
+    assert_eq!(
+        first.json(),
+        second.json(),
+        "ADD again must give the same result"
+    );
+    assert_eq!(
+        pod.exec(&["cat", "/sys/class/net/eth0/ifindex"]),
+        index_before,
+        "ADD again must keep the pod's interface"
+    );
+    let host = api::host_iface_name("c-idem", "eth0");
+    assert_eq!(node.ports(), vec![host.clone()]);
+    assert_eq!(node.veths(), vec![host.clone()]);
+    let ip = pod_ip(&first.json());
+    assert_eq!(
+        node.flows_with_cookie(switchyard::ids::pod_cookie(ip))
+            .len(),
+        6
+    );
+    // The port was created at the number its flows use already.
+    let ofport = node.vsctl(&["get", "Interface", &host, "ofport"]);
+    let requested = node.vsctl(&["get", "Interface", &host, "ofport_request"]);
+    assert_eq!(ofport.trim(), requested.trim());
+    let prev = [("prevResult", first.json())];
+    expect_ok(
+        &node.shim_run("CHECK", "default/web-0", "c-idem", &netns, &prev),
+        "CHECK",
+    );
+}
+
+#[test]
+fn cni_check_reports_a_missing_address_port_or_switch() {
+    switchyard_tests::skip_unless_root!();
+    let node = CniNode::start(&[("default", "web-0")]);
+    let pod = node.pod_netns();
+    let netns = pod.path().display().to_string();
+    let add = node.shim_run("ADD", "default/web-0", "c-check", &netns, &[]);
+    expect_ok(&add, "ADD");
+    let prev = [("prevResult", add.json())];
+    let check = || node.shim_run("CHECK", "default/web-0", "c-check", &netns, &prev);
+    expect_ok(&check(), "CHECK of a healthy pod");
+
+    // The address.
+    let address = add.json()["ips"][0]["address"].as_str().unwrap().to_owned();
+    pod.exec(&["ip", "addr", "del", &address, "dev", "eth0"]);
+    let err = expect_code(&check(), 103, "CHECK without the address");
+    assert!(
+        err["details"].as_str().unwrap().contains("missing"),
+        "{err}"
+    );
+    // ADD again repairs it.
+    expect_ok(
+        &node.shim_run("ADD", "default/web-0", "c-check", &netns, &[]),
+        "ADD again",
+    );
+    expect_ok(&check(), "CHECK after ADD again");
+
+    // The port: its veth is gone, so vswitchd cannot have it on br-int.
+    let host = api::host_iface_name("c-check", "eth0");
+    node.ovs.netns.exec(&["ip", "link", "del", &host]);
+    let mut last = None;
+    eventually("CHECK notices the port vswitchd lost", || {
+        let out = check();
+        let failed = out.code() == Some(114);
+        last = Some(out);
+        failed
+    });
+    let err = last.unwrap().json();
+    assert!(err["details"].as_str().unwrap().contains(&host), "{err}");
+
+    // The switch: with vswitchd gone nothing holds the pod's flows.
+    expect_ok(
+        &node.shim_run("ADD", "default/web-0", "c-check", &netns, &[]),
+        "ADD after the veth was lost",
+    );
+    expect_ok(&check(), "CHECK after the re-ADD");
+    node.ovs.stop_vswitchd();
+    let mut last = None;
+    eventually("CHECK notices the switch is gone", || {
+        let out = check();
+        let failed = out.code() == Some(114);
+        last = Some(out);
+        failed
+    });
+    let err = last.unwrap().json();
+    assert!(err["details"].as_str().unwrap().contains("br-int"), "{err}");
+}
+
+#[test]
+fn cni_del_is_idempotent_and_removes_port_flows_and_veth() {
+    switchyard_tests::skip_unless_root!();
+    let node = CniNode::start(&[("default", "web-0"), ("default", "web-1")]);
+    let pod = node.pod_netns();
+    let netns = pod.path().display().to_string();
+    let add = node.shim_run("ADD", "default/web-0", "c-del", &netns, &[]);
+    expect_ok(&add, "ADD");
+    let cookie = switchyard::ids::pod_cookie(pod_ip(&add.json()));
+    for round in 0..2 {
+        let out = node.shim_run("DEL", "default/web-0", "c-del", &netns, &[]);
+        expect_ok(&out, &format!("DEL #{round}"));
+        assert!(node.ports().is_empty(), "ports: {:?}", node.ports());
+        assert!(node.veths().is_empty(), "veths: {:?}", node.veths());
+    }
+    eventually("the pod's flows are gone", || {
+        node.flows_with_cookie(cookie).is_empty()
+    });
+    // A DEL without the pod's identity (no CNI_ARGS) still finds it by container id.
+    let pod1 = node.pod_netns();
+    let netns1 = pod1.path().display().to_string();
+    expect_ok(
+        &node.shim_run("ADD", "default/web-1", "c-del1", &netns1, &[]),
+        "ADD web-1",
+    );
+    expect_ok(
+        &node.shim_run("DEL", "", "c-del1", "", &[]),
+        "DEL without CNI_ARGS",
+    );
+    assert!(node.ports().is_empty(), "ports: {:?}", node.ports());
+}
+
+#[test]
+fn cni_del_the_controller_missed_fails_and_its_retry_removes_the_port() {
+    switchyard_tests::skip_unless_root!();
+    let mut node = CniNode::start(&[("default", "web-0")]);
+    let pod = node.pod_netns();
+    let netns = pod.path().display().to_string();
+    expect_ok(
+        &node.shim_run("ADD", "default/web-0", "c-miss", &netns, &[]),
+        "ADD",
+    );
+    node.stop_controller();
+    let out = node.shim_run("DEL", "default/web-0", "c-miss", &netns, &[]);
+    expect_code(&out, 11, "DEL with the controller down");
+    assert!(node.veths().is_empty(), "the veth goes anyway");
+    // The attachment survives in OVSDB, so a restarted controller takes it back ...
+    node.start_controller();
+    assert_eq!(node.ports().len(), 1);
+    // ... until the runtime's retry of the DEL reaches it.
+    expect_ok(
+        &node.shim_run("DEL", "default/web-0", "c-miss", &netns, &[]),
+        "DEL retried",
+    );
+    assert!(node.ports().is_empty(), "ports: {:?}", node.ports());
+}
+
+#[test]
+fn cni_gc_removes_every_attachment_of_the_node_the_runtime_does_not_list() {
+    switchyard_tests::skip_unless_root!();
+    let node = CniNode::start(&[
+        ("default", "keep"),
+        ("default", "leak"),
+        ("default", "stale"),
+    ]);
+    let mut netns = Vec::new();
+    for (pod, container) in [("keep", "c-keep"), ("leak", "c-leak"), ("stale", "c-stale")] {
+        let ns = node.pod_netns();
+        let out = node.shim_run(
+            "ADD",
+            &format!("default/{pod}"),
+            container,
+            &ns.path().display().to_string(),
+            &[],
+        );
+        expect_ok(&out, pod);
+        netns.push(ns);
+    }
+    // "leak" lost its veth without a DEL reaching the controller.
+    node.ovs
+        .netns
+        .exec(&["ip", "link", "del", &api::host_iface_name("c-leak", "eth0")]);
+    let valid = serde_json::json!([{"containerID": "c-keep", "ifname": "eth0"}]);
+    let out = node.shim_run("GC", "", "", "", &[("cni.dev/valid-attachments", valid)]);
+    expect_ok(&out, "GC");
+    let keep = api::host_iface_name("c-keep", "eth0");
+    assert_eq!(node.ports(), vec![keep.clone()]);
+    assert_eq!(node.veths(), vec![keep]);
+    // GC for a node the controller does not know is an error naming it.
+    let out = node.shim_run(
+        "GC",
+        "",
+        "",
+        "",
+        &[
+            ("cni.dev/valid-attachments", serde_json::json!([])),
+            ("nodeName", "no-such-node".into()),
+        ],
+    );
+    let err = expect_code(&out, 116, "GC for an unknown node");
+    assert!(
+        err["details"].as_str().unwrap().contains("no-such-node"),
+        "{err}"
+    );
+    assert_eq!(
+        node.ports().len(),
+        1,
+        "an unknown node's GC touches nothing"
+    );
+}
+
+#[test]
+fn cni_add_for_a_pod_the_source_lacks_fails_fast_and_leaves_nothing() {
+    switchyard_tests::skip_unless_root!();
+    let node = CniNode::start(&[("default", "web-0")]);
+    let pod = node.pod_netns();
+    let netns = pod.path().display().to_string();
+    let started = Instant::now();
+    let out = node.shim_run("ADD", "default/nobody", "c-none", &netns, &[]);
+    let took = started.elapsed();
+    let err = expect_code(&out, 110, "ADD of an unknown pod");
+    assert!(
+        err["details"].as_str().unwrap().contains("default/nobody"),
+        "{err}"
+    );
+    // The controller's timeout is 10 s; the source's answer is immediate.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(node.veths().is_empty() && node.ports().is_empty());
 }

@@ -245,6 +245,18 @@ async fn publish(stores: Stores, changed: Arc<Notify>, sender: watch::Sender<Arc
 }
 
 /// JSON merge patch (RFC 7386) of one annotation on one pod.
+/// Whether the API server has the pod now (a GET: the reflector's view may lag behind).
+pub(super) async fn has_pod(client: Client, key: &ObjectKey) -> Result<bool, Error> {
+    Api::<Pod>::namespaced(client, &key.namespace)
+        .get_opt(&key.name)
+        .await
+        .map(|pod| pod.is_some())
+        .map_err(|source| Error::Kube {
+            action: format!("get pod {key}"),
+            source,
+        })
+}
+
 pub(super) async fn annotate_pod(
     client: Client,
     key: &ObjectKey,

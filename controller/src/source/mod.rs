@@ -435,6 +435,16 @@ impl Source {
         self.deltas.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// Whether the source has the pod at all right now, valid or not: the cluster file as
+    /// last read, or the API server asked directly (its watch may not have delivered a pod
+    /// the kubelet already runs). CNI ADD fails at once for a pod the source lacks.
+    pub async fn has_pod(&self, key: &ObjectKey) -> Result<bool, Error> {
+        match &self.backend {
+            Backend::ClusterFile => Ok(self.state.borrow().pods.contains_key(key)),
+            Backend::Kubernetes(client) => kubernetes::has_pod(client.clone(), key).await,
+        }
+    }
+
     /// Records the controller's allocation on the pod, so a restarted controller finds it.
     ///
     /// `value` must be JSON. Through the API server this is a JSON merge patch of

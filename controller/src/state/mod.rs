@@ -151,6 +151,15 @@ pub struct Attached {
     pub ip: Ipv4Addr,
 }
 
+/// An attachment CNI DEL or GC removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detached {
+    /// The node it was on.
+    pub node: String,
+    /// The port it had.
+    pub port: Arc<PodPort>,
+}
+
 /// Why an attachment could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
@@ -158,6 +167,10 @@ pub enum AttachError {
     /// node has no valid Node object).
     #[error("pod {0} is not in the cluster state (or its node has no valid Node object)")]
     UnknownPod(ObjectKey),
+    /// The source has the pod, but it is invalid (and has no earlier valid version): it
+    /// stays unnetworked until it is fixed, so waiting for it is pointless.
+    #[error("pod {0} is invalid: {1}")]
+    InvalidPod(ObjectKey, Problem),
     /// No address could be given.
     #[error(transparent)]
     Ipam(#[from] IpamError),
@@ -491,10 +504,13 @@ impl NetworkState {
         container_id: &str,
     ) -> (Result<Attached, AttachError>, ChangeSet) {
         let Some(pod) = self.snap.pods.get(key).cloned() else {
-            return (
-                Err(AttachError::UnknownPod(key.clone())),
-                self.finish(vec![]),
-            );
+            let error = match self.problems.get(&(Kind::Pod, key.clone())) {
+                Some(problem) if !self.pending.contains_key(key) => {
+                    AttachError::InvalidPod(key.clone(), problem.clone())
+                }
+                _ => AttachError::UnknownPod(key.clone()),
+            };
+            return (Err(error), self.finish(vec![]));
         };
         let Some(node) = self.snap.nodes.get(&pod.node).cloned() else {
             return (
@@ -526,18 +542,35 @@ impl NetworkState {
 
     /// CNI DEL: removes the attachment (and keeps the address, which the pod holds until
     /// its object goes). A DEL for another sandbox than the attached one changes nothing.
-    /// Returns the node the pod was attached on, if an attachment was removed.
-    pub fn detach(&mut self, key: &ObjectKey, container_id: &str) -> (Option<String>, ChangeSet) {
+    /// Without a pod name (a runtime may send DEL without CNI_ARGS) the attachment is found
+    /// by its container id. Returns what was removed, if anything.
+    pub fn detach(&mut self, key: &ObjectKey, container_id: &str) -> (Option<Detached>, ChangeSet) {
+        let key = if key.name.is_empty() {
+            // Rare (DEL without pod identity): a scan of the attachments.
+            match self
+                .snap
+                .attachments
+                .iter()
+                .find(|(_, a)| !container_id.is_empty() && a.container_id == container_id)
+            {
+                Some((k, _)) => k.clone(),
+                None => return (None, self.finish(vec![])),
+            }
+        } else {
+            key.clone()
+        };
         let matches = self
             .snap
             .attachments
-            .get(key)
+            .get(&key)
             .is_some_and(|a| container_id.is_empty() || a.container_id == container_id);
         if !matches {
             return (None, self.finish(vec![]));
         }
-        self.snap.attachments.remove(key);
-        let node = self.snap.pods.get(key).map(|p| p.node.clone());
+        let Some(port) = self.snap.attachments.remove(&key) else {
+            return (None, self.finish(vec![]));
+        };
+        let node = self.snap.pods.get(&key).map(|p| p.node.clone());
         let changes = node
             .iter()
             .map(|n| Change::Pod {
@@ -545,7 +578,37 @@ impl NetworkState {
                 node: n.clone(),
             })
             .collect();
-        (node, self.finish(changes))
+        let detached = node.map(|node| Detached { node, port });
+        (detached, self.finish(changes))
+    }
+
+    /// CNI GC: removes every attachment on `node` whose host interface is not in `keep`
+    /// (the runtime's valid attachments). Returns the pods detached.
+    pub fn collect_garbage(
+        &mut self,
+        node: &str,
+        keep: &std::collections::HashSet<String>,
+    ) -> (Vec<Detached>, ChangeSet) {
+        let stale: Vec<(ObjectKey, Arc<PodPort>)> = self
+            .snap
+            .attachments_on(node)
+            .filter(|a| !keep.contains(&a.iface))
+            .map(|a| (a.pod.clone(), a.clone()))
+            .collect();
+        let mut changes = vec![];
+        let mut detached = vec![];
+        for (key, port) in stale {
+            self.snap.attachments.remove(&key);
+            changes.push(Change::Pod {
+                key,
+                node: node.to_owned(),
+            });
+            detached.push(Detached {
+                node: node.to_owned(),
+                port,
+            });
+        }
+        (detached, self.finish(changes))
     }
 
     /// Takes back the attachments a previous controller left on a node's OVSDB. A port

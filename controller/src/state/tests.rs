@@ -161,14 +161,50 @@ fn attach_gives_an_address_and_detach_keeps_it_for_the_pod() {
     let (node, cs) = s.detach(&key, "c0");
     assert_eq!(node, None);
     assert!(cs.is_empty());
-    let (node, cs) = s.detach(&key, "c1");
-    assert_eq!(node.as_deref(), Some("n1"));
+    let (gone, cs) = s.detach(&key, "c1");
+    assert_eq!(gone.map(|d| d.node).as_deref(), Some("n1"));
     assert_eq!(cs.changes, vec![pod_change("x", "a", "n1")]);
+    // DEL is idempotent.
+    let (gone, cs) = s.detach(&key, "c1");
+    assert!(gone.is_none() && cs.is_empty());
     let (r, _) = s.attach(&key, "veth-a2", "c2");
     assert_eq!(r.unwrap().ip, attached.ip, "the pod keeps its address");
     // Unknown pods are refused.
     let (r, _) = s.attach(&ObjectKey::new("x", "zz"), "veth-z", "c");
     assert!(matches!(r, Err(AttachError::UnknownPod(_))));
+}
+
+#[test]
+fn detach_without_a_pod_name_finds_the_attachment_by_container() {
+    let mut s = two_nodes();
+    let key = ObjectKey::new("x", "a");
+    s.attach(&key, "veth-a", "c1").0.unwrap();
+    let (gone, _) = s.detach(&ObjectKey::new("", ""), "c9");
+    assert!(gone.is_none());
+    let (gone, cs) = s.detach(&ObjectKey::new("", ""), "c1");
+    assert_eq!(
+        gone.map(|d| d.port.iface.clone()).as_deref(),
+        Some("veth-a")
+    );
+    assert_eq!(cs.changes, vec![pod_change("x", "a", "n1")]);
+}
+
+#[test]
+fn garbage_collection_detaches_what_the_runtime_does_not_list_on_that_node() {
+    let mut s = two_nodes();
+    let a = ObjectKey::new("x", "a");
+    let b = ObjectKey::new("x", "b");
+    s.attach(&a, "veth-a", "c1").0.unwrap();
+    s.attach(&b, "veth-b", "c2").0.unwrap();
+    let keep = std::collections::HashSet::from(["veth-a".to_owned()]);
+    // b is on n2: GC of n1 leaves it alone, and a is listed.
+    let (gone, cs) = s.collect_garbage("n1", &keep);
+    assert!(gone.is_empty() && cs.is_empty());
+    let (gone, cs) = s.collect_garbage("n2", &keep);
+    assert_eq!(gone.len(), 1);
+    assert_eq!(cs.changes, vec![pod_change("x", "b", "n2")]);
+    assert!(s.snapshot().attachment(&b).is_none());
+    assert!(s.snapshot().attachment(&a).is_some());
 }
 
 #[test]

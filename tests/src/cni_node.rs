@@ -1,0 +1,327 @@
+//! One node driven by the real controller, for the CNI tests and the `cni_attach` benchmark:
+//! an [`OvsSandbox`] (the node's namespace with its own ovsdb-server and ovs-vswitchd), the
+//! `switchyard controller` process reading a cluster file that this value writes, and the
+//! real `switchyard-cni` run inside the node's namespace as a container runtime runs it.
+//!
+//! Owns: the cluster file (one Node, the pods given), the controller process (stopped by its
+//! PID on drop), running the shim. Does not own: what the tests assert.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{Netns, OvsSandbox, wait_for};
+
+/// The node's name in the cluster file.
+pub const NODE: &str = "cni-node";
+/// The node's pod CIDR.
+pub const POD_CIDR: &str = "10.252.0.0/16";
+
+/// What one run of the shim printed and how it exited.
+#[derive(Debug)]
+pub struct ShimOutput {
+    /// Exit status 0.
+    pub success: bool,
+    /// The CNI result or error JSON.
+    pub stdout: String,
+    /// The shim's log lines.
+    pub stderr: String,
+}
+
+impl ShimOutput {
+    /// stdout as JSON; panics (naming stdout and stderr) if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "shim stdout is not JSON ({e}): {:?} (stderr: {})",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The CNI error code, if the run failed with one.
+    pub fn code(&self) -> Option<u64> {
+        if self.success {
+            return None;
+        }
+        serde_json::from_str::<serde_json::Value>(&self.stdout)
+            .ok()?
+            .get("code")?
+            .as_u64()
+    }
+}
+
+/// A node with the real controller; see the module docs.
+pub struct CniNode {
+    /// The node's OVS.
+    pub ovs: OvsSandbox,
+    dir: tempfile::TempDir,
+    pods: Vec<(String, String)>,
+    controller: Option<Child>,
+    shim: PathBuf,
+    controller_bin: PathBuf,
+}
+
+impl CniNode {
+    /// Starts OVS and the controller with `pods` (namespace, name) on the node, and waits
+    /// until the controller reports the node ready (STATUS).
+    pub fn start(pods: &[(&str, &str)]) -> CniNode {
+        Self::start_with(
+            pods,
+            crate::workspace_binary("switchyard"),
+            crate::workspace_binary("switchyard-cni"),
+        )
+    }
+
+    /// [`CniNode::start`] with the given controller and shim binaries (the benchmark uses
+    /// release builds).
+    pub fn start_with(pods: &[(&str, &str)], controller_bin: PathBuf, shim: PathBuf) -> CniNode {
+        let ovs = OvsSandbox::start();
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-cninode-")
+            .tempdir()
+            .expect("temporary directory");
+        let mut node = CniNode {
+            ovs,
+            dir,
+            pods: pods
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
+                .collect(),
+            controller: None,
+            shim,
+            controller_bin,
+        };
+        node.write_cluster_file();
+        node.start_controller();
+        node
+    }
+
+    /// The controller's CNI address.
+    pub fn cni_target(&self) -> String {
+        format!("unix:{}/cni.sock", self.dir.path().display())
+    }
+
+    /// The controller's log.
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    }
+
+    fn cluster_file(&self) -> PathBuf {
+        self.dir.path().join("cluster.yaml")
+    }
+
+    fn write_cluster_file(&self) {
+        let mut docs = vec![format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {NODE}}}\nspec: {{podCIDR: \"{POD_CIDR}\"}}\nstatus:\n  addresses: [{{type: InternalIP, address: 192.0.2.10}}]\n"
+        )];
+        for (ns, name) in &self.pods {
+            docs.push(format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  nodeName: {NODE}\n  containers: [{{name: c, image: x}}]\n"
+            ));
+        }
+        // Write then rename, so the controller never reads half a file.
+        let tmp = self.dir.path().join("cluster.yaml.tmp");
+        std::fs::write(&tmp, docs.join("---\n")).expect("write the cluster file");
+        std::fs::rename(&tmp, self.cluster_file()).expect("replace the cluster file");
+    }
+
+    /// Removes a pod from the cluster file (the pod object is deleted).
+    pub fn remove_pod(&mut self, namespace: &str, name: &str) {
+        self.pods.retain(|(n, p)| !(n == namespace && p == name));
+        self.write_cluster_file();
+    }
+
+    /// Starts the controller process (again, after [`CniNode::stop_controller`]).
+    pub fn start_controller(&mut self) {
+        let d = self.dir.path().display().to_string();
+        let ovs = self.ovs.dir().display().to_string();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("controller.log"))
+            .expect("controller.log");
+        let err = log.try_clone().expect("controller.log");
+        let _ = std::fs::remove_file(self.dir.path().join("cni.sock"));
+        let child = Command::new(&self.controller_bin)
+            .args([
+                "controller",
+                "--cluster-file",
+                &self.cluster_file().display().to_string(),
+                "--ovsdb-template",
+                &format!("unix:{ovs}/db.sock"),
+                // vswitchd connects only to unix: sockets in its own run directory.
+                "--openflow-listen",
+                &format!("punix:{ovs}/controller.sock"),
+                "--openflow-target",
+                &format!("unix:{ovs}/controller.sock"),
+                "--cni-listen",
+                &format!("unix:{d}/cni.sock"),
+                "--cni-timeout",
+                "10",
+            ])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("start the controller");
+        self.controller = Some(child);
+        let ready = wait_for(Duration::from_secs(30), || {
+            let out = self.shim_run("STATUS", "", "", "", &[]);
+            out.success
+        });
+        assert!(
+            ready.is_some(),
+            "the controller did not become ready in 30 s; its log:\n{}",
+            self.controller_log()
+        );
+    }
+
+    /// Stops the controller (SIGKILL, by PID).
+    pub fn stop_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The plugin configuration the shim gets on stdin, with `extra` fields merged in.
+    pub fn conf(&self, extra: &[(&str, serde_json::Value)]) -> String {
+        let mut conf = serde_json::json!({
+            "cniVersion": "1.1.0",
+            "name": "switchyard",
+            "type": "switchyard-cni",
+            "controller": self.cni_target(),
+            "timeoutSeconds": 10,
+            "nodeName": NODE,
+        });
+        for (k, v) in extra {
+            conf[*k] = v.clone();
+        }
+        conf.to_string()
+    }
+
+    /// Runs the shim in the node's namespace: `command` for pod `pod` (`namespace/name`,
+    /// or empty for no CNI_ARGS), container `container`, network namespace `netns` (empty:
+    /// unset).
+    pub fn shim_run(
+        &self,
+        command: &str,
+        pod: &str,
+        container: &str,
+        netns: &str,
+        extra: &[(&str, serde_json::Value)],
+    ) -> ShimOutput {
+        let stdin = self.conf(extra);
+        self.shim_spawn(command, pod, container, netns, &stdin)
+            .wait_with_output()
+            .map(|out| ShimOutput {
+                success: out.status.success(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+            .expect("wait for the shim")
+    }
+
+    /// Starts the shim as [`CniNode::shim_run`] does, without waiting (its PID is the
+    /// shim's: `ip netns exec` execs in place).
+    pub fn shim_spawn(
+        &self,
+        command: &str,
+        pod: &str,
+        container: &str,
+        netns: &str,
+        stdin: &str,
+    ) -> Child {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.ovs.netns.name()])
+            .arg(&self.shim)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CNI_COMMAND", command)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if !container.is_empty() {
+            cmd.env("CNI_CONTAINERID", container);
+        }
+        if !netns.is_empty() {
+            cmd.env("CNI_NETNS", netns);
+        }
+        if let Some((ns, name)) = pod.split_once('/') {
+            cmd.env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+            );
+        }
+        let mut child = cmd.spawn().expect("spawn the shim");
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        child
+    }
+
+    /// `ovs-vsctl` against the node's database.
+    pub fn vsctl(&self, args: &[&str]) -> String {
+        self.ovs.vsctl(args)
+    }
+
+    /// The ports on br-int.
+    pub fn ports(&self) -> Vec<String> {
+        self.vsctl(&["list-ports", "br-int"])
+            .lines()
+            .map(str::to_owned)
+            .filter(|p| p.starts_with("sy") && p.len() == 14)
+            .collect()
+    }
+
+    /// br-int's flows carrying `cookie` (exact).
+    pub fn flows_with_cookie(&self, cookie: u64) -> Vec<String> {
+        self.ovs
+            .ofctl(
+                "dump-flows",
+                "br-int",
+                &["--no-stats", &format!("cookie={cookie:#x}/-1")],
+            )
+            .lines()
+            .filter(|l| l.contains("cookie="))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The host-side veths the shim made in the node's namespace.
+    pub fn veths(&self) -> Vec<String> {
+        let out = self
+            .ovs
+            .netns
+            .exec(&["ip", "-o", "link", "show", "type", "veth"]);
+        out.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .filter(|n| n.starts_with("sy") && n.len() == 14)
+            .collect()
+    }
+
+    /// The directory of the controller's files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A fresh pod network namespace.
+    pub fn pod_netns(&self) -> Netns {
+        Netns::new("cn")
+    }
+}
+
+impl Drop for CniNode {
+    fn drop(&mut self) {
+        self.stop_controller();
+    }
+}
