@@ -243,6 +243,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
             full_realisations: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 crate::agent::AgentConfig::FULL_REALISATIONS,
             )),
+            shared: Default::default(),
         },
         deltas,
     );

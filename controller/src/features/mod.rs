@@ -96,7 +96,7 @@ pub fn owner_flows(owner: &Owner, ctx: &NodeContext<'_>) -> Vec<Flow> {
             if let Some(remote) = ctx.state.node(name)
                 && remote.name != ctx.node.name
             {
-                remote_node::flows(ctx.node, remote, &mut flows);
+                remote_node::flows(remote, &mut flows);
             }
         }
     }
