@@ -484,15 +484,7 @@ impl Worker {
                         }
                         reported_errors = errors;
                     }
-                    let interfaces = switch_config::interfaces(&snapshot);
-                    self.ports.send_if_modified(|ports| {
-                        if **ports == interfaces {
-                            false
-                        } else {
-                            *ports = Arc::new(interfaces.clone());
-                            true
-                        }
-                    });
+                    let interfaces = self.publish_ports(&snapshot);
                     let desired = SwitchConfig {
                         datapath_type: self.config.datapath_type.clone(),
                         datapath_id: format!("{:016x}", switch_config::datapath_id(node)),
@@ -550,35 +542,32 @@ impl Worker {
                 ofports = new_ofports;
             }
 
-            // The OVSDB transaction (vswitchd then adds or removes ports, which takes it a
-            // while) and the flows' bundle go out at the same time.
+            // The flows' bundle first, then the OVSDB transaction. vswitchd's main loop
+            // serves OpenFlow and reconfigures ports one after the other, and adding or
+            // removing a port keeps it busy for tens of milliseconds (more, the more ports
+            // it has): a bundle that arrives after the port change waits for all of it. The
+            // port's number is known in advance (ofport_request), so nothing in the flows
+            // waits for the port; the reply to CNI then waits for neither.
             let sent_txn = node_txn.is_some();
-            let ovsdb_side = async {
-                match (node_txn, replica) {
-                    (Some((desired, txn)), Some(replica)) => {
-                        self.transact_and_wait(replica, &desired, txn).await
-                    }
-                    _ => Ok(()),
-                }
-            };
             let conn = lock(&self.openflow).clone();
             let ctx = NodeContext {
                 node: &this,
                 state: &snap,
                 ofports: &ofports,
             };
-            let flow_side = async {
-                match &conn {
-                    None => {
-                        // Nothing to realise against: keep the marks for when br-int connects.
-                        self.put_back(owners, false);
-                        None
-                    }
-                    Some(conn) => Some(self.realise(&mut flows, conn, &ctx, owners, replica).await),
+            let flow_result = match &conn {
+                None => {
+                    // Nothing to realise against: keep the marks for when br-int connects.
+                    self.put_back(owners, false);
+                    None
                 }
+                Some(conn) => Some(self.realise(&mut flows, conn, &ctx, owners, replica).await),
             };
-            let (ovsdb_result, flow_result) = tokio::join!(ovsdb_side, flow_side);
-            ovsdb_result?;
+            if let (Some((desired, txn)), Some(replica)) = (node_txn, replica) {
+                self.transact_and_wait(replica, &desired, txn).await?;
+                // A DEL waits only for its port to be out of OVSDB: say so at once.
+                self.publish_ports(&replica.snapshot());
+            }
             match (flow_result, conn) {
                 (Some(Ok(())), _) => {
                     self.publish_installed(&attachments, &ofports);
@@ -797,6 +786,20 @@ impl Worker {
             info!(node = %node, "flows restored: cleared other_config:flow-restore-wait");
         }
         Ok(())
+    }
+
+    /// Publishes the node's interfaces as `snapshot` shows them, and returns them.
+    fn publish_ports(&self, snapshot: &ovsdb::Snapshot) -> Arc<BTreeMap<String, InterfaceView>> {
+        let interfaces = Arc::new(switch_config::interfaces(snapshot));
+        self.ports.send_if_modified(|ports| {
+            if **ports == *interfaces {
+                false
+            } else {
+                *ports = interfaces.clone();
+                true
+            }
+        });
+        interfaces
     }
 
     fn publish_installed(&self, attachments: &[Arc<PodPort>], ofports: &HashMap<String, u32>) {

@@ -13,7 +13,8 @@
 //!
 //! Run with `cargo bench -p switchyard-tests --bench cni_attach` (root). `CNI_ATTACH_PODS`
 //! (default 100) and `CNI_ATTACH_ROUNDS` (default 1) change the size;
-//! `CNI_ATTACH_CONTROLLER` / `CNI_ATTACH_SHIM` measure other builds (e.g. an older commit).
+//! `CNI_ATTACH_CONTROLLER` / `CNI_ATTACH_SHIM` measure other builds (e.g. an older commit);
+//! `CNI_ATTACH_LOGS=DIR` keeps the controller's and vswitchd's logs there.
 //! The last line is the summary, ours/peer in the same run.
 
 use std::path::{Path, PathBuf};
@@ -373,6 +374,16 @@ fn main() {
         quantile(&ours.conc_del, 0.5),
         quantile(&peer.conc_del, 0.5),
     );
+    if let Some(dir) = std::env::var_os("CNI_ATTACH_LOGS") {
+        // For finding where the time goes: the controller's and vswitchd's logs.
+        let dir = PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("controller.log"), bench.ours.controller_log());
+        let _ = std::fs::copy(
+            bench.ours.ovs.dir().join("ovs-vswitchd.log"),
+            dir.join("ovs-vswitchd.log"),
+        );
+    }
     println!(
         "p3: seq_add_p50_ratio={seq_p50:.2} seq_add_p99_ratio={seq_p99:.2} late_pods_add_p50_ratio={late:.2} conc_add_ratio={conc_add:.2} conc_del_ratio={conc_del:.2} del_p50_ratio={del_p50:.2}"
     );
