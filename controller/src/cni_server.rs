@@ -214,7 +214,7 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
                                 CNI_UNKNOWN_POD,
                                 "unknown pod",
                                 format!(
-                                    "pod {key} does not exist in the controller's source (cluster file or API server); check CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME"
+                                    "pod {key} is not in the controller's source (the cluster file or the API server has no such pod, or the file's version of it is unreadable: see the controller log); check CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME"
                                 ),
                             );
                         }

@@ -352,7 +352,7 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Erro
 
 /// Which backend a [`Source`] reads from.
 enum Backend {
-    ClusterFile,
+    ClusterFile(PathBuf),
     Kubernetes(kube::Client),
 }
 
@@ -396,9 +396,9 @@ impl Source {
     /// edit that makes the whole file unreadable keeps the last good state (with a warning)
     /// rather than wiping the cluster.
     pub async fn cluster_file(path: PathBuf) -> Result<Source, Error> {
-        let (state, deltas, task) = cluster_file::start(path).await?;
+        let (state, deltas, task) = cluster_file::start(path.clone()).await?;
         Ok(Source {
-            backend: Backend::ClusterFile,
+            backend: Backend::ClusterFile(path),
             state,
             deltas: std::sync::Mutex::new(Some(deltas)),
             _tasks: Tasks(vec![task]),
@@ -435,12 +435,25 @@ impl Source {
         self.deltas.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Whether the source has the pod at all right now, valid or not: the cluster file as
-    /// last read, or the API server asked directly (its watch may not have delivered a pod
+    /// Whether the source has the pod at all right now, valid or not: the cluster file read
+    /// now, or the API server asked directly (its watch may not have delivered a pod
     /// the kubelet already runs). CNI ADD fails at once for a pod the source lacks.
     pub async fn has_pod(&self, key: &ObjectKey) -> Result<bool, Error> {
         match &self.backend {
-            Backend::ClusterFile => Ok(self.state.borrow().pods.contains_key(key)),
+            Backend::ClusterFile(path) => {
+                // The file as it is now: the watcher may not have seen the latest edit.
+                if self.state.borrow().pods.contains_key(key) {
+                    return Ok(true);
+                }
+                match tokio::fs::read_to_string(path).await {
+                    Ok(text) => Ok(cluster_file::parse_cluster_file(&text)
+                        .0
+                        .pods
+                        .contains_key(key)),
+                    // Unreadable now: do not claim the pod is absent.
+                    Err(_) => Ok(true),
+                }
+            }
             Backend::Kubernetes(client) => kubernetes::has_pod(client.clone(), key).await,
         }
     }
@@ -465,7 +478,7 @@ impl Source {
             });
         }
         match &self.backend {
-            Backend::ClusterFile => Ok(()),
+            Backend::ClusterFile(_) => Ok(()),
             Backend::Kubernetes(client) => {
                 kubernetes::annotate_pod(client.clone(), key, annotation_key, value).await
             }
