@@ -307,7 +307,12 @@ async fn cni_del(shared: &Arc<Shared>, req: PodRef) -> Reply {
         return Reply::Ok(None);
     };
     info!(pod = %detached.port.pod, iface = %detached.port.iface, "CNI DEL");
-    wait_ports_gone(shared, &detached.node, &[detached.port.iface.clone()]).await;
+    wait_ports_gone(
+        shared,
+        &detached.node,
+        std::slice::from_ref(&detached.port.iface),
+    )
+    .await;
     Reply::Ok(None)
 }
 
