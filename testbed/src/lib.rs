@@ -1,15 +1,55 @@
-//! The demo's hosts: network namespaces standing in for machines, with OVS where a node needs it.
+//! Machines on one machine: network namespaces, and Open vSwitch sandboxes (ovsdb-server
+//! and userspace ovs-vswitchd in their own directory, optionally inside a namespace). The
+//! one harness both `switchyard demo` and the tests build on.
 //!
-//! Owns: creating namespaces, veths and per-node ovsdb-server/ovs-vswitchd (userspace
-//! datapath), and removing all of it again. Everything started is stopped by PID from its
-//! pidfile; nothing is killed by name. Does not own: anything Switchyard configures on OVS
-//! (the controller does that, as it would on a real node).
+//! Owns: creating namespaces and OVS daemons, running commands in them, and removing all
+//! of it again. Everything started is stopped by PID from its pidfile; nothing is killed by
+//! name. Every function returns a [`Result`] whose error names the command, file or wait
+//! that failed; the tests wrap them in panicking helpers (tests/src/lib.rs).
+//!
+//! Does not own: anything Switchyard configures on OVS (the controller does that, as it
+//! would on a real node), nor names: callers choose namespace names and directories.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::Error;
+/// What went wrong setting up or driving a namespace or an OVS sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An external command (ip, ovs-vsctl, ethtool ...) failed or could not start.
+    #[error("`{command}` failed: {detail}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Exit status and stderr, or why it could not start.
+        detail: String,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A daemon's pidfile does not hold a process id.
+    #[error("{}: not a process id: {content:?}", path.display())]
+    Pidfile {
+        /// The pidfile.
+        path: PathBuf,
+        /// What it holds.
+        content: String,
+    },
+    /// Something awaited did not happen in time.
+    #[error("{what} (waited {} s)", waited.as_secs())]
+    Timeout {
+        /// What did not happen, with the process or path concerned.
+        what: String,
+        /// How long it was awaited.
+        waited: Duration,
+    },
+}
 
 /// Runs a command; an error names the command and carries its stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
@@ -18,13 +58,23 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
         return Err(Error::Command {
             command: format!("{program} {}", args.join(" ")),
             detail: format!(
-                "{}: {}",
+                "{}: {}{}",
                 output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
+                String::from_utf8_lossy(&output.stderr).trim(),
+                stdout_note(&output.stdout)
             ),
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A failed command's stdout, when it said anything (some tools report errors there).
+fn stdout_note(stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    match text.trim() {
+        "" => String::new(),
+        t => format!(" (stdout: {t})"),
+    }
 }
 
 /// Runs a command and returns its output, whatever its status.
@@ -100,15 +150,24 @@ impl Drop for Netns {
     }
 }
 
-/// Sends SIGTERM to the PID in `pidfile`, waits up to 5 s, then SIGKILL.
+/// Sends SIGTERM to the PID in `pidfile`, waits up to 5 s, then SIGKILL. Does nothing
+/// if there is no pidfile (the daemon is not running, or was never started).
 pub fn stop_pidfile(pidfile: &Path) {
-    let Ok(text) = std::fs::read_to_string(pidfile) else {
-        return;
-    };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return;
-    };
-    stop_pid(pid);
+    if let Ok(pid) = read_pidfile(pidfile) {
+        stop_pid(pid);
+    }
+}
+
+/// The process id in a daemon's `--pidfile`.
+pub fn read_pidfile(pidfile: &Path) -> Result<i32, Error> {
+    let text = std::fs::read_to_string(pidfile).map_err(|e| Error::Io {
+        what: format!("read {}", pidfile.display()),
+        source: e,
+    })?;
+    text.trim().parse().map_err(|_| Error::Pidfile {
+        path: pidfile.into(),
+        content: text.clone(),
+    })
 }
 
 /// Sends SIGTERM to `pid`, waits up to 5 s for it to go, then SIGKILL.
@@ -123,39 +182,65 @@ pub fn stop_pid(pid: i32) {
     }
 }
 
-/// ovsdb-server and ovs-vswitchd of one simulated node, in that node's namespace.
+/// ovsdb-server and ovs-vswitchd (userspace datapath) of one simulated node, with
+/// database, sockets, pidfiles and logs in one directory, optionally inside a network
+/// namespace (one per sandbox: two userspace vswitchd in one namespace collide on the
+/// `ovs-netdev` device). Both daemons are stopped by PID on drop; the namespace and the
+/// directory are the caller's, and must outlive the sandbox.
 #[derive(Debug)]
-pub struct NodeOvs {
+pub struct OvsSandbox {
     dir: PathBuf,
+    netns: Option<String>,
 }
 
-impl NodeOvs {
-    /// Starts both daemons inside `netns`, with database, sockets and logs in `dir`.
-    pub fn start(netns: &Netns, dir: &Path) -> Result<NodeOvs, Error> {
+impl OvsSandbox {
+    /// Starts both daemons (inside `netns`, if given) with everything in `dir` (created if
+    /// missing), and waits until ovs-vswitchd has read the database.
+    pub fn start(netns: Option<&Netns>, dir: &Path) -> Result<OvsSandbox, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io {
             what: format!("create {}", dir.display()),
             source: e,
         })?;
-        let ovs = NodeOvs { dir: dir.into() };
-        let d = dir.display().to_string();
-        let db = format!("{d}/conf.db");
+        let ovs = OvsSandbox {
+            dir: dir.into(),
+            netns: netns.map(|n| n.name().to_owned()),
+        };
+        let db = ovs.dir.join("conf.db").display().to_string();
         run(
             "ovsdb-tool",
             &["create", &db, "/usr/share/openvswitch/vswitch.ovsschema"],
         )?;
-        let env = [
+        ovs.start_ovsdb_server()?;
+        ovs.vsctl(&["--no-wait", "init"])?;
+        ovs.start_vswitchd()?;
+        // vswitchd is up once it has marked the database as configured.
+        ovs.vsctl(&["wait-until", "Open_vSwitch", ".", "cur_cfg>=0"])?;
+        Ok(ovs)
+    }
+
+    /// Runs a daemon with the OVS_*DIR variables pointing at the sandbox's directory,
+    /// inside its namespace if it has one.
+    fn daemon(&self, argv: &[String]) -> Result<(), Error> {
+        let d = self.dir.display().to_string();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(netns) = &self.netns {
+            args.extend(["ip".into(), "netns".into(), "exec".into(), netns.clone()]);
+        }
+        args.extend([
+            "env".into(),
             format!("OVS_RUNDIR={d}"),
             format!("OVS_LOGDIR={d}"),
             format!("OVS_DBDIR={d}"),
             format!("OVS_SYSCONFDIR={d}"),
-        ];
-        let daemon = |argv: &[String]| -> Result<String, Error> {
-            let mut args: Vec<&str> = vec!["env"];
-            args.extend(env.iter().map(String::as_str));
-            args.extend(argv.iter().map(String::as_str));
-            netns.exec(&args)
-        };
-        daemon(&[
+        ]);
+        args.extend_from_slice(argv);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(argv[0], &argv[1..]).map(|_| ())
+    }
+
+    fn start_ovsdb_server(&self) -> Result<(), Error> {
+        let d = self.dir.display().to_string();
+        self.daemon(&[
             "ovsdb-server".into(),
             "--detach".into(),
             "--no-chdir".into(),
@@ -163,24 +248,15 @@ impl NodeOvs {
             format!("--log-file={d}/ovsdb-server.log"),
             format!("--remote=punix:{d}/db.sock"),
             format!("--unixctl={d}/ovsdb-server.ctl"),
-            db,
-        ])?;
-        ovs.vsctl(&["--no-wait", "init"])?;
-        ovs.start_vswitchd(netns)?;
-        Ok(ovs)
+            format!("{d}/conf.db"),
+        ])
     }
 
-    /// Starts ovs-vswitchd inside `netns` (again, after [`NodeOvs::kill_vswitchd`]).
-    pub fn start_vswitchd(&self, netns: &Netns) -> Result<(), Error> {
+    /// Starts ovs-vswitchd (again, after [`OvsSandbox::kill_vswitchd`] or
+    /// [`OvsSandbox::stop_vswitchd`]); does not wait for it to read the database.
+    pub fn start_vswitchd(&self) -> Result<(), Error> {
         let d = self.dir.display().to_string();
-        let mut args: Vec<String> = vec![
-            "env".into(),
-            format!("OVS_RUNDIR={d}"),
-            format!("OVS_LOGDIR={d}"),
-            format!("OVS_DBDIR={d}"),
-            format!("OVS_SYSCONFDIR={d}"),
-        ];
-        args.extend([
+        self.daemon(&[
             "ovs-vswitchd".into(),
             "--detach".into(),
             "--no-chdir".into(),
@@ -188,9 +264,7 @@ impl NodeOvs {
             format!("--log-file={d}/ovs-vswitchd.log"),
             format!("--unixctl={d}/ovs-vswitchd.ctl"),
             self.db_target(),
-        ]);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        netns.exec(&argv).map(|_| ())
+        ])
     }
 
     /// Kills ovs-vswitchd with SIGKILL (by its pidfile), as a crash would, and waits until
@@ -199,26 +273,44 @@ impl NodeOvs {
         use nix::sys::signal::{Signal, kill};
         use nix::unistd::Pid;
         let file = self.dir.join("ovs-vswitchd.pid");
-        let text = std::fs::read_to_string(&file).map_err(|e| Error::Io {
-            what: format!("read {}", file.display()),
-            source: e,
-        })?;
-        let pid: i32 = text
-            .trim()
-            .parse()
-            .map_err(|_| Error::Demo(format!("{}: not a pid: {text:?}", file.display())))?;
-        let pid = Pid::from_raw(pid);
+        let pid = Pid::from_raw(read_pidfile(&file)?);
         let _ = kill(pid, Signal::SIGKILL);
-        if !wait_until(Duration::from_secs(10), || kill(pid, None).is_err()) {
-            return Err(Error::Demo(format!("ovs-vswitchd {pid} survived SIGKILL")));
+        let waited = Duration::from_secs(10);
+        if !wait_until(waited, || kill(pid, None).is_err()) {
+            return Err(Error::Timeout {
+                what: format!("ovs-vswitchd (pid {pid}) still running after SIGKILL"),
+                waited,
+            });
         }
         let _ = std::fs::remove_file(&file);
         Ok(())
     }
 
+    /// Stops ovs-vswitchd only (SIGTERM by PID, then SIGKILL), leaving ovsdb-server running.
+    pub fn stop_vswitchd(&self) {
+        stop_pidfile(&self.dir.join("ovs-vswitchd.pid"));
+    }
+
+    /// Stops ovsdb-server only (by PID).
+    pub fn stop_ovsdb_server(&self) {
+        stop_pidfile(&self.dir.join("ovsdb-server.pid"));
+    }
+
+    /// Starts ovsdb-server again on the same database and socket (after
+    /// [`OvsSandbox::stop_ovsdb_server`]).
+    pub fn restart_ovsdb_server(&self) -> Result<(), Error> {
+        let _ = std::fs::remove_file(self.db_socket());
+        self.start_ovsdb_server()
+    }
+
     /// `unix:DIR/db.sock`.
     pub fn db_target(&self) -> String {
         format!("unix:{}/db.sock", self.dir.display())
+    }
+
+    /// Path of the OVSDB socket.
+    pub fn db_socket(&self) -> PathBuf {
+        self.dir.join("db.sock")
     }
 
     /// The daemons' directory (sockets, logs, pidfiles).
@@ -231,7 +323,8 @@ impl NodeOvs {
         format!("unix:{}/{bridge}.mgmt", self.dir.display())
     }
 
-    /// Runs `ovs-vsctl --db=unix:DIR/db.sock ARGS`.
+    /// Runs `ovs-vsctl --db=unix:DIR/db.sock --timeout=20 ARGS` (a later `--timeout` in
+    /// ARGS wins); returns stdout.
     pub fn vsctl(&self, args: &[&str]) -> Result<String, Error> {
         let db = format!("--db={}", self.db_target());
         let mut all = vec![db.as_str(), "--timeout=20"];
@@ -239,14 +332,67 @@ impl NodeOvs {
         run("ovs-vsctl", &all)
     }
 
+    /// Runs `ovs-ofctl -O OpenFlow13 SUBCOMMAND unix:DIR/BRIDGE.mgmt ARGS...`; returns
+    /// stdout.
+    pub fn ofctl(&self, subcommand: &str, bridge: &str, args: &[&str]) -> Result<String, Error> {
+        let target = self.mgmt_target(bridge);
+        let mut all = vec!["-O", "OpenFlow13", subcommand, target.as_str()];
+        all.extend_from_slice(args);
+        run("ovs-ofctl", &all)
+    }
+
+    /// Runs `ovs-appctl -t DIR/ovs-vswitchd.ctl ARGS`; returns stdout.
+    pub fn appctl(&self, args: &[&str]) -> Result<String, Error> {
+        let target = self.dir.join("ovs-vswitchd.ctl").display().to_string();
+        let mut all = vec!["-t", target.as_str()];
+        all.extend_from_slice(args);
+        run("ovs-appctl", &all)
+    }
+
+    /// Adds a userspace bridge speaking OpenFlow 1.0 and 1.3 and waits until its management
+    /// socket exists. Returns the socket's `unix:` target.
+    pub fn add_bridge(&self, bridge: &str) -> Result<String, Error> {
+        self.vsctl(&[
+            "add-br",
+            bridge,
+            "--",
+            "set",
+            "Bridge",
+            bridge,
+            "datapath_type=netdev",
+            "protocols=OpenFlow10,OpenFlow13",
+        ])?;
+        let socket = self.dir.join(format!("{bridge}.mgmt"));
+        let waited = Duration::from_secs(20);
+        if !wait_until(waited, || socket.exists()) {
+            return Err(Error::Timeout {
+                what: format!(
+                    "bridge {bridge}: no management socket at {}",
+                    socket.display()
+                ),
+                waited,
+            });
+        }
+        Ok(self.mgmt_target(bridge))
+    }
+
+    /// The last `lines` lines of a daemon's log (`ovs-vswitchd` or `ovsdb-server`), for
+    /// failure messages; empty if there is none.
+    pub fn log_tail(&self, daemon: &str, lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{daemon}.log"))).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Stops both daemons by PID.
     pub fn stop(&self) {
-        stop_pidfile(&self.dir.join("ovs-vswitchd.pid"));
-        stop_pidfile(&self.dir.join("ovsdb-server.pid"));
+        self.stop_vswitchd();
+        self.stop_ovsdb_server();
     }
 }
 
-impl Drop for NodeOvs {
+impl Drop for OvsSandbox {
     fn drop(&mut self) {
         self.stop();
     }

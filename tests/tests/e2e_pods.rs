@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use switchyard::demo::{self, DemoCluster, DemoOptions, Probe};
 use switchyard::pipeline::Encap;
 use switchyard::source::ObjectKey;
+use switchyard_demo::{self as demo, DemoCluster, DemoOptions, Probe};
 use switchyard_tests::{require_root, workspace_binary};
 
 fn options(yaml: &str, encap: Encap) -> DemoOptions {
