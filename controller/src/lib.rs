@@ -13,7 +13,6 @@ mod error;
 pub mod features;
 pub mod ids;
 pub mod ipam;
-pub mod mac;
 pub mod model;
 pub mod pipeline;
 pub mod realise;
