@@ -203,11 +203,18 @@ impl Prepared {
 /// cannot fail on user input; an encoding error leaves the list empty (a drop), which the
 /// switch's answer would show.
 fn encode_instructions(list: &[Instruction]) -> Bytes {
-    let mut out = BytesMut::with_capacity(64);
-    if Instruction::encode_list(list, &mut out).is_err() {
-        out.clear();
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<BytesMut> =
+            std::cell::RefCell::new(BytesMut::with_capacity(512));
     }
-    out.freeze()
+    SCRATCH.with(|scratch| {
+        let mut out = scratch.borrow_mut();
+        out.clear();
+        if Instruction::encode_list(list, &mut out).is_err() {
+            out.clear();
+        }
+        Bytes::copy_from_slice(&out)
+    })
 }
 
 impl From<Vec<Flow>> for Parts {

@@ -34,11 +34,11 @@ use openflow::action::{Ct, CtZone};
 use openflow::{Action, Field, Instruction, Match, MatchField, Subfield, port};
 
 use crate::ipam::mac_for;
-use crate::mac::Mac;
 use crate::model::NodeModel;
 use crate::pipeline::Table;
 use crate::source::ObjectKey;
 use crate::state::Snapshot;
+use switchyard_mac::Mac;
 
 /// A flow as a feature wants it on the switch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
