@@ -220,6 +220,11 @@ pub fn route(changes: &ChangeSet, agents: &BTreeMap<String, Agent>) {
                     }
                 }
             }
+            Change::Policy { node, owner } => {
+                if let Some(a) = agents.get(node) {
+                    a.mark(Owner::Policy(owner.clone()));
+                }
+            }
             Change::Other(..) => {}
         }
     }

@@ -17,6 +17,7 @@ pub mod ipam;
 pub mod mac;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
 pub mod realise;
 pub mod source;
 pub mod state;
