@@ -838,3 +838,78 @@ fn push_touched(touched: Touched, changes: &mut Vec<Change>) {
             .map(|(node, owner)| Change::Policy { node, owner }),
     );
 }
+
+impl Snapshot {
+    /// Whether the policies allow a new connection from pod `from` to pod `to` on
+    /// `protocol`/`port`, decided straight from the policy models by a scan of every
+    /// policy: the reference the flows are checked against (tests) and what the demo
+    /// expects. Not for the data path: it costs O(policies).
+    pub fn policy_allows(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        protocol: crate::policy::Protocol,
+        port: u16,
+    ) -> bool {
+        let (Some(src), Some(dst)) = (self.pods.get(from), self.pods.get(to)) else {
+            return false;
+        };
+        let (src_ip, dst_ip) = (
+            self.attachments.get(from).map(|a| a.ip),
+            self.attachments.get(to).map(|a| a.ip),
+        );
+        self.direction_allows(Direction::Egress, src, dst, dst_ip, dst, protocol, port)
+            && self.direction_allows(Direction::Ingress, dst, src, src_ip, dst, protocol, port)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn direction_allows(
+        &self,
+        direction: Direction,
+        subject: &PodModel,
+        peer: &PodModel,
+        peer_ip: Option<Ipv4Addr>,
+        dest: &PodModel,
+        protocol: crate::policy::Protocol,
+        port: u16,
+    ) -> bool {
+        let mut isolated = false;
+        for policy in self.policy.policies.values() {
+            if policy.key.namespace != subject.key.namespace
+                || !policy.pod_selector.matches(&subject.labels)
+            {
+                continue;
+            }
+            let Some(rules) = policy.rules(direction) else {
+                continue;
+            };
+            isolated = true;
+            for rule in rules {
+                let peer_ok = match &rule.peers {
+                    None => true,
+                    Some(peers) => peers.iter().any(|p| match p {
+                        Peer::Pods { namespaces, pods } => self.pod_in(peer, namespaces, pods),
+                        Peer::Block(nets) => {
+                            peer_ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
+                        }
+                    }),
+                };
+                let port_ok = match &rule.ports {
+                    None => true,
+                    Some(ports) => ports.iter().any(|p| {
+                        p.protocol == protocol
+                            && match &p.port {
+                                PortMatch::Any => true,
+                                PortMatch::Range(a, b) => (*a..=*b).contains(&port),
+                                PortMatch::Named(n) => dest.named_port(n, protocol) == Some(port),
+                            }
+                    }),
+                };
+                if peer_ok && port_ok {
+                    return true;
+                }
+            }
+        }
+        !isolated
+    }
+}
