@@ -61,6 +61,9 @@ type Verdicts = ((ObjectKey, ObjectKey, Protocol, u16), bool, bool);
 struct Model {
     state: NetworkState,
     ofports: HashMap<String, u32>,
+    /// Each node's flows by owner, kept the way a node agent keeps them: only the owners
+    /// a change set names are recomputed.
+    agents: HashMap<String, std::collections::BTreeMap<Owner, Vec<Flow>>>,
 }
 
 impl Model {
@@ -97,35 +100,118 @@ impl Model {
                 port += 1;
             }
         }
-        Model { state, ofports }
+        let mut m = Model {
+            state,
+            ofports,
+            agents: HashMap::new(),
+        };
+        for n in NODES {
+            m.recompute(n, None);
+        }
+        m
+    }
+
+    /// Recomputes one owner (or, with `None`, every owner) of a node.
+    fn recompute(&mut self, node: &str, owner: Option<Owner>) {
+        let snap = self.state.snapshot();
+        let Some(model) = snap.node(node) else {
+            return;
+        };
+        let ctx = NodeContext {
+            node: model,
+            state: &snap,
+            ofports: &self.ofports,
+        };
+        let agent = self.agents.entry(node.to_owned()).or_default();
+        match owner {
+            Some(o) => {
+                agent.insert(o.clone(), owner_flows(&o, &ctx));
+            }
+            None => {
+                agent.clear();
+                for o in node_owners(&ctx) {
+                    agent.insert(o.clone(), owner_flows(&o, &ctx));
+                }
+            }
+        }
+    }
+
+    /// What `agent::route` marks, recomputed.
+    fn route(&mut self, cs: &crate::state::ChangeSet) {
+        for c in &cs.changes {
+            match c {
+                Change::Pod { key, node } => {
+                    self.recompute(node, Some(Owner::Pod(Arc::new(key.clone()))))
+                }
+                Change::Policy { node, owner } => {
+                    self.recompute(node, Some(Owner::Policy(owner.clone())))
+                }
+                Change::NodeAdded(_) | Change::NodeChanged(_) | Change::NodeRemoved(_) => {
+                    for n in NODES {
+                        self.recompute(n, None);
+                    }
+                }
+                Change::Other(..) => {}
+            }
+        }
     }
 
     fn apply(&mut self, objects: Vec<serde_json::Value>) -> crate::state::ChangeSet {
-        self.state
-            .apply(objects.into_iter().map(|o| Delta::Apply(obj(o))).collect())
+        let cs = self
+            .state
+            .apply(objects.into_iter().map(|o| Delta::Apply(obj(o))).collect());
+        self.route(&cs);
+        cs
+    }
+
+    fn attach(&mut self, key: &ObjectKey, iface: &str, ofport: u32) {
+        self.ofports.insert(iface.to_owned(), ofport);
+        let (r, cs) = self.state.attach(key, iface, "c");
+        r.unwrap();
+        self.route(&cs);
     }
 
     fn delete_policy(&mut self, ns: &str, name: &str) {
-        self.state.apply(vec![Delta::Delete(
+        let cs = self.state.apply(vec![Delta::Delete(
             crate::source::Kind::NetworkPolicy,
             ObjectKey::new(ns, name),
         )]);
+        self.route(&cs);
+    }
+
+    /// A node's flows as its agent holds them, checked against a full recomputation: the
+    /// change sets named every owner whose flows changed.
+    fn node_flows(&self, node: &str) -> Vec<Flow> {
+        let snap = self.state.snapshot();
+        let ctx = NodeContext {
+            node: snap.node(node).unwrap(),
+            state: &snap,
+            ofports: &self.ofports,
+        };
+        let key = |f: &Flow| (f.table, f.priority, format!("{:?}", f.match_), f.cookie);
+        let mut held: Vec<Flow> = self.agents[node].values().flatten().cloned().collect();
+        held.sort_by_key(key);
+        let mut full = node_flows(&ctx);
+        full.sort_by_key(key);
+        if held != full {
+            let show = |v: &[Flow]| -> std::collections::BTreeSet<String> {
+                v.iter().map(|f| format!("{f:?}")).collect()
+            };
+            let (h, f) = (show(&held), show(&full));
+            panic!(
+                "{node}: incremental flows differ from a full recomputation\nmissing: {:#?}\nstale: {:#?}",
+                f.difference(&h).collect::<Vec<_>>(),
+                h.difference(&f).collect::<Vec<_>>()
+            );
+        }
+        held
     }
 
     /// Every (from, to, protocol, port) through the flows, and the model's verdict.
     fn truth_table(&self) -> Vec<Verdicts> {
         let snap = self.state.snapshot();
-        let flows: HashMap<&str, Vec<Flow>> = NODES
-            .iter()
-            .map(|n| {
-                let ctx = NodeContext {
-                    node: snap.node(n).unwrap(),
-                    state: &snap,
-                    ofports: &self.ofports,
-                };
-                (*n, node_flows(&ctx))
-            })
-            .collect();
+        let flows: HashMap<&str, Vec<Flow>> =
+            NODES.iter().map(|n| (*n, self.node_flows(n))).collect();
         let mut out = vec![];
         for from in pods() {
             for to in pods() {
@@ -735,14 +821,89 @@ fn upstream_cases_give_upstream_truth_tables() {
     ];
     for (case, objects, upstream) in cases {
         let mut m = Model::new();
-        m.apply(objects);
+        // One at a time, as a user applies them: each step is routed incrementally.
+        let names: Vec<(String, String)> = objects
+            .iter()
+            .map(|o| {
+                let md = &o["metadata"];
+                (
+                    md["namespace"].as_str().unwrap().to_owned(),
+                    md["name"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        for o in objects {
+            m.apply(vec![o]);
+        }
         assert!(
             m.state.problems().next().is_none(),
             "{case}: {:?}",
             m.state.problems().collect::<Vec<_>>()
         );
         m.check(case, upstream);
+        // "should stop enforcing policies after they are deleted".
+        for (ns, name) in names {
+            m.delete_policy(&ns, &name);
+        }
+        m.check(&format!("{case}, deleted"), all);
     }
+}
+
+#[test]
+fn pods_and_namespaces_coming_and_going_keep_the_flows_incremental() {
+    use serde_json::json;
+    let mut m = Model::new();
+    m.apply(vec![policy_json(
+        "x",
+        "p",
+        json!({"podSelector": {"matchLabels": {"target": "isolated"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns2": "updated"}}},
+                {"podSelector": {"matchLabels": {"pod": "b", "pod2": "updated"}}}]}]}),
+    )]);
+    m.check("nobody isolated", all);
+    // "should deny ingress access to updated pod".
+    m.apply(vec![pod_json(
+        "x",
+        "a",
+        "n1",
+        json!({"pod": "a", "target": "isolated"}),
+    )]);
+    m.check("x/a isolated", |_, to, _, _| to != "x/a");
+    // "should allow ingress access from updated pod".
+    m.apply(vec![pod_json(
+        "x",
+        "b",
+        "n2",
+        json!({"pod": "b", "pod2": "updated"}),
+    )]);
+    m.check("x/b updated", |from, to, _, _| to != "x/a" || from == "x/b");
+    // "should allow ingress access from updated namespace".
+    m.apply(vec![json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "y", "labels": {"ns": "y", "ns2": "updated"}}})]);
+    m.check("y updated", |from, to, _, _| {
+        to != "x/a" || from == "x/b" || split(from).0 == "y"
+    });
+    // A peer pod deleted, then back with another address.
+    let cs = m
+        .state
+        .apply(vec![crate::state::testing::delete_pod("y", "c")]);
+    m.route(&cs);
+    m.node_flows("n1");
+    m.apply(vec![pod_json("y", "c", "n1", json!({"pod": "c"}))]);
+    m.attach(&ObjectKey::new("y", "c"), "vyc2", 77);
+    m.check("y/c back", |from, to, _, _| {
+        to != "x/a" || from == "x/b" || split(from).0 == "y"
+    });
+    // The namespace object deleted: its labels are gone with it.
+    let cs = m.state.apply(vec![Delta::Delete(
+        crate::source::Kind::Namespace,
+        ObjectKey::new("", "y"),
+    )]);
+    m.route(&cs);
+    m.check("y deleted", |from, to, _, _| to != "x/a" || from == "x/b");
+    // The target leaves the selector: back to open.
+    m.apply(vec![pod_json("x", "a", "n1", json!({"pod": "a"}))]);
+    m.check("x/a released", all);
 }
 
 #[test]
@@ -829,24 +990,15 @@ fn changes_over_time_recompute_only_what_they_touch_and_keep_the_truth_table() {
     });
     // A new pod the selector matches, on a node with no selected pod so far.
     let cs = m.apply(vec![pod_json("x", "d", "n3", json!({"pod": "a"}))]);
-    m.state
-        .attach(&ObjectKey::new("x", "d"), "vxd", "c")
-        .0
-        .unwrap();
-    m.ofports.insert("vxd".into(), 99);
+    m.attach(&ObjectKey::new("x", "d"), "vxd", 99);
     assert!(
         cs.changes.iter().any(|c| matches!(c,
         Change::Policy { node, owner: PolicyOwner::Rule(_) } if node == "n3")),
         "the rule appears on n3 with its first selected pod there"
     );
     let snap = m.state.snapshot();
-    let ctx = NodeContext {
-        node: snap.node("n3").unwrap(),
-        state: &snap,
-        ofports: &m.ofports,
-    };
     let d_ip = snap.attachment(&ObjectKey::new("x", "d")).unwrap().ip;
-    let n3 = node_flows(&ctx);
+    let n3 = m.node_flows("n3");
     let za = snap.attachment(&ObjectKey::new("z", "a")).unwrap().ip;
     for (src, allowed) in [
         (za, true),
