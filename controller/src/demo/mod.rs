@@ -570,6 +570,49 @@ impl DemoCluster {
         Ok(self.pods[key].ip)
     }
 
+    /// Applies one object to the cluster file, as `kubectl apply` would: it replaces the
+    /// object of the same kind, namespace and name, or is added. For objects that need no
+    /// machinery (NetworkPolicies, Namespaces, a pod's labels).
+    pub fn apply_document(&mut self, doc: Value) -> Result<(), Error> {
+        let same = |d: &Value| {
+            kind(d) == kind(&doc)
+                && name(d) == name(&doc)
+                && namespace(d).unwrap_or("default") == namespace(&doc).unwrap_or("default")
+        };
+        match self.documents.iter_mut().find(|d| same(d)) {
+            Some(d) => *d = doc,
+            None => self.documents.push(doc),
+        }
+        self.write_cluster_file()
+    }
+
+    /// Deletes one object from the cluster file (not a pod: see [`DemoCluster::delete_pod`]).
+    pub fn delete_document(&mut self, kind_: &str, key: &ObjectKey) -> Result<(), Error> {
+        self.documents.retain(|d| {
+            !(kind(d) == Some(kind_)
+                && name(d) == Some(key.name.as_str())
+                && (key.namespace.is_empty() || namespace(d).unwrap_or("default") == key.namespace))
+        });
+        self.write_cluster_file()
+    }
+
+    /// Adds a pod given as a whole object (labels, container ports): to the cluster file,
+    /// then its network through CNI ADD.
+    pub fn add_pod_document(&mut self, doc: Value) -> Result<Ipv4Addr, Error> {
+        let key = ObjectKey::new(
+            namespace(&doc).unwrap_or("default"),
+            name(&doc).unwrap_or_default(),
+        );
+        let node = doc["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.documents.push(doc);
+        self.write_cluster_file()?;
+        self.add_pod_network(&key, &node)?;
+        Ok(self.pods[&key].ip)
+    }
+
     /// Adds several pods at once: all objects first, then every CNI ADD in parallel, as a
     /// kubelet starting many pods would. Returns their addresses in the order given.
     pub fn add_pods_concurrently(
