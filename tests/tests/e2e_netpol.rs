@@ -488,6 +488,79 @@ fn upstream_netpol_cases_give_upstream_truth_tables() {
         }
         np.expect(&format!("{case}: deleted"), all);
     }
+
+    // SCTP: no socket can speak it here, so ask the switch. "should properly isolate pods
+    // that are selected by a policy allowing SCTP": x/a accepts SCTP/81 only.
+    np.apply(policy(
+        "x",
+        "allow-only-sctp-81",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"ports": [{"port": 81, "protocol": "SCTP"}]}]}),
+    ));
+    np.expect("SCTP only to x/a: TCP and UDP denied", |_, to, _, _| to != "x/a");
+    for (port, allowed) in [(81, true), (80, false)] {
+        let verdict = trace_sctp(&np.cluster, ("y", "a"), ("x", "a"), port);
+        assert_eq!(
+            !verdict.contains("Datapath actions: drop"),
+            allowed,
+            "SCTP y/a -> x/a:{port}:\n{verdict}"
+        );
+    }
+}
+
+/// `ofproto/trace` of a new SCTP packet between two pods of one node, through the pipeline
+/// of that node's br-int (conntrack assumed `trk,new`).
+fn trace_sctp(cluster: &DemoCluster, from: (&str, &str), to: (&str, &str), port: u16) -> String {
+    let src = &cluster.pods[&ObjectKey::new(from.0, from.1)];
+    let dst = &cluster.pods[&ObjectKey::new(to.0, to.1)];
+    assert_eq!(src.node, dst.node, "the trace stays on one switch");
+    let cookie = format!("cookie={:#x}", switchyard::ids::pod_cookie(src.ip));
+    let classifier = cluster
+        .dump_flows(&src.node, &["table=Classifier"])
+        .expect("dump-flows");
+    let line = classifier
+        .lines()
+        .find(|l| l.contains(&cookie))
+        .unwrap_or_else(|| panic!("no classifier flow for {}:\n{classifier}", src.key));
+    let in_port = line
+        .split("in_port=")
+        .nth(1)
+        .and_then(|r| r.split([' ', ',']).next())
+        .expect("in_port")
+        .to_owned();
+    let mac = |ip: Ipv4Addr| {
+        let o = ip.octets();
+        format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    };
+    let node = &cluster.nodes[&src.node];
+    let gateway = node.model.gateway_ip();
+    let ctl = std::fs::read_dir(node.ovs.dir())
+        .expect("node OVS dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.starts_with("ovs-vswitchd.") && n.ends_with(".ctl")
+        })
+        .expect("ovs-vswitchd control socket");
+    let flow = format!(
+        "in_port={in_port},dl_src={},dl_dst={},sctp,nw_src={},nw_dst={},tp_src=5000,tp_dst={port}",
+        mac(src.ip),
+        mac(gateway),
+        src.ip,
+        dst.ip
+    );
+    switchyard_tests::run(
+        "ovs-appctl",
+        &[
+            "-t",
+            ctl.to_str().expect("path"),
+            "ofproto/trace",
+            "br-int",
+            &flow,
+            "--ct-next",
+            "trk,new",
+        ],
+    )
 }
 
 #[test]
