@@ -497,7 +497,9 @@ fn upstream_netpol_cases_give_upstream_truth_tables() {
         json!({"podSelector": {"matchLabels": {"pod": "a"}},
             "ingress": [{"ports": [{"port": 81, "protocol": "SCTP"}]}]}),
     ));
-    np.expect("SCTP only to x/a: TCP and UDP denied", |_, to, _, _| to != "x/a");
+    np.expect("SCTP only to x/a: TCP and UDP denied", |_, to, _, _| {
+        to != "x/a"
+    });
     for (port, allowed) in [(81, true), (80, false)] {
         let verdict = trace_sctp(&np.cluster, ("y", "a"), ("x", "a"), port);
         assert_eq!(

@@ -1116,3 +1116,86 @@ fn clause_flows_are_shared_and_cookies_name_the_rule() {
     )]);
     assert_eq!(again.state.snapshot().conj_id(&rule), Some(id));
 }
+
+#[test]
+fn the_bundled_policy_example_is_valid_and_its_flows_do_what_its_header_says() {
+    let text = include_str!("../../../../deploy/netpol-cluster.yaml");
+    let (parsed, problems) = crate::source::parse_cluster_file(text);
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut state = NetworkState::new();
+    state.apply(crate::source::diff_states(&Default::default(), &parsed));
+    assert!(
+        state.problems().next().is_none(),
+        "{:?}",
+        state.problems().collect::<Vec<_>>()
+    );
+    let keys: Vec<ObjectKey> = parsed.pods.keys().cloned().collect();
+    let mut ofports = HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        let iface = format!("v{i}");
+        state.attach(k, &iface, "c").0.unwrap();
+        ofports.insert(iface, 10 + i as u32);
+    }
+    let snap = state.snapshot();
+    assert_eq!(snap.policy_count(), 4);
+    let flows: HashMap<String, Vec<Flow>> = snap
+        .nodes()
+        .map(|n| {
+            let ctx = NodeContext {
+                node: n,
+                state: &snap,
+                ofports: &ofports,
+            };
+            (n.name.to_string(), node_flows(&ctx))
+        })
+        .collect();
+    let mut denied = vec![];
+    for from in &keys {
+        for to in &keys {
+            if from == to {
+                continue;
+            }
+            let p = Packet {
+                src: snap.attachment(from).unwrap().ip,
+                dst: snap.attachment(to).unwrap().ip,
+                proto: 6,
+                dport: 7777,
+                reg0: 1,
+            };
+            let through = eval(&flows[&snap.pod(from).unwrap().node], Table::EgressRule, &p)
+                && eval(
+                    &flows[&snap.pod(to).unwrap().node],
+                    Table::IngressRule,
+                    &Packet { reg0: 2, ..p },
+                );
+            assert_eq!(
+                through,
+                snap.policy_allows(from, to, Protocol::Tcp, 7777),
+                "{from} -> {to}"
+            );
+            if !through {
+                denied.push(format!("{from} -> {to}"));
+            }
+        }
+    }
+    for pair in [
+        "default/client -> backend/api-1",
+        "frontend/web-1 -> backend/db-1",
+        "backend/db-1 -> backend/api-1",
+    ] {
+        assert!(
+            denied.iter().any(|d| d == pair),
+            "{pair} should be denied: {denied:?}"
+        );
+    }
+    for (from, to) in [
+        ("frontend/web-1", "backend/api-2"),
+        ("backend/api-1", "backend/db-1"),
+        ("default/client", "frontend/web-2"),
+    ] {
+        assert!(
+            !denied.iter().any(|d| *d == format!("{from} -> {to}")),
+            "{from} -> {to} allowed"
+        );
+    }
+}
