@@ -841,15 +841,15 @@ fn push_touched(touched: Touched, changes: &mut Vec<Change>) {
 
 impl Snapshot {
     /// Whether the policies allow a new connection from pod `from` to pod `to` on
-    /// `protocol`/`port`, decided straight from the policy models by a scan of every
+    /// `l4` = (protocol, port) (`None`: a protocol no policy port names, such as ICMP,
+    /// which only rules without ports allow), decided straight from the policy models by a scan of every
     /// policy: the reference the flows are checked against (tests) and what the demo
     /// expects. Not for the data path: it costs O(policies).
     pub fn policy_allows(
         &self,
         from: &ObjectKey,
         to: &ObjectKey,
-        protocol: crate::policy::Protocol,
-        port: u16,
+        l4: Option<(crate::policy::Protocol, u16)>,
     ) -> bool {
         let (Some(src), Some(dst)) = (self.pods.get(from), self.pods.get(to)) else {
             return false;
@@ -858,11 +858,10 @@ impl Snapshot {
             self.attachments.get(from).map(|a| a.ip),
             self.attachments.get(to).map(|a| a.ip),
         );
-        self.direction_allows(Direction::Egress, src, dst, dst_ip, dst, protocol, port)
-            && self.direction_allows(Direction::Ingress, dst, src, src_ip, dst, protocol, port)
+        self.direction_allows(Direction::Egress, src, dst, dst_ip, dst, l4)
+            && self.direction_allows(Direction::Ingress, dst, src, src_ip, dst, l4)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn direction_allows(
         &self,
         direction: Direction,
@@ -870,8 +869,7 @@ impl Snapshot {
         peer: &PodModel,
         peer_ip: Option<Ipv4Addr>,
         dest: &PodModel,
-        protocol: crate::policy::Protocol,
-        port: u16,
+        l4: Option<(crate::policy::Protocol, u16)>,
     ) -> bool {
         let mut isolated = false;
         for policy in self.policy.policies.values() {
@@ -897,6 +895,9 @@ impl Snapshot {
                 let port_ok = match &rule.ports {
                     None => true,
                     Some(ports) => ports.iter().any(|p| {
+                        let Some((protocol, port)) = l4 else {
+                            return false;
+                        };
                         p.protocol == protocol
                             && match &p.port {
                                 PortMatch::Any => true,

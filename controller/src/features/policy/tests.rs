@@ -233,7 +233,7 @@ impl Model {
                         let receiver = &flows[snap.pod(&to).unwrap().node.as_str()];
                         let through = eval(sender, Table::EgressRule, &p)
                             && eval(receiver, Table::IngressRule, &Packet { reg0: 2, ..p });
-                        let expected = snap.policy_allows(&from, &to, protocol, port);
+                        let expected = snap.policy_allows(&from, &to, Some((protocol, port)));
                         out.push((
                             (from.clone(), to.clone(), protocol, port),
                             through,
@@ -241,6 +241,33 @@ impl Model {
                         ));
                     }
                 }
+                // ICMP: no policy port names it; only rules without ports allow it. Flows
+                // and model must agree (upstream does not probe it).
+                let (src, dst) = (
+                    snap.attachment(&from).unwrap().ip,
+                    snap.attachment(&to).unwrap().ip,
+                );
+                let p = Packet {
+                    src,
+                    dst,
+                    proto: 1,
+                    dport: 0,
+                    reg0: 1,
+                };
+                let through = eval(
+                    &flows[snap.pod(&from).unwrap().node.as_str()],
+                    Table::EgressRule,
+                    &p,
+                ) && eval(
+                    &flows[snap.pod(&to).unwrap().node.as_str()],
+                    Table::IngressRule,
+                    &Packet { reg0: 2, ..p },
+                );
+                assert_eq!(
+                    through,
+                    snap.policy_allows(&from, &to, None),
+                    "ICMP {from} -> {to}"
+                );
             }
         }
         out
@@ -1170,7 +1197,7 @@ fn the_bundled_policy_example_is_valid_and_its_flows_do_what_its_header_says() {
                 );
             assert_eq!(
                 through,
-                snap.policy_allows(from, to, Protocol::Tcp, 7777),
+                snap.policy_allows(from, to, Some((Protocol::Tcp, 7777))),
                 "{from} -> {to}"
             );
             if !through {
