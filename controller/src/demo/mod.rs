@@ -98,6 +98,16 @@ pub struct Probe {
     pub protocol: &'static str,
     /// Why it failed, if it did.
     pub failure: Option<String>,
+    /// Whether it should connect: what the cluster file's NetworkPolicies allow (computed
+    /// from the same model the controller uses); true without policies.
+    pub expected: bool,
+}
+
+impl Probe {
+    /// It connected exactly when the policies allow it.
+    pub fn as_expected(&self) -> bool {
+        self.failure.is_none() == self.expected
+    }
 }
 
 /// A running demo cluster.
@@ -740,6 +750,11 @@ impl DemoCluster {
     /// Runs the whole matrix: every pod to every other pod by ICMP and TCP, and every node
     /// to its own pods by ICMP and TCP.
     pub fn check_connectivity(&self) -> Vec<Probe> {
+        let policies = self.policy_view();
+        let allows = |src: &ObjectKey, dst: &ObjectKey, tcp: bool| {
+            let l4 = tcp.then_some((crate::policy::Protocol::Tcp, probe::ECHO_PORT));
+            policies.policy_allows(src, dst, l4)
+        };
         let mut probes = Vec::new();
         for src in self.pods.values() {
             for dst in self.pods.values() {
@@ -753,12 +768,14 @@ impl DemoCluster {
                     to: to.clone(),
                     protocol: "icmp",
                     failure: probe::ping(src.netns.name(), dst.ip, 3).err(),
+                    expected: allows(&src.key, &dst.key, false),
                 });
                 probes.push(Probe {
                     from,
                     to,
                     protocol: "tcp",
                     failure: probe::tcp_echo(&src.netns.path(), dst.ip).err(),
+                    expected: allows(&src.key, &dst.key, true),
                 });
             }
         }
@@ -767,21 +784,48 @@ impl DemoCluster {
             for pod in self.pods.values().filter(|p| p.node == *node.model.name) {
                 let from = format!("node {}", node.model.name);
                 let to = format!("pod {}", pod.key);
+                // A pod's own node is always allowed (kubelet probes).
                 probes.push(Probe {
                     from: from.clone(),
                     to: to.clone(),
                     protocol: "icmp",
                     failure: probe::ping(node.netns.name(), pod.ip, 3).err(),
+                    expected: true,
                 });
                 probes.push(Probe {
                     from,
                     to,
                     protocol: "tcp",
                     failure: probe::tcp_echo(&node_ns, pod.ip).err(),
+                    expected: true,
                 });
             }
         }
         probes
+    }
+
+    /// The cluster as the controller models it, with the demo's pods at the addresses CNI
+    /// gave them: what the probes' expectations are computed from.
+    fn policy_view(&self) -> crate::state::Snapshot {
+        let (parsed, _) = parse_cluster_file(&render_documents(&self.documents));
+        let mut state = crate::state::NetworkState::new();
+        state.apply(crate::source::diff_states(&Default::default(), &parsed));
+        for node in self.nodes.keys() {
+            let ports = self
+                .pods
+                .values()
+                .filter(|p| p.node == *node)
+                .map(|p| crate::switch_config::PodPort {
+                    iface: p.container_id.clone(),
+                    pod: p.key.clone(),
+                    ip: p.ip,
+                    mac: crate::ipam::mac_for(p.ip),
+                    container_id: p.container_id.clone(),
+                })
+                .collect();
+            state.restore_attachments(node, ports);
+        }
+        state.snapshot()
     }
 
     /// `ovs-ofctl` commands an operator can paste to look at a node's flows.
@@ -944,20 +988,34 @@ pub fn render_matrix(probes: &[Probe]) -> String {
         }
         out.push('\n');
     }
-    let failures: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_some()).collect();
+    let failures: Vec<&Probe> = probes.iter().filter(|p| !p.as_expected()).collect();
+    let denied = probes.iter().filter(|p| !p.expected).count();
     out.push_str(&format!(
-        "\n{} of {} checks passed\n",
+        "\n{} of {} checks passed",
         probes.len() - failures.len(),
         probes.len()
     ));
-    for f in failures {
+    if denied > 0 {
         out.push_str(&format!(
-            "  FAILED {} {} -> {}: {}\n",
-            f.protocol,
-            f.from,
-            f.to,
-            f.failure.as_deref().unwrap_or("")
+            " ({denied} expected to fail: the NetworkPolicies deny them)"
         ));
+    }
+    out.push('\n');
+    for f in failures {
+        if f.expected {
+            out.push_str(&format!(
+                "  FAILED {} {} -> {}: {}\n",
+                f.protocol,
+                f.from,
+                f.to,
+                f.failure.as_deref().unwrap_or("")
+            ));
+        } else {
+            out.push_str(&format!(
+                "  FAILED {} {} -> {}: connected, but the NetworkPolicies deny it\n",
+                f.protocol, f.from, f.to
+            ));
+        }
     }
     out
 }
@@ -1097,17 +1155,29 @@ mod tests {
                 to: "pod a/y".into(),
                 protocol: "icmp",
                 failure: None,
+                expected: true,
             },
             Probe {
                 from: "pod a/x".into(),
                 to: "pod a/y".into(),
                 protocol: "tcp",
                 failure: Some("refused".into()),
+                expected: true,
+            },
+            Probe {
+                from: "pod a/y".into(),
+                to: "pod a/x".into(),
+                protocol: "tcp",
+                failure: Some("timeout".into()),
+                expected: false,
             },
         ];
         let text = render_matrix(&probes);
         assert!(text.contains("✓/✗"), "{text}");
-        assert!(text.contains("1 of 2 checks passed"), "{text}");
+        assert!(
+            text.contains("2 of 3 checks passed (1 expected to fail"),
+            "{text}"
+        );
         assert!(
             text.contains("FAILED tcp pod a/x -> pod a/y: refused"),
             "{text}"
