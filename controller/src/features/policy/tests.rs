@@ -141,7 +141,14 @@ impl Model {
         for c in &cs.changes {
             match c {
                 Change::Pod { key, node } => {
-                    self.recompute(node, Some(Owner::Pod(Arc::new(key.clone()))))
+                    let key = Arc::new(key.clone());
+                    self.recompute(node, Some(Owner::Pod(key.clone())));
+                    for d in Direction::BOTH {
+                        self.recompute(
+                            node,
+                            Some(Owner::Policy(PolicyOwner::Target(d, key.clone()))),
+                        );
+                    }
                 }
                 Change::Policy { node, owner } => {
                     self.recompute(node, Some(Owner::Policy(owner.clone())))
