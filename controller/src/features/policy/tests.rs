@@ -1233,3 +1233,47 @@ fn the_bundled_policy_example_is_valid_and_its_flows_do_what_its_header_says() {
         );
     }
 }
+
+#[test]
+fn an_invalid_update_keeps_the_last_good_policy_and_names_the_field() {
+    use serde_json::json;
+    let mut m = Model::new();
+    m.apply(vec![policy_json(
+        "x",
+        "p",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}),
+    )]);
+    m.check("valid", |_, to, proto, port| {
+        split(to).0 != "x" || (proto == Protocol::Tcp && port == 80)
+    });
+    let cs = m.apply(vec![policy_json(
+        "x",
+        "p",
+        json!({"podSelector": {},
+        "ingress": [{"ports": [{"port": 81, "endPort": 80}]}]}),
+    )]);
+    assert!(
+        !cs.changes
+            .iter()
+            .any(|c| matches!(c, Change::Policy { .. })),
+        "nothing recomputed"
+    );
+    let problems: Vec<String> = m.state.problems().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        vec!["NetworkPolicy/x/p: spec.ingress[0].ports[0].endPort: 80 is below port 81"]
+    );
+    m.check("kept", |_, to, proto, port| {
+        split(to).0 != "x" || (proto == Protocol::Tcp && port == 80)
+    });
+    // Valid again: the problem is gone, the new version applies.
+    m.apply(vec![policy_json(
+        "x",
+        "p",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"port": 81}]}]}),
+    )]);
+    assert!(m.state.problems().next().is_none());
+    m.check("fixed", |_, to, proto, port| {
+        split(to).0 != "x" || (proto == Protocol::Tcp && port == 81)
+    });
+}
