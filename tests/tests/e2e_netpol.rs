@@ -545,7 +545,7 @@ fn trace_sctp(cluster: &DemoCluster, from: (&str, &str), to: (&str, &str), port:
         })
         .expect("ovs-vswitchd control socket");
     let flow = format!(
-        "sctp,in_port={in_port},dl_src={},dl_dst={},nw_src={},nw_dst={},tp_src=5000,tp_dst={port}",
+        "sctp,in_port={in_port},dl_src={},dl_dst={},nw_src={},nw_dst={},sctp_src=5000,sctp_dst={port}",
         mac(src.ip),
         mac(gateway),
         src.ip,
