@@ -315,8 +315,32 @@ impl Netpol {
                 return;
             }
             if Instant::now() > deadline {
+                let mut switches = String::new();
+                for node in self.cluster.nodes.keys() {
+                    let flows = self
+                        .cluster
+                        .dump_flows(node, &[])
+                        .unwrap_or_else(|e| e.to_string());
+                    let policy: Vec<&str> = flows
+                        .lines()
+                        .filter(|l| {
+                            l.contains("table=EgressRule") || l.contains("table=IngressRule")
+                        })
+                        .collect();
+                    let ctl = vswitchd_ctl(&self.cluster, node);
+                    let appctl =
+                        |cmd: &str| switchyard_tests::run_output("ovs-appctl", &["-t", &ctl, cmd]);
+                    let ct = appctl("dpctl/dump-conntrack");
+                    let dp = appctl("dpctl/dump-flows");
+                    switches.push_str(&format!(
+                        "--- {node}: policy flows ---\n{}\n--- {node}: conntrack ---\n{}\n--- {node}: datapath flows ---\n{}\n",
+                        policy.join("\n"),
+                        String::from_utf8_lossy(&ct.stdout),
+                        String::from_utf8_lossy(&dp.stdout)
+                    ));
+                }
                 panic!(
-                    "{case}: {} of {} probes wrong:\n{}\n--- controller log ---\n{}",
+                    "{case}: {} of {} probes wrong:\n{}\n--- controller log ---\n{}\n{switches}",
                     wrong.len(),
                     table.len(),
                     wrong.join("\n"),
@@ -510,6 +534,20 @@ fn upstream_netpol_cases_give_upstream_truth_tables() {
     }
 }
 
+/// The control socket of a node's ovs-vswitchd (for `ovs-appctl -t`).
+fn vswitchd_ctl(cluster: &DemoCluster, node: &str) -> String {
+    std::fs::read_dir(cluster.nodes[node].ovs.dir())
+        .expect("node OVS dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.starts_with("ovs-vswitchd.") && n.ends_with(".ctl")
+        })
+        .expect("ovs-vswitchd control socket")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// `ofproto/trace` of a new SCTP packet between two pods of one node, through the pipeline
 /// of that node's br-int (conntrack assumed `trk,new`).
 fn trace_sctp(cluster: &DemoCluster, from: (&str, &str), to: (&str, &str), port: u16) -> String {
@@ -534,16 +572,8 @@ fn trace_sctp(cluster: &DemoCluster, from: (&str, &str), to: (&str, &str), port:
         let o = ip.octets();
         format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
     };
-    let node = &cluster.nodes[&src.node];
-    let gateway = node.model.gateway_ip();
-    let ctl = std::fs::read_dir(node.ovs.dir())
-        .expect("node OVS dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n.starts_with("ovs-vswitchd.") && n.ends_with(".ctl")
-        })
-        .expect("ovs-vswitchd control socket");
+    let gateway = cluster.nodes[&src.node].model.gateway_ip();
+    let ctl = vswitchd_ctl(cluster, &src.node);
     let flow = format!(
         "sctp,in_port={in_port},dl_src={},dl_dst={},nw_src={},nw_dst={},sctp_src=5000,sctp_dst={port}",
         mac(src.ip),
@@ -555,7 +585,7 @@ fn trace_sctp(cluster: &DemoCluster, from: (&str, &str), to: (&str, &str), port:
         "ovs-appctl",
         &[
             "-t",
-            ctl.to_str().expect("path"),
+            &ctl,
             "ofproto/trace",
             "br-int",
             &flow,
