@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# Builds every binary: `switchyard demo` runs `switchyard-demo` from the same directory.
 cargo build --release --bins
 exec target/release/switchyard demo --cni-bin target/release/switchyard-cni "$@"

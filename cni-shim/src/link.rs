@@ -26,6 +26,7 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use switchyard_mac::Mac;
 
 use crate::Error;
 use crate::api::{PodNetwork, Route};
@@ -147,29 +148,6 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (either case) into 6 bytes.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut out {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
 /// The index and MAC of `name`, or `None` when there is no such interface.
 async fn find_link(handle: &Handle, name: &str) -> Result<Option<(u32, String)>, Error> {
     let mut links = handle.link().get().match_name(name.to_owned()).execute();
@@ -179,7 +157,7 @@ async fn find_link(handle: &Handle, name: &str) -> Result<Option<(u32, String)>,
                 .attributes
                 .iter()
                 .find_map(|a| match a {
-                    LinkAttribute::Address(bytes) => Some(format_mac(bytes)),
+                    LinkAttribute::Address(bytes) => Mac::from_slice(bytes).map(|m| m.to_string()),
                     _ => None,
                 })
                 .unwrap_or_default();
@@ -265,7 +243,7 @@ pub fn delete_link(ns: Option<&NetnsFile>, name: &str) -> Result<bool, Error> {
 /// Gives the pod end `ifname` in `pod_ns` the controller's MAC, MTU and address, brings it
 /// up, installs the routes, and turns tx checksum offload off if the datapath needs it.
 pub fn configure_pod_end(pod_ns: &NetnsFile, ifname: &str, net: &PodNetwork) -> Result<(), Error> {
-    let mac = parse_mac(&net.mac).ok_or_else(|| Error::BadPodNetwork {
+    let mac: Mac = net.mac.parse().map_err(|_| Error::BadPodNetwork {
         field: "mac",
         value: net.mac.clone(),
     })?;
@@ -281,7 +259,7 @@ pub fn configure_pod_end(pod_ns: &NetnsFile, ifname: &str, net: &PodNetwork) -> 
             .link()
             .set(
                 LinkUnspec::new_with_index(index)
-                    .address(mac.to_vec())
+                    .address(mac.octets().to_vec())
                     .mtu(net.mtu)
                     .build(),
             )
@@ -400,7 +378,11 @@ pub fn inspect(ns: Option<&NetnsFile>, ifname: &str) -> Result<Option<LinkState>
         };
         for attr in &msg.attributes {
             match attr {
-                LinkAttribute::Address(bytes) => state.mac = format_mac(bytes),
+                LinkAttribute::Address(bytes) => {
+                    state.mac = Mac::from_slice(bytes)
+                        .map(|m| m.to_string())
+                        .unwrap_or_default()
+                }
                 LinkAttribute::Mtu(mtu) => state.mtu = *mtu,
                 _ => {}
             }
@@ -510,30 +492,4 @@ pub fn list_veths() -> Result<Vec<String>, Error> {
         }
         Ok(names)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn macs_round_trip_and_reject_garbage() {
-        assert_eq!(
-            parse_mac("0a:58:0A:f4:01:05"),
-            Some([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x05])
-        );
-        assert_eq!(
-            format_mac(&[0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x05]),
-            "0a:58:0a:f4:01:05"
-        );
-        for bad in [
-            "",
-            "0a:58:0a:f4:01",
-            "0a:58:0a:f4:01:05:06",
-            "0a:58:0a:f4:01:5",
-            "zz:58:0a:f4:01:05",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
-    }
 }

@@ -620,7 +620,8 @@ fn check(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Erro
     let pod_iface = format!("{} in {}", inv.ifname, netns.path());
     let state = link::inspect(Some(&netns), &inv.ifname)?
         .ok_or_else(|| mismatch(&pod_iface, "the interface does not exist".into()))?;
-    if !state.mac.eq_ignore_ascii_case(&net.mac) {
+    let expected = net.mac.parse::<switchyard_mac::Mac>().ok();
+    if expected.is_none() || state.mac.parse().ok() != expected {
         return Err(mismatch(
             &pod_iface,
             format!("MAC is {}, controller expects {}", state.mac, net.mac),

@@ -66,6 +66,54 @@ pub struct AgentConfig {
     /// the concurrency bounds the controller's memory at cold start (1000 switches
     /// connecting at once) without slowing it: the work is CPU-bound anyway.
     pub full_realisations: Arc<tokio::sync::Semaphore>,
+    /// Flows that are the same on every switch, computed once for all agents.
+    pub shared: Arc<SharedFlows>,
+}
+
+/// The flows every agent would otherwise compute alike: one per remote node, the same on
+/// every node that reaches it (see `features::remote_node`). At 1000 nodes these are 999
+/// of each node's 1622 flows; computed and prepared once per remote node (and again when
+/// that node's model changes), they cost each agent reference counts, not a computation.
+/// A cache in front of a pure function: what it returns is exactly what
+/// `features::owner_flows` computes.
+#[derive(Debug, Default)]
+pub struct SharedFlows {
+    remote_nodes: Mutex<HashMap<Arc<str>, SharedEntry>>,
+}
+
+/// The flows computed for a remote node, and the model they were computed from.
+type SharedEntry = (Arc<NodeModel>, Arc<[realise::Prepared]>);
+
+impl SharedFlows {
+    /// The flows of `owner` on the context's node, prepared; shared where they can be.
+    pub fn parts(&self, owner: &Owner, ctx: &NodeContext<'_>) -> realise::Parts {
+        let Owner::RemoteNode(name) = owner else {
+            return features::owner_flows(owner, ctx).into();
+        };
+        let remote = ctx.state.node(name).filter(|r| r.name != ctx.node.name);
+        let mut cache = lock(&self.remote_nodes);
+        let Some(remote) = remote else {
+            if ctx.state.node(name).is_none() {
+                cache.remove(&**name);
+            }
+            return realise::Parts::default();
+        };
+        let shared = match cache.get(&**name) {
+            Some((model, flows)) if Arc::ptr_eq(model, remote) || model == remote => flows.clone(),
+            _ => {
+                let flows: Arc<[realise::Prepared]> = features::owner_flows(owner, ctx)
+                    .into_iter()
+                    .map(realise::Prepared::new)
+                    .collect();
+                cache.insert(remote.name.clone(), (remote.clone(), flows.clone()));
+                flows
+            }
+        };
+        realise::Parts {
+            shared,
+            ..realise::Parts::default()
+        }
+    }
 }
 
 impl AgentConfig {
@@ -181,13 +229,20 @@ impl Agent {
 
     /// Marks an owner's flows for recomputation.
     pub fn mark(&self, owner: Owner) {
-        lock(&self.marks).owners.insert(owner);
+        let mut marks = lock(&self.marks);
+        if !marks.all {
+            marks.owners.insert(owner);
+        }
+        drop(marks);
         self.wake.notify_one();
     }
 
     /// Marks every owner of the node (its own model changed).
     pub fn mark_all(&self) {
-        lock(&self.marks).all = true;
+        let mut marks = lock(&self.marks);
+        marks.all = true;
+        marks.owners.clear();
+        drop(marks);
         self.wake.notify_one();
     }
 
@@ -359,8 +414,10 @@ impl Worker {
 
     fn put_back(&self, owners: BTreeSet<Owner>, all: bool) {
         let mut m = lock(&self.marks);
-        m.owners.extend(owners);
         m.all |= all;
+        if !m.all {
+            m.owners.extend(owners);
+        }
     }
 
     async fn serve(&self, replica: Option<&ovsdb::Replica>) -> Result<(), Error> {
@@ -394,6 +451,12 @@ impl Worker {
             };
             let (mut owners, all) = self.take_marks();
             flows.recompute_all |= all;
+            if flows.recompute_all {
+                // Everything is computed again anyway: the marks say nothing more. (Kept,
+                // they would be put back on every wake until br-int connects: at cold start
+                // a thousand agents each re-inserting a thousand remote nodes per node added.)
+                owners.clear();
+            }
             let attachments: Vec<Arc<PodPort>> = snap.attachments_on(node).cloned().collect();
 
             // OVSDB: the node's rows, then the ofports vswitchd gave the pod ports.
@@ -649,7 +712,7 @@ impl Worker {
             flows.desired.clear();
             let mut dirty = Dirty::everything();
             for owner in features::node_owners(ctx) {
-                let parts = features::owner_flows(&owner, ctx).into();
+                let parts = self.config.shared.parts(&owner, ctx);
                 flows.desired.set(&owner, parts, &mut dirty);
             }
             flows.pending = dirty;
@@ -658,7 +721,7 @@ impl Worker {
         } else {
             let refresh = std::mem::take(&mut flows.refresh);
             for owner in owners.iter().chain(refresh.iter()) {
-                let parts = features::owner_flows(owner, ctx).into();
+                let parts = self.config.shared.parts(owner, ctx);
                 flows.desired.set(owner, parts, &mut flows.pending);
             }
         }

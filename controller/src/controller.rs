@@ -225,16 +225,22 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
             full_realisations: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 crate::agent::AgentConfig::FULL_REALISATIONS,
             )),
+            shared: Default::default(),
         },
         deltas,
     );
     let listener = openflow::Listener::bind(&config.openflow_listen)
         .await
-        .map_err(|e| {
-            Error::Config(format!(
-                "cannot listen for OpenFlow on {}: {e}",
+        .map_err(|e| match e {
+            // A target that cannot be listened on is the operator's to change.
+            openflow::Error::BadTarget { .. } => Error::Config(format!(
+                "--openflow-listen {:?}: {e}",
                 config.openflow_listen
-            ))
+            )),
+            other => Error::OpenFlowListen {
+                target: config.openflow_listen.clone(),
+                source: Box::new(other),
+            },
         })?;
     info!(listen = %config.openflow_listen, "waiting for br-int connections");
     let cni = CniListener::bind(&config.cni_listen).await?;

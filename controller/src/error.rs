@@ -1,33 +1,20 @@
 //! The controller crate's one error type.
+//!
+//! One enum for the controller and `yardctl`; the protocol crates (`openflow`, `ovsdb`), the
+//! CNI plugin, the target parser, the test harness and the demo each have their own, and
+//! this one wraps theirs with the node or flag it concerns. `Config` is only for what the
+//! operator must change on the command line; everything that fails at run time has its own
+//! variant.
 
-/// What went wrong in the controller, the demo or the CLI. Each message says what failed and
-/// with what input, so an operator can act on it.
+/// What went wrong in the controller or the CLI. Each message says what failed and with what
+/// input, so an operator can act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An external command (ip, ovs-vsctl, ethtool ...) failed.
-    #[error("`{command}` failed: {detail}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Exit status and stderr, or why it could not start.
-        detail: String,
-    },
-    /// A file or socket operation failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done, with the path.
-        what: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The local demo could not be built or run.
-    #[error("demo: {0}")]
-    Demo(String),
-    /// A connectivity probe could not run (not: a probe that ran and failed).
-    #[error("probe: {0}")]
-    Probe(String),
-    /// A listener could not be opened.
-    #[error("cannot listen for {what} on {target}: {source}")]
+    /// A listener could not be opened (the address is in use — another controller? — or
+    /// not one of this machine's).
+    #[error(
+        "cannot listen for {what} on {target}: {source} (is another controller running, or is the address not this machine's?)"
+    )]
     Listen {
         /// What the listener is for (`CNI`, `OpenFlow`).
         what: &'static str,
@@ -48,7 +35,19 @@ pub enum Error {
         /// The node.
         node: String,
     },
-    /// The controller's configuration (command line) is not usable.
+    /// The br-int OpenFlow listener could not be opened (`--openflow-listen`): the address
+    /// is in use or not this machine's.
+    #[error(
+        "cannot listen for br-int OpenFlow connections on --openflow-listen {target}: {source} (is another controller running, or is the address not this machine's?)"
+    )]
+    OpenFlowListen {
+        /// The `punix:`/`ptcp:` target.
+        target: String,
+        /// The listener's error (boxed, like the other OpenFlow ones).
+        source: Box<openflow::Error>,
+    },
+    /// The controller's configuration (a command-line flag) is not usable: the message names
+    /// the flag, its value and what would be accepted.
     #[error("configuration: {0}")]
     Config(String),
     /// Talking OVSDB to a node failed.

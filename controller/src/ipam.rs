@@ -10,9 +10,9 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::mac::Mac;
 use crate::model::first_host;
 use crate::source::ObjectKey;
+use switchyard_mac::Mac;
 
 /// Why an address could not be given or recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,17 +4,15 @@
 //! model, addresses and attachments; versioned change sets) → `features` (the flows of one
 //! owner on one node, pure) and `switch_config` (a node's OVSDB rows, pure) → `realise` (the
 //! difference, in dependency order) — sent by each node's `agent`. `controller` wires the
-//! tasks; `cni_server` answers the CNI shim. `demo` builds a local cluster around it.
+//! tasks; `cni_server` answers the CNI shim. (The local demo is its own crate, demo/.)
 
 pub mod agent;
 pub mod cni_server;
 pub mod controller;
-pub mod demo;
 mod error;
 pub mod features;
 pub mod ids;
 pub mod ipam;
-pub mod mac;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

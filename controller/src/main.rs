@@ -1,12 +1,13 @@
-//! `switchyard`: the controller daemon, and the local demo cluster.
+//! `switchyard`: the controller daemon; `switchyard demo` runs the local demo cluster (the
+//! `switchyard-demo` binary beside this one).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use switchyard::controller::{self, Config};
-use switchyard::demo::{self, DemoCluster, DemoOptions};
 use switchyard::pipeline::Encap;
 use switchyard::source::Source;
 
@@ -25,8 +26,15 @@ struct Cli {
 enum Command {
     /// Run the controller: watch Kubernetes objects, program every node's OVS.
     Controller(ControllerArgs),
-    /// Build a local multi-node cluster on real OVS and show pods reaching each other.
-    Demo(DemoArgs),
+    /// Build a local multi-node cluster on real OVS and show pods reaching each other
+    /// (runs `switchyard-demo` from this binary's directory; `switchyard demo --help` lists
+    /// its options).
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Passed to `switchyard-demo` unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Args)]
@@ -68,30 +76,11 @@ struct ControllerArgs {
     log_json: bool,
 }
 
-#[derive(Args)]
-struct DemoArgs {
-    /// Cluster file to use instead of the bundled one (Nodes, Namespaces, Pods).
-    #[arg(long)]
-    cluster_file: Option<PathBuf>,
-    /// Tunnel type: geneve or vxlan.
-    #[arg(long, default_value = "geneve")]
-    encap: Encap,
-    /// Exit non-zero unless every expected connection works.
-    #[arg(long)]
-    check: bool,
-    /// Leave the cluster running until Ctrl-C, for exploration.
-    #[arg(long)]
-    keep: bool,
-    /// The CNI plugin binary (default: switchyard-cni next to this binary).
-    #[arg(long)]
-    cni_bin: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Controller(args) => run_controller(args),
-        Command::Demo(args) => run_demo(args),
+        Command::Demo { args } => exec_demo(args),
     }
 }
 
@@ -154,131 +143,28 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
     }
 }
 
-fn sibling_binary(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join(name)))
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
-fn run_demo(args: DemoArgs) -> ExitCode {
-    let cluster_yaml = match &args.cluster_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("switchyard demo: cannot read {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        None => demo::BUNDLED_CLUSTER.to_owned(),
-    };
-    let options = DemoOptions {
-        cluster_yaml,
-        encap: args.encap,
-        controller_bin: std::env::current_exe().unwrap_or_else(|_| "switchyard".into()),
-        cni_bin: args
-            .cni_bin
-            .unwrap_or_else(|| sibling_binary("switchyard-cni")),
-    };
-    // Ctrl-C must still clean up: the handler only sets a flag; the cluster's Drop removes
-    // everything on the way out.
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        let _ = ctrlc_flag(flag);
-    }
-    println!("Building the demo cluster ({:?}) ...", args.encap);
-    let cluster = match DemoCluster::start(options) {
-        Ok(c) => c,
+/// Replaces this process with `switchyard-demo ARGS...` from this binary's directory, so
+/// signals, output and exit status are the demo's own. The demo lives in its own crate to
+/// keep the controller library free of it; this keeps `switchyard demo` working.
+fn exec_demo(args: Vec<OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let dir = match std::env::current_exe() {
+        Ok(exe) => exe.parent().map(PathBuf::from).unwrap_or_default(),
         Err(e) => {
-            eprintln!("switchyard demo: {e}");
+            eprintln!("switchyard demo: cannot find this binary's directory: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!("\nNodes:");
-    for n in cluster.nodes.values() {
-        println!(
-            "  {:<10} pod CIDR {:<16} underlay {:<15} netns {}",
-            n.model.name,
-            n.model.pod_cidr.to_string(),
-            n.model.internal_ip.to_string(),
-            n.netns.name()
+    let demo = dir.join("switchyard-demo");
+    if !demo.is_file() {
+        eprintln!(
+            "switchyard demo: {} does not exist; the demo is its own binary, built by \
+             `cargo build --bins` (package switchyard-demo) next to switchyard",
+            demo.display()
         );
-    }
-    println!("\nPods (created through switchyard-cni, as a container runtime would):");
-    for p in cluster.pods.values() {
-        println!(
-            "  {:<20} on {:<8} {:<15} netns {}",
-            p.key.to_string(),
-            p.node,
-            p.ip.to_string(),
-            p.netns.name()
-        );
-    }
-    println!("\nConnectivity (every pod to every pod, each node to its own pods):\n");
-    let probes = cluster.check_connectivity();
-    print!("{}", demo::render_matrix(&probes));
-    println!(
-        "\nWhile the cluster runs (--keep), look at the flows (named tables, cookies by owner):\n{}",
-        cluster.how_to_look()
-    );
-    let mut all_ok = probes.iter().all(|p| p.as_expected());
-    println!("\nThe controller puts things right (a flow added by hand, a crashed ovs-vswitchd):");
-    let mut cluster = cluster;
-    match cluster.exercise_faults() {
-        Ok(lines) => {
-            for l in lines {
-                println!("  {l}");
-            }
-            let again = cluster.check_connectivity();
-            let failed = again.iter().filter(|p| !p.as_expected()).count();
-            println!(
-                "  connectivity afterwards: {} of {} checks passed",
-                again.len() - failed,
-                again.len()
-            );
-            all_ok &= failed == 0;
-        }
-        Err(e) => {
-            println!("  FAILED: {e}");
-            all_ok = false;
-        }
-    }
-    if args.keep {
-        println!(
-            "The cluster stays up until Ctrl-C. Controller log: {}",
-            cluster.workdir().join("controller.log").display()
-        );
-        while !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        println!("\nCleaning up ...");
-    }
-    drop(cluster);
-    if args.check && !all_ok {
         return ExitCode::FAILURE;
     }
-    ExitCode::SUCCESS
-}
-
-/// Sets `flag` on SIGINT/SIGTERM instead of dying, so Drop-based cleanup runs.
-fn ctrlc_flag(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::spawn(move || {
-        runtime.block_on(async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-    });
-    Ok(())
+    let error = std::process::Command::new(&demo).args(args).exec();
+    eprintln!("switchyard demo: cannot run {}: {error}", demo.display());
+    ExitCode::FAILURE
 }

@@ -4,7 +4,7 @@
 //! things for operators; keep the two in step. Does not own: the flows themselves
 //! (see `compiler`).
 
-use crate::mac::Mac;
+use switchyard_mac::Mac;
 
 /// The pipeline's tables, in the order a packet visits them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -17,14 +17,17 @@
 //!
 //! Memory: a switch's desired flows are kept only as keys and fingerprints, never whole:
 //! the match as its encoded `ofp_match` bytes (shared by the owner index, the desired map and
-//! the installed map), the rest as a hash. The bodies of the flows a change touches live
-//! only from the feature's computation to the bundle ([`Dirty`]). At 1000 nodes × 100 pods
+//! the installed map), the rest as a hash. The bodies of the flows a change touches (cookie
+//! and encoded instructions) live only from the feature's computation to the bundle
+//! ([`Dirty`]); a flow-mod is put together from the two encodings, nothing is encoded twice. At 1000 nodes × 100 pods
 //! that is 1.6M flows in a few hundred MB (see BENCHMARKS.md).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 
 use openflow::message::flow_mod::flags;
 use openflow::{
@@ -135,9 +138,14 @@ impl FlowKey {
         u16::from_be_bytes([self.0[1], self.0[2]])
     }
 
-    /// The match, decoded again (for a deletion).
+    /// The match, decoded again.
     pub fn match_(&self) -> Match {
-        Match::from_wire(&self.0[3..]).unwrap_or_default()
+        Match::from_wire(self.match_wire()).unwrap_or_default()
+    }
+
+    /// The match as encoded on the wire (`ofp_match`, padding included).
+    pub fn match_wire(&self) -> &[u8] {
+        &self.0[3..]
     }
 }
 
@@ -157,10 +165,56 @@ pub struct Meter {
 pub struct Parts {
     /// Flows.
     pub flows: Vec<Flow>,
+    /// Flows prepared once and shared with other switches (see [`Prepared`]).
+    pub shared: Arc<[Prepared]>,
     /// Groups (their ids from the owner's feature's allocator).
     pub groups: Vec<GroupDesc>,
     /// Meters.
     pub meters: Vec<Meter>,
+}
+
+/// A flow made ready for the realiser: its key and fingerprint computed, its body kept.
+/// A flow that is the same on every switch (another node's pod CIDR: 999 of a node's 1622
+/// flows at 1000 nodes) is prepared once and shared by every agent, which then only
+/// clones reference counts and the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    key: FlowKey,
+    fingerprint: (u64, u64),
+    body: Body,
+}
+
+impl Prepared {
+    /// Prepares `f`: its match and instructions encoded once, as they will be sent.
+    pub fn new(f: Flow) -> Prepared {
+        let instructions = encode_instructions(&f.instructions);
+        Prepared {
+            key: FlowKey::new(f.table.id(), f.priority, &f.match_),
+            fingerprint: fingerprint(f.cookie, &instructions),
+            body: Body {
+                cookie: f.cookie,
+                instructions,
+            },
+        }
+    }
+}
+
+/// Encodes an instruction list. The features build instructions of fixed widths, so this
+/// cannot fail on user input; an encoding error leaves the list empty (a drop), which the
+/// switch's answer would show.
+fn encode_instructions(list: &[Instruction]) -> Bytes {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<BytesMut> =
+            std::cell::RefCell::new(BytesMut::with_capacity(512));
+    }
+    SCRATCH.with(|scratch| {
+        let mut out = scratch.borrow_mut();
+        out.clear();
+        if Instruction::encode_list(list, &mut out).is_err() {
+            out.clear();
+        }
+        Bytes::copy_from_slice(&out)
+    })
 }
 
 impl From<Vec<Flow>> for Parts {
@@ -172,12 +226,12 @@ impl From<Vec<Flow>> for Parts {
     }
 }
 
-/// What a flow does beyond its key, as a feature computed it: only kept until it is sent.
+/// What a flow does beyond its key, as a feature computed it, encoded as it is sent (the
+/// match is the key's): only kept until it is sent. Cloning is a reference count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Body {
     cookie: u64,
-    match_: Match,
-    instructions: Vec<Instruction>,
+    instructions: Bytes,
 }
 
 /// A desired flow, as kept: who claims it (a hash of the owner, enough to tell claimants
@@ -246,30 +300,36 @@ impl Desired {
     /// later leaves the winner alone.
     pub fn set(&mut self, owner: &Owner, parts: Parts, dirty: &mut Dirty) {
         self.remove(owner, dirty);
-        if parts.flows.is_empty() && parts.groups.is_empty() && parts.meters.is_empty() {
+        if parts.flows.is_empty()
+            && parts.shared.is_empty()
+            && parts.groups.is_empty()
+            && parts.meters.is_empty()
+        {
             return;
         }
         let claim = owner_hash(owner);
-        let mut keys = Vec::with_capacity(parts.flows.len());
-        for f in parts.flows {
-            let key = FlowKey::new(f.table.id(), f.priority, &f.match_);
+        let mut keys = Vec::with_capacity(parts.flows.len() + parts.shared.len());
+        let prepared = parts
+            .flows
+            .into_iter()
+            .map(Prepared::new)
+            .chain(parts.shared.iter().cloned());
+        for Prepared {
+            key,
+            fingerprint,
+            body,
+        } in prepared
+        {
             let held = Held {
                 owner: claim,
-                fingerprint: fingerprint(f.cookie, &f.instructions),
+                fingerprint,
             };
             self.flows.insert(key.clone(), held);
             // A plan over everything looks at every desired key anyway.
             if !dirty.all {
                 dirty.flows.insert(key.clone());
             }
-            dirty.bodies.insert(
-                key.clone(),
-                Body {
-                    cookie: f.cookie,
-                    match_: f.match_,
-                    instructions: f.instructions,
-                },
-            );
+            dirty.bodies.insert(key.clone(), body);
             keys.push(key);
         }
         let mut groups = Vec::new();
@@ -343,11 +403,12 @@ impl Desired {
     }
 }
 
-/// A fingerprint of what a flow does beyond its key: its cookie and a hash of its
-/// instructions.
-fn fingerprint(cookie: u64, instructions: &[Instruction]) -> (u64, u64) {
+/// A fingerprint of what a flow does beyond its key: its cookie and a hash (SipHash: a
+/// collision would hide a change) of its encoded instructions. The encoding is canonical,
+/// so equal instructions, ours or read back from the switch, hash equally.
+fn fingerprint(cookie: u64, instructions: &[u8]) -> (u64, u64) {
     let mut h = DefaultHasher::new();
-    instructions.hash(&mut h);
+    h.write(instructions);
     (cookie, h.finish())
 }
 
@@ -367,7 +428,7 @@ impl Installed {
             flows: flows
                 .into_iter()
                 .map(|s| {
-                    let fp = fingerprint(s.cookie, &s.instructions);
+                    let fp = fingerprint(s.cookie, &encode_instructions(&s.instructions));
                     let key = FlowKey::new(s.table_id, s.priority, &s.match_);
                     (key, Some(fp))
                 })
@@ -701,44 +762,45 @@ pub fn commit(desired: &Desired, installed: &mut Installed, dirty: Dirty) {
     }
 }
 
+// Flow-mods are put together from the key's encoded match and the body's encoded
+// instructions: nothing is encoded twice, and a flow shared by many switches is encoded once.
+
 fn add_flow(key: &FlowKey, b: Body) -> Message {
-    Message::FlowMod(FlowMod {
+    FlowMod {
         command: FlowModCommand::Add,
         // The switch reports every deletion of our flows, so one made by hand is noticed.
         flags: flags::SEND_FLOW_REM,
         table_id: key.table_id(),
         priority: key.priority(),
         cookie: b.cookie,
-        match_: b.match_,
-        instructions: b.instructions,
         ..FlowMod::default()
-    })
+    }
+    .encoded(key.match_wire(), &b.instructions)
 }
 
 fn modify_flow(key: &FlowKey, b: Body) -> Message {
     // The flags of a flow are its own: a modify leaves them (and the counters) alone.
-    Message::FlowMod(FlowMod {
+    FlowMod {
         command: FlowModCommand::ModifyStrict,
         flags: 0,
         table_id: key.table_id(),
         priority: key.priority(),
         cookie: b.cookie,
-        match_: b.match_,
-        instructions: b.instructions,
         ..FlowMod::default()
-    })
+    }
+    .encoded(key.match_wire(), &b.instructions)
 }
 
 fn delete_flow(key: &FlowKey) -> Message {
-    Message::FlowMod(FlowMod {
+    FlowMod {
         command: FlowModCommand::DeleteStrict,
         table_id: key.table_id(),
         priority: key.priority(),
-        match_: key.match_(),
         out_port: port::ANY,
         out_group: port::GROUP_ANY,
         ..FlowMod::default()
-    })
+    }
+    .encoded(key.match_wire(), &[])
 }
 
 fn group_mod(command: GroupModCommand, g: &GroupDesc) -> Message {

@@ -13,11 +13,11 @@ use std::net::Ipv4Addr;
 use ovsdb::vswitch::{self, Bridge, Controller, Interface, Port};
 use ovsdb::{Condition, Datum, Mutation, NamedUuid, Row, Snapshot, Transaction, Uuid};
 
-use crate::mac::Mac;
 use crate::pipeline::{
     BRIDGE, Encap, GATEWAY_OFPORT, GATEWAY_PORT, TUNNEL_OFPORT, TUNNEL_PORT, Table,
 };
 use crate::source::ObjectKey;
+use switchyard_mac::Mac;
 
 /// external_ids key naming the pod a port belongs to (`namespace/name`).
 pub const EXT_POD: &str = "switchyard.io/pod";

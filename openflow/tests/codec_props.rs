@@ -483,6 +483,17 @@ proptest! {
     }
 
     #[test]
+    fn a_flow_mod_encoded_from_its_parts_is_the_same_bytes(fm in flow_mod(), xid in any::<u32>()) {
+        let whole = Message::FlowMod(fm.clone()).to_bytes(xid).unwrap();
+        let match_wire = fm.match_.to_wire().unwrap();
+        let mut instructions = BytesMut::new();
+        Instruction::encode_list(&fm.instructions, &mut instructions).unwrap();
+        let head = FlowMod { match_: Match::new(), instructions: vec![], ..fm };
+        let parts = head.encoded(&match_wire, &instructions).to_bytes(xid).unwrap();
+        prop_assert_eq!(parts, whole);
+    }
+
+    #[test]
     fn actions_roundtrip(actions in prop::collection::vec(action(), 0..6)) {
         let fm = FlowMod {
             instructions: vec![Instruction::ApplyActions(actions.clone())],

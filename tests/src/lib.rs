@@ -1,19 +1,23 @@
 //! Test support: real Open vSwitch sandboxes and network namespaces made by the test.
 //!
-//! Owns: creating and tearing down network namespaces, starting ovsdb-server and
-//! ovs-vswitchd (userspace datapath) inside one, and running the OVS command-line tools
-//! against it. Everything a sandbox starts is stopped by PID from its pidfile when the
-//! value is dropped; nothing is ever killed by name.
+//! Owns: the tests' face of `switchyard-testbed` (the one harness, which the demo uses too):
+//! names unique to the test process, skipping without root, and panicking wrappers, so a
+//! test reads `sandbox.vsctl(..)` and fails with the harness's error. Everything a sandbox
+//! starts is stopped by PID from its pidfile when the value is dropped; nothing is ever
+//! killed by name.
 //!
-//! Does not own: anything Switchyard-specific. Tests of the product build on this.
+//! Does not own: starting or stopping anything itself (the harness does), nor anything
+//! Switchyard-specific. Tests of the product build on this.
 
 pub mod sim_core;
 pub mod sim_switch;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use switchyard_testbed as testbed;
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
@@ -60,290 +64,196 @@ pub fn require_root() {
     );
 }
 
+/// Unwraps a harness result, panicking with the error (which names the command, file or
+/// wait that failed): the tests' convenience over `switchyard-testbed`'s `Result`s.
+#[track_caller]
+fn ok<T>(result: Result<T, testbed::Error>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Runs a command, panicking with its stderr if it fails; returns stdout.
+#[track_caller]
 pub fn run(program: &str, args: &[&str]) -> String {
-    let output = run_output(program, args);
-    assert!(
-        output.status.success(),
-        "`{} {}` failed ({}): {}{}",
-        program,
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout),
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    ok(testbed::run(program, args))
 }
 
 /// Runs a command and returns its output whatever its exit status.
+#[track_caller]
 pub fn run_output(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{program}`: {e} (is it installed?)"))
+    ok(testbed::output(program, args))
 }
 
-/// A network namespace the test created; deleted on drop.
+/// A network namespace the test created, with a name unique to the test process; deleted
+/// on drop. A panicking face of [`testbed::Netns`].
 pub struct Netns {
-    name: String,
+    inner: testbed::Netns,
 }
 
 impl Netns {
     /// Creates a namespace with a unique name built from `tag` (keep it to 3 characters),
     /// with its loopback up.
+    #[track_caller]
     pub fn new(tag: &str) -> Netns {
         require_root();
-        let name = unique_name(tag);
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
+        Netns {
+            inner: ok(testbed::Netns::create(&unique_name(tag))),
+        }
     }
 
     /// The namespace's name, as `ip netns` knows it.
     pub fn name(&self) -> &str {
-        &self.name
+        self.inner.name()
     }
 
     /// Runs a command inside the namespace; panics with stderr on failure; returns stdout.
+    #[track_caller]
     pub fn exec(&self, argv: &[&str]) -> String {
-        let mut args = vec!["netns", "exec", self.name.as_str()];
-        args.extend_from_slice(argv);
-        run("ip", &args)
+        ok(self.inner.exec(argv))
     }
 
     /// Runs a command inside the namespace and returns its output whatever its status.
+    #[track_caller]
     pub fn exec_output(&self, argv: &[&str]) -> Output {
-        let mut args = vec!["netns", "exec", self.name.as_str()];
-        args.extend_from_slice(argv);
-        run_output("ip", &args)
+        ok(self.inner.exec_output(argv))
     }
 
     /// The namespace's file under /run/netns, as a CNI runtime passes it in CNI_NETNS.
     pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
+        self.inner.path()
     }
-}
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run_output("ip", &["netns", "delete", &self.name]);
+    /// The harness's namespace, for `switchyard-testbed` functions that take one.
+    pub fn testbed(&self) -> &testbed::Netns {
+        &self.inner
     }
 }
 
 /// ovsdb-server and ovs-vswitchd (userspace datapath) running inside their own network
-/// namespace, with their sockets, database and logs in a temporary directory.
+/// namespace, with their sockets, database and logs in a temporary directory: a
+/// [`testbed::OvsSandbox`] that owns its namespace and directory, and panics on failure.
 pub struct OvsSandbox {
+    // Fields drop in order: the daemons stop before their namespace and directory go.
+    inner: testbed::OvsSandbox,
     /// The namespace the daemons run in (one per simulated node: two userspace
     /// vswitchd in one namespace collide on the `ovs-netdev` device).
     pub netns: Netns,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl OvsSandbox {
     /// Starts ovsdb-server and ovs-vswitchd in a new namespace. Panics with the daemon's
     /// log if either fails to come up.
+    #[track_caller]
     pub fn start() -> OvsSandbox {
         let netns = Netns::new("ovs");
         let dir = tempfile::Builder::new()
             .prefix("switchyard-ovs-")
             .tempdir()
             .expect("create a temporary directory for the OVS sandbox");
-        let sandbox = OvsSandbox { netns, dir };
-        let db = format!("{}/conf.db", sandbox.dir().display());
-        run(
-            "ovsdb-tool",
-            &["create", &db, "/usr/share/openvswitch/vswitch.ovsschema"],
-        );
-        sandbox.start_ovsdb_server();
-        sandbox.vsctl(&["--no-wait", "init"]);
-        let d = sandbox.dir().to_str().expect("utf-8 temp dir").to_owned();
-        let pidfile = format!("--pidfile={d}/ovs-vswitchd.pid");
-        let log = format!("--log-file={d}/ovs-vswitchd.log");
-        let ctl = format!("--unixctl={d}/ovs-vswitchd.ctl");
-        let db_target = sandbox.db_target();
-        sandbox.exec_env(&[
-            "ovs-vswitchd",
-            "--detach",
-            "--no-chdir",
-            &pidfile,
-            &log,
-            &ctl,
-            &db_target,
-        ]);
-        // vswitchd is up once it has marked the database as configured.
-        sandbox.vsctl(&[
-            "--timeout=20",
-            "wait-until",
-            "Open_vSwitch",
-            ".",
-            "cur_cfg>=0",
-        ]);
-        sandbox
+        match testbed::OvsSandbox::start(Some(netns.testbed()), dir.path()) {
+            Ok(inner) => OvsSandbox {
+                inner,
+                netns,
+                _dir: dir,
+            },
+            Err(e) => {
+                let log = |daemon: &str| {
+                    std::fs::read_to_string(dir.path().join(format!("{daemon}.log")))
+                        .unwrap_or_default()
+                };
+                // Whatever did start is stopped by PID before the directory goes.
+                testbed::stop_pidfile(&dir.path().join("ovs-vswitchd.pid"));
+                testbed::stop_pidfile(&dir.path().join("ovsdb-server.pid"));
+                panic!(
+                    "OVS sandbox did not start: {e}\n--- ovsdb-server.log ---\n{}\n--- ovs-vswitchd.log ---\n{}",
+                    log("ovsdb-server"),
+                    log("ovs-vswitchd")
+                )
+            }
+        }
     }
 
-    fn exec_env(&self, argv: &[&str]) {
-        let d = self.dir().to_str().expect("utf-8 temp dir");
-        let mut args = vec!["netns", "exec", self.netns.name(), "env"];
-        let rundir = format!("OVS_RUNDIR={d}");
-        let logdir = format!("OVS_LOGDIR={d}");
-        let dbdir = format!("OVS_DBDIR={d}");
-        let sysconfdir = format!("OVS_SYSCONFDIR={d}");
-        args.extend_from_slice(&[&rundir, &logdir, &dbdir, &sysconfdir]);
-        args.extend_from_slice(argv);
-        run("ip", &args);
+    /// The harness's sandbox, for its `Result`-returning methods.
+    pub fn testbed(&self) -> &testbed::OvsSandbox {
+        &self.inner
     }
 
     /// The directory holding sockets, database, pidfiles and logs.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.inner.dir()
     }
 
     /// `unix:DIR/db.sock`: the OVSDB target.
     pub fn db_target(&self) -> String {
-        format!("unix:{}/db.sock", self.dir().display())
+        self.inner.db_target()
     }
 
     /// Path of the OVSDB socket.
     pub fn db_socket(&self) -> PathBuf {
-        self.dir().join("db.sock")
+        self.inner.db_socket()
     }
 
     /// `unix:DIR/BRIDGE.mgmt`: the bridge's OpenFlow management socket.
     pub fn mgmt_target(&self, bridge: &str) -> String {
-        format!("unix:{}/{bridge}.mgmt", self.dir().display())
+        self.inner.mgmt_target(bridge)
     }
 
     /// Runs `ovs-vsctl --db=unix:... ARGS`; panics with stderr on failure; returns stdout.
+    #[track_caller]
     pub fn vsctl(&self, args: &[&str]) -> String {
-        let db = format!("--db={}", self.db_target());
-        let mut all = vec![db.as_str()];
-        all.extend_from_slice(args);
-        run("ovs-vsctl", &all)
+        ok(self.inner.vsctl(args))
     }
 
     /// Runs `ovs-ofctl -O OpenFlow13 SUBCOMMAND unix:DIR/BRIDGE.mgmt ARGS...`; panics on
     /// failure; returns stdout.
+    #[track_caller]
     pub fn ofctl(&self, subcommand: &str, bridge: &str, args: &[&str]) -> String {
-        let target = self.mgmt_target(bridge);
-        let mut all = vec!["-O", "OpenFlow13", subcommand, target.as_str()];
-        all.extend_from_slice(args);
-        run("ovs-ofctl", &all)
+        ok(self.inner.ofctl(subcommand, bridge, args))
     }
 
     /// Runs `ovs-appctl -t DIR/ovs-vswitchd.ctl ARGS`; panics on failure; returns stdout.
+    #[track_caller]
     pub fn appctl(&self, args: &[&str]) -> String {
-        let target = format!("{}/ovs-vswitchd.ctl", self.dir().display());
-        let mut all = vec!["-t", target.as_str()];
-        all.extend_from_slice(args);
-        run("ovs-appctl", &all)
+        ok(self.inner.appctl(args))
     }
 
     /// Adds a userspace bridge speaking OpenFlow 1.3 and waits until its management
     /// socket exists. Returns the socket's `unix:` target.
+    #[track_caller]
     pub fn add_bridge(&self, bridge: &str) -> String {
-        self.vsctl(&[
-            "add-br",
-            bridge,
-            "--",
-            "set",
-            "Bridge",
-            bridge,
-            "datapath_type=netdev",
-            "protocols=OpenFlow10,OpenFlow13",
-        ]);
-        let socket = self.dir().join(format!("{bridge}.mgmt"));
-        wait_for(Duration::from_secs(20), || socket.exists())
-            .unwrap_or_else(|| panic!("bridge {bridge}: no management socket at {socket:?}"));
-        self.mgmt_target(bridge)
+        ok(self.inner.add_bridge(bridge))
     }
 
-    /// The last lines of a daemon's log (`ovs-vswitchd` or `ovsdb-server`), for failure
+    /// The last 30 lines of a daemon's log (`ovs-vswitchd` or `ovsdb-server`), for failure
     /// messages.
     pub fn log_tail(&self, daemon: &str) -> String {
-        let text =
-            std::fs::read_to_string(self.dir().join(format!("{daemon}.log"))).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    fn stop(&self, daemon: &str) {
-        let pidfile = self.dir().join(format!("{daemon}.pid"));
-        let Ok(text) = std::fs::read_to_string(&pidfile) else {
-            return;
-        };
-        let Ok(pid) = text.trim().parse::<i32>() else {
-            return;
-        };
-        let pid = nix::unistd::Pid::from_raw(pid);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let gone = wait_for(Duration::from_secs(5), || {
-            nix::sys::signal::kill(pid, None).is_err()
-        });
-        if gone.is_none() {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
+        self.inner.log_tail(daemon, 30)
     }
 
     /// Stops ovs-vswitchd only (by PID), leaving ovsdb-server running.
     pub fn stop_vswitchd(&self) {
-        self.stop("ovs-vswitchd");
+        self.inner.stop_vswitchd();
     }
 
     /// Stops ovsdb-server only (by PID).
     pub fn stop_ovsdb_server(&self) {
-        self.stop("ovsdb-server");
+        self.inner.stop_ovsdb_server();
     }
 
     /// Starts ovsdb-server again on the same database and socket (after
     /// [`stop_ovsdb_server`](Self::stop_ovsdb_server)).
+    #[track_caller]
     pub fn restart_ovsdb_server(&self) {
-        let _ = std::fs::remove_file(self.db_socket());
-        self.start_ovsdb_server();
-    }
-
-    fn start_ovsdb_server(&self) {
-        let d = self.dir().to_str().expect("utf-8 temp dir").to_owned();
-        let db = format!("{d}/conf.db");
-        let pidfile = format!("--pidfile={d}/ovsdb-server.pid");
-        let log = format!("--log-file={d}/ovsdb-server.log");
-        let remote = format!("--remote=punix:{d}/db.sock");
-        let ctl = format!("--unixctl={d}/ovsdb-server.ctl");
-        self.exec_env(&[
-            "ovsdb-server",
-            "--detach",
-            "--no-chdir",
-            &pidfile,
-            &log,
-            &remote,
-            &ctl,
-            &db,
-        ]);
-    }
-}
-
-impl Drop for OvsSandbox {
-    fn drop(&mut self) {
-        self.stop("ovs-vswitchd");
-        self.stop("ovsdb-server");
+        ok(self.inner.restart_ovsdb_server());
     }
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
-pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> Option<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return Some(());
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+pub fn wait_for(timeout: Duration, condition: impl FnMut() -> bool) -> Option<()> {
+    testbed::wait_until(timeout, condition).then_some(())
 }
 
-/// Path of a workspace binary (`switchyard`, `switchyard-cni`, `yardctl`) in the target
+/// Path of a workspace binary (`switchyard`, `switchyard-cni`, `switchyard-demo`, `yardctl`) in the target
 /// directory, building its package first if it is not there. `scripts/test.sh` builds all
 /// binaries before running the tests, so the build here is only for a bare `cargo test`.
 pub fn workspace_binary(name: &str) -> PathBuf {
@@ -355,6 +265,7 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     if !path.exists() {
         let package = match name {
             "switchyard-cni" => "switchyard-cni",
+            "switchyard-demo" => "switchyard-demo",
             _ => "switchyard",
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

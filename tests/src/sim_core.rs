@@ -41,6 +41,7 @@ impl SimulatedCore {
                 full_realisations: Arc::new(tokio::sync::Semaphore::new(
                     AgentConfig::FULL_REALISATIONS,
                 )),
+                shared: Default::default(),
             },
             delta_rx,
         ));

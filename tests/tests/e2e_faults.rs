@@ -7,10 +7,10 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use switchyard::demo::host::Netns;
-use switchyard::demo::{DemoCluster, DemoOptions};
 use switchyard::pipeline::Encap;
 use switchyard::source::ObjectKey;
+use switchyard_demo::{DemoCluster, DemoOptions};
+use switchyard_testbed::Netns;
 use switchyard_tests::{require_root, workspace_binary};
 
 fn start(yaml: &str) -> DemoCluster {

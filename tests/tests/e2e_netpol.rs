@@ -23,9 +23,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchyard::demo::{DemoCluster, DemoOptions};
 use switchyard::pipeline::Encap;
 use switchyard::source::ObjectKey;
+use switchyard_demo::{DemoCluster, DemoOptions};
 use switchyard_tests::{require_root, workspace_binary};
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use switchyard::demo::{self, DemoCluster, DemoOptions, Probe};
 use switchyard::pipeline::Encap;
 use switchyard::source::ObjectKey;
+use switchyard_demo::{self as demo, DemoCluster, DemoOptions, Probe};
 use switchyard_tests::{require_root, workspace_binary};
 
 fn options(yaml: &str, encap: Encap) -> DemoOptions {
@@ -502,6 +502,8 @@ fn switchyard_demo_command_checks_a_cluster_file_over_vxlan() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cluster.yaml");
     std::fs::write(&file, yaml).unwrap();
+    // `switchyard demo` runs the switchyard-demo binary beside it: make sure it is built.
+    workspace_binary("switchyard-demo");
     let out = std::process::Command::new(workspace_binary("switchyard"))
         .args(["demo", "--check", "--encap", "vxlan", "--cluster-file"])
         .arg(&file)

@@ -36,11 +36,11 @@ use openflow::action::{Ct, CtZone};
 use openflow::{Action, Field, Instruction, Match, MatchField, Subfield, port};
 
 use crate::ipam::mac_for;
-use crate::mac::Mac;
 use crate::model::NodeModel;
 use crate::pipeline::Table;
 use crate::source::ObjectKey;
 use crate::state::Snapshot;
+use switchyard_mac::Mac;
 
 /// A flow as a feature wants it on the switch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -102,7 +102,7 @@ pub fn owner_flows(owner: &Owner, ctx: &NodeContext<'_>) -> Vec<Flow> {
             if let Some(remote) = ctx.state.node(name)
                 && remote.name != ctx.node.name
             {
-                remote_node::flows(ctx.node, remote, &mut flows);
+                remote_node::flows(remote, &mut flows);
             }
         }
         Owner::PolicyBase => policy::base_flows(&mut flows),

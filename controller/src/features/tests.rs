@@ -161,3 +161,42 @@ fn every_feature_writes_only_the_tables_it_declares() {
     // Skeleton 19, gateway 4, two pods × 6, one remote node, policy base 5.
     assert_eq!(checked, 41, "every owner's flows were looked at");
 }
+
+#[test]
+fn shared_remote_node_flows_are_what_the_feature_computes_and_follow_the_node() {
+    use crate::agent::SharedFlows;
+    use crate::realise::{Parts, Prepared};
+    let (mut s, ofports) = state();
+    let shared = SharedFlows::default();
+    let owner = Owner::RemoteNode("n2".into());
+    let expect = |snap: &crate::state::Snapshot| Parts {
+        shared: owner_flows(&owner, &ctx(snap, "n1", &ofports))
+            .into_iter()
+            .map(Prepared::new)
+            .collect(),
+        ..Parts::default()
+    };
+    let snap = s.snapshot();
+    let first = shared.parts(&owner, &ctx(&snap, "n1", &ofports));
+    assert_eq!(first, expect(&snap));
+    assert_eq!(first.shared.len(), 1);
+    // Another node's agent gets the very same prepared flows.
+    let again = shared.parts(&owner, &ctx(&snap, "n1", &ofports));
+    assert!(Arc::ptr_eq(&first.shared, &again.shared));
+    // A node has no flow for itself.
+    let own = shared.parts(&owner, &ctx(&snap, "n2", &ofports));
+    assert_eq!(own, Parts::default());
+    // n2 moves to another InternalIP: the shared flow follows, nothing stale is served.
+    s.apply(vec![delta(node("n2", "10.244.2.0/24", "192.168.77.99"))]);
+    let snap = s.snapshot();
+    let moved = shared.parts(&owner, &ctx(&snap, "n1", &ofports));
+    assert_eq!(moved, expect(&snap));
+    assert_ne!(moved, first);
+    // n2 is deleted: no flow.
+    s.apply(vec![crate::state::testing::delete_node("n2")]);
+    let snap = s.snapshot();
+    assert_eq!(
+        shared.parts(&owner, &ctx(&snap, "n1", &ofports)),
+        Parts::default()
+    );
+}

@@ -124,7 +124,7 @@ fn groups_go_in_before_the_flows_that_use_them_and_out_after() {
         Parts {
             flows: vec![flow(Table::ServiceLb, 10, 1, 1, 2)],
             groups: vec![group(5, 2)],
-            meters: vec![],
+            ..Parts::default()
         },
         &mut dirty,
     );

@@ -4,6 +4,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::instruction::Instruction;
 use crate::matching::Match;
+use crate::message::Message;
 use crate::port;
 use crate::wire::{Reader, put_zeros};
 use crate::{Error, Result};
@@ -170,7 +171,23 @@ impl FlowMod {
         self
     }
 
-    pub(crate) fn encode_body(&self, out: &mut BytesMut) -> Result<()> {
+    /// This flow-mod as a [`Message::Encoded`], with its match and instructions given
+    /// already encoded — `match_wire` as [`Match::to_wire`] writes it (padding included),
+    /// `instructions_wire` as [`Instruction::encode_list`] does — instead of
+    /// `self.match_` and `self.instructions` (which are not looked at). The bytes sent are
+    /// exactly those [`Message::FlowMod`] would send.
+    pub fn encoded(&self, match_wire: &[u8], instructions_wire: &[u8]) -> Message {
+        let mut out = BytesMut::with_capacity(40 + match_wire.len() + instructions_wire.len());
+        self.encode_head(&mut out);
+        out.put_slice(match_wire);
+        out.put_slice(instructions_wire);
+        Message::Encoded {
+            msg_type: crate::message::ofpt::FLOW_MOD,
+            body: out.freeze(),
+        }
+    }
+
+    fn encode_head(&self, out: &mut BytesMut) {
         out.put_u64(self.cookie);
         out.put_u64(self.cookie_mask);
         out.put_u8(self.table_id);
@@ -183,6 +200,10 @@ impl FlowMod {
         out.put_u32(self.out_group);
         out.put_u16(self.flags);
         put_zeros(out, 2);
+    }
+
+    pub(crate) fn encode_body(&self, out: &mut BytesMut) -> Result<()> {
+        self.encode_head(out);
         self.match_.encode(out)?;
         Instruction::encode_list(&self.instructions, out)
     }

@@ -192,6 +192,15 @@ pub enum Message {
     /// ONFT_FLOW_MONITOR_RESUMED (or NXT_): updates flow again; the switch first re-sends
     /// the changes missed while paused.
     FlowMonitorResumed(MonitorExt),
+    /// A message of a known type whose body was encoded ahead of time (see
+    /// [`FlowMod::encoded`]): a controller that sends the same flow to many switches, or
+    /// keeps its flows encoded, encodes it once. Decoding never produces it.
+    Encoded {
+        /// OFPT_* type.
+        msg_type: u8,
+        /// Body after the header.
+        body: Bytes,
+    },
     /// Any other message type, kept verbatim.
     Unknown {
         /// OFPT_* type.
@@ -265,7 +274,7 @@ impl Message {
             BarrierReply => ofpt::BARRIER_REPLY,
             RoleRequest(_) => ofpt::ROLE_REQUEST,
             RoleReply(_) => ofpt::ROLE_REPLY,
-            Unknown { msg_type, .. } => *msg_type,
+            Encoded { msg_type, .. } | Unknown { msg_type, .. } => *msg_type,
         }
     }
 
@@ -351,7 +360,7 @@ impl Message {
                     flow_monitor::NXT_FLOW_MONITOR_RESUMED,
                 );
             }
-            Unknown { body, .. } => out.put_slice(body),
+            Encoded { body, .. } | Unknown { body, .. } => out.put_slice(body),
         }
         let len = out.len() - start;
         patch_len16(out, start + 2, len, "OpenFlow message")

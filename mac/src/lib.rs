@@ -1,12 +1,16 @@
-//! Ethernet MAC addresses: one type for what the controller allocates, writes to OVSDB
-//! and matches in flows.
+//! Ethernet MAC addresses: the one type for what the controller allocates, writes to OVSDB
+//! and matches in flows, and what the CNI plugin sets on a pod's interface and checks.
+//!
+//! A crate of its own (like `switchyard-target`) so the CNI plugin, a small binary on every
+//! node, shares the type without linking the controller or an OpenFlow codec. Owns the
+//! text form (`0a:58:0a:f4:01:05`) and the pod-MAC rule; knows nothing of OVS or Kubernetes.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-/// A MAC address. Displays and parses as six lowercase (parsing: any case) hex bytes
-/// separated by colons, `0a:58:0a:f4:01:05`.
+/// A MAC address. Displays and parses as six two-digit lowercase (parsing: any case) hex
+/// bytes separated by colons, `0a:58:0a:f4:01:05` — the form OVS and the kernel print.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Mac([u8; 6]);
 
@@ -25,9 +29,15 @@ impl Mac {
         Mac([0x0a, 0x58, o[0], o[1], o[2], o[3]])
     }
 
-    /// The six octets, for wire formats (OpenFlow match fields and actions).
+    /// The six octets, for wire formats (OpenFlow match fields and actions, netlink).
     pub const fn octets(self) -> [u8; 6] {
         self.0
+    }
+
+    /// The address in a hardware-address attribute (netlink `IFLA_ADDRESS`), if it has
+    /// six bytes (an Ethernet interface's).
+    pub fn from_slice(bytes: &[u8]) -> Option<Mac> {
+        <[u8; 6]>::try_from(bytes).ok().map(Mac)
     }
 }
 
@@ -66,7 +76,7 @@ impl fmt::Debug for Mac {
 /// A string that is not a MAC address.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid MAC address {input:?}: expected six hex bytes separated by colons, like 0a:58:0a:f4:01:05"
+    "invalid MAC address {input:?}: expected six two-digit hex bytes separated by colons, like 0a:58:0a:f4:01:05"
 )]
 pub struct ParseMacError {
     /// The string as given.
@@ -84,7 +94,7 @@ impl FromStr for Mac {
         let mut parts = text.split(':');
         for b in &mut mac {
             let part = parts.next().ok_or_else(bad)?;
-            if part.is_empty() || part.len() > 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
+            if part.len() != 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *b = u8::from_str_radix(part, 16).map_err(|_| bad())?;
@@ -109,6 +119,8 @@ mod tests {
         assert_eq!(format!("{mac:?}"), "Mac(0a:58:0a:f4:01:05)");
         assert_eq!("0a:58:0A:f4:01:05".parse::<Mac>(), Ok(mac));
         assert_eq!(<[u8; 6]>::from(mac), mac.octets());
+        assert_eq!(Mac::from_slice(&mac.octets()), Some(mac));
+        assert_eq!(Mac::from_slice(&[1, 2, 3]), None);
     }
 
     #[test]
@@ -120,6 +132,7 @@ mod tests {
             "zz:58:0a:f4:01:05",
             "0a:58:0a:f4:01:",
             "0a:58:0a:f4:01:105",
+            "0a:58:0a:f4:01:5",
             "+a:58:0a:f4:01:05",
         ] {
             let error = bad.parse::<Mac>().unwrap_err();

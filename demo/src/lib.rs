@@ -11,8 +11,13 @@
 //! Everything created is removed on every exit path: [`DemoCluster`]'s `Drop` deletes
 //! pods through CNI DEL, stops the controller and the OVS daemons by PID, and deletes every
 //! namespace. Ctrl-C is turned into an orderly return by the caller.
+//!
+//! Namespaces and OVS daemons come from `switchyard-testbed`, the harness the tests use
+//! too; this crate adds what makes them a cluster. It lives outside the `switchyard`
+//! library so the production controller carries none of it; `switchyard demo` runs the
+//! `switchyard-demo` binary.
 
-pub mod host;
+mod error;
 pub mod probe;
 
 use std::collections::BTreeMap;
@@ -24,14 +29,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::Error;
-use crate::model::{ClusterModel, NodeModel};
-use crate::pipeline::{self, Encap};
-use crate::source::{ObjectKey, parse_cluster_file};
-use host::{Netns, NodeOvs};
+pub use error::Error;
+use switchyard::model::{ClusterModel, NodeModel};
+use switchyard::pipeline::{self, Encap};
+use switchyard::source::{ObjectKey, parse_cluster_file};
+use switchyard_testbed::{self as host, Netns, OvsSandbox};
 
 /// The bundled demo cluster: three nodes, three namespaces, six pods.
-pub const BUNDLED_CLUSTER: &str = include_str!("../../../deploy/cluster.yaml");
+pub const BUNDLED_CLUSTER: &str = include_str!("../../deploy/cluster.yaml");
 
 /// The underlay network the demo gives its nodes (inside its own namespaces only).
 const UNDERLAY_PREFIX: [u8; 3] = [192, 168, 77];
@@ -67,7 +72,7 @@ pub struct DemoNode {
     /// The node as the model sees it (with the demo's underlay address).
     pub model: NodeModel,
     /// OVS daemons (dropped before the namespace).
-    pub ovs: NodeOvs,
+    pub ovs: OvsSandbox,
     /// The node's "machine".
     pub netns: Netns,
 }
@@ -206,7 +211,7 @@ impl DemoCluster {
     }
 
     /// The model the controller sees (from the demo's copy of the cluster file).
-    pub fn model(&self) -> (ClusterModel, Vec<crate::model::Problem>) {
+    pub fn model(&self) -> (ClusterModel, Vec<switchyard::model::Problem>) {
         let text = render_documents(&self.documents);
         let (state, _) = parse_cluster_file(&text);
         ClusterModel::build(&state)
@@ -278,7 +283,7 @@ impl DemoCluster {
     fn start_node(&mut self, model: NodeModel) -> Result<(), Error> {
         let index = self.nodes.len() + 1;
         let netns = Netns::create(&format!("sy{}-{}", self.run_id, model.name))?;
-        let ovs = NodeOvs::start(&netns, &self.node_dir(&model.name))?;
+        let ovs = OvsSandbox::start(Some(&netns), &self.node_dir(&model.name))?;
         // ovs-vswitchd connects only to unix sockets inside its own run directory; a link
         // there to the controller's socket satisfies it.
         let link = self.node_dir(&model.name).join(CONTROLLER_LINK);
@@ -351,7 +356,7 @@ impl DemoCluster {
             ".",
             "other_config:flow-restore-wait=true",
         ])?;
-        n.ovs.start_vswitchd(&n.netns)?;
+        n.ovs.start_vswitchd()?;
         if !host::wait_until(Duration::from_secs(30), || {
             n.netns
                 .exec_output(&["ip", "link", "show", "br-phy"])
@@ -466,7 +471,7 @@ impl DemoCluster {
         let addr = format!("{}/{}", n.model.gateway_ip(), n.model.pod_cidr.prefix_len());
         n.netns.exec(&["ip", "addr", "replace", &addr, "dev", gw])?;
         n.netns.exec(&["ip", "link", "set", gw, "up"])?;
-        host::tx_offload_off(&n.netns, gw)
+        Ok(host::tx_offload_off(&n.netns, gw)?)
     }
 
     fn cni_config(&self) -> String {
@@ -542,7 +547,7 @@ impl DemoCluster {
         let container_id = format!(
             "{:016x}{:08x}",
             unique(),
-            crate::switch_config::datapath_id(&key.to_string()) as u32
+            switchyard::switch_config::datapath_id(&key.to_string()) as u32
         );
         let (ok, out) = self.cni("ADD", node, key, &container_id, &netns.path())?;
         if !ok {
@@ -640,7 +645,7 @@ impl DemoCluster {
             let container_id = format!(
                 "{:016x}{:08x}",
                 unique(),
-                crate::switch_config::datapath_id(&key.to_string()) as u32
+                switchyard::switch_config::datapath_id(&key.to_string()) as u32
             );
             prepared.push((key.clone(), node.clone(), netns, container_id));
         }
@@ -698,7 +703,7 @@ impl DemoCluster {
         let target = n.ovs.mgmt_target(pipeline::BRIDGE);
         let mut all = vec!["-O", "OpenFlow13", "dump-flows", "--names", target.as_str()];
         all.extend_from_slice(args);
-        host::run("ovs-ofctl", &all)
+        Ok(host::run("ovs-ofctl", &all)?)
     }
 
     /// Deletes a pod: CNI DEL first (as the kubelet does), then the object.
@@ -752,7 +757,7 @@ impl DemoCluster {
     pub fn check_connectivity(&self) -> Vec<Probe> {
         let policies = self.policy_view();
         let allows = |src: &ObjectKey, dst: &ObjectKey, tcp: bool| {
-            let l4 = tcp.then_some((crate::policy::Protocol::Tcp, probe::ECHO_PORT));
+            let l4 = tcp.then_some((switchyard::policy::Protocol::Tcp, probe::ECHO_PORT));
             policies.policy_allows(src, dst, l4)
         };
         let mut probes = Vec::new();
@@ -806,20 +811,23 @@ impl DemoCluster {
 
     /// The cluster as the controller models it, with the demo's pods at the addresses CNI
     /// gave them: what the probes' expectations are computed from.
-    fn policy_view(&self) -> crate::state::Snapshot {
+    fn policy_view(&self) -> switchyard::state::Snapshot {
         let (parsed, _) = parse_cluster_file(&render_documents(&self.documents));
-        let mut state = crate::state::NetworkState::new();
-        state.apply(crate::source::diff_states(&Default::default(), &parsed));
+        let mut state = switchyard::state::NetworkState::new();
+        state.apply(switchyard::source::diff_states(
+            &Default::default(),
+            &parsed,
+        ));
         for node in self.nodes.keys() {
             let ports = self
                 .pods
                 .values()
                 .filter(|p| p.node == *node)
-                .map(|p| crate::switch_config::PodPort {
+                .map(|p| switchyard::switch_config::PodPort {
                     iface: p.container_id.clone(),
                     pod: p.key.clone(),
                     ip: p.ip,
-                    mac: crate::ipam::mac_for(p.ip),
+                    mac: switchyard::ipam::mac_for(p.ip),
                     container_id: p.container_id.clone(),
                 })
                 .collect();
