@@ -284,7 +284,16 @@ pub fn route(changes: &ChangeSet, agents: &BTreeMap<String, Agent>) {
         match change {
             Change::Pod { key, node } => {
                 if let Some(a) = agents.get(node) {
-                    a.mark(Owner::Pod(Arc::new(key.clone())));
+                    let key = Arc::new(key.clone());
+                    a.mark(Owner::Pod(key.clone()));
+                    // Its own policy flows resolve named ports against its model: a changed
+                    // pod recomputes them (two owners, empty for a pod no policy selects).
+                    for d in crate::policy::Direction::BOTH {
+                        a.mark(Owner::Policy(crate::state::PolicyOwner::Target(
+                            d,
+                            key.clone(),
+                        )));
+                    }
                 }
             }
             Change::NodeAdded(name) | Change::NodeChanged(name) | Change::NodeRemoved(name) => {
@@ -296,6 +305,11 @@ pub fn route(changes: &ChangeSet, agents: &BTreeMap<String, Agent>) {
                     } else {
                         a.mark(Owner::RemoteNode(shared.clone()));
                     }
+                }
+            }
+            Change::Policy { node, owner } => {
+                if let Some(a) = agents.get(node) {
+                    a.mark(Owner::Policy(owner.clone()));
                 }
             }
             Change::Other(..) => {}

@@ -37,6 +37,35 @@ pub fn remote_node_cookie(pod_cidr: Ipv4Net) -> u64 {
     cookie(CookieCategory::RemoteNode, u32::from(pod_cidr.network()))
 }
 
+/// The cookie of the policy feature's fixed flows.
+pub const fn policy_base_cookie() -> u64 {
+    cookie(CookieCategory::PolicyBase, 0)
+}
+
+/// The cookie of a rule's `conj_id` flow (by its conjunction id).
+pub const fn policy_rule_cookie(conj_id: u32) -> u64 {
+    cookie(CookieCategory::PolicyRule, conj_id)
+}
+
+fn direction_bit(direction: crate::policy::Direction) -> u64 {
+    match direction {
+        crate::policy::Direction::Ingress => 0,
+        crate::policy::Direction::Egress => 1 << 32,
+    }
+}
+
+/// The cookie of a selected pod's policy flows in one direction (by its address).
+pub fn policy_target_cookie(direction: crate::policy::Direction, ip: Ipv4Addr) -> u64 {
+    cookie(CookieCategory::PolicyTarget, u32::from(ip)) | direction_bit(direction)
+}
+
+/// The cookie of the peer clause flows naming one address block in one direction.
+pub fn policy_peer_cookie(direction: crate::policy::Direction, net: Ipv4Net) -> u64 {
+    cookie(CookieCategory::PolicyPeer, u32::from(net.network()))
+        | direction_bit(direction)
+        | (u64::from(net.prefix_len()) << 40)
+}
+
 /// Why an id could not be given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod ipam;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
 pub mod realise;
 pub mod source;
 pub mod state;

@@ -52,6 +52,30 @@ pub struct PodModel {
     /// The address a controller recorded on the pod (annotation
     /// `switchyard.io/pod-network`), if it names this pod's node.
     pub recorded_ip: Option<Ipv4Addr>,
+    /// The named container ports (`spec.containers[].ports[]` with a name), sorted: what a
+    /// NetworkPolicy's named port resolves to for traffic to this pod.
+    pub named_ports: Vec<NamedPort>,
+}
+
+/// A container port with a name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NamedPort {
+    /// `name`.
+    pub name: String,
+    /// `protocol` (TCP when omitted).
+    pub protocol: crate::policy::Protocol,
+    /// `containerPort`.
+    pub port: u16,
+}
+
+impl PodModel {
+    /// The number a named port resolves to on this pod, for this protocol.
+    pub fn named_port(&self, name: &str, protocol: crate::policy::Protocol) -> Option<u16> {
+        self.named_ports
+            .iter()
+            .find(|p| p.name == name && p.protocol == protocol)
+            .map(|p| p.port)
+    }
 }
 
 /// An object that could not be used, and why. Shown to the operator in logs and status.
@@ -212,6 +236,35 @@ pub(crate) fn pod_model(key: &ObjectKey, pod: &Pod) -> Result<Option<PodModel>, 
         return Ok(None);
     }
     let recorded_ip = recorded_ip(pod, &node);
+    let mut named_ports = Vec::new();
+    for (ci, c) in spec.containers.iter().enumerate() {
+        for (pi, p) in c.ports.iter().flatten().enumerate() {
+            let Some(name) = p.name.clone().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let field = format!("spec.containers[{ci}].ports[{pi}]");
+            let protocol =
+                crate::policy::Protocol::parse(p.protocol.as_deref()).ok_or_else(|| Problem {
+                    object: format!("Pod/{}/{}", key.namespace, key.name),
+                    field: format!("{field}.protocol"),
+                    reason: format!("{:?} is not TCP, UDP or SCTP", p.protocol),
+                })?;
+            let port = u16::try_from(p.container_port)
+                .ok()
+                .filter(|n| *n != 0)
+                .ok_or_else(|| Problem {
+                    object: format!("Pod/{}/{}", key.namespace, key.name),
+                    field: format!("{field}.containerPort"),
+                    reason: format!("{} is not in 1..=65535", p.container_port),
+                })?;
+            named_ports.push(NamedPort {
+                name,
+                protocol,
+                port,
+            });
+        }
+    }
+    named_ports.sort();
     Ok(Some(PodModel {
         key: key.clone(),
         node,
@@ -224,6 +277,7 @@ pub(crate) fn pod_model(key: &ObjectKey, pod: &Pod) -> Result<Option<PodModel>, 
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         recorded_ip,
+        named_ports,
     }))
 }
 

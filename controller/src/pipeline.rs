@@ -188,6 +188,17 @@ pub enum CookieCategory {
     Pod = 3,
     /// Another node (owner = the network address of its pod CIDR).
     RemoteNode = 4,
+    /// NetworkPolicy's fixed flows: est/rel bypass, the node's own traffic (owner = 0).
+    PolicyBase = 5,
+    /// A NetworkPolicy rule's `conj_id` flow (owner = the conjunction id, which names the
+    /// policy and rule; the controller logs the mapping).
+    PolicyRule = 6,
+    /// A pod's policy flows as a selected pod: clauses, direct allows, default drop
+    /// (bit 32 = direction, 1 for egress; owner = the pod's address).
+    PolicyTarget = 7,
+    /// Peer address clause flows (bit 32 = direction; bits 45..40 = prefix length; owner =
+    /// the network address).
+    PolicyPeer = 8,
 }
 
 impl CookieCategory {
@@ -198,6 +209,10 @@ impl CookieCategory {
             2 => Some(CookieCategory::Gateway),
             3 => Some(CookieCategory::Pod),
             4 => Some(CookieCategory::RemoteNode),
+            5 => Some(CookieCategory::PolicyBase),
+            6 => Some(CookieCategory::PolicyRule),
+            7 => Some(CookieCategory::PolicyTarget),
+            8 => Some(CookieCategory::PolicyPeer),
             _ => None,
         }
     }

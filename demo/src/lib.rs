@@ -103,6 +103,16 @@ pub struct Probe {
     pub protocol: &'static str,
     /// Why it failed, if it did.
     pub failure: Option<String>,
+    /// Whether it should connect: what the cluster file's NetworkPolicies allow (computed
+    /// from the same model the controller uses); true without policies.
+    pub expected: bool,
+}
+
+impl Probe {
+    /// It connected exactly when the policies allow it.
+    pub fn as_expected(&self) -> bool {
+        self.failure.is_none() == self.expected
+    }
 }
 
 /// A running demo cluster.
@@ -575,6 +585,49 @@ impl DemoCluster {
         Ok(self.pods[key].ip)
     }
 
+    /// Applies one object to the cluster file, as `kubectl apply` would: it replaces the
+    /// object of the same kind, namespace and name, or is added. For objects that need no
+    /// machinery (NetworkPolicies, Namespaces, a pod's labels).
+    pub fn apply_document(&mut self, doc: Value) -> Result<(), Error> {
+        let same = |d: &Value| {
+            kind(d) == kind(&doc)
+                && name(d) == name(&doc)
+                && namespace(d).unwrap_or("default") == namespace(&doc).unwrap_or("default")
+        };
+        match self.documents.iter_mut().find(|d| same(d)) {
+            Some(d) => *d = doc,
+            None => self.documents.push(doc),
+        }
+        self.write_cluster_file()
+    }
+
+    /// Deletes one object from the cluster file (not a pod: see [`DemoCluster::delete_pod`]).
+    pub fn delete_document(&mut self, kind_: &str, key: &ObjectKey) -> Result<(), Error> {
+        self.documents.retain(|d| {
+            !(kind(d) == Some(kind_)
+                && name(d) == Some(key.name.as_str())
+                && (key.namespace.is_empty() || namespace(d).unwrap_or("default") == key.namespace))
+        });
+        self.write_cluster_file()
+    }
+
+    /// Adds a pod given as a whole object (labels, container ports): to the cluster file,
+    /// then its network through CNI ADD.
+    pub fn add_pod_document(&mut self, doc: Value) -> Result<Ipv4Addr, Error> {
+        let key = ObjectKey::new(
+            namespace(&doc).unwrap_or("default"),
+            name(&doc).unwrap_or_default(),
+        );
+        let node = doc["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.documents.push(doc);
+        self.write_cluster_file()?;
+        self.add_pod_network(&key, &node)?;
+        Ok(self.pods[&key].ip)
+    }
+
     /// Adds several pods at once: all objects first, then every CNI ADD in parallel, as a
     /// kubelet starting many pods would. Returns their addresses in the order given.
     pub fn add_pods_concurrently(
@@ -702,6 +755,11 @@ impl DemoCluster {
     /// Runs the whole matrix: every pod to every other pod by ICMP and TCP, and every node
     /// to its own pods by ICMP and TCP.
     pub fn check_connectivity(&self) -> Vec<Probe> {
+        let policies = self.policy_view();
+        let allows = |src: &ObjectKey, dst: &ObjectKey, tcp: bool| {
+            let l4 = tcp.then_some((switchyard::policy::Protocol::Tcp, probe::ECHO_PORT));
+            policies.policy_allows(src, dst, l4)
+        };
         let mut probes = Vec::new();
         for src in self.pods.values() {
             for dst in self.pods.values() {
@@ -715,12 +773,14 @@ impl DemoCluster {
                     to: to.clone(),
                     protocol: "icmp",
                     failure: probe::ping(src.netns.name(), dst.ip, 3).err(),
+                    expected: allows(&src.key, &dst.key, false),
                 });
                 probes.push(Probe {
                     from,
                     to,
                     protocol: "tcp",
                     failure: probe::tcp_echo(&src.netns.path(), dst.ip).err(),
+                    expected: allows(&src.key, &dst.key, true),
                 });
             }
         }
@@ -729,21 +789,51 @@ impl DemoCluster {
             for pod in self.pods.values().filter(|p| p.node == *node.model.name) {
                 let from = format!("node {}", node.model.name);
                 let to = format!("pod {}", pod.key);
+                // A pod's own node is always allowed (kubelet probes).
                 probes.push(Probe {
                     from: from.clone(),
                     to: to.clone(),
                     protocol: "icmp",
                     failure: probe::ping(node.netns.name(), pod.ip, 3).err(),
+                    expected: true,
                 });
                 probes.push(Probe {
                     from,
                     to,
                     protocol: "tcp",
                     failure: probe::tcp_echo(&node_ns, pod.ip).err(),
+                    expected: true,
                 });
             }
         }
         probes
+    }
+
+    /// The cluster as the controller models it, with the demo's pods at the addresses CNI
+    /// gave them: what the probes' expectations are computed from.
+    fn policy_view(&self) -> switchyard::state::Snapshot {
+        let (parsed, _) = parse_cluster_file(&render_documents(&self.documents));
+        let mut state = switchyard::state::NetworkState::new();
+        state.apply(switchyard::source::diff_states(
+            &Default::default(),
+            &parsed,
+        ));
+        for node in self.nodes.keys() {
+            let ports = self
+                .pods
+                .values()
+                .filter(|p| p.node == *node)
+                .map(|p| switchyard::switch_config::PodPort {
+                    iface: p.container_id.clone(),
+                    pod: p.key.clone(),
+                    ip: p.ip,
+                    mac: switchyard::ipam::mac_for(p.ip),
+                    container_id: p.container_id.clone(),
+                })
+                .collect();
+            state.restore_attachments(node, ports);
+        }
+        state.snapshot()
     }
 
     /// `ovs-ofctl` commands an operator can paste to look at a node's flows.
@@ -906,20 +996,34 @@ pub fn render_matrix(probes: &[Probe]) -> String {
         }
         out.push('\n');
     }
-    let failures: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_some()).collect();
+    let failures: Vec<&Probe> = probes.iter().filter(|p| !p.as_expected()).collect();
+    let denied = probes.iter().filter(|p| !p.expected).count();
     out.push_str(&format!(
-        "\n{} of {} checks passed\n",
+        "\n{} of {} checks passed",
         probes.len() - failures.len(),
         probes.len()
     ));
-    for f in failures {
+    if denied > 0 {
         out.push_str(&format!(
-            "  FAILED {} {} -> {}: {}\n",
-            f.protocol,
-            f.from,
-            f.to,
-            f.failure.as_deref().unwrap_or("")
+            " ({denied} expected to fail: the NetworkPolicies deny them)"
         ));
+    }
+    out.push('\n');
+    for f in failures {
+        if f.expected {
+            out.push_str(&format!(
+                "  FAILED {} {} -> {}: {}\n",
+                f.protocol,
+                f.from,
+                f.to,
+                f.failure.as_deref().unwrap_or("")
+            ));
+        } else {
+            out.push_str(&format!(
+                "  FAILED {} {} -> {}: connected, but the NetworkPolicies deny it\n",
+                f.protocol, f.from, f.to
+            ));
+        }
     }
     out
 }
@@ -1059,17 +1163,29 @@ mod tests {
                 to: "pod a/y".into(),
                 protocol: "icmp",
                 failure: None,
+                expected: true,
             },
             Probe {
                 from: "pod a/x".into(),
                 to: "pod a/y".into(),
                 protocol: "tcp",
                 failure: Some("refused".into()),
+                expected: true,
+            },
+            Probe {
+                from: "pod a/y".into(),
+                to: "pod a/x".into(),
+                protocol: "tcp",
+                failure: Some("timeout".into()),
+                expected: false,
             },
         ];
         let text = render_matrix(&probes);
         assert!(text.contains("✓/✗"), "{text}");
-        assert!(text.contains("1 of 2 checks passed"), "{text}");
+        assert!(
+            text.contains("2 of 3 checks passed (1 expected to fail"),
+            "{text}"
+        );
         assert!(
             text.contains("FAILED tcp pod a/x -> pod a/y: refused"),
             "{text}"

@@ -13,6 +13,7 @@
 //! | [`gateway`] | [`Owner::Gateway`] | Classifier, ArpResponder, L3Forwarding, L2ForwardingCalc |
 //! | [`pod`] | [`Owner::Pod`] | Classifier, SpoofGuard, ArpResponder, L3Forwarding, L2ForwardingCalc |
 //! | [`remote_node`] | [`Owner::RemoteNode`] | L3Forwarding |
+//! | [`policy`] | [`Owner::PolicyBase`], [`Owner::Policy`] | EgressRule, IngressRule |
 //!
 //! Does not own: sending flows (see `realise`) or the meaning of tables, registers and
 //! cookies (see `pipeline`, `ids` and docs/pipeline.md).
@@ -23,6 +24,7 @@
 
 pub mod gateway;
 pub mod pod;
+pub mod policy;
 pub mod remote_node;
 pub mod skeleton;
 
@@ -67,6 +69,10 @@ pub enum Owner {
     /// Another node, whose pod CIDR is reached through the tunnel (its name, shared with the
     /// state's node model: a thousand agents hold this owner once each).
     RemoteNode(Arc<str>),
+    /// NetworkPolicy's fixed flows (conntrack bypass, the node's own traffic).
+    PolicyBase,
+    /// NetworkPolicy flows: a selected pod's, a rule's, or a peer address's.
+    Policy(crate::state::PolicyOwner),
 }
 
 /// What a feature may read to compute one owner's flows on one node.
@@ -99,6 +105,8 @@ pub fn owner_flows(owner: &Owner, ctx: &NodeContext<'_>) -> Vec<Flow> {
                 remote_node::flows(remote, &mut flows);
             }
         }
+        Owner::PolicyBase => policy::base_flows(&mut flows),
+        Owner::Policy(p) => policy::flows(p, ctx, &mut flows),
     }
     flows
 }
@@ -117,7 +125,42 @@ pub fn node_owners(ctx: &NodeContext<'_>) -> Vec<Owner> {
             .filter(|n| n.name != ctx.node.name)
             .map(|n| Owner::RemoteNode(n.name.clone())),
     );
+    owners.push(Owner::PolicyBase);
+    owners.extend(policy_owners(ctx));
     owners
+}
+
+/// The policy owners of the context's node: each local pod a policy selects (both
+/// directions), and each rule of the policies selecting a local pod with every address its
+/// peers name.
+fn policy_owners(ctx: &NodeContext<'_>) -> Vec<Owner> {
+    use crate::policy::Direction;
+    use crate::state::{PolicyOwner, RuleKey};
+    let s = ctx.state;
+    let mut owners = std::collections::BTreeSet::new();
+    for policy in s.policies_on(&ctx.node.name) {
+        for pod in s.policy_targets(&policy.key) {
+            if s.pod(pod).is_some_and(|p| p.node == *ctx.node.name) {
+                for d in Direction::BOTH {
+                    owners.insert(PolicyOwner::Target(d, Arc::new(pod.clone())));
+                }
+            }
+        }
+        for d in Direction::BOTH {
+            for i in 0..policy.rules(d).map_or(0, |r| r.len()) {
+                let rule = RuleKey {
+                    policy: policy.key.clone(),
+                    direction: d,
+                    index: i as u16,
+                };
+                for net in s.rule_peer_nets(&rule) {
+                    owners.insert(PolicyOwner::Peer(d, net));
+                }
+                owners.insert(PolicyOwner::Rule(Arc::new(rule)));
+            }
+        }
+    }
+    owners.into_iter().map(Owner::Policy).collect()
 }
 
 /// A pod attached to this node's br-int with a known ofport.

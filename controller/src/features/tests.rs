@@ -62,8 +62,9 @@ fn same_inputs_give_identical_flows_and_every_table_has_a_default() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), n);
-    // Owners cover the node exactly: skeleton, gateway, two pods, one remote node.
-    assert_eq!(node_owners(&c).len(), 5);
+    // Owners cover the node exactly: skeleton, gateway, two pods, one remote node, policy
+    // base (no policy selects anything).
+    assert_eq!(node_owners(&c).len(), 6);
 }
 
 #[test]
@@ -144,6 +145,7 @@ fn every_feature_writes_only_the_tables_it_declares() {
         Owner::Gateway => gateway::TABLES,
         Owner::Pod(_) => pod::TABLES,
         Owner::RemoteNode(_) => remote_node::TABLES,
+        Owner::PolicyBase | Owner::Policy(_) => policy::TABLES,
     };
     let mut checked = 0;
     for owner in node_owners(&c) {
@@ -156,8 +158,8 @@ fn every_feature_writes_only_the_tables_it_declares() {
             );
         }
     }
-    // Skeleton 19, gateway 4, two pods × 6, one remote node.
-    assert_eq!(checked, 36, "every owner's flows were looked at");
+    // Skeleton 19, gateway 4, two pods × 6, one remote node, policy base 5.
+    assert_eq!(checked, 41, "every owner's flows were looked at");
 }
 
 #[test]

@@ -29,6 +29,9 @@ use crate::model::{NodeModel, PodModel, Problem, node_model, pod_model};
 use crate::source::{Delta, Kind, Object, ObjectKey};
 use crate::switch_config::PodPort;
 
+mod policy;
+pub use policy::{PolicyOwner, RuleKey};
+
 /// What changed, as features need to hear it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
@@ -48,6 +51,14 @@ pub enum Change {
     /// A Namespace, Service, EndpointSlice or NetworkPolicy changed (read by the features
     /// that later issues add; nothing consumes it yet).
     Other(Kind, ObjectKey),
+    /// Policy flows of one owner on one node must be recomputed: a policy, a namespace's
+    /// labels or a pod changed what they hold.
+    Policy {
+        /// The node.
+        node: String,
+        /// Which of its policy owners.
+        owner: PolicyOwner,
+    },
 }
 
 /// The changes one batch of deltas or one command made, with the state version after them.
@@ -79,6 +90,7 @@ pub struct Snapshot {
     pods_by_label: OrdMap<(String, String), OrdSet<ObjectKey>>,
     attachments: OrdMap<ObjectKey, Arc<PodPort>>,
     others: OrdMap<(Kind, ObjectKey), Object>,
+    policy: policy::PolicyIndex,
 }
 
 impl Snapshot {
@@ -185,6 +197,9 @@ pub struct NetworkState {
     /// Every object currently skipped or held at its last good version, and why.
     problems: BTreeMap<(Kind, ObjectKey), Problem>,
     ipam: Ipam,
+    /// Pods whose model, address or presence changed in the batch being applied: their
+    /// policy memberships are brought up to date before the change set is finished.
+    touched_pods: BTreeMap<ObjectKey, String>,
 }
 
 impl NetworkState {
@@ -220,6 +235,30 @@ impl NetworkState {
                 Delta::Delete(Kind::Node, key) => self.delete_node(&key.name, &mut changes),
                 Delta::Apply(Object::Pod(pod)) => self.apply_pod(&pod, &mut changes),
                 Delta::Delete(Kind::Pod, key) => self.delete_pod(&key, &mut changes),
+                Delta::Apply(Object::NetworkPolicy(np)) => {
+                    let key = Object::NetworkPolicy(np.clone()).key();
+                    self.apply_policy(&key, Some(&np), &mut changes);
+                }
+                Delta::Delete(Kind::NetworkPolicy, key) => {
+                    self.apply_policy(&key, None, &mut changes);
+                }
+                Delta::Apply(Object::Namespace(ns)) => {
+                    let name = ns.metadata.name.clone().unwrap_or_default();
+                    let labels: policy::Labels = ns
+                        .metadata
+                        .labels
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    self.apply_namespace(&name, Some(labels), &mut changes);
+                    let id = (Kind::Namespace, ObjectKey::new("", name));
+                    let other = Object::Namespace(ns);
+                    if self.snap.others.get(&id) != Some(&other) {
+                        self.snap.others.insert(id.clone(), other);
+                        changes.push(Change::Other(id.0, id.1));
+                    }
+                }
                 Delta::Apply(other) => {
                     let id = (other.kind(), other.key());
                     if self.snap.others.get(&id) != Some(&other) {
@@ -228,6 +267,9 @@ impl NetworkState {
                     }
                 }
                 Delta::Delete(kind, key) => {
+                    if kind == Kind::Namespace {
+                        self.apply_namespace(&key.name, None, &mut changes);
+                    }
                     if self.snap.others.remove(&(kind, key.clone())).is_some() {
                         changes.push(Change::Other(kind, key));
                     }
@@ -237,7 +279,13 @@ impl NetworkState {
         self.finish(changes)
     }
 
-    fn finish(&mut self, changes: Vec<Change>) -> ChangeSet {
+    fn finish(&mut self, mut changes: Vec<Change>) -> ChangeSet {
+        for c in &changes {
+            if let Change::Pod { key, node } = c {
+                self.touched_pods.insert(key.clone(), node.clone());
+            }
+        }
+        self.refresh_pods(&mut changes);
         if !changes.is_empty() {
             self.snap.version += 1;
         }
@@ -347,6 +395,7 @@ impl NetworkState {
         info!(node = %name, "node removed; its pods wait for it to return");
         let pods: Vec<ObjectKey> = self.snap.pods_on(name).cloned().collect();
         for k in pods {
+            self.touched_pods.insert(k.clone(), name.to_owned());
             if let Some(p) = self.remove_pod(&k) {
                 self.pending.insert(k, p);
             }
