@@ -12,6 +12,7 @@ packages=(
   iperf3                  # data-plane benchmark
   bc
   containernetworking-plugins  # reference bridge/host-local CNI plugins (attach-latency peer)
+  ovn-central ovn-host    # OVN peer of the policy_vs_ovn benchmark (P2)
 )
 
 missing=()
