@@ -18,15 +18,17 @@
 //! controller` runs them) runs in this process, talking real OVSDB and OpenFlow to that
 //! vswitchd; its Kubernetes objects are fed as a source's deltas. Steps:
 //! 1. warm-up (not timed): the Node and the Namespace; the agent creates br-int and
-//!    connects; then PODS internal ports `pod<j>` are created on br-int with ovs-vsctl, with
-//!    no Switchyard external_ids — ports the agent does not own yet, as a container runtime
-//!    leaves a veth. (OVN's side also creates its ports before its clock starts.)
+//!    connects; then PODS dummy devices `pod<j>` are created in vswitchd's namespace (one
+//!    `ip -batch`), standing for the host ends of the pods' veths that a CNI ADD finds.
+//!    (OVN's side also creates its OVS ports before its clock starts.)
 //! 2. realise (timed): from handing the Pods and NetworkPolicies to the core, through the
-//!    CNI ADD's state part for every pod (`StateHandle::attach`, which allocates the address;
-//!    the agent then writes the port's external_ids in OVSDB), until the agent has realised
-//!    the final state version with every desired flow installed (bundle commit replies from
-//!    vswitchd). Not included: the CNI shim's own work (veth, netns) — OVN's side has no
-//!    CNI either. OVN's figure is `nb_apply_s + realize_hv_s` (NB transactions, then until
+//!    CNI ADD's state part for every pod (`StateHandle::attach`, which allocates the
+//!    address), the agent adding each pod's port to br-int in OVSDB (as it does for a real
+//!    CNI ADD) and vswitchd giving it an ofport, until the agent reports every pod's flows
+//!    installed (what a CNI ADD waits for) and has realised the final state version with
+//!    every desired flow installed (bundle commit replies from vswitchd). Not included: the
+//!    CNI shim's own work (veth, netns, the unix-socket round trip) — OVN's side has no CNI
+//!    either. OVN's figure is `nb_apply_s + realize_hv_s` (NB transactions, then until
 //!    `ovn-nbctl --wait=hv sync`; its untimed UUID lookup is left out).
 //! 3. flows: `ovs-ofctl dump-aggregate br-int` on both sides.
 //! 4. peak RSS: this process's VmHWM (the controller core plus the bench's own objects,
@@ -354,33 +356,21 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
         .unwrap();
     let v = core.state.snapshot().version;
     realised(&core, v, "warm-up").await;
-    eprintln!("[ours] br-int ready; creating {pods} internal ports");
+    eprintln!("[ours] br-int ready; creating {pods} dummy devices for the pods");
     let t = Instant::now();
-    for chunk in (0..pods).collect::<Vec<_>>().chunks(1000) {
-        let mut args: Vec<String> = vec![];
-        for j in chunk {
-            args.extend([
-                "--".into(),
-                "add-port".into(),
-                "br-int".into(),
-                format!("pod{j}"),
-                "--".into(),
-                "set".into(),
-                "Interface".into(),
-                format!("pod{j}"),
-                "type=internal".into(),
-            ]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        sb.vsctl(&args);
+    let mut batch = String::new();
+    for j in 0..pods {
+        batch.push_str(&format!("link add pod{j} type dummy\nlink set pod{j} up\n"));
     }
+    let file = sb.dir.path().join("links.batch");
+    std::fs::write(&file, batch).expect("write the ip batch");
+    sb.netns
+        .exec(&["ip", "-batch", file.to_str().expect("utf-8 path")]);
     let ports_create_s = t.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let v = core.state.snapshot().version;
-    realised(&core, v, "ports").await;
     let flows_before = sb.flow_count();
     eprintln!(
-        "[ours] {pods} ports in {ports_create_s:.3} s; {flows_before} flows; applying pods and policies"
+        "[ours] {pods} devices in {ports_create_s:.3} s; {flows_before} flows; applying pods and policies"
     );
 
     // 2. Realise.
@@ -400,6 +390,13 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
     }
     let v = core.state.snapshot().version;
     realised(&core, v, "pods and policies").await;
+    // Every pod's flows installed, as the CNI ADD waits for it (its port has an ofport).
+    let installed = core.agents.lock().unwrap()[NODE].installed.clone();
+    while installed.borrow().len() < pods {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let v = core.state.snapshot().version;
+    realised(&core, v, "pods installed").await;
     let realise_s = t0.elapsed().as_secs_f64();
     let flows_agent = agent_state(&core).await.map_or(0, |s| s.2);
     let flows = sb.flow_count();
