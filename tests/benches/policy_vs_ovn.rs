@@ -18,8 +18,9 @@
 //! controller` runs them) runs in this process, talking real OVSDB and OpenFlow to that
 //! vswitchd; its Kubernetes objects are fed as a source's deltas. Steps:
 //! 1. warm-up (not timed): the Node and the Namespace; the agent creates br-int and
-//!    connects; then PODS dummy devices `pod<j>` are created in vswitchd's namespace (one
-//!    `ip -batch`), standing for the host ends of the pods' veths that a CNI ADD finds.
+//!    connects; then PODS veth pairs `pod<j>`/`q<j>` are created in vswitchd's namespace
+//!    (one `ip -batch`; this kernel has no dummy devices): `pod<j>` is the host end a CNI
+//!    ADD hands over, `q<j>` stays beside it (no pod netns, no traffic).
 //!    (OVN's side also creates its OVS ports before its clock starts.)
 //! 2. realise (timed): from handing the Pods and NetworkPolicies to the core, through the
 //!    CNI ADD's state part for every pod (`StateHandle::attach`, which allocates the
@@ -356,11 +357,13 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
         .unwrap();
     let v = core.state.snapshot().version;
     realised(&core, v, "warm-up").await;
-    eprintln!("[ours] br-int ready; creating {pods} dummy devices for the pods");
+    eprintln!("[ours] br-int ready; creating {pods} veth pairs for the pods");
     let t = Instant::now();
     let mut batch = String::new();
     for j in 0..pods {
-        batch.push_str(&format!("link add pod{j} type dummy\nlink set pod{j} up\n"));
+        batch.push_str(&format!(
+            "link add pod{j} type veth peer name q{j}\nlink set pod{j} up\nlink set q{j} up\n"
+        ));
     }
     let file = sb.dir.path().join("links.batch");
     std::fs::write(&file, batch).expect("write the ip batch");
@@ -370,7 +373,7 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let flows_before = sb.flow_count();
     eprintln!(
-        "[ours] {pods} devices in {ports_create_s:.3} s; {flows_before} flows; applying pods and policies"
+        "[ours] {pods} veth pairs in {ports_create_s:.3} s; {flows_before} flows; applying pods and policies"
     );
 
     // 2. Realise.
