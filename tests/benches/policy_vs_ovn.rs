@@ -20,7 +20,8 @@
 //! 1. warm-up (not timed): the Node and the Namespace; the agent creates br-int and
 //!    connects; then PODS veth pairs `pod<j>`/`q<j>` are created in vswitchd's namespace
 //!    (one `ip -batch`; this kernel has no dummy devices): `pod<j>` is the host end a CNI
-//!    ADD hands over, `q<j>` stays beside it (no pod netns, no traffic).
+//!    ADD hands over, `q<j>` stays beside it (no pod netns; IPv6 is disabled in the
+//!    namespace first, so the veths carry no neighbour discovery and no traffic at all).
 //!    (OVN's side also creates its OVS ports before its clock starts.)
 //! 2. realise (timed): from handing the Pods and NetworkPolicies to the core, through the
 //!    CNI ADD's state part for every pod (`StateHandle::attach`, which allocates the
@@ -364,6 +365,15 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
         batch.push_str(&format!(
             "link add pod{j} type veth peer name q{j}\nlink set pod{j} up\nlink set q{j} up\n"
         ));
+    }
+    // No IPv6 in the namespace: the veths, once up, would otherwise carry neighbour
+    // discovery that vswitchd must handle on every pod port (OVN's internal ports are down).
+    for key in ["all", "default"] {
+        sb.netns.exec(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+        ]);
     }
     let file = sb.dir.path().join("links.batch");
     std::fs::write(&file, batch).expect("write the ip batch");
