@@ -337,6 +337,7 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
             full_realisations: Arc::new(tokio::sync::Semaphore::new(
                 AgentConfig::FULL_REALISATIONS,
             )),
+            shared: Default::default(),
         },
         delta_rx,
     ));
