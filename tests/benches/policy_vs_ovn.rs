@@ -61,7 +61,7 @@ use switchyard::pipeline::Encap;
 use switchyard::source::k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use switchyard::source::k8s_openapi::api::networking::v1::NetworkPolicy;
 use switchyard::source::{Delta, Object, ObjectKey};
-use switchyard_tests::{Netns, run, run_output, wait_for};
+use switchyard_tests::{OvsSandbox, run, run_output};
 
 const NODE: &str = "node-1";
 const NS: &str = "bench";
@@ -128,81 +128,21 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// ovsdb-server and ovs-vswitchd (userspace datapath) in a network namespace named
-/// `syob…`, stopped by the PIDs in their pidfiles on drop. (The shared `OvsSandbox` names
-/// its namespace `syovs…`; this benchmark keeps to its own prefix.)
+/// `syob…`: the shared sandbox (stopped by the PIDs in their pidfiles on drop), with what
+/// this benchmark reads of it.
 struct Sandbox {
-    netns: Netns,
-    dir: tempfile::TempDir,
+    ovs: OvsSandbox,
 }
 
 impl Sandbox {
     fn start() -> Sandbox {
-        let netns = Netns::new("ob");
-        let dir = tempfile::Builder::new()
-            .prefix("syob-")
-            .tempdir()
-            .expect("temp dir");
-        let sb = Sandbox { netns, dir };
-        let d = sb.d();
-        run(
-            "ovsdb-tool",
-            &[
-                "create",
-                &format!("{d}/conf.db"),
-                "/usr/share/openvswitch/vswitch.ovsschema",
-            ],
-        );
-        sb.exec_env(&[
-            "ovsdb-server",
-            "--detach",
-            "--no-chdir",
-            &format!("--pidfile={d}/ovsdb-server.pid"),
-            &format!("--log-file={d}/ovsdb-server.log"),
-            &format!("--remote=punix:{d}/db.sock"),
-            &format!("--unixctl={d}/ovsdb-server.ctl"),
-            &format!("{d}/conf.db"),
-        ]);
-        sb.vsctl(&["--no-wait", "init"]);
-        sb.exec_env(&[
-            "ovs-vswitchd",
-            "--detach",
-            "--no-chdir",
-            &format!("--pidfile={d}/ovs-vswitchd.pid"),
-            &format!("--log-file={d}/ovs-vswitchd.log"),
-            &format!("--unixctl={d}/ovs-vswitchd.ctl"),
-            &format!("unix:{d}/db.sock"),
-        ]);
-        sb.vsctl(&[
-            "--timeout=20",
-            "wait-until",
-            "Open_vSwitch",
-            ".",
-            "cur_cfg>=0",
-        ]);
-        sb
+        Sandbox {
+            ovs: OvsSandbox::start_tagged("ob"),
+        }
     }
 
     fn d(&self) -> String {
-        self.dir.path().to_str().expect("utf-8 dir").to_owned()
-    }
-
-    fn exec_env(&self, argv: &[&str]) {
-        let d = self.d();
-        let vars: Vec<String> = ["RUNDIR", "LOGDIR", "DBDIR", "SYSCONFDIR"]
-            .iter()
-            .map(|v| format!("OVS_{v}={d}"))
-            .collect();
-        let mut args = vec!["netns", "exec", self.netns.name(), "env"];
-        args.extend(vars.iter().map(String::as_str));
-        args.extend_from_slice(argv);
-        run("ip", &args);
-    }
-
-    fn vsctl(&self, args: &[&str]) -> String {
-        let db = format!("--db=unix:{}/db.sock", self.d());
-        let mut all = vec![db.as_str(), "--timeout=900"];
-        all.extend_from_slice(args);
-        run("ovs-vsctl", &all)
+        self.ovs.dir().to_str().expect("utf-8 dir").to_owned()
     }
 
     fn ofctl(&self, subcommand: &str) -> String {
@@ -244,32 +184,10 @@ impl Sandbox {
     }
 
     fn pid(&self, daemon: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{daemon}.pid")))
+        std::fs::read_to_string(self.ovs.dir().join(format!("{daemon}.pid")))
             .unwrap_or_default()
             .trim()
             .to_owned()
-    }
-
-    fn stop(&self, daemon: &str) {
-        let Ok(pid) = self.pid(daemon).parse::<i32>() else {
-            return;
-        };
-        let pid = nix::unistd::Pid::from_raw(pid);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        if wait_for(Duration::from_secs(5), || {
-            nix::sys::signal::kill(pid, None).is_err()
-        })
-        .is_none()
-        {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.stop("ovs-vswitchd");
-        self.stop("ovsdb-server");
     }
 }
 
@@ -370,15 +288,16 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
     // No IPv6 in the namespace: the veths, once up, would otherwise carry neighbour
     // discovery that vswitchd must handle on every pod port (OVN's internal ports are down).
     for key in ["all", "default"] {
-        sb.netns.exec(&[
+        sb.ovs.netns.exec(&[
             "sysctl",
             "-qw",
             &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
         ]);
     }
-    let file = sb.dir.path().join("links.batch");
+    let file = sb.ovs.dir().join("links.batch");
     std::fs::write(&file, batch).expect("write the ip batch");
-    sb.netns
+    sb.ovs
+        .netns
         .exec(&["ip", "-batch", file.to_str().expect("utf-8 path")]);
     let ports_create_s = t.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -146,7 +146,14 @@ impl OvsSandbox {
     /// log if either fails to come up.
     #[track_caller]
     pub fn start() -> OvsSandbox {
-        let netns = Netns::new("ovs");
+        OvsSandbox::start_tagged("ovs")
+    }
+
+    /// [`OvsSandbox::start`] with the namespace named by `tag` (`sy<tag>…`), for a test or
+    /// benchmark that keeps to its own prefix.
+    #[track_caller]
+    pub fn start_tagged(tag: &str) -> OvsSandbox {
+        let netns = Netns::new(tag);
         let dir = tempfile::Builder::new()
             .prefix("switchyard-ovs-")
             .tempdir()
