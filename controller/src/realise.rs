@@ -19,8 +19,9 @@
 //! the match as its encoded `ofp_match` bytes (shared by the owner index, the desired map and
 //! the installed map), the rest as a hash. The bodies of the flows a change touches (cookie
 //! and encoded instructions) live only from the feature's computation to the bundle
-//! ([`Dirty`]); a flow-mod is put together from the two encodings, nothing is encoded twice. At 1000 nodes × 100 pods
-//! that is 1.6M flows in a few hundred MB (see BENCHMARKS.md).
+//! ([`Dirty`]); a flow-mod is put together from the two encodings, nothing is encoded
+//! twice. At 1000 nodes × 100 pods that is 1.6M flows in a few hundred MB (see
+//! BENCHMARKS.md).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
