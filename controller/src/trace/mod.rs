@@ -172,10 +172,31 @@ pub fn trace(input: &TraceInput<'_>, packet: &str) -> Result<TraceReport, TraceE
     let (verdict, explanation, mut notes) = ctx.verdict(&parsed, &run);
     notes.extend(run.notes.iter().cloned());
     Ok(TraceReport {
-        packet: openflow::text::format_match(&parsed, 32768),
+        packet: microflow_text(&parsed),
         steps: run.steps,
         verdict,
         explanation,
         notes,
     })
+}
+
+/// The packet as a microflow `ofproto/trace` reads back: `format_match` prints the L4 ports
+/// of UDP and SCTP as `tp_src`/`tp_dst` (as OVS's `match_format` does), but OVS's exact-flow
+/// parser takes `tp_*` for TCP only ("prerequisites not met for setting tp_src").
+fn microflow_text(m: &openflow::Match) -> String {
+    let text = openflow::text::format_match(m, 32768);
+    let proto = m.get(openflow::Field::IpProto).map(|f| f.value_u128());
+    let prefix = match proto {
+        Some(17) => "udp",
+        Some(132) => "sctp",
+        _ => return text,
+    };
+    text.split(',')
+        .map(|item| match item.split_once('=') {
+            Some(("tp_src", v)) => format!("{prefix}_src={v}"),
+            Some(("tp_dst", v)) => format!("{prefix}_dst={v}"),
+            _ => item.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
