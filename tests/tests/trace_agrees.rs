@@ -60,6 +60,13 @@ fn cluster_yaml() -> String {
                       "podSelector": {"matchLabels": {"pod": "a"}}}],
             "ports": [{"protocol": "TCP", "port": 80}]}]}}),
     );
+    // x/b may open connections to y's pods only (egress, a conjunction on the sender's node).
+    docs.push(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "b-to-y", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}}),
+    );
     docs.iter()
         .map(|d| serde_json::to_string(d).expect("json"))
         .collect::<Vec<_>>()
@@ -392,6 +399,27 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
             Expect::Drop(
                 "no policy allows x/c → y/b (ICMP); isolated for ingress by policy y/allow-x-a",
             ),
+        ),
+        // Egress: denied on the sender's node; allowed there, then denied by the receiver's
+        // ingress.
+        (
+            "n1",
+            "from=x/b to=x/a port=80/TCP".into(),
+            Expect::Drop(
+                "no policy allows x/b → x/a:80/TCP; isolated for egress by policy x/b-to-y",
+            ),
+        ),
+        (
+            "n1",
+            "from=x/b to=y/a port=80/TCP".into(),
+            Expect::Drop(
+                "no policy allows x/b → y/a:80/TCP; isolated for ingress by policy y/allow-x-a",
+            ),
+        ),
+        (
+            "n1",
+            "from=x/b to=y/b port=80/TCP".into(),
+            Expect::Tunnel("n2"),
         ),
         // The node's own traffic is admitted.
         (

@@ -372,6 +372,56 @@ fn policy_verdicts_name_the_rule_or_the_isolating_policy() {
 }
 
 #[test]
+fn egress_policies_decide_on_the_senders_node() {
+    let s = cluster(vec![policy(
+        "default",
+        "a-to-b",
+        serde_json::json!({"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": 80}]}]}),
+    )]);
+    let (n1, n2) = (on(&s, "n1"), on(&s, "n2"));
+    let r = n1.ok("from=default/a to=default/b port=80/TCP");
+    assert_eq!(
+        r.verdict,
+        Verdict::Output {
+            port: 8,
+            name: "vb".into()
+        }
+    );
+    assert_eq!(r.steps[6].owner, "policy default/a-to-b egress rule 0");
+    assert!(
+        r.notes.iter().any(|n| n.starts_with(
+            "egress default/a → default/b (80/TCP) allowed by policy default/a-to-b egress rule 0"
+        )),
+        "{:#?}",
+        r.notes
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n == "ingress: default/b is not isolated for ingress by any policy"),
+        "{:#?}",
+        r.notes
+    );
+    let r = n1.ok("from=default/a to=default/c port=80/TCP");
+    assert_eq!(path(&r), &FULL_PATH[..7]);
+    assert_eq!(
+        drop_reason(&r),
+        "no policy allows default/a → default/c:80/TCP; isolated for egress by policy default/a-to-b"
+    );
+    assert_eq!(r.steps[6].owner, "egress policies of pod default/a");
+    // The receiving node does not judge the sender's egress.
+    let r = n2.ok("from=default/a to=default/c port=80/TCP");
+    assert_eq!(
+        r.verdict,
+        Verdict::Output {
+            port: 9,
+            name: "vc".into()
+        }
+    );
+}
+
+#[test]
 fn bad_packets_and_unknown_names_give_errors_that_say_what_is_wrong() {
     let n1 = on(&cluster(vec![]), "n1");
     let e = n1.trace("in_port=nope,ip").unwrap_err();
