@@ -2,8 +2,8 @@
 //! run it, with every table visited, the flow that matched and who owns it, and a verdict
 //! named in Kubernetes terms.
 //!
-//! Owns: the model of OVS's OpenFlow 1.3 lookup and the actions the pipeline uses (see
-//! [`engine`](self) below), the two packet syntaxes (an `ovs-ofctl` microflow, or
+//! Owns: the model of OVS's OpenFlow 1.3 lookup and the actions the pipeline uses (the
+//! `engine` submodule), the two packet syntaxes (an `ovs-ofctl` microflow, or
 //! `from=NS/POD to=NS/POD|IP port=N/PROTO` resolved from the state), and the explanations.
 //! Pure: the caller hands in the node's flows and groups (a live dump), its attached pods
 //! and a state snapshot; nothing here talks to a switch.
