@@ -20,5 +20,6 @@ pub mod realise;
 pub mod source;
 pub mod state;
 pub mod switch_config;
+pub mod trace;
 
 pub use error::Error;
