@@ -183,7 +183,8 @@ fn desired_stats(f: &features::Flow) -> FlowStats {
         priority: f.priority,
         idle_timeout: 0,
         hard_timeout: 0,
-        flags: 0,
+        // As the realiser installs every flow (FLOW_REMOVED reports deletions by others).
+        flags: openflow::message::flow_mod::flags::SEND_FLOW_REM,
         cookie: f.cookie,
         packet_count: 0,
         byte_count: 0,
