@@ -800,6 +800,19 @@ impl Worker {
             flows.installed = None;
         }
         let whole = flows.installed.is_none() || flows.recompute_all;
+        // Who the realisation is for, as its event names them: the marked owners and those
+        // whose flows someone else changed; nobody's when only foreign flows go.
+        let recomputed: Vec<String> = if whole {
+            vec!["all".to_owned()]
+        } else {
+            let all: Vec<&Owner> = owners.iter().chain(flows.refresh.iter()).collect();
+            let names = telemetry::owner_names(all.into_iter());
+            if names.is_empty() {
+                vec!["foreign flows".to_owned()]
+            } else {
+                names
+            }
+        };
         // Bounds how many whole pipelines are in memory at once (see AgentConfig).
         let _permit = if whole {
             Some(
@@ -865,11 +878,7 @@ impl Worker {
             self.config.telemetry.realised(RealisationEvent {
                 time: SystemTime::now(),
                 node: node.to_owned(),
-                owners: if whole {
-                    vec!["all".to_owned()]
-                } else {
-                    telemetry::owner_names(owners.iter())
-                },
+                owners: recomputed,
                 flows_added: added,
                 flows_removed: removed,
                 flows_modified: modified,

@@ -379,6 +379,39 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
     assert_eq!(flows0 as usize, ofctl_flows(&cluster, NODE1, &[]).len());
     let latency0 = sample(&m0, pod_latency).unwrap_or(0.0);
 
+    // A flow added by hand is removed as it happens: counted as drift, named in the events.
+    let mgmt = cluster.nodes[NODE1].ovs.mgmt_target("br-int");
+    let foreign = "table=SpoofGuard,priority=65000,ip,nw_src=10.99.0.1,actions=drop";
+    let out = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow13", "add-flow", &mgmt, foreign])
+        .output()
+        .expect("ovs-ofctl add-flow");
+    assert!(out.status.success(), "{out:?}");
+    let removed = "switchyard_flows_drift_total{kind=\"removed\"}";
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            sample(&scrape(&cluster), removed) == Some(1.0)
+                && !ofctl_flows(&cluster, NODE1, &["table=SpoofGuard"])
+                    .iter()
+                    .any(|f| f.contains("10.99.0.1"))
+        })
+        .is_some(),
+        "{}",
+        scrape(&cluster)
+    );
+    let (code, text) = yardctl(&server, &["events", "--node", NODE1, "--json"]);
+    assert_eq!(code, 0, "{text}");
+    let events_json: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(
+        events_json
+            .iter()
+            .any(|e| e["owners"] == serde_json::json!(["foreign flows"]) && e["flows_removed"] == 1),
+        "{text}"
+    );
+
     // A pod comes: the events stream says so, the metrics move.
     let mut events = rt
         .block_on(api.watch_events(proto::WatchEventsRequest {
