@@ -109,14 +109,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
     m.switches_connected.set(connected);
     m.nodes_ready.set(ready);
-    let attachments: usize = snap
-        .nodes()
-        .map(|n| snap.attachments_on(&n.name).count())
-        .sum();
     for (kind, n) in [
         ("node", snap.node_count()),
         ("pod", snap.pod_count()),
-        ("attachment", attachments),
+        ("attachment", snap.attachment_count()),
         ("networkpolicy", snap.policy_count()),
     ] {
         m.objects

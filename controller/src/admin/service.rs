@@ -276,7 +276,7 @@ impl proto::admin_server::Admin for AdminService {
                 last_realisation_changes: last_n,
                 last_error: error,
                 last_error_ms: error_ms,
-                pods: snap.pods_on(&node.name).count() as u64,
+                pods: snap.pod_count_on(&node.name) as u64,
             });
         }
         Ok(Response::new(proto::StatusReply {
