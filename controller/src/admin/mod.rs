@@ -290,7 +290,19 @@ pub(crate) async fn bind(config: &AdminConfig) -> Result<BoundAdmin, AdminError>
                     "a live server answers on this socket",
                 )));
             }
-            let _ = std::fs::remove_file(path);
+            // Only a socket is replaced: a mistyped path must not delete someone's file.
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                Ok(_) => {
+                    return Err(fail(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "the path exists and is not a socket",
+                    )));
+                }
+                Err(_) => {}
+            }
             Ok(BoundAdmin::Unix(
                 tokio::net::UnixListener::bind(path).map_err(fail)?,
             ))
