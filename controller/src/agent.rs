@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use openflow::{FlowStatsRequest, Message};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -35,6 +35,7 @@ use crate::realise::{self, Desired, Dirty, FlowKey, Installed};
 use crate::source::ObjectKey;
 use crate::state::{ChangeSet, Snapshot};
 use crate::switch_config::{self, InterfaceView, PodPort, SwitchConfig};
+use crate::telemetry::{self, RealisationEvent, Telemetry};
 
 /// How often the agent reads a switch's flows back even when nothing told it to: a safety
 /// net for changes that leave no notice.
@@ -68,6 +69,8 @@ pub struct AgentConfig {
     pub full_realisations: Arc<tokio::sync::Semaphore>,
     /// Flows that are the same on every switch, computed once for all agents.
     pub shared: Arc<SharedFlows>,
+    /// Where the agents report realisations, errors and drift (metrics, `WatchEvents`).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// The flows every agent would otherwise compute alike: one per remote node, the same on
@@ -132,11 +135,19 @@ pub trait StatePort: Send + Sync + 'static {
     fn restore_attachments(&self, node: &str, ports: Vec<PodPort>) -> oneshot::Receiver<()>;
 }
 
-/// How an agent is doing, for CNI STATUS, logs and (later) the admin API.
+/// How an agent is doing, for CNI STATUS, logs, metrics and the admin API.
 #[derive(Clone, Debug, Default)]
 pub struct AgentStatus {
     /// The node's OVSDB is connected.
     pub ovsdb_connected: bool,
+    /// Since when the OVSDB connection is up.
+    pub ovsdb_connected_since: Option<SystemTime>,
+    /// Since when the br-int connection the agent realises against is up.
+    pub openflow_connected_since: Option<SystemTime>,
+    /// Groups desired on the switch.
+    pub groups_desired: usize,
+    /// Meters desired on the switch.
+    pub meters_desired: usize,
     /// br-int is connected and its flows are realised.
     pub ready: bool,
     /// Flows desired on the switch.
@@ -153,6 +164,8 @@ pub struct AgentStatus {
 struct Marks {
     owners: BTreeSet<Owner>,
     all: bool,
+    /// When the oldest mark not yet realised was made (the realisation latency's start).
+    since: Option<Instant>,
 }
 
 /// A running node agent. Dropping it stops the task (the switch keeps its flows).
@@ -180,6 +193,8 @@ pub struct InstalledPod {
     pub iface: String,
     /// The OpenFlow port its flows use.
     pub ofport: u32,
+    /// When the agent first saw it installed (with this container and port).
+    pub since: SystemTime,
 }
 
 /// The latest realisation of an agent.
@@ -208,6 +223,7 @@ impl Agent {
         let marks = Arc::new(Mutex::new(Marks {
             owners: BTreeSet::new(),
             all: true,
+            since: Some(Instant::now()),
         }));
         let wake = Arc::new(Notify::new());
         let openflow = Arc::new(Mutex::new(None));
@@ -248,6 +264,7 @@ impl Agent {
         if !marks.all {
             marks.owners.insert(owner);
         }
+        marks.since.get_or_insert_with(Instant::now);
         drop(marks);
         self.wake.notify_one();
     }
@@ -257,6 +274,7 @@ impl Agent {
         let mut marks = lock(&self.marks);
         marks.all = true;
         marks.owners.clear();
+        marks.since.get_or_insert_with(Instant::now);
         drop(marks);
         self.wake.notify_one();
     }
@@ -317,6 +335,15 @@ pub fn route(changes: &ChangeSet, agents: &BTreeMap<String, Agent>) {
     }
 }
 
+/// The kind an agent error is counted as (`switchyard_errors_total{kind}`).
+fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::OpenFlow { .. } => "openflow",
+        Error::Ovsdb { .. } | Error::OvsdbLost { .. } => "ovsdb",
+        _ => "agent",
+    }
+}
+
 /// Fills `{node}` and `{internal_ip}` in a per-node target template.
 pub fn node_target(template: &str, node: &NodeModel) -> String {
     template
@@ -363,16 +390,18 @@ struct FlowSide {
 }
 
 impl FlowSide {
-    fn foreign_change(&mut self, node: &str, key: FlowKey, gone: bool) {
+    fn foreign_change(&mut self, node: &str, key: FlowKey, gone: bool, telemetry: &Telemetry) {
         let Some(installed) = self.installed.as_mut() else {
             return;
         };
         if let Some(owner) = self.desired.owner_of(&key) {
             warn!(node = %node, table = key.table_id(), priority = key.priority(), ?owner,
                 deleted = gone, "a flow was changed behind the controller's back; restoring it");
+            telemetry.drift(true);
         } else if !gone {
             warn!(node = %node, table = key.table_id(), priority = key.priority(),
                 "a flow nobody here wants was added behind the controller's back; removing it");
+            telemetry.drift(false);
         }
         if let Some(owner) = installed.foreign_change(key, gone, &self.desired, &mut self.pending) {
             self.refresh.insert(owner);
@@ -405,7 +434,10 @@ impl Worker {
                         Ok(replica) => {
                             info!(node = %self.node, %target, "OVSDB connected");
                             backoff = Duration::from_millis(100);
-                            self.status.send_modify(|s| s.ovsdb_connected = true);
+                            self.status.send_modify(|s| {
+                                s.ovsdb_connected = true;
+                                s.ovsdb_connected_since = Some(SystemTime::now());
+                            });
                             self.serve(Some(&replica)).await
                         }
                         Err(e) => {
@@ -417,12 +449,14 @@ impl Worker {
             };
             if let Err(e) = result {
                 warn!(node = %self.node, "node agent: {e}; starting over");
+                self.config.telemetry.error(error_kind(&e));
                 self.status
                     .send_modify(|s| s.last_error = Some((Instant::now(), e.to_string())));
             }
             self.status.send_modify(|s| {
                 s.ready = false;
                 s.ovsdb_connected = false;
+                s.ovsdb_connected_since = None;
             });
             // The next connection starts from scratch.
             lock(&self.marks).all = true;
@@ -431,17 +465,25 @@ impl Worker {
         }
     }
 
-    fn take_marks(&self) -> (BTreeSet<Owner>, bool) {
+    fn take_marks(&self) -> (BTreeSet<Owner>, bool, Option<Instant>) {
         let mut m = lock(&self.marks);
-        (std::mem::take(&mut m.owners), std::mem::take(&mut m.all))
+        (
+            std::mem::take(&mut m.owners),
+            std::mem::take(&mut m.all),
+            m.since.take(),
+        )
     }
 
-    fn put_back(&self, owners: BTreeSet<Owner>, all: bool) {
+    fn put_back(&self, owners: BTreeSet<Owner>, all: bool, since: Option<Instant>) {
         let mut m = lock(&self.marks);
         m.all |= all;
         if !m.all {
             m.owners.extend(owners);
         }
+        m.since = match (m.since, since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     async fn serve(&self, replica: Option<&ovsdb::Replica>) -> Result<(), Error> {
@@ -473,7 +515,15 @@ impl Worker {
             let Some(this) = snap.node(node).cloned() else {
                 return Ok(());
             };
-            let (mut owners, all) = self.take_marks();
+            let (mut owners, all, marked_at) = self.take_marks();
+            let features = if all || flows.recompute_all {
+                vec!["all"]
+            } else {
+                let mut f: Vec<&'static str> = owners.iter().map(telemetry::feature_of).collect();
+                f.sort_unstable();
+                f.dedup();
+                f
+            };
             flows.recompute_all |= all;
             if flows.recompute_all {
                 // Everything is computed again anyway: the marks say nothing more. (Kept,
@@ -520,7 +570,7 @@ impl Worker {
                     if !live && let Some(txn) = switch_config::clear_flow_restore_wait(&snapshot) {
                         info!(node = %node,
                             "vswitchd waits with flow-restore-wait, which keeps it from connecting: clearing the key; the pipeline goes in one bundle when br-int connects");
-                        self.put_back(owners, false);
+                        self.put_back(owners, false, marked_at);
                         self.transact(replica, txn).await?;
                         continue;
                     }
@@ -572,10 +622,13 @@ impl Worker {
             let flow_result = match &conn {
                 None => {
                     // Nothing to realise against: keep the marks for when br-int connects.
-                    self.put_back(owners, false);
+                    self.put_back(owners, false, marked_at);
                     None
                 }
-                Some(conn) => Some(self.realise(&mut flows, conn, &ctx, owners, replica).await),
+                Some(conn) => Some(
+                    self.realise(&mut flows, conn, &ctx, owners, replica, snap.version)
+                        .await,
+                ),
             };
             if let (Some((desired, txn)), Some(replica)) = (node_txn, replica) {
                 self.transact_and_wait(replica, &desired, txn).await?;
@@ -583,11 +636,18 @@ impl Worker {
                 self.publish_ports(&replica.snapshot());
             }
             match (flow_result, conn) {
-                (Some(Ok(())), _) => {
+                (Some(Ok(sent)), _) => {
                     self.publish_installed(&attachments, &ofports);
+                    if sent && let Some(at) = marked_at {
+                        self.config
+                            .telemetry
+                            .realisation_latency(&features, at.elapsed());
+                    }
                     self.status.send_modify(|s| {
                         s.ready = true;
                         s.flows_desired = flows.desired.flow_count();
+                        s.groups_desired = flows.desired.group_count();
+                        s.meters_desired = flows.desired.meter_count();
                         s.flows_installed =
                             flows.installed.as_ref().map_or(0, Installed::flow_count);
                     });
@@ -595,8 +655,10 @@ impl Worker {
                 }
                 (Some(Err(e)), Some(conn)) => {
                     warn!(node = %node, "OpenFlow: {e}; waiting for br-int to reconnect");
+                    self.config.telemetry.error(error_kind(&e));
                     self.status.send_modify(|s| {
                         s.ready = false;
+                        s.openflow_connected_since = None;
                         s.last_error = Some((Instant::now(), e.to_string()));
                     });
                     let mut slot = lock(&self.openflow);
@@ -635,13 +697,13 @@ impl Worker {
                 _ = self.wake.notified() => {}
                 key = tampered => {
                     if let Some((key, gone)) = key {
-                        flows.foreign_change(node, key, gone);
+                        flows.foreign_change(node, key, gone, &self.config.telemetry);
                     }
                 }
                 _ = tokio::time::sleep(reread_in.min(Duration::from_secs(30))) => {}
             }
             while let Some(Ok((key, gone))) = flows.tampered.as_mut().map(|rx| rx.try_recv()) {
-                flows.foreign_change(node, key, gone);
+                flows.foreign_change(node, key, gone, &self.config.telemetry);
             }
         }
     }
@@ -709,7 +771,8 @@ impl Worker {
         ctx: &NodeContext<'_>,
         owners: BTreeSet<Owner>,
         replica: Option<&ovsdb::Replica>,
-    ) -> Result<(), Error> {
+        version: u64,
+    ) -> Result<bool, Error> {
         let node = self.node.as_str();
         let of_err = |e: openflow::Error| Error::OpenFlow {
             node: node.to_owned(),
@@ -719,6 +782,11 @@ impl Worker {
         if !flows.conn.as_ref().is_some_and(|c| c.same_as(conn)) {
             // A new connection is a new switch: whatever was known of the old one is void.
             info!(node = %node, "br-int connection is new: reading the switch before changing it");
+            if self.status.borrow().openflow_connected_since.is_some() || flows.conn.is_some() {
+                self.config.telemetry.reconnect(node);
+            }
+            self.status
+                .send_modify(|s| s.openflow_connected_since = Some(SystemTime::now()));
             *flows = FlowSide {
                 conn: Some(conn.clone()),
                 recompute_all: true,
@@ -732,6 +800,19 @@ impl Worker {
             flows.installed = None;
         }
         let whole = flows.installed.is_none() || flows.recompute_all;
+        // Who the realisation is for, as its event names them: the marked owners and those
+        // whose flows someone else changed; nobody's when only foreign flows go.
+        let recomputed: Vec<String> = if whole {
+            vec!["all".to_owned()]
+        } else {
+            let all: Vec<&Owner> = owners.iter().chain(flows.refresh.iter()).collect();
+            let names = telemetry::owner_names(all.into_iter());
+            if names.is_empty() {
+                vec!["foreign flows".to_owned()]
+            } else {
+                names
+            }
+        };
         // Bounds how many whole pipelines are in memory at once (see AgentConfig).
         let _permit = if whole {
             Some(
@@ -773,19 +854,38 @@ impl Worker {
         }
         let installed = flows.installed.as_mut().expect("read above");
         if flows.pending.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let plan = realise::plan(&flows.desired, installed, &mut flows.pending);
-        if !plan.is_empty() {
+        let sent = !plan.is_empty();
+        if sent {
             let n = plan.changes.len();
             let summary = plan.summary();
             let tables = plan.tables();
+            let count = |f: fn(&realise::Change) -> bool| {
+                plan.changes.iter().filter(|c| f(c)).count() as u64
+            };
+            let added = count(|c| matches!(c, realise::Change::AddFlow(_)));
+            let removed = count(|c| matches!(c, realise::Change::DeleteFlow(_)));
+            let modified = count(|c| matches!(c, realise::Change::ModifyFlow(_)));
             conn.bundle(plan.messages).await.map_err(of_err)?;
+            let took = started.elapsed();
             info!(node = %node, changes = %summary, ?tables, owners = owners.len(),
-                took_ms = started.elapsed().as_millis() as u64, "flows realised");
+                took_ms = took.as_millis() as u64, "flows realised");
             self.realised.send_modify(|r| r.bundles += 1);
             self.status
-                .send_modify(|s| s.last_realisation = Some((Instant::now(), started.elapsed(), n)));
+                .send_modify(|s| s.last_realisation = Some((Instant::now(), took, n)));
+            self.config.telemetry.realised(RealisationEvent {
+                time: SystemTime::now(),
+                node: node.to_owned(),
+                owners: recomputed,
+                flows_added: added,
+                flows_removed: removed,
+                flows_modified: modified,
+                other_changes: n as u64 - added - removed - modified,
+                duration: took,
+                state_version: version,
+            });
         }
         realise::commit(
             &flows.desired,
@@ -799,7 +899,7 @@ impl Worker {
             self.send_transaction(replica, txn).await?;
             info!(node = %node, "flows restored: cleared other_config:flow-restore-wait");
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// Publishes the node's interfaces as `snapshot` shows them, and returns them.
@@ -817,16 +917,25 @@ impl Worker {
     }
 
     fn publish_installed(&self, attachments: &[Arc<PodPort>], ofports: &HashMap<String, u32>) {
+        let before = self.installed.borrow().clone();
         let now: BTreeMap<ObjectKey, InstalledPod> = attachments
             .iter()
             .filter_map(|a| {
                 let ofport = *ofports.get(&a.iface)?;
+                // The same attachment on the same port keeps its time.
+                let since = before
+                    .get(&a.pod)
+                    .filter(|p| {
+                        p.container_id == a.container_id && p.iface == a.iface && p.ofport == ofport
+                    })
+                    .map_or_else(SystemTime::now, |p| p.since);
                 Some((
                     a.pod.clone(),
                     InstalledPod {
                         container_id: a.container_id.clone(),
                         iface: a.iface.clone(),
                         ofport,
+                        since,
                     },
                 ))
             })

@@ -157,12 +157,31 @@ fn error_reply(code: u32, msg: &str, details: String) -> Reply {
 
 async fn handle_cni(shared: &Arc<Shared>, request: Request) -> Reply {
     match request {
-        Request::Add(pod) => cni_add(shared, pod).await,
-        Request::Del(pod) => cni_del(shared, pod).await,
+        Request::Add(pod) => timed(shared, "add", cni_add(shared, pod)).await,
+        Request::Del(pod) => timed(shared, "del", cni_del(shared, pod)).await,
         Request::Check(pod) => cni_check(shared, pod).await,
         Request::Status { node } => cni_status(shared, node.as_deref()),
         Request::Gc { node, valid } => cni_gc(shared, &node, valid).await,
     }
+}
+
+/// Runs a CNI command and records its latency by result (`ok` or the error code).
+async fn timed(
+    shared: &Arc<Shared>,
+    command: &str,
+    run: impl std::future::Future<Output = Reply>,
+) -> Reply {
+    let started = std::time::Instant::now();
+    let reply = run.await;
+    let result = match &reply {
+        Reply::Ok(_) => "ok".to_owned(),
+        Reply::Error(e) => {
+            shared.telemetry.error("cni");
+            e.code.to_string()
+        }
+    };
+    shared.telemetry.cni(command, &result, started.elapsed());
+    reply
 }
 
 fn pod_network(shared: &Shared, node: &NodeModel, ip: Ipv4Addr) -> PodNetwork {

@@ -6,7 +6,9 @@
 //!   (`agent::route`);
 //! - one **node agent** per node (`agent`);
 //! - the **OpenFlow listener** hands each br-int connection to its node's agent;
-//! - the **CNI server** (`cni_server`).
+//! - the **CNI server** (`cni_server`);
+//! - the **admin API** and the **metrics endpoint** (`admin`), readers of the snapshots,
+//!   the agents' status and the agents' br-int connections.
 //!
 //! State is rebuilt after a restart from the two places that outlive the process: the
 //! Kubernetes objects and each node's OVSDB (pod ports carry their address in external_ids).
@@ -54,6 +56,10 @@ pub struct Config {
     pub datapath_type: String,
     /// How long a CNI ADD waits for its pod to appear and its flows to be installed.
     pub cni_timeout: Duration,
+    /// Where the admin API listens.
+    pub admin: crate::admin::AdminConfig,
+    /// Where the metrics endpoint listens.
+    pub metrics: crate::admin::metrics::MetricsConfig,
 }
 
 pub(crate) struct Shared {
@@ -61,6 +67,7 @@ pub(crate) struct Shared {
     pub(crate) source: Source,
     pub(crate) state: StateHandle,
     pub(crate) agents: Arc<Mutex<BTreeMap<String, Agent>>>,
+    pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -234,6 +241,10 @@ impl Core {
 /// Runs the controller until the source ends or a listener fails.
 pub async fn run(config: Config, source: Source) -> Result<(), Error> {
     let deltas = source.take_deltas().ok_or(Error::SourceEnded)?;
+    // The operator's listeners first: a bad address fails the start, before anything else.
+    let admin = crate::admin::bind(&config.admin).await?;
+    let metrics = crate::admin::metrics::bind(&config.metrics).await?;
+    let telemetry = Arc::new(crate::telemetry::Telemetry::default());
     let core = Core::start(
         AgentConfig {
             switch_db: SwitchDb::Ovsdb(config.ovsdb_template.clone()),
@@ -244,6 +255,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
                 crate::agent::AgentConfig::FULL_REALISATIONS,
             )),
             shared: Default::default(),
+            telemetry: telemetry.clone(),
         },
         deltas,
     );
@@ -268,6 +280,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
         source,
         state: core.state.clone(),
         agents: core.agents.clone(),
+        telemetry,
     });
     let core = Arc::new(core);
     let accept = {
@@ -287,6 +300,8 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
     let result = tokio::select! {
         _ = accept => Err(Error::TaskStopped("the OpenFlow listener")),
         _ = cni_server::serve_cni(shared.clone(), cni) => Err(Error::TaskStopped("the CNI server")),
+        r = crate::admin::serve(shared.clone(), admin) => r.map_err(Error::from),
+        r = crate::admin::metrics::serve(shared.clone(), metrics) => r.map_err(Error::from),
         _ = state_ended(&core) => Err(Error::SourceEnded),
     };
     lock(&shared.agents).clear();
@@ -308,6 +323,7 @@ async fn state_task(
     handle: StateHandle,
 ) {
     let port: Arc<dyn StatePort> = Arc::new(handle);
+    let mut synced = false;
     loop {
         let changes = tokio::select! {
             batch = deltas.recv() => {
@@ -319,7 +335,13 @@ async fn state_task(
                 while let Ok(more) = deltas.try_recv() {
                     batch.extend(more);
                 }
-                state.apply(batch)
+                let changes = state.apply(batch);
+                // The first batch is the source's initial list (Source::take_deltas).
+                if !synced {
+                    synced = true;
+                    agent_config.telemetry.mark_source_synced();
+                }
+                changes
             }
             command = commands.recv() => {
                 let Some(command) = command else { return };

@@ -50,6 +50,9 @@ pub enum Error {
     /// the flag, its value and what would be accepted.
     #[error("configuration: {0}")]
     Config(String),
+    /// The admin API or the metrics endpoint: a flag, a listener, or the server.
+    #[error("{0}")]
+    Admin(#[from] crate::admin::AdminError),
     /// Talking OVSDB to a node failed.
     #[error("node {node}: OVSDB: {source}")]
     Ovsdb {

@@ -6,6 +6,7 @@
 //! difference, in dependency order) — sent by each node's `agent`. `controller` wires the
 //! tasks; `cni_server` answers the CNI shim. (The local demo is its own crate, demo/.)
 
+pub mod admin;
 pub mod agent;
 pub mod cni_server;
 pub mod controller;
@@ -20,6 +21,7 @@ pub mod realise;
 pub mod source;
 pub mod state;
 pub mod switch_config;
+pub mod telemetry;
 pub mod trace;
 
 pub use error::Error;

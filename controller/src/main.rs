@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller: watch Kubernetes objects, program every node's OVS.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Build a local multi-node cluster on real OVS and show pods reaching each other
     /// (runs `switchyard-demo` from this binary's directory; `switchyard demo --help` lists
     /// its options).
@@ -80,12 +80,33 @@ struct ControllerArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Where the admin API (gRPC, what yardctl talks to) listens: a unix socket (PATH or
+    /// unix:PATH), or tcp:IP:PORT — with mutual TLS (--admin-tls-*), or plaintext on a
+    /// loopback address only.
+    #[arg(long, default_value = switchyard::admin::DEFAULT_ADMIN_SOCKET)]
+    admin_listen: String,
+    /// PEM CA certificate that signed the admin API's client certificates (TCP only).
+    #[arg(long, value_name = "FILE")]
+    admin_tls_ca: Option<PathBuf>,
+    /// PEM certificate (chain) the admin API presents (TCP only).
+    #[arg(long, value_name = "FILE")]
+    admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of --admin-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    admin_tls_key: Option<PathBuf>,
+    /// Where /metrics (Prometheus), /healthz and /readyz are served over plain HTTP: IP:PORT.
+    #[arg(long, default_value = switchyard::admin::metrics::DEFAULT_METRICS_LISTEN)]
+    metrics_listen: String,
+    /// Allow --metrics-listen on an address other hosts can reach (plain HTTP, no
+    /// authentication: put it behind a firewall or a proxy).
+    #[arg(long)]
+    metrics_allow_remote: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Controller(args) => run_controller(args),
+        Command::Controller(args) => run_controller(*args),
         Command::Demo { args } => exec_demo(args),
     }
 }
@@ -114,6 +135,24 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin = switchyard::admin::TlsFiles::from_flags(
+        args.admin_tls_ca,
+        args.admin_tls_cert,
+        args.admin_tls_key,
+        ["--admin-tls-ca", "--admin-tls-cert", "--admin-tls-key"],
+    )
+    .and_then(|tls| switchyard::admin::AdminConfig::new(&args.admin_listen, tls));
+    let metrics = switchyard::admin::metrics::MetricsConfig::new(
+        &args.metrics_listen,
+        args.metrics_allow_remote,
+    );
+    let (admin, metrics) = match (admin, metrics) {
+        (Ok(a), Ok(m)) => (a, m),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         ovsdb_template: args.ovsdb_template,
         openflow_listen: args.openflow_listen,
@@ -123,6 +162,8 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         underlay_mtu: args.underlay_mtu,
         datapath_type: args.datapath,
         cni_timeout: Duration::from_secs(args.cni_timeout),
+        admin,
+        metrics,
     };
     let result = runtime.block_on(async {
         let source = match (args.cluster_file, args.kubeconfig) {

@@ -396,6 +396,16 @@ impl Desired {
         self.flows.len()
     }
 
+    /// How many groups are desired.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// How many meters are desired.
+    pub fn meter_count(&self) -> usize {
+        self.meters.len()
+    }
+
     /// Who owns the flow with this key, if anyone. A scan of the owners' holdings: asked
     /// only when the switch reports a foreign change.
     pub fn owner_of(&self, key: &FlowKey) -> Option<&Owner> {
@@ -414,6 +424,14 @@ fn fingerprint(cookie: u64, instructions: &[u8]) -> (u64, u64) {
     let mut h = DefaultHasher::new();
     h.write(instructions);
     (cookie, h.finish())
+}
+
+/// Whether a flow read from a switch does what a feature wants: the same cookie and the
+/// same instructions once encoded (canonical, as the realiser compares them). For readers
+/// that diff without a [`Desired`] (the admin API's `DiffFlows`).
+pub fn same_body(desired: &Flow, cookie: u64, instructions: &[Instruction]) -> bool {
+    fingerprint(desired.cookie, &encode_instructions(&desired.instructions))
+        == fingerprint(cookie, &encode_instructions(instructions))
 }
 
 /// What one switch holds, as far as the controller knows: a fingerprint per flow, `None`

@@ -51,6 +51,17 @@ const REQUIRED_TOOLS: [&str; 7] = [
     "ethtool",
     "ping",
 ];
+/// A loopback TCP port nothing listens on now (the kernel's choice), for the controller's
+/// metrics: several demo clusters run at once in the tests.
+fn free_loopback_port() -> Result<std::net::SocketAddr, Error> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::Io {
+            what: "pick a loopback port for the controller's metrics".into(),
+            source: e,
+        })
+}
+
 /// Name of the link to the controller's OpenFlow socket in each node's OVS run directory.
 const CONTROLLER_LINK: &str = "switchyard-controller.sock";
 
@@ -123,6 +134,9 @@ pub struct DemoCluster {
     cluster_file: PathBuf,
     documents: Vec<Value>,
     controller: Option<Child>,
+    /// Where the controller serves /metrics (loopback, a port free when the cluster started;
+    /// kept across controller restarts).
+    metrics_listen: std::net::SocketAddr,
     /// Pods by key.
     pub pods: BTreeMap<ObjectKey, DemoPod>,
     /// Nodes by name.
@@ -164,6 +178,7 @@ impl DemoCluster {
             workdir,
             documents,
             controller: None,
+            metrics_listen: free_loopback_port()?,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),
             underlay: None,
@@ -402,6 +417,10 @@ impl DemoCluster {
                 encap,
                 "--underlay-mtu",
                 &UNDERLAY_MTU.to_string(),
+                "--admin-listen",
+                &format!("unix:{w}/admin.sock"),
+                "--metrics-listen",
+                &self.metrics_listen.to_string(),
             ])
             .env(
                 "RUST_LOG",
@@ -427,6 +446,16 @@ impl DemoCluster {
             )));
         }
         Ok(())
+    }
+
+    /// The address of the controller's admin API, as `yardctl --server` takes it.
+    pub fn admin_address(&self) -> String {
+        format!("unix:{}", self.workdir.join("admin.sock").display())
+    }
+
+    /// The URL of the controller's Prometheus metrics (`/healthz` and `/readyz` beside it).
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_listen)
     }
 
     /// Stops the controller process (by PID) and starts a new one on the same state.

@@ -79,6 +79,15 @@ fn run_demo(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Where to look while it runs (progress and pointers go to stderr).
+    eprintln!(
+        "\nadmin API: yardctl --server {} status   (also: pods, flows NODE, diff NODE, events -f)",
+        cluster.admin_address()
+    );
+    eprintln!(
+        "metrics: {}   (and /healthz, /readyz)",
+        cluster.metrics_url()
+    );
     println!("\nNodes:");
     for n in cluster.nodes.values() {
         println!(

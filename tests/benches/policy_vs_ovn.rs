@@ -260,6 +260,7 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
                 AgentConfig::FULL_REALISATIONS,
             )),
             shared: Default::default(),
+            telemetry: Default::default(),
         },
         delta_rx,
     ));

@@ -42,6 +42,7 @@ impl SimulatedCore {
                     AgentConfig::FULL_REALISATIONS,
                 )),
                 shared: Default::default(),
+                telemetry: Default::default(),
             },
             delta_rx,
         ));

@@ -224,6 +224,7 @@ fn read_node(cluster: &DemoCluster, node: &str) -> NodeView {
                 container_id,
                 iface: name,
                 ofport: ofport as u32,
+                since: std::time::SystemTime::UNIX_EPOCH,
             },
         );
     }

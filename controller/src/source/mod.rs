@@ -423,6 +423,15 @@ impl Source {
         })
     }
 
+    /// Where the objects come from, as the admin API names it: `kubernetes` or
+    /// `cluster-file`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.backend {
+            Backend::ClusterFile(_) => "cluster-file",
+            Backend::Kubernetes(_) => "kubernetes",
+        }
+    }
+
     /// The latest state; `changed().await` on the receiver wakes on each new publication.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.state.clone()

@@ -124,6 +124,16 @@ impl Snapshot {
         self.pods_by_node.get(node).into_iter().flatten()
     }
 
+    /// How many networked pods a node has (without walking them).
+    pub fn pod_count_on(&self, node: &str) -> usize {
+        self.pods_by_node.get(node).map_or(0, OrdSet::len)
+    }
+
+    /// How many pods are attached (CNI ADD made their port), cluster-wide.
+    pub fn attachment_count(&self) -> usize {
+        self.attachments.len()
+    }
+
     /// The networked pods of a namespace.
     pub fn pods_in_namespace(&self, namespace: &str) -> impl Iterator<Item = &ObjectKey> {
         self.pods_by_namespace.get(namespace).into_iter().flatten()
@@ -170,6 +180,10 @@ impl Attachments {
 
     fn contains_key(&self, key: &ObjectKey) -> bool {
         self.by_pod.contains_key(key)
+    }
+
+    fn len(&self) -> usize {
+        self.by_pod.len()
     }
 
     fn on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<PodPort>> {

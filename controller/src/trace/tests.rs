@@ -66,6 +66,7 @@ fn on(s: &NetworkState, name: &'static str) -> Node {
                     container_id: "c1".into(),
                     iface: iface.into(),
                     ofport,
+                    since: std::time::SystemTime::UNIX_EPOCH,
                 },
             );
         }

@@ -29,6 +29,10 @@ fn type_name(t: GroupType) -> &'static str {
     }
 }
 
+/// The largest bucket id (OpenFlow 1.5 `OFPG_BUCKET_MAX`), which ovs-ofctl checks even when
+/// the id is not sent.
+const OFPG15_BUCKET_MAX: u64 = 0xffff_ff00;
+
 /// Parses one `add-group` line (`group_id=1,type=select,bucket=weight:100,actions=...`)
 /// into an OFPGC_ADD group-mod. Buckets of `select` groups default to weight 1, others to
 /// weight 0, as ovs-ofctl sends them.
@@ -126,9 +130,13 @@ pub fn parse_group(line: &str) -> Result<GroupMod, SyntaxError> {
                     bucket.watch_group = g;
                 }
                 "bucket_id" => {
-                    return Err(e(
-                        "bucket_id needs OpenFlow 1.5; this tool speaks 1.3".into()
-                    ));
+                    // ovs-ofctl -O OpenFlow13 parses it (parse_bucket_str) and leaves it out
+                    // of the OF1.1-1.4 encoding, which has no bucket ids: the same here.
+                    let id =
+                        parse_uint(item.value, 32).map_err(|m| e(format!("bucket_id: {m}")))?;
+                    if id > OFPG15_BUCKET_MAX {
+                        return Err(e(format!("invalid bucket_id id {id}")));
+                    }
                 }
                 "actions" | "action" => action_text.push(item.value.to_owned()),
                 _ => action_text.push(match item.delim {

@@ -22,8 +22,11 @@
 //! - in `ct(...)` the `nat` is always sent first, so `ct(exec(...),nat)` dumps as
 //!   `ct(nat,exec(...))` where ovs-ofctl keeps it inside `exec(...)`.
 //!
+//! - `bucket_id:` in a group's bucket is checked and dropped, as ovs-ofctl -O OpenFlow13
+//!   does (OF1.3 buckets have no id).
+//!
 //! Not supported (rejected with an error naming them): OpenFlow 1.4+ keywords
-//! (`importance`, `selection_method`, `bucket_id`), `learn` options `limit` and
+//! (`importance`, `selection_method`), `learn` options `limit` and
 //! `result_dst`, and actions the codec does not model (`multipath`, `bundle`, `sample`,
 //! `enqueue`, `dec_ttl(ids)`, `output(...)`, `strip_vlan`, MPLS...).
 

@@ -198,6 +198,24 @@ fn file_errors_carry_the_line_number() {
     assert_eq!(e.line, Some(1));
 }
 
+#[test]
+fn bucket_ids_are_accepted_and_dropped_as_ovs_ofctl_does_for_openflow13() {
+    let with = parse_groups(
+        "group_id=3,type=select,bucket=bucket_id:0,weight:5,actions=output:1,bucket=bucket_id:7,actions=output:2",
+    )
+    .unwrap();
+    let without = parse_groups(
+        "group_id=3,type=select,bucket=weight:5,actions=output:1,bucket=actions=output:2",
+    )
+    .unwrap();
+    assert_eq!(with, without);
+    let e = parse_groups("group_id=3,type=all,bucket=bucket_id:x,actions=output:1").unwrap_err();
+    assert!(e.to_string().contains("bucket_id"), "{e}");
+    let e = parse_groups("group_id=3,type=all,bucket=bucket_id:4294967295,actions=output:1")
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid bucket_id"), "{e}");
+}
+
 mod properties {
     use proptest::prelude::*;
 
