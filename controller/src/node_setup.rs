@@ -51,7 +51,7 @@ pub enum NodeSetupError {
         waited: Duration,
     },
     /// A command failed.
-    #[error("node setup: `{command}` failed: {detail}")]
+    #[error("`{command}` failed: {detail}")]
     Command {
         /// The command line.
         command: String,
@@ -59,7 +59,7 @@ pub enum NodeSetupError {
         detail: String,
     },
     /// A command's output could not be understood.
-    #[error("node setup: cannot read the output of `{command}`: {detail}")]
+    #[error("cannot read the output of `{command}`: {detail}")]
     Output {
         /// The command line.
         command: String,
@@ -67,9 +67,7 @@ pub enum NodeSetupError {
         detail: String,
     },
     /// A sysctl could not be read or written.
-    #[error(
-        "node setup: {path}: {source} (node setup must run as root in the host network namespace)"
-    )]
+    #[error("{path}: {source} (node setup must run as root in the host network namespace)")]
     Sysctl {
         /// The /proc/sys path.
         path: String,
@@ -77,11 +75,11 @@ pub enum NodeSetupError {
         source: std::io::Error,
     },
     /// The flags do not describe a usable node.
-    #[error("node setup: {0}")]
+    #[error("{0}")]
     Config(String),
     /// Neither nft nor iptables is installed.
     #[error(
-        "node setup: neither nft nor iptables is installed, so pod traffic leaving the cluster cannot be masqueraded; install nftables (Debian: apt-get install nftables)"
+        "neither nft nor iptables is installed, so pod traffic leaving the cluster cannot be masqueraded; install nftables (Debian: apt-get install nftables)"
     )]
     NoSnatTool,
 }
@@ -262,6 +260,15 @@ impl NodeSetup {
             changes.push(format!(
                 "route {cidr} via {hop} dev {gw} onlink src {src} mtu {mtu}"
             ));
+        }
+        // Routes of ours for another cluster CIDR (it changed) go: only one is wanted.
+        let all = json_command("ip", &["-j", "route", "show", "dev", gw])?;
+        for r in all.as_array().into_iter().flatten() {
+            let dst = r["dst"].as_str().unwrap_or_default();
+            if r["gateway"].as_str() == Some(hop.as_str()) && dst != cidr {
+                run("ip", &["route", "del", dst, "via", &hop, "dev", gw])?;
+                changes.push(format!("route {dst} via {hop} dev {gw} removed (stale)"));
+            }
         }
         Ok(())
     }

@@ -354,27 +354,35 @@ fn udp(dst: Ipv4Addr, port: u16) -> Outcome {
         return Outcome::failed(classify(&e), route_source(dst));
     }
     let from_ip = v4(socket.local_addr().ok());
-    let _ = socket.set_read_timeout(Some(TIMEOUT));
-    if let Err(e) = socket.send(b"switchyard probe\n") {
-        return Outcome::failed(classify(&e), from_ip);
-    }
+    // UDP has no retransmission of its own: the datagram goes again every third of the
+    // timeout, as a DNS client would (the first packet of a flow may be lost, e.g. while the
+    // userspace datapath resolves a tunnel's underlay neighbour).
+    let _ = socket.set_read_timeout(Some(TIMEOUT / 3));
     let mut buf = [0u8; 256];
-    // A connected UDP socket only delivers datagrams from `dst`:`port`: a reply from any
-    // other address (a missing reverse NAT) never arrives here, and times out.
-    match socket.recv(&mut buf) {
-        Ok(n) => answered(&buf[..n], from_ip),
-        Err(e) => Outcome::failed(classify(&e), from_ip),
+    for _ in 0..3 {
+        if let Err(e) = socket.send(b"switchyard probe\n") {
+            return Outcome::failed(classify(&e), from_ip);
+        }
+        // A connected UDP socket only delivers datagrams from `dst`:`port`: a reply from
+        // any other address (a missing reverse NAT) never arrives here, and times out.
+        match socket.recv(&mut buf) {
+            Ok(n) => return answered(&buf[..n], from_ip),
+            Err(e) => match classify(&e) {
+                "timeout" => {}
+                other => return Outcome::failed(other, from_ip),
+            },
+        }
     }
+    Outcome::failed("timeout", from_ip)
 }
 
 fn ping(netns_name: &str, dst: Ipv4Addr) -> Outcome {
     let from_ip = route_source(dst);
-    let wait = TIMEOUT.as_secs().max(1).to_string();
+    // One reply wanted; a request every half second until the 2 s deadline (the first may
+    // be lost, as for UDP).
     let out = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", netns_name, "ping", "-n", "-q", "-c", "1", "-W",
-        ])
-        .arg(&wait)
+        .args(["netns", "exec", netns_name, "ping", "-n", "-q", "-c", "1"])
+        .args(["-i", "0.5", "-w", "2"])
         .arg(dst.to_string())
         .stdin(std::process::Stdio::null())
         .output();

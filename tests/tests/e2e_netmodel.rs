@@ -169,7 +169,8 @@ fn host_network(cluster: &DemoCluster, node: &str) -> String {
     let mut s = String::new();
     for argv in [
         &["ip", "-4", "addr", "show", "dev", "sy-gw0"][..],
-        &["ip", "-d", "route", "show", "table", "all"],
+        // IPv4 only: the kernel adds IPv6 link-local routes when it pleases.
+        &["ip", "-4", "-d", "route", "show", "table", "all"],
         &["sysctl", "net.ipv4.ip_forward"],
         &["nft", "list", "ruleset"],
         &["iptables-save", "-t", "nat"],
@@ -235,7 +236,9 @@ fn node_setup_is_idempotent_repairs_what_is_missing_and_says_what_is_wrong() {
     assert_eq!(host_network(&cluster, "n1"), before);
     let back = n1
         .netns
-        .exec_output(&["ping", "-c", "1", "-W", "2", &b_ip.to_string()])
+        // One reply wanted within 3 s, a request every half second (a first packet may be
+        // lost while the datapath sets up the flow).
+        .exec_output(&["ping", "-c", "1", "-i", "0.5", "-w", "3", &b_ip.to_string()])
         .unwrap();
     assert!(back.status.success(), "node-1 reaches {b_ip} again");
 
@@ -372,9 +375,10 @@ fn demo_json_lines_follow_the_probe_contract() {
     );
     assert_eq!(
         count(&|o| o["from"] == "node:node-3" && o["to"] == "frontend/web-1"),
-        2,
-        "ICMP and TCP 80"
+        3,
+        "ICMP, TCP 80 and UDP 443"
     );
+    assert!(count(&|o| o["protocol"] == "UDP") >= 2 * 8, "UDP probed");
     // Everything connected on the bundled cluster (no policies), with names in the answers.
     for o in &lines {
         assert_eq!(o["connected"], true, "{o:?}");
