@@ -341,6 +341,14 @@ impl DemoCluster {
         ports
     }
 
+    /// Stops the demo's servers in every pod (the nodes' and the external one keep
+    /// running), for tests that serve in the pods with servers of their own.
+    pub fn stop_pod_servers(&mut self) {
+        for pod in self.pods.values_mut() {
+            pod.servers.take();
+        }
+    }
+
     fn pod_servers(&self, key: &ObjectKey, netns: &Netns) -> Result<Servers, Error> {
         Servers::start(&netns.path(), &key.to_string(), &self.pod_ports(key))
     }

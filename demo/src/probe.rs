@@ -28,7 +28,7 @@ pub const KUBELET_PORT: u16 = 10250;
 /// The port the external client serves (TCP).
 pub const EXTERNAL_PORT: u16 = 80;
 /// How long a probe waits for a connection and for its answer.
-pub const TIMEOUT: Duration = Duration::from_millis(1500);
+pub const TIMEOUT: Duration = Duration::from_secs(2);
 const SCTP: i32 = 132;
 
 /// What a probe speaks.
