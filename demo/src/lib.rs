@@ -513,8 +513,43 @@ impl DemoCluster {
             &cidr.to_string(),
             "via",
             &n.model.internal_ip.to_string(),
+            "src",
+            &EXTERNAL_IP.to_string(),
         ])?;
         self.external_routes.push((cidr, node.to_owned()));
+        Ok(())
+    }
+
+    /// Routes every Service externalIP and LoadBalancer IP that no `--external-route`
+    /// covers via the first node, as the probe contract says (idempotent).
+    fn route_service_ips(&self) -> Result<(), Error> {
+        let (Some(ext), Some(first)) = (&self.external, self.nodes.values().next()) else {
+            return Ok(());
+        };
+        let nodes: BTreeMap<String, Ipv4Addr> = self
+            .nodes
+            .values()
+            .map(|n| (n.model.name.to_string(), n.model.internal_ip))
+            .collect();
+        let ips: BTreeSet<Ipv4Addr> =
+            services::service_targets(&self.controller_documents(), &nodes)
+                .into_iter()
+                .filter(|t| t.to.starts_with("externalip:") || t.to.starts_with("lbip:"))
+                .map(|t| t.ip)
+                .filter(|ip| !self.external_routes.iter().any(|(net, _)| net.contains(ip)))
+                .collect();
+        for ip in ips {
+            ext.netns.exec(&[
+                "ip",
+                "route",
+                "replace",
+                &format!("{ip}/32"),
+                "via",
+                &first.model.internal_ip.to_string(),
+                "src",
+                &EXTERNAL_IP.to_string(),
+            ])?;
+        }
         Ok(())
     }
 
@@ -1020,6 +1055,9 @@ impl DemoCluster {
     /// `--check` expects, computed from the objects (NetworkPolicies; a Service's usable
     /// endpoints).
     pub fn probe_all(&self, tries: u32) -> Vec<ProbeResult> {
+        if let Err(e) = self.route_service_ips() {
+            eprintln!("switchyard demo: the external client's routes to Service IPs: {e}");
+        }
         let specs = self.probe_specs(tries.max(1));
         run_specs(specs)
     }
@@ -1194,39 +1232,19 @@ impl DemoCluster {
                     }
                     _ => None,
                 };
-                let candidates: Vec<&services::Endpoint> = endpoints
-                    .iter()
-                    .filter(|e| local_node.is_none() || e.node == local_node)
-                    .collect();
-                let allowed: BTreeSet<String> = candidates
-                    .iter()
-                    .filter(|e| {
-                        let Some(pod) = &e.pod else { return true };
-                        let l4 = Some((t.protocol, e.port));
-                        match (&c.kind, &c.pod) {
-                            (ClientKind::Pod, Some(src)) => policies.policy_allows(src, pod, l4),
-                            (ClientKind::Node, _) if e.node.as_deref() == Some(&c.node) => true,
-                            _ => policies.policy_allows_between(
-                                PolicyEnd::Address(c.pod_network_source),
-                                PolicyEnd::Pod(pod),
-                                l4,
-                            ),
-                        }
-                    })
-                    .filter_map(|e| e.pod.as_ref().map(|p| p.to_string()))
-                    .collect();
-                let expected = if endpoints.is_empty() {
-                    Expectation::Refused
-                } else if candidates.is_empty() || allowed.is_empty() {
-                    Expectation::NoAnswer
-                } else if allowed.len() == candidates.len() {
-                    Expectation::Answer {
-                        by: allowed,
-                        seen_source: None,
+                let expected = service_expectation(&endpoints, local_node.as_deref(), |e| {
+                    let Some(pod) = &e.pod else { return true };
+                    let l4 = Some((t.protocol, e.port));
+                    match (&c.kind, &c.pod) {
+                        (ClientKind::Pod, Some(src)) => policies.policy_allows(src, pod, l4),
+                        (ClientKind::Node, _) if e.node.as_deref() == Some(&c.node) => true,
+                        _ => policies.policy_allows_between(
+                            PolicyEnd::Address(c.pod_network_source),
+                            PolicyEnd::Pod(pod),
+                            l4,
+                        ),
                     }
-                } else {
-                    Expectation::Partial { by: allowed }
-                };
+                });
                 for try_ in 0..tries {
                     specs.push(c.spec(
                         &t.to,
@@ -1471,6 +1489,39 @@ pub fn legacy_probes<'a>(results: impl Iterator<Item = &'a ProbeResult>) -> Vec<
             }
         })
         .collect()
+}
+
+/// What a client of a Service port should see (kube-proxy's semantics): no usable endpoint
+/// at all → refused; endpoints, but none on `local_node` when a Local traffic policy limits
+/// the client to them, or none the NetworkPolicies let this client reach → no answer;
+/// otherwise an answer from one of the allowed endpoints' pods (only some allowed: either).
+pub fn service_expectation(
+    endpoints: &BTreeSet<services::Endpoint>,
+    local_node: Option<&str>,
+    allows: impl Fn(&services::Endpoint) -> bool,
+) -> Expectation {
+    if endpoints.is_empty() {
+        return Expectation::Refused;
+    }
+    let candidates: Vec<&services::Endpoint> = endpoints
+        .iter()
+        .filter(|e| local_node.is_none() || e.node.as_deref() == local_node)
+        .collect();
+    let allowed: Vec<&&services::Endpoint> = candidates.iter().filter(|e| allows(e)).collect();
+    let by: BTreeSet<String> = allowed
+        .iter()
+        .filter_map(|e| e.pod.as_ref().map(|p| p.to_string()))
+        .collect();
+    if allowed.is_empty() {
+        Expectation::NoAnswer
+    } else if allowed.len() == candidates.len() {
+        Expectation::Answer {
+            by,
+            seen_source: None,
+        }
+    } else {
+        Expectation::Partial { by }
+    }
 }
 
 /// What `--check` expects of one probe, computed from the objects.
@@ -1947,6 +1998,97 @@ mod tests {
         assert!(
             text.contains("FAILED tcp pod a/x -> pod a/y: refused"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn service_expectations_follow_endpoints_traffic_policy_and_network_policy() {
+        use services::Endpoint;
+        let ep = |name: &str, node: &str| Endpoint {
+            pod: Some(ObjectKey::new("x", name)),
+            ip: Ipv4Addr::new(10, 244, 1, 2),
+            port: 8080,
+            node: Some(node.into()),
+        };
+        let names = |v: &[&str]| v.iter().map(|n| format!("x/{n}")).collect::<BTreeSet<_>>();
+        let all: BTreeSet<Endpoint> = [ep("a", "n1"), ep("b", "n2")].into();
+        assert_eq!(
+            service_expectation(&BTreeSet::new(), None, |_| true),
+            Expectation::Refused
+        );
+        assert_eq!(
+            service_expectation(&all, None, |_| true),
+            Expectation::Answer {
+                by: names(&["a", "b"]),
+                seen_source: None
+            }
+        );
+        // A Local policy: only the client's node's endpoint; none there → dropped.
+        assert_eq!(
+            service_expectation(&all, Some("n2"), |_| true),
+            Expectation::Answer {
+                by: names(&["b"]),
+                seen_source: None
+            }
+        );
+        assert_eq!(
+            service_expectation(&all, Some("n3"), |_| true),
+            Expectation::NoAnswer
+        );
+        // NetworkPolicy after DNAT: some endpoints allowed → either; none → no answer.
+        let only_a = |e: &Endpoint| e.pod.as_ref().is_some_and(|p| p.name == "a");
+        assert_eq!(
+            service_expectation(&all, None, only_a),
+            Expectation::Partial { by: names(&["a"]) }
+        );
+        assert_eq!(
+            service_expectation(&all, None, |_| false),
+            Expectation::NoAnswer
+        );
+    }
+
+    #[test]
+    fn probe_results_are_judged_against_their_expectation() {
+        let record = |connected: bool, by: Option<&str>, error: Option<&'static str>| ProbeRecord {
+            from: "x/a".into(),
+            to: "service:x/web".into(),
+            port: 80,
+            protocol: "TCP",
+            try_: 0,
+            connected,
+            answered_by: by.map(String::from),
+            from_ip: Some(Ipv4Addr::new(10, 244, 1, 2)),
+            seen_source: Some(Ipv4Addr::new(10, 244, 1, 2)),
+            error,
+        };
+        let judge = |r: ProbeRecord, expected: Expectation| {
+            ProbeResult {
+                record: r,
+                expected,
+            }
+            .problem()
+        };
+        let by_b = Expectation::Answer {
+            by: ["x/b".to_owned()].into(),
+            seen_source: Some(Ipv4Addr::new(10, 244, 1, 2)),
+        };
+        assert_eq!(judge(record(true, Some("x/b"), None), by_b.clone()), None);
+        assert!(judge(record(true, Some("x/c"), None), by_b.clone()).is_some());
+        assert!(judge(record(false, None, Some("timeout")), by_b).is_some());
+        assert_eq!(
+            judge(record(false, None, Some("refused")), Expectation::Refused),
+            None
+        );
+        assert!(judge(record(false, None, Some("timeout")), Expectation::Refused).is_some());
+        assert!(judge(record(true, Some("x/b"), None), Expectation::NoAnswer).is_some());
+        let line = ProbeResult {
+            record: record(false, None, Some("refused")),
+            expected: Expectation::Refused,
+        }
+        .json();
+        assert_eq!(
+            line,
+            r#"{"from":"x/a","to":"service:x/web","port":80,"protocol":"TCP","try":0,"connected":false,"answered_by":null,"from_ip":"10.244.1.2","seen_source":"10.244.1.2","error":"refused"}"#
         );
     }
 }
