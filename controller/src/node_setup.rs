@@ -176,9 +176,16 @@ impl NodeSetup {
         // then sends its traffic for the node and the outside to a MAC br-int does not
         // forward. A stricter value already set (2..8) is kept.
         sysctl_at_least("/proc/sys/net/ipv4/conf/all/arp_ignore", 1, &mut changes)?;
+        // One tool holds the rule; the other's copy (from a run with the other tool) goes.
         match self.snat_backend()? {
-            SnatBackend::Nft => self.nft_snat(&mut changes)?,
-            _ => self.iptables_snat(&mut changes)?,
+            SnatBackend::Nft => {
+                self.nft_snat(&mut changes)?;
+                remove_iptables_snat(&mut changes)?;
+            }
+            _ => {
+                self.iptables_snat(&mut changes)?;
+                remove_nft_snat(&mut changes)?;
+            }
         }
         Ok(changes)
     }
@@ -371,6 +378,39 @@ impl NodeSetup {
         }
         Ok(())
     }
+}
+
+/// Removes our iptables chain and its jump, if iptables is installed and they exist.
+fn remove_iptables_snat(changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
+    let Ok(listed) = output("iptables", &["-w", "-t", "nat", "-S", IPTABLES_CHAIN]) else {
+        return Ok(());
+    };
+    if !listed.status.success() {
+        return Ok(());
+    }
+    let jump = ["-w", "-t", "nat", "-D", "POSTROUTING", "-j", IPTABLES_CHAIN];
+    while output("iptables", &jump)?.status.success() {}
+    run("iptables", &["-w", "-t", "nat", "-F", IPTABLES_CHAIN])?;
+    run("iptables", &["-w", "-t", "nat", "-X", IPTABLES_CHAIN])?;
+    changes.push(format!(
+        "iptables chain nat/{IPTABLES_CHAIN} removed (nft holds the rule)"
+    ));
+    Ok(())
+}
+
+/// Removes our nftables table, if nft is installed and it exists.
+fn remove_nft_snat(changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
+    let Ok(listed) = output("nft", &["list", "table", "ip", NFT_TABLE]) else {
+        return Ok(());
+    };
+    if !listed.status.success() {
+        return Ok(());
+    }
+    run("nft", &["delete", "table", "ip", NFT_TABLE])?;
+    changes.push(format!(
+        "nftables table ip {NFT_TABLE} removed (iptables holds the rule)"
+    ));
+    Ok(())
 }
 
 fn sysctl_set(path: &str, value: &str, changes: &mut Vec<String>) -> Result<(), NodeSetupError> {

@@ -520,6 +520,30 @@ impl DemoCluster {
         Ok(())
     }
 
+    /// Every node pings every other node's InternalIP once, so each ovs-vswitchd has its
+    /// peers' underlay MACs before the probes start: the userspace datapath drops a tunnel
+    /// packet whose underlay neighbour it does not know yet (and learns it by snooping the
+    /// ARP reply), which would cost a probe's first packet. Not a check: failures are
+    /// ignored, the probes judge.
+    fn warm_underlay(&self) {
+        std::thread::scope(|scope| {
+            for from in self.nodes.values() {
+                for to in self
+                    .nodes
+                    .values()
+                    .filter(|n| n.model.name != from.model.name)
+                {
+                    let ip = to.model.internal_ip.to_string();
+                    scope.spawn(move || {
+                        let _ = from
+                            .netns
+                            .exec_output(&["ping", "-n", "-q", "-c", "1", "-W", "1", &ip]);
+                    });
+                }
+            }
+        });
+    }
+
     /// Routes every Service externalIP and LoadBalancer IP that no `--external-route`
     /// covers via the first node, as the probe contract says (idempotent).
     fn route_service_ips(&self) -> Result<(), Error> {
@@ -1055,6 +1079,7 @@ impl DemoCluster {
     /// `--check` expects, computed from the objects (NetworkPolicies; a Service's usable
     /// endpoints).
     pub fn probe_all(&self, tries: u32) -> Vec<ProbeResult> {
+        self.warm_underlay();
         if let Err(e) = self.route_service_ips() {
             eprintln!("switchyard demo: the external client's routes to Service IPs: {e}");
         }
