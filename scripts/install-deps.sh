@@ -9,6 +9,7 @@ packages=(
   iproute2                # ip netns, veth
   ethtool                 # tx checksum offload off (userspace datapath)
   iputils-ping            # connectivity checks
+  nftables                # nft: node setup's SNAT of pod traffic leaving the cluster (iptables is the fallback)
   iperf3                  # data-plane benchmark
   bc
   containernetworking-plugins  # reference bridge/host-local CNI plugins (attach-latency peer)

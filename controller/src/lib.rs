@@ -15,6 +15,7 @@ pub mod features;
 pub mod ids;
 pub mod ipam;
 pub mod model;
+pub mod node_setup;
 pub mod pipeline;
 pub mod policy;
 pub mod realise;

@@ -32,6 +32,10 @@ struct Cli {
 enum Command {
     /// Run the controller: watch Kubernetes objects, program every node's OVS.
     Controller(Box<ControllerArgs>),
+    /// Set up this node's host network for Switchyard (what the node DaemonSet runs, in the
+    /// host network namespace): the gateway's address, the route to the cluster CIDR, IPv4
+    /// forwarding, SNAT of pod traffic leaving the cluster. Idempotent.
+    NodeSetup(NodeSetupArgs),
     /// Build a local multi-node cluster on real OVS and show pods reaching each other
     /// (runs `switchyard-demo` from this binary's directory; `switchyard demo --help` lists
     /// its options).
@@ -103,11 +107,58 @@ struct ControllerArgs {
     metrics_allow_remote: bool,
 }
 
+#[derive(Args)]
+struct NodeSetupArgs {
+    /// This node's pod CIDR (its Node's `spec.podCIDR`).
+    #[arg(long)]
+    pod_cidr: ipnet::Ipv4Net,
+    /// The cluster's pod network, holding every node's pod CIDR.
+    #[arg(long)]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// MTU of the route to the cluster CIDR: the pods' MTU (underlay MTU − 50 for Geneve or
+    /// VXLAN).
+    #[arg(long, default_value_t = 1450)]
+    mtu: u32,
+    /// SNAT tool: auto (nft if installed, else iptables), nft or iptables.
+    #[arg(long, default_value = "auto")]
+    snat: switchyard::node_setup::SnatBackend,
+    /// Seconds to wait for the controller to create the gateway port.
+    #[arg(long, default_value_t = 0)]
+    wait: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Controller(args) => run_controller(*args),
+        Command::NodeSetup(args) => run_node_setup(args),
         Command::Demo { args } => exec_demo(args),
+    }
+}
+
+fn run_node_setup(args: NodeSetupArgs) -> ExitCode {
+    use switchyard::node_setup::NodeSetup;
+    let setup = NodeSetup::new(args.pod_cidr, args.cluster_cidr).map(|s| NodeSetup {
+        mtu: args.mtu,
+        snat: args.snat,
+        wait: Duration::from_secs(args.wait),
+        ..s
+    });
+    match setup.and_then(|s| s.apply()) {
+        Ok(changes) if changes.is_empty() => {
+            println!("node setup: nothing to change");
+            ExitCode::SUCCESS
+        }
+        Ok(changes) => {
+            for c in changes {
+                println!("node setup: {c}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard node-setup: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

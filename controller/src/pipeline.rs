@@ -133,6 +133,12 @@ pub const GATEWAY_PORT: &str = "sy-gw0";
 /// to the tunnel port. Locally administered; never on a wire outside the tunnel.
 pub const TUNNEL_PEER_MAC: Mac = Mac::new([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
 
+/// The next hop of each node's route to the whole cluster CIDR (`switchyard node-setup`
+/// installs `CLUSTER_CIDR via 169.254.0.1 dev sy-gw0 onlink`). A link-local address nobody
+/// holds: the gateway feature answers ARP for it, from the gateway port only, with
+/// [`TUNNEL_PEER_MAC`], and L3Forwarding tunnels the node's packets by destination pod CIDR.
+pub const REMOTE_PODS_NEXT_HOP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 0, 1);
+
 /// Conntrack zone for all pod traffic of a node.
 pub const CT_ZONE: u16 = 65520;
 

@@ -19,15 +19,21 @@
 
 mod error;
 pub mod probe;
+pub mod services;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use serde_json::{Value, json};
+use switchyard::policy::Protocol;
+use switchyard::state::PolicyEnd;
+
+use probe::{ProbeProtocol, Servers};
 
 pub use error::Error;
 use switchyard::model::{ClusterModel, NodeModel};
@@ -64,6 +70,14 @@ fn free_loopback_port() -> Result<std::net::SocketAddr, Error> {
 
 /// Name of the link to the controller's OpenFlow socket in each node's OVS run directory.
 const CONTROLLER_LINK: &str = "switchyard-controller.sock";
+/// The external namespace's address on the underlay: the nodes' default route (the way out
+/// of the cluster, as a real network's router would be).
+pub const UNDERLAY_ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+/// The external client's own address, outside the underlay and the cluster (TEST-NET-2:
+/// reserved for documentation, never routed anywhere real).
+pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// How many probes run at once.
+const PROBE_WORKERS: usize = 32;
 
 /// How to build the demo cluster.
 #[derive(Clone, Debug)]
@@ -80,6 +94,8 @@ pub struct DemoOptions {
 
 /// A simulated node.
 pub struct DemoNode {
+    /// The TCP server where a kubelet would listen (dropped first).
+    pub servers: Option<Servers>,
     /// The node as the model sees it (with the demo's underlay address).
     pub model: NodeModel,
     /// OVS daemons (dropped before the namespace).
@@ -100,7 +116,16 @@ pub struct DemoPod {
     pub container_id: String,
     /// The pod's network namespace.
     pub netns: Netns,
-    echo: Option<probe::EchoServer>,
+    servers: Option<Servers>,
+}
+
+/// The outside world: one namespace on the underlay holding the external client and its
+/// server, and the router address the nodes' default route points at.
+pub struct External {
+    /// Its TCP server (dropped before the namespace).
+    pub servers: Option<Servers>,
+    /// The namespace.
+    pub netns: Netns,
 }
 
 /// One check of the connectivity matrix.
@@ -141,7 +166,11 @@ pub struct DemoCluster {
     pub pods: BTreeMap<ObjectKey, DemoPod>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, DemoNode>,
+    /// The external client.
+    pub external: Option<External>,
     underlay: Option<Netns>,
+    cluster_cidr: Option<Ipv4Net>,
+    external_routes: Vec<(Ipv4Net, String)>,
 }
 
 impl DemoCluster {
@@ -181,7 +210,10 @@ impl DemoCluster {
             metrics_listen: free_loopback_port()?,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            external: None,
             underlay: None,
+            cluster_cidr: None,
+            external_routes: Vec::new(),
         };
         cluster.assign_underlay_addresses();
         cluster.write_cluster_file()?;
@@ -190,11 +222,13 @@ impl DemoCluster {
         underlay.exec(&["ip", "link", "add", "ul-br", "type", "bridge"])?;
         underlay.exec(&["ip", "link", "set", "ul-br", "up"])?;
         cluster.underlay = Some(underlay);
+        cluster.start_external()?;
 
         let (model, problems) = cluster.model();
         for p in &problems {
             eprintln!("cluster file: skipping {p}");
         }
+        cluster.cluster_cidr = Some(cluster_cidr_for(model.nodes.values().map(|n| n.pod_cidr)));
         for node in model.nodes.values() {
             cluster.start_node(node.clone())?;
         }
@@ -282,9 +316,74 @@ impl DemoCluster {
         }
     }
 
+    /// The pods as the EndpointSlice controller sees them: those with an address.
+    fn running_pods(&self) -> BTreeMap<ObjectKey, services::RunningPod> {
+        self.pods
+            .values()
+            .filter_map(|p| {
+                let doc = self.pod_doc(&p.key)?;
+                Some((
+                    p.key.clone(),
+                    services::RunningPod::from_document(doc, p.ip),
+                ))
+            })
+            .collect()
+    }
+
+    fn pod_doc(&self, key: &ObjectKey) -> Option<&Value> {
+        self.documents.iter().find(|d| {
+            kind(d) == Some("Pod")
+                && name(d) == Some(key.name.as_str())
+                && namespace(d).unwrap_or("default") == key.namespace
+        })
+    }
+
+    /// The ports a pod serves: every containerPort it declares (TCP, UDP, SCTP), or TCP 80
+    /// when it declares none.
+    pub fn pod_ports(&self, key: &ObjectKey) -> Vec<(Protocol, u16)> {
+        let mut ports: Vec<(Protocol, u16)> = self
+            .pod_doc(key)
+            .map(services::container_ports)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, proto, port)| (proto, port))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        if ports.is_empty() {
+            ports.push((Protocol::Tcp, probe::DEFAULT_POD_PORT));
+        }
+        ports
+    }
+
+    /// Stops the demo's servers in every pod (the nodes' and the external one keep
+    /// running), for tests that serve in the pods with servers of their own.
+    pub fn stop_pod_servers(&mut self) {
+        for pod in self.pods.values_mut() {
+            pod.servers.take();
+        }
+    }
+
+    fn pod_servers(&self, key: &ObjectKey, netns: &Netns) -> Result<Servers, Error> {
+        Servers::start(&netns.path(), &key.to_string(), &self.pod_ports(key))
+    }
+
+    /// The objects the controller reads: the cluster file's, with EndpointSlices completed
+    /// from the running pods as a kube-controller-manager would (see [`services`]).
+    pub fn controller_documents(&self) -> Vec<Value> {
+        services::controller_documents(&self.documents, &self.running_pods())
+    }
+
+    fn has_services(&self) -> bool {
+        self.documents
+            .iter()
+            .any(|d| matches!(kind(d), Some("Service" | "EndpointSlice")))
+    }
+
     fn write_cluster_file(&self) -> Result<(), Error> {
         let tmp = self.cluster_file.with_extension("tmp");
-        std::fs::write(&tmp, render_documents(&self.documents)).map_err(|e| Error::Io {
+        let text = render_documents(&self.controller_documents());
+        std::fs::write(&tmp, text).map_err(|e| Error::Io {
             what: format!("write {}", tmp.display()),
             source: e,
         })?;
@@ -348,9 +447,154 @@ impl DemoCluster {
             "eth0",
         ])?;
         configure_underlay(&netns, &model)?;
-        self.nodes
-            .insert(model.name.to_string(), DemoNode { model, ovs, netns });
+        let servers = Servers::start(
+            &netns.path(),
+            &format!("node:{}", model.name),
+            &[(Protocol::Tcp, probe::KUBELET_PORT)],
+        )?;
+        self.nodes.insert(
+            model.name.to_string(),
+            DemoNode {
+                servers: Some(servers),
+                model,
+                ovs,
+                netns,
+            },
+        );
         Ok(())
+    }
+
+    /// The external namespace: on the underlay as its router ([`UNDERLAY_ROUTER`]), with the
+    /// client's own address [`EXTERNAL_IP`] behind it, serving TCP [`probe::EXTERNAL_PORT`].
+    fn start_external(&mut self) -> Result<(), Error> {
+        let netns = Netns::create(&format!("sy{}-external", self.run_id))?;
+        let underlay = self
+            .underlay
+            .as_ref()
+            .ok_or_else(|| Error::Demo("underlay missing".into()))?;
+        underlay.exec(&[
+            "ip",
+            "link",
+            "add",
+            "ulx",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns.name(),
+        ])?;
+        underlay.exec(&["ip", "link", "set", "ulx", "master", "ul-br", "up"])?;
+        host::tx_offload_off(underlay, "ulx")?;
+        let router = format!("{UNDERLAY_ROUTER}/24");
+        netns.exec(&["ip", "addr", "add", &router, "dev", "eth0"])?;
+        netns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        host::tx_offload_off(&netns, "eth0")?;
+        netns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{EXTERNAL_IP}/32"),
+            "dev",
+            "lo",
+        ])?;
+        let servers = Servers::start(
+            &netns.path(),
+            "external",
+            &[(Protocol::Tcp, probe::EXTERNAL_PORT)],
+        )?;
+        self.external = Some(External {
+            servers: Some(servers),
+            netns,
+        });
+        Ok(())
+    }
+
+    /// Routes the external client's traffic to `cidr` (a Service's externalIPs, its
+    /// LoadBalancer ingress IPs) via `node`'s InternalIP, as an upstream router would.
+    pub fn add_external_route(&mut self, cidr: Ipv4Net, node: &str) -> Result<(), Error> {
+        let n = self.nodes.get(node).ok_or_else(|| {
+            Error::Demo(format!("--external-route {cidr}={node}: no node {node}"))
+        })?;
+        let ext = self
+            .external
+            .as_ref()
+            .ok_or_else(|| Error::Demo("no external namespace".into()))?;
+        ext.netns.exec(&[
+            "ip",
+            "route",
+            "replace",
+            &cidr.to_string(),
+            "via",
+            &n.model.internal_ip.to_string(),
+            "src",
+            &EXTERNAL_IP.to_string(),
+        ])?;
+        self.external_routes.push((cidr, node.to_owned()));
+        Ok(())
+    }
+
+    /// Every node pings every other node's InternalIP once, so each ovs-vswitchd has its
+    /// peers' underlay MACs before the probes start: the userspace datapath drops a tunnel
+    /// packet whose underlay neighbour it does not know yet (and learns it by snooping the
+    /// ARP reply), which would cost a probe's first packet. Not a check: failures are
+    /// ignored, the probes judge.
+    fn warm_underlay(&self) {
+        std::thread::scope(|scope| {
+            for from in self.nodes.values() {
+                for to in self
+                    .nodes
+                    .values()
+                    .filter(|n| n.model.name != from.model.name)
+                {
+                    let ip = to.model.internal_ip.to_string();
+                    scope.spawn(move || {
+                        let _ = from
+                            .netns
+                            .exec_output(&["ping", "-n", "-q", "-c", "1", "-W", "1", &ip]);
+                    });
+                }
+            }
+        });
+    }
+
+    /// Routes every Service externalIP and LoadBalancer IP that no `--external-route`
+    /// covers via the first node, as the probe contract says (idempotent).
+    fn route_service_ips(&self) -> Result<(), Error> {
+        let (Some(ext), Some(first)) = (&self.external, self.nodes.values().next()) else {
+            return Ok(());
+        };
+        let nodes: BTreeMap<String, Ipv4Addr> = self
+            .nodes
+            .values()
+            .map(|n| (n.model.name.to_string(), n.model.internal_ip))
+            .collect();
+        let ips: BTreeSet<Ipv4Addr> =
+            services::service_targets(&self.controller_documents(), &nodes)
+                .into_iter()
+                .filter(|t| t.to.starts_with("externalip:") || t.to.starts_with("lbip:"))
+                .map(|t| t.ip)
+                .filter(|ip| !self.external_routes.iter().any(|(net, _)| net.contains(ip)))
+                .collect();
+        for ip in ips {
+            ext.netns.exec(&[
+                "ip",
+                "route",
+                "replace",
+                &format!("{ip}/32"),
+                "via",
+                &first.model.internal_ip.to_string(),
+                "src",
+                &EXTERNAL_IP.to_string(),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// The cluster CIDR node setup routes through each gateway.
+    pub fn cluster_cidr(&self) -> Option<Ipv4Net> {
+        self.cluster_cidr
     }
 
     /// Kills a node's ovs-vswitchd with SIGKILL and starts it again the way a node's OVS
@@ -473,17 +717,49 @@ impl DemoCluster {
     }
 }
 
-/// The node's underlay address on br-phy, link up.
+/// The node's underlay address on br-phy, link up, and its default route via the underlay's
+/// router (the external namespace): what the machine's own network setup gives a real node.
 fn configure_underlay(netns: &Netns, model: &NodeModel) -> Result<(), Error> {
     let cidr = format!("{}/24", model.internal_ip);
     netns.exec(&["ip", "addr", "replace", &cidr, "dev", "br-phy"])?;
     netns.exec(&["ip", "link", "set", "br-phy", "up"])?;
+    // The node's own TCP and the TCP it forwards for pods leave through br-phy: with the
+    // userspace datapath, checksums left to "hardware" arrive corrupt.
+    host::tx_offload_off(netns, "br-phy")?;
+    netns.exec(&[
+        "ip",
+        "route",
+        "replace",
+        "default",
+        "via",
+        &UNDERLAY_ROUTER.to_string(),
+        "dev",
+        "br-phy",
+    ])?;
     Ok(())
 }
 
+/// The cluster CIDR the demo's node setup uses: the /16 around the first pod CIDR, widened
+/// until it holds them all (the bundled cluster's is 10.244.0.0/16).
+fn cluster_cidr_for(cidrs: impl Iterator<Item = Ipv4Net>) -> Ipv4Net {
+    let cidrs: Vec<Ipv4Net> = cidrs.collect();
+    let first = cidrs
+        .first()
+        .copied()
+        .unwrap_or_else(|| Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16).expect("valid"));
+    let mut net = Ipv4Net::new(first.network(), first.prefix_len().min(16))
+        .expect("prefix ≤ 16")
+        .trunc();
+    while !cidrs.iter().all(|c| net.contains(c)) && net.prefix_len() > 0 {
+        net = net.supernet().unwrap_or(net);
+    }
+    net
+}
+
 impl DemoCluster {
-    /// Does what a node's host-network setup does once the controller has created the
-    /// gateway port: gives it the first address of the pod CIDR and brings it up.
+    /// Runs the node setup a node's DaemonSet runs (`switchyard node-setup`, the same code,
+    /// in the node's host network namespace) once the controller has created the gateway
+    /// port: the gateway's address, the route to the cluster CIDR, forwarding, SNAT.
     fn configure_gateway(&self, node: &str) -> Result<(), Error> {
         let n = &self.nodes[node];
         let gw = pipeline::GATEWAY_PORT;
@@ -497,10 +773,40 @@ impl DemoCluster {
                 self.workdir.join("controller.log").display()
             )));
         }
-        let addr = format!("{}/{}", n.model.gateway_ip(), n.model.pod_cidr.prefix_len());
-        n.netns.exec(&["ip", "addr", "replace", &addr, "dev", gw])?;
-        n.netns.exec(&["ip", "link", "set", gw, "up"])?;
+        let out = self.node_setup(node)?;
+        if !out.status.success() {
+            return Err(Error::Demo(format!(
+                "node {node}: node setup failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
         Ok(host::tx_offload_off(&n.netns, gw)?)
+    }
+
+    /// Runs `switchyard node-setup` in `node`'s host network namespace, with the flags a
+    /// DaemonSet would pass; returns its output whatever its status.
+    pub fn node_setup(&self, node: &str) -> Result<std::process::Output, Error> {
+        let n = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| Error::Demo(format!("no node {node} in the demo")))?;
+        let cluster = self
+            .cluster_cidr
+            .unwrap_or_else(|| cluster_cidr_for(std::iter::once(n.model.pod_cidr)));
+        let mtu = UNDERLAY_MTU - pipeline::encap_overhead(self.options.encap);
+        let bin = self.options.controller_bin.display().to_string();
+        Ok(n.netns.exec_output(&[
+            &bin,
+            "node-setup",
+            "--pod-cidr",
+            &n.model.pod_cidr.to_string(),
+            "--cluster-cidr",
+            &cluster.to_string(),
+            "--mtu",
+            &mtu.to_string(),
+            "--wait",
+            "30",
+        ])?)
     }
 
     fn cni_config(&self) -> String {
@@ -590,7 +896,7 @@ impl DemoCluster {
                 "CNI ADD for pod {key}: no IPv4 address in its result: {out}"
             ))
         })?;
-        let echo = probe::EchoServer::start(&netns.path())?;
+        let servers = self.pod_servers(key, &netns)?;
         self.pods.insert(
             key.clone(),
             DemoPod {
@@ -599,9 +905,13 @@ impl DemoCluster {
                 ip,
                 container_id,
                 netns,
-                echo: Some(echo),
+                servers: Some(servers),
             },
         );
+        if self.has_services() {
+            // The pod is running: its EndpointSlices list it now.
+            self.write_cluster_file()?;
+        }
         Ok(())
     }
 
@@ -706,7 +1016,7 @@ impl DemoCluster {
             let ip = cni_result_ip(&out).ok_or_else(|| {
                 Error::Demo(format!("CNI ADD for pod {key}: no IPv4 address in {out}"))
             })?;
-            let echo = probe::EchoServer::start(&netns.path())?;
+            let servers = self.pod_servers(&key, &netns)?;
             ips.push(ip);
             self.pods.insert(
                 key.clone(),
@@ -716,9 +1026,12 @@ impl DemoCluster {
                     ip,
                     container_id,
                     netns,
-                    echo: Some(echo),
+                    servers: Some(servers),
                 },
             );
+        }
+        if self.has_services() {
+            self.write_cluster_file()?;
         }
         Ok(ips)
     }
@@ -738,7 +1051,7 @@ impl DemoCluster {
     /// Deletes a pod: CNI DEL first (as the kubelet does), then the object.
     pub fn delete_pod(&mut self, key: &ObjectKey) -> Result<(), Error> {
         if let Some(mut pod) = self.pods.remove(key) {
-            pod.echo.take();
+            pod.servers.take();
             let (ok, out) =
                 self.cni("DEL", &pod.node, key, &pod.container_id, &pod.netns.path())?;
             if !ok {
@@ -781,61 +1094,280 @@ impl DemoCluster {
         self.configure_gateway(name)
     }
 
-    /// Runs the whole matrix: every pod to every other pod by ICMP and TCP, and every node
-    /// to its own pods by ICMP and TCP.
+    /// Runs the whole matrix (see [`DemoCluster::probe_all`]) once and returns it in the
+    /// older shape the matrix table and the tests read: one [`Probe`] per probe, `from` as
+    /// `pod NS/NAME`, `node NAME` or `external`, protocol in lower case.
     pub fn check_connectivity(&self) -> Vec<Probe> {
+        legacy_probes(self.probe_all(1).iter())
+    }
+
+    /// Every probe of the probe contract (README, `--json`), run concurrently with short timeouts: every pod and
+    /// every node to every other pod (ICMP and each declared port), to every node's
+    /// InternalIP (ICMP, TCP 10250) and to the external client (TCP 80); every Service
+    /// target `tries` times from the clients that may reach it. Each result carries what
+    /// `--check` expects, computed from the objects (NetworkPolicies; a Service's usable
+    /// endpoints).
+    pub fn probe_all(&self, tries: u32) -> Vec<ProbeResult> {
+        self.warm_underlay();
+        if let Err(e) = self.route_service_ips() {
+            eprintln!("switchyard demo: the external client's routes to Service IPs: {e}");
+        }
+        let specs = self.probe_specs(tries.max(1));
+        run_specs(specs)
+    }
+
+    fn probe_specs(&self, tries: u32) -> Vec<Spec> {
         let policies = self.policy_view();
-        let allows = |src: &ObjectKey, dst: &ObjectKey, tcp: bool| {
-            let l4 = tcp.then_some((switchyard::policy::Protocol::Tcp, probe::ECHO_PORT));
-            policies.policy_allows(src, dst, l4)
+        let sctp = probe::sctp_supported();
+        let mut specs = Vec::new();
+        let clients = self.clients();
+        let l4s = |ports: &[(Protocol, u16)]| -> Vec<(Protocol, u16)> {
+            ports
+                .iter()
+                .copied()
+                .filter(|(p, _)| sctp || *p != Protocol::Sctp)
+                .collect()
         };
-        let mut probes = Vec::new();
-        for src in self.pods.values() {
-            for dst in self.pods.values() {
-                if src.key == dst.key {
+        // Pods: from every other pod and every node.
+        for dst in self.pods.values() {
+            let ports = l4s(&self.pod_ports(&dst.key));
+            for c in clients.iter().filter(|c| c.kind != ClientKind::External) {
+                if c.label == dst.key.to_string() {
                     continue;
                 }
-                let from = format!("pod {}", src.key);
-                let to = format!("pod {}", dst.key);
-                probes.push(Probe {
-                    from: from.clone(),
-                    to: to.clone(),
-                    protocol: "icmp",
-                    failure: probe::ping(src.netns.name(), dst.ip, 3).err(),
-                    expected: allows(&src.key, &dst.key, false),
-                });
-                probes.push(Probe {
-                    from,
-                    to,
-                    protocol: "tcp",
-                    failure: probe::tcp_echo(&src.netns.path(), dst.ip).err(),
-                    expected: allows(&src.key, &dst.key, true),
-                });
+                let allows = |l4| match (&c.kind, &c.pod) {
+                    (ClientKind::Pod, Some(src)) => policies.policy_allows(src, &dst.key, l4),
+                    // The node's own traffic to its pods is always allowed (kubelet probes).
+                    (ClientKind::Node, _) if c.node == dst.node => true,
+                    _ => policies.policy_allows_between(
+                        PolicyEnd::Address(c.pod_network_source),
+                        PolicyEnd::Pod(&dst.key),
+                        l4,
+                    ),
+                };
+                let expect = |l4: Option<(Protocol, u16)>, by: &str| {
+                    if allows(l4) {
+                        Expectation::Answer {
+                            by: if by.is_empty() {
+                                BTreeSet::new()
+                            } else {
+                                [by.to_owned()].into()
+                            },
+                            seen_source: (!by.is_empty()).then_some(c.pod_network_source),
+                        }
+                    } else {
+                        Expectation::NoAnswer
+                    }
+                };
+                let to = dst.key.to_string();
+                specs.push(c.spec(&to, dst.ip, ProbeProtocol::Icmp, 0, 0, expect(None, "")));
+                for &(proto, port) in &ports {
+                    let e = expect(Some((proto, port)), &to);
+                    specs.push(c.spec(&to, dst.ip, ProbeProtocol::L4(proto), port, 0, e));
+                }
             }
         }
-        for node in self.nodes.values() {
-            let node_ns = node.netns.path();
-            for pod in self.pods.values().filter(|p| p.node == *node.model.name) {
-                let from = format!("node {}", node.model.name);
-                let to = format!("pod {}", pod.key);
-                // A pod's own node is always allowed (kubelet probes).
-                probes.push(Probe {
-                    from: from.clone(),
-                    to: to.clone(),
-                    protocol: "icmp",
-                    failure: probe::ping(node.netns.name(), pod.ip, 3).err(),
-                    expected: true,
-                });
-                probes.push(Probe {
-                    from,
-                    to,
-                    protocol: "tcp",
-                    failure: probe::tcp_echo(&node_ns, pod.ip).err(),
-                    expected: true,
-                });
+        // Nodes: from every pod and every other node.
+        for n in self.nodes.values() {
+            let to = format!("node:{}", n.model.name);
+            let ip = n.model.internal_ip;
+            for c in clients.iter().filter(|c| c.kind != ClientKind::External) {
+                if c.label == to {
+                    continue;
+                }
+                // A pod's traffic to another node leaves its node masqueraded; to its own
+                // node it is delivered locally, unchanged.
+                let seen = match c.kind {
+                    ClientKind::Pod if c.node == *n.model.name => c.pod_network_source,
+                    _ => c.node_ip,
+                };
+                let allowed = |l4| match &c.pod {
+                    Some(src) => policies.policy_allows_between(
+                        PolicyEnd::Pod(src),
+                        PolicyEnd::Address(ip),
+                        l4,
+                    ),
+                    None => true,
+                };
+                let expect = |l4, named: bool| {
+                    if allowed(l4) {
+                        Expectation::Answer {
+                            by: if named {
+                                [to.clone()].into()
+                            } else {
+                                BTreeSet::new()
+                            },
+                            seen_source: named.then_some(seen),
+                        }
+                    } else {
+                        Expectation::NoAnswer
+                    }
+                };
+                specs.push(c.spec(&to, ip, ProbeProtocol::Icmp, 0, 0, expect(None, false)));
+                let kubelet = (Protocol::Tcp, probe::KUBELET_PORT);
+                specs.push(c.spec(
+                    &to,
+                    ip,
+                    ProbeProtocol::L4(Protocol::Tcp),
+                    probe::KUBELET_PORT,
+                    0,
+                    expect(Some(kubelet), true),
+                ));
             }
         }
-        probes
+        // The outside world: from every pod and node, SNATed to the node's address.
+        if self.external.is_some() {
+            for c in clients.iter().filter(|c| c.kind != ClientKind::External) {
+                let l4 = Some((Protocol::Tcp, probe::EXTERNAL_PORT));
+                let allowed = c.pod.as_ref().is_none_or(|src| {
+                    policies.policy_allows_between(
+                        PolicyEnd::Pod(src),
+                        PolicyEnd::Address(EXTERNAL_IP),
+                        l4,
+                    )
+                });
+                let e = if allowed {
+                    Expectation::Answer {
+                        by: ["external".to_owned()].into(),
+                        seen_source: Some(c.node_ip),
+                    }
+                } else {
+                    Expectation::NoAnswer
+                };
+                specs.push(c.spec(
+                    "external",
+                    EXTERNAL_IP,
+                    ProbeProtocol::L4(Protocol::Tcp),
+                    probe::EXTERNAL_PORT,
+                    0,
+                    e,
+                ));
+            }
+        }
+        specs.extend(self.service_specs(&clients, &policies, tries, sctp));
+        specs
+    }
+
+    fn service_specs(
+        &self,
+        clients: &[Client],
+        policies: &switchyard::state::Snapshot,
+        tries: u32,
+        sctp: bool,
+    ) -> Vec<Spec> {
+        let docs = self.controller_documents();
+        let nodes: BTreeMap<String, Ipv4Addr> = self
+            .nodes
+            .values()
+            .map(|n| (n.model.name.to_string(), n.model.internal_ip))
+            .collect();
+        let mut specs = Vec::new();
+        for t in services::service_targets(&docs, &nodes) {
+            if t.protocol == Protocol::Sctp && !sctp {
+                continue;
+            }
+            let endpoints = services::usable_endpoints(&docs, &t);
+            let (etp_local, itp_local) = services::local_policies(&docs, &t.service);
+            for c in clients {
+                if c.kind == ClientKind::External && t.reach == services::Reach::Cluster {
+                    continue;
+                }
+                // Which endpoints this client may get (kube-proxy's topology.go): eTP Local
+                // limits external clients to the receiving node's endpoints, iTP Local the
+                // cluster's clients of the ClusterIP to their own node's.
+                let local_node = match (c.kind, t.reach) {
+                    (ClientKind::External, _) if etp_local => Some(
+                        t.node
+                            .clone()
+                            .unwrap_or_else(|| self.external_route_node(t.ip)),
+                    ),
+                    (ClientKind::Pod | ClientKind::Node, services::Reach::Cluster) if itp_local => {
+                        Some(c.node.clone())
+                    }
+                    _ => None,
+                };
+                let expected = service_expectation(&endpoints, local_node.as_deref(), |e| {
+                    let Some(pod) = &e.pod else { return true };
+                    let l4 = Some((t.protocol, e.port));
+                    match (&c.kind, &c.pod) {
+                        (ClientKind::Pod, Some(src)) => policies.policy_allows(src, pod, l4),
+                        (ClientKind::Node, _) if e.node.as_deref() == Some(&c.node) => true,
+                        _ => policies.policy_allows_between(
+                            PolicyEnd::Address(c.pod_network_source),
+                            PolicyEnd::Pod(pod),
+                            l4,
+                        ),
+                    }
+                });
+                for try_ in 0..tries {
+                    specs.push(c.spec(
+                        &t.to,
+                        t.ip,
+                        ProbeProtocol::L4(t.protocol),
+                        t.port,
+                        try_,
+                        expected.clone(),
+                    ));
+                }
+            }
+        }
+        specs
+    }
+
+    /// The node the external client's route to `ip` goes via (`--external-route`), else
+    /// the first node.
+    fn external_route_node(&self, ip: Ipv4Addr) -> String {
+        self.external_routes
+            .iter()
+            .filter(|(net, _)| net.contains(&ip))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, n)| n.clone())
+            .or_else(|| self.nodes.keys().next().cloned())
+            .unwrap_or_default()
+    }
+
+    fn clients(&self) -> Vec<Client> {
+        let mut clients = Vec::new();
+        for p in self.pods.values() {
+            let Some(node) = self.nodes.get(&p.node) else {
+                continue;
+            };
+            clients.push(Client {
+                label: p.key.to_string(),
+                kind: ClientKind::Pod,
+                pod: Some(p.key.clone()),
+                netns: p.netns.path(),
+                netns_name: p.netns.name().to_owned(),
+                node: p.node.clone(),
+                node_ip: node.model.internal_ip,
+                pod_network_source: p.ip,
+            });
+        }
+        for n in self.nodes.values() {
+            clients.push(Client {
+                label: format!("node:{}", n.model.name),
+                kind: ClientKind::Node,
+                pod: None,
+                netns: n.netns.path(),
+                netns_name: n.netns.name().to_owned(),
+                node: n.model.name.to_string(),
+                node_ip: n.model.internal_ip,
+                pod_network_source: n.model.gateway_ip(),
+            });
+        }
+        if let Some(ext) = &self.external {
+            clients.push(Client {
+                label: "external".into(),
+                kind: ClientKind::External,
+                pod: None,
+                netns: ext.netns.path(),
+                netns_name: ext.netns.name().to_owned(),
+                node: String::new(),
+                node_ip: EXTERNAL_IP,
+                pod_network_source: EXTERNAL_IP,
+            });
+        }
+        clients
     }
 
     /// The cluster as the controller models it, with the demo's pods at the addresses CNI
@@ -948,12 +1480,13 @@ impl DemoCluster {
         let pods: Vec<ObjectKey> = self.pods.keys().cloned().collect();
         for key in pods {
             if let Some(mut pod) = self.pods.remove(&key) {
-                pod.echo.take();
+                pod.servers.take();
                 let _ = self.cni("DEL", &pod.node, &key, &pod.container_id, &pod.netns.path());
             }
         }
         self.stop_controller();
         self.nodes.clear();
+        self.external.take();
         self.underlay.take();
         let _ = std::fs::remove_dir_all(&self.workdir);
     }
@@ -970,12 +1503,302 @@ impl Drop for DemoCluster {
             );
             std::mem::forget(std::mem::take(&mut self.pods));
             std::mem::forget(std::mem::take(&mut self.nodes));
+            std::mem::forget(self.external.take());
             std::mem::forget(self.underlay.take());
             std::mem::forget(self.controller.take());
             return;
         }
         self.shutdown();
     }
+}
+
+/// The probes in the shape the matrix table and older tests read: `from`/`to` as `pod
+/// NS/NAME`, `node NAME` or `external`, protocol in lower case.
+pub fn legacy_probes<'a>(results: impl Iterator<Item = &'a ProbeResult>) -> Vec<Probe> {
+    results
+        .map(|r| {
+            let legacy = |s: &str| match s.strip_prefix("node:") {
+                Some(n) => format!("node {n}"),
+                None if s == "external" || s.contains(':') => s.to_owned(),
+                None => format!("pod {s}"),
+            };
+            let protocol = match r.record.protocol {
+                "ICMP" => "icmp",
+                "UDP" => "udp",
+                "SCTP" => "sctp",
+                _ => "tcp",
+            };
+            Probe {
+                from: legacy(&r.record.from),
+                to: legacy(&r.record.to),
+                protocol,
+                // The older shape: `failure` is None exactly when it connected (to
+                // the right server, with the right source, where an answer is due).
+                failure: match &r.expected {
+                    Expectation::Answer { .. } => r.problem(),
+                    _ if r.record.connected => None,
+                    _ => Some(r.record.error.unwrap_or("other").to_owned()),
+                },
+                expected: !matches!(r.expected, Expectation::NoAnswer | Expectation::Refused),
+            }
+        })
+        .collect()
+}
+
+/// What a client of a Service port should see (kube-proxy's semantics): no usable endpoint
+/// at all → refused; endpoints, but none on `local_node` when a Local traffic policy limits
+/// the client to them, or none the NetworkPolicies let this client reach → no answer;
+/// otherwise an answer from one of the allowed endpoints' pods (only some allowed: either).
+pub fn service_expectation(
+    endpoints: &BTreeSet<services::Endpoint>,
+    local_node: Option<&str>,
+    allows: impl Fn(&services::Endpoint) -> bool,
+) -> Expectation {
+    if endpoints.is_empty() {
+        return Expectation::Refused;
+    }
+    let candidates: Vec<&services::Endpoint> = endpoints
+        .iter()
+        .filter(|e| local_node.is_none() || e.node.as_deref() == local_node)
+        .collect();
+    let allowed: Vec<&&services::Endpoint> = candidates.iter().filter(|e| allows(e)).collect();
+    let by: BTreeSet<String> = allowed
+        .iter()
+        .filter_map(|e| e.pod.as_ref().map(|p| p.to_string()))
+        .collect();
+    if allowed.is_empty() {
+        Expectation::NoAnswer
+    } else if allowed.len() == candidates.len() {
+        Expectation::Answer {
+            by,
+            seen_source: None,
+        }
+    } else {
+        Expectation::Partial { by }
+    }
+}
+
+/// What `--check` expects of one probe, computed from the objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// Connects, answered by one of `by` (any answer when empty: ICMP carries no name), and,
+    /// when given, the server saw that source address.
+    Answer {
+        /// Who may answer.
+        by: BTreeSet<String>,
+        /// The source the server must see.
+        seen_source: Option<Ipv4Addr>,
+    },
+    /// Either no answer or one of `by` (a Service whose endpoints the policies allow only
+    /// in part: which one a try reaches is the load balancer's choice).
+    Partial {
+        /// Who may answer.
+        by: BTreeSet<String>,
+    },
+    /// Does not connect, whatever the error (NetworkPolicies deny it; no local endpoint).
+    NoAnswer,
+    /// Refused (TCP RST / ICMP port unreachable): a Service without any usable endpoint.
+    Refused,
+}
+
+/// One line of `switchyard demo --json`, exactly the fields of the probe contract (README).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProbeRecord {
+    /// `ns/name`, `node:NAME` or `external`.
+    pub from: String,
+    /// `ns/name`, `service:ns/name`, `nodeport:NODE:ns/name`, `externalip:IP:ns/name`,
+    /// `lbip:IP:ns/name`, `node:NAME` or `external`.
+    pub to: String,
+    /// Destination port (0 for ICMP).
+    pub port: u16,
+    /// `ICMP`, `TCP`, `UDP` or `SCTP`.
+    pub protocol: &'static str,
+    /// Which try (Services are tried `--tries` times).
+    #[serde(rename = "try")]
+    pub try_: u32,
+    /// An answer came back.
+    pub connected: bool,
+    /// The name inside the answer.
+    pub answered_by: Option<String>,
+    /// The client socket's own address.
+    pub from_ip: Option<Ipv4Addr>,
+    /// The peer address the answering server saw.
+    pub seen_source: Option<Ipv4Addr>,
+    /// `refused`, `timeout`, `unreachable`, `reset` or `other` when not connected.
+    pub error: Option<&'static str>,
+}
+
+/// A probe's line and what `--check` expects of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// What happened.
+    pub record: ProbeRecord,
+    /// What should have.
+    pub expected: Expectation,
+}
+
+impl ProbeResult {
+    /// What is wrong with it, if anything (None: as expected).
+    pub fn problem(&self) -> Option<String> {
+        let r = &self.record;
+        let err = || r.error.unwrap_or("other").to_owned();
+        let by_ok = |by: &BTreeSet<String>| {
+            by.is_empty() || r.answered_by.as_ref().is_some_and(|a| by.contains(a))
+        };
+        match &self.expected {
+            Expectation::Answer { by, seen_source } => {
+                if !r.connected {
+                    return Some(err());
+                }
+                if !by_ok(by) {
+                    return Some(format!(
+                        "answered by {}, expected {}",
+                        r.answered_by.as_deref().unwrap_or("nobody"),
+                        by.iter().cloned().collect::<Vec<_>>().join(" or ")
+                    ));
+                }
+                match (seen_source, r.seen_source) {
+                    (Some(want), Some(got)) if want != &got => {
+                        Some(format!("the server saw source {got}, expected {want}"))
+                    }
+                    (Some(want), None) => {
+                        Some(format!("the server reported no source, expected {want}"))
+                    }
+                    _ => None,
+                }
+            }
+            Expectation::Partial { by } => (r.connected && !by_ok(by)).then(|| {
+                format!(
+                    "answered by {}, which the NetworkPolicies deny",
+                    r.answered_by.as_deref().unwrap_or("nobody")
+                )
+            }),
+            Expectation::NoAnswer => r
+                .connected
+                .then(|| "connected, but it should not (NetworkPolicies, traffic policy)".into()),
+            Expectation::Refused => match (r.connected, r.error) {
+                (true, _) => Some("connected, but the Service has no usable endpoint".into()),
+                (false, Some("refused")) => None,
+                (false, e) => Some(format!(
+                    "{}, expected refused (no usable endpoint)",
+                    e.unwrap_or("other")
+                )),
+            },
+        }
+    }
+
+    /// The contract's JSON line.
+    pub fn json(&self) -> String {
+        serde_json::to_string(&self.record).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientKind {
+    Pod,
+    Node,
+    External,
+}
+
+/// Who asks: a pod, a node's host network or the external client.
+struct Client {
+    label: String,
+    kind: ClientKind,
+    pod: Option<ObjectKey>,
+    netns: PathBuf,
+    netns_name: String,
+    /// The node it runs on (empty for the external client).
+    node: String,
+    /// Its node's InternalIP (the external client's own address).
+    node_ip: Ipv4Addr,
+    /// The source its traffic into the pod network carries: a pod's own address, a node's
+    /// gateway address (its route to the cluster CIDR), the external client's address.
+    pod_network_source: Ipv4Addr,
+}
+
+impl Client {
+    fn spec(
+        &self,
+        to: &str,
+        dst: Ipv4Addr,
+        protocol: ProbeProtocol,
+        port: u16,
+        try_: u32,
+        expected: Expectation,
+    ) -> Spec {
+        Spec {
+            from: self.label.clone(),
+            netns: self.netns.clone(),
+            netns_name: self.netns_name.clone(),
+            to: to.to_owned(),
+            dst,
+            protocol,
+            port,
+            try_,
+            expected,
+        }
+    }
+}
+
+/// One probe to run.
+struct Spec {
+    from: String,
+    netns: PathBuf,
+    netns_name: String,
+    to: String,
+    dst: Ipv4Addr,
+    protocol: ProbeProtocol,
+    port: u16,
+    try_: u32,
+    expected: Expectation,
+}
+
+/// Runs the probes on [`PROBE_WORKERS`] threads (each enters the client's namespace for
+/// each probe); results in the order given.
+fn run_specs(specs: Vec<Spec>) -> Vec<ProbeResult> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<ProbeResult>>> = Mutex::new(vec![None; specs.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..PROBE_WORKERS.min(specs.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(s) = specs.get(i) else { break };
+                    let o = probe::try_once(&s.netns, &s.netns_name, s.dst, s.protocol, s.port);
+                    let r = ProbeResult {
+                        record: ProbeRecord {
+                            from: s.from.clone(),
+                            to: s.to.clone(),
+                            port: s.port,
+                            protocol: s.protocol.name(),
+                            try_: s.try_,
+                            connected: o.connected,
+                            answered_by: o.answered_by,
+                            from_ip: o.from_ip,
+                            seen_source: o.seen_source,
+                            error: if o.connected {
+                                None
+                            } else {
+                                o.error.or(Some("other"))
+                            },
+                        },
+                        expected: s.expected.clone(),
+                    };
+                    if let Ok(mut v) = results.lock() {
+                        v[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Renders the matrix as a table: one row per source, one column per destination, each cell
@@ -991,16 +1814,27 @@ pub fn render_matrix(probes: &[Probe]) -> String {
             targets.push(&p.to);
         }
     }
+    // A cell: ICMP, then every port probed between the two (✓ only if all connected).
     let cell = |from: &str, to: &str| -> String {
-        let mark = |proto: &str| {
-            probes
+        let pair: Vec<&Probe> = probes
+            .iter()
+            .filter(|p| p.from == from && p.to == to)
+            .collect();
+        let mark = |icmp: bool| {
+            let v: Vec<&&Probe> = pair
                 .iter()
-                .find(|p| p.from == from && p.to == to && p.protocol == proto)
-                .map(|p| if p.failure.is_none() { "✓" } else { "✗" })
+                .filter(|p| (p.protocol == "icmp") == icmp)
+                .collect();
+            match v.is_empty() {
+                true => "-",
+                false if v.iter().all(|p| p.failure.is_none()) => "✓",
+                false => "✗",
+            }
         };
-        match (mark("icmp"), mark("tcp")) {
-            (Some(i), Some(t)) => format!("{i}/{t}"),
-            _ => "-".into(),
+        if pair.is_empty() {
+            "-".into()
+        } else {
+            format!("{}/{}", mark(true), mark(false))
         }
     };
     targets.sort_unstable();
@@ -1013,7 +1847,7 @@ pub fn render_matrix(probes: &[Probe]) -> String {
         .unwrap_or(3)
         .max(5)
         + 2;
-    let mut out = format!("{:width$}", "from \\ to   (icmp/tcp)");
+    let mut out = format!("{:width$}", "from \\ to   (icmp/ports)");
     for t in &targets {
         out.push_str(&format!("{:>col$}", short(t)));
     }
@@ -1218,6 +2052,97 @@ mod tests {
         assert!(
             text.contains("FAILED tcp pod a/x -> pod a/y: refused"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn service_expectations_follow_endpoints_traffic_policy_and_network_policy() {
+        use services::Endpoint;
+        let ep = |name: &str, node: &str| Endpoint {
+            pod: Some(ObjectKey::new("x", name)),
+            ip: Ipv4Addr::new(10, 244, 1, 2),
+            port: 8080,
+            node: Some(node.into()),
+        };
+        let names = |v: &[&str]| v.iter().map(|n| format!("x/{n}")).collect::<BTreeSet<_>>();
+        let all: BTreeSet<Endpoint> = [ep("a", "n1"), ep("b", "n2")].into();
+        assert_eq!(
+            service_expectation(&BTreeSet::new(), None, |_| true),
+            Expectation::Refused
+        );
+        assert_eq!(
+            service_expectation(&all, None, |_| true),
+            Expectation::Answer {
+                by: names(&["a", "b"]),
+                seen_source: None
+            }
+        );
+        // A Local policy: only the client's node's endpoint; none there → dropped.
+        assert_eq!(
+            service_expectation(&all, Some("n2"), |_| true),
+            Expectation::Answer {
+                by: names(&["b"]),
+                seen_source: None
+            }
+        );
+        assert_eq!(
+            service_expectation(&all, Some("n3"), |_| true),
+            Expectation::NoAnswer
+        );
+        // NetworkPolicy after DNAT: some endpoints allowed → either; none → no answer.
+        let only_a = |e: &Endpoint| e.pod.as_ref().is_some_and(|p| p.name == "a");
+        assert_eq!(
+            service_expectation(&all, None, only_a),
+            Expectation::Partial { by: names(&["a"]) }
+        );
+        assert_eq!(
+            service_expectation(&all, None, |_| false),
+            Expectation::NoAnswer
+        );
+    }
+
+    #[test]
+    fn probe_results_are_judged_against_their_expectation() {
+        let record = |connected: bool, by: Option<&str>, error: Option<&'static str>| ProbeRecord {
+            from: "x/a".into(),
+            to: "service:x/web".into(),
+            port: 80,
+            protocol: "TCP",
+            try_: 0,
+            connected,
+            answered_by: by.map(String::from),
+            from_ip: Some(Ipv4Addr::new(10, 244, 1, 2)),
+            seen_source: Some(Ipv4Addr::new(10, 244, 1, 2)),
+            error,
+        };
+        let judge = |r: ProbeRecord, expected: Expectation| {
+            ProbeResult {
+                record: r,
+                expected,
+            }
+            .problem()
+        };
+        let by_b = Expectation::Answer {
+            by: ["x/b".to_owned()].into(),
+            seen_source: Some(Ipv4Addr::new(10, 244, 1, 2)),
+        };
+        assert_eq!(judge(record(true, Some("x/b"), None), by_b.clone()), None);
+        assert!(judge(record(true, Some("x/c"), None), by_b.clone()).is_some());
+        assert!(judge(record(false, None, Some("timeout")), by_b).is_some());
+        assert_eq!(
+            judge(record(false, None, Some("refused")), Expectation::Refused),
+            None
+        );
+        assert!(judge(record(false, None, Some("timeout")), Expectation::Refused).is_some());
+        assert!(judge(record(true, Some("x/b"), None), Expectation::NoAnswer).is_some());
+        let line = ProbeResult {
+            record: record(false, None, Some("refused")),
+            expected: Expectation::Refused,
+        }
+        .json();
+        assert_eq!(
+            line,
+            r#"{"from":"x/a","to":"service:x/web","port":80,"protocol":"TCP","try":0,"connected":false,"answered_by":null,"from_ip":"10.244.1.2","seen_source":"10.244.1.2","error":"refused"}"#
         );
     }
 }

@@ -229,13 +229,15 @@ struct Netpol {
 impl Netpol {
     fn start() -> Netpol {
         require_root();
-        let cluster = DemoCluster::start(DemoOptions {
+        let mut cluster = DemoCluster::start(DemoOptions {
             cluster_yaml: cluster_yaml(),
             encap: Encap::Geneve,
             controller_bin: workspace_binary("switchyard"),
             cni_bin: workspace_binary("switchyard-cni"),
         })
         .unwrap_or_else(|e| panic!("demo cluster: {e}"));
+        // The demo serves the pods' ports too; these tests serve them with their own.
+        cluster.stop_pod_servers();
         let servers = cluster
             .pods
             .values()
@@ -683,6 +685,7 @@ fn policies_follow_changes_over_time_and_established_connections_survive() {
         .cluster
         .add_pod_document(pod_doc("x", "d", "n3", json!({"pod": "a"})))
         .expect("add x/d");
+    np.cluster.stop_pod_servers();
     let d_pod = &np.cluster.pods[&ObjectKey::new("x", "d")];
     let _d_servers = Servers::start(d_pod.netns.path(), "x/d".into());
     let from_ns = |n: &str, p: &str| np.cluster.pods[&ObjectKey::new(n, p)].netns.path();

@@ -69,9 +69,18 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
     assert_eq!(cluster.nodes.len(), 3);
     assert!(cluster.pods.len() >= 6, "pods: {}", cluster.pods.len());
     let probes = cluster.check_connectivity();
-    // pod↔pod both ways for every pair, plus node → its own pods, each by ICMP and TCP.
-    let pods = cluster.pods.len();
-    assert_eq!(probes.len(), pods * (pods - 1) * 2 + pods * 2);
+    // Every pod and node to every other pod (ICMP + each declared port), to every node
+    // (ICMP + TCP 10250) and to the external client.
+    let (pods, nodes) = (cluster.pods.len(), cluster.nodes.len());
+    let per_pod: usize = cluster
+        .pods
+        .keys()
+        .map(|k| 1 + cluster.pod_ports(k).len())
+        .sum();
+    assert_eq!(
+        probes.len(),
+        (pods - 1 + nodes) * per_pod + nodes * (pods + nodes - 1) * 2 + pods + nodes
+    );
     assert_all_connected(&probes);
 
     // Operators see table names and who owns each flow.
@@ -457,7 +466,11 @@ fn the_demo_removes_everything_it_created_on_success_and_on_failure() {
         .into_iter()
         .filter(|n| n.starts_with(&prefix))
         .count();
-    assert_eq!(ours, 2 + 2 + 1, "nodes, pods and the underlay");
+    assert_eq!(
+        ours,
+        2 + 2 + 1 + 1,
+        "nodes, pods, the underlay and the external namespace"
+    );
     assert!(pids.iter().all(|p| alive(*p)));
     drop(cluster);
     let left: Vec<String> = netns_names()
@@ -517,8 +530,9 @@ fn switchyard_demo_command_checks_a_cluster_file_over_vxlan() {
         "demo --check failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 2 pods: 2 pod→pod + 2 node→own pod, each ICMP and TCP.
-    assert!(stdout.contains("8 of 8 checks passed"), "{stdout}");
+    // 2 pods on 2 nodes: to the pods 3 clients each × (ICMP, TCP 80); to the nodes 3
+    // clients each × (ICMP, TCP 10250); 4 clients to the external one.
+    assert!(stdout.contains("28 of 28 checks passed"), "{stdout}");
     assert!(
         stdout.contains("default/u") && stdout.contains("cmd-b"),
         "{stdout}"

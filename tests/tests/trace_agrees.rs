@@ -323,7 +323,7 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
     // Native tunnelling needs the remote node's underlay MAC in the switch's neighbour
     // cache: one ping across (x has no policy) fills it on both nodes.
     let pod = |ns: &str, n: &str| &cluster.pods[&ObjectKey::new(ns, n)];
-    switchyard_demo::probe::ping(pod("x", "a").netns.name(), pod("x", "c").ip, 10)
+    switchyard_demo::probe::ping_attempts(pod("x", "a").netns.name(), pod("x", "c").ip, 10)
         .unwrap_or_else(|e| panic!("x/a → x/c: {e}"));
 
     // The controller's view, rebuilt from the same cluster file and the nodes' OVSDB (as a

@@ -10,7 +10,7 @@
 //! | feature | owner | tables |
 //! |---|---|---|
 //! | [`skeleton`] | [`Owner::Pipeline`] | every table's default; tunnel classification; ct; L2 to the tunnel; Output |
-//! | [`gateway`] | [`Owner::Gateway`] | Classifier, ArpResponder, L3Forwarding, L2ForwardingCalc |
+//! | [`gateway`] | [`Owner::Gateway`] | Classifier, ArpResponder (gateway IP; the remote-pods next hop), L3Forwarding, L2ForwardingCalc |
 //! | [`pod`] | [`Owner::Pod`] | Classifier, SpoofGuard, ArpResponder, L3Forwarding, L2ForwardingCalc |
 //! | [`remote_node`] | [`Owner::RemoteNode`] | L3Forwarding |
 //! | [`policy`] | [`Owner::PolicyBase`], [`Owner::Policy`] | EgressRule, IngressRule |

@@ -158,8 +158,8 @@ fn every_feature_writes_only_the_tables_it_declares() {
             );
         }
     }
-    // Skeleton 19, gateway 4, two pods × 6, one remote node, policy base 5.
-    assert_eq!(checked, 41, "every owner's flows were looked at");
+    // Skeleton 19, gateway 5, two pods × 6, one remote node, policy base 5.
+    assert_eq!(checked, 42, "every owner's flows were looked at");
 }
 
 #[test]
@@ -199,4 +199,31 @@ fn shared_remote_node_flows_are_what_the_feature_computes_and_follow_the_node() 
         shared.parts(&owner, &ctx(&snap, "n1", &ofports)),
         Parts::default()
     );
+}
+
+#[test]
+fn the_gateway_answers_arp_for_the_remote_pods_next_hop_from_the_gateway_port_only() {
+    use crate::pipeline::{GATEWAY_OFPORT, REMOTE_PODS_NEXT_HOP, TUNNEL_PEER_MAC};
+    let (s, ofports) = state();
+    let snap = s.snapshot();
+    let flows = owner_flows(&Owner::Gateway, &ctx(&snap, "n1", &ofports));
+    let mut want = arp_request_for(REMOTE_PODS_NEXT_HOP);
+    want.insert(MatchField::u32(Field::InPort, GATEWAY_OFPORT))
+        .unwrap();
+    let arp: Vec<&Flow> = flows
+        .iter()
+        .filter(|f| f.table == Table::ArpResponder && f.match_ == want)
+        .collect();
+    assert_eq!(arp.len(), 1, "{flows:#?}");
+    assert_eq!(
+        arp[0].instructions,
+        vec![apply_actions(arp_reply(
+            TUNNEL_PEER_MAC,
+            REMOTE_PODS_NEXT_HOP
+        ))]
+    );
+    // The same on every node (it names no node), and one flow whatever the cluster's size.
+    let other = owner_flows(&Owner::Gateway, &ctx(&snap, "n2", &ofports));
+    assert!(other.iter().any(|f| f.match_ == want));
+    assert_eq!(flows.len(), 5);
 }

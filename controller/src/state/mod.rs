@@ -30,7 +30,7 @@ use crate::source::{Delta, Kind, Object, ObjectKey};
 use crate::switch_config::PodPort;
 
 mod policy;
-pub use policy::{PolicyOwner, RuleKey};
+pub use policy::{PolicyEnd, PolicyOwner, RuleKey};
 
 /// What changed, as features need to hear it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -842,6 +842,15 @@ fn push_touched(touched: Touched, changes: &mut Vec<Change>) {
     );
 }
 
+/// One side of a connection, for [`Snapshot::policy_allows_between`].
+#[derive(Clone, Copy, Debug)]
+pub enum PolicyEnd<'a> {
+    /// A pod, by key.
+    Pod(&'a ObjectKey),
+    /// An address that is no pod's: a node's host network, the outside.
+    Address(Ipv4Addr),
+}
+
 impl Snapshot {
     /// Whether the policies allow a new connection from pod `from` to pod `to` on
     /// `l4` = (protocol, port) (`None`: a protocol no policy port names, such as ICMP,
@@ -861,17 +870,45 @@ impl Snapshot {
             self.attachments.get(from).map(|a| a.ip),
             self.attachments.get(to).map(|a| a.ip),
         );
-        self.direction_allows(Direction::Egress, src, dst, dst_ip, dst, l4)
-            && self.direction_allows(Direction::Ingress, dst, src, src_ip, dst, l4)
+        self.direction_allows(Direction::Egress, src, Some(dst), dst_ip, Some(dst), l4)
+            && self.direction_allows(Direction::Ingress, dst, Some(src), src_ip, Some(dst), l4)
+    }
+
+    /// [`Snapshot::policy_allows`] where either side may be an address outside the pod
+    /// network (a node's host network, a machine outside the cluster): policies select pods
+    /// only, so such a side is never isolated, and as a peer only ipBlocks (or no peers)
+    /// name it. A pod side unknown to the state allows nothing.
+    pub fn policy_allows_between(
+        &self,
+        from: PolicyEnd<'_>,
+        to: PolicyEnd<'_>,
+        l4: Option<(crate::policy::Protocol, u16)>,
+    ) -> bool {
+        let side = |end: PolicyEnd<'_>| -> Option<(Option<&PodModel>, Option<Ipv4Addr>)> {
+            match end {
+                PolicyEnd::Pod(key) => Some((
+                    Some(self.pods.get(key)?.as_ref()),
+                    self.attachments.get(key).map(|a| a.ip),
+                )),
+                PolicyEnd::Address(ip) => Some((None, Some(ip))),
+            }
+        };
+        let (Some((src, src_ip)), Some((dst, dst_ip))) = (side(from), side(to)) else {
+            return false;
+        };
+        src.is_none_or(|s| self.direction_allows(Direction::Egress, s, dst, dst_ip, dst, l4))
+            && dst.is_none_or(|d| {
+                self.direction_allows(Direction::Ingress, d, src, src_ip, Some(d), l4)
+            })
     }
 
     fn direction_allows(
         &self,
         direction: Direction,
         subject: &PodModel,
-        peer: &PodModel,
+        peer: Option<&PodModel>,
         peer_ip: Option<Ipv4Addr>,
-        dest: &PodModel,
+        dest: Option<&PodModel>,
         l4: Option<(crate::policy::Protocol, u16)>,
     ) -> bool {
         let mut isolated = false;
@@ -889,7 +926,9 @@ impl Snapshot {
                 let peer_ok = match &rule.peers {
                     None => true,
                     Some(peers) => peers.iter().any(|p| match p {
-                        Peer::Pods { namespaces, pods } => self.pod_in(peer, namespaces, pods),
+                        Peer::Pods { namespaces, pods } => {
+                            peer.is_some_and(|peer| self.pod_in(peer, namespaces, pods))
+                        }
                         Peer::Block(nets) => {
                             peer_ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
                         }
@@ -905,7 +944,9 @@ impl Snapshot {
                             && match &p.port {
                                 PortMatch::Any => true,
                                 PortMatch::Range(a, b) => (*a..=*b).contains(&port),
-                                PortMatch::Named(n) => dest.named_port(n, protocol) == Some(port),
+                                PortMatch::Named(n) => {
+                                    dest.and_then(|d| d.named_port(n, protocol)) == Some(port)
+                                }
                             }
                     }),
                 };
