@@ -17,6 +17,7 @@ pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod realise;
+pub mod reject;
 pub mod source;
 pub mod state;
 pub mod switch_config;

@@ -104,6 +104,37 @@ pub const REG_SOURCE_CLASS: u8 = 0;
 /// reg1 holds the output port, set by L2ForwardingCalc and read by Output.
 pub const REG_OUT_PORT: u8 = 1;
 
+/// reg3 holds the endpoint a Service's group chose (its IPv4 address), read by
+/// EndpointDnat.
+pub const REG_ENDPOINT_IP: u8 = 3;
+/// reg4 holds the chosen endpoint's DNAT port (bits 0..15), read by EndpointDnat.
+pub const REG_ENDPOINT_PORT: u8 = 4;
+/// reg5 holds the Service port id (see `state::service`) of a new connection to a
+/// Service, set by ServiceLb and read by EndpointDnat.
+pub const REG_SERVICE_PORT: u8 = 5;
+
+/// ct_mark bit: the connection was DNATed to a Service endpoint.
+pub const CT_MARK_SERVICE: u32 = 0x1;
+/// ct_mark bit: a hairpin connection (a pod reached a Service and was chosen as its own
+/// endpoint): SNATed to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`], output to in_port.
+pub const CT_MARK_HAIRPIN: u32 = 0x2;
+
+/// The source address a hairpin connection is SNATed to, so that the pod does not receive
+/// packets from its own address (Linux drops those as martians). Link-local, never on a wire.
+pub const HAIRPIN_SNAT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 252);
+
+/// Conntrack zone of the hairpin SNAT (a connection cannot be DNATed and SNATed by one
+/// commit, so the SNAT has a zone of its own).
+pub const CT_ZONE_HAIRPIN: u16 = 65521;
+
+/// The meter that bounds packet-ins of connections refused for want of an endpoint: the
+/// node agent installs it when br-int connects (OVS takes no meter_mod inside a bundle).
+pub const REJECT_METER_ID: u32 = 1;
+/// Its rate (packets per second) and burst: beyond these, refused clients time out instead.
+pub const REJECT_METER_PPS: u32 = 200;
+/// Its burst size (packets).
+pub const REJECT_METER_BURST: u32 = 200;
+
 /// Values of [`REG_SOURCE_CLASS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -199,6 +230,11 @@ pub enum CookieCategory {
     /// Peer address clause flows (bit 32 = direction; bits 45..40 = prefix length; owner =
     /// the network address).
     PolicyPeer = 8,
+    /// A Service port's flows (owner = the Service port id, which is also its group id; see
+    /// `state::service`).
+    Service = 9,
+    /// The Service feature's fixed flows: hairpin SNAT and output (owner = 0).
+    ServiceBase = 10,
 }
 
 impl CookieCategory {
@@ -213,6 +249,8 @@ impl CookieCategory {
             6 => Some(CookieCategory::PolicyRule),
             7 => Some(CookieCategory::PolicyTarget),
             8 => Some(CookieCategory::PolicyPeer),
+            9 => Some(CookieCategory::Service),
+            10 => Some(CookieCategory::ServiceBase),
             _ => None,
         }
     }

@@ -146,6 +146,7 @@ fn every_feature_writes_only_the_tables_it_declares() {
         Owner::Pod(_) => pod::TABLES,
         Owner::RemoteNode(_) => remote_node::TABLES,
         Owner::PolicyBase | Owner::Policy(_) => policy::TABLES,
+        Owner::ServiceBase | Owner::Service(_) => service::TABLES,
     };
     let mut checked = 0;
     for owner in node_owners(&c) {
