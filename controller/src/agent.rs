@@ -966,6 +966,7 @@ async fn watch_foreign_changes(
                 {
                     refuse(&conn, &node, &p);
                 }
+                Message::FlowRemoved(r) if crate::pipeline::switch_made(r.cookie) => {}
                 Message::FlowRemoved(r) => {
                     debug!(node = %node, table = r.table_id, priority = r.priority,
                         cookie = format!("{:#x}", r.cookie), reason = r.reason,
@@ -981,6 +982,9 @@ async fn watch_foreign_changes(
                         let FlowUpdate::Full(u) = update else {
                             continue;
                         };
+                        if crate::pipeline::switch_made(u.cookie) {
+                            continue;
+                        }
                         let gone = u.event == FlowUpdateEvent::Deleted;
                         let key = FlowKey::new(u.table_id, u.priority, &u.match_);
                         let _ = tx.send((key, gone));

@@ -71,6 +71,11 @@ pub const fn service_cookie(port_id: u32) -> u64 {
     cookie(CookieCategory::Service, port_id)
 }
 
+/// The cookie of the session affinity flows a Service port's EndpointDnat flows learn.
+pub const fn service_affinity_cookie(port_id: u32) -> u64 {
+    cookie(CookieCategory::ServiceAffinity, port_id)
+}
+
 /// The cookie of the Service feature's fixed flows.
 pub const fn service_base_cookie() -> u64 {
     cookie(CookieCategory::ServiceBase, 0)

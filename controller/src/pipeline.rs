@@ -19,10 +19,14 @@ pub enum Table {
     Conntrack,
     /// Drops +inv; later issues let est/rel bypass policy here.
     ConntrackState,
-    /// Service load balancing (ClusterIP/NodePort): a later issue fills it.
+    /// Service load balancing: new connections to a Service port go to its select group.
     ServiceLb,
-    /// Endpoint DNAT: a later issue fills it.
+    /// Endpoint DNAT: the endpoint a Service group (or session affinity) chose, DNATed and
+    /// committed in conntrack.
     EndpointDnat,
+    /// Session affinity (`sessionAffinity: ClientIP`): flows learned from EndpointDnat
+    /// (client, Service port → endpoint); reached by resubmit from ServiceLb only.
+    SessionAffinity,
     /// NetworkPolicy egress rules: a later issue fills it.
     EgressRule,
     /// Routing: local pod (MAC rewrite), remote node's pod CIDR (tunnel), gateway.
@@ -39,7 +43,7 @@ pub enum Table {
 
 impl Table {
     /// Every table, in pipeline order.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Classifier,
         Table::SpoofGuard,
         Table::ArpResponder,
@@ -47,6 +51,7 @@ impl Table {
         Table::ConntrackState,
         Table::ServiceLb,
         Table::EndpointDnat,
+        Table::SessionAffinity,
         Table::EgressRule,
         Table::L3Forwarding,
         Table::L2ForwardingCalc,
@@ -65,6 +70,7 @@ impl Table {
             Table::ConntrackState => 31,
             Table::ServiceLb => 40,
             Table::EndpointDnat => 41,
+            Table::SessionAffinity => 42,
             Table::EgressRule => 50,
             Table::L3Forwarding => 60,
             Table::L2ForwardingCalc => 70,
@@ -84,6 +90,7 @@ impl Table {
             Table::ConntrackState => "ConntrackState",
             Table::ServiceLb => "ServiceLb",
             Table::EndpointDnat => "EndpointDnat",
+            Table::SessionAffinity => "SessionAffinity",
             Table::EgressRule => "EgressRule",
             Table::L3Forwarding => "L3Forwarding",
             Table::L2ForwardingCalc => "L2ForwardingCalc",
@@ -112,6 +119,10 @@ pub const REG_ENDPOINT_PORT: u8 = 4;
 /// reg5 holds the Service port id (see `state::service`) of a new connection to a
 /// Service, set by ServiceLb and read by EndpointDnat.
 pub const REG_SERVICE_PORT: u8 = 5;
+
+/// reg7 (bits 0..15) holds which of a large Service port's groups a new connection goes
+/// to (`multipath`), read by EndpointDnat.
+pub const REG_GROUP_SLOT: u8 = 7;
 
 /// ct_mark bit: the connection was DNATed to a Service endpoint.
 pub const CT_MARK_SERVICE: u32 = 0x1;
@@ -235,6 +246,9 @@ pub enum CookieCategory {
     Service = 9,
     /// The Service feature's fixed flows: hairpin SNAT and output (owner = 0).
     ServiceBase = 10,
+    /// Session affinity flows the switch learned (owner = the Service port id). The switch
+    /// makes and expires them: the realiser leaves them alone.
+    ServiceAffinity = 11,
 }
 
 impl CookieCategory {
@@ -251,6 +265,7 @@ impl CookieCategory {
             8 => Some(CookieCategory::PolicyPeer),
             9 => Some(CookieCategory::Service),
             10 => Some(CookieCategory::ServiceBase),
+            11 => Some(CookieCategory::ServiceAffinity),
             _ => None,
         }
     }
@@ -264,6 +279,12 @@ impl CookieCategory {
 /// 10.244.1.5).
 pub const fn cookie(category: CookieCategory, owner_id: u32) -> u64 {
     ((category as u64) << 56) | owner_id as u64
+}
+
+/// True for the cookie of a flow the switch makes itself (a `learn`): the realiser neither
+/// diffs nor removes those.
+pub fn switch_made(cookie: u64) -> bool {
+    CookieCategory::of(cookie) == Some(CookieCategory::ServiceAffinity)
 }
 
 /// The owner id part of a cookie.

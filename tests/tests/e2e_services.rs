@@ -200,7 +200,7 @@ impl Drop for Servers {
 }
 
 /// What one new connection from inside `netns` got: the answer, or why there was none.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Outcome {
     Answer(String),
     Refused,
@@ -713,4 +713,218 @@ fn a_service_without_usable_endpoints_refuses_tcp_and_udp_clients() {
     );
     s.cluster.apply_document(doc).expect("apply");
     s.expect_answers("cl1", vip, Proto::Tcp, 80, &["web-1:8080"]);
+}
+
+#[test]
+fn session_affinity_sends_every_connection_of_a_client_to_one_endpoint() {
+    switchyard_tests::skip_unless_root!();
+    let mut s = Services::start(vec![
+        service(
+            "sticky",
+            "10.96.0.50",
+            json!([{"name": "http", "port": 80}]),
+            json!({"spec": {"sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}}}),
+        ),
+        // The same endpoints without affinity, as the control: there both answer.
+        service(
+            "loose",
+            "10.96.0.51",
+            json!([{"name": "http", "port": 80}]),
+            json!({}),
+        ),
+    ]);
+    for svc in ["sticky", "loose"] {
+        let doc = slice(
+            &format!("{svc}-a"),
+            svc,
+            json!([{"name": "http", "port": 8080}]),
+            vec![
+                s.endpoint("web-1", json!({})),
+                s.endpoint("web-2", json!({})),
+            ],
+        );
+        s.cluster.apply_document(doc).expect("apply");
+    }
+    s.expect_answers(
+        "cl1",
+        "10.96.0.51".parse().unwrap(),
+        Proto::Tcp,
+        80,
+        &["web-1:8080", "web-2:8080"],
+    );
+    for client in ["cl1", "cl2"] {
+        let deadline = Instant::now() + CONVERGE;
+        let got = loop {
+            let got = s.answers(client, "10.96.0.50".parse().unwrap(), Proto::Tcp, 80, 24);
+            if got.iter().all(|o| matches!(o, Outcome::Answer(_))) || Instant::now() > deadline {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        let distinct: BTreeSet<&Outcome> = got.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "{client}: every try must be answered by one pod: {got:?}\n{}",
+            s.diagnostics()
+        );
+        assert!(matches!(got[0], Outcome::Answer(_)), "{got:?}");
+    }
+    // The switch learned the affinity; the controller left the learned flows alone.
+    let flows = s
+        .cluster
+        .dump_flows("n1", &["table=SessionAffinity"])
+        .expect("dump-flows");
+    assert!(
+        flows
+            .lines()
+            .any(|l| l.contains("nw_dst=10.96.0.50") && l.contains("idle_timeout=600")),
+        "{flows}"
+    );
+}
+
+#[test]
+fn more_endpoints_than_one_group_holds_are_all_in_the_switch_groups() {
+    switchyard_tests::skip_unless_root!();
+    let mut s = Services::start(vec![service(
+        "big",
+        "10.96.0.60",
+        json!([{"name": "http", "port": 80}]),
+        json!({}),
+    )]);
+    // 1500 endpoints (an OF1.3 group_mod holds about 1000 of ours, ~700 of Antrea's).
+    let endpoints: Vec<Value> = (0..1500u32)
+        .map(|i| json!({"addresses": [format!("10.250.{}.{}", i / 250, i % 250 + 1)]}))
+        .collect();
+    s.cluster
+        .apply_document(slice(
+            "big-a",
+            "big",
+            json!([{"name": "http", "port": 8080}]),
+            endpoints,
+        ))
+        .expect("apply");
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let groups = s.groups("n1");
+        let selects: Vec<&str> = groups
+            .lines()
+            .filter(|l| l.contains("type=select"))
+            .collect();
+        let buckets: usize = selects.iter().map(|g| g.matches("bucket=").count()).sum();
+        let mut missing = vec![];
+        for i in 0..1500u32 {
+            let ip = Ipv4Addr::new(10, 250, (i / 250) as u8, (i % 250 + 1) as u8);
+            let hex = format!("set_field:{:#x}->reg3", u32::from(ip));
+            if groups.matches(&hex).count() != 1 {
+                missing.push(ip);
+            }
+        }
+        if selects.len() == 2 && buckets == 1500 && missing.is_empty() {
+            // Both groups are reached: one dispatch flow each, after the multipath hash.
+            let flows = s.cluster.dump_flows("n1", &[]).expect("dump-flows");
+            for g in &selects {
+                let id = g
+                    .split(',')
+                    .find_map(|f| f.trim().strip_prefix("group_id="))
+                    .expect("group id");
+                assert!(
+                    flows.lines().any(|l| l.contains("reg7=") && l.ends_with(&format!("actions=group:{id}"))),
+                    "no flow dispatches to group {id}:\n{flows}"
+                );
+            }
+            assert!(flows.contains("multipath(symmetric_l3l4+udp"), "{flows}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups: {} select, {buckets} buckets, {} endpoints missing (e.g. {:?})",
+            selects.len(),
+            missing.len(),
+            missing.first()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Probes until `ok(outcome)` holds, or panics.
+fn expect_outcome(
+    s: &Services,
+    from: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    what: &str,
+    ok: impl Fn(&Outcome) -> bool,
+) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let o = probe(&s.netns(from), dst, Proto::Tcp, port);
+        if ok(&o) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{from} -> {dst}:{port}: wanted {what}, got {o:?}\n{}",
+            s.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn network_policy_applies_to_the_endpoint_after_dnat() {
+    switchyard_tests::skip_unless_root!();
+    let mut s = Services::start(vec![service(
+        "one",
+        "10.96.0.70",
+        json!([{"name": "http", "port": 80}]),
+        json!({}),
+    )]);
+    let doc = slice(
+        "one-a",
+        "one",
+        json!([{"name": "http", "port": 8080}]),
+        vec![s.endpoint("web-1", json!({}))],
+    );
+    s.cluster.apply_document(doc).expect("apply");
+    let vip: Ipv4Addr = "10.96.0.70".parse().unwrap();
+    let policy = |ports: Value| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "web-1-in", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web-1"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "cl1"}}}],
+                    "ports": ports}]}})
+    };
+    let answered = |o: &Outcome| *o == Outcome::Answer("web-1:8080".into());
+    let denied = |o: &Outcome| matches!(o, Outcome::Failed(_));
+    // The pod's port (8080) allowed: the Service's port (80) reaches it, from cl1 only.
+    s.cluster
+        .apply_document(policy(json!([{"port": 8080, "protocol": "TCP"}])))
+        .expect("apply");
+    expect_outcome(&s, "cl2", vip, 80, "denied", denied);
+    expect_outcome(&s, "cl1", vip, 80, "web-1:8080", answered);
+    // Only the Service's port allowed: nothing reaches the pod's port.
+    s.cluster
+        .apply_document(policy(json!([{"port": 80, "protocol": "TCP"}])))
+        .expect("apply");
+    expect_outcome(&s, "cl1", vip, 80, "denied", denied);
+    // Egress of the client, judged after DNAT too: cl1 may reach web-1:8080 only.
+    s.cluster
+        .delete_document(
+            "NetworkPolicy",
+            &switchyard::source::ObjectKey::new("default", "web-1-in"),
+        )
+        .expect("delete");
+    let ip1 = s.ip("web-1");
+    s.cluster
+        .apply_document(
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "cl1-out", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"app": "cl1"}}, "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": format!("{ip1}/32")}}],
+                    "ports": [{"port": 8080, "protocol": "TCP"}]}]}}),
+        )
+        .expect("apply");
+    expect_outcome(&s, "cl1", vip, 80, "web-1:8080", answered);
 }

@@ -394,3 +394,138 @@ fn the_node_holds_every_service_and_the_hairpin_flows() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn an_affinity_port_looks_up_learned_endpoints_before_its_group() {
+    let s = state(vec![
+        delta(service(
+            "web",
+            "10.96.0.10",
+            json!([{"name": "http", "port": 80}]),
+            json!({"spec": {"sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}}}),
+        )),
+        delta(slice(
+            "web-a",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([ep("10.244.1.5", json!({})), ep("10.244.2.6", json!({}))]),
+        )),
+    ]);
+    let snap = s.snapshot();
+    let svc = snap.service(&key("web")).unwrap();
+    assert_eq!(svc.affinity_timeout, Some(30));
+    let id = svc.ports[0].id;
+    let mut out = Vec::new();
+    flows(svc, &mut out);
+    let lines = text(&out);
+    let lb = lines.iter().find(|l| l.contains("table=40")).unwrap();
+    assert!(
+        lb.ends_with(&format!(
+            "actions=set_field:{id:#x}->reg5,resubmit(,42),goto_table:41"
+        )),
+        "{lb}"
+    );
+    let miss = lines.iter().find(|l| l.contains("priority=190")).unwrap();
+    assert!(
+        miss.contains(&format!("tcp,reg5={id:#x}"))
+            && miss.ends_with(&format!("actions=group:{id}")),
+        "{miss}"
+    );
+    let learn = format!(
+        "learn(table=42,idle_timeout=30,priority=200,delete_learned,cookie={:#x},eth_type=0x800,nw_proto=6,NXM_OF_IP_SRC[],NXM_OF_IP_DST[],NXM_OF_TCP_DST[],load:NXM_NX_REG3[]->NXM_NX_REG3[],load:NXM_NX_REG4[]->NXM_NX_REG4[])",
+        ids::service_affinity_cookie(id)
+    );
+    let endpoints: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("table=41") && !l.contains("priority=190"))
+        .collect();
+    assert_eq!(endpoints.len(), 4);
+    for l in endpoints {
+        assert!(l.contains(&learn), "{l}\n{learn}");
+    }
+    // Learned flows are the switch's: the realiser does not diff them.
+    assert!(crate::pipeline::switch_made(ids::service_affinity_cookie(
+        id
+    )));
+    assert!(!crate::pipeline::switch_made(ids::service_cookie(id)));
+}
+
+#[test]
+fn a_port_with_more_endpoints_than_a_group_holds_is_spread_over_several_groups() {
+    let endpoints: Vec<Value> = (0..2000u32)
+        .map(|i| {
+            ep(
+                &format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256),
+                json!({}),
+            )
+        })
+        .collect();
+    let s = state(vec![
+        delta(service(
+            "big",
+            "10.96.0.60",
+            json!([{"name": "http", "port": 80}]),
+            json!({}),
+        )),
+        delta(slice(
+            "big-a",
+            "big",
+            json!([{"name": "http", "port": 8080}]),
+            Value::Array(endpoints),
+        )),
+    ]);
+    let snap = s.snapshot();
+    let svc = snap.service(&key("big")).unwrap();
+    let id = svc.ports[0].id;
+    let groups = groups(svc);
+    assert_eq!(groups.len(), 3);
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, g) in groups.iter().enumerate() {
+        assert_eq!(g.group_id, id | ((k as u32 + 1) << 24));
+        assert!(
+            g.buckets.len() == 667 || g.buckets.len() == 666,
+            "{}",
+            g.buckets.len()
+        );
+        // Each group_mod fits OpenFlow's 16-bit message length.
+        let msg = openflow::Message::GroupMod(openflow::GroupMod::add(
+            g.group_id,
+            GroupType::Select,
+            g.buckets.clone(),
+        ));
+        let mut bytes = bytes::BytesMut::new();
+        msg.encode(1, &mut bytes).expect("encodes");
+        assert!(bytes.len() < 65536, "{}", bytes.len());
+        for b in &g.buckets {
+            assert!(
+                seen.insert(format!("{:?}", b.actions)),
+                "an endpoint in two groups"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 2000, "every endpoint in exactly one group");
+    let mut out = Vec::new();
+    flows(svc, &mut out);
+    let lines = text(&out);
+    let lb = lines.iter().find(|l| l.contains("table=40")).unwrap();
+    assert!(
+        // NXAST_MULTIPATH (our formatter shows it raw): symmetric_l3l4+udp, basis = the
+        // port id's low 16 bits, modulo_n, max_link 2, reg7[0..15].
+        lb.contains(&format!(
+            "experimenter(0x00002320,00.0a.00.03.{:02x}.{:02x}.00.00.00.00.00.02.00.00.00.00.00.00.00.0f.00.01.0e.04)",
+            (id >> 8) & 0xff,
+            id & 0xff
+        )) && lb.ends_with("goto_table:41"),
+        "{lb}"
+    );
+    for k in 0..3u32 {
+        let g = id | ((k + 1) << 24);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("reg7") && l.ends_with(&format!("actions=group:{g}"))),
+            "no dispatch to group {g}: {lines:#?}"
+        );
+    }
+}
