@@ -529,3 +529,62 @@ fn a_port_with_more_endpoints_than_a_group_holds_is_spread_over_several_groups()
         );
     }
 }
+
+#[test]
+fn service_flows_are_computed_once_for_every_node_and_follow_their_endpoints() {
+    use crate::agent::SharedFlows;
+    use crate::realise::{Parts, Prepared};
+    let mut s = state(vec![
+        delta(node("n2", "10.244.2.0/24", "192.168.77.12")),
+        delta(web()),
+        delta(slice(
+            "web-a",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([ep("10.244.1.5", json!({}))]),
+        )),
+    ]);
+    let ofports = HashMap::new();
+    let shared = SharedFlows::default();
+    let owner = Owner::Service(Arc::new(key("web")));
+    let at = |snap: &crate::state::Snapshot, node: &str| -> Parts {
+        let ctx = NodeContext {
+            node: snap.node(node).unwrap(),
+            state: snap,
+            ofports: &ofports,
+        };
+        shared.parts(&owner, &ctx)
+    };
+    let expect = |snap: &crate::state::Snapshot| {
+        let svc = snap.service(&key("web")).unwrap();
+        let mut f = Vec::new();
+        flows(svc, &mut f);
+        Parts {
+            shared: f.into_iter().map(Prepared::new).collect(),
+            groups: groups(svc),
+            ..Parts::default()
+        }
+    };
+    let snap = s.snapshot();
+    let n1 = at(&snap, "n1");
+    let n2 = at(&snap, "n2");
+    assert_eq!(n1, expect(&snap));
+    assert!(
+        Arc::ptr_eq(&n1.shared, &n2.shared),
+        "one computation for both nodes"
+    );
+    // An endpoint joins: the shared flows follow.
+    s.apply(vec![delta(slice(
+        "web-a",
+        "web",
+        json!([{"name": "http", "port": 8080}]),
+        json!([ep("10.244.1.5", json!({})), ep("10.244.2.6", json!({}))]),
+    ))]);
+    let snap = s.snapshot();
+    let after = at(&snap, "n2");
+    assert_eq!(after, expect(&snap));
+    assert_eq!(after.groups[0].buckets.len(), 2);
+    // The Service is deleted: nothing.
+    s.apply(vec![Delta::Delete(Kind::Service, key("web"))]);
+    assert_eq!(at(&s.snapshot(), "n1"), Parts::default());
+}
