@@ -26,9 +26,10 @@ lane build cargo build --workspace --bins --tests
 # Pure logic, no root, no OVS: state, features, realiser, codecs.
 lane unit cargo test --workspace --lib
 # Protocol tests against real ovsdb-server/ovs-vswitchd, the controller core against simulated
-# switches, and end-to-end clusters of network namespaces (root).
-lane integration cargo test --workspace --tests --exclude switchyard-tests
-lane end-to-end cargo test -p switchyard-tests --tests
+# switches, and end-to-end clusters of network namespaces (root): every integration-test
+# target of the workspace. Selected with `--workspace` so features unify exactly as in the
+# build lane (`-p switchyard-tests` alone resolves getrandom differently and recompiles).
+lane integration-and-e2e cargo test --workspace --test '*'
 lane doc cargo test --workspace --doc
 
 echo "== lanes (seconds):"

@@ -21,5 +21,6 @@ pub mod reject;
 pub mod source;
 pub mod state;
 pub mod switch_config;
+pub mod trace;
 
 pub use error::Error;

@@ -309,7 +309,10 @@ impl Desired {
             return;
         }
         let claim = owner_hash(owner);
-        let mut keys = Vec::with_capacity(parts.flows.len() + parts.shared.len());
+        let count = parts.flows.len() + parts.shared.len();
+        self.flows.reserve(count);
+        dirty.bodies.reserve(count);
+        let mut keys = Vec::with_capacity(count);
         let prepared = parts
             .flows
             .into_iter()

@@ -63,6 +63,10 @@ use switchyard::source::k8s_openapi::api::networking::v1::NetworkPolicy;
 use switchyard::source::{Delta, Object, ObjectKey};
 use switchyard_tests::{OvsSandbox, run, run_output};
 
+/// The controller binary's allocator (controller/src/main.rs), so the figures are its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NODE: &str = "node-1";
 const NS: &str = "bench";
 

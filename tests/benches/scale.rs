@@ -35,6 +35,10 @@ use switchyard::source::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
 use switchyard::source::{Delta, Kind, Object, ObjectKey};
 use switchyard::switch_config::{PodPort, datapath_id};
 
+/// The controller binary's allocator (controller/src/main.rs), so the figures are its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

@@ -93,7 +93,7 @@ pub struct Snapshot {
     pods_by_node: OrdMap<String, OrdSet<ObjectKey>>,
     pods_by_namespace: OrdMap<String, OrdSet<ObjectKey>>,
     pods_by_label: OrdMap<(String, String), OrdSet<ObjectKey>>,
-    attachments: OrdMap<ObjectKey, Arc<PodPort>>,
+    attachments: Attachments,
     others: OrdMap<(Kind, ObjectKey), Object>,
     policy: policy::PolicyIndex,
     services: service::ServiceIndex,
@@ -150,13 +150,61 @@ impl Snapshot {
 
     /// The attachments of a node's pods.
     pub fn attachments_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<PodPort>> {
-        self.pods_on(node).filter_map(|k| self.attachments.get(k))
+        self.attachments.on(node)
     }
 
     /// An object of a kind the pod network does not read yet (Namespace, Service,
     /// EndpointSlice, NetworkPolicy).
     pub fn object(&self, kind: Kind, key: &ObjectKey) -> Option<&Object> {
         self.others.get(&(kind, key.clone()))
+    }
+}
+
+/// Pod attachments, by pod and by node: an agent reads its node's without a lookup per
+/// pod (it does on every wake). Only networked pods have one; a pod's node never changes
+/// while it is attached (a pod moved is a pod removed, which removes its attachment).
+#[derive(Clone, Debug, Default)]
+struct Attachments {
+    by_pod: OrdMap<ObjectKey, (String, Arc<PodPort>)>,
+    by_node: OrdMap<String, OrdMap<ObjectKey, Arc<PodPort>>>,
+}
+
+impl Attachments {
+    fn get(&self, key: &ObjectKey) -> Option<&Arc<PodPort>> {
+        self.by_pod.get(key).map(|(_, port)| port)
+    }
+
+    fn contains_key(&self, key: &ObjectKey) -> bool {
+        self.by_pod.contains_key(key)
+    }
+
+    fn on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<PodPort>> {
+        self.by_node.get(node).into_iter().flat_map(|m| m.values())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&ObjectKey, &Arc<PodPort>)> {
+        self.by_pod.iter().map(|(k, (_, port))| (k, port))
+    }
+
+    fn insert(&mut self, node: &str, port: Arc<PodPort>) {
+        let key = port.pod.clone();
+        self.remove(&key);
+        self.by_node
+            .entry(node.to_owned())
+            .or_default()
+            .insert(key.clone(), port.clone());
+        self.by_pod.insert(key, (node.to_owned(), port));
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<PodPort>> {
+        let (node, port) = self.by_pod.remove(key)?;
+        if let Some(ports) = self.by_node.get_mut(&node) {
+            ports.remove(key);
+            if ports.is_empty() {
+                self.by_node.remove(&node);
+            }
+        }
+        Some(port)
     }
 }
 
@@ -603,7 +651,7 @@ impl NetworkState {
         };
         let mut changes = vec![];
         if self.snap.attachments.get(key).map(|p| &**p) != Some(&port) {
-            self.snap.attachments.insert(key.clone(), Arc::new(port));
+            self.snap.attachments.insert(&node.name, Arc::new(port));
             changes.push(Change::Pod {
                 key: key.clone(),
                 node: node.name.to_string(),
@@ -619,13 +667,14 @@ impl NetworkState {
     pub fn detach(&mut self, key: &ObjectKey, container_id: &str) -> (Option<Detached>, ChangeSet) {
         let key = if key.name.is_empty() {
             // Rare (DEL without pod identity): a scan of the attachments.
-            match self
+            let found = self
                 .snap
                 .attachments
                 .iter()
                 .find(|(_, a)| !container_id.is_empty() && a.container_id == container_id)
-            {
-                Some((k, _)) => k.clone(),
+                .map(|(k, _)| k.clone());
+            match found {
+                Some(k) => k,
                 None => return (None, self.finish(vec![])),
             }
         } else {
@@ -705,9 +754,7 @@ impl NetworkState {
                         key: port.pod.clone(),
                         node: node.to_owned(),
                     });
-                    self.snap
-                        .attachments
-                        .insert(port.pod.clone(), Arc::new(port));
+                    self.snap.attachments.insert(node, Arc::new(port));
                 }
                 Err(e) => warn!(node = %node, pod = %port.pod, "cannot restore attachment: {e}"),
             }

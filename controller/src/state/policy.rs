@@ -476,7 +476,10 @@ impl NetworkState {
             .cloned()
             .collect();
         let (mut new_policies, mut new_rules) = (BTreeSet::new(), BTreeSet::new());
-        if let Some(pod) = &model {
+        // No policy selects anything (no anchors): nothing to match the pod against.
+        if let Some(pod) = &model
+            && !self.snap.policy.by_anchor.is_empty()
+        {
             for anchor in self.pod_anchors(pod) {
                 for s in self
                     .snap

@@ -1,0 +1,245 @@
+//! The packet of a trace, from one of two syntaxes:
+//! - an `ovs-ofctl` microflow, as `ovs-appctl ofproto/trace` takes it
+//!   (`in_port=PORT,tcp,nw_src=...,nw_dst=...,tp_dst=80`), where `in_port` may also be an
+//!   interface name or a pod `NS/NAME`; fields not given are 0, as in ofproto/trace;
+//! - `from=NS/POD to=NS/POD|IP [port=N[/TCP|UDP|SCTP]]`, resolved from the state: the
+//!   source pod's port (or the tunnel, when it runs on another node), its MAC and address,
+//!   the destination MAC the pod's own stack would use (the pod's MAC for a pod of its
+//!   subnet, the switch answers ARP for it; else its gateway's), `tp_src=49152`; without
+//!   `port=`, an ICMP echo request.
+
+use std::net::Ipv4Addr;
+
+use openflow::{Field, Match, MatchField};
+
+use super::TraceError;
+use super::explain::Context;
+use crate::ipam::mac_for;
+use crate::pipeline::{TUNNEL_OFPORT, TUNNEL_PEER_MAC};
+use crate::policy::Protocol;
+use crate::source::ObjectKey;
+
+/// The source port `from=` packets use (the first ephemeral port).
+pub(super) const FROM_TP_SRC: u16 = 49152;
+
+pub(super) fn parse(text: &str, ctx: &Context<'_>) -> Result<Match, TraceError> {
+    let syntax = |reason: String| TraceError::Syntax {
+        packet: text.to_owned(),
+        reason,
+    };
+    let tokens: Vec<&str> = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return Err(syntax(
+            "empty: give a microflow (in_port=...,tcp,nw_dst=...) or from=NS/POD to=NS/POD".into(),
+        ));
+    }
+    if tokens.iter().any(|t| t.starts_with("from=")) {
+        resolve_from(&tokens, ctx).map_err(|e| match e {
+            Resolve::Syntax(reason) => syntax(reason),
+            Resolve::Trace(e) => e,
+        })
+    } else {
+        microflow(&tokens, ctx).map_err(|e| match e {
+            Resolve::Syntax(reason) => syntax(reason),
+            Resolve::Trace(e) => e,
+        })
+    }
+}
+
+enum Resolve {
+    Syntax(String),
+    Trace(TraceError),
+}
+
+impl From<TraceError> for Resolve {
+    fn from(e: TraceError) -> Resolve {
+        Resolve::Trace(e)
+    }
+}
+
+fn insert(m: &mut Match, mf: MatchField) {
+    m.insert(mf)
+        .expect("fields built here have the right width");
+}
+
+fn microflow(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
+    let mut in_port = None;
+    let mut rest = Vec::new();
+    for t in tokens {
+        match t.strip_prefix("in_port=") {
+            Some(v) => in_port = Some(ctx.resolve_port(v)?),
+            None => rest.push(*t),
+        }
+    }
+    let Some(in_port) = in_port else {
+        return Err(Resolve::Syntax(
+            "no in_port=: say where the packet enters (a port number, an interface name or a pod NS/NAME)"
+                .into(),
+        ));
+    };
+    let filter = openflow::text::parse_flow_filter(&rest.join(","))
+        .map_err(|e| Resolve::Syntax(e.to_string()))?;
+    if filter.table_id.is_some()
+        || filter.cookie.is_some()
+        || filter.out_port.is_some()
+        || filter.out_group.is_some()
+        || filter.priority.is_some()
+    {
+        return Err(Resolve::Syntax(
+            "table=, cookie=, priority=, out_port= and out_group= select flows; a packet has fields only"
+                .into(),
+        ));
+    }
+    if let Some(mf) = filter.match_.iter().find(|mf| mf.mask.is_some()) {
+        return Err(Resolve::Syntax(format!(
+            "{} has a mask: a packet has exact values",
+            mf.field
+        )));
+    }
+    let mut m = filter.match_;
+    insert(&mut m, MatchField::u32(Field::InPort, in_port));
+    Ok(m)
+}
+
+fn resolve_from(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
+    let (mut from, mut to, mut port) = (None, None, None);
+    for t in tokens {
+        let Some((k, v)) = t.split_once('=') else {
+            return Err(Resolve::Syntax(format!(
+                "{t:?}: expected from=NS/POD, to=NS/POD|IP or port=N[/PROTOCOL]"
+            )));
+        };
+        match k {
+            "from" => from = Some(pod_key(v)?),
+            "to" => to = Some(v),
+            "port" => port = Some(l4(v)?),
+            _ => {
+                return Err(Resolve::Syntax(format!(
+                    "{k}= is not a key of the from= form (from=, to=, port=)"
+                )));
+            }
+        }
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(Resolve::Syntax(
+            "the from= form needs both from= and to=".into(),
+        ));
+    };
+    let s = ctx.input.snapshot;
+    let src = s
+        .pod(&from)
+        .ok_or_else(|| TraceError::UnknownPod(from.clone()))?;
+    let src_ip = s
+        .attachment(&from)
+        .map(|a| a.ip)
+        .ok_or_else(|| TraceError::NoAddress(from.clone()))?;
+    let dst_ip = match to.parse::<Ipv4Addr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            let key = pod_key(to)?;
+            s.pod(&key)
+                .ok_or_else(|| TraceError::UnknownPod(key.clone()))?;
+            s.attachment(&key)
+                .map(|a| a.ip)
+                .ok_or(TraceError::NoAddress(key))?
+        }
+    };
+    let mut m = Match::new();
+    if src.node == *ctx.node.name {
+        let installed = ctx
+            .input
+            .pods
+            .get(&from)
+            .ok_or_else(|| TraceError::NotAttached {
+                pod: from.clone(),
+                node: ctx.node.name.to_string(),
+            })?;
+        insert(&mut m, MatchField::u32(Field::InPort, installed.ofport));
+        insert(
+            &mut m,
+            MatchField::mac(Field::EthSrc, mac_for(src_ip).octets()),
+        );
+        // The pod's own stack: on-link for its subnet (the switch answers ARP for the
+        // node's pods), through its gateway for everything else.
+        let dst_mac = if ctx.node.pod_cidr.contains(&dst_ip) && dst_ip != ctx.node.gateway_ip() {
+            mac_for(dst_ip)
+        } else {
+            mac_for(ctx.node.gateway_ip())
+        };
+        insert(&mut m, MatchField::mac(Field::EthDst, dst_mac.octets()));
+    } else {
+        // Another node's pod arrives through the tunnel, as that node's L3Forwarding sent it.
+        let src_node = s
+            .node(&src.node)
+            .ok_or_else(|| TraceError::UnknownPod(from.clone()))?;
+        insert(&mut m, MatchField::u32(Field::InPort, TUNNEL_OFPORT));
+        insert(
+            &mut m,
+            MatchField::ipv4(Field::TunSrc, src_node.internal_ip),
+        );
+        insert(
+            &mut m,
+            MatchField::ipv4(Field::TunDst, ctx.node.internal_ip),
+        );
+        insert(
+            &mut m,
+            MatchField::mac(Field::EthSrc, mac_for(src_ip).octets()),
+        );
+        insert(
+            &mut m,
+            MatchField::mac(Field::EthDst, TUNNEL_PEER_MAC.octets()),
+        );
+    }
+    insert(&mut m, MatchField::u16(Field::EthType, 0x0800));
+    insert(&mut m, MatchField::ipv4(Field::Ipv4Src, src_ip));
+    insert(&mut m, MatchField::ipv4(Field::Ipv4Dst, dst_ip));
+    match port {
+        Some((protocol, port)) => {
+            insert(&mut m, MatchField::u8(Field::IpProto, protocol.number()));
+            let (sf, df) = match protocol {
+                Protocol::Tcp => (Field::TcpSrc, Field::TcpDst),
+                Protocol::Udp => (Field::UdpSrc, Field::UdpDst),
+                Protocol::Sctp => (Field::SctpSrc, Field::SctpDst),
+            };
+            insert(&mut m, MatchField::u16(sf, FROM_TP_SRC));
+            insert(&mut m, MatchField::u16(df, port));
+        }
+        None => {
+            insert(&mut m, MatchField::u8(Field::IpProto, 1));
+            insert(&mut m, MatchField::u8(Field::Icmpv4Type, 8));
+        }
+    }
+    Ok(m)
+}
+
+fn pod_key(v: &str) -> Result<ObjectKey, Resolve> {
+    match v.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectKey::new(ns, name))
+        }
+        _ => Err(Resolve::Syntax(format!(
+            "{v:?} is not a pod: write NAMESPACE/NAME"
+        ))),
+    }
+}
+
+fn l4(v: &str) -> Result<(Protocol, u16), Resolve> {
+    let (port, proto) = match v.split_once('/') {
+        Some((p, proto)) => (p, Some(proto.to_ascii_uppercase())),
+        None => (v, None),
+    };
+    let protocol = Protocol::parse(proto.as_deref()).ok_or_else(|| {
+        Resolve::Syntax(format!(
+            "port={v}: protocol must be TCP, UDP or SCTP (leave port= out for ICMP)"
+        ))
+    })?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| Resolve::Syntax(format!("port={v}: {port:?} is not a port 1-65535")))?;
+    Ok((protocol, port))
+}
