@@ -379,6 +379,8 @@ impl Services {
                         "EndpointDnat",
                         "table=Conntrack,",
                         "ConntrackCommit",
+                        "table=Classifier",
+                        "table=ArpResponder",
                     ]
                     .iter()
                     .any(|t| l.contains(t))
