@@ -82,7 +82,15 @@ pub struct AgentConfig {
 #[derive(Debug, Default)]
 pub struct SharedFlows {
     remote_nodes: Mutex<HashMap<Arc<str>, SharedEntry>>,
+    services: Mutex<HashMap<ObjectKey, ServiceEntry>>,
 }
+
+/// The flows and groups computed for a Service, and the resolution they were computed from.
+type ServiceEntry = (
+    Arc<crate::state::ResolvedService>,
+    Arc<[realise::Prepared]>,
+    Arc<[openflow::GroupDesc]>,
+);
 
 /// The flows computed for a remote node, and the model they were computed from.
 type SharedEntry = (Arc<NodeModel>, Arc<[realise::Prepared]>);
@@ -90,8 +98,11 @@ type SharedEntry = (Arc<NodeModel>, Arc<[realise::Prepared]>);
 impl SharedFlows {
     /// The flows of `owner` on the context's node, prepared; shared where they can be.
     pub fn parts(&self, owner: &Owner, ctx: &NodeContext<'_>) -> realise::Parts {
+        if let Owner::Service(key) = owner {
+            return self.service_parts(key, owner, ctx);
+        }
         let Owner::RemoteNode(name) = owner else {
-            return features::owner_flows(owner, ctx).into();
+            return features::owner_parts(owner, ctx);
         };
         let remote = ctx.state.node(name).filter(|r| r.name != ctx.node.name);
         let mut cache = lock(&self.remote_nodes);
@@ -114,6 +125,43 @@ impl SharedFlows {
         };
         realise::Parts {
             shared,
+            ..realise::Parts::default()
+        }
+    }
+}
+
+impl SharedFlows {
+    /// A Service's flows and groups: the same on every node, computed once per resolution.
+    fn service_parts(
+        &self,
+        key: &ObjectKey,
+        owner: &Owner,
+        ctx: &NodeContext<'_>,
+    ) -> realise::Parts {
+        let mut cache = lock(&self.services);
+        let Some(svc) = ctx.state.service(key) else {
+            cache.remove(key);
+            return realise::Parts::default();
+        };
+        let (flows, groups) = match cache.get(key) {
+            Some((model, flows, groups)) if Arc::ptr_eq(model, svc) || model == svc => {
+                (flows.clone(), groups.clone())
+            }
+            _ => {
+                let parts = features::owner_parts(owner, ctx);
+                let flows: Arc<[realise::Prepared]> = parts
+                    .flows
+                    .into_iter()
+                    .map(realise::Prepared::new)
+                    .collect();
+                let groups: Arc<[openflow::GroupDesc]> = parts.groups.into();
+                cache.insert(key.clone(), (svc.clone(), flows.clone(), groups.clone()));
+                (flows, groups)
+            }
+        };
+        realise::Parts {
+            shared: flows,
+            groups: groups.to_vec(),
             ..realise::Parts::default()
         }
     }
@@ -328,6 +376,13 @@ pub fn route(changes: &ChangeSet, agents: &BTreeMap<String, Agent>) {
             Change::Policy { node, owner } => {
                 if let Some(a) = agents.get(node) {
                     a.mark(Owner::Policy(owner.clone()));
+                }
+            }
+            Change::Service(key) => {
+                // Service flows are node-independent: every node holds them (one key for all).
+                let key = Arc::new(key.clone());
+                for a in agents.values() {
+                    a.mark(Owner::Service(key.clone()));
                 }
             }
             Change::Other(..) => {}
@@ -792,6 +847,7 @@ impl Worker {
                 recompute_all: true,
                 ..FlowSide::default()
             };
+            ensure_reject_meter(conn, node).await;
             let (tx, rx) = mpsc::unbounded_channel();
             flows.tampered = Some(rx);
             flows._watcher = watch_foreign_changes(conn, tx, node).await;
@@ -951,6 +1007,44 @@ impl Worker {
     }
 }
 
+/// Installs (or sets right) the meter that bounds the packet-ins of refused Service
+/// connections. Outside the bundles: OVS does not take meter_mod inside one. Modify first,
+/// so a meter left by an earlier controller keeps the flows that use it.
+async fn ensure_reject_meter(conn: &openflow::Connection, node: &str) {
+    use crate::pipeline::{REJECT_METER_BURST, REJECT_METER_ID, REJECT_METER_PPS};
+    use openflow::{MeterMod, MeterModCommand};
+    let add = MeterMod::drop_above_pps(REJECT_METER_ID, REJECT_METER_PPS, REJECT_METER_BURST);
+    let modify = MeterMod {
+        command: MeterModCommand::Modify,
+        ..add.clone()
+    };
+    if conn.apply(&[Message::MeterMod(modify)]).await.is_ok() {
+        return;
+    }
+    if let Err(e) = conn.apply(&[Message::MeterMod(add)]).await {
+        warn!(node = %node, "cannot install the reject meter ({e}): connections to Services without endpoints time out instead of being refused");
+    }
+}
+
+/// Answers a packet-in of a connection to a Service without a usable endpoint with a TCP
+/// RST or ICMP port unreachable, out of the port the packet came in on.
+fn refuse(conn: &openflow::Connection, node: &str, p: &openflow::PacketIn) {
+    let Some(in_port) = p
+        .match_
+        .get(openflow::Field::InPort)
+        .map(|f| f.value_u128() as u32)
+    else {
+        return;
+    };
+    let Some(reply) = crate::reject::refusal(&p.data) else {
+        return;
+    };
+    let out = openflow::PacketOut::new(reply, vec![openflow::Action::output(in_port)]);
+    if let Err(e) = conn.send(&Message::PacketOut(out)) {
+        debug!(node = %node, "refusal not sent: {e}");
+    }
+}
+
 /// Watches a connection's asynchronous messages for changes others made to the flow
 /// tables: FLOW_REMOVED of our flows, and (where vswitchd supports them) flow monitor
 /// updates. Each becomes a key to put right.
@@ -971,9 +1065,17 @@ async fn watch_foreign_changes(
             "switch refused a flow monitor ({e}); foreign flow changes are found by FLOW_REMOVED and the periodic re-read only"),
     }
     let node = node.to_owned();
+    let conn = conn.clone();
     Some(AbortOnDrop(tokio::spawn(async move {
         while let Some(message) = events.recv().await {
             match message {
+                Message::PacketIn(p)
+                    if crate::pipeline::CookieCategory::of(p.cookie)
+                        == Some(crate::pipeline::CookieCategory::Service) =>
+                {
+                    refuse(&conn, &node, &p);
+                }
+                Message::FlowRemoved(r) if crate::pipeline::switch_made(r.cookie) => {}
                 Message::FlowRemoved(r) => {
                     debug!(node = %node, table = r.table_id, priority = r.priority,
                         cookie = format!("{:#x}", r.cookie), reason = r.reason,
@@ -989,6 +1091,9 @@ async fn watch_foreign_changes(
                         let FlowUpdate::Full(u) = update else {
                             continue;
                         };
+                        if crate::pipeline::switch_made(u.cookie) {
+                            continue;
+                        }
                         let gone = u.event == FlowUpdateEvent::Deleted;
                         let key = FlowKey::new(u.table_id, u.priority, &u.match_);
                         let _ = tx.send((key, gone));

@@ -66,6 +66,21 @@ pub fn policy_peer_cookie(direction: crate::policy::Direction, net: Ipv4Net) -> 
         | (u64::from(net.prefix_len()) << 40)
 }
 
+/// The cookie of a Service port's flows (by its Service port id).
+pub const fn service_cookie(port_id: u32) -> u64 {
+    cookie(CookieCategory::Service, port_id)
+}
+
+/// The cookie of the session affinity flows a Service port's EndpointDnat flows learn.
+pub const fn service_affinity_cookie(port_id: u32) -> u64 {
+    cookie(CookieCategory::ServiceAffinity, port_id)
+}
+
+/// The cookie of the Service feature's fixed flows.
+pub const fn service_base_cookie() -> u64 {
+    cookie(CookieCategory::ServiceBase, 0)
+}
+
 /// Why an id could not be given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {

@@ -19,6 +19,7 @@ pub mod node_setup;
 pub mod pipeline;
 pub mod policy;
 pub mod realise;
+pub mod reject;
 pub mod source;
 pub mod state;
 pub mod switch_config;

@@ -296,6 +296,222 @@ fn recorded_ip(pod: &Pod, node: &str) -> Option<Ipv4Addr> {
     value.get("ip")?.as_str()?.parse().ok()
 }
 
+/// Label that joins an EndpointSlice to its Service (discovery.k8s.io/v1).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// A Service with this label is not proxied (kube-proxy skips it).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// A Service with this label belongs to another proxy.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// `sessionAffinityConfig.clientIP.timeoutSeconds` when absent (the API server's default).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+
+/// A Service as the proxy sees it: only the Services it must program (not headless, not
+/// ExternalName, not labelled for another proxy; see [`service_model`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceModel {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// The IPv4 cluster IP (`spec.clusterIPs`, else `spec.clusterIP`).
+    pub cluster_ip: Ipv4Addr,
+    /// `spec.ports`, in order.
+    pub ports: Vec<ServicePortModel>,
+    /// `sessionAffinity: ClientIP`: its timeout in seconds (default 10800); `None` without
+    /// affinity.
+    pub affinity_timeout: Option<u32>,
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePortModel {
+    /// `name` ("" when the Service has one unnamed port).
+    pub name: String,
+    /// `protocol` (TCP when omitted).
+    pub protocol: crate::policy::Protocol,
+    /// `port`: the port on the cluster IP.
+    pub port: u16,
+}
+
+/// An EndpointSlice (IPv4 only) reduced to what the proxy uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceModel {
+    /// The Service it belongs to (its `kubernetes.io/service-name` label, same namespace).
+    pub service: ObjectKey,
+    /// `ports`: name ("" when absent), protocol (TCP when absent) and number. A port
+    /// without a number means "all ports" in the API; the proxy cannot use it and skips it.
+    pub ports: Vec<(String, crate::policy::Protocol, u16)>,
+    /// `endpoints`, one per address entry (the first address, as kube-proxy uses).
+    pub endpoints: Vec<EndpointModel>,
+}
+
+/// One endpoint of a slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointModel {
+    /// `addresses[0]`.
+    pub ip: Ipv4Addr,
+    /// `conditions.ready` (absent = true).
+    pub ready: bool,
+    /// `conditions.serving` (absent = the value of ready).
+    pub serving: bool,
+    /// `conditions.terminating` (absent = false).
+    pub terminating: bool,
+}
+
+/// Validates a Service for the proxy. `Ok(None)`: a valid Service the proxy leaves alone
+/// (headless, ExternalName, labelled headless or for another proxy, IPv6 only).
+pub fn service_model(
+    key: &ObjectKey,
+    svc: &k8s_openapi::api::core::v1::Service,
+) -> Result<Option<ServiceModel>, Problem> {
+    let problem = |field: String, reason: String| Problem {
+        object: format!("Service/{key}"),
+        field,
+        reason,
+    };
+    let labels = svc.metadata.labels.as_ref();
+    if labels
+        .is_some_and(|l| l.contains_key(HEADLESS_LABEL) || l.contains_key(SERVICE_PROXY_NAME_LABEL))
+    {
+        return Ok(None);
+    }
+    let Some(spec) = svc.spec.as_ref() else {
+        return Err(problem("spec".into(), "missing".into()));
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Ok(None);
+    }
+    let mut ips: Vec<&String> = spec.cluster_ips.iter().flatten().collect();
+    if ips.is_empty() {
+        ips.extend(spec.cluster_ip.iter());
+    }
+    if ips.iter().any(|ip| ip.is_empty() || *ip == "None") {
+        return Ok(None);
+    }
+    let mut cluster_ip = None;
+    for ip in ips {
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v4)) => {
+                cluster_ip = Some(v4);
+                break;
+            }
+            Ok(std::net::IpAddr::V6(_)) => {}
+            Err(e) => {
+                return Err(problem(
+                    "spec.clusterIP".into(),
+                    format!("{ip:?} is not an IP address: {e}"),
+                ));
+            }
+        }
+    }
+    let Some(cluster_ip) = cluster_ip else {
+        return Ok(None);
+    };
+    let mut ports = Vec::new();
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
+        let protocol = crate::policy::Protocol::parse(p.protocol.as_deref()).ok_or_else(|| {
+            problem(
+                format!("spec.ports[{i}].protocol"),
+                format!("{:?} is not TCP, UDP or SCTP", p.protocol),
+            )
+        })?;
+        let port = u16::try_from(p.port)
+            .ok()
+            .filter(|n| *n != 0)
+            .ok_or_else(|| {
+                problem(
+                    format!("spec.ports[{i}].port"),
+                    format!("{} is not in 1..=65535", p.port),
+                )
+            })?;
+        ports.push(ServicePortModel {
+            name: p.name.clone().unwrap_or_default(),
+            protocol,
+            port,
+        });
+    }
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+    });
+    Ok(Some(ServiceModel {
+        key: key.clone(),
+        cluster_ip,
+        ports,
+        affinity_timeout,
+    }))
+}
+
+/// Validates an EndpointSlice for the proxy. `Ok(None)`: a slice the proxy does not use
+/// (no service-name label, or not IPv4).
+pub fn slice_model(
+    key: &ObjectKey,
+    slice: &k8s_openapi::api::discovery::v1::EndpointSlice,
+) -> Result<Option<SliceModel>, Problem> {
+    let problem = |field: String, reason: String| Problem {
+        object: format!("EndpointSlice/{key}"),
+        field,
+        reason,
+    };
+    let Some(service) = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(None);
+    };
+    if slice.address_type != "IPv4" {
+        return Ok(None);
+    }
+    let mut ports = Vec::new();
+    for (i, p) in slice.ports.iter().flatten().enumerate() {
+        let protocol = crate::policy::Protocol::parse(p.protocol.as_deref()).ok_or_else(|| {
+            problem(
+                format!("ports[{i}].protocol"),
+                format!("{:?} is not TCP, UDP or SCTP", p.protocol),
+            )
+        })?;
+        let Some(n) = p.port else { continue };
+        let port = u16::try_from(n).ok().filter(|n| *n != 0).ok_or_else(|| {
+            problem(
+                format!("ports[{i}].port"),
+                format!("{n} is not in 1..=65535"),
+            )
+        })?;
+        ports.push((p.name.clone().unwrap_or_default(), protocol, port));
+    }
+    let mut endpoints = Vec::new();
+    for (i, e) in slice.endpoints.iter().enumerate() {
+        let Some(address) = e.addresses.first() else {
+            continue;
+        };
+        let ip = address.parse::<Ipv4Addr>().map_err(|err| {
+            problem(
+                format!("endpoints[{i}].addresses[0]"),
+                format!("{address:?} is not an IPv4 address: {err}"),
+            )
+        })?;
+        let c = e.conditions.as_ref();
+        let ready = c.and_then(|c| c.ready).unwrap_or(true);
+        endpoints.push(EndpointModel {
+            ip,
+            ready,
+            serving: c.and_then(|c| c.serving).unwrap_or(ready),
+            terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+        });
+    }
+    Ok(Some(SliceModel {
+        service: ObjectKey::new(key.namespace.clone(), service.clone()),
+        ports,
+        endpoints,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,10 +19,14 @@ pub enum Table {
     Conntrack,
     /// Drops +inv; later issues let est/rel bypass policy here.
     ConntrackState,
-    /// Service load balancing (ClusterIP/NodePort): a later issue fills it.
+    /// Service load balancing: new connections to a Service port go to its select group.
     ServiceLb,
-    /// Endpoint DNAT: a later issue fills it.
+    /// Endpoint DNAT: the endpoint a Service group (or session affinity) chose, DNATed and
+    /// committed in conntrack.
     EndpointDnat,
+    /// Session affinity (`sessionAffinity: ClientIP`): flows learned from EndpointDnat
+    /// (client, Service port → endpoint); reached by resubmit from ServiceLb only.
+    SessionAffinity,
     /// NetworkPolicy egress rules: a later issue fills it.
     EgressRule,
     /// Routing: local pod (MAC rewrite), remote node's pod CIDR (tunnel), gateway.
@@ -39,7 +43,7 @@ pub enum Table {
 
 impl Table {
     /// Every table, in pipeline order.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Classifier,
         Table::SpoofGuard,
         Table::ArpResponder,
@@ -47,6 +51,7 @@ impl Table {
         Table::ConntrackState,
         Table::ServiceLb,
         Table::EndpointDnat,
+        Table::SessionAffinity,
         Table::EgressRule,
         Table::L3Forwarding,
         Table::L2ForwardingCalc,
@@ -65,6 +70,7 @@ impl Table {
             Table::ConntrackState => 31,
             Table::ServiceLb => 40,
             Table::EndpointDnat => 41,
+            Table::SessionAffinity => 42,
             Table::EgressRule => 50,
             Table::L3Forwarding => 60,
             Table::L2ForwardingCalc => 70,
@@ -84,6 +90,7 @@ impl Table {
             Table::ConntrackState => "ConntrackState",
             Table::ServiceLb => "ServiceLb",
             Table::EndpointDnat => "EndpointDnat",
+            Table::SessionAffinity => "SessionAffinity",
             Table::EgressRule => "EgressRule",
             Table::L3Forwarding => "L3Forwarding",
             Table::L2ForwardingCalc => "L2ForwardingCalc",
@@ -103,6 +110,41 @@ impl Table {
 pub const REG_SOURCE_CLASS: u8 = 0;
 /// reg1 holds the output port, set by L2ForwardingCalc and read by Output.
 pub const REG_OUT_PORT: u8 = 1;
+
+/// reg3 holds the endpoint a Service's group chose (its IPv4 address), read by
+/// EndpointDnat.
+pub const REG_ENDPOINT_IP: u8 = 3;
+/// reg4 holds the chosen endpoint's DNAT port (bits 0..15), read by EndpointDnat.
+pub const REG_ENDPOINT_PORT: u8 = 4;
+/// reg5 holds the Service port id (see `state::service`) of a new connection to a
+/// Service, set by ServiceLb and read by EndpointDnat.
+pub const REG_SERVICE_PORT: u8 = 5;
+
+/// reg7 (bits 0..15) holds which of a large Service port's groups a new connection goes
+/// to (`multipath`), read by EndpointDnat.
+pub const REG_GROUP_SLOT: u8 = 7;
+
+/// ct_mark bit: the connection was DNATed to a Service endpoint.
+pub const CT_MARK_SERVICE: u32 = 0x1;
+/// ct_mark bit: a hairpin connection (a pod reached a Service and was chosen as its own
+/// endpoint): SNATed to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`], output to in_port.
+pub const CT_MARK_HAIRPIN: u32 = 0x2;
+
+/// The source address a hairpin connection is SNATed to, so that the pod does not receive
+/// packets from its own address (Linux drops those as martians). Link-local, never on a wire.
+pub const HAIRPIN_SNAT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 252);
+
+/// Conntrack zone of the hairpin SNAT (a connection cannot be DNATed and SNATed by one
+/// commit, so the SNAT has a zone of its own).
+pub const CT_ZONE_HAIRPIN: u16 = 65521;
+
+/// The meter that bounds packet-ins of connections refused for want of an endpoint: the
+/// node agent installs it when br-int connects (OVS takes no meter_mod inside a bundle).
+pub const REJECT_METER_ID: u32 = 1;
+/// Its rate (packets per second) and burst: beyond these, refused clients time out instead.
+pub const REJECT_METER_PPS: u32 = 200;
+/// Its burst size (packets).
+pub const REJECT_METER_BURST: u32 = 200;
 
 /// Values of [`REG_SOURCE_CLASS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +247,14 @@ pub enum CookieCategory {
     /// Peer address clause flows (bit 32 = direction; bits 45..40 = prefix length; owner =
     /// the network address).
     PolicyPeer = 8,
+    /// A Service port's flows (owner = the Service port id, which is also its group id; see
+    /// `state::service`).
+    Service = 9,
+    /// The Service feature's fixed flows: hairpin SNAT and output (owner = 0).
+    ServiceBase = 10,
+    /// Session affinity flows the switch learned (owner = the Service port id). The switch
+    /// makes and expires them: the realiser leaves them alone.
+    ServiceAffinity = 11,
 }
 
 impl CookieCategory {
@@ -219,6 +269,9 @@ impl CookieCategory {
             6 => Some(CookieCategory::PolicyRule),
             7 => Some(CookieCategory::PolicyTarget),
             8 => Some(CookieCategory::PolicyPeer),
+            9 => Some(CookieCategory::Service),
+            10 => Some(CookieCategory::ServiceBase),
+            11 => Some(CookieCategory::ServiceAffinity),
             _ => None,
         }
     }
@@ -232,6 +285,12 @@ impl CookieCategory {
 /// 10.244.1.5).
 pub const fn cookie(category: CookieCategory, owner_id: u32) -> u64 {
     ((category as u64) << 56) | owner_id as u64
+}
+
+/// True for the cookie of a flow the switch makes itself (a `learn`): the realiser neither
+/// diffs nor removes those.
+pub fn switch_made(cookie: u64) -> bool {
+    CookieCategory::of(cookie) == Some(CookieCategory::ServiceAffinity)
 }
 
 /// The owner id part of a cookie.

@@ -449,6 +449,8 @@ impl Installed {
         Installed {
             flows: flows
                 .into_iter()
+                // Flows the switch made itself (learned) are not ours to diff.
+                .filter(|s| !crate::pipeline::switch_made(s.cookie))
                 .map(|s| {
                     let fp = fingerprint(s.cookie, &encode_instructions(&s.instructions));
                     let key = FlowKey::new(s.table_id, s.priority, &s.match_);

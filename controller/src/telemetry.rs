@@ -329,6 +329,7 @@ pub fn feature_of(owner: &Owner) -> &'static str {
         Owner::Pod(_) => "pod",
         Owner::RemoteNode(_) => "remote_node",
         Owner::PolicyBase | Owner::Policy(_) => "policy",
+        Owner::ServiceBase | Owner::Service(_) => "service",
     }
 }
 
@@ -346,6 +347,8 @@ pub fn owner_name(owner: &Owner) -> String {
         }
         Owner::Policy(PolicyOwner::Rule(rule)) => format!("policy {rule}"),
         Owner::Policy(PolicyOwner::Peer(d, net)) => format!("policy-peer {} {net}", d.field()),
+        Owner::ServiceBase => "service-base".into(),
+        Owner::Service(key) => format!("service {key}"),
     }
 }
 

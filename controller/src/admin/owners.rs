@@ -21,6 +21,8 @@ pub struct OwnerNames {
     pods: HashMap<Ipv4Addr, ObjectKey>,
     nodes: HashMap<Ipv4Addr, String>,
     rules: HashMap<u32, RuleKey>,
+    /// Service ports by id, as `ns/name:port/PROTOCOL`.
+    services: HashMap<u32, String>,
 }
 
 impl OwnerNames {
@@ -50,7 +52,24 @@ impl OwnerNames {
                 }
             }
         }
-        OwnerNames { pods, nodes, rules }
+        // Service flows are on every node: every Service port (a dump shows them all).
+        let services = snap
+            .services()
+            .flat_map(|svc| {
+                svc.ports.iter().map(move |p| {
+                    (
+                        p.id,
+                        format!("{}:{}/{}", svc.key, p.name, p.protocol.name()),
+                    )
+                })
+            })
+            .collect();
+        OwnerNames {
+            pods,
+            nodes,
+            rules,
+            services,
+        }
     }
 
     /// The owner of a flow with this cookie, as the admin API prints it (see the proto's
@@ -90,20 +109,31 @@ impl OwnerNames {
                     .unwrap_or_else(|_| format!("{ip}/{prefix}"));
                 format!("policy-peer {} {net}", direction.field())
             }
+            Some(CookieCategory::Service) => match self.services.get(&id) {
+                Some(port) => format!("service {port}"),
+                None => format!("service port-id={id}?"),
+            },
+            Some(CookieCategory::ServiceBase) => "service-base".into(),
+            Some(CookieCategory::ServiceAffinity) => match self.services.get(&id) {
+                Some(port) => format!("service-affinity {port}"),
+                None => format!("service-affinity port-id={id}?"),
+            },
             None => format!("foreign {cookie:#x}"),
         }
     }
 }
 
 /// Whether an owner name passes a `--owner` filter: the exact name, or its kind alone
-/// (`pod`, `node`, `policy` — which takes every policy kind —, `pipeline`, `gateway`,
-/// `foreign`).
+/// (`pod`, `node`, `policy` — which takes every policy kind —, `service` — likewise —,
+/// `pipeline`, `gateway`, `foreign`).
 pub fn owner_matches(owner: &str, filter: &str) -> bool {
     if filter.is_empty() || owner == filter {
         return true;
     }
     let kind = owner.split(' ').next().unwrap_or(owner);
-    kind == filter || (filter == "policy" && kind.starts_with("policy"))
+    kind == filter
+        || (filter == "policy" && kind.starts_with("policy"))
+        || (filter == "service" && kind.starts_with("service"))
 }
 
 #[cfg(test)]
@@ -116,6 +146,7 @@ mod tests {
             pods: HashMap::from([(Ipv4Addr::new(10, 244, 1, 5), ObjectKey::new("x", "a"))]),
             nodes: HashMap::from([(Ipv4Addr::new(10, 244, 2, 0), "node-2".to_owned())]),
             rules: HashMap::new(),
+            services: HashMap::new(),
         }
     }
 

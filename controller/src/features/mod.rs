@@ -14,6 +14,7 @@
 //! | [`pod`] | [`Owner::Pod`] | Classifier, SpoofGuard, ArpResponder, L3Forwarding, L2ForwardingCalc |
 //! | [`remote_node`] | [`Owner::RemoteNode`] | L3Forwarding |
 //! | [`policy`] | [`Owner::PolicyBase`], [`Owner::Policy`] | EgressRule, IngressRule |
+//! | [`service`] | [`Owner::ServiceBase`], [`Owner::Service`] | Conntrack, ServiceLb, EndpointDnat, ConntrackCommit, Output; select groups |
 //!
 //! Does not own: sending flows (see `realise`) or the meaning of tables, registers and
 //! cookies (see `pipeline`, `ids` and docs/pipeline.md).
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod pod;
 pub mod policy;
 pub mod remote_node;
+pub mod service;
 pub mod skeleton;
 
 use std::collections::HashMap;
@@ -73,6 +75,10 @@ pub enum Owner {
     PolicyBase,
     /// NetworkPolicy flows: a selected pod's, a rule's, or a peer address's.
     Policy(crate::state::PolicyOwner),
+    /// The Service feature's fixed flows (hairpin).
+    ServiceBase,
+    /// A Service: its ports' flows and groups, the same on every node.
+    Service(Arc<ObjectKey>),
 }
 
 /// What a feature may read to compute one owner's flows on one node.
@@ -107,8 +113,25 @@ pub fn owner_flows(owner: &Owner, ctx: &NodeContext<'_>) -> Vec<Flow> {
         }
         Owner::PolicyBase => policy::base_flows(&mut flows),
         Owner::Policy(p) => policy::flows(p, ctx, &mut flows),
+        Owner::ServiceBase => service::base_flows(&mut flows),
+        Owner::Service(key) => {
+            if let Some(svc) = ctx.state.service(key) {
+                service::flows(svc, &mut flows);
+            }
+        }
     }
     flows
+}
+
+/// The flows, groups and meters of `owner` on the context's node.
+pub fn owner_parts(owner: &Owner, ctx: &NodeContext<'_>) -> crate::realise::Parts {
+    let mut parts = crate::realise::Parts::from(owner_flows(owner, ctx));
+    if let Owner::Service(key) = owner
+        && let Some(svc) = ctx.state.service(key)
+    {
+        parts.groups = service::groups(svc);
+    }
+    parts
 }
 
 /// Every owner that has (or may have) flows on the context's node.
@@ -127,6 +150,12 @@ pub fn node_owners(ctx: &NodeContext<'_>) -> Vec<Owner> {
     );
     owners.push(Owner::PolicyBase);
     owners.extend(policy_owners(ctx));
+    owners.push(Owner::ServiceBase);
+    owners.extend(
+        ctx.state
+            .services()
+            .map(|s| Owner::Service(Arc::new(s.key.clone()))),
+    );
     owners
 }
 

@@ -47,9 +47,11 @@ pub fn flows(flows: &mut Vec<Flow>) {
         PRIORITY_NORMAL,
         c,
         matching([eth_type(ETH_TYPE_IPV4)]),
+        // `nat`: packets of connections a Service DNATed (and their replies) are NATed here.
         vec![apply(vec![Action::Ct(Ct {
             zone: CtZone::Value(CT_ZONE),
             table: Some(Table::ConntrackState.id()),
+            nat: Some(openflow::action::Nat::default()),
             ..Ct::default()
         })])],
     ));

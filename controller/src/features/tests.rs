@@ -63,8 +63,8 @@ fn same_inputs_give_identical_flows_and_every_table_has_a_default() {
     keys.dedup();
     assert_eq!(keys.len(), n);
     // Owners cover the node exactly: skeleton, gateway, two pods, one remote node, policy
-    // base (no policy selects anything).
-    assert_eq!(node_owners(&c).len(), 6);
+    // base (no policy selects anything), Service base (no Services).
+    assert_eq!(node_owners(&c).len(), 7);
 }
 
 #[test]
@@ -146,6 +146,7 @@ fn every_feature_writes_only_the_tables_it_declares() {
         Owner::Pod(_) => pod::TABLES,
         Owner::RemoteNode(_) => remote_node::TABLES,
         Owner::PolicyBase | Owner::Policy(_) => policy::TABLES,
+        Owner::ServiceBase | Owner::Service(_) => service::TABLES,
     };
     let mut checked = 0;
     for owner in node_owners(&c) {
@@ -158,8 +159,8 @@ fn every_feature_writes_only_the_tables_it_declares() {
             );
         }
     }
-    // Skeleton 19, gateway 5, two pods × 6, one remote node, policy base 5.
-    assert_eq!(checked, 42, "every owner's flows were looked at");
+    // Skeleton 19, gateway 5, two pods × 6, one remote node, policy base 5, Service base 5.
+    assert_eq!(checked, 47, "every owner's flows were looked at");
 }
 
 #[test]

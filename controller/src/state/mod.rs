@@ -31,6 +31,8 @@ use crate::switch_config::PodPort;
 
 mod policy;
 pub use policy::{PolicyEnd, PolicyOwner, RuleKey};
+mod service;
+pub use service::{MAX_SERVICE_PORT_ID, ResolvedPort, ResolvedService, port_endpoints};
 
 /// What changed, as features need to hear it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,6 +61,9 @@ pub enum Change {
         /// Which of its policy owners.
         owner: PolicyOwner,
     },
+    /// A Service's resolution changed (its model or its endpoints): its flows and groups
+    /// on every node must be recomputed.
+    Service(ObjectKey),
 }
 
 /// The changes one batch of deltas or one command made, with the state version after them.
@@ -91,6 +96,7 @@ pub struct Snapshot {
     attachments: Attachments,
     others: OrdMap<(Kind, ObjectKey), Object>,
     policy: policy::PolicyIndex,
+    services: service::ServiceIndex,
 }
 
 impl Snapshot {
@@ -321,16 +327,25 @@ impl NetworkState {
                         changes.push(Change::Other(id.0, id.1));
                     }
                 }
-                Delta::Apply(other) => {
-                    let id = (other.kind(), other.key());
-                    if self.snap.others.get(&id) != Some(&other) {
-                        self.snap.others.insert(id.clone(), other);
-                        changes.push(Change::Other(id.0, id.1));
-                    }
+                Delta::Apply(Object::Service(svc)) => {
+                    let key = Object::Service(svc.clone()).key();
+                    self.apply_service(&key, Some(&svc), &mut changes);
+                    self.keep_other(Object::Service(svc), &mut changes);
+                }
+                Delta::Apply(Object::EndpointSlice(slice)) => {
+                    let key = Object::EndpointSlice(slice.clone()).key();
+                    self.apply_slice(&key, Some(&slice), &mut changes);
+                    self.keep_other(Object::EndpointSlice(slice), &mut changes);
                 }
                 Delta::Delete(kind, key) => {
                     if kind == Kind::Namespace {
                         self.apply_namespace(&key.name, None, &mut changes);
+                    }
+                    if kind == Kind::Service {
+                        self.apply_service(&key, None, &mut changes);
+                    }
+                    if kind == Kind::EndpointSlice {
+                        self.apply_slice(&key, None, &mut changes);
                     }
                     if self.snap.others.remove(&(kind, key.clone())).is_some() {
                         changes.push(Change::Other(kind, key));
@@ -339,6 +354,14 @@ impl NetworkState {
             }
         }
         self.finish(changes)
+    }
+
+    fn keep_other(&mut self, other: Object, changes: &mut Vec<Change>) {
+        let id = (other.kind(), other.key());
+        if self.snap.others.get(&id) != Some(&other) {
+            self.snap.others.insert(id.clone(), other);
+            changes.push(Change::Other(id.0, id.1));
+        }
     }
 
     fn finish(&mut self, mut changes: Vec<Change>) -> ChangeSet {

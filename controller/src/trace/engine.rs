@@ -542,8 +542,12 @@ impl<'a> Engine<'a> {
         if ct.commit {
             what.push("commit".into());
         }
-        if let Some(nat) = &ct.nat {
+        if ct.nat.is_some() {
             what.push("nat".into());
+        }
+        // A bare `nat` (the Conntrack table's) only re-applies a connection's NAT, and a new
+        // connection has none: nothing to note. A `nat(src|dst=...)` changes addresses.
+        if let Some(nat) = ct.nat.as_ref().filter(|n| n.kind.is_some()) {
             self.note(format!(
                 "ct(nat{}) is noted, not applied: the trace keeps the packet's addresses",
                 match nat.kind {

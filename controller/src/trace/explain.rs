@@ -231,8 +231,28 @@ impl<'a> Context<'a> {
                 };
                 format!("{} peer {addr}/{len}{who}", direction.field())
             }
+            Some(CookieCategory::Service) => match self.service_port(id) {
+                Some(name) => format!("service {name}"),
+                None => format!("service port {id} (unknown to the state)"),
+            },
+            Some(CookieCategory::ServiceBase) => "service base (hairpin)".into(),
+            Some(CookieCategory::ServiceAffinity) => match self.service_port(id) {
+                Some(name) => format!("session affinity of service {name} (learned)"),
+                None => format!("session affinity of service port {id} (learned)"),
+            },
             None => format!("not Switchyard's (cookie {cookie:#x})"),
         }
+    }
+
+    /// `namespace/name:port-name/PROTOCOL` of the Service port with this id. A scan of the
+    /// Services: asked only to explain a trace.
+    fn service_port(&self, id: u32) -> Option<String> {
+        self.input.snapshot.services().find_map(|svc| {
+            svc.ports
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| format!("{}:{}/{}", svc.key, p.name, p.protocol.name()))
+        })
     }
 
     /// The rule with this conjunction id among the policies of this node.

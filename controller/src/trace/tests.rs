@@ -160,7 +160,7 @@ fn pod_to_pod_on_one_node_crosses_every_table_and_reaches_the_pod() {
         "{:?}",
         r.steps[0]
     );
-    assert!(r.steps[3].effects[0].contains("ct(zone=65520, table=ConntrackState)"));
+    assert!(r.steps[3].effects[0].contains("ct(zone=65520, nat, table=ConntrackState)"));
     assert_eq!(r.steps[7].owner, "pod default/b", "L3Forwarding to b");
     assert!(
         r.steps[7]

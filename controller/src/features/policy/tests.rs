@@ -158,7 +158,7 @@ impl Model {
                         self.recompute(n, None);
                     }
                 }
-                Change::Other(..) => {}
+                Change::Other(..) | Change::Service(..) => {}
             }
         }
     }
