@@ -13,6 +13,7 @@ mod error;
 pub mod features;
 pub mod ids;
 pub mod ipam;
+pub mod listen;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
