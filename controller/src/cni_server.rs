@@ -55,8 +55,17 @@ pub const CNI_UNAVAILABLE: u32 = 50;
 const DEL_PORT_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) enum CniListener {
-    Unix(tokio::net::UnixListener),
+    /// The socket file is removed when the listener is dropped (the controller stops).
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
     Tcp(tokio::net::TcpListener),
+}
+
+impl Drop for CniListener {
+    fn drop(&mut self) {
+        if let CniListener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl CniListener {
@@ -72,9 +81,8 @@ impl CniListener {
             Ok(Target::Unix(path)) => {
                 // A socket file left by a previous controller would make bind fail.
                 let _ = std::fs::remove_file(&path);
-                Ok(CniListener::Unix(
-                    tokio::net::UnixListener::bind(&path).map_err(fail)?,
-                ))
+                let listener = tokio::net::UnixListener::bind(&path).map_err(fail)?;
+                Ok(CniListener::Unix(listener, path))
             }
             Ok(Target::Tcp(addr)) => Ok(CniListener::Tcp(
                 tokio::net::TcpListener::bind(addr.as_str())
@@ -95,7 +103,7 @@ impl CniListener {
 pub(crate) async fn serve_cni(shared: Arc<Shared>, listener: CniListener) {
     loop {
         match &listener {
-            CniListener::Unix(l) => match l.accept().await {
+            CniListener::Unix(l, _) => match l.accept().await {
                 Ok((stream, _)) => {
                     tokio::spawn(cni_connection(shared.clone(), stream));
                 }

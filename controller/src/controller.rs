@@ -60,6 +60,8 @@ pub struct Config {
     pub admin: crate::admin::AdminConfig,
     /// Where the metrics endpoint listens.
     pub metrics: crate::admin::metrics::MetricsConfig,
+    /// Allow plaintext TCP listeners beyond loopback (`--insecure-listen`; see `listen`).
+    pub insecure_listen: bool,
 }
 
 pub(crate) struct Shared {
@@ -227,7 +229,11 @@ impl Core {
             .find(|(n, _)| switch_config::datapath_id(n) == dpid)
         {
             Some((node, agent)) => {
-                info!(node = %node, dpid = format!("{dpid:016x}"), "br-int connected");
+                if let Some(current) = agent.connection() {
+                    refuse_second_switch(node, &current, conn);
+                    return;
+                }
+                info!(node = %node, dpid = format!("{dpid:016x}"), peer = %conn.peer(), "br-int connected");
                 agent.connected(conn);
             }
             None => warn!(
@@ -236,6 +242,23 @@ impl Core {
             ),
         }
     }
+}
+
+/// A switch presenting the datapath id of a node whose br-int is connected is refused: the
+/// datapath id is derived from the node name, so anyone who reaches the listener could
+/// present it, and replacing the connection would hand them the node's flows and cut the
+/// real br-int off. A real reconnect (vswitchd restarted) comes after the first connection
+/// closed (EOF, or three unanswered echo requests), and is accepted then.
+fn refuse_second_switch(node: &str, current: &openflow::Connection, conn: openflow::Connection) {
+    warn!(
+        node = %node,
+        dpid = format!("{:016x}", conn.datapath_id()),
+        peer = %conn.peer(),
+        connected_peer = %current.peer(),
+        "refusing a second OpenFlow connection claiming a connected node's datapath id; \
+         the connected br-int keeps the node"
+    );
+    conn.close();
 }
 
 /// Runs the controller until the source ends or a listener fails.

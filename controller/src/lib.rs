@@ -14,6 +14,7 @@ mod error;
 pub mod features;
 pub mod ids;
 pub mod ipam;
+pub mod listen;
 pub mod model;
 pub mod node_setup;
 pub mod pipeline;

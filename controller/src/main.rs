@@ -59,16 +59,23 @@ struct ControllerArgs {
     /// OVSDB target of each node; {node} and {internal_ip} are replaced.
     #[arg(long, default_value = "tcp:{internal_ip}:6640")]
     ovsdb_template: String,
-    /// Where to listen for br-int OpenFlow connections.
-    #[arg(long, default_value = "ptcp:6653")]
+    /// Where to listen for br-int OpenFlow connections: punix:PATH or ptcp:PORT[:IP].
+    /// Plaintext: beyond loopback only with --insecure-listen.
+    #[arg(long, default_value = "ptcp:6653:127.0.0.1")]
     openflow_listen: String,
     /// What each br-int connects to (this controller as the nodes reach it), e.g.
     /// tcp:10.0.0.5:6653; {node} and {internal_ip} are replaced.
     #[arg(long)]
     openflow_target: String,
     /// Where the CNI shim reaches the controller: unix:PATH or tcp:IP:PORT.
-    #[arg(long, default_value = "tcp:0.0.0.0:6654")]
+    /// Plaintext: beyond loopback only with --insecure-listen.
+    #[arg(long, default_value = "tcp:127.0.0.1:6654")]
     cni_listen: String,
+    /// Allow --openflow-listen and --cni-listen on plaintext TCP beyond loopback: any host
+    /// that reaches them can connect as a node's br-int or attach and detach pods. Without
+    /// TLS (not yet supported), firewall them to the nodes.
+    #[arg(long)]
+    insecure_listen: bool,
     /// Tunnel type: geneve or vxlan.
     #[arg(long, default_value = "geneve")]
     encap: Encap,
@@ -215,8 +222,10 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         cni_timeout: Duration::from_secs(args.cni_timeout),
         admin,
         metrics,
+        insecure_listen: args.insecure_listen,
     };
     let result = runtime.block_on(async {
+        switchyard::listen::check_listeners(&config)?;
         let source = match (args.cluster_file, args.kubeconfig) {
             (Some(file), _) => Source::cluster_file(file).await?,
             (None, kubeconfig) => {
@@ -226,12 +235,16 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         };
         tokio::select! {
             r = controller::run(config, source) => r,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted; stopping (flows stay on the switches)");
+            signal = stop_signal() => {
+                let signal = signal?;
+                tracing::info!(%signal, "stopping: node agents stop, listeners close, sockets \
+                    are removed (flows stay on the switches)");
                 Ok(())
             }
         }
     });
+    // Dropping `controller::run` above stopped the agents and closed the listeners.
+    tracing::info!("stopped");
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -239,6 +252,22 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Waits for SIGTERM (what kubelet and systemd send) or SIGINT (Ctrl-C); returns its name.
+async fn stop_signal() -> Result<&'static str, switchyard::Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| {
+            switchyard::Error::Config(format!("cannot install the {name} handler: {e}"))
+        })
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }
 
 /// Replaces this process with `switchyard-demo ARGS...` from this binary's directory, so
