@@ -160,6 +160,11 @@ impl CniNode {
                 &format!("unix:{d}/cni.sock"),
                 "--cni-timeout",
                 "10",
+                // Its own admin socket and any free metrics port: tests run side by side.
+                "--admin-listen",
+                &format!("unix:{d}/admin.sock"),
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .env(
                 "RUST_LOG",

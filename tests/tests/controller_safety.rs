@@ -45,6 +45,12 @@ impl Controller {
                 &format!("unix:{}/nowhere/{{node}}.sock", dir.display()),
                 "--openflow-target",
                 &format!("unix:{}/nowhere/ofp.sock", dir.display()),
+                // Its own admin socket and any free metrics port: tests (and the controllers
+                // of one test) run side by side.
+                "--admin-listen",
+                &format!("unix:{}/admin-{name}.sock", dir.display()),
+                "--metrics-listen",
+                "127.0.0.1:0",
             ]
             .map(String::from),
         );
