@@ -15,10 +15,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,6 +24,7 @@ use serde_json::{Value, json};
 use switchyard::pipeline::Encap;
 use switchyard::source::ObjectKey;
 use switchyard_demo::{DemoCluster, DemoOptions};
+use switchyard_tests::pod_servers::{Listen, PodServers, enter};
 use switchyard_tests::{require_root, workspace_binary};
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -85,103 +84,19 @@ fn cluster_yaml() -> String {
         .join("\n---\n")
 }
 
-fn enter(netns: &Path) -> std::io::Result<()> {
-    let f = std::fs::File::open(netns)?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-}
-
-/// TCP and UDP servers on every port inside one pod: each answers with the pod's name, a
-/// TCP connection line after line (the established-connection check keeps one open).
-struct Servers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Servers {
-    fn start(netns: PathBuf, name: String) -> Servers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = vec![];
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        for port in PORTS {
-            for proto in PROTOS {
-                let (netns, name, stop, ready) =
-                    (netns.clone(), name.clone(), stop.clone(), ready_tx.clone());
-                threads.push(std::thread::spawn(move || {
-                    enter(&netns).expect("enter pod netns");
-                    match proto {
-                        Proto::Tcp => {
-                            let l = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
-                            l.set_nonblocking(true).expect("nonblocking");
-                            ready.send(()).ok();
-                            while !stop.load(Ordering::Relaxed) {
-                                match l.accept() {
-                                    Ok((s, _)) => {
-                                        let (name, stop) = (name.clone(), stop.clone());
-                                        std::thread::spawn(move || serve_tcp(s, &name, &stop));
-                                    }
-                                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                                }
-                            }
-                        }
-                        Proto::Udp => {
-                            let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
-                            s.set_read_timeout(Some(Duration::from_millis(100))).ok();
-                            ready.send(()).ok();
-                            let mut buf = [0u8; 64];
-                            while !stop.load(Ordering::Relaxed) {
-                                if let Ok((_, from)) = s.recv_from(&mut buf) {
-                                    let _ = s.send_to(name.as_bytes(), from);
-                                }
-                            }
-                        }
-                    }
-                }));
-            }
-        }
-        for _ in 0..PORTS.len() * PROTOS.len() {
-            ready_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("servers start");
-        }
-        Servers { stop, threads }
-    }
-}
-
-fn serve_tcp(s: TcpStream, name: &str, stop: &AtomicBool) {
-    let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut w = match s.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    while !stop.load(Ordering::Relaxed) {
-        line.clear();
-        match r.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {
-                if w.write_all(format!("{name}\n").as_bytes()).is_err() {
-                    return;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
+/// TCP and UDP servers on every port inside one pod, each answering with the pod's name.
+fn start_servers(netns: PathBuf, name: String) -> PodServers {
+    let mut servers = vec![];
+    for port in PORTS {
+        for proto in PROTOS {
+            let listen = match proto {
+                Proto::Tcp => Listen::Tcp(port),
+                Proto::Udp => Listen::Udp(port),
+            };
+            servers.push((listen, name.clone()));
         }
     }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
+    PodServers::start(netns, servers)
 }
 
 const TIMEOUT: Duration = Duration::from_millis(1500);
@@ -223,7 +138,7 @@ type Key = (String, String, Proto, u16);
 
 struct Netpol {
     cluster: DemoCluster,
-    _servers: Vec<Servers>,
+    _servers: Vec<PodServers>,
 }
 
 impl Netpol {
@@ -241,7 +156,7 @@ impl Netpol {
         let servers = cluster
             .pods
             .values()
-            .map(|p| Servers::start(p.netns.path(), p.key.to_string()))
+            .map(|p| start_servers(p.netns.path(), p.key.to_string()))
             .collect();
         Netpol {
             cluster,
@@ -687,7 +602,7 @@ fn policies_follow_changes_over_time_and_established_connections_survive() {
         .expect("add x/d");
     np.cluster.stop_pod_servers();
     let d_pod = &np.cluster.pods[&ObjectKey::new("x", "d")];
-    let _d_servers = Servers::start(d_pod.netns.path(), "x/d".into());
+    let _d_servers = start_servers(d_pod.netns.path(), "x/d".into());
     let from_ns = |n: &str, p: &str| np.cluster.pods[&ObjectKey::new(n, p)].netns.path();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

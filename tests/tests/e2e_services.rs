@@ -15,16 +15,14 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchyard::pipeline::Encap;
 use switchyard_demo::{DemoCluster, DemoOptions};
+use switchyard_tests::pod_servers::{Listen, PodServers, enter};
 use switchyard_tests::{require_root, workspace_binary};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -99,104 +97,15 @@ fn web_service() -> Value {
     )
 }
 
-fn enter(netns: &Path) -> std::io::Result<()> {
-    let f = std::fs::File::open(netns)?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-}
-
 /// TCP servers on 8080 and 9090 and a UDP server on 5353 inside one pod; each answers
-/// `name:port`, a TCP connection line after line.
-struct Servers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Servers {
-    fn start(netns: PathBuf, name: String) -> Servers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = vec![];
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let mut ports: Vec<(Proto, u16)> = TCP_PORTS.iter().map(|p| (Proto::Tcp, *p)).collect();
-        ports.push((Proto::Udp, UDP_PORT));
-        for (proto, port) in ports.clone() {
-            let (netns, name, stop, ready) = (
-                netns.clone(),
-                format!("{name}:{port}"),
-                stop.clone(),
-                ready_tx.clone(),
-            );
-            threads.push(std::thread::spawn(move || {
-                enter(&netns).expect("enter pod netns");
-                match proto {
-                    Proto::Tcp => {
-                        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
-                        l.set_nonblocking(true).expect("nonblocking");
-                        ready.send(()).ok();
-                        while !stop.load(Ordering::Relaxed) {
-                            match l.accept() {
-                                Ok((s, _)) => {
-                                    let (name, stop) = (name.clone(), stop.clone());
-                                    std::thread::spawn(move || serve_tcp(s, &name, &stop));
-                                }
-                                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                            }
-                        }
-                    }
-                    Proto::Udp => {
-                        let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
-                        s.set_read_timeout(Some(Duration::from_millis(100))).ok();
-                        ready.send(()).ok();
-                        let mut buf = [0u8; 64];
-                        while !stop.load(Ordering::Relaxed) {
-                            if let Ok((_, from)) = s.recv_from(&mut buf) {
-                                let _ = s.send_to(name.as_bytes(), from);
-                            }
-                        }
-                    }
-                }
-            }));
-        }
-        for _ in 0..ports.len() {
-            ready_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("servers start");
-        }
-        Servers { stop, threads }
-    }
-}
-
-fn serve_tcp(s: TcpStream, name: &str, stop: &AtomicBool) {
-    let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let Ok(mut w) = s.try_clone() else { return };
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    while !stop.load(Ordering::Relaxed) {
-        line.clear();
-        match r.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {
-                if w.write_all(format!("{name}\n").as_bytes()).is_err() {
-                    return;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
+/// `name:port`.
+fn start_servers(netns: PathBuf, name: String) -> PodServers {
+    let mut servers: Vec<(Listen, String)> = TCP_PORTS
+        .iter()
+        .map(|p| (Listen::Tcp(*p), format!("{name}:{p}")))
+        .collect();
+    servers.push((Listen::Udp(UDP_PORT), format!("{name}:{UDP_PORT}")));
+    PodServers::start(netns, servers)
 }
 
 /// What one new connection from inside `netns` got: the answer, or why there was none.
@@ -261,7 +170,7 @@ fn probe_here(netns: &Path, dst: Ipv4Addr, proto: Proto, port: u16) -> Outcome {
 
 struct Services {
     cluster: DemoCluster,
-    _servers: Vec<Servers>,
+    _servers: Vec<PodServers>,
 }
 
 impl Services {
@@ -278,7 +187,7 @@ impl Services {
             .pods
             .values()
             .filter(|p| p.key.name.starts_with("web"))
-            .map(|p| Servers::start(p.netns.path(), p.key.name.clone()))
+            .map(|p| start_servers(p.netns.path(), p.key.name.clone()))
             .collect();
         for o in objects {
             cluster.apply_document(o).expect("apply");
