@@ -122,6 +122,10 @@ struct NodeSetupArgs {
     /// The cluster's pod network, holding every node's pod CIDR.
     #[arg(long)]
     cluster_cidr: ipnet::Ipv4Net,
+    /// The cluster's Service network (kube-apiserver's --service-cluster-ip-range), routed
+    /// through the gateway too, so the node's own processes reach ClusterIPs.
+    #[arg(long)]
+    service_cidr: Option<ipnet::Ipv4Net>,
     /// MTU of the route to the cluster CIDR: the pods' MTU (underlay MTU − 50 for Geneve or
     /// VXLAN).
     #[arg(long, default_value_t = 1450)]
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
 fn run_node_setup(args: NodeSetupArgs) -> ExitCode {
     use switchyard::node_setup::NodeSetup;
     let setup = NodeSetup::new(args.pod_cidr, args.cluster_cidr).map(|s| NodeSetup {
+        service_cidr: args.service_cidr,
         mtu: args.mtu,
         snat: args.snat,
         wait: Duration::from_secs(args.wait),

@@ -116,6 +116,9 @@ pub struct NodeSetup {
     pub pod_cidr: Ipv4Net,
     /// The cluster's pod network (every node's pod CIDR lies inside it).
     pub cluster_cidr: Ipv4Net,
+    /// The cluster's Service network (kube-apiserver's `--service-cluster-ip-range`), routed
+    /// like the pod network so the node's own processes reach ClusterIPs through br-int.
+    pub service_cidr: Option<Ipv4Net>,
     /// MTU of the route to the cluster CIDR (the pods' MTU: underlay MTU − encapsulation).
     pub mtu: u32,
     /// The gateway port's interface name.
@@ -148,6 +151,7 @@ impl NodeSetup {
         Ok(NodeSetup {
             pod_cidr,
             cluster_cidr: cluster_cidr.trunc(),
+            service_cidr: None,
             mtu: 1450,
             gateway_port: pipeline::GATEWAY_PORT.to_owned(),
             snat: SnatBackend::Auto,
@@ -167,7 +171,7 @@ impl NodeSetup {
         let mut changes = Vec::new();
         self.wait_for_gateway()?;
         self.gateway_address(&mut changes)?;
-        self.cluster_route(&mut changes)?;
+        self.cluster_routes(&mut changes)?;
         sysctl_set("/proc/sys/net/ipv4/ip_forward", "1", &mut changes)?;
         // Answer ARP only for addresses of the interface asked (kube-proxy's IPVS mode sets
         // the same). Otherwise the node's stack answers a pod's ARP for its gateway on the
@@ -235,13 +239,35 @@ impl NodeSetup {
         Ok(())
     }
 
-    fn cluster_route(&self, changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
+    /// The routes to the pod network and (if given) the Service network via the gateway;
+    /// routes of ours to anything else (a CIDR that changed) go.
+    fn cluster_routes(&self, changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
+        let wanted: Vec<String> = std::iter::once(self.cluster_cidr)
+            .chain(self.service_cidr.map(|c| c.trunc()))
+            .map(|c| c.to_string())
+            .collect();
+        for cidr in &wanted {
+            self.route(cidr, changes)?;
+        }
         let gw = &self.gateway_port;
-        let cidr = self.cluster_cidr.to_string();
+        let hop = pipeline::REMOTE_PODS_NEXT_HOP.to_string();
+        let all = json_command("ip", &["-j", "route", "show", "dev", gw])?;
+        for r in all.as_array().into_iter().flatten() {
+            let dst = r["dst"].as_str().unwrap_or_default();
+            if r["gateway"].as_str() == Some(hop.as_str()) && !wanted.iter().any(|w| w == dst) {
+                run("ip", &["route", "del", dst, "via", &hop, "dev", gw])?;
+                changes.push(format!("route {dst} via {hop} dev {gw} removed (stale)"));
+            }
+        }
+        Ok(())
+    }
+
+    fn route(&self, cidr: &str, changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
+        let gw = &self.gateway_port;
         let hop = pipeline::REMOTE_PODS_NEXT_HOP.to_string();
         let src = self.gateway_ip().to_string();
         let mtu = self.mtu.to_string();
-        let routes = json_command("ip", &["-j", "-d", "route", "show", "exact", &cidr])?;
+        let routes = json_command("ip", &["-j", "-d", "route", "show", "exact", cidr])?;
         let ours = routes.as_array().is_some_and(|r| {
             r.len() == 1
                 && r[0]["gateway"].as_str() == Some(hop.as_str())
@@ -260,22 +286,13 @@ impl NodeSetup {
             run(
                 "ip",
                 &[
-                    "route", "replace", &cidr, "via", &hop, "dev", gw, "onlink", "src", &src,
-                    "mtu", &mtu,
+                    "route", "replace", cidr, "via", &hop, "dev", gw, "onlink", "src", &src, "mtu",
+                    &mtu,
                 ],
             )?;
             changes.push(format!(
                 "route {cidr} via {hop} dev {gw} onlink src {src} mtu {mtu}"
             ));
-        }
-        // Routes of ours for another cluster CIDR (it changed) go: only one is wanted.
-        let all = json_command("ip", &["-j", "route", "show", "dev", gw])?;
-        for r in all.as_array().into_iter().flatten() {
-            let dst = r["dst"].as_str().unwrap_or_default();
-            if r["gateway"].as_str() == Some(hop.as_str()) && dst != cidr {
-                run("ip", &["route", "del", dst, "via", &hop, "dev", gw])?;
-                changes.push(format!("route {dst} via {hop} dev {gw} removed (stale)"));
-            }
         }
         Ok(())
     }

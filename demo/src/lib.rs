@@ -41,7 +41,11 @@ use switchyard::pipeline::{self, Encap};
 use switchyard::source::{ObjectKey, parse_cluster_file};
 use switchyard_testbed::{self as host, Netns, OvsSandbox};
 
-/// The bundled demo cluster: three nodes, three namespaces, six pods.
+/// The Service network the demo's nodes route through their gateway (Kubernetes' default
+/// `--service-cluster-ip-range`; the bundled cluster's ClusterIPs lie in it).
+pub const DEMO_SERVICE_CIDR: &str = "10.96.0.0/12";
+
+/// The bundled demo cluster: three nodes, three namespaces, six pods, one Service.
 pub const BUNDLED_CLUSTER: &str = include_str!("../../deploy/cluster.yaml");
 
 /// The underlay network the demo gives its nodes (inside its own namespaces only).
@@ -802,6 +806,8 @@ impl DemoCluster {
             &n.model.pod_cidr.to_string(),
             "--cluster-cidr",
             &cluster.to_string(),
+            "--service-cidr",
+            DEMO_SERVICE_CIDR,
             "--mtu",
             &mtu.to_string(),
             "--wait",

@@ -194,6 +194,11 @@ fn node_setup_is_idempotent_repairs_what_is_missing_and_says_what_is_wrong() {
         before.contains("10.244.0.0/16 via 169.254.0.1 dev sy-gw0"),
         "{before}"
     );
+    // The Service network too: the node's own processes reach ClusterIPs through br-int.
+    assert!(
+        before.contains("10.96.0.0/12 via 169.254.0.1 dev sy-gw0"),
+        "{before}"
+    );
     assert!(before.contains("masquerade"), "{before}");
     // Twice more: nothing to change, nothing changed.
     for _ in 0..2 {
@@ -262,6 +267,8 @@ fn node_setup_is_idempotent_repairs_what_is_missing_and_says_what_is_wrong() {
                 "10.244.1.0/24",
                 "--cluster-cidr",
                 &cidr,
+                "--service-cidr",
+                switchyard_demo::DEMO_SERVICE_CIDR,
                 "--snat",
                 tool,
             ])
