@@ -168,6 +168,15 @@ impl NodeSetup {
     /// Brings the node's host network to the wanted state. Returns one line per change made
     /// (empty when everything was already in place).
     pub fn apply(&self) -> Result<Vec<String>, NodeSetupError> {
+        if let Some(svc) = self.service_cidr
+            && (svc.contains(&self.cluster_cidr.network())
+                || self.cluster_cidr.contains(&svc.network()))
+        {
+            return Err(NodeSetupError::Config(format!(
+                "the Service CIDR {svc} overlaps the cluster CIDR {}: they must be disjoint",
+                self.cluster_cidr
+            )));
+        }
         let mut changes = Vec::new();
         self.wait_for_gateway()?;
         self.gateway_address(&mut changes)?;
@@ -560,6 +569,25 @@ mod tests {
         assert_eq!(
             s.nft_rule(),
             "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade"
+        );
+    }
+
+    #[test]
+    fn a_service_cidr_overlapping_the_cluster_cidr_is_refused_before_anything_changes() {
+        let s = NodeSetup {
+            service_cidr: Some("10.244.128.0/20".parse().unwrap()),
+            ..NodeSetup::new(
+                "10.244.1.0/24".parse().unwrap(),
+                "10.244.0.0/16".parse().unwrap(),
+            )
+            .unwrap()
+        };
+        let e = s.apply().unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "the Service CIDR 10.244.128.0/20 overlaps the cluster CIDR 10.244.0.0/16"
+            ),
+            "{e}"
         );
     }
 }

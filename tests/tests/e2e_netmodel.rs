@@ -444,10 +444,16 @@ fn demo_json_lines_follow_the_probe_contract() {
         "ICMP, TCP 80 and UDP 443"
     );
     assert!(count(&|o| o["protocol"] == "UDP") >= 2 * 8, "UDP probed");
-    // Everything connected on the bundled cluster (no policies), with names in the answers.
+    // The bundled Service (frontend/web, TCP 80): every pod and node, --tries (4) times.
+    assert_eq!(count(&|o| o["to"] == "service:frontend/web"), (6 + 3) * 4);
+    // Everything connected on the bundled cluster (no policies), with names in the answers:
+    // the target's own, or for the Service one of its endpoints (the web pods).
     for o in &lines {
         assert_eq!(o["connected"], true, "{o:?}");
-        if o["protocol"] != "ICMP" {
+        if o["to"] == "service:frontend/web" {
+            let by = o["answered_by"].as_str().unwrap_or_default();
+            assert!(by == "frontend/web-1" || by == "frontend/web-2", "{o:?}");
+        } else if o["protocol"] != "ICMP" {
             assert_eq!(o["answered_by"], o["to"], "{o:?}");
         }
     }
