@@ -11,6 +11,8 @@ packages=(
   iputils-ping            # connectivity checks
   nftables                # nft: node setup's SNAT of pod traffic leaving the cluster (iptables is the fallback)
   iperf3                  # data-plane benchmark
+  iptables                # node setup's SNAT fallback (tested in e2e_netmodel)
+  procps                  # sysctl (tests read forwarding settings)
   bc
   containernetworking-plugins  # reference bridge/host-local CNI plugins (attach-latency peer)
 )

@@ -413,28 +413,7 @@ impl DemoCluster {
         })?;
         // The underlay: a veth from the node to the underlay switch. With the userspace
         // datapath the node's address must sit on an OVS bridge for tunnels to leave it.
-        let ul = format!("ul{index}");
-        let underlay = self
-            .underlay
-            .as_ref()
-            .ok_or_else(|| Error::Demo("underlay missing".into()))?;
-        underlay.exec(&[
-            "ip",
-            "link",
-            "add",
-            &ul,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ])?;
-        underlay.exec(&["ip", "link", "set", &ul, "master", "ul-br", "up"])?;
-        host::tx_offload_off(underlay, &ul)?;
-        netns.exec(&["ip", "link", "set", "eth0", "up"])?;
-        host::tx_offload_off(&netns, "eth0")?;
+        self.plug_into_underlay(&netns, &format!("ul{index}"))?;
         ovs.vsctl(&[
             "--may-exist",
             "add-br",
@@ -468,10 +447,10 @@ impl DemoCluster {
         Ok(())
     }
 
-    /// The external namespace: on the underlay as its router ([`UNDERLAY_ROUTER`]), with the
-    /// client's own address [`EXTERNAL_IP`] behind it, serving TCP [`probe::EXTERNAL_PORT`].
-    fn start_external(&mut self) -> Result<(), Error> {
-        let netns = Netns::create(&format!("sy{}-external", self.run_id))?;
+    /// Plugs `netns` into the underlay switch: a veth whose end `ul` is a port of `ul-br`
+    /// and whose other end is `eth0` in `netns`, both up, checksum offload off (the
+    /// userspace datapath needs it).
+    fn plug_into_underlay(&self, netns: &Netns, ul: &str) -> Result<(), Error> {
         let underlay = self
             .underlay
             .as_ref()
@@ -480,7 +459,7 @@ impl DemoCluster {
             "ip",
             "link",
             "add",
-            "ulx",
+            ul,
             "type",
             "veth",
             "peer",
@@ -489,12 +468,20 @@ impl DemoCluster {
             "netns",
             netns.name(),
         ])?;
-        underlay.exec(&["ip", "link", "set", "ulx", "master", "ul-br", "up"])?;
-        host::tx_offload_off(underlay, "ulx")?;
+        underlay.exec(&["ip", "link", "set", ul, "master", "ul-br", "up"])?;
+        host::tx_offload_off(underlay, ul)?;
+        netns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        host::tx_offload_off(netns, "eth0")?;
+        Ok(())
+    }
+
+    /// The external namespace: on the underlay as its router ([`UNDERLAY_ROUTER`]), with the
+    /// client's own address [`EXTERNAL_IP`] behind it, serving TCP [`probe::EXTERNAL_PORT`].
+    fn start_external(&mut self) -> Result<(), Error> {
+        let netns = Netns::create(&format!("sy{}-external", self.run_id))?;
+        self.plug_into_underlay(&netns, "ulx")?;
         let router = format!("{UNDERLAY_ROUTER}/24");
         netns.exec(&["ip", "addr", "add", &router, "dev", "eth0"])?;
-        netns.exec(&["ip", "link", "set", "eth0", "up"])?;
-        host::tx_offload_off(&netns, "eth0")?;
         netns.exec(&[
             "ip",
             "addr",

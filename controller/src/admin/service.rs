@@ -77,6 +77,20 @@ impl AdminService {
             .ok_or_else(|| AdminError::UnknownNode(node.to_owned()))
     }
 
+    /// The node's agent and its br-int connection: what reading the switch needs.
+    fn connected_agent(
+        &self,
+        snap: &Snapshot,
+        node: &str,
+    ) -> Result<(AgentView, openflow::Connection), AdminError> {
+        let mut agent = self.node_agent(snap, node)?;
+        let conn = agent
+            .conn
+            .take()
+            .ok_or_else(|| AdminError::NotConnected(node.to_owned()))?;
+        Ok((agent, conn))
+    }
+
     fn pod_reply(
         &self,
         snap: &Snapshot,
@@ -407,10 +421,7 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::DumpFlowsReply>, Status> {
         let req = request.into_inner();
         let snap = self.shared.state.snapshot();
-        let agent = self.node_agent(&snap, &req.node)?;
-        let conn = agent
-            .conn
-            .ok_or_else(|| AdminError::NotConnected(req.node.clone()))?;
+        let (_, conn) = self.connected_agent(&snap, &req.node)?;
         let table = parse_table(&req.table)?;
         let mut request = FlowStatsRequest::default();
         if let Some(t) = table {
@@ -434,14 +445,11 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::DiffFlowsReply>, Status> {
         let req = request.into_inner();
         let snap = self.shared.state.snapshot();
-        let agent = self.node_agent(&snap, &req.node)?;
+        let (agent, conn) = self.connected_agent(&snap, &req.node)?;
         let node = snap
             .node(&req.node)
             .cloned()
             .ok_or_else(|| AdminError::UnknownNode(req.node.clone()))?;
-        let conn = agent
-            .conn
-            .ok_or_else(|| AdminError::NotConnected(req.node.clone()))?;
         // The desired side, computed as the agent computes it (the features are pure): from
         // this snapshot and the ofports the node's OVSDB shows.
         let attachments: Vec<_> = snap.attachments_on(&req.node).cloned().collect();
@@ -494,10 +502,7 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::TraceReply>, Status> {
         let req = request.into_inner();
         let snap = self.shared.state.snapshot();
-        let agent = self.node_agent(&snap, &req.node)?;
-        let conn = agent
-            .conn
-            .ok_or_else(|| AdminError::NotConnected(req.node.clone()))?;
+        let (agent, conn) = self.connected_agent(&snap, &req.node)?;
         // What the switch holds now, not what the controller wants: the trace explains
         // what a packet meets.
         let flows = dump(&req.node, &conn, FlowStatsRequest::default()).await?;
