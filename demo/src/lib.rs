@@ -45,7 +45,7 @@ use switchyard_testbed::{self as host, Netns, OvsSandbox};
 /// `--service-cluster-ip-range`; the bundled cluster's ClusterIPs lie in it).
 pub const DEMO_SERVICE_CIDR: &str = "10.96.0.0/12";
 
-/// The bundled demo cluster: three nodes, three namespaces, six pods, one Service.
+/// The bundled demo cluster: three nodes, three namespaces, six pods.
 pub const BUNDLED_CLUSTER: &str = include_str!("../../deploy/cluster.yaml");
 
 /// The underlay network the demo gives its nodes (inside its own namespaces only).
