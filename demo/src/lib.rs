@@ -45,8 +45,11 @@ use switchyard_testbed::{self as host, Netns, OvsSandbox};
 /// `--service-cluster-ip-range`; the bundled cluster's ClusterIPs lie in it).
 pub const DEMO_SERVICE_CIDR: &str = "10.96.0.0/12";
 
-/// The bundled demo cluster: three nodes, three namespaces, six pods.
+/// The bundled demo cluster: three nodes, three namespaces, six pods, one Service.
 pub const BUNDLED_CLUSTER: &str = include_str!("../../deploy/cluster.yaml");
+
+/// How long the probes wait for every node to hold every Service (see `wait_for_services`).
+const SERVICE_REALISE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The underlay network the demo gives its nodes (inside its own namespaces only).
 const UNDERLAY_PREFIX: [u8; 3] = [192, 168, 77];
@@ -1105,8 +1108,71 @@ impl DemoCluster {
         if let Err(e) = self.route_service_ips() {
             eprintln!("switchyard demo: the external client's routes to Service IPs: {e}");
         }
+        self.wait_for_services();
         let specs = self.probe_specs(tries.max(1));
         run_specs(specs)
+    }
+
+    /// Waits until every node's switch holds every Service the probes will try: the
+    /// ServiceLb flow of each ClusterIP and, in the groups, each usable endpoint. The
+    /// controller learns a changed cluster file asynchronously, so probing right after the
+    /// last write would race it. Gives up after a deadline with a warning: the probes then
+    /// show what is missing.
+    fn wait_for_services(&self) {
+        let docs = self.controller_documents();
+        let node_ips: BTreeMap<String, Ipv4Addr> = self
+            .nodes
+            .values()
+            .map(|n| (n.model.name.to_string(), n.model.internal_ip))
+            .collect();
+        let targets = services::service_targets(&docs, &node_ips);
+        let cluster_ips: BTreeSet<String> = targets
+            .iter()
+            .filter(|t| t.reach == services::Reach::Cluster)
+            .map(|t| format!("nw_dst={}", t.ip))
+            .collect();
+        let endpoints: BTreeSet<String> = targets
+            .iter()
+            .flat_map(|t| services::usable_endpoints(&docs, t))
+            .map(|e| format!("{:#x}", u32::from(e.ip)))
+            .collect();
+        if cluster_ips.is_empty() && endpoints.is_empty() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + SERVICE_REALISE_TIMEOUT;
+        loop {
+            let missing: Vec<String> = self
+                .nodes
+                .values()
+                .filter_map(|n| {
+                    let target = n.ovs.mgmt_target(pipeline::BRIDGE);
+                    let dump = |what: &str| {
+                        host::run("ovs-ofctl", &["-O", "OpenFlow13", what, target.as_str()])
+                            .unwrap_or_default()
+                    };
+                    let (flows, groups) = (dump("dump-flows"), dump("dump-groups"));
+                    let absent: Vec<&str> = cluster_ips
+                        .iter()
+                        .filter(|m| !flows.contains(m.as_str()))
+                        .chain(endpoints.iter().filter(|e| !groups.contains(e.as_str())))
+                        .map(String::as_str)
+                        .collect();
+                    (!absent.is_empty()).then(|| format!("{}: {}", n.model.name, absent.join(", ")))
+                })
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "switchyard demo: Services not realised on every node after {}s (missing {}); probing anyway",
+                    SERVICE_REALISE_TIMEOUT.as_secs(),
+                    missing.join("; ")
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn probe_specs(&self, tries: u32) -> Vec<Spec> {

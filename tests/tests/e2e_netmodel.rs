@@ -444,6 +444,8 @@ fn demo_json_lines_follow_the_probe_contract() {
         "ICMP, TCP 80 and UDP 443"
     );
     assert!(count(&|o| o["protocol"] == "UDP") >= 2 * 8, "UDP probed");
+    // The bundled Service (frontend/web, TCP 80): every pod and node, --tries (4) times.
+    assert_eq!(count(&|o| o["to"] == "service:frontend/web"), (6 + 3) * 4);
     // Everything connected on the bundled cluster (no policies), with names in the answers:
     // the target's own, or for the Service one of its endpoints (the web pods).
     for o in &lines {
