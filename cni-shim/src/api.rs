@@ -203,7 +203,13 @@ pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Re
                 s.set_read_timeout(t)
             })?
         }
-        Target::PUnix(_) | Target::PTcp(_) => {
+        Target::Ssl(_) => {
+            return Err(Error::ControllerAddress {
+                controller: controller.to_owned(),
+                reason: "ssl: is not accepted for the controller's CNI socket: expected unix:PATH or tcp:HOST:PORT",
+            });
+        }
+        Target::PUnix(_) | Target::PTcp(_) | Target::PSsl(_) => {
             return Err(Error::ControllerAddress {
                 controller: controller.to_owned(),
                 reason: "a listening target: expected unix:PATH or tcp:HOST:PORT",

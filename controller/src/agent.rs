@@ -42,10 +42,14 @@ use crate::telemetry::{self, RealisationEvent, Telemetry};
 pub const REREAD_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How a node's OVSDB is reached.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum SwitchDb {
     /// The node's ovsdb-server, at this target template (`{node}`, `{internal_ip}`).
     Ovsdb(String),
+    /// The node's ovsdb-server over TLS (an `ssl:` template): its certificate must chain
+    /// to the CA of the client configuration and name the node (subjectAltName = node
+    /// name); ours is presented.
+    OvsdbTls(String, Arc<switchyard_tls::ClientConfig>),
     /// No OVSDB (the scale benchmark's simulated switches): every attached pod's port is
     /// taken as present, with ofports numbered in order of attachment, as vswitchd would.
     Simulated,
@@ -475,18 +479,33 @@ impl Drop for AbortOnDrop {
 impl Worker {
     async fn run(self) {
         let mut backoff = Duration::from_millis(100);
+        // Why the node's OVSDB was last unreachable (logged at warn when it changes).
+        let mut unreachable_since: Option<String> = None;
         loop {
             let Some(node) = self.state.snapshot().node(&self.node).cloned() else {
                 return;
             };
             let result = match &self.config.switch_db {
                 SwitchDb::Simulated => self.serve(None).await,
-                SwitchDb::Ovsdb(template) => {
+                SwitchDb::Ovsdb(template) | SwitchDb::OvsdbTls(template, _) => {
                     let target = node_target(template, &node);
-                    match ovsdb::Replica::start(&target, ovsdb::vswitch::DATABASE, OVSDB_TABLES)
-                        .await
+                    let mut options = ovsdb::ReplicaOptions::default();
+                    if let SwitchDb::OvsdbTls(_, tls) = &self.config.switch_db {
+                        options.client.tls = Some(ovsdb::TlsClient {
+                            config: tls.clone(),
+                            server_name: self.node.to_string(),
+                        });
+                    }
+                    match ovsdb::Replica::start_with(
+                        &target,
+                        ovsdb::vswitch::DATABASE,
+                        OVSDB_TABLES,
+                        options,
+                    )
+                    .await
                     {
                         Ok(replica) => {
+                            unreachable_since = None;
                             info!(node = %self.node, %target, "OVSDB connected");
                             backoff = Duration::from_millis(100);
                             self.status.send_modify(|s| {
@@ -496,7 +515,15 @@ impl Worker {
                             self.serve(Some(&replica)).await
                         }
                         Err(e) => {
-                            debug!(node = %self.node, %target, "OVSDB not reachable yet: {e}");
+                            // Once per change of reason (refused, TLS, wrong identity),
+                            // not once per retry.
+                            let reason = e.to_string();
+                            if unreachable_since.as_deref() != Some(reason.as_str()) {
+                                warn!(node = %self.node, %target, "OVSDB unreachable: {reason}");
+                                unreachable_since = Some(reason);
+                            } else {
+                                debug!(node = %self.node, %target, "OVSDB still unreachable: {e}");
+                            }
                             Ok(())
                         }
                     }

@@ -62,6 +62,9 @@ pub struct Config {
     pub metrics: crate::admin::metrics::MetricsConfig,
     /// Allow plaintext TCP listeners beyond loopback (`--insecure-listen`; see `listen`).
     pub insecure_listen: bool,
+    /// The controller's TLS identity on the switch channels (`--switch-tls-*`): needed by
+    /// a `pssl:` OpenFlow listener and an `ssl:` OVSDB template.
+    pub switch_tls: Option<switchyard_tls::TlsFiles>,
 }
 
 pub(crate) struct Shared {
@@ -229,6 +232,22 @@ impl Core {
             .find(|(n, _)| switch_config::datapath_id(n) == dpid)
         {
             Some((node, agent)) => {
+                // Over TLS the certificate, not the datapath id (derived from the node
+                // name, so anyone can present it), says which node this is.
+                if let Some(cert) = conn.peer_certificate()
+                    && !switchyard_tls::certificate_names(cert, node)
+                {
+                    warn!(
+                        node = %node,
+                        dpid = format!("{dpid:016x}"),
+                        peer = %conn.peer(),
+                        "refusing a switch whose TLS certificate does not name node {node}, \
+                         whose datapath id it presents (a node's certificate needs a DNS \
+                         subjectAltName equal to the node name)"
+                    );
+                    conn.close();
+                    return;
+                }
                 if let Some(current) = agent.connection() {
                     refuse_second_switch(node, &current, conn);
                     return;
@@ -268,9 +287,22 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
     let admin = crate::admin::bind(&config.admin).await?;
     let metrics = crate::admin::metrics::bind(&config.metrics).await?;
     let telemetry = Arc::new(crate::telemetry::Telemetry::default());
+    let (listen_tls, ovsdb_tls) = match &config.switch_tls {
+        Some(files) => (
+            Some(switchyard_tls::server_config(files).map_err(|e| Error::Config(e.to_string()))?),
+            Some(switchyard_tls::client_config(files).map_err(|e| Error::Config(e.to_string()))?),
+        ),
+        None => (None, None),
+    };
+    let switch_db = match ovsdb_tls {
+        Some(tls) if config.ovsdb_template.starts_with("ssl:") => {
+            SwitchDb::OvsdbTls(config.ovsdb_template.clone(), tls)
+        }
+        _ => SwitchDb::Ovsdb(config.ovsdb_template.clone()),
+    };
     let core = Core::start(
         AgentConfig {
-            switch_db: SwitchDb::Ovsdb(config.ovsdb_template.clone()),
+            switch_db,
             openflow_target: config.openflow_target.clone(),
             encap: config.encap,
             datapath_type: config.datapath_type.clone(),
@@ -282,19 +314,23 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
         },
         deltas,
     );
-    let listener = openflow::Listener::bind(&config.openflow_listen)
-        .await
-        .map_err(|e| match e {
-            // A target that cannot be listened on is the operator's to change.
-            openflow::Error::BadTarget { .. } => Error::Config(format!(
-                "--openflow-listen {:?}: {e}",
-                config.openflow_listen
-            )),
-            other => Error::OpenFlowListen {
-                target: config.openflow_listen.clone(),
-                source: Box::new(other),
-            },
-        })?;
+    let listener = match listen_tls {
+        Some(tls) if config.openflow_listen.starts_with("pssl:") => {
+            openflow::Listener::bind_tls(&config.openflow_listen, Default::default(), tls).await
+        }
+        _ => openflow::Listener::bind(&config.openflow_listen).await,
+    }
+    .map_err(|e| match e {
+        // A target that cannot be listened on is the operator's to change.
+        openflow::Error::BadTarget { .. } => Error::Config(format!(
+            "--openflow-listen {:?}: {e}",
+            config.openflow_listen
+        )),
+        other => Error::OpenFlowListen {
+            target: config.openflow_listen.clone(),
+            source: Box::new(other),
+        },
+    })?;
     info!(listen = %config.openflow_listen, "waiting for br-int connections");
     let cni = CniListener::bind(&config.cni_listen).await?;
     info!(listen = %config.cni_listen, "CNI server ready");

@@ -37,6 +37,29 @@ pub fn check_listeners(config: &Config) -> Result<(), Error> {
             config.cni_listen, e.reason
         ))
     })?;
+    let no_tls = config.switch_tls.is_none();
+    if no_tls && openflow.is_tls() {
+        return Err(Error::Config(format!(
+            "--openflow-listen {:?} is TLS: give --switch-tls-ca, --switch-tls-cert and \
+             --switch-tls-key (the CA that signs the nodes' certificates, and the \
+             controller's own)",
+            config.openflow_listen
+        )));
+    }
+    if no_tls && config.ovsdb_template.starts_with("ssl:") {
+        return Err(Error::Config(format!(
+            "--ovsdb-template {:?} is TLS: give --switch-tls-ca, --switch-tls-cert and \
+             --switch-tls-key",
+            config.ovsdb_template
+        )));
+    }
+    if cni.is_tls() {
+        return Err(Error::Config(format!(
+            "--cni-listen {:?}: TLS is not supported for the CNI socket; use unix:PATH on \
+             the node or tcp:IP:PORT on loopback",
+            config.cni_listen
+        )));
+    }
     for (flag, value, target, exposes) in [
         (
             "--openflow-listen",
@@ -93,7 +116,8 @@ fn beyond_loopback(flag: &str, value: &str, target: &Target) -> Result<Option<St
             .to_socket_addrs()
             .map_err(|e| Error::Config(format!("{flag} {value:?}: cannot resolve: {e}")))?
             .collect(),
-        Target::Unix(_) | Target::PUnix(_) => return Ok(None),
+        // TLS is not plaintext: who may connect is what the CA signs.
+        Target::Unix(_) | Target::PUnix(_) | Target::Ssl(_) | Target::PSsl(_) => return Ok(None),
     };
     let outside: Vec<String> = addrs
         .iter()

@@ -56,11 +56,13 @@ struct ControllerArgs {
     /// Kubeconfig for the API server (default: in-cluster config, then ~/.kube/config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// OVSDB target of each node; {node} and {internal_ip} are replaced.
+    /// OVSDB target of each node; {node} and {internal_ip} are replaced. ssl:HOST:PORT
+    /// needs --switch-tls-* (the node's ovsdb-server certificate must name the node).
     #[arg(long, default_value = "tcp:{internal_ip}:6640")]
     ovsdb_template: String,
-    /// Where to listen for br-int OpenFlow connections: punix:PATH or ptcp:PORT[:IP].
-    /// Plaintext: beyond loopback only with --insecure-listen.
+    /// Where to listen for br-int OpenFlow connections: punix:PATH, ptcp:PORT[:IP], or
+    /// pssl:PORT[:IP] (TLS, needs --switch-tls-*). Plaintext: beyond loopback only with
+    /// --insecure-listen.
     #[arg(long, default_value = "ptcp:6653:127.0.0.1")]
     openflow_listen: String,
     /// What each br-int connects to (this controller as the nodes reach it), e.g.
@@ -72,10 +74,21 @@ struct ControllerArgs {
     #[arg(long, default_value = "tcp:127.0.0.1:6654")]
     cni_listen: String,
     /// Allow --openflow-listen and --cni-listen on plaintext TCP beyond loopback: any host
-    /// that reaches them can connect as a node's br-int or attach and detach pods. Without
-    /// TLS (not yet supported), firewall them to the nodes.
+    /// that reaches them can connect as a node's br-int or attach and detach pods. Prefer
+    /// pssl: with --switch-tls-* for OpenFlow; firewall what stays plaintext to the nodes.
     #[arg(long)]
     insecure_listen: bool,
+    /// PEM CA certificate that signs every node's switch certificate (ovs-vswitchd's and
+    /// ovsdb-server's, `ovs-vsctl set-ssl`; a DNS subjectAltName equal to the node name).
+    #[arg(long, value_name = "FILE")]
+    switch_tls_ca: Option<PathBuf>,
+    /// PEM certificate (chain) the controller presents to switches, signed by a CA the
+    /// nodes trust.
+    #[arg(long, value_name = "FILE")]
+    switch_tls_cert: Option<PathBuf>,
+    /// PEM private key of --switch-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    switch_tls_key: Option<PathBuf>,
     /// Tunnel type: geneve or vxlan.
     #[arg(long, default_value = "geneve")]
     encap: Encap,
@@ -216,6 +229,24 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let switch_tls = match (
+        args.switch_tls_ca,
+        args.switch_tls_cert,
+        args.switch_tls_key,
+    ) {
+        (Some(ca), Some(certificate), Some(private_key)) => Some(switchyard_tls::TlsFiles {
+            ca,
+            certificate,
+            private_key,
+        }),
+        (None, None, None) => None,
+        _ => {
+            eprintln!(
+                "switchyard: --switch-tls-ca, --switch-tls-cert and --switch-tls-key go together"
+            );
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         ovsdb_template: args.ovsdb_template,
         openflow_listen: args.openflow_listen,
@@ -228,6 +259,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         admin,
         metrics,
         insecure_listen: args.insecure_listen,
+        switch_tls,
     };
     let result = runtime.block_on(async {
         switchyard::listen::check_listeners(&config)?;

@@ -345,6 +345,7 @@ impl Drop for Tasks {
 pub struct Connection {
     shared: Arc<Shared>,
     features: FeaturesReply,
+    peer_certificate: Option<CertificateDer<'static>>,
     _tasks: Arc<Tasks>,
 }
 
@@ -363,6 +364,8 @@ impl std::fmt::Debug for Connection {
 /// Where to connect or listen, parsed from OVS-style strings (shared with the other
 /// Switchyard crates).
 pub use switchyard_target::Target;
+use switchyard_tls::rustls_pki_types::CertificateDer;
+use switchyard_tls::{ClientConfig, ServerConfig, TlsAcceptor, TlsConnector};
 
 fn bad_target(error: switchyard_target::ParseError) -> Error {
     Error::BadTarget {
@@ -377,7 +380,8 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
 
 impl Connection {
     /// Connects to a switch's management socket or OpenFlow port (`unix:PATH`,
-    /// `tcp:IP:PORT`) and completes the handshake.
+    /// `tcp:IP:PORT`) and completes the handshake. `ssl:` needs
+    /// [`Connection::connect_tls`].
     pub async fn connect(target: &str) -> Result<Connection> {
         Connection::connect_with(target, Config::default()).await
     }
@@ -398,11 +402,54 @@ impl Connection {
                 let _ = s.set_nodelay(true);
                 Connection::from_stream(s, target.to_string(), config).await
             }
-            Target::PUnix(_) | Target::PTcp(_) => Err(Error::BadTarget {
+            Target::Ssl(_) => Err(Error::BadTarget {
+                target: target.to_string(),
+                reason: "ssl: needs a CA, certificate and key (Connection::connect_tls)",
+            }),
+            Target::PUnix(_) | Target::PTcp(_) | Target::PSsl(_) => Err(Error::BadTarget {
                 target: target.to_string(),
                 reason: "a passive target: use Listener::bind",
             }),
         }
+    }
+
+    /// Connects to `ssl:HOST:PORT` (a switch's `pssl:` OpenFlow port), checks that the
+    /// switch's certificate chains to the CA of `tls` and names `server_name`, presents
+    /// ours, and completes the OpenFlow handshake.
+    pub async fn connect_tls(
+        target: &str,
+        config: Config,
+        tls: Arc<ClientConfig>,
+        server_name: &str,
+    ) -> Result<Connection> {
+        let Target::Ssl(a) = Target::parse_connect(target).map_err(bad_target)? else {
+            return Err(Error::BadTarget {
+                target: target.to_string(),
+                reason: "connect_tls needs an ssl:HOST:PORT target",
+            });
+        };
+        let name = switchyard_tls::server_name(server_name).map_err(|e| Error::Tls {
+            peer: target.to_string(),
+            reason: e.to_string(),
+        })?;
+        let s = TcpStream::connect(a.as_str())
+            .await
+            .map_err(io_err(format!("connecting to {target}")))?;
+        let _ = s.set_nodelay(true);
+        let s = tokio::time::timeout(
+            config.request_timeout,
+            TlsConnector::from(tls).connect(name, s),
+        )
+        .await
+        .map_err(|_| Error::Tls {
+            peer: target.to_string(),
+            reason: "no TLS handshake within the request timeout".into(),
+        })?
+        .map_err(|e| Error::Tls {
+            peer: target.to_string(),
+            reason: e.to_string(),
+        })?;
+        Connection::from_stream(s, target.to_string(), config).await
     }
 
     /// Runs the handshake on an already connected stream (any transport) and starts the
@@ -493,12 +540,20 @@ impl Connection {
         let keepalive = tokio::spawn(keepalive_loop(shared.clone()));
         Ok(Connection {
             features,
+            peer_certificate: None,
             _tasks: Arc::new(Tasks {
                 shared: shared.clone(),
                 handles: vec![writer, reader, keepalive],
             }),
             shared,
         })
+    }
+
+    /// The certificate the switch presented, when it connected to a `pssl:` listener
+    /// (verified against the listener's CA during the TLS handshake). `None` on every
+    /// other transport.
+    pub fn peer_certificate(&self) -> Option<&CertificateDer<'static>> {
+        self.peer_certificate.as_ref()
     }
 
     /// The switch's datapath id, from its FEATURES_REPLY.
@@ -1018,8 +1073,8 @@ async fn keepalive_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Accepts connections from switches (`punix:PATH`, `ptcp:PORT[:IP]`), e.g. after
-/// `ovs-vsctl set-controller br0 unix:PATH` makes ovs-vswitchd connect to us.
+/// Accepts connections from switches (`punix:PATH`, `ptcp:PORT[:IP]`, `pssl:PORT[:IP]`),
+/// e.g. after `ovs-vsctl set-controller br0 unix:PATH` makes ovs-vswitchd connect to us.
 pub struct Listener {
     inner: ListenerInner,
     config: Config,
@@ -1028,6 +1083,7 @@ pub struct Listener {
 enum ListenerInner {
     Unix(UnixListener, PathBuf),
     Tcp(TcpListener),
+    Tls(TcpListener, TlsAcceptor),
 }
 
 impl Listener {
@@ -1036,8 +1092,27 @@ impl Listener {
         Listener::bind_with(target, Config::default()).await
     }
 
-    /// [`Listener::bind`] with settings applied to every accepted connection.
+    /// [`Listener::bind`] with settings applied to every accepted connection. `pssl:` needs
+    /// [`Listener::bind_tls`].
     pub async fn bind_with(target: &str, config: Config) -> Result<Listener> {
+        Listener::bind_inner(target, config, None).await
+    }
+
+    /// Listens on `pssl:PORT[:IP]`: every switch must present a certificate from the CA of
+    /// `tls` (see [`Connection::peer_certificate`] for who it is).
+    pub async fn bind_tls(
+        target: &str,
+        config: Config,
+        tls: Arc<ServerConfig>,
+    ) -> Result<Listener> {
+        Listener::bind_inner(target, config, Some(tls)).await
+    }
+
+    async fn bind_inner(
+        target: &str,
+        config: Config,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> Result<Listener> {
         let inner = match Target::parse_listen(target).map_err(bad_target)? {
             Target::PUnix(p) => {
                 // A stale socket file from an earlier run would make bind fail.
@@ -1058,10 +1133,24 @@ impl Listener {
                     .await
                     .map_err(io_err(format!("binding {target}")))?,
             ),
-            Target::Unix(_) | Target::Tcp(_) => {
+            Target::PSsl(a) => {
+                let Some(tls) = tls else {
+                    return Err(Error::BadTarget {
+                        target: target.to_string(),
+                        reason: "pssl: needs a CA, certificate and key (Listener::bind_tls)",
+                    });
+                };
+                ListenerInner::Tls(
+                    TcpListener::bind(a)
+                        .await
+                        .map_err(io_err(format!("binding {target}")))?,
+                    TlsAcceptor::from(tls),
+                )
+            }
+            Target::Unix(_) | Target::Tcp(_) | Target::Ssl(_) => {
                 return Err(Error::BadTarget {
                     target: target.to_string(),
-                    reason: "not a passive target: use punix:PATH or ptcp:PORT[:IP]",
+                    reason: "not a passive target: use punix:PATH, ptcp:PORT[:IP] or pssl:PORT[:IP]",
                 });
             }
         };
@@ -1071,7 +1160,7 @@ impl Listener {
     /// The TCP address bound (useful with `ptcp:0`).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.inner {
-            ListenerInner::Tcp(l) => l.local_addr().ok(),
+            ListenerInner::Tcp(l) | ListenerInner::Tls(l, _) => l.local_addr().ok(),
             ListenerInner::Unix(..) => None,
         }
     }
@@ -1098,6 +1187,28 @@ impl Listener {
                     .map_err(io_err("accepting on ptcp".to_string()))?;
                 let _ = s.set_nodelay(true);
                 Connection::from_stream(s, format!("switch at tcp:{a}"), self.config.clone()).await
+            }
+            ListenerInner::Tls(l, acceptor) => {
+                let (s, a) = l
+                    .accept()
+                    .await
+                    .map_err(io_err("accepting on pssl".to_string()))?;
+                let _ = s.set_nodelay(true);
+                let peer = format!("switch at ssl:{a}");
+                let tls = tokio::time::timeout(self.config.request_timeout, acceptor.accept(s))
+                    .await
+                    .map_err(|_| Error::Tls {
+                        peer: peer.clone(),
+                        reason: "no TLS handshake within the request timeout".into(),
+                    })?
+                    .map_err(|e| Error::Tls {
+                        peer: peer.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let cert = switchyard_tls::client_certificate(&tls);
+                let mut conn = Connection::from_stream(tls, peer, self.config.clone()).await?;
+                conn.peer_certificate = cert;
+                Ok(conn)
             }
         }
     }
@@ -1160,7 +1271,18 @@ mod tests {
         );
         let e = "tcp:nowhere".parse::<Target>().unwrap_err();
         assert!(e.to_string().contains("tcp:nowhere"), "{e}");
-        assert!("ssl:1.2.3.4:6653".parse::<Target>().is_err());
+        assert_eq!(
+            "ssl:1.2.3.4:6653".parse::<Target>().unwrap(),
+            Target::Ssl("1.2.3.4:6653".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn tls_targets_need_tls_settings() {
+        let e = Listener::bind("pssl:0:127.0.0.1").await.err().unwrap();
+        assert!(e.to_string().contains("bind_tls"), "{e}");
+        let e = Connection::connect("ssl:127.0.0.1:1").await.unwrap_err();
+        assert!(e.to_string().contains("connect_tls"), "{e}");
     }
 
     #[test]

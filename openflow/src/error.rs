@@ -111,6 +111,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake failed (no certificate, one from another CA, a name that does not
+    /// match, or no handshake in time).
+    #[error("TLS with {peer} failed: {reason}")]
+    Tls {
+        /// Who.
+        peer: String,
+        /// rustls's words, or the timeout.
+        reason: String,
+    },
     /// The connection is closed (by the peer, by us, or after a failure logged earlier).
     #[error("connection closed: {0}")]
     Closed(String),

@@ -1,6 +1,7 @@
 //! The JSON-RPC connection to an OVSDB server (RFC 7047 §4) and every method on it.
 //!
-//! Owns: transports (`unix:`, `tcp:`; TLS plugs in through [`Client::from_stream`]),
+//! Owns: transports (`unix:`, `tcp:`, `ssl:` with [`ClientOptions::tls`]; anything else
+//! plugs in through [`Client::from_stream`]),
 //! request/reply matching by id, answering the server's `echo`, probing a silent peer
 //! with our own `echo`, and routing notifications (`update`, `update2`, `update3`,
 //! `locked`, `stolen`) to one receiver. Does not own: keeping a copy of the database
@@ -26,21 +27,16 @@ use crate::transaction::{Condition, OperationResult, Transaction, parse_results}
 /// the type is shared with the other Switchyard crates.
 pub use switchyard_target::Target;
 
-/// Parses `unix:PATH` or `tcp:HOST:PORT`. `ssl:` is recognised and refused until TLS
-/// lands (use [`Client::from_stream`] with your own TLS stream meanwhile).
+/// Parses `unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT`.
 fn parse_target(text: &str) -> Result<Target, Error> {
-    if text.starts_with("ssl:") {
-        return Err(Error::InvalidTarget {
-            target: text.to_owned(),
-            reason: "ssl: is not supported yet; wrap a TLS stream and use Client::from_stream"
-                .to_owned(),
-        });
-    }
     Target::parse_connect(text).map_err(|error| Error::InvalidTarget {
         target: error.input,
         reason: error.reason.to_owned(),
     })
 }
+
+/// How long an `ssl:` connection waits for the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A byte stream a client can run on (a socket, or a TLS session over one).
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -55,6 +51,18 @@ pub struct ClientOptions {
     /// interval passes without any message the connection is closed as dead. `None`
     /// disables probing. ovsdb-server's own default is 5 s.
     pub inactivity_probe: Option<Duration>,
+    /// For `ssl:` targets: whom we trust, who we are, and the name the server's
+    /// certificate must carry. `ssl:` without it is refused.
+    pub tls: Option<TlsClient>,
+}
+
+/// TLS settings of an `ssl:` connection.
+#[derive(Clone, Debug)]
+pub struct TlsClient {
+    /// CA and our certificate (switchyard_tls::client_config).
+    pub config: Arc<switchyard_tls::ClientConfig>,
+    /// The name the server's certificate must carry (a DNS subjectAltName or IP address).
+    pub server_name: String,
 }
 
 impl Default for ClientOptions {
@@ -62,6 +70,7 @@ impl Default for ClientOptions {
         ClientOptions {
             max_message: DEFAULT_MAX_MESSAGE,
             inactivity_probe: Some(Duration::from_secs(5)),
+            tls: None,
         }
     }
 }
@@ -237,7 +246,8 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to `unix:PATH` or `tcp:IP:PORT` with default options.
+    /// Connects to `unix:PATH` or `tcp:IP:PORT` with default options (`ssl:` needs
+    /// [`ClientOptions::tls`]).
     pub async fn connect(target: &str) -> Result<Client, Error> {
         Client::connect_with(target, ClientOptions::default()).await
     }
@@ -262,9 +272,34 @@ impl Client {
                 let _ = s.set_nodelay(true);
                 Ok(Client::from_stream(s, target, options))
             }
-            Target::PUnix(_) | Target::PTcp(_) => Err(Error::InvalidTarget {
+            Target::Ssl(addr) => {
+                let Some(tls) = options.tls.clone() else {
+                    return Err(Error::InvalidTarget {
+                        target: target.to_owned(),
+                        reason: "ssl: needs a CA, certificate and key".to_owned(),
+                    });
+                };
+                let tls_err = |reason: String| Error::Tls {
+                    target: target.to_owned(),
+                    reason,
+                };
+                let name = switchyard_tls::server_name(&tls.server_name)
+                    .map_err(|e| tls_err(e.to_string()))?;
+                let s = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(connect_err)?;
+                let _ = s.set_nodelay(true);
+                let handshake = switchyard_tls::TlsConnector::from(tls.config).connect(name, s);
+                let s = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| tls_err("no TLS handshake within 10 s".to_owned()))?
+                    .map_err(|e| tls_err(e.to_string()))?;
+                Ok(Client::from_stream(s, target, options))
+            }
+            Target::PUnix(_) | Target::PTcp(_) | Target::PSsl(_) => Err(Error::InvalidTarget {
                 target: target.to_owned(),
-                reason: "a listening target: expected unix:PATH or tcp:HOST:PORT".to_owned(),
+                reason: "a listening target: expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT"
+                    .to_owned(),
             }),
         }
     }
@@ -684,17 +719,27 @@ mod tests {
             parse_target("tcp:[::1]:6640").ok(),
             Some(Target::Tcp("[::1]:6640".into()))
         );
+        assert_eq!(
+            parse_target("ssl:10.0.0.1:6640").ok(),
+            Some(Target::Ssl("10.0.0.1:6640".into()))
+        );
         for bad in [
             "",
             "unix:",
             "tcp:1.2.3.4",
             "tcp:1.2.3.4:x",
-            "ssl:1.2.3.4:6640",
+            "ssl:1.2.3.4",
             "/tmp/x",
             "punix:/tmp/x",
         ] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn ssl_without_tls_settings_is_refused_naming_what_is_missing() {
+        let e = Client::connect("ssl:127.0.0.1:1").await.err().unwrap();
+        assert!(e.to_string().contains("CA, certificate and key"), "{e}");
     }
 
     #[tokio::test]

@@ -15,6 +15,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// The TLS handshake with the server failed (its certificate is not from our CA or
+    /// does not carry the expected name, or it refused ours).
+    #[error("TLS with the OVSDB server at {target} failed: {reason}")]
+    Tls {
+        /// The target as given.
+        target: String,
+        /// rustls's words, or the timeout.
+        reason: String,
+    },
+
     /// Opening the connection failed.
     #[error("cannot connect to the OVSDB server at {target}: {source}")]
     Connect {

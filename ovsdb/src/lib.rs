@@ -31,6 +31,7 @@ pub mod vswitch;
 
 pub use client::{
     Client, ClientOptions, MonitorRequest, MonitorSince, Notification, PendingReply, Target,
+    TlsClient,
 };
 pub use data::{Atom, Datum, NamedUuid, Row, Uuid};
 pub use error::Error;

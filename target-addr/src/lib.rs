@@ -1,6 +1,7 @@
 //! OVS-style connection targets, as `ovs-vsctl`, `ovsdb-client` and `ovs-ofctl` spell
-//! them: `unix:PATH` and `tcp:HOST:PORT` to connect, `punix:PATH` and `ptcp:PORT[:IP]` to
-//! listen.
+//! them: `unix:PATH`, `tcp:HOST:PORT` and `ssl:HOST:PORT` to connect, `punix:PATH`,
+//! `ptcp:PORT[:IP]` and `pssl:PORT[:IP]` to listen. `ssl:`/`pssl:` are TCP with TLS; which
+//! crates speak TLS, and with which certificates, is theirs to say (switchyard-tls).
 //!
 //! The one parser every Switchyard crate uses, so that the same string means the same
 //! thing (and is rejected with the same words) whether it configures the OpenFlow
@@ -25,6 +26,10 @@ pub enum Target {
     PUnix(PathBuf),
     /// `ptcp:PORT[:IP]` (IPv6 as `ptcp:PORT:[ADDR]`, default IP 0.0.0.0): listen on TCP.
     PTcp(SocketAddr),
+    /// `ssl:HOST:PORT`: connect over TCP with TLS (`HOST:PORT` as for `tcp:`).
+    Ssl(String),
+    /// `pssl:PORT[:IP]`: listen on TCP with TLS (as for `ptcp:`).
+    PSsl(SocketAddr),
 }
 
 /// Which forms a caller accepts, for the error message.
@@ -38,9 +43,11 @@ enum Side {
 impl Side {
     fn accepted(self) -> &'static str {
         match self {
-            Side::Connect => "expected unix:PATH or tcp:HOST:PORT",
-            Side::Listen => "expected punix:PATH or ptcp:PORT[:IP]",
-            Side::Any => "expected unix:PATH, tcp:HOST:PORT, punix:PATH or ptcp:PORT[:IP]",
+            Side::Connect => "expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT",
+            Side::Listen => "expected punix:PATH, ptcp:PORT[:IP] or pssl:PORT[:IP]",
+            Side::Any => {
+                "expected unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT, punix:PATH, ptcp:PORT[:IP] or pssl:PORT[:IP]"
+            }
         }
     }
 }
@@ -63,26 +70,31 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 impl Target {
-    /// Parses a target to connect to: `unix:PATH` or `tcp:HOST:PORT`.
+    /// Parses a target to connect to: `unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT`.
     pub fn parse_connect(s: &str) -> Result<Target, ParseError> {
         parse(s, Side::Connect)
     }
 
-    /// Parses a target to listen on: `punix:PATH` or `ptcp:PORT[:IP]`.
+    /// Parses a target to listen on: `punix:PATH`, `ptcp:PORT[:IP]` or `pssl:PORT[:IP]`.
     pub fn parse_listen(s: &str) -> Result<Target, ParseError> {
         parse(s, Side::Listen)
     }
 
-    /// True for `punix:` and `ptcp:` targets.
+    /// True for `punix:`, `ptcp:` and `pssl:` targets.
     pub fn is_listen(&self) -> bool {
-        matches!(self, Target::PUnix(_) | Target::PTcp(_))
+        matches!(self, Target::PUnix(_) | Target::PTcp(_) | Target::PSsl(_))
+    }
+
+    /// True for `ssl:` and `pssl:` targets.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Target::Ssl(_) | Target::PSsl(_))
     }
 }
 
 impl FromStr for Target {
     type Err = ParseError;
 
-    /// Parses any of the four forms.
+    /// Parses any of the six forms.
     fn from_str(s: &str) -> Result<Target, ParseError> {
         parse(s, Side::Any)
     }
@@ -98,6 +110,11 @@ impl fmt::Display for Target {
                 write!(f, "ptcp:{}:[{}]", addr.port(), addr.ip())
             }
             Target::PTcp(addr) => write!(f, "ptcp:{}:{}", addr.port(), addr.ip()),
+            Target::Ssl(host_port) => write!(f, "ssl:{host_port}"),
+            Target::PSsl(addr) if addr.is_ipv6() => {
+                write!(f, "pssl:{}:[{}]", addr.port(), addr.ip())
+            }
+            Target::PSsl(addr) => write!(f, "pssl:{}:{}", addr.port(), addr.ip()),
         }
     }
 }
@@ -122,48 +139,61 @@ fn parse(s: &str, side: Side) -> Result<Target, ParseError> {
                 Target::PUnix(path)
             }
         }
-        "tcp" => {
+        "tcp" | "ssl" => {
             let valid = rest
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
-                return Err(bad("expected tcp:HOST:PORT with a numeric port"));
+                return Err(bad(if kind == "tcp" {
+                    "expected tcp:HOST:PORT with a numeric port"
+                } else {
+                    "expected ssl:HOST:PORT with a numeric port"
+                }));
             }
-            Target::Tcp(rest.to_owned())
+            if kind == "tcp" {
+                Target::Tcp(rest.to_owned())
+            } else {
+                Target::Ssl(rest.to_owned())
+            }
         }
-        "ptcp" => {
+        "ptcp" | "pssl" => {
             let (port, ip) = match rest.split_once(':') {
                 Some((port, ip)) => (port, ip.trim_start_matches('[').trim_end_matches(']')),
                 None => (rest, ""),
             };
-            let port: u16 = port
-                .parse()
-                .map_err(|_| bad("expected ptcp:PORT[:IP] with a numeric port"))?;
+            let tls = kind == "pssl";
+            let port: u16 = port.parse().map_err(|_| {
+                bad(if tls {
+                    "expected pssl:PORT[:IP] with a numeric port"
+                } else {
+                    "expected ptcp:PORT[:IP] with a numeric port"
+                })
+            })?;
             let ip = if ip.is_empty() {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             } else {
-                ip.parse()
-                    .map_err(|_| bad("expected ptcp:PORT[:IP] with an IP address"))?
+                ip.parse().map_err(|_| {
+                    bad(if tls {
+                        "expected pssl:PORT[:IP] with an IP address"
+                    } else {
+                        "expected ptcp:PORT[:IP] with an IP address"
+                    })
+                })?
             };
-            Target::PTcp(SocketAddr::new(ip, port))
-        }
-        "ssl" | "pssl" => {
-            return Err(bad(match side {
-                Side::Connect => "ssl: is not supported (expected unix:PATH or tcp:HOST:PORT)",
-                Side::Listen => "pssl: is not supported (expected punix:PATH or ptcp:PORT[:IP])",
-                Side::Any => {
-                    "ssl:/pssl: are not supported (expected unix:PATH, tcp:HOST:PORT, punix:PATH or ptcp:PORT[:IP])"
-                }
-            }));
+            if tls {
+                Target::PSsl(SocketAddr::new(ip, port))
+            } else {
+                Target::PTcp(SocketAddr::new(ip, port))
+            }
         }
         _ => return Err(bad(side.accepted())),
     };
     match (side, target.is_listen()) {
         (Side::Connect, true) => Err(bad(
-            "a listening target where one to connect to is needed (expected unix:PATH or tcp:HOST:PORT)",
+            "a listening target where one to connect to is needed (expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT)",
         )),
         (Side::Listen, false) => Err(bad(
-            "a target to connect to where one to listen on is needed (expected punix:PATH or ptcp:PORT[:IP])",
+            "a target to connect to where one to listen on is needed (expected punix:PATH, ptcp:PORT[:IP] or pssl:PORT[:IP])",
         )),
         _ => Ok(target),
     }
@@ -174,7 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_four_forms_parse_and_print_back() {
+    fn the_six_forms_parse_and_print_back() {
         for (text, target) in [
             ("unix:/run/br0.mgmt", Target::Unix("/run/br0.mgmt".into())),
             ("tcp:127.0.0.1:6653", Target::Tcp("127.0.0.1:6653".into())),
@@ -191,6 +221,11 @@ mod tests {
             (
                 "ptcp:6653:[::1]",
                 Target::PTcp("[::1]:6653".parse().unwrap()),
+            ),
+            ("ssl:10.0.0.1:6640", Target::Ssl("10.0.0.1:6640".into())),
+            (
+                "pssl:6653:127.0.0.1",
+                Target::PSsl("127.0.0.1:6653".parse().unwrap()),
             ),
         ] {
             assert_eq!(text.parse::<Target>(), Ok(target.clone()), "{text}");
@@ -214,7 +249,8 @@ mod tests {
             "tcp:1.2.3.4:x",
             "ptcp:x",
             "ptcp:6653:nowhere",
-            "ssl:1.2.3.4:6640",
+            "ssl:1.2.3.4",
+            "pssl:x",
             "http://x",
         ] {
             let error = bad.parse::<Target>().unwrap_err();
@@ -230,15 +266,22 @@ mod tests {
         assert!(Target::parse_listen("ptcp:6640").is_ok());
         let error = Target::parse_connect("ptcp:6653").unwrap_err();
         assert!(
-            error.reason.contains("unix:PATH or tcp:HOST:PORT"),
+            error
+                .reason
+                .contains("unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT"),
             "{error}"
         );
         let error = Target::parse_listen("unix:/x").unwrap_err();
         assert!(
-            error.reason.contains("punix:PATH or ptcp:PORT[:IP]"),
+            error
+                .reason
+                .contains("punix:PATH, ptcp:PORT[:IP] or pssl:PORT[:IP]"),
             "{error}"
         );
         let error = Target::parse_connect("http://x").unwrap_err();
-        assert_eq!(error.reason, "expected unix:PATH or tcp:HOST:PORT");
+        assert_eq!(
+            error.reason,
+            "expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT"
+        );
     }
 }

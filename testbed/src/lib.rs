@@ -214,6 +214,12 @@ impl OvsSandbox {
             format!("--pidfile={d}/ovsdb-server.pid"),
             format!("--log-file={d}/ovsdb-server.log"),
             format!("--remote=punix:{d}/db.sock"),
+            // As Debian's ovs-ctl starts it: further remotes (`ovs-vsctl set-manager
+            // pssl:6640`) and TLS settings (`ovs-vsctl set-ssl`) come from the database.
+            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options".into(),
+            "--private-key=db:Open_vSwitch,SSL,private_key".into(),
+            "--certificate=db:Open_vSwitch,SSL,certificate".into(),
+            "--ca-cert=db:Open_vSwitch,SSL,ca_cert".into(),
             format!("--unixctl={d}/ovsdb-server.ctl"),
             format!("{d}/conf.db"),
         ])

@@ -10,6 +10,7 @@
 //! Switchyard-specific. Tests of the product build on this.
 
 pub mod cni_node;
+pub mod pki;
 pub mod pod_servers;
 pub mod sim_core;
 pub mod sim_switch;

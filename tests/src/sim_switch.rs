@@ -369,9 +369,9 @@ impl SimSwitch {
                 s.set_nodelay(true)?;
                 Ok(SimSwitch::from_stream(s, datapath_id))
             }
-            Target::PUnix(_) | Target::PTcp(_) => Err(bad(format!(
-                "{target}: a switch dials the controller; use unix:PATH or tcp:IP:PORT"
-            ))),
+            Target::PUnix(_) | Target::PTcp(_) | Target::PSsl(_) | Target::Ssl(_) => Err(bad(
+                format!("{target}: a switch dials the controller; use unix:PATH or tcp:IP:PORT"),
+            )),
         }
     }
 

@@ -1,0 +1,331 @@
+//! TLS for the switch channels: the OpenFlow listener (`pssl:`, ovs-vswitchd connects with
+//! `ssl:`) and the OVSDB client (`ssl:` to ovsdb-server's `pssl:`).
+//!
+//! Both sides prove who they are: every peer presents a certificate signed by the one CA
+//! the operator gives (`ca`), and the controller presents its own (`certificate`,
+//! `private_key`). This is what OVS does with `ovs-vsctl set-ssl KEY CERT CA`: it refuses
+//! a peer without a certificate from its CA. A node's certificate must name the node (a
+//! DNS subjectAltName equal to the Kubernetes node name): [`certificate_names`] checks it,
+//! so a switch holding some other node's certificate cannot pass as this one.
+//!
+//! Knows nothing of OpenFlow, OVSDB or Kubernetes; the protocol crates take the configs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+pub use rustls::{ClientConfig, ServerConfig};
+pub use rustls_pki_types;
+pub use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+
+/// The three PEM files of one TLS identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificate(s) every peer's certificate must chain to.
+    pub ca: PathBuf,
+    /// Our certificate (chain), signed by that CA.
+    pub certificate: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+}
+
+/// What went wrong with TLS, naming the file or the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read.
+    #[error("TLS: cannot read the {what} {}: {source}", path.display())]
+    Read {
+        /// "CA certificate", "certificate" or "private key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file holds nothing of the kind in PEM form.
+    #[error("TLS: the {what} {} holds no PEM {what}", path.display())]
+    Empty {
+        /// What was expected.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The files parse but do not make a configuration (wrong key for the certificate,
+    /// unusable CA).
+    #[error("TLS: {what}: {reason}")]
+    Invalid {
+        /// Which configuration.
+        what: &'static str,
+        /// rustls's words.
+        reason: String,
+    },
+    /// A name that cannot be a TLS server name.
+    #[error("TLS: {name:?} cannot be checked against a certificate (not a DNS name or IP address)")]
+    BadName {
+        /// The name.
+        name: String,
+    },
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    // Explicit, so that no other crate's choice of default provider matters.
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        what,
+        path: path.into(),
+        source,
+    })
+}
+
+fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let pem = read(what, path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(Error::Empty {
+            what,
+            path: path.into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    let pem = read("private key", path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| Error::Empty {
+        what: "private key",
+        path: path.into(),
+    })
+}
+
+fn roots(files: &TlsFiles) -> Result<Arc<RootCertStore>, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates("CA certificate", &files.ca)? {
+        roots.add(cert).map_err(|e| Error::Invalid {
+            what: "CA certificate",
+            reason: format!("{}: {e}", files.ca.display()),
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The listener's side: we present our certificate and require one from every client,
+/// signed by the CA.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
+    let invalid = |reason: String| Error::Invalid {
+        what: "server configuration",
+        reason,
+    };
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(files)?, provider())
+        .build()
+        .map_err(|e| invalid(e.to_string()))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certificates("certificate", &files.certificate)?,
+            private_key(&files.private_key)?,
+        )
+        .map_err(|e| invalid(format!("{}: {e}", files.certificate.display())))?;
+    Ok(Arc::new(config))
+}
+
+/// The connecting side: the server's certificate must chain to the CA and name the server
+/// (checked against the `ServerName` given when connecting); we present ours.
+pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
+    let invalid = |reason: String| Error::Invalid {
+        what: "client configuration",
+        reason,
+    };
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots(files)?)
+        .with_client_auth_cert(
+            certificates("certificate", &files.certificate)?,
+            private_key(&files.private_key)?,
+        )
+        .map_err(|e| invalid(format!("{}: {e}", files.certificate.display())))?;
+    Ok(Arc::new(config))
+}
+
+/// A server name to connect to (`name` is a DNS name or an IP address).
+pub fn server_name(name: &str) -> Result<ServerName<'static>, Error> {
+    ServerName::try_from(name.to_owned()).map_err(|_| Error::BadName {
+        name: name.to_owned(),
+    })
+}
+
+/// True when `cert` (already verified against the CA during the handshake) names `name`
+/// in its subjectAltName (a DNS name, or an IP address).
+pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(name) = server_name(name) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
+/// The certificate a TLS client presented to our listener (the first of its chain).
+pub fn client_certificate<S>(stream: &server::TlsStream<S>) -> Option<CertificateDer<'static>> {
+    let (_, conn) = stream.get_ref();
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    struct Pki {
+        dir: tempfile::TempDir,
+        ca: rcgen::Certificate,
+        ca_key: KeyPair,
+    }
+
+    impl Pki {
+        fn new() -> Pki {
+            let ca_key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "switchyard test CA");
+            let ca = params.self_signed(&ca_key).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+            Pki { dir, ca, ca_key }
+        }
+
+        fn issue(&self, name: &str) -> TlsFiles {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![name.to_owned()])
+                .unwrap()
+                .signed_by(&key, &self.ca, &self.ca_key)
+                .unwrap();
+            let (c, k) = (
+                self.dir.path().join(format!("{name}.pem")),
+                self.dir.path().join(format!("{name}-key.pem")),
+            );
+            std::fs::write(&c, cert.pem()).unwrap();
+            std::fs::write(&k, key.serialize_pem()).unwrap();
+            TlsFiles {
+                ca: self.dir.path().join("ca.pem"),
+                certificate: c,
+                private_key: k,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn both_sides_prove_who_they_are_and_the_certificate_names_the_node() {
+        let pki = Pki::new();
+        let server = server_config(&pki.issue("controller")).unwrap();
+        let client = client_config(&pki.issue("node-1")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = TlsAcceptor::from(server).accept(tcp).await.unwrap();
+            client_certificate(&tls).unwrap()
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        TlsConnector::from(client)
+            .connect(server_name("controller").unwrap(), tcp)
+            .await
+            .unwrap();
+        let cert = accept.await.unwrap();
+        assert!(certificate_names(&cert, "node-1"));
+        assert!(!certificate_names(&cert, "node-2"));
+    }
+
+    #[tokio::test]
+    async fn a_peer_from_another_ca_or_without_a_certificate_is_refused() {
+        let (ours, theirs) = (Pki::new(), Pki::new());
+        let server = server_config(&ours.issue("controller")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = TlsAcceptor::from(server.clone());
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        // A client whose certificate another CA signed: the server refuses it (with TLS
+        // 1.3 the client learns on its first read).
+        let foreign = theirs.issue("node-1");
+        let stranger = client_config(&foreign).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&ours.issue("x").ca).unwrap())
+            .unwrap();
+        let stranger_trusting_us = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(
+                certificates("certificate", &foreign.certificate).unwrap(),
+                private_key(&foreign.private_key).unwrap(),
+            )
+            .unwrap();
+        let no_certificate = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        for (what, config) in [
+            ("a stranger's server check", stranger),
+            (
+                "a certificate from another CA",
+                Arc::new(stranger_trusting_us),
+            ),
+            ("no certificate", Arc::new(no_certificate)),
+        ] {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let refused = match TlsConnector::from(config)
+                .connect(server_name("controller").unwrap(), tcp)
+                .await
+            {
+                Err(_) => true,
+                Ok(mut tls) => {
+                    let _ = tls.write_all(b"hello").await;
+                    let mut buf = [0u8; 1];
+                    !matches!(tls.read(&mut buf).await, Ok(1))
+                }
+            };
+            assert!(refused, "{what}: the connection must fail");
+        }
+    }
+
+    #[test]
+    fn missing_or_empty_files_are_named() {
+        let pki = Pki::new();
+        let mut files = pki.issue("node-1");
+        files.private_key = pki.dir.path().join("nope.pem");
+        let e = server_config(&files).unwrap_err().to_string();
+        assert!(e.contains("private key") && e.contains("nope.pem"), "{e}");
+        std::fs::write(pki.dir.path().join("empty.pem"), "").unwrap();
+        files = pki.issue("node-1");
+        files.ca = pki.dir.path().join("empty.pem");
+        let e = client_config(&files).unwrap_err().to_string();
+        assert!(
+            e.contains("CA certificate") && e.contains("empty.pem"),
+            "{e}"
+        );
+    }
+}
