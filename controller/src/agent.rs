@@ -475,6 +475,9 @@ impl Drop for AbortOnDrop {
 impl Worker {
     async fn run(self) {
         let mut backoff = Duration::from_millis(100);
+        // Why the node's OVSDB was last unreachable: a new reason is logged at warn, the
+        // same one again (every retry) at debug.
+        let mut unreachable: Option<String> = None;
         loop {
             let Some(node) = self.state.snapshot().node(&self.node).cloned() else {
                 return;
@@ -488,6 +491,7 @@ impl Worker {
                     {
                         Ok(replica) => {
                             info!(node = %self.node, %target, "OVSDB connected");
+                            unreachable = None;
                             backoff = Duration::from_millis(100);
                             self.status.send_modify(|s| {
                                 s.ovsdb_connected = true;
@@ -496,7 +500,16 @@ impl Worker {
                             self.serve(Some(&replica)).await
                         }
                         Err(e) => {
-                            debug!(node = %self.node, %target, "OVSDB not reachable yet: {e}");
+                            let reason = e.to_string();
+                            if unreachable.as_deref() == Some(reason.as_str()) {
+                                debug!(node = %self.node, %target, %reason,
+                                    "node unreachable: OVSDB still not reachable; retrying");
+                            } else {
+                                warn!(node = %self.node, %target, %reason,
+                                    "node unreachable: cannot reach its OVSDB; retrying with \
+                                     backoff (logged again when the reason changes)");
+                                unreachable = Some(reason);
+                            }
                             Ok(())
                         }
                     }
@@ -565,6 +578,7 @@ impl Worker {
             ..FlowSide::default()
         };
         let mut reported_errors = BTreeMap::new();
+        let mut reported_controller_errors = BTreeMap::new();
         loop {
             let snap = self.state.snapshot();
             let Some(this) = snap.node(node).cloned() else {
@@ -602,6 +616,20 @@ impl Worker {
                             warn!(node = %node, %iface, "ovs-vswitchd: {error}");
                         }
                         reported_errors = errors;
+                    }
+                    // br-int's own view of its connection to this controller: vswitchd's
+                    // `status:last_error` while it is not connected (refused, no route).
+                    let errors = switch_config::controller_errors(&snapshot);
+                    if errors != reported_controller_errors {
+                        for (target, error) in errors
+                            .iter()
+                            .filter(|(t, e)| reported_controller_errors.get(*t) != Some(*e))
+                        {
+                            warn!(node = %node, %target, %error,
+                                "node unreachable: br-int cannot connect to the controller \
+                                 (ovs-vsctl list Controller on the node)");
+                        }
+                        reported_controller_errors = errors;
                     }
                     let interfaces = self.publish_ports(&snapshot);
                     let desired = SwitchConfig {

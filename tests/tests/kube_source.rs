@@ -1098,3 +1098,154 @@ current-context: test
 "
     )
 }
+
+/// A node whose OVSDB cannot be reached is logged at warn once per reason, naming the node
+/// and the target; the retries in between only at debug. A new reason is a new warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_is_logged_at_warn_once_per_reason_with_node_and_target() {
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    server.apply(node("far-node", "10.253.1.0/24", "127.0.0.1"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_for(server.port)).expect("write kubeconfig");
+    // A port nobody listens on: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let target = format!("tcp:127.0.0.1:{port}");
+    let log_path = dir.path().join("controller.log");
+    let log = std::fs::File::create(&log_path).expect("controller.log");
+    let d = dir.path().display();
+    let mut controller =
+        std::process::Command::new(switchyard_tests::workspace_binary("switchyard"))
+            .args([
+                "controller",
+                "--kubeconfig",
+                &kubeconfig.display().to_string(),
+            ])
+            .args(["--ovsdb-template", &target])
+            .args(["--openflow-listen", &format!("punix:{d}/of.sock")])
+            .args(["--openflow-target", &format!("unix:{d}/of.sock")])
+            .args(["--cni-listen", &format!("unix:{d}/cni.sock")])
+            .args(["--admin-listen", &format!("unix:{d}/admin.sock")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info,switchyard::agent=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the controller");
+    let read_log = move || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let warnings = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("cannot reach its OVSDB"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let retries = |log: &str| log.matches("OVSDB still not reachable").count();
+
+    let outcome = tokio::task::spawn_blocking(move || {
+        // Several refused attempts: one warning.
+        let retried = switchyard_tests::wait_for(DEADLINE, || retries(&read_log()) >= 2);
+        let log = read_log();
+        assert!(retried.is_some(), "the agent did not retry:\n{log}");
+        let first = warnings(&log);
+        assert_eq!(first.len(), 1, "{log}");
+        assert!(first[0].contains("node=far-node"), "{}", first[0]);
+        assert!(first[0].contains(&target), "{}", first[0]);
+        assert!(first[0].to_lowercase().contains("refused"), "{}", first[0]);
+
+        // Something answers now and closes at once: a new reason, a new warning.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                drop(stream);
+            }
+        });
+        let changed = switchyard_tests::wait_for(DEADLINE, || warnings(&read_log()).len() >= 2);
+        let log = read_log();
+        assert!(changed.is_some(), "no warning for the new reason:\n{log}");
+        let second = &warnings(&log)[1];
+        assert!(
+            second.contains("node=far-node") && second.contains(&target),
+            "{second}"
+        );
+        assert!(!second.to_lowercase().contains("refused"), "{second}");
+    })
+    .await;
+    let _ = controller.kill();
+    let _ = controller.wait();
+    outcome.expect("warnings once per reason");
+}
+
+/// br-int that cannot connect to the controller (vswitchd's `status:last_error` in the
+/// Controller row) is logged at warn once, naming the node and the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_br_int_that_cannot_reach_the_controller_is_logged_at_warn_once_with_node_and_target() {
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    server.apply(node("lonely-node", "10.253.2.0/24", "192.0.2.10"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_for(server.port)).expect("write kubeconfig");
+    let ovs = switchyard_tests::OvsSandbox::start();
+    // br-int is told to connect where nothing listens (in the node's own namespace).
+    let target = "tcp:127.0.0.1:9";
+    let log_path = dir.path().join("controller.log");
+    let log = std::fs::File::create(&log_path).expect("controller.log");
+    let d = dir.path().display();
+    let mut controller =
+        std::process::Command::new(switchyard_tests::workspace_binary("switchyard"))
+            .args([
+                "controller",
+                "--kubeconfig",
+                &kubeconfig.display().to_string(),
+            ])
+            .args(["--ovsdb-template", &ovs.db_target()])
+            .args(["--openflow-listen", &format!("punix:{d}/of.sock")])
+            .args(["--openflow-target", target])
+            .args(["--cni-listen", &format!("unix:{d}/cni.sock")])
+            .args(["--admin-listen", &format!("unix:{d}/admin.sock")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the controller");
+    let outcome = tokio::task::spawn_blocking(move || {
+        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let warnings = |log: &str| -> Vec<String> {
+            log.lines()
+                .filter(|l| l.contains("WARN") && l.contains("br-int cannot connect"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let seen = switchyard_tests::wait_for(DEADLINE, || !warnings(&read_log()).is_empty());
+        assert!(seen.is_some(), "no warning:\n{}", read_log());
+        // vswitchd keeps retrying with the same reason: after more refused attempts
+        // (its own log), still one warning.
+        let vswitchd_log = ovs.dir().join("ovs-vswitchd.log");
+        let attempts = || {
+            std::fs::read_to_string(&vswitchd_log)
+                .unwrap_or_default()
+                .matches("127.0.0.1:9: connection failed")
+                .count()
+        };
+        let before = attempts();
+        let retried = switchyard_tests::wait_for(DEADLINE, || attempts() > before);
+        assert!(retried.is_some(), "{}", ovs.log_tail("ovs-vswitchd"));
+        let log = read_log();
+        let found = warnings(&log);
+        assert_eq!(found.len(), 1, "{log}");
+        assert!(found[0].contains("node=lonely-node"), "{}", found[0]);
+        assert!(found[0].contains(target), "{}", found[0]);
+        assert!(found[0].to_lowercase().contains("refused"), "{}", found[0]);
+    })
+    .await;
+    let _ = controller.kill();
+    let _ = controller.wait();
+    outcome.expect("one warning for br-int's failing connection");
+}
