@@ -287,6 +287,21 @@ impl ApiServer {
         }
         // GET and PATCH /api/v1/namespaces/{namespace}/pods/{name}
         let parts: Vec<&str> = path.split('/').collect();
+        // GET /api/v1/nodes/{name}
+        if let ["", "api", "v1", "nodes", name] = parts[..] {
+            if request.method != "GET" {
+                return write_status(stream, 405, "MethodNotAllowed", "only GET here").await;
+            }
+            let key = ("Node", String::new(), name.to_owned());
+            let found = self.lock().objects.get(&key).cloned();
+            return match found {
+                Some(node) => write_json(stream, 200, &node).await,
+                None => {
+                    let message = format!("nodes \"{name}\" not found");
+                    write_status(stream, 404, "NotFound", &message).await
+                }
+            };
+        }
         if let ["", "api", "v1", "namespaces", namespace, "pods", name] = parts[..] {
             return match request.method.as_str() {
                 "PATCH" => self.patch_pod(namespace, name, request, stream).await,
@@ -1248,4 +1263,36 @@ async fn a_br_int_that_cannot_reach_the_controller_is_logged_at_warn_once_with_n
     let _ = controller.kill();
     let _ = controller.wait();
     outcome.expect("one warning for br-int's failing connection");
+}
+
+/// `node-setup --node NAME` reads the Node's pod CIDR with one GET; a Node without one, or
+/// none at all, is an error naming it.
+#[tokio::test]
+async fn node_setup_reads_the_pod_cidr_of_its_node() {
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    populate(&server);
+    server.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "bare" } }));
+    let cidr = switchyard::source::node_pod_cidr(server.client(), "node-2")
+        .await
+        .expect("node-2's pod CIDR");
+    assert_eq!(cidr.to_string(), "10.244.2.0/24");
+    let gets: Vec<Recorded> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() == "/api/v1/nodes/node-2")
+        .collect();
+    assert_eq!(gets.len(), 1);
+    assert_eq!(gets[0].method, "GET");
+
+    let error = switchyard::source::node_pod_cidr(server.client(), "bare")
+        .await
+        .expect_err("no podCIDR");
+    assert!(matches!(error, Error::NodePodCidr { .. }), "{error:?}");
+    assert!(error.to_string().contains("node bare"), "{error}");
+    let error = switchyard::source::node_pod_cidr(server.client(), "nowhere")
+        .await
+        .expect_err("no such node");
+    assert!(error.to_string().contains("get node nowhere"), "{error}");
+    assert!(error.to_string().contains("not found"), "{error}");
 }
