@@ -184,7 +184,6 @@ where
             match event {
                 Ok(event) => {
                     let listed = matches!(event, watcher::Event::InitDone);
-                    recovered(&sync, kind, listed);
                     match event {
                         watcher::Event::Init => listing = Some(HashSet::new()),
                         watcher::Event::InitApply(object) => {
@@ -219,6 +218,8 @@ where
                             let _ = deltas.send(vec![Delta::Delete(object.kind(), key)]);
                         }
                     }
+                    // After the deltas went out: "in sync" never runs ahead of them.
+                    recovered(&sync, kind, listed);
                     changed.notify_one();
                 }
                 // Includes objects the server sent that do not deserialize: kube fails
