@@ -479,8 +479,9 @@ impl Drop for AbortOnDrop {
 impl Worker {
     async fn run(self) {
         let mut backoff = Duration::from_millis(100);
-        // Why the node's OVSDB was last unreachable (logged at warn when it changes).
-        let mut unreachable_since: Option<String> = None;
+        // Why the node's OVSDB was last unreachable: a new reason is logged at warn, the
+        // same one again (every retry) at debug.
+        let mut unreachable: Option<String> = None;
         loop {
             let Some(node) = self.state.snapshot().node(&self.node).cloned() else {
                 return;
@@ -505,8 +506,8 @@ impl Worker {
                     .await
                     {
                         Ok(replica) => {
-                            unreachable_since = None;
                             info!(node = %self.node, %target, "OVSDB connected");
+                            unreachable = None;
                             backoff = Duration::from_millis(100);
                             self.status.send_modify(|s| {
                                 s.ovsdb_connected = true;
@@ -515,14 +516,15 @@ impl Worker {
                             self.serve(Some(&replica)).await
                         }
                         Err(e) => {
-                            // Once per change of reason (refused, TLS, wrong identity),
-                            // not once per retry.
                             let reason = e.to_string();
-                            if unreachable_since.as_deref() != Some(reason.as_str()) {
-                                warn!(node = %self.node, %target, "OVSDB unreachable: {reason}");
-                                unreachable_since = Some(reason);
+                            if unreachable.as_deref() == Some(reason.as_str()) {
+                                debug!(node = %self.node, %target, %reason,
+                                    "node unreachable: OVSDB still not reachable; retrying");
                             } else {
-                                debug!(node = %self.node, %target, "OVSDB still unreachable: {e}");
+                                warn!(node = %self.node, %target, %reason,
+                                    "node unreachable: cannot reach its OVSDB; retrying with \
+                                     backoff (logged again when the reason changes)");
+                                unreachable = Some(reason);
                             }
                             Ok(())
                         }
@@ -592,6 +594,7 @@ impl Worker {
             ..FlowSide::default()
         };
         let mut reported_errors = BTreeMap::new();
+        let mut reported_controller_errors = BTreeMap::new();
         loop {
             let snap = self.state.snapshot();
             let Some(this) = snap.node(node).cloned() else {
@@ -629,6 +632,20 @@ impl Worker {
                             warn!(node = %node, %iface, "ovs-vswitchd: {error}");
                         }
                         reported_errors = errors;
+                    }
+                    // br-int's own view of its connection to this controller: vswitchd's
+                    // `status:last_error` while it is not connected (refused, no route).
+                    let errors = switch_config::controller_errors(&snapshot);
+                    if errors != reported_controller_errors {
+                        for (target, error) in errors
+                            .iter()
+                            .filter(|(t, e)| reported_controller_errors.get(*t) != Some(*e))
+                        {
+                            warn!(node = %node, %target, %error,
+                                "node unreachable: br-int cannot connect to the controller \
+                                 (ovs-vsctl list Controller on the node)");
+                        }
+                        reported_controller_errors = errors;
                     }
                     let interfaces = self.publish_ports(&snapshot);
                     let desired = SwitchConfig {

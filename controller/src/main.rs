@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+use switchyard::cli::{Cli, Command, ControllerArgs, NodeSetupArgs};
 use switchyard::controller::{self, Config};
-use switchyard::pipeline::Encap;
 use switchyard::source::Source;
 
 /// mimalloc rather than glibc's malloc: the controller allocates many small, short-lived
@@ -16,140 +16,6 @@ use switchyard::source::Source;
 /// of a cold start's instructions. The benchmarks use the same allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(
-    name = "switchyard",
-    version,
-    about = "Kubernetes pod networking on Open vSwitch"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the controller: watch Kubernetes objects, program every node's OVS.
-    Controller(Box<ControllerArgs>),
-    /// Set up this node's host network for Switchyard (what the node DaemonSet runs, in the
-    /// host network namespace): the gateway's address, the route to the cluster CIDR, IPv4
-    /// forwarding, SNAT of pod traffic leaving the cluster. Idempotent.
-    NodeSetup(NodeSetupArgs),
-    /// Build a local multi-node cluster on real OVS and show pods reaching each other
-    /// (runs `switchyard-demo` from this binary's directory; `switchyard demo --help` lists
-    /// its options).
-    #[command(disable_help_flag = true)]
-    Demo {
-        /// Passed to `switchyard-demo` unchanged.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
-}
-
-#[derive(Args)]
-struct ControllerArgs {
-    /// Read Kubernetes objects from this multi-document YAML file (watched for edits)
-    /// instead of the API server.
-    #[arg(long, conflicts_with = "kubeconfig")]
-    cluster_file: Option<PathBuf>,
-    /// Kubeconfig for the API server (default: in-cluster config, then ~/.kube/config).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// OVSDB target of each node; {node} and {internal_ip} are replaced. ssl:HOST:PORT
-    /// needs --switch-tls-* (the node's ovsdb-server certificate must name the node).
-    #[arg(long, default_value = "tcp:{internal_ip}:6640")]
-    ovsdb_template: String,
-    /// Where to listen for br-int OpenFlow connections: punix:PATH, ptcp:PORT[:IP], or
-    /// pssl:PORT[:IP] (TLS, needs --switch-tls-*). Plaintext: beyond loopback only with
-    /// --insecure-listen.
-    #[arg(long, default_value = "ptcp:6653:127.0.0.1")]
-    openflow_listen: String,
-    /// What each br-int connects to (this controller as the nodes reach it), e.g.
-    /// tcp:10.0.0.5:6653; {node} and {internal_ip} are replaced.
-    #[arg(long)]
-    openflow_target: String,
-    /// Where the CNI shim reaches the controller: unix:PATH or tcp:IP:PORT.
-    /// Plaintext: beyond loopback only with --insecure-listen.
-    #[arg(long, default_value = "tcp:127.0.0.1:6654")]
-    cni_listen: String,
-    /// Allow --openflow-listen and --cni-listen on plaintext TCP beyond loopback: any host
-    /// that reaches them can connect as a node's br-int or attach and detach pods. Prefer
-    /// pssl: with --switch-tls-* for OpenFlow; firewall what stays plaintext to the nodes.
-    #[arg(long)]
-    insecure_listen: bool,
-    /// PEM CA certificate that signs every node's switch certificate (ovs-vswitchd's and
-    /// ovsdb-server's, `ovs-vsctl set-ssl`; a DNS subjectAltName equal to the node name).
-    #[arg(long, value_name = "FILE")]
-    switch_tls_ca: Option<PathBuf>,
-    /// PEM certificate (chain) the controller presents to switches, signed by a CA the
-    /// nodes trust.
-    #[arg(long, value_name = "FILE")]
-    switch_tls_cert: Option<PathBuf>,
-    /// PEM private key of --switch-tls-cert.
-    #[arg(long, value_name = "FILE")]
-    switch_tls_key: Option<PathBuf>,
-    /// Tunnel type: geneve or vxlan.
-    #[arg(long, default_value = "geneve")]
-    encap: Encap,
-    /// MTU of the nodes' underlay network.
-    #[arg(long, default_value_t = 1500)]
-    underlay_mtu: u32,
-    /// OVS datapath for br-int: netdev (userspace) or system (kernel module).
-    #[arg(long, default_value = "netdev")]
-    datapath: String,
-    /// Seconds a CNI ADD waits for its pod and its flows.
-    #[arg(long, default_value_t = 30)]
-    cni_timeout: u64,
-    /// Log as JSON lines.
-    #[arg(long)]
-    log_json: bool,
-    /// Where the admin API (gRPC, what yardctl talks to) listens: a unix socket (PATH or
-    /// unix:PATH), or tcp:IP:PORT — with mutual TLS (--admin-tls-*), or plaintext on a
-    /// loopback address only.
-    #[arg(long, default_value = switchyard::admin::DEFAULT_ADMIN_SOCKET)]
-    admin_listen: String,
-    /// PEM CA certificate that signed the admin API's client certificates (TCP only).
-    #[arg(long, value_name = "FILE")]
-    admin_tls_ca: Option<PathBuf>,
-    /// PEM certificate (chain) the admin API presents (TCP only).
-    #[arg(long, value_name = "FILE")]
-    admin_tls_cert: Option<PathBuf>,
-    /// PEM private key of --admin-tls-cert.
-    #[arg(long, value_name = "FILE")]
-    admin_tls_key: Option<PathBuf>,
-    /// Where /metrics (Prometheus), /healthz and /readyz are served over plain HTTP: IP:PORT.
-    #[arg(long, default_value = switchyard::admin::metrics::DEFAULT_METRICS_LISTEN)]
-    metrics_listen: String,
-    /// Allow --metrics-listen on an address other hosts can reach (plain HTTP, no
-    /// authentication: put it behind a firewall or a proxy).
-    #[arg(long)]
-    metrics_allow_remote: bool,
-}
-
-#[derive(Args)]
-struct NodeSetupArgs {
-    /// This node's pod CIDR (its Node's `spec.podCIDR`).
-    #[arg(long)]
-    pod_cidr: ipnet::Ipv4Net,
-    /// The cluster's pod network, holding every node's pod CIDR.
-    #[arg(long)]
-    cluster_cidr: ipnet::Ipv4Net,
-    /// The cluster's Service network (kube-apiserver's --service-cluster-ip-range), routed
-    /// through the gateway too, so the node's own processes reach ClusterIPs.
-    #[arg(long)]
-    service_cidr: Option<ipnet::Ipv4Net>,
-    /// MTU of the route to the cluster CIDR: the pods' MTU (underlay MTU − 50 for Geneve or
-    /// VXLAN).
-    #[arg(long, default_value_t = 1450)]
-    mtu: u32,
-    /// SNAT tool: auto (nft if installed, else iptables), nft or iptables.
-    #[arg(long, default_value = "auto")]
-    snat: switchyard::node_setup::SnatBackend,
-    /// Seconds to wait for the controller to create the gateway port.
-    #[arg(long, default_value_t = 0)]
-    wait: u64,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -162,29 +28,66 @@ fn main() -> ExitCode {
 
 fn run_node_setup(args: NodeSetupArgs) -> ExitCode {
     use switchyard::node_setup::NodeSetup;
-    let setup = NodeSetup::new(args.pod_cidr, args.cluster_cidr).map(|s| NodeSetup {
+    let pod_cidr = match (args.pod_cidr, &args.node) {
+        (Some(cidr), _) => cidr,
+        (None, Some(node)) => match node_pod_cidr(node, args.kubeconfig.as_deref()) {
+            Ok(cidr) => cidr,
+            Err(e) => {
+                eprintln!("switchyard node-setup: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        // clap requires one of the two.
+        (None, None) => return ExitCode::from(2),
+    };
+    let setup = match NodeSetup::new(pod_cidr, args.cluster_cidr).map(|s| NodeSetup {
         service_cidr: args.service_cidr,
         mtu: args.mtu,
         snat: args.snat,
         wait: Duration::from_secs(args.wait),
         ..s
-    });
-    match setup.and_then(|s| s.apply()) {
-        Ok(changes) if changes.is_empty() => {
-            println!("node setup: nothing to change");
-            ExitCode::SUCCESS
-        }
-        Ok(changes) => {
-            for c in changes {
-                println!("node setup: {c}");
-            }
-            ExitCode::SUCCESS
-        }
+    }) {
+        Ok(setup) => setup,
         Err(e) => {
             eprintln!("switchyard node-setup: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    loop {
+        let result = setup.apply();
+        match &result {
+            Ok(changes) if changes.is_empty() => println!("node setup: nothing to change"),
+            Ok(changes) => {
+                for c in changes {
+                    println!("node setup: {c}");
+                }
+            }
+            Err(e) => eprintln!("switchyard node-setup: {e}"),
+        }
+        if args.reapply_every == 0 {
+            return if result.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        std::thread::sleep(Duration::from_secs(args.reapply_every));
     }
+}
+
+/// `spec.podCIDR` of `node`, asked of the API server (one GET).
+fn node_pod_cidr(
+    node: &str,
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<ipnet::Ipv4Net, switchyard::Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| switchyard::Error::Config(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let client = switchyard::source::kube_client(kubeconfig).await?;
+        Ok(switchyard::source::node_pod_cidr(client, node).await?)
+    })
 }
 
 fn run_controller(args: ControllerArgs) -> ExitCode {
@@ -229,11 +132,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let switch_tls = match (
-        args.switch_tls_ca,
-        args.switch_tls_cert,
-        args.switch_tls_key,
-    ) {
+    let switch_tls = match (args.switch_tls_ca, args.switch_tls_cert, args.switch_tls_key) {
         (Some(ca), Some(certificate), Some(private_key)) => Some(switchyard_tls::TlsFiles {
             ca,
             certificate,

@@ -526,6 +526,16 @@ pub fn interface_errors(snapshot: &Snapshot) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Controller targets br-int is not connected to, with vswitchd's reason
+/// (`status:last_error`, e.g. `Connection refused`).
+pub fn controller_errors(snapshot: &Snapshot) -> BTreeMap<String, String> {
+    vswitch::rows::<vswitch::Controller>(snapshot)
+        .into_iter()
+        .filter(|c| !c.is_connected)
+        .filter_map(|c| Some((c.target, c.status.get("last_error")?.clone())))
+        .collect()
+}
+
 /// FNV-1a, 32 bits: stable across versions and platforms, unlike std's hasher.
 fn fnv1a(text: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;

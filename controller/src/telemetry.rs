@@ -128,6 +128,8 @@ pub struct Metrics {
     pub objects: Family<KindLabel, Gauge>,
     /// 1 once the source has delivered its initial list (set at scrape).
     pub source_synced: Gauge,
+    /// Per kind: 1 when listed and its watch not failing (set at scrape).
+    pub kind_synced: Family<KindLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -145,6 +147,7 @@ impl Default for Metrics {
             nodes_ready: Gauge::default(),
             objects: Family::default(),
             source_synced: Gauge::default(),
+            kind_synced: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -197,6 +200,11 @@ impl Default for Metrics {
             "source_synced",
             "1 once the source of Kubernetes objects has delivered its initial list",
             m.source_synced.clone(),
+        );
+        registry.register(
+            "source_kind_synced",
+            "Per kind of object: 1 when the source has listed it and its watch is not failing",
+            m.kind_synced.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -61,6 +61,8 @@ pub struct CniNode {
     controller: Option<Child>,
     shim: PathBuf,
     controller_bin: PathBuf,
+    /// The controller's source flags when not the cluster file (e.g. `--kubeconfig PATH`).
+    source_args: Option<Vec<String>>,
 }
 
 impl CniNode {
@@ -92,10 +94,69 @@ impl CniNode {
             controller: None,
             shim,
             controller_bin,
+            source_args: None,
         };
         node.write_cluster_file();
         node.start_controller();
         node
+    }
+
+    /// Starts OVS and the controller reading its objects through `source_args` (e.g.
+    /// `--kubeconfig PATH` naming a test API server that serves Node [`NODE`] with pod CIDR
+    /// [`POD_CIDR`]) instead of the cluster file; waits as [`CniNode::start`] does.
+    pub fn start_with_source(source_args: &[&str]) -> CniNode {
+        let ovs = OvsSandbox::start();
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-cninode-")
+            .tempdir()
+            .expect("temporary directory");
+        let mut node = CniNode {
+            ovs,
+            dir,
+            pods: Vec::new(),
+            controller: None,
+            shim: crate::workspace_binary("switchyard-cni"),
+            controller_bin: crate::workspace_binary("switchyard"),
+            source_args: Some(source_args.iter().map(|a| (*a).to_owned()).collect()),
+        };
+        node.start_controller();
+        node
+    }
+
+    /// The address the controller's metrics endpoint bound (`--metrics-listen 127.0.0.1:0`),
+    /// from its log line `metrics endpoint ready`.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        let log = self.controller_log();
+        let line = log.lines().find(|l| l.contains("metrics endpoint ready"))?;
+        let (_, rest) = line.split_once("listen=Some(")?;
+        rest.split(')').next()?.parse().ok()
+    }
+
+    /// `GET path` on the metrics endpoint: status code and body.
+    pub fn metrics_get(&self, path: &str) -> (u16, String) {
+        use std::io::Read;
+        let addr = self
+            .metrics_addr()
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{}", self.controller_log()));
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send GET");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the answer");
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
     }
 
     /// The controller's CNI address.
@@ -144,11 +205,16 @@ impl CniNode {
             .expect("controller.log");
         let err = log.try_clone().expect("controller.log");
         let _ = std::fs::remove_file(self.dir.path().join("cni.sock"));
+        let source = self.source_args.clone().unwrap_or_else(|| {
+            vec![
+                "--cluster-file".to_owned(),
+                self.cluster_file().display().to_string(),
+            ]
+        });
         let child = Command::new(&self.controller_bin)
+            .arg("controller")
+            .args(&source)
             .args([
-                "controller",
-                "--cluster-file",
-                &self.cluster_file().display().to_string(),
                 "--ovsdb-template",
                 &format!("unix:{ovs}/db.sock"),
                 // vswitchd connects only to unix: sockets in its own run directory.

@@ -7,7 +7,10 @@
 //! for them; a merge patch on a pod bumps its `resourceVersion` and emits `MODIFIED`.
 //! Resource versions come from one counter shared by all collections, as etcd's revision
 //! does. Nothing else of the API server is imitated: no other paths, no field or label
-//! selectors, no paging (a server may always return a list in one page).
+//! selectors, no paging (a server may always return a list in one page). Errors carry the
+//! API server's own `Status` bodies: a 403 names the user, verb, resource and API group
+//! exactly as kube-apiserver's authorizer message does; a GET of a missing pod is a 404
+//! `NotFound` with its details.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard::source::kube::{Client, Config};
-use switchyard::source::{Error, ObjectKey, POD_NETWORK_ANNOTATION, Source, kube_client};
+use switchyard::source::{Error, Kind, ObjectKey, POD_NETWORK_ANNOTATION, Source, kube_client};
 use switchyard_tests::{pod_names, wait_for_state};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -272,26 +275,39 @@ impl ApiServer {
             if request.method != "GET" {
                 return write_status(stream, 405, "MethodNotAllowed", "only GET here").await;
             }
+            let watching = matches!(request.query("watch"), Some("true" | "1"));
             if self.lock().forbidden.contains(&collection.kind) {
-                let message = format!(
-                    "{} is forbidden: User \"system:serviceaccount:kube-system:switchyard\" \
-                     cannot list resource at the cluster scope",
-                    collection.path
-                );
-                return write_status(stream, 403, "Forbidden", &message).await;
+                let verb = if watching { "watch" } else { "list" };
+                return write_forbidden(stream, collection, verb).await;
             }
             return match request.query("watch") {
                 Some("true" | "1") => self.watch(collection, request, stream).await,
                 _ => self.list(collection, stream).await,
             };
         }
-        // PATCH /api/v1/namespaces/{namespace}/pods/{name}
+        // GET and PATCH /api/v1/namespaces/{namespace}/pods/{name}
         let parts: Vec<&str> = path.split('/').collect();
-        if let ["", "api", "v1", "namespaces", namespace, "pods", name] = parts[..] {
-            if request.method != "PATCH" {
-                return write_status(stream, 405, "MethodNotAllowed", "only PATCH here").await;
+        // GET /api/v1/nodes/{name}
+        if let ["", "api", "v1", "nodes", name] = parts[..] {
+            if request.method != "GET" {
+                return write_status(stream, 405, "MethodNotAllowed", "only GET here").await;
             }
-            return self.patch_pod(namespace, name, request, stream).await;
+            let key = ("Node", String::new(), name.to_owned());
+            let found = self.lock().objects.get(&key).cloned();
+            return match found {
+                Some(node) => write_json(stream, 200, &node).await,
+                None => {
+                    let message = format!("nodes \"{name}\" not found");
+                    write_status(stream, 404, "NotFound", &message).await
+                }
+            };
+        }
+        if let ["", "api", "v1", "namespaces", namespace, "pods", name] = parts[..] {
+            return match request.method.as_str() {
+                "PATCH" => self.patch_pod(namespace, name, request, stream).await,
+                "GET" => self.get_pod(namespace, name, stream).await,
+                _ => write_status(stream, 405, "MethodNotAllowed", "only GET and PATCH here").await,
+            };
         }
         write_status(
             stream,
@@ -378,6 +394,30 @@ impl ApiServer {
             cursor = revision;
             if changes.changed().await.is_err() {
                 return Ok(());
+            }
+        }
+    }
+
+    async fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        stream: &mut TcpStream,
+    ) -> std::io::Result<()> {
+        let key = ("Pod", namespace.to_owned(), name.to_owned());
+        let pod = self.lock().objects.get(&key).cloned();
+        match pod {
+            Some(pod) => write_json(stream, 200, &pod).await,
+            None => {
+                let status = json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure",
+                    "message": format!("pods \"{name}\" not found"),
+                    "reason": "NotFound",
+                    "details": { "name": name, "kind": "pods" },
+                    "code": 404,
+                });
+                write_json(stream, 404, &status).await
             }
         }
     }
@@ -510,6 +550,45 @@ async fn write_status(
         "code": code,
     });
     write_json(stream, code, &status).await
+}
+
+/// The service account the tests' controller would run as (deploy/kubernetes/rbac.yaml).
+const USER: &str = "system:serviceaccount:switchyard:switchyard-controller";
+
+/// kube-apiserver's answer to a request RBAC denies: `NewForbidden` with the authorizer's
+/// message (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go).
+async fn write_forbidden(
+    stream: &mut TcpStream,
+    collection: &Collection,
+    verb: &str,
+) -> std::io::Result<()> {
+    let resource = collection.path.rsplit('/').next().unwrap_or_default();
+    let group = collection
+        .path
+        .strip_prefix("/apis/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    let qualified = if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    };
+    let mut details = json!({ "kind": resource });
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure",
+        "message": format!(
+            "{qualified} is forbidden: User \"{USER}\" cannot {verb} resource \"{resource}\" \
+             in API group \"{group}\" at the cluster scope"
+        ),
+        "reason": "Forbidden",
+        "details": details,
+        "code": 403,
+    });
+    write_json(stream, 403, &status).await
 }
 
 /// One watch event: one line of JSON in one HTTP chunk.
@@ -844,4 +923,376 @@ current-context: test
         Err(other) => panic!("expected a kubeconfig error, got {other}"),
         Ok(_) => panic!("a missing kubeconfig gave a client"),
     }
+}
+
+#[tokio::test]
+async fn a_forbidden_kind_that_is_not_required_does_not_hold_the_start() {
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    populate(&server);
+    // The ClusterRole lacks networkpolicies: the source starts without them.
+    server.forbid("NetworkPolicy", true);
+    let source = start_source(&server).await;
+    let state = source.subscribe().borrow().clone();
+    assert_eq!(pod_names(&state), ["backend/api-1", "frontend/web-1"]);
+    assert!(state.network_policies.is_empty());
+    let sync = source.sync_status();
+    let policies = &sync[&Kind::NetworkPolicy];
+    assert!(!policies.synced, "{sync:?}");
+    let error = policies.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("networkpolicies.networking.k8s.io is forbidden"),
+        "{error}"
+    );
+    for kind in [Kind::Node, Kind::Pod, Kind::Namespace, Kind::Service] {
+        assert!(sync[&kind].in_sync(), "{kind}: {sync:?}");
+    }
+
+    // Granted later: the policies arrive, the kind is in sync.
+    let mut receiver = source.subscribe();
+    server.forbid("NetworkPolicy", false);
+    wait_for_state(DEADLINE, &mut receiver, "the policy listed", |state| {
+        state
+            .network_policies
+            .contains_key(&ObjectKey::new("backend", "api-ingress"))
+    })
+    .await;
+    let waiting = async {
+        while !source.sync_status()[&Kind::NetworkPolicy].in_sync() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("NetworkPolicy in sync once listed");
+}
+
+/// The controller process against this server, with networkpolicies forbidden: a pod is
+/// still attached through the real CNI plugin and gets its flows; /readyz, yardctl status
+/// and the log name the kind that waits; once granted, /readyz turns ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_networkpolicies_permission_pods_are_still_attached_and_readyz_names_the_kind() {
+    use switchyard_tests::cni_node::{CniNode, NODE, POD_CIDR};
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    server.apply(node(NODE, POD_CIDR, "192.0.2.10"));
+    server.apply(namespace("x"));
+    server.apply(pod("x", "a", NODE));
+    server.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": "deny-a", "namespace": "x" },
+        "spec": { "podSelector": { "matchLabels": { "app": "a" } },
+                  "policyTypes": ["Ingress"] },
+    }));
+    server.forbid("NetworkPolicy", true);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_for(server.port)).expect("write kubeconfig");
+
+    let node = tokio::task::spawn_blocking(move || {
+        let path = kubeconfig.display().to_string();
+        CniNode::start_with_source(&["--kubeconfig", &path])
+    })
+    .await
+    .expect("the controller starts and reports the node ready");
+
+    let node = tokio::task::spawn_blocking(move || {
+        // CNI ADD through the real plugin: the pod gets its address and its port.
+        let netns = node.pod_netns();
+        let out = node.shim_run(
+            "ADD",
+            "x/a",
+            "c-a",
+            &netns.path().display().to_string(),
+            &[],
+        );
+        assert!(
+            out.success,
+            "ADD failed: {} {}\ncontroller log:\n{}",
+            out.stdout,
+            out.stderr,
+            node.controller_log()
+        );
+        let ip = out.json()["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let cidr: ipnet::Ipv4Net = POD_CIDR.parse().expect("pod CIDR");
+        let address: ipnet::Ipv4Net = ip.parse().expect("an address with its prefix");
+        assert!(cidr.contains(&address.addr()), "{ip} in {POD_CIDR}");
+        assert_eq!(node.ports().len(), 1, "the pod's port on br-int");
+        let flows = node.ovs.ofctl("dump-flows", "br-int", &["--no-stats"]);
+        assert!(
+            flows.contains(&address.addr().to_string()),
+            "the pod's flows on br-int:\n{flows}"
+        );
+
+        // /readyz: not ready, naming the kind, the API server's reason and what waits.
+        let (code, body) = node.metrics_get("/readyz");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("kind NetworkPolicy: not in sync"), "{body}");
+        assert!(body.contains("is forbidden"), "{body}");
+        assert!(body.contains("NetworkPolicy enforcement"), "{body}");
+        assert!(!body.contains("kind Pod"), "{body}");
+
+        // Status (yardctl status --json): per kind.
+        let yardctl = switchyard_tests::workspace_binary("yardctl");
+        let server_addr = format!("unix:{}/admin.sock", node.dir().display());
+        let status = switchyard_tests::run(
+            yardctl.to_str().expect("path"),
+            &["status", "--server", &server_addr, "--json"],
+        );
+        let status: Value = serde_json::from_str(&status).expect("status JSON");
+        let kinds = status["kinds"].as_array().expect("kinds");
+        let kind = |name: &str| {
+            kinds
+                .iter()
+                .find(|k| k["kind"] == name)
+                .unwrap_or_else(|| panic!("{name} in {status}"))
+                .clone()
+        };
+        assert_eq!(kind("NetworkPolicy")["synced"], false, "{status}");
+        assert!(
+            kind("NetworkPolicy")["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("forbidden")),
+            "{status}"
+        );
+        assert_eq!(kind("Pod")["synced"], true, "{status}");
+        assert_eq!(kind("Pod")["error"], "", "{status}");
+
+        // The log: one warning naming the kind.
+        let log = node.controller_log();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("cannot list NetworkPolicy"))
+            .collect();
+        assert!(!warnings.is_empty(), "no warning naming the kind:\n{log}");
+        node
+    })
+    .await
+    .expect("attached while networkpolicies are forbidden");
+
+    // Granted: the kind syncs and the controller is ready.
+    server.forbid("NetworkPolicy", false);
+    tokio::task::spawn_blocking(move || {
+        let ready = switchyard_tests::wait_for(DEADLINE, || node.metrics_get("/readyz").0 == 200);
+        assert!(
+            ready.is_some(),
+            "not ready after the grant: {:?}\n{}",
+            node.metrics_get("/readyz"),
+            node.controller_log()
+        );
+        // Repeated failures while forbidden were logged at warn once, not per retry.
+        let log = node.controller_log();
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("cannot list NetworkPolicy"))
+            .count();
+        assert_eq!(warnings, 1, "{log}");
+        assert!(log.contains("NetworkPolicy listed; in sync"), "{log}");
+    })
+    .await
+    .expect("ready after the grant");
+}
+
+fn kubeconfig_for(port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+  - name: test
+    cluster: {{server: 'http://127.0.0.1:{port}'}}
+users:
+  - name: test
+    user: {{}}
+contexts:
+  - name: test
+    context: {{cluster: test, user: test}}
+current-context: test
+"
+    )
+}
+
+/// A node whose OVSDB cannot be reached is logged at warn once per reason, naming the node
+/// and the target; the retries in between only at debug. A new reason is a new warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_is_logged_at_warn_once_per_reason_with_node_and_target() {
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    server.apply(node("far-node", "10.253.1.0/24", "127.0.0.1"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_for(server.port)).expect("write kubeconfig");
+    // A port nobody listens on: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let target = format!("tcp:127.0.0.1:{port}");
+    let log_path = dir.path().join("controller.log");
+    let log = std::fs::File::create(&log_path).expect("controller.log");
+    let d = dir.path().display();
+    let mut controller =
+        std::process::Command::new(switchyard_tests::workspace_binary("switchyard"))
+            .args([
+                "controller",
+                "--kubeconfig",
+                &kubeconfig.display().to_string(),
+            ])
+            .args(["--ovsdb-template", &target])
+            .args(["--openflow-listen", &format!("punix:{d}/of.sock")])
+            .args(["--openflow-target", &format!("unix:{d}/of.sock")])
+            .args(["--cni-listen", &format!("unix:{d}/cni.sock")])
+            .args(["--admin-listen", &format!("unix:{d}/admin.sock")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info,switchyard::agent=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the controller");
+    let read_log = move || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let warnings = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("cannot reach its OVSDB"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let retries = |log: &str| log.matches("OVSDB still not reachable").count();
+
+    let outcome = tokio::task::spawn_blocking(move || {
+        // Several refused attempts: one warning.
+        let retried = switchyard_tests::wait_for(DEADLINE, || retries(&read_log()) >= 2);
+        let log = read_log();
+        assert!(retried.is_some(), "the agent did not retry:\n{log}");
+        let first = warnings(&log);
+        assert_eq!(first.len(), 1, "{log}");
+        assert!(first[0].contains("node=far-node"), "{}", first[0]);
+        assert!(first[0].contains(&target), "{}", first[0]);
+        assert!(first[0].to_lowercase().contains("refused"), "{}", first[0]);
+
+        // Something answers now and closes at once: a new reason, a new warning.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                drop(stream);
+            }
+        });
+        let changed = switchyard_tests::wait_for(DEADLINE, || warnings(&read_log()).len() >= 2);
+        let log = read_log();
+        assert!(changed.is_some(), "no warning for the new reason:\n{log}");
+        let second = &warnings(&log)[1];
+        assert!(
+            second.contains("node=far-node") && second.contains(&target),
+            "{second}"
+        );
+        assert!(!second.to_lowercase().contains("refused"), "{second}");
+    })
+    .await;
+    let _ = controller.kill();
+    let _ = controller.wait();
+    outcome.expect("warnings once per reason");
+}
+
+/// br-int that cannot connect to the controller (vswitchd's `status:last_error` in the
+/// Controller row) is logged at warn once, naming the node and the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_br_int_that_cannot_reach_the_controller_is_logged_at_warn_once_with_node_and_target() {
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    server.apply(node("lonely-node", "10.253.2.0/24", "192.0.2.10"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_for(server.port)).expect("write kubeconfig");
+    let ovs = switchyard_tests::OvsSandbox::start();
+    // br-int is told to connect where nothing listens (in the node's own namespace).
+    let target = "tcp:127.0.0.1:9";
+    let log_path = dir.path().join("controller.log");
+    let log = std::fs::File::create(&log_path).expect("controller.log");
+    let d = dir.path().display();
+    let mut controller =
+        std::process::Command::new(switchyard_tests::workspace_binary("switchyard"))
+            .args([
+                "controller",
+                "--kubeconfig",
+                &kubeconfig.display().to_string(),
+            ])
+            .args(["--ovsdb-template", &ovs.db_target()])
+            .args(["--openflow-listen", &format!("punix:{d}/of.sock")])
+            .args(["--openflow-target", target])
+            .args(["--cni-listen", &format!("unix:{d}/cni.sock")])
+            .args(["--admin-listen", &format!("unix:{d}/admin.sock")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the controller");
+    let outcome = tokio::task::spawn_blocking(move || {
+        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let warnings = |log: &str| -> Vec<String> {
+            log.lines()
+                .filter(|l| l.contains("WARN") && l.contains("br-int cannot connect"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let seen = switchyard_tests::wait_for(DEADLINE, || !warnings(&read_log()).is_empty());
+        assert!(seen.is_some(), "no warning:\n{}", read_log());
+        // vswitchd keeps retrying with the same reason: after more refused attempts
+        // (its own log), still one warning.
+        let vswitchd_log = ovs.dir().join("ovs-vswitchd.log");
+        let attempts = || {
+            std::fs::read_to_string(&vswitchd_log)
+                .unwrap_or_default()
+                .matches("127.0.0.1:9: connection failed")
+                .count()
+        };
+        let before = attempts();
+        let retried = switchyard_tests::wait_for(DEADLINE, || attempts() > before);
+        assert!(retried.is_some(), "{}", ovs.log_tail("ovs-vswitchd"));
+        let log = read_log();
+        let found = warnings(&log);
+        assert_eq!(found.len(), 1, "{log}");
+        assert!(found[0].contains("node=lonely-node"), "{}", found[0]);
+        assert!(found[0].contains(target), "{}", found[0]);
+        assert!(found[0].to_lowercase().contains("refused"), "{}", found[0]);
+    })
+    .await;
+    let _ = controller.kill();
+    let _ = controller.wait();
+    outcome.expect("one warning for br-int's failing connection");
+}
+
+/// `node-setup --node NAME` reads the Node's pod CIDR with one GET; a Node without one, or
+/// none at all, is an error naming it.
+#[tokio::test]
+async fn node_setup_reads_the_pod_cidr_of_its_node() {
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    populate(&server);
+    server.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "bare" } }));
+    let cidr = switchyard::source::node_pod_cidr(server.client(), "node-2")
+        .await
+        .expect("node-2's pod CIDR");
+    assert_eq!(cidr.to_string(), "10.244.2.0/24");
+    let gets: Vec<Recorded> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() == "/api/v1/nodes/node-2")
+        .collect();
+    assert_eq!(gets.len(), 1);
+    assert_eq!(gets[0].method, "GET");
+
+    let error = switchyard::source::node_pod_cidr(server.client(), "bare")
+        .await
+        .expect_err("no podCIDR");
+    assert!(matches!(error, Error::NodePodCidr { .. }), "{error:?}");
+    assert!(error.to_string().contains("node bare"), "{error}");
+    let error = switchyard::source::node_pod_cidr(server.client(), "nowhere")
+        .await
+        .expect_err("no such node");
+    assert!(error.to_string().contains("get node nowhere"), "{error}");
+    assert!(error.to_string().contains("not found"), "{error}");
 }

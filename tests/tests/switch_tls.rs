@@ -347,7 +347,7 @@ fn a_node_whose_certificate_names_another_node_is_refused_with_one_warning() {
     );
     let warning = |log: &str| {
         log.lines()
-            .filter(|l| l.contains("WARN") && l.contains("OVSDB unreachable"))
+            .filter(|l| l.contains("WARN") && l.contains("cannot reach its OVSDB"))
             .count()
     };
     let warned = switchyard_tests::wait_for(DEADLINE, || warning(&controller.log()) >= 1);
@@ -355,14 +355,14 @@ fn a_node_whose_certificate_names_another_node_is_refused_with_one_warning() {
     let log = controller.log();
     let line = log
         .lines()
-        .find(|l| l.contains("OVSDB unreachable"))
+        .find(|l| l.contains("cannot reach its OVSDB"))
         .expect("the warning");
     assert!(
         line.contains("node-1") && line.contains("TLS") && line.contains("ssl:127.0.0.1:6640"),
         "the warning names the node, the target and TLS: {line}"
     );
     // The controller keeps retrying (each retry is logged at debug) but warns once.
-    let retries = |log: &str| log.matches("OVSDB still unreachable").count();
+    let retries = |log: &str| log.matches("OVSDB still not reachable").count();
     let retried = switchyard_tests::wait_for(DEADLINE, || retries(&controller.log()) >= 3);
     assert!(retried.is_some(), "no retries:\n{}", controller.log());
     assert_eq!(warning(&controller.log()), 1, "{}", controller.log());

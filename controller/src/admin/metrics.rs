@@ -1,6 +1,6 @@
 //! The metrics endpoint (`--metrics-listen`): `/metrics` in the Prometheus text format,
-//! `/healthz` (the process answers) and `/readyz` (the source is synced and every node
-//! whose OVSDB is reachable has its pipeline realised). Plain HTTP, so loopback only unless
+//! `/healthz` (the process answers) and `/readyz` (the source is synced, every kind of
+//! object is in sync, and every node whose OVSDB is reachable has its pipeline realised). Plain HTTP, so loopback only unless
 //! `--metrics-allow-remote` says otherwise.
 
 use std::net::SocketAddr;
@@ -121,6 +121,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
     m.source_synced
         .set(i64::from(shared.telemetry.source_synced()));
+    for (kind, sync) in shared.source.sync_status() {
+        m.kind_synced
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .set(i64::from(sync.in_sync()));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -130,13 +137,29 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-/// 200 once the source is synced and every reachable node (its OVSDB connected) is
-/// realised; 503 with the reasons otherwise.
+/// 200 once the source is synced, every kind in sync and every reachable node (its OVSDB
+/// connected) realised; 503 with the reasons otherwise, one a line (a kind not in sync
+/// names what waits for it).
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut waiting = Vec::new();
     if !shared.telemetry.source_synced() {
         waiting
             .push("the source of Kubernetes objects has not delivered its initial list".to_owned());
+    }
+    for (kind, sync) in shared.source.sync_status() {
+        if sync.in_sync() {
+            continue;
+        }
+        let state = if sync.synced {
+            "watch failing, objects as last seen"
+        } else {
+            "not in sync"
+        };
+        let error = sync.error.as_deref().unwrap_or("not listed yet");
+        waiting.push(format!(
+            "kind {kind}: {state} ({error}); waiting: {}",
+            kind.needed_by()
+        ));
     }
     for (node, agent) in lock(&shared.agents).iter() {
         let s = agent.status.borrow();

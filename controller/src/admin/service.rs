@@ -302,6 +302,18 @@ impl proto::admin_server::Admin for AdminService {
             source: self.shared.source.kind_name().to_owned(),
             state_version: snap.version,
             nodes,
+            kinds: self
+                .shared
+                .source
+                .sync_status()
+                .into_iter()
+                .map(|(kind, sync)| proto::KindSync {
+                    kind: kind.to_string(),
+                    synced: sync.synced,
+                    error: sync.error.unwrap_or_default(),
+                    needed_by: kind.needed_by().to_owned(),
+                })
+                .collect(),
         }))
     }
 

@@ -4,6 +4,14 @@
 //! Owns list+watch (through `kube::runtime`, which handles resourceVersions, bookmarks,
 //! re-lists after `410 Gone` and backoff) and the one write the controller makes: the
 //! pod allocation annotation. It does not interpret the objects.
+//!
+//! Every call it makes is listed in [`CONTROLLER_API_CALLS`] (and `node-setup`'s in
+//! [`NODE_SETUP_API_CALLS`]); the install manifests' RBAC (deploy/kubernetes/rbac.yaml) grants
+//! exactly those, which tests/tests/manifests.rs checks. Each call site asserts (in debug
+//! builds, so every test) that its call is listed.
+//!
+//! A kind that cannot be listed or watched (a permission missing, a failing watch) does not
+//! hold the others back: see [`super::Source::kubernetes`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -21,12 +29,67 @@ use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{ClusterState, Delta, Error, Kind, Object, ObjectKey, Tasks};
+use super::{ClusterState, Delta, Error, Kind, KindSync, Object, ObjectKey, Tasks};
+use std::collections::BTreeMap;
+
+/// One Kubernetes API call: what an RBAC rule must grant for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiCall {
+    /// The API group (`""` for the core group).
+    pub group: &'static str,
+    /// The resource, as RBAC names it (`pods`, `networkpolicies`).
+    pub resource: &'static str,
+    /// The verb (`list`, `watch`, `get`, `patch`).
+    pub verb: &'static str,
+}
+
+const fn call<K: k8s_openapi::Resource>(verb: &'static str) -> ApiCall {
+    ApiCall {
+        group: K::GROUP,
+        resource: K::URL_PATH_SEGMENT,
+        verb,
+    }
+}
+
+/// Every API call `switchyard controller` makes, all cluster-wide: list and watch of the
+/// six kinds it reads, get of one pod (CNI ADD asks whether the pod exists) and patch of one
+/// pod (the allocation annotation).
+pub const CONTROLLER_API_CALLS: &[ApiCall] = &[
+    call::<Node>("list"),
+    call::<Node>("watch"),
+    call::<Namespace>("list"),
+    call::<Namespace>("watch"),
+    call::<Pod>("list"),
+    call::<Pod>("watch"),
+    call::<Pod>("get"),
+    call::<Pod>("patch"),
+    call::<Service>("list"),
+    call::<Service>("watch"),
+    call::<EndpointSlice>("list"),
+    call::<EndpointSlice>("watch"),
+    call::<NetworkPolicy>("list"),
+    call::<NetworkPolicy>("watch"),
+];
+
+/// Every API call `switchyard node-setup --node NAME` makes: get of its own Node.
+pub const NODE_SETUP_API_CALLS: &[ApiCall] = &[call::<Node>("get")];
+
+/// Asserts (in debug builds: every test) that a call site's call is listed.
+fn listed<K: k8s_openapi::Resource>(calls: &[ApiCall], verb: &'static str) {
+    debug_assert!(
+        calls.contains(&call::<K>(verb)),
+        "{verb} {} is not in the API call list: add it there and to deploy/kubernetes/rbac.yaml",
+        K::URL_PATH_SEGMENT
+    );
+}
 
 /// How long a burst of watch events may last before the state is published: one
 /// publication per burst rather than one per event (a Deployment rollout touches pods,
 /// endpoint slices and services within milliseconds of each other).
 const COALESCE: Duration = Duration::from_millis(50);
+
+/// Per kind: listed yet, failing now (see [`KindSync`]).
+type SyncMap = BTreeMap<Kind, KindSync>;
 
 /// The six stores, read together to build a snapshot.
 struct Stores {
@@ -48,17 +111,6 @@ impl Stores {
             endpoint_slices: namespaced(&self.endpoint_slices),
             network_policies: namespaced(&self.network_policies),
         }
-    }
-
-    async fn wait_until_ready(&self) {
-        // A store's writer lives in its reflector task, which only ends when the source
-        // is dropped, so `WriterDropped` cannot happen while anyone waits here.
-        let _ = self.nodes.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.endpoint_slices.wait_until_ready().await;
-        let _ = self.network_policies.wait_until_ready().await;
     }
 }
 
@@ -94,10 +146,12 @@ fn reflect<K>(
     client: &Client,
     changed: Arc<Notify>,
     deltas: mpsc::UnboundedSender<Vec<Delta>>,
+    sync: watch::Sender<SyncMap>,
     tasks: &mut Tasks,
 ) -> Store<K>
 where
     K: Resource<DynamicType = (), Scope: Send>
+        + k8s_openapi::Resource
         + Clone
         + DeserializeOwned
         + Debug
@@ -106,9 +160,11 @@ where
         + Into<Object>
         + 'static,
 {
+    listed::<K>(CONTROLLER_API_CALLS, "list");
+    listed::<K>(CONTROLLER_API_CALLS, "watch");
     let (reader, writer) = reflector::store::<K>();
     let api = Api::<K>::all(client.clone());
-    let kind = K::kind(&());
+    let kind = object_kind::<K>();
     // managedFields are most of a large object and never read: dropped before the
     // reflector's store keeps the object, so the store holds what the controller uses.
     let events = watcher(api, watcher::Config::default())
@@ -127,6 +183,7 @@ where
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
+                    let listed = matches!(event, watcher::Event::InitDone);
                     match event {
                         watcher::Event::Init => listing = Some(HashSet::new()),
                         watcher::Event::InitApply(object) => {
@@ -161,17 +218,64 @@ where
                             let _ = deltas.send(vec![Delta::Delete(object.kind(), key)]);
                         }
                     }
+                    // After the deltas went out: "in sync" never runs ahead of them.
+                    recovered(&sync, kind, listed);
                     changed.notify_one();
                 }
                 // Includes objects the server sent that do not deserialize: kube fails
                 // that list/watch and the backoff retries it.
-                Err(error) => tracing::warn!(%kind, %error,
-                    "kubernetes: list/watch failed; retrying with backoff"),
+                Err(error) => failed(&sync, kind, error.to_string()),
             }
         }
     };
     tasks.push(tokio::spawn(task));
     reader
+}
+
+/// A list or watch of `kind` succeeded (`listed`: a complete list ended): clears its error.
+fn recovered(sync: &watch::Sender<SyncMap>, kind: Kind, listed: bool) {
+    sync.send_if_modified(|map| {
+        let entry = map.entry(kind).or_default();
+        let before = entry.clone();
+        if listed {
+            entry.synced = true;
+        }
+        if entry.error.take().is_some() {
+            tracing::info!(%kind, "kubernetes: {kind} list/watch works again");
+        }
+        if listed && !before.synced {
+            tracing::info!(%kind, "kubernetes: {kind} listed; in sync");
+        }
+        *entry != before
+    });
+}
+
+/// A list or watch of `kind` failed (kube retries it with backoff): recorded for
+/// `/readyz` and Status, logged at warn when the reason changes (at debug while it repeats).
+fn failed(sync: &watch::Sender<SyncMap>, kind: Kind, error: String) {
+    sync.send_if_modified(|map| {
+        let entry = map.entry(kind).or_default();
+        if entry.error.as_deref() == Some(error.as_str()) {
+            tracing::debug!(%kind, %error, "kubernetes: list/watch still failing");
+            return false;
+        }
+        let waits = kind.needed_by();
+        if entry.synced {
+            tracing::warn!(%kind, %error, waits,
+                "kubernetes: {kind} watch failed; keeping its objects as last seen and \
+                 retrying with backoff");
+        } else if kind.required() {
+            tracing::warn!(%kind, %error, waits,
+                "kubernetes: cannot list {kind}; the controller waits for it (retrying with \
+                 backoff)");
+        } else {
+            tracing::warn!(%kind, %error, waits,
+                "kubernetes: cannot list {kind}; what needs it waits, everything else goes on \
+                 (retrying with backoff)");
+        }
+        entry.error = Some(error);
+        true
+    });
 }
 
 /// The [`Kind`] of a Kubernetes type, by its kind name.
@@ -186,27 +290,78 @@ fn object_kind<K: Resource<DynamicType = ()>>() -> Kind {
     }
 }
 
-/// Starts the reflectors, waits until each kind has been listed once, and starts the
-/// publisher.
+/// Starts the reflectors, waits until the required kinds have been listed and every other
+/// kind listed or failed once, and starts the publisher.
 pub(super) async fn start(
     client: Client,
 ) -> (
     watch::Receiver<Arc<ClusterState>>,
     mpsc::UnboundedReceiver<Vec<Delta>>,
+    watch::Receiver<SyncMap>,
     Tasks,
 ) {
     let changed = Arc::new(Notify::new());
     let (delta_tx, delta_rx) = mpsc::unbounded_channel();
+    let (sync_tx, mut sync_rx) = watch::channel(
+        Kind::ALL
+            .iter()
+            .map(|kind| (*kind, KindSync::default()))
+            .collect::<SyncMap>(),
+    );
     let mut tasks = Tasks(Vec::new());
+    let c = &client;
     let stores = Stores {
-        nodes: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
-        namespaces: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
-        pods: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
-        services: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
-        endpoint_slices: reflect(&client, changed.clone(), delta_tx.clone(), &mut tasks),
-        network_policies: reflect(&client, changed.clone(), delta_tx, &mut tasks),
+        nodes: reflect(
+            c,
+            changed.clone(),
+            delta_tx.clone(),
+            sync_tx.clone(),
+            &mut tasks,
+        ),
+        namespaces: reflect(
+            c,
+            changed.clone(),
+            delta_tx.clone(),
+            sync_tx.clone(),
+            &mut tasks,
+        ),
+        pods: reflect(
+            c,
+            changed.clone(),
+            delta_tx.clone(),
+            sync_tx.clone(),
+            &mut tasks,
+        ),
+        services: reflect(
+            c,
+            changed.clone(),
+            delta_tx.clone(),
+            sync_tx.clone(),
+            &mut tasks,
+        ),
+        endpoint_slices: reflect(
+            c,
+            changed.clone(),
+            delta_tx.clone(),
+            sync_tx.clone(),
+            &mut tasks,
+        ),
+        network_policies: reflect(c, changed.clone(), delta_tx, sync_tx, &mut tasks),
     };
-    stores.wait_until_ready().await;
+    // The senders live in the reflector tasks, which end only when the source is dropped,
+    // so the channel cannot close while this waits.
+    let _ = sync_rx
+        .wait_for(|map| {
+            map.iter()
+                .all(|(kind, sync)| sync.synced || (!kind.required() && sync.error.is_some()))
+        })
+        .await;
+    let waiting: Vec<String> = sync_rx
+        .borrow()
+        .iter()
+        .filter(|(_, sync)| !sync.synced)
+        .map(|(kind, _)| kind.to_string())
+        .collect();
     let initial = stores.snapshot();
     tracing::info!(
         nodes = initial.nodes.len(),
@@ -215,11 +370,12 @@ pub(super) async fn start(
         services = initial.services.len(),
         endpoint_slices = initial.endpoint_slices.len(),
         network_policies = initial.network_policies.len(),
+        not_listed = ?waiting,
         "kubernetes: initial lists complete"
     );
     let (sender, receiver) = watch::channel(Arc::new(initial));
     tasks.push(tokio::spawn(publish(stores, changed, sender)));
-    (receiver, delta_rx, tasks)
+    (receiver, delta_rx, sync_rx, tasks)
 }
 
 /// Publishes a snapshot after each burst of events, if it differs from the last one — only
@@ -244,9 +400,9 @@ async fn publish(stores: Stores, changed: Arc<Notify>, sender: watch::Sender<Arc
     }
 }
 
-/// JSON merge patch (RFC 7386) of one annotation on one pod.
 /// Whether the API server has the pod now (a GET: the reflector's view may lag behind).
 pub(super) async fn has_pod(client: Client, key: &ObjectKey) -> Result<bool, Error> {
+    listed::<Pod>(CONTROLLER_API_CALLS, "get");
     Api::<Pod>::namespaced(client, &key.namespace)
         .get_opt(&key.name)
         .await
@@ -257,12 +413,14 @@ pub(super) async fn has_pod(client: Client, key: &ObjectKey) -> Result<bool, Err
         })
 }
 
+/// JSON merge patch (RFC 7386) of one annotation on one pod.
 pub(super) async fn annotate_pod(
     client: Client,
     key: &ObjectKey,
     annotation_key: &str,
     value: &str,
 ) -> Result<(), Error> {
+    listed::<Pod>(CONTROLLER_API_CALLS, "patch");
     let pods = Api::<Pod>::namespaced(client, &key.namespace);
     let patch = serde_json::json!({
         "metadata": { "annotations": { annotation_key: value } }
@@ -274,4 +432,21 @@ pub(super) async fn annotate_pod(
             action: format!("annotate pod {key} with {annotation_key}"),
             source,
         })
+}
+
+/// `spec.podCIDR` of the Node `name` (what `switchyard node-setup --node` reads): one GET.
+pub async fn node_pod_cidr(client: Client, name: &str) -> Result<ipnet::Ipv4Net, Error> {
+    listed::<Node>(NODE_SETUP_API_CALLS, "get");
+    let node = Api::<Node>::all(client)
+        .get(name)
+        .await
+        .map_err(|source| Error::Kube {
+            action: format!("get node {name}"),
+            source,
+        })?;
+    let cidr = node.spec.and_then(|spec| spec.pod_cidr).unwrap_or_default();
+    cidr.parse().map_err(|_| Error::NodePodCidr {
+        node: name.to_owned(),
+        value: cidr,
+    })
 }

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use cluster_file::{Problem, parse_cluster_file};
+pub use kubernetes::{ApiCall, CONTROLLER_API_CALLS, NODE_SETUP_API_CALLS, node_pod_cidr};
 
 /// The `kube` crate this module is built on, re-exported so callers (and tests) build a
 /// [`kube::Client`] with exactly the version [`Source::kubernetes`] expects.
@@ -104,6 +105,69 @@ pub enum Kind {
     EndpointSlice,
     /// `networking.k8s.io/v1` NetworkPolicy.
     NetworkPolicy,
+}
+
+impl Kind {
+    /// Every kind, in the order the source lists them.
+    pub const ALL: [Kind; 6] = [
+        Kind::Node,
+        Kind::Namespace,
+        Kind::Pod,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::NetworkPolicy,
+    ];
+
+    /// Whether the controller can do nothing without this kind: without Nodes there is no
+    /// switch to program, without Pods no pod to attach. The source waits for these at
+    /// start; any other kind that cannot be listed makes only the features that need it
+    /// wait ([`Kind::needed_by`]).
+    pub fn required(self) -> bool {
+        matches!(self, Kind::Node | Kind::Pod)
+    }
+
+    /// What needs objects of this kind, for the operator reading why something waits.
+    pub fn needed_by(self) -> &'static str {
+        match self {
+            Kind::Node => "every node's pipeline and tunnels",
+            Kind::Pod => "pod attachment and connectivity",
+            Kind::Namespace => "NetworkPolicy namespaceSelector peers",
+            Kind::Service | Kind::EndpointSlice => "Services (ClusterIP, NodePort, LoadBalancer)",
+            Kind::NetworkPolicy => "NetworkPolicy enforcement (until listed, no pod is isolated)",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Node => "Node",
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::NetworkPolicy => "NetworkPolicy",
+        })
+    }
+}
+
+/// How far a source has one kind: listed completely at least once, and whether its list or
+/// watch is failing now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KindSync {
+    /// The kind has been listed completely at least once: its objects are in the state (and
+    /// stay there, as last seen, while a later watch fails).
+    pub synced: bool,
+    /// The list or watch's last failure while it lasts (e.g. the API server's 403 for a
+    /// missing RBAC permission); `None` once a list or event succeeds again.
+    pub error: Option<String>,
+}
+
+impl KindSync {
+    /// Synced and not failing.
+    pub fn in_sync(&self) -> bool {
+        self.synced && self.error.is_none()
+    }
 }
 
 /// One object as a source delivers it: shared, with `metadata.managedFields` removed (the
@@ -311,6 +375,17 @@ pub enum Error {
         #[source]
         source: kube::config::InferConfigError,
     },
+    /// The Node has no IPv4 `spec.podCIDR` (yet): the kube-controller-manager allocates it
+    /// when started with `--allocate-node-cidrs` (kubeadm: `--pod-network-cidr`).
+    #[error(
+        "node {node}: spec.podCIDR {value:?} is not an IPv4 CIDR (is the kube-controller-manager allocating node CIDRs, i.e. kubeadm init --pod-network-cidr?)"
+    )]
+    NodePodCidr {
+        /// The node.
+        node: String,
+        /// What the Node holds (empty when unset).
+        value: String,
+    },
     /// The annotation value to record is not JSON; the controller only writes JSON there.
     #[error("annotation {key} on pod {pod}: value is not JSON: {source}")]
     AnnotationNotJson {
@@ -383,6 +458,8 @@ pub struct Source {
     backend: Backend,
     state: watch::Receiver<Arc<ClusterState>>,
     deltas: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Vec<Delta>>>>,
+    /// Per kind: listed yet, failing now.
+    sync: watch::Receiver<BTreeMap<Kind, KindSync>>,
     /// Held only to stop the tasks when the `Source` is dropped.
     _tasks: Tasks,
 }
@@ -397,10 +474,22 @@ impl Source {
     /// rather than wiping the cluster.
     pub async fn cluster_file(path: PathBuf) -> Result<Source, Error> {
         let (state, deltas, task) = cluster_file::start(path.clone()).await?;
+        // The file was read whole: every kind is in it (or has no objects).
+        let synced = Kind::ALL
+            .iter()
+            .map(|kind| {
+                let sync = KindSync {
+                    synced: true,
+                    error: None,
+                };
+                (*kind, sync)
+            })
+            .collect();
         Ok(Source {
             backend: Backend::ClusterFile(path),
             state,
             deltas: std::sync::Mutex::new(Some(deltas)),
+            sync: watch::channel(synced).1,
             _tasks: Tasks(vec![task]),
         })
     }
@@ -409,18 +498,28 @@ impl Source {
     /// NetworkPolicies through `kube` reflectors, and publishes a new [`ClusterState`]
     /// whenever one of them changes (bursts are coalesced into one publication).
     ///
-    /// Returns once every kind has been listed completely, so the first state a
-    /// subscriber sees is the whole cluster. Until then, list failures (API server
-    /// unreachable, RBAC) are logged and retried with backoff; bound the wait with
+    /// Returns once the [required](Kind::required) kinds (Nodes, Pods) have been listed
+    /// completely and every other kind has been listed or has failed once, so the first
+    /// state a subscriber sees is the whole cluster as far as it can be read. Failures
+    /// (API server unreachable, a 403 for a permission the ClusterRole lacks) are logged at
+    /// warn with the kind, shown by [`Source::sync_status`], and retried with backoff; a
+    /// kind listed later arrives as its own batch of deltas, so only the features that
+    /// need it wait ([`Kind::needed_by`]). Bound the wait for the required kinds with
     /// [`tokio::time::timeout`] if the caller wants to give up.
     pub async fn kubernetes(client: kube::Client) -> Result<Source, Error> {
-        let (state, deltas, tasks) = kubernetes::start(client.clone()).await;
+        let (state, deltas, sync, tasks) = kubernetes::start(client.clone()).await;
         Ok(Source {
             backend: Backend::Kubernetes(client),
             state,
             deltas: std::sync::Mutex::new(Some(deltas)),
+            sync,
             _tasks: tasks,
         })
+    }
+
+    /// Per kind: listed completely yet, and the list or watch's current failure.
+    pub fn sync_status(&self) -> BTreeMap<Kind, KindSync> {
+        self.sync.borrow().clone()
     }
 
     /// Where the objects come from, as the admin API names it: `kubernetes` or

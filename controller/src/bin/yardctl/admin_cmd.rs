@@ -450,6 +450,22 @@ fn status_text(r: &proto::StatusReply) -> String {
         },
         r.state_version
     );
+    for k in r.kinds.iter().filter(|k| !k.synced || !k.error.is_empty()) {
+        out.push_str(&format!(
+            "{} {}: {} (waiting: {})\n",
+            k.kind,
+            if k.synced {
+                "watch failing"
+            } else {
+                "not in sync"
+            },
+            or_dash(&k.error),
+            k.needed_by
+        ));
+    }
+    if r.kinds.iter().any(|k| !k.synced || !k.error.is_empty()) {
+        out.push('\n');
+    }
     let rows: Vec<Vec<String>> = r
         .nodes
         .iter()
@@ -505,6 +521,9 @@ fn status_json(r: &proto::StatusReply) -> Value {
     json!({
         "version": r.version, "role": r.role, "source": r.source,
         "source_synced": r.source_synced, "state_version": r.state_version,
+        "kinds": r.kinds.iter().map(|k| json!({
+            "kind": k.kind, "synced": k.synced, "error": k.error, "needed_by": k.needed_by,
+        })).collect::<Vec<_>>(),
         "nodes": r.nodes.iter().map(|n| json!({
             "name": n.name, "pod_cidr": n.pod_cidr, "internal_ip": n.internal_ip,
             "ovsdb_connected_since_ms": n.ovsdb_connected_since_ms,

@@ -1,0 +1,161 @@
+//! The command line of the `switchyard` binary, in the library so that tests check the
+//! install manifests' flags against it (`Cli::try_parse_from`); main.rs only runs it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::pipeline::Encap;
+
+/// `switchyard`'s command line.
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Kubernetes pod networking on Open vSwitch"
+)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the controller: watch Kubernetes objects, program every node's OVS.
+    Controller(Box<ControllerArgs>),
+    /// Set up this node's host network for Switchyard (what the node DaemonSet runs, in the
+    /// host network namespace): the gateway's address, the route to the cluster CIDR, IPv4
+    /// forwarding, SNAT of pod traffic leaving the cluster. Idempotent.
+    NodeSetup(NodeSetupArgs),
+    /// Build a local multi-node cluster on real OVS and show pods reaching each other
+    /// (runs `switchyard-demo` from this binary's directory; `switchyard demo --help` lists
+    /// its options).
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Passed to `switchyard-demo` unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        /// The arguments.
+        args: Vec<OsString>,
+    },
+}
+
+/// `switchyard controller`'s flags (docs/operations.md describes each).
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// Read Kubernetes objects from this multi-document YAML file (watched for edits)
+    /// instead of the API server.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub cluster_file: Option<PathBuf>,
+    /// Kubeconfig for the API server (default: in-cluster config, then ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// OVSDB target of each node; {node} and {internal_ip} are replaced. ssl:HOST:PORT
+    /// needs --switch-tls-* (the node's ovsdb-server certificate must name the node).
+    #[arg(long, default_value = "tcp:{internal_ip}:6640")]
+    pub ovsdb_template: String,
+    /// Where to listen for br-int OpenFlow connections: punix:PATH, ptcp:PORT[:IP], or
+    /// pssl:PORT[:IP] (TLS, needs --switch-tls-*). Plaintext: beyond loopback only with
+    /// --insecure-listen.
+    #[arg(long, default_value = "ptcp:6653:127.0.0.1")]
+    pub openflow_listen: String,
+    /// What each br-int connects to (this controller as the nodes reach it), e.g.
+    /// tcp:10.0.0.5:6653; {node} and {internal_ip} are replaced.
+    #[arg(long)]
+    pub openflow_target: String,
+    /// Where the CNI shim reaches the controller: unix:PATH or tcp:IP:PORT.
+    /// Plaintext: beyond loopback only with --insecure-listen.
+    #[arg(long, default_value = "tcp:127.0.0.1:6654")]
+    pub cni_listen: String,
+    /// Allow --openflow-listen and --cni-listen on plaintext TCP beyond loopback: any host
+    /// that reaches them can connect as a node's br-int or attach and detach pods. Prefer
+    /// pssl: with --switch-tls-* for OpenFlow; firewall what stays plaintext to the nodes.
+    #[arg(long)]
+    pub insecure_listen: bool,
+    /// PEM CA certificate that signs every node's switch certificate (ovs-vswitchd's and
+    /// ovsdb-server's, `ovs-vsctl set-ssl`; a DNS subjectAltName equal to the node name).
+    #[arg(long, value_name = "FILE")]
+    pub switch_tls_ca: Option<PathBuf>,
+    /// PEM certificate (chain) the controller presents to switches, signed by a CA the
+    /// nodes trust.
+    #[arg(long, value_name = "FILE")]
+    pub switch_tls_cert: Option<PathBuf>,
+    /// PEM private key of --switch-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub switch_tls_key: Option<PathBuf>,
+    /// Tunnel type: geneve or vxlan.
+    #[arg(long, default_value = "geneve")]
+    pub encap: Encap,
+    /// MTU of the nodes' underlay network.
+    #[arg(long, default_value_t = 1500)]
+    pub underlay_mtu: u32,
+    /// OVS datapath for br-int: netdev (userspace) or system (kernel module).
+    #[arg(long, default_value = "netdev")]
+    pub datapath: String,
+    /// Seconds a CNI ADD waits for its pod and its flows.
+    #[arg(long, default_value_t = 30)]
+    pub cni_timeout: u64,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Where the admin API (gRPC, what yardctl talks to) listens: a unix socket (PATH or
+    /// unix:PATH), or tcp:IP:PORT — with mutual TLS (--admin-tls-*), or plaintext on a
+    /// loopback address only.
+    #[arg(long, default_value = crate::admin::DEFAULT_ADMIN_SOCKET)]
+    pub admin_listen: String,
+    /// PEM CA certificate that signed the admin API's client certificates (TCP only).
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_ca: Option<PathBuf>,
+    /// PEM certificate (chain) the admin API presents (TCP only).
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of --admin-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
+    /// Where /metrics (Prometheus), /healthz and /readyz are served over plain HTTP: IP:PORT.
+    #[arg(long, default_value = crate::admin::metrics::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: String,
+    /// Allow --metrics-listen on an address other hosts can reach (plain HTTP, no
+    /// authentication: put it behind a firewall or a proxy).
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
+}
+
+/// `switchyard node-setup`'s flags.
+#[derive(Args)]
+pub struct NodeSetupArgs {
+    /// This node's pod CIDR (its Node's `spec.podCIDR`).
+    #[arg(long, required_unless_present = "node", conflicts_with = "node")]
+    pub pod_cidr: Option<ipnet::Ipv4Net>,
+    /// Read the pod CIDR from this Node's `spec.podCIDR` on the API server (a GET of one
+    /// Node; what the DaemonSet passes, from the downward API's `spec.nodeName`).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Kubeconfig for --node (default: in-cluster config, then ~/.kube/config).
+    #[arg(long, requires = "node")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The cluster's pod network, holding every node's pod CIDR.
+    #[arg(long)]
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The cluster's Service network (kube-apiserver's --service-cluster-ip-range), routed
+    /// through the gateway too, so the node's own processes reach ClusterIPs.
+    #[arg(long)]
+    pub service_cidr: Option<ipnet::Ipv4Net>,
+    /// MTU of the route to the cluster CIDR: the pods' MTU (underlay MTU − 50 for Geneve or
+    /// VXLAN).
+    #[arg(long, default_value_t = 1450)]
+    pub mtu: u32,
+    /// SNAT tool: auto (nft if installed, else iptables), nft or iptables.
+    #[arg(long, default_value = "auto")]
+    pub snat: crate::node_setup::SnatBackend,
+    /// Seconds to wait for the controller to create the gateway port.
+    #[arg(long, default_value_t = 0)]
+    pub wait: u64,
+    /// Keep running and apply the setup again every SECONDS (0: once, then exit): puts
+    /// back what a restart of ovs-vswitchd (a new gateway port) or someone else removed.
+    /// A failed round is reported and retried at the next.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub reapply_every: u64,
+}

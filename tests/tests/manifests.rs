@@ -1,0 +1,686 @@
+//! The install manifests (deploy/kustomization.yaml and what it lists) against the code:
+//! every document parses into its k8s-openapi type without losing a field, the RBAC grants
+//! exactly the API calls the code makes (the lists next to it in the kube source), the
+//! containers are locked down, the probes reach the port the controller's flag binds, and
+//! every command line in them parses with the binary's own clap definition.
+//!
+//! No root, no network: files and the library only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde_json::Value;
+use switchyard::cli::{Cli, Command};
+use switchyard::source::k8s_openapi;
+use switchyard::source::{ApiCall, CONTROLLER_API_CALLS, NODE_SETUP_API_CALLS};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+
+/// What the manifests' downward-API fields stand for when a command line is expanded.
+const FIELD_SAMPLES: &[(&str, &str)] = &[
+    ("status.podIP", "192.0.2.10"),
+    ("status.hostIP", "192.0.2.10"),
+    ("spec.nodeName", "node-1"),
+];
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// Every document of every file the kustomization lists, typed.
+#[derive(Default)]
+struct Manifests {
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    config_maps: Vec<ConfigMap>,
+    deployments: Vec<Deployment>,
+    daemon_sets: Vec<DaemonSet>,
+}
+
+/// Parses `value` as `T`, then checks that serializing it gives `value` back: a field the
+/// type does not have (a typo, a wrong indentation) would otherwise be dropped silently.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(file: &str, value: &Value) -> T {
+    let name = format!(
+        "{file}: {} {}",
+        value["kind"].as_str().unwrap_or("?"),
+        value["metadata"]["name"].as_str().unwrap_or("?")
+    );
+    let object: T = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("{name} does not parse into its Kubernetes type: {e}"));
+    let back = serde_json::to_value(&object).expect("serialize");
+    if let Some(path) = first_difference(value, &back, String::new()) {
+        panic!("{name}: {path} is lost or changed parsing it (unknown field? wrong type?)");
+    }
+    object
+}
+
+/// Where `written` and `parsed` first differ, as a path (`.spec.template...`).
+fn first_difference(written: &Value, parsed: &Value, path: String) -> Option<String> {
+    match (written, parsed) {
+        (Value::Object(a), Value::Object(b)) => a
+            .iter()
+            .find_map(|(k, v)| match b.get(k) {
+                Some(w) => first_difference(v, w, format!("{path}.{k}")),
+                None => Some(format!("{path}.{k}")),
+            })
+            .or_else(|| {
+                b.keys()
+                    .find(|k| !a.contains_key(*k))
+                    .map(|k| format!("{path}.{k} (added)"))
+            }),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (v, w))| first_difference(v, w, format!("{path}[{i}]"))),
+        (a, b) if a == b => None,
+        (a, b) => Some(format!("{path} ({a} became {b})")),
+    }
+}
+
+fn kustomization() -> Value {
+    let text = std::fs::read_to_string(deploy_dir().join("kustomization.yaml"))
+        .expect("deploy/kustomization.yaml");
+    serde_saphyr::from_str(&text).expect("kustomization.yaml is YAML")
+}
+
+fn resources() -> Vec<String> {
+    kustomization()["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("a resource path").to_owned())
+        .collect()
+}
+
+fn load() -> Manifests {
+    let mut m = Manifests::default();
+    for file in resources() {
+        let text = std::fs::read_to_string(deploy_dir().join(&file))
+            .unwrap_or_else(|e| panic!("deploy/{file}: {e}"));
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("deploy/{file} is not YAML: {e}"));
+        for doc in docs.iter().filter(|d| !d.is_null()) {
+            match doc["kind"].as_str().unwrap_or_default() {
+                "Namespace" => m.namespaces.push(typed(&file, doc)),
+                "ServiceAccount" => m.service_accounts.push(typed(&file, doc)),
+                "ClusterRole" => m.cluster_roles.push(typed(&file, doc)),
+                "ClusterRoleBinding" => m.cluster_role_bindings.push(typed(&file, doc)),
+                "Role" => m.roles.push(typed(&file, doc)),
+                "RoleBinding" => m.role_bindings.push(typed(&file, doc)),
+                "ConfigMap" => m.config_maps.push(typed(&file, doc)),
+                "Deployment" => m.deployments.push(typed(&file, doc)),
+                "DaemonSet" => m.daemon_sets.push(typed(&file, doc)),
+                other => panic!("deploy/{file}: a {other:?} the test does not know"),
+            }
+        }
+    }
+    m
+}
+
+fn pod_spec_of_deployment(d: &Deployment) -> &PodSpec {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("a pod spec")
+}
+
+fn pod_spec_of_daemon_set(d: &DaemonSet) -> &PodSpec {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("a pod spec")
+}
+
+fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+}
+
+impl Manifests {
+    fn controller(&self) -> &Deployment {
+        assert_eq!(self.deployments.len(), 1, "one Deployment: the controller");
+        &self.deployments[0]
+    }
+
+    fn node(&self) -> &DaemonSet {
+        assert_eq!(self.daemon_sets.len(), 1, "one DaemonSet: the node");
+        &self.daemon_sets[0]
+    }
+
+    fn config(&self, name: &str) -> &BTreeMap<String, String> {
+        self.config_maps
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .and_then(|c| c.data.as_ref())
+            .unwrap_or_else(|| panic!("no ConfigMap {name} with data"))
+    }
+
+    /// Every (group, resource, verb) the service account `sa` is granted, and where.
+    fn granted(&self, namespace: &str, sa: &str) -> BTreeSet<(String, String, String)> {
+        let is_subject = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+            subjects.iter().flatten().any(|s| {
+                s.kind == "ServiceAccount"
+                    && s.name == sa
+                    && s.namespace.as_deref() == Some(namespace)
+            })
+        };
+        let mut rules: Vec<&PolicyRule> = Vec::new();
+        for b in &self.cluster_role_bindings {
+            if !is_subject(&b.subjects) {
+                continue;
+            }
+            assert_eq!(b.role_ref.kind, "ClusterRole");
+            let role = self
+                .cluster_roles
+                .iter()
+                .find(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str()))
+                .unwrap_or_else(|| panic!("binding to a missing ClusterRole {}", b.role_ref.name));
+            rules.extend(role.rules.iter().flatten());
+        }
+        // Namespaced grants (the leader-election Lease) must stay in the controller's own
+        // namespace.
+        for b in &self.role_bindings {
+            if !is_subject(&b.subjects) {
+                continue;
+            }
+            assert_eq!(
+                b.metadata.namespace.as_deref(),
+                Some(namespace),
+                "a RoleBinding outside the service account's own namespace"
+            );
+            assert_eq!(b.role_ref.kind, "Role", "a RoleBinding to a ClusterRole");
+            let role = self
+                .roles
+                .iter()
+                .find(|r| {
+                    r.metadata.name.as_deref() == Some(b.role_ref.name.as_str())
+                        && r.metadata.namespace.as_deref() == Some(namespace)
+                })
+                .unwrap_or_else(|| panic!("binding to a missing Role {}", b.role_ref.name));
+            rules.extend(role.rules.iter().flatten());
+        }
+        let mut granted = BTreeSet::new();
+        for rule in rules {
+            assert!(
+                rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+                "{rule:?}: only plain resource rules are expected"
+            );
+            for list in [&rule.api_groups, &rule.resources] {
+                assert!(
+                    !list.iter().flatten().any(|s| s.contains('*')),
+                    "{rule:?}: no wildcards"
+                );
+            }
+            assert!(
+                !rule.verbs.iter().any(|v| v == "*"),
+                "{rule:?}: no wildcards"
+            );
+            for group in rule.api_groups.iter().flatten() {
+                for resource in rule.resources.iter().flatten() {
+                    for verb in &rule.verbs {
+                        granted.insert((group.clone(), resource.clone(), verb.clone()));
+                    }
+                }
+            }
+        }
+        granted
+    }
+}
+
+fn calls(list: &[ApiCall]) -> BTreeSet<(String, String, String)> {
+    list.iter()
+        .map(|c| (c.group.to_owned(), c.resource.to_owned(), c.verb.to_owned()))
+        .collect()
+}
+
+/// The container's command line (command + args) with every `$(VAR)` replaced as the
+/// kubelet does: from its env (literal, ConfigMap key, downward-API field).
+fn expanded_command_line(m: &Manifests, container: &Container) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for var in container.env.iter().flatten() {
+        let value = if let Some(v) = &var.value {
+            v.clone()
+        } else {
+            let from = var.value_from.as_ref().expect("env value or valueFrom");
+            if let Some(key) = &from.config_map_key_ref {
+                m.config(&key.name)
+                    .get(&key.key)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{}: env {} names ConfigMap key {} that does not exist",
+                            container.name, var.name, key.key
+                        )
+                    })
+                    .clone()
+            } else if let Some(field) = &from.field_ref {
+                FIELD_SAMPLES
+                    .iter()
+                    .find(|(path, _)| *path == field.field_path)
+                    .unwrap_or_else(|| panic!("no sample for field {}", field.field_path))
+                    .1
+                    .to_owned()
+            } else {
+                panic!("{}: env {}: unexpected valueFrom", container.name, var.name)
+            }
+        };
+        env.insert(var.name.clone(), value);
+    }
+    let mut line: Vec<String> = container.command.iter().flatten().cloned().collect();
+    line.extend(container.args.iter().flatten().cloned());
+    line.iter()
+        .map(|arg| {
+            let mut out = arg.clone();
+            for (name, value) in &env {
+                out = out.replace(&format!("$({name})"), value);
+            }
+            assert!(
+                !out.contains("$("),
+                "{}: {arg:?} names a variable the container does not define",
+                container.name
+            );
+            out
+        })
+        .collect()
+}
+
+/// The controller container's flags, parsed by the binary's clap definition.
+fn controller_args(m: &Manifests) -> switchyard::cli::ControllerArgs {
+    let spec = pod_spec_of_deployment(m.controller());
+    assert_eq!(
+        spec.containers.len(),
+        1,
+        "the controller pod runs one container"
+    );
+    let container = &spec.containers[0];
+    assert!(
+        container.command.is_none(),
+        "the image's entrypoint is switchyard"
+    );
+    let mut line = vec!["switchyard".to_owned()];
+    line.extend(expanded_command_line(m, container));
+    match Cli::try_parse_from(&line) {
+        Ok(Cli {
+            command: Command::Controller(args),
+        }) => *args,
+        Ok(_) => panic!("the controller container does not run `switchyard controller`"),
+        Err(e) => panic!("the controller container's flags: {e}\n{line:?}"),
+    }
+}
+
+#[test]
+fn the_kustomization_lists_every_manifest_and_no_cluster_file() {
+    let listed: BTreeSet<String> = resources().into_iter().collect();
+    let mut present = BTreeSet::new();
+    for entry in std::fs::read_dir(deploy_dir().join("kubernetes")).expect("deploy/kubernetes") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".yaml") {
+            present.insert(format!("kubernetes/{name}"));
+        }
+    }
+    assert_eq!(listed, present, "deploy/kustomization.yaml resources");
+    // The demo's cluster files sit beside it and are not applied.
+    for demo in ["cluster.yaml", "netpol-cluster.yaml"] {
+        assert!(deploy_dir().join(demo).is_file(), "deploy/{demo} exists");
+        assert!(
+            !listed.contains(demo),
+            "{demo} is a cluster file, not a manifest"
+        );
+    }
+    // Every image the manifests name is one the kustomization tags.
+    let tagged: BTreeSet<String> = kustomization()["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["name"].as_str().expect("image name").to_owned())
+        .collect();
+    let m = load();
+    let specs = [
+        pod_spec_of_deployment(m.controller()),
+        pod_spec_of_daemon_set(m.node()),
+    ];
+    for spec in specs {
+        for c in all_containers(spec) {
+            let image = c.image.as_deref().expect("an image");
+            assert!(tagged.contains(image), "{}: image {image} untagged", c.name);
+        }
+    }
+}
+
+#[test]
+fn every_manifest_parses_into_its_kubernetes_type_without_losing_a_field() {
+    let m = load();
+    assert_eq!(m.namespaces.len(), 1);
+    let ns = m.namespaces[0]
+        .metadata
+        .name
+        .clone()
+        .expect("namespace name");
+    // Everything namespaced lives in that namespace.
+    let namespaced = m
+        .service_accounts
+        .iter()
+        .map(|o| &o.metadata)
+        .chain(m.config_maps.iter().map(|o| &o.metadata))
+        .chain(m.deployments.iter().map(|o| &o.metadata))
+        .chain(m.daemon_sets.iter().map(|o| &o.metadata))
+        .chain(m.roles.iter().map(|o| &o.metadata))
+        .chain(m.role_bindings.iter().map(|o| &o.metadata));
+    for meta in namespaced {
+        assert_eq!(
+            meta.namespace.as_deref(),
+            Some(ns.as_str()),
+            "{:?}",
+            meta.name
+        );
+    }
+}
+
+#[test]
+fn rbac_grants_exactly_the_api_calls_the_code_makes() {
+    let m = load();
+    let ns = m.namespaces[0].metadata.name.clone().expect("namespace");
+    let controller_sa = pod_spec_of_deployment(m.controller())
+        .service_account_name
+        .clone()
+        .expect("the controller's service account");
+    let node_sa = pod_spec_of_daemon_set(m.node())
+        .service_account_name
+        .clone()
+        .expect("the node's service account");
+    assert_ne!(controller_sa, node_sa, "one service account per component");
+    for sa in [&controller_sa, &node_sa] {
+        assert!(
+            m.service_accounts
+                .iter()
+                .any(|s| s.metadata.name.as_deref() == Some(sa.as_str())),
+            "service account {sa} is in the manifests"
+        );
+    }
+    assert_eq!(
+        m.granted(&ns, &controller_sa),
+        calls(CONTROLLER_API_CALLS),
+        "the controller's RBAC (deploy/kubernetes/rbac.yaml) against CONTROLLER_API_CALLS"
+    );
+    assert_eq!(
+        m.granted(&ns, &node_sa),
+        calls(NODE_SETUP_API_CALLS),
+        "the node's RBAC against NODE_SETUP_API_CALLS"
+    );
+}
+
+#[test]
+fn containers_run_without_root_capabilities_or_a_writable_root() {
+    let m = load();
+    let controller = m.controller();
+    assert_eq!(controller.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    let spec = pod_spec_of_deployment(controller);
+    assert_eq!(
+        spec.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true),
+        "the controller pod runs as non-root"
+    );
+    for c in all_containers(spec) {
+        let sc = c.security_context.as_ref().expect("a securityContext");
+        assert_eq!(sc.run_as_non_root, Some(true), "{}: runAsNonRoot", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_ne!(sc.privileged, Some(true), "{}", c.name);
+        let caps = sc.capabilities.as_ref().expect("capabilities");
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "{}",
+            c.name
+        );
+        assert!(caps.add.is_none(), "{}: no capability added", c.name);
+    }
+    // The node's containers: a read-only root everywhere; every capability dropped and only
+    // the datapath's added back; privileged only where the host's /proc/sys is written.
+    let allowed_caps = ["NET_ADMIN", "NET_RAW", "SYS_NICE", "SYS_MODULE"];
+    let mut privileged = BTreeSet::new();
+    for c in all_containers(pod_spec_of_daemon_set(m.node())) {
+        let sc = c.security_context.as_ref().expect("a securityContext");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        if sc.privileged == Some(true) {
+            privileged.insert(c.name.clone());
+            continue;
+        }
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        let caps = sc.capabilities.as_ref().expect("capabilities");
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "{}",
+            c.name
+        );
+        for cap in caps.add.iter().flatten() {
+            assert!(
+                allowed_caps.contains(&cap.as_str()),
+                "{}: adds {cap}",
+                c.name
+            );
+        }
+    }
+    assert_eq!(
+        privileged,
+        BTreeSet::from(["node-setup".to_owned()]),
+        "privileged containers"
+    );
+    // Every container has requests and a memory limit.
+    let specs = [spec, pod_spec_of_daemon_set(m.node())];
+    for c in specs.into_iter().flat_map(all_containers) {
+        let r = c.resources.as_ref().expect("resources");
+        assert!(r.requests.is_some(), "{}: requests", c.name);
+        assert!(
+            r.limits.as_ref().is_some_and(|l| l.contains_key("memory")),
+            "{}: a memory limit",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn probes_ask_healthz_and_readyz_on_the_metrics_flags_address() {
+    let m = load();
+    let args = controller_args(&m);
+    let metrics = switchyard::admin::metrics::MetricsConfig::new(
+        &args.metrics_listen,
+        args.metrics_allow_remote,
+    )
+    .expect("--metrics-listen is valid");
+    let spec = pod_spec_of_deployment(m.controller());
+    // In the host network, the kubelet reaches the host's loopback.
+    assert_eq!(spec.host_network, Some(true));
+    let c = &spec.containers[0];
+    for (probe, path) in [
+        (c.liveness_probe.as_ref(), "/healthz"),
+        (c.readiness_probe.as_ref(), "/readyz"),
+    ] {
+        let http = probe
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("an httpGet probe for {path}"));
+        assert_eq!(http.path.as_deref(), Some(path));
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        assert_eq!(
+            http.port,
+            IntOrString::Int(i32::from(metrics.listen.port())),
+            "{path}: the port --metrics-listen binds"
+        );
+        assert_eq!(
+            http.host.as_deref(),
+            Some(metrics.listen.ip().to_string().as_str()),
+            "{path}: the address --metrics-listen binds"
+        );
+    }
+}
+
+#[test]
+fn every_command_line_parses_with_the_binarys_flags() {
+    let m = load();
+    // The controller: clap accepts it, and the listeners and admin flags validate as the
+    // controller validates them at start.
+    let args = controller_args(&m);
+    switchyard::admin::AdminConfig::new(&args.admin_listen, None).expect("--admin-listen");
+    assert!(
+        args.cluster_file.is_none(),
+        "the manifests use the API server"
+    );
+    // The node's switchyard container.
+    let node = pod_spec_of_daemon_set(m.node());
+    let setup: Vec<&Container> = all_containers(node)
+        .filter(|c| {
+            c.command
+                .iter()
+                .flatten()
+                .next()
+                .is_some_and(|p| p.ends_with("/switchyard"))
+        })
+        .collect();
+    assert_eq!(setup.len(), 1, "one container runs switchyard on the node");
+    let line = expanded_command_line(&m, setup[0]);
+    match Cli::try_parse_from(&line) {
+        Ok(Cli {
+            command: Command::NodeSetup(args),
+        }) => {
+            assert_eq!(
+                args.node.as_deref(),
+                Some("node-1"),
+                "--node from spec.nodeName"
+            );
+            assert!(args.reapply_every > 0, "it keeps the setup in place");
+            assert!(
+                args.cluster_cidr
+                    .contains(&"10.244.1.0".parse::<std::net::Ipv4Addr>().unwrap())
+            );
+        }
+        Ok(_) => panic!("the node's switchyard container does not run node-setup"),
+        Err(e) => panic!("node-setup's flags: {e}\n{line:?}"),
+    }
+    // Every ConfigMap key is read by some container: no setting that does nothing.
+    let mut used = BTreeSet::new();
+    let specs = [pod_spec_of_deployment(m.controller()), node];
+    for c in specs.into_iter().flat_map(all_containers) {
+        for var in c.env.iter().flatten() {
+            if let Some(key) = var
+                .value_from
+                .as_ref()
+                .and_then(|f| f.config_map_key_ref.as_ref())
+            {
+                used.insert(key.key.clone());
+            }
+        }
+    }
+    let keys: BTreeSet<String> = m.config("switchyard-config").keys().cloned().collect();
+    assert_eq!(
+        keys, used,
+        "ConfigMap keys against the keys containers read"
+    );
+}
+
+#[test]
+fn the_node_installs_the_plugin_and_a_conflist_the_plugin_accepts() {
+    let m = load();
+    let spec = pod_spec_of_daemon_set(m.node());
+    let install = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "install-cni")
+        .expect("an install-cni init container");
+    let mounts: BTreeMap<String, String> = install
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|v| (v.name.clone(), v.mount_path.clone()))
+        .collect();
+    let host_path = |volume: &str| {
+        spec.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .and_then(|v| v.host_path.as_ref())
+            .map(|h| h.path.clone())
+            .unwrap_or_else(|| panic!("volume {volume} is a hostPath"))
+    };
+    let mut host_dirs = BTreeMap::new();
+    for (volume, path) in &mounts {
+        host_dirs.insert(host_path(volume), path.clone());
+    }
+    let bin = &host_dirs["/opt/cni/bin"];
+    let conf = &host_dirs["/etc/cni/net.d"];
+    let script = install.command.as_ref().expect("a command").join(" ");
+    assert!(
+        script.contains(&format!("{bin}/switchyard-cni")),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("{conf}/10-switchyard.conflist")),
+        "{script}"
+    );
+    // The conflist between `<<CONF` and `CONF`, with the env the container gets.
+    let body = script
+        .split_once("<<CONF\n")
+        .and_then(|(_, rest)| rest.split_once("\nCONF\n"))
+        .map(|(body, _)| body.to_owned())
+        .expect("the conflist heredoc");
+    let mut body = body;
+    let env: Vec<(String, String)> = install
+        .env
+        .iter()
+        .flatten()
+        .map(|var| {
+            let line = expanded_command_line(
+                &m,
+                &Container {
+                    name: install.name.clone(),
+                    args: Some(vec![format!("$({})", var.name)]),
+                    env: install.env.clone(),
+                    ..Container::default()
+                },
+            );
+            (var.name.clone(), line[0].clone())
+        })
+        .collect();
+    for (name, value) in &env {
+        body = body.replace(&format!("${name}"), value);
+    }
+    let conflist: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("the conflist is not JSON ({e}):\n{body}"));
+    let plugin = &conflist["plugins"][0];
+    let netconf: switchyard_cni::plugin::NetConf = serde_json::from_value(json_with_version(
+        plugin,
+        &conflist["cniVersion"],
+        &conflist["name"],
+    ))
+    .unwrap_or_else(|e| panic!("the plugin entry is not the plugin's configuration: {e}"));
+    assert_eq!(netconf.plugin_type, "switchyard-cni");
+    assert_eq!(netconf.node_name.as_deref(), Some("node-1"));
+    assert_eq!(
+        netconf.controller,
+        m.config("switchyard-config")["SWITCHYARD_CONTROLLER_CNI"]
+    );
+}
+
+/// A plugin entry as the runtime hands it to the plugin: with the list's cniVersion and name.
+fn json_with_version(plugin: &Value, version: &Value, name: &Value) -> Value {
+    let mut v = plugin.clone();
+    v["cniVersion"] = version.clone();
+    v["name"] = name.clone();
+    v
+}
