@@ -144,6 +144,18 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
         &[(NODE1, "10.252.1.0/24"), (NODE2, "10.252.2.0/24")],
         &[("x", "a", NODE1), ("x", "b", NODE1), ("yz", "c", NODE2)],
     );
+    // Two ClusterIP Services for the trace: x/web (endpoint x/b, port 80 → 8080) and x/empty
+    // (no endpoint). The demo builds their EndpointSlices from the selectors.
+    let service = |name: &str, ip: &str, app: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: x}}\nspec:\n  clusterIP: {ip}\n  clusterIPs: [{ip}]\n  selector: {{app: {app}}}\n  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]\n"
+        )
+    };
+    let yaml = format!(
+        "{yaml}{}{}",
+        service("web", "10.96.7.10", "b"),
+        service("empty", "10.96.7.11", "nobody")
+    );
     let mut cluster = DemoCluster::start(DemoOptions {
         cluster_yaml: yaml,
         encap: Encap::Geneve,
@@ -383,6 +395,42 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
     assert!(text.contains("verdict: dropped"), "{text}");
     let (code, text) = yardctl(&server, &["trace", NODE1, "from=x/nobody to=x/b"]);
     assert_eq!(code, 4, "{text}");
+    // A Service, in Kubernetes terms: the endpoint chosen, DNAT, delivery (exit 0); one
+    // without endpoints is refused (exit 1). Service flows are realised asynchronously.
+    let web = "from=x/a to=service:x/web port=80/TCP";
+    let realised = wait_for(Duration::from_secs(60), || {
+        yardctl(&server, &["trace", NODE1, web]).0 == 0
+    });
+    assert!(realised.is_some(), "x/web's flows never reached node 1");
+    let (code, text) = yardctl(&server, &["trace", NODE1, web]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "service: Service x/web port 80/TCP (10.96.7.10:80) → endpoint x/b {}:8080",
+            b.ip
+        )),
+        "{text}"
+    );
+    assert!(text.contains("DNATed to"), "{text}");
+    let (code, text) = yardctl(&server, &["trace", NODE1, "from=x/a to=service:x/empty"]);
+    assert_eq!(code, 1, "a refused connection exits 1:\n{text}");
+    assert!(
+        text.contains("verdict: refused: Service x/empty port 80/TCP has no usable endpoint"),
+        "{text}"
+    );
+    let (code, out) = yardctl(
+        &server,
+        &["trace", NODE1, "from=x/a to=service:x/empty", "--json"],
+    );
+    assert_eq!(code, 1, "{out}");
+    // (yardctl() appends stderr to a failing command's output.)
+    let json = out.split("\n[stderr]").next().unwrap_or_default();
+    let tj: serde_json::Value = serde_json::from_str(json).expect("trace --json");
+    assert_eq!(tj["verdict"]["kind"], "refused", "{tj}");
+    assert_eq!(
+        tj["service"], "Service x/empty port 80/TCP (10.96.7.11:80): no usable endpoint",
+        "{tj}"
+    );
     let (code, text) = yardctl("unix:/nonexistent/admin.sock", &["status"]);
     assert_eq!(code, 3, "{text}");
     let (code, completion) = yardctl(&server, &["completions", "bash"]);

@@ -10,7 +10,13 @@
 //! under `bridge("br-phy")`, which is not br-int's path); each
 //! pass (the first, and one per conntrack recirculation, resumed as `trk|new` by default)
 //! ends with `Datapath actions: ...`, whose bare numbers are datapath ports (mapped back to
-//! OpenFlow ports with `dpif/show`) and whose `tnl_push(...)` carries the tunnel's `dst=`.
+//! OpenFlow ports with `dpif/show`), whose `tnl_push(...)` carries the tunnel's `dst=` and
+//! whose `userspace(...controller(...))` is a packet-in (a refused Service connection).
+//!
+//! Services: ofproto/trace applies a `ct(nat(dst=...))` to the recirculated packet
+//! ("Replacing src/dst IP/ports to simulate NAT") and carries the committed `ct_mark`; a
+//! select group (dp_hash method) is followed only when the packet carries `dp_hash`, so the
+//! trace's resolved packet carries the one that selects the bucket it followed.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -46,8 +52,12 @@ fn cluster_yaml() -> String {
         ("x", "c", "n2"),
         ("y", "b", "n2"),
     ] {
+        let mut labels = json!({"pod": name});
+        if ns == "x" && (name == "b" || name == "c") {
+            labels["web"] = json!("yes");
+        }
         docs.push(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": {"pod": name}},
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
                 "ports": [{"name": "http", "containerPort": 80}]}]}}));
     }
@@ -67,10 +77,69 @@ fn cluster_yaml() -> String {
         "spec": {"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Egress"],
             "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}}),
     );
+    // ClusterIP Services (the demo builds their EndpointSlices from the selectors).
+    for svc in SERVICES {
+        let mut spec = json!({"clusterIP": svc.ip, "clusterIPs": [svc.ip],
+            "selector": svc.selector.iter().map(|(k, v)| (k.to_string(), json!(v)))
+                .collect::<serde_json::Map<String, Value>>(),
+            "ports": [{"name": "http", "port": svc.port, "targetPort": svc.target,
+                "protocol": "TCP"}]});
+        if svc.sticky {
+            spec["sessionAffinity"] = json!("ClientIP");
+        }
+        docs.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc.name, "namespace": svc.ns}, "spec": spec}));
+    }
     docs.iter()
         .map(|d| serde_json::to_string(d).expect("json"))
         .collect::<Vec<_>>()
         .join("\n---\n")
+}
+
+/// A Service of the test cluster.
+struct TestService {
+    ns: &'static str,
+    name: &'static str,
+    ip: &'static str,
+    selector: &'static [(&'static str, &'static str)],
+    port: u16,
+    target: u16,
+    sticky: bool,
+}
+
+const SERVICES: [TestService; 7] = [
+    // One endpoint on n1, one on n2, none.
+    svc("x", "web-b", "10.96.0.10", &[("pod", "b")], 80, 8080),
+    svc("x", "web-c", "10.96.0.11", &[("pod", "c")], 80, 8080),
+    svc("x", "empty", "10.96.0.12", &[("pod", "nobody")], 80, 8080),
+    // y/a admits x/a on TCP 80 only: DNATed to 8080 it is denied, to 80 allowed.
+    svc("y", "web-a", "10.96.0.13", &[("pod", "a")], 80, 8080),
+    svc("y", "web-a80", "10.96.0.14", &[("pod", "a")], 8080, 80),
+    // Two endpoints (x/b on n1, x/c on n2).
+    svc("x", "web", "10.96.0.15", &[("web", "yes")], 80, 8080),
+    TestService {
+        sticky: true,
+        ..svc("x", "sticky", "10.96.0.16", &[("pod", "b")], 80, 8080)
+    },
+];
+
+const fn svc(
+    ns: &'static str,
+    name: &'static str,
+    ip: &'static str,
+    selector: &'static [(&'static str, &'static str)],
+    port: u16,
+    target: u16,
+) -> TestService {
+    TestService {
+        ns,
+        name,
+        ip,
+        selector,
+        port,
+        target,
+        sticky: false,
+    }
 }
 
 /// What ofproto/trace says.
@@ -143,6 +212,9 @@ fn parse_ofproto_trace(text: &str, odp_to_ofport: &BTreeMap<u32, u32>) -> Switch
                     pushed = true;
                 } else if pushed {
                     continue;
+                } else if a.starts_with("userspace(") && a.contains("controller(") {
+                    // A packet-in: output to CONTROLLER.
+                    t.outputs.push(openflow::port::CONTROLLER);
                 } else if let Ok(odp) = a.parse::<u32>() {
                     let of = odp_to_ofport
                         .get(&odp)
@@ -293,6 +365,7 @@ enum Expect {
     InPort,
     Tunnel(&'static str),
     Drop(&'static str),
+    Refused(&'static str),
 }
 
 #[test]
@@ -317,6 +390,26 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
         assert!(
             converged,
             "no policy flows on {node}:\n{}",
+            cluster.controller_log_tail(30)
+        );
+    }
+    // Service flows too: every cluster IP in ServiceLb on both nodes.
+    for node in ["n1", "n2"] {
+        let converged = switchyard_testbed::wait_until(Duration::from_secs(60), || {
+            cluster
+                .dump_flows(node, &["table=ServiceLb"])
+                .is_ok_and(|t| {
+                    SERVICES
+                        .iter()
+                        .all(|s| t.contains(&format!("nw_dst={},", s.ip)))
+                })
+        });
+        assert!(
+            converged,
+            "Service flows missing on {node}:\n{}\n{}",
+            cluster
+                .dump_flows(node, &["table=ServiceLb"])
+                .unwrap_or_default(),
             cluster.controller_log_tail(30)
         );
     }
@@ -480,10 +573,81 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
             ),
             Expect::Drop("ARP for 10.244.1.251"),
         ),
+        // Services: one endpoint on this node, on the other node (tunnel), none (refused).
+        (
+            "n1",
+            "from=x/a to=service:x/web-b port=80/TCP".into(),
+            Expect::Pod("x", "b"),
+        ),
+        (
+            "n1",
+            "from=x/a to=service:x/web-c port=80/TCP".into(),
+            Expect::Tunnel("n2"),
+        ),
+        (
+            "n1",
+            "from=x/a to=service:x/empty port=80/TCP".into(),
+            Expect::Refused("refused: Service x/empty port 80/TCP has no usable endpoint"),
+        ),
+        // Policy judges the endpoint's port: 8080 denied, 80 allowed.
+        (
+            "n1",
+            "from=x/a to=service:y/web-a port=80/TCP".into(),
+            Expect::Drop(
+                "no policy allows x/a → y/a:8080/TCP; isolated for ingress by policy y/allow-x-a (after Service y/web-a port 80/TCP",
+            ),
+        ),
+        (
+            "n1",
+            "from=x/a to=service:y/web-a80 port=8080/TCP".into(),
+            Expect::Pod("y", "a"),
+        ),
+        // Two endpoints: the first bucket, and the other one by dp_hash; the cluster IP
+        // as the destination.
+        (
+            "n1",
+            "from=x/a to=service:x/web port=80/TCP".into(),
+            Expect::Pod("x", "b"),
+        ),
+        (
+            "n1",
+            "from=x/a to=10.96.0.15 port=80/TCP dp_hash=0x1".into(),
+            Expect::Tunnel("n2"),
+        ),
+        // Session affinity (looked up, missed, learned), and hairpin (x/b to itself).
+        (
+            "n1",
+            "from=x/a to=service:x/sticky port=80/TCP".into(),
+            Expect::Pod("x", "b"),
+        ),
+        (
+            "n2",
+            "from=x/c to=service:x/web-c port=80/TCP".into(),
+            Expect::Pod("x", "c"),
+        ),
+        // x/b's egress (y only) judges the DNATed connection: to itself, denied.
+        (
+            "n1",
+            "from=x/b to=service:x/web-b port=80/TCP".into(),
+            Expect::Drop(
+                "no policy allows x/b → x/b:8080/TCP; isolated for egress by policy x/b-to-y (after Service x/web-b",
+            ),
+        ),
+        // The node's own processes reach a Service through the gateway.
+        (
+            "n1",
+            format!(
+                "in_port={},tcp,dl_dst={},nw_src={gw1},nw_dst=10.96.0.11,tp_src=4000,tp_dst=80",
+                pipeline::GATEWAY_PORT,
+                mac(gw1)
+            ),
+            Expect::Tunnel("n2"),
+        ),
     ];
 
     let mut longest = 0;
     let mut drops = 0;
+    let mut services = 0;
     let mut failures = vec![];
     for (node, packet, expect) in &cases {
         let v = &views[node];
@@ -513,6 +677,7 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
             path: report.steps.iter().map(|s| s.table).collect(),
             outputs: match &report.verdict {
                 Verdict::Output { port, .. } => vec![*port],
+                Verdict::Refused { .. } => vec![openflow::port::CONTROLLER],
                 _ => vec![],
             },
             tunnels: match &report.verdict {
@@ -520,12 +685,21 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
                 _ => vec![],
             },
         };
-        let expected = expected_ok(expect, &report, &cluster, v, xa);
+        let mut expected = expected_ok(expect, &report, &cluster, v, xa);
+        // A Service packet must have met its Service, and (but for a refusal) have been
+        // DNATed in EndpointDnat on both sides.
+        if report.packet.contains("nw_dst=10.96.0.") {
+            services += 1;
+            expected &= report.service.is_some()
+                && (matches!(report.verdict, Verdict::Refused { .. })
+                    || (switch.path.contains(&41) && ours.path.contains(&41)));
+        }
         if ours != switch || !expected {
             failures.push(format!(
-                "{node} {packet}\n  resolved: {}\n  trace:    {ours:?} {:?}\n  switch:   {switch:?}\n  expected {expect:?}: {}\n--- ofproto/trace ---\n{switch_text}",
+                "{node} {packet}\n  resolved: {}\n  trace:    {ours:?} {:?}\n  service:  {:?}\n  switch:   {switch:?}\n  expected {expect:?}: {}\n--- ofproto/trace ---\n{switch_text}",
                 report.packet,
                 report.verdict,
+                report.service,
                 if expected { "yes" } else { "NO" },
             ));
         }
@@ -541,6 +715,7 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
     );
     assert!(longest >= 5, "no case crossed five tables");
     assert!(drops >= 3, "too few drops were checked");
+    assert!(services >= 10, "too few Service packets were checked");
 }
 
 fn expected_ok(
@@ -562,6 +737,7 @@ fn expected_ok(
             n == node && *remote_ip == cluster.nodes[*node].model.internal_ip
         }
         (Expect::Drop(why), Verdict::Drop { reason }) => reason.starts_with(why),
+        (Expect::Refused(why), Verdict::Refused { reason }) => reason == why,
         _ => false,
     }
 }

@@ -136,9 +136,11 @@ impl From<AdminError> for tonic::Status {
             AdminError::Trace(e) => {
                 use crate::trace::TraceError as T;
                 match e {
-                    T::UnknownNode(..) | T::UnknownPod(_) | T::UnknownPort { .. } => {
-                        tonic::Status::not_found(message)
-                    }
+                    T::UnknownNode(..)
+                    | T::UnknownPod(_)
+                    | T::UnknownPort { .. }
+                    | T::UnknownService(_)
+                    | T::NoServicePort { .. } => tonic::Status::not_found(message),
                     T::Syntax { .. } => tonic::Status::invalid_argument(message),
                     T::NoFlows(_) | T::NoAddress(_) | T::NotAttached { .. } => {
                         tonic::Status::failed_precondition(message)

@@ -581,6 +581,7 @@ fn trace_reply(report: trace::TraceReport) -> proto::TraceReply {
         }),
         trace::Verdict::Drop { reason } => V::Drop(proto::Drop { reason }),
         trace::Verdict::Local => V::Local(proto::Local {}),
+        trace::Verdict::Refused { reason } => V::Refused(proto::Refused { reason }),
     };
     proto::TraceReply {
         packet: report.packet,
@@ -598,5 +599,6 @@ fn trace_reply(report: trace::TraceReport) -> proto::TraceReply {
         verdict: Some(verdict),
         explanation: report.explanation,
         notes: report.notes,
+        service: report.service.unwrap_or_default(),
     }
 }

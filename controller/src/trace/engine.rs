@@ -11,14 +11,26 @@
 //! once the current pass ends, as `+trk+new` (the only case modelled: a new connection,
 //! which is what policy decides on), in the given zone. The original pass goes on untracked.
 //! Every `ct` leaves the packet untracked afterwards (OVS clears the conntrack fields), so
-//! `ct(commit)` without a table is noted and the pipeline continues with `ct_state=0`.
+//! `ct(commit)` without a table is noted and the pipeline continues with `ct_state=0`. As
+//! ofproto/trace (ofproto-dpif-trace.c) does, the resumed fork carries the `nat(src|dst=...)`
+//! of its `ct` (the range's first address and port) and, with `commit`, the `ct_mark` its
+//! `exec(...)` sets.
+//!
+//! Select groups (ofproto-dpif.c `group_set_selection_method`, ofproto-dpif-xlate.c
+//! `pick_dp_hash_select_group`): a group without a selection method whose buckets fit 64 hash
+//! values uses `dp_hash`: the datapath hashes the packet (`hash(sym_l4(0))`), recirculates,
+//! and the bucket is `hash_map[dp_hash & mask]`, the map spread over the buckets by weight
+//! with Webster's method. ofproto/trace follows a bucket only when the packet carries
+//! `dp_hash`; so does this model: given `dp_hash=N` it takes the bucket the switch would,
+//! without it the first bucket of nonzero weight and the `dp_hash` value that selects it,
+//! reported with the packet so that ofproto/trace follows the same bucket.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use openflow::action::{Ct, CtZone};
 use openflow::{
-    Action, Field, FlowStats, GroupDesc, GroupType, Instruction, Match, Subfield, port,
+    Action, Field, FlowStats, GroupDesc, GroupType, Instruction, Match, MatchField, Subfield, port,
 };
 
 use super::TraceStep;
@@ -42,6 +54,34 @@ pub(super) struct Out {
     pub port: u32,
     /// The packet as it left (for `tun_dst`).
     pub packet: Packet,
+    /// The visit (index in `steps`/`visits`) whose flow output it.
+    pub visit: usize,
+}
+
+/// A bucket a select group chose.
+#[derive(Clone, Debug)]
+pub(super) struct GroupChoice {
+    /// The group.
+    pub group_id: u32,
+    /// The visit whose flow sent the packet to the group.
+    pub visit: usize,
+    /// The bucket followed (its index in the group).
+    pub bucket: usize,
+    /// Each live bucket's endpoint (reg3/reg4 of a Service bucket), by index.
+    pub endpoints: Vec<(usize, Option<(Ipv4Addr, u16)>)>,
+}
+
+/// An address translation `ct(nat(...))` applied to the resumed packet.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Translation {
+    /// The visit whose flow ran the `ct`.
+    pub visit: usize,
+    /// Destination (DNAT) or source (SNAT).
+    pub dst: bool,
+    /// The new address.
+    pub addr: Ipv4Addr,
+    /// The new L4 port, if the NAT names one.
+    pub port: Option<u16>,
 }
 
 /// What the explanations need of one visited table, beside the printed step.
@@ -66,9 +106,16 @@ pub(super) struct Run<'a> {
     pub notes: Vec<String>,
     /// Why the translation stopped early, if it did (resubmit depth).
     pub aborted: Option<String>,
+    /// The buckets select groups chose, in order.
+    pub choices: Vec<GroupChoice>,
+    /// The NATs conntrack applied, in order.
+    pub translations: Vec<Translation>,
+    /// The `dp_hash` the run used (given with the packet, or chosen for a dp_hash select
+    /// group): what ofproto/trace needs to follow the same buckets.
+    pub dp_hash: Option<u32>,
 }
 
-pub(super) fn run<'a>(ctx: &'a Context<'a>, packet: &Match) -> Run<'a> {
+pub(super) fn run<'a>(ctx: &'a Context<'a>, packet: &Match, dp_hash: Option<u32>) -> Run<'a> {
     let mut tables: BTreeMap<u8, Vec<&'a FlowStats>> = BTreeMap::new();
     for f in ctx.input.flows {
         tables.entry(f.table_id).or_default().push(f);
@@ -88,6 +135,9 @@ pub(super) fn run<'a>(ctx: &'a Context<'a>, packet: &Match) -> Run<'a> {
             outputs: vec![],
             notes: vec![],
             aborted: None,
+            choices: vec![],
+            translations: vec![],
+            dp_hash,
         },
         recirc: VecDeque::new(),
         depth: 0,
@@ -271,11 +321,14 @@ impl<'a> Engine<'a> {
             owner: ctx.owner(flow.cookie),
             effects: vec![],
         });
+        // A flow without instructions drops the packet, except under a resubmit, which
+        // just returns to its caller.
+        let dropped = flow.instructions.is_empty() && self.depth == 0;
         self.run.visits.push(Visit {
             table,
             flow: Some(flow),
             packet: p.clone(),
-            dropped: flow.instructions.is_empty(),
+            dropped,
         });
         let idx = self.run.steps.len() - 1;
         if hit.ties > 0 {
@@ -300,7 +353,12 @@ impl<'a> Engine<'a> {
             );
         }
         if flow.instructions.is_empty() {
-            self.effect(idx, "drop".into());
+            let what = if dropped {
+                "drop"
+            } else {
+                "no actions: the resubmit returns"
+            };
+            self.effect(idx, what.into());
             return None;
         }
         // OpenFlow 1.3 §5.9: instructions run in this order whatever their order in the flow.
@@ -452,17 +510,11 @@ impl<'a> Engine<'a> {
                 Action::Conjunction { .. } => {}
                 Action::Group(id) => self.group(*id, p, idx, table),
                 Action::Learn(l) => {
-                    self.effect(
-                        idx,
-                        format!(
-                            "learn: would add a flow to table {}",
-                            ctx.table_name(l.table_id)
-                        ),
-                    );
-                    self.note(
-                        "learn(...) is noted, not applied: the trace does not add the learned flow"
-                            .into(),
-                    );
+                    self.effect(idx, learned_flow(ctx, l, p));
+                    self.note(format!(
+                        "learn(...) is modelled for the first connection: the trace shows the flow it adds to table {} but does not add it (ofproto/trace does not either); a later connection within its idle_timeout finds it there",
+                        ctx.table_name(l.table_id)
+                    ));
                 }
                 Action::Note(_) => {}
                 Action::Controller { .. } | Action::Controller2(_) => {
@@ -479,6 +531,12 @@ impl<'a> Engine<'a> {
                 }
                 Action::PushVlan(_) | Action::PopVlan | Action::SetQueue(_) => {
                     self.note(format!("{a:?} is not modelled and was skipped"));
+                }
+                Action::Experimenter { experimenter, data }
+                    if *experimenter == NX_EXPERIMENTER
+                        && data.get(..2) == Some(&NXAST_MULTIPATH.to_be_bytes()[..]) =>
+                {
+                    self.multipath(data, p, idx);
                 }
                 Action::Experimenter { .. } | Action::Unknown { .. } => {
                     self.note(
@@ -530,6 +588,7 @@ impl<'a> Engine<'a> {
         self.run.outputs.push(Out {
             port: actual,
             packet: p.clone(),
+            visit: idx,
         });
     }
 
@@ -542,41 +601,108 @@ impl<'a> Engine<'a> {
         if ct.commit {
             what.push("commit".into());
         }
-        if ct.nat.is_some() {
-            what.push("nat".into());
-        }
         // A bare `nat` (the Conntrack table's) only re-applies a connection's NAT, and a new
-        // connection has none: nothing to note. A `nat(src|dst=...)` changes addresses.
-        if let Some(nat) = ct.nat.as_ref().filter(|n| n.kind.is_some()) {
-            self.note(format!(
-                "ct(nat{}) is noted, not applied: the trace keeps the packet's addresses",
-                match nat.kind {
-                    Some(openflow::NatKind::Src) => "(src=...)",
-                    Some(openflow::NatKind::Dst) => "(dst=...)",
-                    None => "",
-                }
-            ));
+        // connection has none. A `nat(src|dst=...)` translates the new connection: the
+        // resumed packet carries the range's first address (and port), as ofproto/trace
+        // simulates it.
+        let translation = ct.nat.as_ref().and_then(|nat| {
+            let dst = match nat.kind? {
+                openflow::NatKind::Dst => true,
+                openflow::NatKind::Src => false,
+            };
+            let addr = match nat.addr_min? {
+                std::net::IpAddr::V4(a) => a,
+                std::net::IpAddr::V6(_) => return None,
+            };
+            Some(Translation {
+                visit: idx,
+                dst,
+                addr,
+                port: nat.port_min,
+            })
+        });
+        match (&ct.nat, translation) {
+            (None, _) => {}
+            (Some(_), None) => what.push("nat".into()),
+            (Some(_), Some(t)) => what.push(format!(
+                "nat({}={}{})",
+                if t.dst { "dst" } else { "src" },
+                t.addr,
+                t.port.map(|p| format!(":{p}")).unwrap_or_default()
+            )),
         }
-        if !ct.actions.is_empty() {
-            what.push("exec(...)".into());
-            self.note(
-                "ct(exec(...)) sets the connection's mark or label; the trace does not model them"
-                    .into(),
-            );
+        // exec(set_field:V->ct_mark): the committed connection's mark, which the resumed
+        // packet sees (ofproto/trace too). Without commit OVS refuses exec.
+        let mut mark: Option<u128> = None;
+        for a in &ct.actions {
+            match a {
+                Action::SetField(mf) if mf.field == Field::CtMark => {
+                    let v = mf.value_u128();
+                    let m = if mf.mask.is_some() {
+                        mf.mask_u128()
+                    } else {
+                        u128::from(u32::MAX)
+                    };
+                    let old = mark.unwrap_or_else(|| get(p, Field::CtMark));
+                    mark = Some((old & !m) | (v & m));
+                }
+                Action::RegLoad { dst, value } if dst.field == Field::CtMark => {
+                    let mut q = Packet::new();
+                    q.insert(Field::CtMark, mark.unwrap_or_else(|| get(p, Field::CtMark)));
+                    write(&mut q, dst, u128::from(*value));
+                    mark = Some(get(&q, Field::CtMark));
+                }
+                _ => self.note(
+                    "ct(exec(...)) other than setting ct_mark is not modelled (ct_label is not)"
+                        .into(),
+                ),
+            }
+        }
+        if let Some(m) = mark {
+            what.push(format!("exec(ct_mark={m:#x})"));
         }
         match ct.table {
             Some(t) => {
                 let mut fork = p.clone();
                 fork.insert(Field::CtState, u128::from(CT_NEW | CT_TRK));
                 fork.insert(Field::CtZone, zone);
+                if let Some(m) = mark.filter(|_| ct.commit) {
+                    fork.insert(Field::CtMark, m);
+                }
+                let mut resumed = vec!["ct_state=+new+trk".to_owned()];
+                if let Some(tr) = translation {
+                    let (addr_field, port_field) = l4_fields(p, tr.dst);
+                    let side = if tr.dst { "dst" } else { "src" };
+                    fork.insert(addr_field, u128::from(u32::from(tr.addr)));
+                    resumed.push(format!("nw_{side}={}", tr.addr));
+                    if let (Some(port), Some(pf)) = (tr.port, port_field) {
+                        fork.insert(pf, u128::from(port));
+                        resumed.push(format!("tp_{side}={port}"));
+                    }
+                    self.run.translations.push(tr);
+                }
+                if let Some(m) = mark.filter(|_| ct.commit) {
+                    resumed.push(format!("ct_mark={m:#x}"));
+                }
                 self.recirc.push_back((t, fork));
+                let verb = match (ct.commit, translation) {
+                    (true, Some(tr)) => format!(
+                        "conntrack commits the new connection, {}NATed to {}{}",
+                        if tr.dst { "D" } else { "S" },
+                        tr.addr,
+                        tr.port.map(|p| format!(":{p}")).unwrap_or_default()
+                    ),
+                    (true, None) => "conntrack commits the new connection".to_owned(),
+                    (false, _) => "conntrack sees a new connection".to_owned(),
+                };
                 self.effect(
                     idx,
                     format!(
-                        "ct({}, table={}): conntrack sees a new connection; resumes in table {} with ct_state=+new+trk",
+                        "ct({}, table={}): {verb}; resumes in table {} with {}",
                         what.join(", "),
                         self.ctx.table_name(t),
-                        self.ctx.table_name(t)
+                        self.ctx.table_name(t),
+                        resumed.join(", ")
                     ),
                 );
                 self.note("conntrack is modelled for a new connection only: after ct(table=...) the packet is +trk+new (what `ofproto/trace` assumes by default); established and related packets bypass policy and are not traced".into());
@@ -609,21 +735,10 @@ impl<'a> Engine<'a> {
         };
         let buckets: Vec<(usize, &openflow::Bucket)> = match g.group_type {
             GroupType::All => g.buckets.iter().enumerate().collect(),
-            GroupType::Select => {
-                let live: Vec<(usize, &openflow::Bucket)> = g
-                    .buckets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.weight > 0)
-                    .collect();
-                if let Some((i, _)) = live.first() {
-                    self.note(format!(
-                        "group {id} (select) has {} live bucket(s): the switch picks one by hashing the packet's fields; the trace follows bucket {i}",
-                        live.len()
-                    ));
-                }
-                live.into_iter().take(1).collect()
-            }
+            GroupType::Select => match self.select(id, g, idx) {
+                Some(i) => vec![(i, &g.buckets[i])],
+                None => vec![],
+            },
             GroupType::Indirect => g.buckets.iter().enumerate().take(1).collect(),
             GroupType::FastFailover => {
                 self.note(format!(
@@ -643,6 +758,242 @@ impl<'a> Engine<'a> {
             self.actions(&b.actions, &mut copy, idx, table);
         }
     }
+
+    /// The bucket a select group follows, as the switch chooses it (see the module docs).
+    fn select(&mut self, id: u32, g: &GroupDesc, idx: usize) -> Option<usize> {
+        let ctx = self.ctx;
+        let live: Vec<usize> = (0..g.buckets.len())
+            .filter(|&i| g.buckets[i].weight > 0)
+            .collect();
+        let first = *live.first()?;
+        let endpoints: Vec<(usize, Option<(Ipv4Addr, u16)>)> = live
+            .iter()
+            .map(|&i| (i, bucket_endpoint(&g.buckets[i])))
+            .collect();
+        let listed: Vec<String> = endpoints
+            .iter()
+            .map(|(i, ep)| match ep {
+                Some((ip, port)) => format!("[{i}] {}", ctx.endpoint_text(*ip, *port)),
+                None => format!("[{i}]"),
+            })
+            .collect();
+        let what = match ctx.group_service(id) {
+            Some(svc) => format!("Service {svc}: {} endpoint(s)", live.len()),
+            None => format!("{} live bucket(s)", live.len()),
+        };
+        self.effect(
+            idx,
+            format!("group:{id} (select, {what}): {}", listed.join(", ")),
+        );
+        let weights: Vec<u16> = g.buckets.iter().map(|b| b.weight).collect();
+        let chosen = match dp_hash_map(&weights) {
+            Some(map) => {
+                let mask = map.len() as u32 - 1;
+                let (bucket, hash) = match self.run.dp_hash.filter(|h| *h != 0) {
+                    Some(h) => (map[(h & mask) as usize], h),
+                    None => {
+                        // The first live bucket, and the smallest nonzero dp_hash selecting
+                        // it (0 means "not computed yet" to OVS).
+                        let slot = map.iter().position(|&b| b == first).unwrap_or(0) as u32;
+                        let h = if slot == 0 { mask + 1 } else { slot };
+                        self.run.dp_hash = Some(h);
+                        self.note(format!(
+                            "the switch picks a select group's bucket by a hash of the packet (dp_hash); the trace assumed dp_hash={h:#x} (bucket {first} of group {id}): add dp_hash=N to the packet to follow another bucket"
+                        ));
+                        (first, h)
+                    }
+                };
+                self.effect(
+                    idx,
+                    format!(
+                        "the switch picks by hashing the packet (dp_hash over {} values); with dp_hash={hash:#x} it takes bucket {bucket}",
+                        map.len()
+                    ),
+                );
+                bucket
+            }
+            None => {
+                self.note(format!(
+                    "group {id} needs more than 64 hash values: the switch picks its bucket by hashing the flow in the slow path (OVS's default select method), which the trace does not model; it follows bucket {first}, and ofproto/trace may show another"
+                ));
+                self.effect(
+                    idx,
+                    format!(
+                        "the switch picks by hashing the flow; the trace follows bucket {first}"
+                    ),
+                );
+                first
+            }
+        };
+        self.run.choices.push(GroupChoice {
+            group_id: id,
+            visit: idx,
+            bucket: chosen,
+            endpoints,
+        });
+        Some(chosen)
+    }
+
+    /// NXAST_MULTIPATH: the switch hashes the packet's fields over `max_link + 1` links into
+    /// a subfield; the trace assumes link 0 and says so.
+    fn multipath(&mut self, data: &[u8], p: &mut Packet, idx: usize) {
+        // nicira-ext.h `struct nx_action_multipath` after the experimenter id: subtype,
+        // fields, basis, pad, algorithm, max_link, arg, pad, ofs_nbits, dst.
+        let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let (Some(max_link), Some(ofs_nbits), Some(dst)) = (
+            u16_at(10),
+            u16_at(18),
+            data.get(20..24)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        ) else {
+            self.note("a multipath action too short to decode was skipped".into());
+            return;
+        };
+        let field = Field::from_header(openflow::OxmHeader {
+            class: (dst >> 16) as u16,
+            field: ((dst >> 9) & 0x7f) as u8,
+            experimenter: None,
+        });
+        if matches!(field, Field::Other(_)) {
+            self.note(format!(
+                "multipath into NXM field {dst:#x}, which the codec does not know, was skipped"
+            ));
+            return;
+        }
+        let sf = Subfield {
+            field,
+            ofs: ofs_nbits >> 6,
+            n_bits: (ofs_nbits & 0x3f) + 1,
+        };
+        write(p, &sf, 0);
+        self.effect(
+            idx,
+            format!(
+                "multipath: the switch hashes the connection over {} links into {}; the trace assumes link 0",
+                u32::from(max_link) + 1,
+                subfield_text(&sf)
+            ),
+        );
+        self.note(format!(
+            "multipath (a Service port with more endpoints than one group holds) picks one of {} groups by a hash the trace does not compute: it follows the first, and ofproto/trace may pick another",
+            u32::from(max_link) + 1
+        ));
+    }
+}
+
+/// NXM experimenter id and the multipath subtype.
+const NX_EXPERIMENTER: u32 = 0x0000_2320;
+const NXAST_MULTIPATH: u16 = 10;
+
+/// OVS's dp_hash table for a select group with these bucket weights (ofproto-dpif.c
+/// `group_setup_dp_hash_table` with at most 64 values): `map[hash & (len - 1)]` is the
+/// bucket. `None` when the switch uses its default method instead (no weight, or more than
+/// 64 values needed).
+pub(super) fn dp_hash_map(weights: &[u16]) -> Option<Vec<usize>> {
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    let min = weights.iter().copied().filter(|w| *w > 0).min()?;
+    if total == 0 {
+        return None;
+    }
+    let min_slots = total.div_ceil(u64::from(min));
+    let n_hash = min_slots.next_power_of_two().max(16);
+    if n_hash > 64 {
+        return None;
+    }
+    // Webster's method: each value goes to the bucket with the highest weight / divisor
+    // (the first on a tie), whose divisor then grows by two.
+    let mut divisor: Vec<u32> = vec![1; weights.len()];
+    let mut value: Vec<f64> = weights.iter().map(|w| f64::from(*w)).collect();
+    let mut map = Vec::with_capacity(n_hash as usize);
+    for _ in 0..n_hash {
+        let mut winner = 0;
+        for i in 1..weights.len() {
+            if value[i] > value[winner] {
+                winner = i;
+            }
+        }
+        divisor[winner] += 2;
+        value[winner] = f64::from(weights[winner]) / f64::from(divisor[winner]);
+        map.push(winner);
+    }
+    Some(map)
+}
+
+/// The endpoint a Service bucket names: what it loads into reg3 (address) and reg4 (port).
+pub(super) fn bucket_endpoint(b: &openflow::Bucket) -> Option<(Ipv4Addr, u16)> {
+    use crate::pipeline::{REG_ENDPOINT_IP, REG_ENDPOINT_PORT};
+    let mut p = Packet::new();
+    for a in &b.actions {
+        match a {
+            Action::SetField(mf) => {
+                p.insert(mf.field, mf.value_u128());
+            }
+            Action::RegLoad { dst, value } => write(&mut p, dst, u128::from(*value)),
+            _ => {}
+        }
+    }
+    let ip = p.get(&Field::Reg(REG_ENDPOINT_IP))?;
+    let port = p.get(&Field::Reg(REG_ENDPOINT_PORT))?;
+    Some((Ipv4Addr::from(*ip as u32), *port as u16))
+}
+
+/// The address and L4 port fields a NAT rewrites.
+fn l4_fields(p: &Packet, dst: bool) -> (Field, Option<Field>) {
+    let port = match (get(p, Field::IpProto), dst) {
+        (6, true) => Some(Field::TcpDst),
+        (6, false) => Some(Field::TcpSrc),
+        (17, true) => Some(Field::UdpDst),
+        (17, false) => Some(Field::UdpSrc),
+        (132, true) => Some(Field::SctpDst),
+        (132, false) => Some(Field::SctpSrc),
+        _ => None,
+    };
+    let addr = if dst { Field::Ipv4Dst } else { Field::Ipv4Src };
+    (addr, port)
+}
+
+/// The flow a `learn` would add, with this packet's values.
+fn learned_flow(ctx: &Context<'_>, l: &openflow::action::Learn, p: &Packet) -> String {
+    use openflow::action::{LearnSpec, LearnSrc};
+    let value = |src: &LearnSrc| match src {
+        LearnSrc::Field(sf) => read(p, sf),
+        LearnSrc::Value(bytes) => bytes
+            .iter()
+            .fold(0u128, |acc, b| (acc << 8) | u128::from(*b)),
+    };
+    let (mut learned, mut actions) = (Match::new(), vec![]);
+    for spec in &l.specs {
+        match spec {
+            LearnSpec::Match { src, dst } => {
+                let v = value(src) & bits_mask(dst.n_bits);
+                let whole = dst.ofs == 0 && usize::from(dst.n_bits) == dst.field.nxm_bits();
+                let mf = if whole {
+                    MatchField::int(dst.field, v)
+                } else {
+                    let m = bits_mask(dst.n_bits) << dst.ofs;
+                    MatchField::int_masked(dst.field, v << dst.ofs, m)
+                };
+                // A field the codec cannot hold at that width is shown as a register would be.
+                if learned.insert(mf).is_err() {
+                    actions.push(format!("(match {}={v:#x})", subfield_text(dst)));
+                }
+            }
+            LearnSpec::Load { src, dst } => actions.push(format!(
+                "{}={}",
+                subfield_text(dst),
+                ctx.value_text(dst.field, value(src) & bits_mask(dst.n_bits))
+            )),
+            LearnSpec::Output { src } => actions.push(format!("output:{}", read(p, src))),
+        }
+    }
+    format!(
+        "learn: adds to table {} (priority {}, idle_timeout {}s): {} → {}",
+        ctx.table_name(l.table_id),
+        l.priority,
+        l.idle_timeout,
+        openflow::text::format_match(&learned, 32768),
+        actions.join(", ")
+    )
 }
 
 fn ct_fields() -> [Field; 4] {

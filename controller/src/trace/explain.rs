@@ -10,8 +10,8 @@ use super::{TraceError, TraceInput, Verdict};
 use crate::ipam::mac_for;
 use crate::model::NodeModel;
 use crate::pipeline::{
-    CookieCategory, GATEWAY_OFPORT, GATEWAY_PORT, REG_SOURCE_CLASS, SourceClass, TUNNEL_OFPORT,
-    TUNNEL_PEER_MAC, TUNNEL_PORT, Table, cookie_owner,
+    CookieCategory, GATEWAY_OFPORT, GATEWAY_PORT, REG_SOURCE_CLASS, REJECT_METER_ID, SourceClass,
+    TUNNEL_OFPORT, TUNNEL_PEER_MAC, TUNNEL_PORT, Table, cookie_owner,
 };
 use crate::policy::Direction;
 use crate::source::ObjectKey;
@@ -27,6 +27,15 @@ const RESERVED_PORTS: [(&str, u32); 8] = [
     ("LOCAL", port::LOCAL),
     ("ANY", port::ANY),
 ];
+
+/// The Service a traced packet met, in Kubernetes terms.
+pub(super) struct ServiceStep {
+    /// `Service default/web port 80/TCP (10.96.0.10:80) → endpoint default/web-2
+    /// 10.244.1.3:8080`.
+    pub text: String,
+    /// `Service default/web port 80/TCP` when it has no usable endpoint (refused).
+    pub refused: Option<String>,
+}
 
 /// What every explanation reads: the input, the node, and the names of its tables and ports.
 pub(super) struct Context<'a> {
@@ -244,6 +253,33 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// An endpoint as `default/web-2 10.244.1.3:8080` (the address alone when no pod holds
+    /// it).
+    pub fn endpoint_text(&self, ip: Ipv4Addr, port: u16) -> String {
+        match self.pod_by_ip(ip) {
+            Some(k) => format!("{k} {ip}:{port}"),
+            None => format!("{ip}:{port} (no pod of the state holds it)"),
+        }
+    }
+
+    /// The Service port a select group serves: `ns/name port 80/TCP`. A port's group id is
+    /// the port's id, or the id with a slot number in its top byte (several groups).
+    pub fn group_service(&self, group_id: u32) -> Option<String> {
+        let id = group_id & 0x00ff_ffff;
+        self.service_of(id)
+            .map(|(svc, p)| format!("{} port {}/{}", svc.key, p.port, p.protocol.name()))
+    }
+
+    fn service_of(
+        &self,
+        id: u32,
+    ) -> Option<(&crate::state::ResolvedService, &crate::state::ResolvedPort)> {
+        self.input
+            .snapshot
+            .services()
+            .find_map(|svc| svc.ports.iter().find(|p| p.id == id).map(|p| (&**svc, p)))
+    }
+
     /// `namespace/name:port-name/PROTOCOL` of the Service port with this id. A scan of the
     /// Services: asked only to explain a trace.
     fn service_port(&self, id: u32) -> Option<String> {
@@ -287,9 +323,101 @@ impl<'a> Context<'a> {
         format!("{dst}/{proto}")
     }
 
+    /// The Service step of a run in Kubernetes terms, when the packet met a Service port's
+    /// ServiceLb flow: `Service default/web port 80/TCP (10.96.0.10) → endpoint default/web-2
+    /// 10.244.1.3:8080`, or that it has no endpoint.
+    pub fn service_step(&self, run: &Run<'_>) -> Option<ServiceStep> {
+        let (visit, flow) = run.visits.iter().enumerate().find_map(|(i, v)| {
+            let f = v.flow?;
+            (Table::from_id(v.table) == Some(Table::ServiceLb)
+                && CookieCategory::of(f.cookie) == Some(CookieCategory::Service))
+            .then_some((i, f))
+        })?;
+        let id = cookie_owner(flow.cookie);
+        let Some((svc, port)) = self.service_of(id) else {
+            return Some(ServiceStep {
+                text: format!(
+                    "Service port {id} (unknown to the state: the switch is behind the controller)"
+                ),
+                refused: None,
+            });
+        };
+        let name = format!(
+            "Service {} port {}/{}",
+            svc.key,
+            port.port,
+            port.protocol.name()
+        );
+        let head = format!("{name} ({}:{})", svc.cluster_ip, port.port);
+        if run.outputs.first().is_some_and(|o| o.visit == visit) {
+            return Some(ServiceStep {
+                text: format!("{head}: no usable endpoint"),
+                refused: Some(name),
+            });
+        }
+        let dnat = run.translations.iter().find(|t| t.dst && t.visit > visit);
+        let Some(t) = dnat else {
+            return Some(ServiceStep {
+                text: format!("{head}: no endpoint chosen"),
+                refused: None,
+            });
+        };
+        let ep = self.endpoint_text(t.addr, t.port.unwrap_or(port.port));
+        let how = match run.choices.iter().find(|c| c.visit >= visit) {
+            Some(c) if c.endpoints.len() > 1 => format!(
+                " (bucket {} of group {}: one of {} endpoints, picked by the switch's hash)",
+                c.bucket,
+                c.group_id,
+                c.endpoints.len()
+            ),
+            Some(_) => String::new(),
+            None => " (a session affinity learned earlier)".into(),
+        };
+        Some(ServiceStep {
+            text: format!("{head} → endpoint {ep}{how}"),
+            refused: None,
+        })
+    }
+
     /// The verdict, its sentence, and notes on how the policies decided.
     pub fn verdict(&self, initial: &Match, run: &Run<'_>) -> (Verdict, String, Vec<String>) {
         let notes = self.policy_notes(run);
+        let (verdict, text, notes) = self.verdict_inner(initial, run, notes);
+        match (self.service_step(run), verdict) {
+            (
+                Some(ServiceStep {
+                    refused: Some(name),
+                    ..
+                }),
+                Verdict::Output { port, .. },
+            ) if port == port::CONTROLLER => {
+                let reason = format!("refused: {name} has no usable endpoint");
+                let text = format!(
+                    "{reason}: the new connection goes to the controller (packet-in, rate-limited by meter {REJECT_METER_ID}), whose node agent answers with a TCP RST (ICMP port unreachable for UDP and SCTP)"
+                );
+                (Verdict::Refused { reason }, text, notes)
+            }
+            (Some(step), Verdict::Drop { reason }) => {
+                let reason = format!("{reason} (after {})", step.text);
+                (
+                    Verdict::Drop {
+                        reason: reason.clone(),
+                    },
+                    format!("dropped: {reason}"),
+                    notes,
+                )
+            }
+            (Some(step), v) => (v, format!("{}: {text}", step.text), notes),
+            (None, v) => (v, text, notes),
+        }
+    }
+
+    fn verdict_inner(
+        &self,
+        initial: &Match,
+        run: &Run<'_>,
+        notes: Vec<String>,
+    ) -> (Verdict, String, Vec<String>) {
         if let Some(why) = &run.aborted {
             return (
                 Verdict::Drop {
@@ -330,7 +458,8 @@ impl<'a> Context<'a> {
     }
 
     fn output_verdict(&self, out: &Out, initial: &Packet) -> (Verdict, String) {
-        let dst = ip(get(initial, Field::Ipv4Dst));
+        // Where it goes as it left: after a Service's DNAT, the endpoint.
+        let dst = ip(get(&out.packet, Field::Ipv4Dst));
         let is_ip = get(initial, Field::EthType) == 0x0800;
         if out.port == TUNNEL_OFPORT {
             let remote = ip(get(&out.packet, Field::TunDst));

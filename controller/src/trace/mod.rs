@@ -16,10 +16,13 @@
 //! operators): per table the highest-priority matching flow, masks, `conjunction` /
 //! `conj_id` as OVS's classifier evaluates them, OpenFlow 1.3 table-miss (drop); apply and
 //! write actions, `goto_table`, `resubmit`, `set_field`/`load`/`move`, `output` (also
-//! `IN_PORT` and from a register), groups (`select`: the first live bucket, where the switch
-//! hashes), `ct` for a *new* connection only (after `ct(table=T)` the packet is
-//! `+trk+new` in table T; `commit` and `nat` are noted, NAT is not applied), `learn` and
-//! `controller` noted. Meters, queues and MPLS are not modelled.
+//! `IN_PORT` and from a register), groups (`select` as OVS's dp_hash method picks, for a
+//! given `dp_hash` or the first bucket otherwise; see `engine`), `ct` for a *new* connection
+//! only (after `ct(table=T)` the packet is `+trk+new` in table T, with the `ct`'s
+//! `nat(src|dst=...)` applied and, with `commit`, its `ct_mark`), `learn` shown with the flow
+//! it would add (not added: the first connection), `multipath` (link 0 assumed),
+//! `controller` (a Service without endpoints: refused). Meters, queues and MPLS are not
+//! modelled.
 
 mod engine;
 mod explain;
@@ -53,9 +56,13 @@ pub struct TraceInput<'a> {
 /// The result of a trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceReport {
-    /// The packet as traced, resolved to an `ovs-ofctl` microflow (`in_port` as a number):
+    /// The packet as traced, resolved to an `ovs-ofctl` microflow (`in_port` as a number,
+    /// with the `dp_hash` that makes a select group take the bucket the trace followed):
     /// what to give `ovs-appctl ofproto/trace br-int` to compare.
     pub packet: String,
+    /// The Service the packet met, in Kubernetes terms (`Service default/web port 80/TCP
+    /// (10.96.0.10:80) → endpoint default/web-2 10.244.1.3:8080`), if any.
+    pub service: Option<String>,
     /// Every table visited, in order (the recirculation after `ct(table=...)` included).
     pub steps: Vec<TraceStep>,
     /// Where the packet ends up.
@@ -109,6 +116,12 @@ pub enum Verdict {
     },
     /// Sent to br-int's LOCAL port.
     Local,
+    /// Sent to the controller, which refuses the connection (TCP RST, ICMP port
+    /// unreachable): a Service port without a usable endpoint.
+    Refused {
+        /// Which Service, in Kubernetes terms.
+        reason: String,
+    },
 }
 
 /// Why a trace could not be made.
@@ -144,6 +157,21 @@ pub enum TraceError {
     /// A pod named in the packet has no address yet.
     #[error("pod {0} has no address yet: CNI ADD has not attached it")]
     NoAddress(ObjectKey),
+    /// `to=service:NS/NAME` names no Service the proxy programs.
+    #[error(
+        "Service {0} is not in the cluster, or is one the proxy does not program (headless, ExternalName, another service-proxy-name)"
+    )]
+    UnknownService(ObjectKey),
+    /// `port=` is not a port of the Service, or is missing where the Service has several.
+    #[error("Service {service}: {reason} (its ports: {ports})")]
+    NoServicePort {
+        /// The Service.
+        service: ObjectKey,
+        /// What is wrong with `port=`.
+        reason: String,
+        /// Its ports, `80/TCP (http)`.
+        ports: String,
+    },
     /// A pod given as the source on its own node has no port on that node's br-int.
     #[error(
         "pod {pod} is not attached to node {node}'s br-int (no ofport): CNI ADD has not completed there"
@@ -167,12 +195,17 @@ pub fn trace(input: &TraceInput<'_>, packet: &str) -> Result<TraceReport, TraceE
         return Err(TraceError::NoFlows(input.node.to_owned()));
     }
     let ctx = explain::Context::new(input, node);
-    let parsed = packet::parse(packet, &ctx)?;
-    let run = engine::run(&ctx, &parsed);
+    let (parsed, dp_hash) = packet::parse(packet, &ctx)?;
+    let run = engine::run(&ctx, &parsed, dp_hash);
     let (verdict, explanation, mut notes) = ctx.verdict(&parsed, &run);
     notes.extend(run.notes.iter().cloned());
+    let mut text = microflow_text(&parsed);
+    if let Some(h) = run.dp_hash {
+        text = format!("dp_hash={h:#x},{text}");
+    }
     Ok(TraceReport {
-        packet: microflow_text(&parsed),
+        packet: text,
+        service: ctx.service_step(&run).map(|s| s.text),
         steps: run.steps,
         verdict,
         explanation,

@@ -2,11 +2,15 @@
 //! - an `ovs-ofctl` microflow, as `ovs-appctl ofproto/trace` takes it
 //!   (`in_port=PORT,tcp,nw_src=...,nw_dst=...,tp_dst=80`), where `in_port` may also be an
 //!   interface name or a pod `NS/NAME`; fields not given are 0, as in ofproto/trace;
-//! - `from=NS/POD to=NS/POD|IP [port=N[/TCP|UDP|SCTP]]`, resolved from the state: the
-//!   source pod's port (or the tunnel, when it runs on another node), its MAC and address,
-//!   the destination MAC the pod's own stack would use (the pod's MAC for a pod of its
-//!   subnet, the switch answers ARP for it; else its gateway's), `tp_src=49152`; without
-//!   `port=`, an ICMP echo request.
+//! - `from=NS/POD to=NS/POD|service:NS/NAME|IP [port=N[/TCP|UDP|SCTP]]`, resolved from the
+//!   state: the source pod's port (or the tunnel, when it runs on another node), its MAC and
+//!   address, the destination MAC the pod's own stack would use (the pod's MAC for a pod of
+//!   its subnet, the switch answers ARP for it; else its gateway's), `tp_src=49152`; without
+//!   `port=`, an ICMP echo request. `service:NS/NAME` is the Service's cluster IP; `port=`
+//!   names one of its ports (optional when it has one).
+//!
+//! Both take `dp_hash=N`: the hash a select group picks its bucket by (OVS computes it in the
+//! datapath; ofproto/trace follows a bucket only when given one).
 
 use std::net::Ipv4Addr;
 
@@ -22,31 +26,47 @@ use crate::source::ObjectKey;
 /// The source port `from=` packets use (the first ephemeral port).
 pub(super) const FROM_TP_SRC: u16 = 49152;
 
-pub(super) fn parse(text: &str, ctx: &Context<'_>) -> Result<Match, TraceError> {
+pub(super) fn parse(text: &str, ctx: &Context<'_>) -> Result<(Match, Option<u32>), TraceError> {
     let syntax = |reason: String| TraceError::Syntax {
         packet: text.to_owned(),
         reason,
     };
-    let tokens: Vec<&str> = text
+    let mut dp_hash = None;
+    let mut tokens: Vec<&str> = vec![];
+    for t in text
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|t| !t.is_empty())
-        .collect();
+    {
+        match t.strip_prefix("dp_hash=") {
+            Some(v) => {
+                let n = match v.strip_prefix("0x") {
+                    Some(hex) => u32::from_str_radix(hex, 16),
+                    None => v.parse::<u32>(),
+                };
+                dp_hash = Some(n.map_err(|_| {
+                    syntax(format!(
+                        "dp_hash={v}: not a 32-bit number (decimal or 0x hex)"
+                    ))
+                })?);
+            }
+            None => tokens.push(t),
+        }
+    }
     if tokens.is_empty() {
         return Err(syntax(
             "empty: give a microflow (in_port=...,tcp,nw_dst=...) or from=NS/POD to=NS/POD".into(),
         ));
     }
-    if tokens.iter().any(|t| t.starts_with("from=")) {
-        resolve_from(&tokens, ctx).map_err(|e| match e {
-            Resolve::Syntax(reason) => syntax(reason),
-            Resolve::Trace(e) => e,
-        })
+    let m = if tokens.iter().any(|t| t.starts_with("from=")) {
+        resolve_from(&tokens, ctx)
     } else {
-        microflow(&tokens, ctx).map_err(|e| match e {
-            Resolve::Syntax(reason) => syntax(reason),
-            Resolve::Trace(e) => e,
-        })
-    }
+        microflow(&tokens, ctx)
+    };
+    let m = m.map_err(|e| match e {
+        Resolve::Syntax(reason) => syntax(reason),
+        Resolve::Trace(e) => e,
+    })?;
+    Ok((m, dp_hash))
 }
 
 enum Resolve {
@@ -109,7 +129,7 @@ fn resolve_from(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
     for t in tokens {
         let Some((k, v)) = t.split_once('=') else {
             return Err(Resolve::Syntax(format!(
-                "{t:?}: expected from=NS/POD, to=NS/POD|IP or port=N[/PROTOCOL]"
+                "{t:?}: expected from=NS/POD, to=NS/POD|service:NS/NAME|IP or port=N[/PROTOCOL]"
             )));
         };
         match k {
@@ -136,15 +156,29 @@ fn resolve_from(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
         .attachment(&from)
         .map(|a| a.ip)
         .ok_or_else(|| TraceError::NoAddress(from.clone()))?;
-    let dst_ip = match to.parse::<Ipv4Addr>() {
-        Ok(ip) => ip,
-        Err(_) => {
-            let key = pod_key(to)?;
-            s.pod(&key)
-                .ok_or_else(|| TraceError::UnknownPod(key.clone()))?;
-            s.attachment(&key)
-                .map(|a| a.ip)
-                .ok_or(TraceError::NoAddress(key))?
+    let dst_ip = if let Some(svc) = to.strip_prefix("service:") {
+        let key = pod_key(svc).map_err(|_| {
+            Resolve::Syntax(format!(
+                "to={to}: write service:NAMESPACE/NAME for a Service"
+            ))
+        })?;
+        let resolved = s
+            .service(&key)
+            .ok_or_else(|| TraceError::UnknownService(key.clone()))?;
+        let (protocol, number) = service_port(&key, resolved, port)?;
+        port = Some((protocol, number));
+        resolved.cluster_ip
+    } else {
+        match to.parse::<Ipv4Addr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                let key = pod_key(to)?;
+                s.pod(&key)
+                    .ok_or_else(|| TraceError::UnknownPod(key.clone()))?;
+                s.attachment(&key)
+                    .map(|a| a.ip)
+                    .ok_or(TraceError::NoAddress(key))?
+            }
         }
     };
     let mut m = Match::new();
@@ -213,6 +247,50 @@ fn resolve_from(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
         }
     }
     Ok(m)
+}
+
+/// The Service port `port=` names (protocol and number; its protocol defaults to TCP);
+/// without `port=`, the Service's only port.
+fn service_port(
+    key: &ObjectKey,
+    svc: &crate::state::ResolvedService,
+    given: Option<(Protocol, u16)>,
+) -> Result<(Protocol, u16), Resolve> {
+    let ports = || {
+        svc.ports
+            .iter()
+            .map(|p| {
+                if p.name.is_empty() {
+                    format!("{}/{}", p.port, p.protocol.name())
+                } else {
+                    format!("{}/{} ({})", p.port, p.protocol.name(), p.name)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fail = |reason: String| {
+        Resolve::Trace(TraceError::NoServicePort {
+            service: key.clone(),
+            reason,
+            ports: ports(),
+        })
+    };
+    match given {
+        Some((protocol, number)) => svc
+            .ports
+            .iter()
+            .find(|p| p.protocol == protocol && p.port == number)
+            .map(|p| (p.protocol, p.port))
+            .ok_or_else(|| fail(format!("no port {number}/{}", protocol.name()))),
+        None => match svc.ports.as_slice() {
+            [only] => Ok((only.protocol, only.port)),
+            [] => Err(fail("it has no ports".into())),
+            _ => Err(fail(
+                "it has several ports: say which with port=N/PROTO".into(),
+            )),
+        },
+    }
 }
 
 fn pod_key(v: &str) -> Result<ObjectKey, Resolve> {

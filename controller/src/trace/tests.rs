@@ -93,12 +93,16 @@ fn on(s: &NetworkState, name: &'static str) -> Node {
             instructions: f.instructions,
         })
         .collect();
+    let groups = snap
+        .services()
+        .flat_map(|svc| crate::features::service::groups(svc))
+        .collect();
     Node {
         snap,
         name,
         pods,
         flows,
-        groups: vec![],
+        groups,
     }
 }
 
@@ -613,7 +617,9 @@ fn resubmit_registers_output_reg_and_groups() {
     assert!(
         r.notes
             .iter()
-            .any(|n| n.contains("2 live bucket(s): the switch picks one by hashing"))
+            .any(|n| n.contains("the trace assumed dp_hash=0x10 (bucket 1 of group 77)")),
+        "{:#?}",
+        r.notes
     );
     assert!(
         r.notes.iter().any(|n| n.contains("output 2 times")),
@@ -631,3 +637,269 @@ fn resubmit_registers_output_reg_and_groups() {
 }
 
 use openflow::port;
+
+fn service(name: &str, ip: &str, ports: serde_json::Value, extra: serde_json::Value) -> Delta {
+    let mut doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"clusterIP": ip, "ports": ports}});
+    if let (Some(spec), serde_json::Value::Object(e)) = (doc["spec"].as_object_mut(), extra) {
+        spec.extend(e);
+    }
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(doc).unwrap();
+    Delta::Apply(Object::from(svc))
+}
+
+fn slice(name: &str, service: &str, port: u16, ips: &[&str]) -> Delta {
+    let endpoints: Vec<serde_json::Value> = ips
+        .iter()
+        .map(|ip| serde_json::json!({"addresses": [ip]}))
+        .collect();
+    let s: k8s_openapi::api::discovery::v1::EndpointSlice =
+        serde_json::from_value(serde_json::json!({"apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default",
+                "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": endpoints}))
+        .unwrap();
+    Delta::Apply(Object::from(s))
+}
+
+/// `web` (10.96.0.10:80 → 8080 on b and c), `sticky` (ClientIP affinity, on b), `empty`
+/// (no endpoint).
+fn services(extra: Vec<Delta>) -> NetworkState {
+    let http = serde_json::json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
+    let mut all = vec![
+        service("web", "10.96.0.10", http.clone(), serde_json::json!({})),
+        slice("web-1", "web", 8080, &["10.244.1.3", "10.244.2.2"]),
+        service(
+            "sticky",
+            "10.96.0.11",
+            http.clone(),
+            serde_json::json!({"sessionAffinity": "ClientIP"}),
+        ),
+        slice("sticky-1", "sticky", 8080, &["10.244.1.3"]),
+        service("empty", "10.96.0.12", http, serde_json::json!({})),
+    ];
+    all.extend(extra);
+    cluster(all)
+}
+
+const SERVICE_PATH: [u8; 13] = [0, 10, 20, 30, 31, 40, 41, 50, 60, 70, 80, 90, 100];
+
+#[test]
+fn a_service_connection_goes_through_the_group_and_is_dnated_to_the_chosen_endpoint() {
+    let s = services(vec![]);
+    let n1 = on(&s, "n1");
+    let r = n1.ok("from=default/a to=service:default/web port=80/TCP");
+    assert_eq!(path(&r), SERVICE_PATH, "{r:#?}");
+    // The first bucket (b, on this node), and the dp_hash that makes OVS take it.
+    assert_eq!(
+        r.verdict,
+        Verdict::Output {
+            port: 8,
+            name: "vb".into()
+        }
+    );
+    assert!(
+        r.packet.starts_with("dp_hash=0x10,tcp,in_port=7,"),
+        "{}",
+        r.packet
+    );
+    assert!(r.packet.contains("nw_dst=10.96.0.10"), "{}", r.packet);
+    let svc = r.service.clone().unwrap();
+    assert!(
+        svc.starts_with(
+            "Service default/web port 80/TCP (10.96.0.10:80) → endpoint default/b 10.244.1.3:8080 (bucket 0 of group"
+        ),
+        "{svc}"
+    );
+    assert!(r.explanation.starts_with(&svc), "{}", r.explanation);
+    assert!(r.explanation.contains("delivered to pod default/b"));
+    let lb = &r.steps[5];
+    assert_eq!(lb.table_name, "ServiceLb");
+    assert_eq!(lb.owner, "service default/web:http/TCP");
+    assert!(
+        lb.effects.iter().any(|e| e.contains(
+            "(select, Service default/web port 80/TCP: 2 endpoint(s)): [0] default/b 10.244.1.3:8080, [1] default/c 10.244.2.2:8080"
+        )),
+        "{lb:#?}"
+    );
+    assert!(
+        lb.effects
+            .iter()
+            .any(|e| e.contains("dp_hash over 16 values); with dp_hash=0x10 it takes bucket 0")),
+        "{lb:#?}"
+    );
+    let dnat = &r.steps[6];
+    assert_eq!(dnat.table_name, "EndpointDnat");
+    assert!(
+        dnat.effects
+            .iter()
+            .any(|e| e.contains("DNATed to 10.244.1.3:8080")
+                && e.contains("nw_dst=10.244.1.3")
+                && e.contains("tp_dst=8080")
+                && e.contains("ct_mark=0x1")),
+        "{dnat:#?}"
+    );
+    // Later tables see the endpoint: L3Forwarding is b's flow.
+    assert_eq!(r.steps[8].owner, "pod default/b");
+
+    // The other bucket: given dp_hash=1, c on the other node.
+    let r = n1.ok("from=default/a to=service:default/web port=80/TCP dp_hash=0x1");
+    assert_eq!(path(&r), SERVICE_PATH);
+    assert_eq!(
+        r.verdict,
+        Verdict::Tunnel {
+            node: "n2".into(),
+            remote_ip: "192.168.77.12".parse().unwrap()
+        }
+    );
+    assert!(r.packet.starts_with("dp_hash=0x1,"), "{}", r.packet);
+    assert!(
+        r.explanation.contains("to pod default/c (10.244.2.2)"),
+        "{}",
+        r.explanation
+    );
+    // The cluster IP as the destination gives the same trace; the only port is the default.
+    let by_ip = n1.ok("from=default/a to=10.96.0.10 port=80/TCP dp_hash=0x1");
+    assert_eq!(by_ip.steps, r.steps);
+    let no_port = n1.ok("from=default/a to=service:default/web dp_hash=0x1");
+    assert_eq!(no_port.steps, r.steps);
+}
+
+#[test]
+fn a_service_without_endpoints_refuses_and_errors_name_the_service() {
+    let n1 = on(&services(vec![]), "n1");
+    let r = n1.ok("from=default/a to=service:default/empty port=80/TCP");
+    assert_eq!(path(&r), [0, 10, 20, 30, 31, 40]);
+    assert_eq!(
+        r.verdict,
+        Verdict::Refused {
+            reason: "refused: Service default/empty port 80/TCP has no usable endpoint".into()
+        }
+    );
+    assert!(r.explanation.contains("TCP RST"), "{}", r.explanation);
+    assert!(
+        r.notes.iter().any(|n| n.contains("meter 1")),
+        "{:?}",
+        r.notes
+    );
+
+    match n1.trace("from=default/a to=service:default/nope port=80/TCP") {
+        Err(TraceError::UnknownService(k)) => assert_eq!(k, ObjectKey::new("default", "nope")),
+        other => panic!("{other:?}"),
+    }
+    let e = n1
+        .trace("from=default/a to=service:default/web port=81/TCP")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Service default/web: no port 81/TCP (its ports: 80/TCP (http))"
+    );
+    let e = n1
+        .trace("from=default/a to=service:web port=80")
+        .unwrap_err();
+    assert!(e.to_string().contains("service:NAMESPACE/NAME"), "{e}");
+    let e = n1
+        .trace("from=default/a to=default/b dp_hash=zz")
+        .unwrap_err();
+    assert!(e.to_string().contains("dp_hash=zz"), "{e}");
+}
+
+#[test]
+fn policy_judges_a_service_connection_at_the_endpoint_address_and_port() {
+    // b admits TCP 80 only: the Service's port is 80, but the DNATed connection is to 8080.
+    let s = services(vec![policy(
+        "default",
+        "b-80",
+        serde_json::json!({"podSelector": {"matchLabels": {"app": "b"}},
+            "ingress": [{"ports": [{"port": 80}]}]}),
+    )]);
+    let n1 = on(&s, "n1");
+    let r = n1.ok("from=default/a to=service:default/web port=80/TCP");
+    assert_eq!(path(&r), [0, 10, 20, 30, 31, 40, 41, 50, 60, 70, 80]);
+    let why = drop_reason(&r);
+    assert!(
+        why.starts_with(
+            "no policy allows default/a → default/b:8080/TCP; isolated for ingress by policy default/b-80 (after Service default/web port 80/TCP"
+        ),
+        "{why}"
+    );
+}
+
+#[test]
+fn session_affinity_is_looked_up_then_learned_on_the_first_connection() {
+    let n1 = on(&services(vec![]), "n1");
+    let r = n1.ok("from=default/a to=service:default/sticky port=80/TCP");
+    // ServiceLb → SessionAffinity (miss) → EndpointDnat (no learned endpoint: the group) →
+    // its bucket → EndpointDnat (the endpoint: learn, DNAT) → the rest.
+    assert_eq!(
+        path(&r),
+        [0, 10, 20, 30, 31, 40, 42, 41, 41, 50, 60, 70, 80, 90, 100]
+    );
+    assert_eq!(r.steps[6].effects, ["no actions: the resubmit returns"]);
+    let learn = r.steps[8]
+        .effects
+        .iter()
+        .find(|e| e.starts_with("learn:"))
+        .unwrap_or_else(|| panic!("{:#?}", r.steps[8]));
+    assert!(
+        learn.contains("table SessionAffinity")
+            && learn.contains("idle_timeout 10800s")
+            && learn.contains("tcp,nw_src=10.244.1.2,nw_dst=10.96.0.11,tp_dst=80 →")
+            && learn.contains("reg3=0xaf40103, reg4=0x1f90"),
+        "{learn}"
+    );
+    assert_eq!(
+        r.verdict,
+        Verdict::Output {
+            port: 8,
+            name: "vb".into()
+        }
+    );
+}
+
+#[test]
+fn a_pod_reaching_itself_through_a_service_is_hairpinned() {
+    let n1 = on(&services(vec![]), "n1");
+    let r = n1.ok("from=default/b to=service:default/web port=80/TCP dp_hash=0x10");
+    assert_eq!(
+        path(&r),
+        [0, 10, 20, 30, 31, 40, 41, 50, 60, 70, 80, 90, 100],
+        "{r:#?}"
+    );
+    // ConntrackCommit's hairpin flow (ct_mark 0x2 from the DNAT) SNATs, Output sends it back.
+    assert!(
+        r.steps[11]
+            .effects
+            .iter()
+            .any(|e| e.contains("SNATed to 169.254.169.252")),
+        "{:#?}",
+        r.steps[11]
+    );
+    assert_eq!(
+        r.verdict,
+        Verdict::Output {
+            port: 8,
+            name: "vb".into()
+        }
+    );
+}
+
+#[test]
+fn ovs_dp_hash_table_spreads_values_by_weight() {
+    use super::engine::dp_hash_map;
+    let two = dp_hash_map(&[100, 100]).unwrap();
+    assert_eq!(two.len(), 16);
+    assert_eq!(&two[..4], [0, 1, 0, 1]);
+    assert_eq!(dp_hash_map(&[100]).unwrap(), vec![0; 16]);
+    assert_eq!(dp_hash_map(&[100; 20]).unwrap().len(), 32);
+    // One bucket three times as heavy: 4 and 12 of 16 values.
+    let skewed = dp_hash_map(&[100, 300]).unwrap();
+    assert_eq!(skewed.iter().filter(|b| **b == 0).count(), 4);
+    // More than 64 values: OVS falls back to its default method.
+    assert_eq!(dp_hash_map(&[100; 65]), None);
+    assert_eq!(dp_hash_map(&[0, 0]), None);
+}

@@ -116,10 +116,9 @@ fn parse_head(line: &str, head: &str, is_add: bool) -> Result<(Header, Match), S
             "priority" => h.priority = Some(num(16)? as u16),
             "idle_timeout" => h.idle = num(16)? as u16,
             "hard_timeout" => h.hard = num(16)? as u16,
+            // OpenFlow 1.4: checked and dropped, as ovs-ofctl -O OpenFlow13 does.
             "importance" => {
-                return Err(e(
-                    "importance needs OpenFlow 1.4; this tool speaks 1.3".into()
-                ));
+                num(16)?;
             }
             "send_flow_rem" => h.flags |= flags::SEND_FLOW_REM,
             "check_overlap" => h.flags |= flags::CHECK_OVERLAP,

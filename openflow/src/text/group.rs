@@ -43,6 +43,12 @@ pub fn parse_group(line: &str) -> Result<GroupMod, SyntaxError> {
     };
     let mut group_id: Option<u32> = None;
     let mut group_type: Option<GroupType> = None;
+    // OpenFlow 1.5 group properties: checked as ovs-ofctl checks them, then dropped, as
+    // ovs-ofctl -O OpenFlow13 drops them (an OF1.3 group_mod has no properties; the switch
+    // then chooses its own selection method).
+    let mut selection_method: Option<&str> = None;
+    let mut method_param = false;
+    let mut fields = false;
     for item in items(head) {
         let e = |m: String| err(line, Some(item.key), m);
         match item.key {
@@ -70,7 +76,27 @@ pub fn parse_group(line: &str) -> Result<GroupMod, SyntaxError> {
                     }
                 })
             }
-            "selection_method" | "selection_method_param" | "fields" | "command_bucket_id" => {
+            "selection_method" => {
+                if item.value.len() > 15 {
+                    return Err(e("selection_method is longer than 15 bytes".into()));
+                }
+                selection_method = Some(item.value);
+            }
+            "selection_method_param" => {
+                parse_uint(item.value, 64)
+                    .map_err(|m| e(format!("selection_method_param: {m}")))?;
+                method_param = true;
+            }
+            "fields" => {
+                for name in item.value.split(',').map(str::trim) {
+                    let name = name.split_once('=').map_or(name, |(n, _)| n);
+                    if crate::Field::from_name(name).is_none() {
+                        return Err(e(format!("fields: unknown field {name}")));
+                    }
+                }
+                fields = true;
+            }
+            "command_bucket_id" => {
                 return Err(e(format!(
                     "{} needs OpenFlow 1.5; this tool speaks 1.3",
                     item.key
@@ -78,6 +104,20 @@ pub fn parse_group(line: &str) -> Result<GroupMod, SyntaxError> {
             }
             other => return Err(e(format!("unknown keyword {other}"))),
         }
+    }
+    if method_param && selection_method.is_none() {
+        return Err(err(
+            line,
+            Some("selection_method_param"),
+            "selection_method_param is only allowed with \"selection_method\"",
+        ));
+    }
+    if fields && selection_method != Some("hash") {
+        return Err(err(
+            line,
+            Some("fields"),
+            "fields may only be specified with \"selection_method=hash\"",
+        ));
     }
     let group_id =
         group_id.ok_or_else(|| err(line, Some("group_id"), "must specify a group_id"))?;

@@ -25,10 +25,15 @@
 //! - `bucket_id:` in a group's bucket is checked and dropped, as ovs-ofctl -O OpenFlow13
 //!   does (OF1.3 buckets have no id).
 //!
-//! Not supported (rejected with an error naming them): OpenFlow 1.4+ keywords
-//! (`importance`, `selection_method`), `learn` options `limit` and
-//! `result_dst`, and actions the codec does not model (`multipath`, `bundle`, `sample`,
-//! `enqueue`, `dec_ttl(ids)`, `output(...)`, `strip_vlan`, MPLS...).
+//! - `importance=` (OpenFlow 1.4) and a group's `selection_method=`,
+//!   `selection_method_param=` and `fields(...)` (OpenFlow 1.5) are checked as ovs-ofctl
+//!   checks them and dropped, as ovs-ofctl -O OpenFlow13 does.
+//!
+//! Not supported (rejected with an error naming them): `command_bucket_id`, `learn` options
+//! `limit` and `result_dst`, and actions the codec does not model (`multipath`, `bundle`,
+//! `sample`, `enqueue` (ovs-ofctl -O OpenFlow13 turns it into
+//! `set_queue,output,pop_queue`), `output(...)`, `strip_vlan`, MPLS...). `dec_ttl(ids)` is
+//! refused, as ovs-ofctl -O OpenFlow13 refuses it.
 
 mod actions;
 mod fields;

@@ -265,3 +265,37 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn openflow_1_4_and_1_5_keywords_are_checked_and_dropped_as_ovs_ofctl_does_for_openflow13() {
+    // ovs-ofctl 3.1 -O OpenFlow13 accepts these and sends none of them.
+    let plain = parse_groups("group_id=20,type=select,bucket=actions=output:2").unwrap();
+    for line in [
+        "group_id=20,type=select,selection_method=hash,fields(ip_src,tcp_dst),bucket=actions=output:2",
+        "group_id=20,type=select,selection_method=dp_hash,selection_method_param=7,bucket=actions=output:2",
+        "group_id=20,type=select,selection_method=hash,fields=ip_src,bucket=actions=output:2",
+    ] {
+        assert_eq!(parse_groups(line).unwrap(), plain, "{line}");
+    }
+    for (line, why) in [
+        (
+            "group_id=20,type=select,selection_method=hash,fields(nosuch),bucket=output:2",
+            "unknown field nosuch",
+        ),
+        (
+            "group_id=20,type=select,selection_method_param=7,bucket=output:2",
+            "only allowed with \"selection_method\"",
+        ),
+        (
+            "group_id=20,type=select,fields=ip_src,bucket=output:2",
+            "only be specified with \"selection_method=hash\"",
+        ),
+    ] {
+        let e = parse_groups(line).unwrap_err();
+        assert!(e.to_string().contains(why), "{line}: {e}");
+    }
+    let with = parse_flows("table=70,importance=5,actions=drop").unwrap();
+    assert_eq!(with, parse_flows("table=70,actions=drop").unwrap());
+    let e = parse_flows("table=70,importance=70000,actions=drop").unwrap_err();
+    assert!(e.to_string().contains("importance"), "{e}");
+}

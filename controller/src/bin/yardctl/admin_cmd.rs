@@ -96,7 +96,8 @@ pub enum AdminCommand {
         /// The node the packet enters.
         node: String,
         /// ovs-ofctl microflow (`in_port=NAME,tcp,nw_src=…,nw_dst=…,tp_dst=80`) or
-        /// `from=ns/pod to=ns/pod port=80/TCP`.
+        /// `from=ns/pod to=ns/pod|service:ns/name|IP port=80/TCP`; either may add
+        /// `dp_hash=N` to pick a Service's endpoint as the switch would for that hash.
         packet: String,
         #[command(flatten)]
         server: ServerArgs,
@@ -317,6 +318,7 @@ pub async fn run(command: AdminCommand) -> Result<Exit, Failure> {
                         "owner": s.owner, "effects": s.effects,
                     })).collect::<Vec<_>>(),
                     "verdict": verdict_json(&r.verdict),
+                    "service": r.service,
                     "explanation": r.explanation,
                     "notes": r.notes,
                 }));
@@ -328,6 +330,9 @@ pub async fn run(command: AdminCommand) -> Result<Exit, Failure> {
                         println!("      {e}");
                     }
                 }
+                if !r.service.is_empty() {
+                    println!("service: {}", r.service);
+                }
                 println!("verdict: {}", verdict_text(&r.verdict));
                 println!("{}", r.explanation);
                 for n in &r.notes {
@@ -335,7 +340,10 @@ pub async fn run(command: AdminCommand) -> Result<Exit, Failure> {
                 }
             }
             Ok(match r.verdict {
-                Some(proto::trace_reply::Verdict::Drop(_)) | None => Exit::Differs,
+                Some(
+                    proto::trace_reply::Verdict::Drop(_) | proto::trace_reply::Verdict::Refused(_),
+                )
+                | None => Exit::Differs,
                 Some(_) => Exit::Ok,
             })
         }
@@ -349,6 +357,7 @@ fn verdict_text(v: &Option<proto::trace_reply::Verdict>) -> String {
         Some(V::Tunnel(t)) => format!("tunnel to node {} ({})", t.node, t.remote_ip),
         Some(V::Drop(d)) => format!("dropped: {}", d.reason),
         Some(V::Local(_)) => "delivered to the node's network stack".to_owned(),
+        Some(V::Refused(r)) => r.reason.clone(),
         None => "none (the controller sent no verdict)".to_owned(),
     }
 }
@@ -360,6 +369,7 @@ fn verdict_json(v: &Option<proto::trace_reply::Verdict>) -> Value {
         Some(V::Tunnel(t)) => json!({"kind": "tunnel", "node": t.node, "remote_ip": t.remote_ip}),
         Some(V::Drop(d)) => json!({"kind": "drop", "reason": d.reason}),
         Some(V::Local(_)) => json!({"kind": "local"}),
+        Some(V::Refused(r)) => json!({"kind": "refused", "reason": r.reason}),
         None => Value::Null,
     }
 }
