@@ -259,11 +259,34 @@ impl Bench {
         );
     }
 
-    /// One iperf3 run from the client; Gbit/s received, with the client node's datapath
+    /// CPU seconds both nodes' ovs-vswitchd have used so far (utime + stime).
+    fn vswitchd_cpu_s(&self) -> f64 {
+        [NODE_1, NODE_2]
+            .iter()
+            .map(|n| {
+                let pidfile = self.node(n).dir().join("ovs-vswitchd.pid");
+                let pid = std::fs::read_to_string(pidfile).unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                    .unwrap_or_default();
+                // Fields after the command name (which may hold spaces): state is field 3,
+                // utime and stime are fields 14 and 15.
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                let f: Vec<f64> = rest
+                    .split_whitespace()
+                    .map(|x| x.parse().unwrap_or(0.0))
+                    .collect();
+                (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / clock_ticks()
+            })
+            .sum()
+    }
+
+    /// One iperf3 run from the client: Gbit/s received; both vswitchds' CPU milliseconds
+    /// per Gbit carried (over the whole run, warm-up included); the client node's datapath
     /// counters for the run.
-    fn iperf(&self, dst: Ipv4Addr, secs: usize) -> (f64, String) {
+    fn iperf(&self, dst: Ipv4Addr, secs: usize) -> (f64, f64, String) {
         let ovs = self.node(NODE_1);
         let _ = ovs.appctl(&["dpif-netdev/pmd-stats-clear"]);
+        let cpu0 = self.vswitchd_cpu_s();
         let out = self.pod_exec(
             "client",
             &[
@@ -290,7 +313,9 @@ impl Bench {
                 String::from_utf8_lossy(&out.stderr)
             )
         };
-        (bps / 1e9, datapath_summary(ovs))
+        let cpu = self.vswitchd_cpu_s() - cpu0;
+        let gbit = bps / 1e9 * (secs + 1) as f64;
+        (bps / 1e9, 1000.0 * cpu / gbit, datapath_summary(ovs))
     }
 }
 
@@ -324,6 +349,17 @@ fn datapath_summary(ovs: &switchyard_testbed::OvsSandbox) -> String {
         flows.lines().filter(|l| !l.trim().is_empty()).count(),
         recirc.len()
     )
+}
+
+/// The kernel's clock ticks per second (`/proc/PID/stat` counts CPU time in them).
+fn clock_ticks() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        switchyard_tests::run("getconf", &["CLK_TCK"])
+            .trim()
+            .parse()
+            .unwrap_or(100.0)
+    })
 }
 
 fn tools_missing() -> Vec<&'static str> {
@@ -405,7 +441,7 @@ fn main() {
     );
     std::thread::sleep(Duration::from_millis(500));
     for path in PATHS {
-        let (g, _) = bench.iperf(bench.destination(path, Side::Ours), 1);
+        let (g, _, _) = bench.iperf(bench.destination(path, Side::Ours), 1);
         eprintln!("[dataplane] warm-up {}: {g:.2} Gbit/s", path.name());
     }
     bench.ours_flows = [NODE_1, NODE_2]
@@ -423,6 +459,7 @@ fn main() {
     );
 
     let mut samples: Vec<[Vec<f64>; 2]> = PATHS.iter().map(|_| [vec![], vec![]]).collect();
+    let mut cpu_per_gbit = samples.clone();
     for round in 0..rounds {
         let order = if round % 2 == 0 {
             [Side::Ours, Side::Normal]
@@ -435,11 +472,15 @@ fn main() {
                 bench.to_normal();
                 p
             });
-            for (i, path) in PATHS.into_iter().enumerate() {
-                let (g, dp) = bench.iperf(bench.destination(path, side), secs);
+            // The paths' order rotates too, so none always runs first after a switch.
+            for k in 0..PATHS.len() {
+                let i = (k + round) % PATHS.len();
+                let path = PATHS[i];
+                let (g, cpu, dp) = bench.iperf(bench.destination(path, side), secs);
                 samples[i][usize::from(side == Side::Normal)].push(g);
+                cpu_per_gbit[i][usize::from(side == Side::Normal)].push(cpu);
                 println!(
-                    "round {round} {:<6} {:<10} {g:7.3} Gbit/s  node-1 datapath: {dp}",
+                    "round {round} {:<6} {:<10} {g:7.3} Gbit/s  vswitchd {cpu:6.0} ms CPU/Gbit  node-1 datapath: {dp}",
                     format!("{side:?}").to_lowercase(),
                     path.name()
                 );
@@ -467,6 +508,13 @@ fn main() {
                 .map(|g| format!("{g:.3}"))
                 .collect::<Vec<_>>(),
             ratio(i)
+        );
+        println!(
+            "{}: vswitchd CPU per Gbit (both nodes): ours {:.0} ms, normal {:.0} ms ({:.2}×)",
+            path.name(),
+            mean(&cpu_per_gbit[i][0]),
+            mean(&cpu_per_gbit[i][1]),
+            mean(&cpu_per_gbit[i][0]) / mean(&cpu_per_gbit[i][1])
         );
     }
     println!("dataplane: host load {}", host_load());

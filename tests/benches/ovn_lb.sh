@@ -84,7 +84,7 @@ for ((k = 1; k <= INCR; k++)); do
     nbctl --wait=hv set Load_Balancer "$uuid" "vips:\"$(vip $k):80\"=\"$(backends $k $n)\""
     CHANGE+=" $(secs "$s" "$EPOCHREALTIME")"
     # Confirmed on the switch (untimed): a group's bucket names the new backend.
-    if ofctl dump-groups | grep -qF "$(ip4 10.244 $n):8080"; then CHANGED_OK=$((CHANGED_OK + 1)); fi
+    if grep -qF "$(ip4 10.244 $n):8080" <<<"$(ofctl dump-groups)"; then CHANGED_OK=$((CHANGED_OK + 1)); fi
 done
 stats() { tr ' ' '\n' <<<"$1" | grep . | sort -n |
     awk '{ v[NR] = $1 } END { printf "median=%s min=%s max=%s", v[int((NR + 1) / 2)], v[1], v[NR] }'; }

@@ -41,6 +41,7 @@ use switchyard::source::k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use switchyard::source::k8s_openapi::api::discovery::v1::EndpointSlice;
 use switchyard::source::{Delta, Object};
 use switchyard_tests::bench_core::{BenchCore, env_usize, host_load, median, missing_packages};
+use switchyard_tests::run;
 
 /// The controller binary's allocator (controller/src/main.rs), so the figures are its own.
 #[global_allocator]
@@ -106,6 +107,8 @@ fn endpoints_of(i: usize, m: usize) -> Vec<Ipv4Addr> {
 
 struct Ours {
     realise_s: f64,
+    floor_s: f64,
+    breakdown: String,
     flows: usize,
     groups: usize,
     groups_agent: usize,
@@ -120,6 +123,75 @@ fn group_lines(bc: &BenchCore) -> std::collections::BTreeSet<String> {
         .filter(|l| l.contains("group_id="))
         .map(|l| l.trim().to_owned())
         .collect()
+}
+
+/// What vswitchd alone needs for the same groups and flows: br-int's, dumped, installed
+/// by `ovs-ofctl` into a new empty bridge (`add-groups`, then `--bundle add-flows`), timed.
+/// The floor any controller pays on this switch.
+fn ofctl_floor(bc: &BenchCore) -> f64 {
+    let d = bc.ovs.dir().to_owned();
+    let br_int = bc.ovs.mgmt_target("br-int");
+    let dump = |what: &str| {
+        run(
+            "ovs-ofctl",
+            &["-O", "OpenFlow13", what, "--no-names", &br_int],
+        )
+    };
+    let flows: String = dump("dump-flows")
+        .lines()
+        .filter(|l| l.contains("actions="))
+        .map(|l| {
+            let kept: Vec<&str> = l
+                .split(", ")
+                .filter(|f| {
+                    ![
+                        "duration=",
+                        "n_packets=",
+                        "n_bytes=",
+                        "idle_age=",
+                        "hard_age=",
+                    ]
+                    .iter()
+                    .any(|p| f.trim_start().starts_with(p))
+                })
+                .collect();
+            format!("{}\n", kept.join(", ").trim())
+        })
+        .collect();
+    let groups: String = dump("dump-groups")
+        .lines()
+        .filter(|l| l.contains("group_id="))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    let (ff, gf) = (d.join("floor.flows"), d.join("floor.groups"));
+    std::fs::write(&ff, flows).expect("write floor.flows");
+    std::fs::write(&gf, groups).expect("write floor.groups");
+    let floor = bc.ovs.add_bridge("br-floor");
+    let t = Instant::now();
+    run(
+        "ovs-ofctl",
+        &[
+            "-O",
+            "OpenFlow13",
+            "add-groups",
+            &floor,
+            gf.to_str().expect("utf-8"),
+        ],
+    );
+    run(
+        "ovs-ofctl",
+        &[
+            "-O",
+            "OpenFlow13",
+            "--bundle",
+            "add-flows",
+            &floor,
+            ff.to_str().expect("utf-8"),
+        ],
+    );
+    let took = t.elapsed().as_secs_f64();
+    bc.ovs.vsctl(&["del-br", "br-floor"]);
+    took
 }
 
 async fn ours(services: usize, endpoints: usize, incr: usize) -> Ours {
@@ -147,17 +219,24 @@ async fn ours(services: usize, endpoints: usize, incr: usize) -> Ours {
     }
     let t0 = Instant::now();
     let v = bc.apply(batch).await;
+    let state_s = t0.elapsed().as_secs_f64();
     bc.realised(v, "Services").await;
     let realise_s = t0.elapsed().as_secs_f64();
+    let (agent_took, agent_changes) = bc.last_realisation().unwrap_or_default();
     let flows = bc.flow_count();
     let groups = bc.group_count();
     let groups_agent = bc.agent_state().map_or(0, |s| s.4);
     eprintln!("[ours] realised in {realise_s:.3} s: {flows} flows, {groups} groups on br-int");
+    let breakdown = format!(
+        "state published its version after {state_s:.3} s; the agent's realisation took {:.3} s for {agent_changes} changes",
+        agent_took.as_secs_f64()
+    );
     assert!(
         groups >= services,
         "only {groups} groups on br-int for {services} Services"
     );
 
+    let floor_s = ofctl_floor(&bc);
     let mut incr_s = vec![];
     let mut incr_groups_changed = vec![];
     for k in 1..=incr {
@@ -175,19 +254,20 @@ async fn ours(services: usize, endpoints: usize, incr: usize) -> Ours {
         // Confirmed on the switch (untimed): the group's buckets name the new address.
         let after = group_lines(&bc);
         let changed: Vec<_> = after.difference(&before).collect();
-        let new = format!("{}", addresses[0]);
+        let new = addresses[0];
+        // ovs-ofctl prints a register's value in hex.
+        let bucket = format!("set_field:{:#x}->reg3", u32::from(new));
         assert!(
-            changed.iter().any(|l| l
-                .contains(&format!("set_field:{}->reg3", u32::from(addresses[0])))
-                || l.contains(&format!("set_field:{new}->reg3"))
-                || l.contains(&format!("{:#x}->reg3", u32::from(addresses[0])))),
-            "change {k}: no group on br-int names the new endpoint {new}; changed groups: {changed:?}"
+            changed.iter().any(|l| l.contains(&bucket)),
+            "change {k}: no changed group on br-int has a bucket for the new endpoint {new} ({bucket}); changed groups: {changed:?}"
         );
         incr_groups_changed.push(changed.len());
     }
     drop(bc);
     Ours {
         realise_s,
+        floor_s,
+        breakdown,
         flows,
         groups,
         groups_agent,
@@ -260,7 +340,11 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let o = rt.block_on(ours(services, endpoints, incr));
     drop(rt);
-    println!("ours: realise_s: {:.3}", o.realise_s);
+    println!("ours: realise_s: {:.3} ({})", o.realise_s, o.breakdown);
+    println!(
+        "ours: ofctl_floor_s: {:.3} (the same groups and flows by ovs-ofctl add-groups + --bundle add-flows into an empty bridge)",
+        o.floor_s
+    );
     println!("ours: openflow_flows: {}", o.flows);
     println!(
         "ours: openflow_groups: {} (agent: {})",

@@ -145,6 +145,15 @@ impl BenchCore {
         }
     }
 
+    /// The agent's last realisation: how long it took and how many changes it sent.
+    pub fn last_realisation(&self) -> Option<(Duration, usize)> {
+        let agents = self.core.agents.lock().unwrap();
+        agents
+            .get(&self.node)
+            .and_then(|a| a.status.borrow().last_realisation)
+            .map(|(_, took, changes)| (took, changes))
+    }
+
     /// `ovs-ofctl -O OpenFlow13 SUBCOMMAND` on br-int.
     pub fn ofctl(&self, subcommand: &str) -> String {
         run(
