@@ -25,7 +25,11 @@
 //! delta to its version realised. OVN: NB transactions (by UUID, several LBs per
 //! transaction), then until `ovn-nbctl --wait=hv sync` returns (northd, ovn-controller
 //! and vswitchd done); each change is one `ovn-nbctl --wait=hv set Load_Balancer`.
-//! Both sides' groups and flows are counted with `ovs-ofctl` on br-int afterwards.
+//! Both sides' groups and flows are counted with `ovs-ofctl` on br-int afterwards. Ours is
+//! also split (when the state published the version; how long the agent's realisation
+//! took), and set against a floor: the same groups and flows, dumped from br-int, installed
+//! by `ovs-ofctl add-groups` + `--bundle add-flows` into an empty bridge of the same
+//! vswitchd (untimed for the ratio; it says how much of ours is the switch's own work).
 //!
 //! OVN runs after our side has stopped, so the two never compete for the cores. The last
 //! line is `p7: services=N endpoints=M realise_ratio=X incr_ratio=Y` (ours / OVN's). No
