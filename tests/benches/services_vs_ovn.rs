@@ -111,7 +111,7 @@ fn endpoints_of(i: usize, m: usize) -> Vec<Ipv4Addr> {
 
 struct Ours {
     realise_s: f64,
-    floor_s: f64,
+    floor_s: (f64, f64, f64, usize),
     breakdown: String,
     flows: usize,
     groups: usize,
@@ -131,8 +131,10 @@ fn group_lines(bc: &BenchCore) -> std::collections::BTreeSet<String> {
 
 /// What vswitchd alone needs for the same groups and flows: br-int's, dumped, installed
 /// by `ovs-ofctl` into a new empty bridge (`add-groups`, then `--bundle add-flows`), timed.
-/// The floor any controller pays on this switch.
-fn ofctl_floor(bc: &BenchCore) -> f64 {
+/// The floor any controller pays on this switch. Also timed: the same without the
+/// per-endpoint hairpin flows (EndpointDnat, priority 210), to say what they cost. Returns
+/// (floor, its add-groups part, floor without hairpin flows, hairpin flows).
+fn ofctl_floor(bc: &BenchCore) -> (f64, f64, f64, usize) {
     let d = bc.ovs.dir().to_owned();
     let br_int = bc.ovs.mgmt_target("br-int");
     let dump = |what: &str| {
@@ -141,61 +143,69 @@ fn ofctl_floor(bc: &BenchCore) -> f64 {
             &["-O", "OpenFlow13", what, "--no-names", &br_int],
         )
     };
-    let flows: String = dump("dump-flows")
+    let counters = [
+        "duration=",
+        "n_packets=",
+        "n_bytes=",
+        "idle_age=",
+        "hard_age=",
+    ];
+    let flows: Vec<String> = dump("dump-flows")
         .lines()
         .filter(|l| l.contains("actions="))
         .map(|l| {
-            let kept: Vec<&str> = l
-                .split(", ")
-                .filter(|f| {
-                    ![
-                        "duration=",
-                        "n_packets=",
-                        "n_bytes=",
-                        "idle_age=",
-                        "hard_age=",
-                    ]
-                    .iter()
-                    .any(|p| f.trim_start().starts_with(p))
-                })
-                .collect();
-            format!("{}\n", kept.join(", ").trim())
+            l.split(", ")
+                .filter(|f| !counters.iter().any(|p| f.trim_start().starts_with(p)))
+                .collect::<Vec<_>>()
+                .join(", ")
+                .trim()
+                .to_owned()
         })
         .collect();
+    let hairpin = |l: &String| {
+        l.contains(&format!(
+            "table={},",
+            switchyard::pipeline::Table::EndpointDnat.id()
+        )) && l.contains("priority=210,")
+    };
     let groups: String = dump("dump-groups")
         .lines()
         .filter(|l| l.contains("group_id="))
         .map(|l| format!("{}\n", l.trim()))
         .collect();
-    let (ff, gf) = (d.join("floor.flows"), d.join("floor.groups"));
-    std::fs::write(&ff, flows).expect("write floor.flows");
+    let gf = d.join("floor.groups");
     std::fs::write(&gf, groups).expect("write floor.groups");
-    let floor = bc.ovs.add_bridge("br-floor");
-    let t = Instant::now();
-    run(
-        "ovs-ofctl",
-        &[
-            "-O",
-            "OpenFlow13",
-            "add-groups",
-            &floor,
-            gf.to_str().expect("utf-8"),
-        ],
-    );
-    run(
-        "ovs-ofctl",
-        &[
-            "-O",
-            "OpenFlow13",
+    let install = |name: &str, flows: Vec<&String>| {
+        let ff = d.join(format!("{name}.flows"));
+        let text: String = flows.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&ff, text).expect("write the floor's flows");
+        let bridge = bc.ovs.add_bridge(name);
+        let t = Instant::now();
+        let of = |args: &[&str]| {
+            let mut all = vec!["-O", "OpenFlow13"];
+            all.extend_from_slice(args);
+            run("ovs-ofctl", &all)
+        };
+        of(&["add-groups", &bridge, gf.to_str().expect("utf-8")]);
+        let groups_s = t.elapsed().as_secs_f64();
+        of(&[
             "--bundle",
             "add-flows",
-            &floor,
+            &bridge,
             ff.to_str().expect("utf-8"),
-        ],
-    );
-    let took = t.elapsed().as_secs_f64();
-    bc.ovs.vsctl(&["del-br", "br-floor"]);
-    took
+        ]);
+        let took = t.elapsed().as_secs_f64();
+        bc.ovs.vsctl(&["del-br", name]);
+        (took, groups_s)
+    };
+    let (all, groups_s) = install("br-floor", flows.iter().collect());
+    let (without, _) = install("br-floor2", flows.iter().filter(|l| !hairpin(l)).collect());
+    (
+        all,
+        groups_s,
+        without,
+        flows.iter().filter(|l| hairpin(l)).count(),
+    )
 }
 
 async fn ours(services: usize, endpoints: usize, incr: usize) -> Ours {
@@ -346,8 +356,8 @@ fn main() {
     drop(rt);
     println!("ours: realise_s: {:.3} ({})", o.realise_s, o.breakdown);
     println!(
-        "ours: ofctl_floor_s: {:.3} (the same groups and flows by ovs-ofctl add-groups + --bundle add-flows into an empty bridge)",
-        o.floor_s
+        "ours: ofctl_floor_s: {:.3} (the same groups and flows by ovs-ofctl add-groups + --bundle add-flows into an empty bridge; add-groups {:.3}); without the {} hairpin flows: {:.3}",
+        o.floor_s.0, o.floor_s.1, o.floor_s.3, o.floor_s.2
     );
     println!("ours: openflow_flows: {}", o.flows);
     println!(
