@@ -15,6 +15,9 @@
 # BUNDLE_IDLE_TIMEOUT (180, as ovn-kubernetes sets it), KEEP=1 (keep /tmp/syob-ovn after a
 # successful run; it is always kept after a failure).
 #
+# WORKLOAD=lb runs the Service benchmark's workload instead (benches/ovn_lb.sh, sourced after
+# the sandbox is up); OVN_WORKDIR and OVN_NETNS move the work directory and namespace.
+#
 # Needs root and Debian's openvswitch-switch, ovn-central, ovn-host. Everything lives in
 # /tmp/syob-ovn and talks over unix sockets there; ovs-vswitchd runs in its own network
 # namespace (two userspace vswitchd in one namespace collide on the ovs-netdev tap), so
@@ -45,7 +48,7 @@ set -euo pipefail
 PODS=${PODS:-1000} POLICIES=${POLICIES:-200} PORT_TYPE=${PORT_TYPE:-internal} INCR=${INCR:-5}
 BUNDLE_IDLE_TIMEOUT=${BUNDLE_IDLE_TIMEOUT:-180}   # seconds; ovn-kubernetes sets 180
 ((PODS >= 10 && POLICIES >= 1 && INCR >= 1)) || { echo "need PODS >= 10, POLICIES, INCR >= 1" >&2; exit 2; }
-D=/tmp/syob-ovn NS=syobovn
+D=${OVN_WORKDIR:-/tmp/syob-ovn} NS=${OVN_NETNS:-syobovn}   # the services bench passes its own
 export OVS_RUNDIR=$D OVS_DBDIR=$D OVS_LOGDIR=$D OVS_SYSCONFDIR=$D \
        OVN_RUNDIR=$D OVN_DBDIR=$D OVN_LOGDIR=$D OVN_SYSCONFDIR=$D
 unset OVN_NB_DAEMON
@@ -157,6 +160,12 @@ OVN_NB_DAEMON=$(ovn-nbctl --db="unix:$D/nb.sock" --detach --no-chdir \
 export OVN_NB_DAEMON
 ovn-nbctl --timeout=120 --wait=hv sync   # the chassis is up and has caught up
 watchdog & WATCHDOG=$!
+
+# The services benchmark's workload (WORKLOAD=lb, benches/ovn_lb.sh) shares this sandbox.
+if [[ ${WORKLOAD:-policy} == lb ]]; then
+    source "$(dirname "${BASH_SOURCE[0]}")/ovn_lb.sh"
+    exit 0
+fi
 
 # ---- 2. Generate the workload (not timed) ---------------------------------------------------
 # Commands go one argument per line into chunk files $D/<kind>.NNN; apply() runs each chunk

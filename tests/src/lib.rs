@@ -9,6 +9,7 @@
 //! Does not own: starting or stopping anything itself (the harness does), nor anything
 //! Switchyard-specific. Tests of the product build on this.
 
+pub mod bench_core;
 pub mod cni_node;
 pub mod pki;
 pub mod pod_servers;
