@@ -115,6 +115,9 @@ struct Soak {
     stats: Stats,
     controller_up: bool,
     rt: tokio::runtime::Runtime,
+    /// br-int's ports and the Interface rows before any pod (the gateway and the like).
+    own_ports: BTreeSet<String>,
+    own_interfaces: BTreeSet<String>,
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -131,6 +134,8 @@ impl Soak {
         let names: Vec<String> = (0..pods).map(|i| format!("p{i:03}")).collect();
         let refs: Vec<(&str, &str)> = names.iter().map(|n| (NAMESPACE, n.as_str())).collect();
         let node = CniNode::start(&refs);
+        let own_ports = all_ports(&node);
+        let own_interfaces = all_interfaces(&node);
         let pods = names
             .into_iter()
             .map(|name| Pod {
@@ -147,6 +152,8 @@ impl Soak {
             rng: Rng(seed | 1),
             stats: Stats::default(),
             controller_up: true,
+            own_ports,
+            own_interfaces,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -252,7 +259,8 @@ impl Soak {
         let mut child = self
             .node
             .shim_spawn("ADD", &pod, &container, &netns, &stdin);
-        std::thread::sleep(Duration::from_micros(self.rng.below(40_000)));
+        // Anywhere from before the veth exists to the pod-side configuration.
+        std::thread::sleep(Duration::from_micros(self.rng.below(120_000)));
         let _ = child.kill();
         let out = child.wait_with_output().expect("wait for the killed shim");
         self.stats.adds += 1;
@@ -425,25 +433,29 @@ impl Soak {
             .collect();
         let want_ips: BTreeSet<Ipv4Addr> = want.values().map(|s| s.ip).collect();
         let mut leaks = Leaks::default();
-        let ours = |n: &str| n.starts_with("sy") && n.len() == 14;
         let mut diff = |what: &str, have: BTreeSet<String>, want: &BTreeSet<String>| -> usize {
             for m in want.difference(&have) {
                 leaks.missing.push(format!("{what} {m}"));
             }
+            for l in have.difference(want) {
+                eprintln!("soak: leaked {what} {l}");
+            }
             have.difference(want).count()
         };
-        let ports: BTreeSet<String> = self.node.ports().into_iter().collect();
+        // Everything beyond the node's own, whatever its name: a leak need not look like ours.
+        let ports = &all_ports(&self.node) - &self.own_ports;
         leaks.ports = diff("port", ports, &want_ifaces);
-        let interfaces: BTreeSet<String> = self
-            .node
-            .vsctl(&["--bare", "--columns=name", "list", "Interface"])
-            .lines()
-            .map(str::trim)
-            .filter(|n| ours(n))
-            .map(str::to_owned)
-            .collect();
+        let interfaces = &all_interfaces(&self.node) - &self.own_interfaces;
         leaks.interfaces = diff("interface", interfaces, &want_ifaces);
-        let veths: BTreeSet<String> = self.node.veths().into_iter().collect();
+        let veths: BTreeSet<String> = self
+            .node
+            .ovs
+            .netns
+            .exec(&["ip", "-o", "link", "show", "type", "veth"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .collect();
         leaks.veths = diff("veth", veths, &want_ifaces);
         let flows = self.pod_flows();
         let flow_ips: BTreeSet<String> = flows.keys().map(ToString::to_string).collect();
@@ -540,6 +552,24 @@ impl Soak {
         }
         failed
     }
+}
+
+/// Every port of br-int.
+fn all_ports(node: &CniNode) -> BTreeSet<String> {
+    node.vsctl(&["list-ports", "br-int"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The name of every Interface row.
+fn all_interfaces(node: &CniNode) -> BTreeSet<String> {
+    node.vsctl(&["--bare", "--columns=name", "list", "Interface"])
+        .lines()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn tail(text: &str, lines: usize) -> String {
