@@ -2,7 +2,9 @@
 //! panicking only on a bug. The cargo-fuzz binaries in `fuzz_targets/` call them, and so does
 //! `tests/tests/fuzz_corpus.rs`, which replays every file of `fuzz/corpus/TARGET/` on stable
 //! Rust; both include this file with `#[path]`, so it uses only the public APIs of the
-//! crates and the dependencies both have (bytes, serde_json, tokio-util).
+//! crates and the dependencies both have (bytes, serde_json, tokio-util). The cluster file's
+//! body is in `bodies_controller.rs`: it alone needs the controller crate, whose build
+//! dominates the fuzz build (the other targets build without it: fuzz/README.md).
 //!
 //! Beyond "no panic", each body checks what must hold for any input its decoder accepts:
 //! what we encode decodes again to the same value, and a stream framed in pieces frames the
@@ -12,18 +14,6 @@ use std::collections::HashMap;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
-
-/// A target's body: the raw input in, a panic only on a bug.
-pub type Body = fn(&[u8]);
-
-/// Every target, by the name of its corpus directory and `fuzz_targets/*.rs` file.
-pub const TARGETS: &[(&str, Body)] = &[
-    ("openflow_decode", openflow_decode),
-    ("ovsdb_framer", ovsdb_framer),
-    ("ovsdb_datum", ovsdb_datum),
-    ("cni_request", cni_request),
-    ("cluster_file", cluster_file),
-];
 
 /// OpenFlow: the message decoder on a byte stream (as the connection's framer feeds it) and
 /// message by message; whatever decodes must encode and decode again to the same message.
@@ -217,25 +207,4 @@ pub fn cni_request(data: &[u8]) {
         let again: Reply = serde_json::from_slice(&line).expect("our reply parses");
         assert_eq!(again, reply);
     }
-}
-
-/// The cluster file: parsed, then applied to a fresh network state as the controller does
-/// (every pod on a valid node attached, so IPAM runs too).
-pub fn cluster_file(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let (state, _problems) = switchyard::source::parse_cluster_file(text);
-    let deltas =
-        switchyard::source::diff_states(&switchyard::source::ClusterState::default(), &state);
-    let mut network = switchyard::state::NetworkState::new();
-    let _ = network.apply(deltas);
-    let keys: Vec<_> = state.pods.keys().cloned().collect();
-    for (n, key) in keys.iter().enumerate() {
-        let _ = network.attach(key, &format!("sy{n:012x}"), &format!("c{n}"));
-    }
-    // Everything gone again: the state must take the deletes as well.
-    let back =
-        switchyard::source::diff_states(&state, &switchyard::source::ClusterState::default());
-    let _ = network.apply(back);
 }

@@ -1,8 +1,8 @@
-//! cargo-fuzz target: [`bodies::cluster_file`] (see fuzz/bodies.rs and fuzz/README.md).
+//! cargo-fuzz target: [`bodies_controller::cluster_file`] (see fuzz/bodies_controller.rs and
+//! fuzz/README.md).
 #![no_main]
 
-#[allow(dead_code)] // each binary uses one body
-#[path = "../bodies.rs"]
-mod bodies;
+#[path = "../bodies_controller.rs"]
+mod bodies_controller;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::cluster_file(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies_controller::cluster_file(data));
