@@ -318,7 +318,10 @@ impl Soak {
         match mid_add {
             Some(i) => {
                 // Killed while an ADD waits on it: the ADD fails and the runtime's DEL
-                // cannot reach it either.
+                // cannot reach it either. (A pod that is up restarts: DEL first.)
+                if let Some(sandbox) = self.pods[i].sandbox.clone() {
+                    self.runtime_del(i, sandbox.container, None);
+                }
                 let container = self.new_container(i);
                 let (pod, netns) = (self.pod_ref(i), self.netns_path(i));
                 let stdin = self.node.conf(&[]);
@@ -606,9 +609,7 @@ fn soak(default_cycles: u64, default_pods: u64) {
         done = cycle;
         let i = 1 + soak.rng.below(pods as u64 - 1) as usize;
         if cycle % controller_every == controller_every / 2 {
-            let mid_add = (soak.stats.controller_restarts % 2 == 1
-                && soak.pods[i].sandbox.is_none())
-            .then_some(i);
+            let mid_add = (soak.stats.controller_restarts % 2 == 1).then_some(i);
             soak.restart_controller(mid_add);
         } else {
             if cycle % vswitchd_every == 0 {
