@@ -16,7 +16,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 /// OpenFlow: the message decoder on a byte stream (as the connection's framer feeds it) and
-/// message by message; whatever decodes must encode and decode again to the same message.
+/// message by message; whatever decodes must encode, decode again, and encode to the same
+/// bytes.
 pub fn openflow_decode(data: &[u8]) {
     let mut codec = openflow::conn::OfCodec;
     let mut stream = BytesMut::from(data);
@@ -62,8 +63,18 @@ fn reencode(xid: u32, message: &openflow::Message) {
     let (xid2, message2) = openflow::Message::decode(&mut again)
         .unwrap_or_else(|e| panic!("our own encoding of {message:?} does not decode: {e}"));
     assert_eq!(xid2, xid);
-    assert_eq!(&message2, message, "encode → decode changed the message");
     assert_eq!(again.remaining(), 0, "our encoding has trailing bytes");
+    // Not `message2 == message`: decoding is lossy where the wire is not ours to fix (a port
+    // name that is not UTF-8 decodes to replacement characters, which no longer fit its 16
+    // bytes; corpus/openflow_decode/regression-port-name-not-utf8). After one trip through
+    // our encoding, though, nothing may change any more.
+    let bytes2 = message2.to_bytes(xid2).unwrap_or_else(|e| {
+        panic!("{message2:?}, decoded from our encoding, does not encode: {e}")
+    });
+    assert_eq!(
+        bytes2, bytes,
+        "encode → decode → encode changed the bytes of {message2:?}"
+    );
 }
 
 /// OVSDB JSON-RPC framing: the same frames whether the stream arrives at once or in pieces
