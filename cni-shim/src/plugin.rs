@@ -180,11 +180,33 @@ fn short_message(e: &Error) -> &'static str {
     }
 }
 
-fn run(
+/// A runtime's request, read and validated: nothing on the node or the controller has been
+/// touched yet. [`parse_request`] makes it; [`execute`] carries it out.
+#[derive(Debug)]
+pub struct Parsed {
+    command: Command,
+    /// None for VERSION, which reads no configuration.
+    conf: Option<NetConf>,
+    timeout: Duration,
+    /// ADD, DEL and CHECK: the per-container variables.
+    invocation: Option<Invocation>,
+}
+
+impl Parsed {
+    /// The command requested.
+    pub fn command(&self) -> Command {
+        self.command
+    }
+}
+
+/// Reads and validates `CNI_*` variables and the configuration on stdin (CNI SPEC.md, section
+/// 2), as [`execute`] does before it acts. `version` becomes the configuration's version once
+/// it is known to be supported (errors are printed in it).
+pub fn parse_request(
     var: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
     version: &mut String,
-) -> Result<String, Error> {
+) -> Result<Parsed, Error> {
     let command_text = var("CNI_COMMAND").ok_or(Error::MissingEnv("CNI_COMMAND"))?;
     let command = Command::parse(&command_text).ok_or_else(|| Error::InvalidEnv {
         var: "CNI_COMMAND",
@@ -193,7 +215,12 @@ fn run(
     })?;
     if command == Command::Version {
         // VERSION takes no configuration worth reading (CNI SPEC.md, VERSION).
-        return Ok(version_json());
+        return Ok(Parsed {
+            command,
+            conf: None,
+            timeout: Duration::ZERO,
+            invocation: None,
+        });
     }
     let conf = read_config(stdin)?;
     if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
@@ -220,15 +247,38 @@ fn run(
             reason: "must be at least 1".into(),
         });
     }
-    match command {
-        Command::Add => add(&Invocation::read(var, true)?, &conf, timeout),
-        Command::Del => del(&Invocation::read(var, false)?, &conf, timeout).map(|()| String::new()),
-        Command::Check => {
-            check(&Invocation::read(var, true)?, &conf, timeout).map(|()| String::new())
+    let invocation = match command {
+        Command::Add | Command::Check => Some(Invocation::read(var, true)?),
+        Command::Del => Some(Invocation::read(var, false)?),
+        Command::Status | Command::Gc | Command::Version => None,
+    };
+    Ok(Parsed {
+        command,
+        conf: Some(conf),
+        timeout,
+        invocation,
+    })
+}
+
+fn run(
+    var: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    version: &mut String,
+) -> Result<String, Error> {
+    let parsed = parse_request(var, stdin, version)?;
+    let (Some(conf), timeout) = (parsed.conf, parsed.timeout) else {
+        return Ok(version_json());
+    };
+    let inv = parsed.invocation.as_ref();
+    match (parsed.command, inv) {
+        (Command::Add, Some(inv)) => add(inv, &conf, timeout),
+        (Command::Del, Some(inv)) => del(inv, &conf, timeout).map(|()| String::new()),
+        (Command::Check, Some(inv)) => check(inv, &conf, timeout).map(|()| String::new()),
+        (Command::Status, _) => status(&conf, timeout).map(|()| String::new()),
+        (Command::Gc, _) => gc(&conf, timeout).map(|()| String::new()),
+        (Command::Version, _) | (Command::Add | Command::Del | Command::Check, None) => {
+            Ok(version_json())
         }
-        Command::Status => status(&conf, timeout).map(|()| String::new()),
-        Command::Gc => gc(&conf, timeout).map(|()| String::new()),
-        Command::Version => Ok(version_json()),
     }
 }
 
@@ -315,6 +365,7 @@ fn version_lt(a: &str, b: &str) -> bool {
 }
 
 /// The per-container variables of ADD, DEL and CHECK.
+#[derive(Debug)]
 struct Invocation {
     container_id: String,
     netns: Option<String>,

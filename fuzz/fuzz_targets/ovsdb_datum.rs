@@ -1,0 +1,8 @@
+//! cargo-fuzz target: [`bodies::ovsdb_datum`] (see fuzz/bodies.rs and fuzz/README.md).
+#![no_main]
+
+#[allow(dead_code)] // each binary uses one body
+#[path = "../bodies.rs"]
+mod bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::ovsdb_datum(data));
