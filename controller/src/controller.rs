@@ -62,6 +62,8 @@ pub struct Config {
     pub metrics: crate::admin::metrics::MetricsConfig,
     /// Allow plaintext TCP listeners beyond loopback (`--insecure-listen`; see `listen`).
     pub insecure_listen: bool,
+    /// NetworkPolicy audit logging (`--policy-audit*`).
+    pub audit: crate::audit::AuditConfig,
 }
 
 pub(crate) struct Shared {
@@ -70,6 +72,7 @@ pub(crate) struct Shared {
     pub(crate) state: StateHandle,
     pub(crate) agents: Arc<Mutex<BTreeMap<String, Agent>>>,
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
+    pub(crate) audit: Arc<crate::audit::AuditLog>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -204,8 +207,10 @@ impl Core {
             snapshots,
         };
         let agents = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut network = NetworkState::new();
+        network.set_policy_audit_all(agent_config.audit.config.all_policies);
         let task = tokio::spawn(state_task(
-            NetworkState::new(),
+            network,
             deltas,
             command_rx,
             snapshot_tx,
@@ -268,6 +273,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
     let admin = crate::admin::bind(&config.admin).await?;
     let metrics = crate::admin::metrics::bind(&config.metrics).await?;
     let telemetry = Arc::new(crate::telemetry::Telemetry::default());
+    let audit = Arc::new(crate::audit::AuditLog::new(config.audit.clone()).map_err(Error::Config)?);
     let core = Core::start(
         AgentConfig {
             switch_db: SwitchDb::Ovsdb(config.ovsdb_template.clone()),
@@ -279,6 +285,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
             )),
             shared: Default::default(),
             telemetry: telemetry.clone(),
+            audit: audit.clone(),
         },
         deltas,
     );
@@ -304,6 +311,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
         state: core.state.clone(),
         agents: core.agents.clone(),
         telemetry,
+        audit,
     });
     let core = Arc::new(core);
     let accept = {

@@ -91,6 +91,21 @@ struct ControllerArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Audit every NetworkPolicy: log each new connection its rules allow or its
+    /// isolation denies (without this flag, only policies annotated
+    /// switchyard.io/audit: "true"). Lines go to the log target switchyard::audit.
+    #[arg(long)]
+    policy_audit: bool,
+    /// Audit packet-ins per second and node (the audit meter's rate); connections
+    /// beyond it are enforced but not logged.
+    #[arg(long, default_value_t = switchyard::audit::DEFAULT_RATE)]
+    policy_audit_rate: u32,
+    /// The audit meter's burst, packets.
+    #[arg(long, default_value_t = switchyard::audit::DEFAULT_BURST)]
+    policy_audit_burst: u32,
+    /// Also append every audit line to this file.
+    #[arg(long, value_name = "FILE")]
+    policy_audit_file: Option<PathBuf>,
     /// Where the admin API (gRPC, what yardctl talks to) listens: a unix socket (PATH or
     /// unix:PATH), or tcp:IP:PORT — with mutual TLS (--admin-tls-*), or plaintext on a
     /// loopback address only.
@@ -228,6 +243,12 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         admin,
         metrics,
         insecure_listen: args.insecure_listen,
+        audit: switchyard::audit::AuditConfig {
+            all_policies: args.policy_audit,
+            rate: args.policy_audit_rate,
+            burst: args.policy_audit_burst,
+            file: args.policy_audit_file,
+        },
     };
     let result = runtime.block_on(async {
         switchyard::listen::check_listeners(&config)?;
