@@ -75,6 +75,8 @@ pub struct AgentConfig {
     pub shared: Arc<SharedFlows>,
     /// Where the agents report realisations, errors and drift (metrics, `WatchEvents`).
     pub telemetry: Arc<Telemetry>,
+    /// NetworkPolicy audit logging: the audit meter's settings, where audit lines go.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// The flows every agent would otherwise compute alike: one per remote node, the same on
@@ -892,9 +894,11 @@ impl Worker {
                 ..FlowSide::default()
             };
             ensure_reject_meter(conn, node).await;
+            crate::audit::ensure_meter(conn, node, &self.config.audit).await;
             let (tx, rx) = mpsc::unbounded_channel();
             flows.tampered = Some(rx);
-            flows._watcher = watch_foreign_changes(conn, tx, node).await;
+            let audit = (self.config.audit.clone(), self.state.clone());
+            flows._watcher = watch_foreign_changes(conn, tx, node, audit).await;
         }
         if flows.read_at.is_none_or(|t| t.elapsed() >= REREAD_INTERVAL) {
             flows.installed = None;
@@ -1096,6 +1100,7 @@ async fn watch_foreign_changes(
     conn: &openflow::Connection,
     tx: mpsc::UnboundedSender<(FlowKey, bool)>,
     node: &str,
+    (audit, state): (Arc<crate::audit::AuditLog>, Arc<dyn StatePort>),
 ) -> Option<AbortOnDrop> {
     use openflow::message::flow_monitor::flags as fm;
     use openflow::{FlowMonitorRequest, FlowUpdate, FlowUpdateEvent, MultipartReplyBody};
@@ -1111,6 +1116,8 @@ async fn watch_foreign_changes(
     let node = node.to_owned();
     let conn = conn.clone();
     Some(AbortOnDrop(tokio::spawn(async move {
+        // Started by the first audit packet-in: reads the audit meter's drops.
+        let mut _audit_meter: Option<AbortOnDrop> = None;
         while let Some(message) = events.recv().await {
             match message {
                 Message::PacketIn(p)
@@ -1118,6 +1125,14 @@ async fn watch_foreign_changes(
                         == Some(crate::pipeline::CookieCategory::Service) =>
                 {
                     refuse(&conn, &node, &p);
+                }
+                Message::PacketIn(p) if crate::audit::is_audit(p.cookie) => {
+                    audit.packet_in(&node, p.cookie, &p.data, &state.snapshot());
+                    _audit_meter.get_or_insert_with(|| {
+                        let poll =
+                            crate::audit::poll_meter(conn.clone(), node.clone(), audit.clone());
+                        AbortOnDrop(tokio::spawn(poll))
+                    });
                 }
                 Message::FlowRemoved(r) if crate::pipeline::switch_made(r.cookie) => {}
                 Message::FlowRemoved(r) => {

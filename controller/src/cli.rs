@@ -100,6 +100,21 @@ pub struct ControllerArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Audit every NetworkPolicy: log each new connection its rules allow or its
+    /// isolation denies (without this flag, only policies annotated
+    /// switchyard.io/audit: "true"). Lines go to the log target switchyard::audit.
+    #[arg(long)]
+    pub policy_audit: bool,
+    /// Audit packet-ins per second and node (the audit meter's rate); connections
+    /// beyond it are enforced but not logged.
+    #[arg(long, default_value_t = crate::audit::DEFAULT_RATE)]
+    pub policy_audit_rate: u32,
+    /// The audit meter's burst, packets.
+    #[arg(long, default_value_t = crate::audit::DEFAULT_BURST)]
+    pub policy_audit_burst: u32,
+    /// Also append every audit line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub policy_audit_file: Option<PathBuf>,
     /// Where the admin API (gRPC, what yardctl talks to) listens: a unix socket (PATH or
     /// unix:PATH), or tcp:IP:PORT — with mutual TLS (--admin-tls-*), or plaintext on a
     /// loopback address only.

@@ -65,6 +65,8 @@ pub struct Config {
     /// The controller's TLS identity on the switch channels (`--switch-tls-*`): needed by
     /// a `pssl:` OpenFlow listener and an `ssl:` OVSDB template.
     pub switch_tls: Option<switchyard_tls::TlsFiles>,
+    /// NetworkPolicy audit logging (`--policy-audit*`).
+    pub audit: crate::audit::AuditConfig,
 }
 
 pub(crate) struct Shared {
@@ -73,6 +75,7 @@ pub(crate) struct Shared {
     pub(crate) state: StateHandle,
     pub(crate) agents: Arc<Mutex<BTreeMap<String, Agent>>>,
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
+    pub(crate) audit: Arc<crate::audit::AuditLog>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -207,8 +210,10 @@ impl Core {
             snapshots,
         };
         let agents = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut network = NetworkState::new();
+        network.set_policy_audit_all(agent_config.audit.config.all_policies);
         let task = tokio::spawn(state_task(
-            NetworkState::new(),
+            network,
             deltas,
             command_rx,
             snapshot_tx,
@@ -300,6 +305,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
         }
         _ => SwitchDb::Ovsdb(config.ovsdb_template.clone()),
     };
+    let audit = Arc::new(crate::audit::AuditLog::new(config.audit.clone()).map_err(Error::Config)?);
     let core = Core::start(
         AgentConfig {
             switch_db,
@@ -311,6 +317,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
             )),
             shared: Default::default(),
             telemetry: telemetry.clone(),
+            audit: audit.clone(),
         },
         deltas,
     );
@@ -340,6 +347,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
         state: core.state.clone(),
         agents: core.agents.clone(),
         telemetry,
+        audit,
     });
     let core = Arc::new(core);
     let accept = {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod cli;
 pub mod cni_server;
 pub mod controller;

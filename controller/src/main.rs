@@ -132,7 +132,11 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let switch_tls = match (args.switch_tls_ca, args.switch_tls_cert, args.switch_tls_key) {
+    let switch_tls = match (
+        args.switch_tls_ca,
+        args.switch_tls_cert,
+        args.switch_tls_key,
+    ) {
         (Some(ca), Some(certificate), Some(private_key)) => Some(switchyard_tls::TlsFiles {
             ca,
             certificate,
@@ -159,6 +163,12 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         metrics,
         insecure_listen: args.insecure_listen,
         switch_tls,
+        audit: switchyard::audit::AuditConfig {
+            all_policies: args.policy_audit,
+            rate: args.policy_audit_rate,
+            burst: args.policy_audit_burst,
+            file: args.policy_audit_file,
+        },
     };
     let result = runtime.block_on(async {
         switchyard::listen::check_listeners(&config)?;

@@ -146,6 +146,14 @@ pub const REJECT_METER_PPS: u32 = 200;
 /// Its burst size (packets).
 pub const REJECT_METER_BURST: u32 = 200;
 
+/// The meter that bounds the packet-ins of NetworkPolicy audit logging (`crate::audit`):
+/// its rate and burst are the controller's `--policy-audit-rate` and
+/// `--policy-audit-burst`; the node agent installs it when br-int connects.
+pub const AUDIT_METER_ID: u32 = 2;
+/// Bytes of each audited packet sent to the controller: Ethernet, IPv4 with options and
+/// the L4 ports fit.
+pub const AUDIT_MAX_LEN: u16 = 128;
+
 /// Values of [`REG_SOURCE_CLASS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -238,8 +246,9 @@ pub enum CookieCategory {
     RemoteNode = 4,
     /// NetworkPolicy's fixed flows: est/rel bypass, the node's own traffic (owner = 0).
     PolicyBase = 5,
-    /// A NetworkPolicy rule's `conj_id` flow (owner = the conjunction id, which names the
-    /// policy and rule; the controller logs the mapping).
+    /// A NetworkPolicy rule's `conj_id` flow, and an audited one-clause rule's direct allow
+    /// (owner = the conjunction id, which names the policy and rule; the controller logs
+    /// the mapping).
     PolicyRule = 6,
     /// A pod's policy flows as a selected pod: clauses, direct allows, default drop
     /// (bit 32 = direction, 1 for egress; owner = the pod's address).

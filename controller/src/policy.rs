@@ -25,6 +25,11 @@ use crate::source::ObjectKey;
 /// The label the API server puts on every Namespace (Kubernetes ≥ 1.21): its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The NetworkPolicy annotation that turns on audit logging of the connections its rules
+/// allow and its isolation denies (value `"true"`; anything else, or no annotation, is off,
+/// as Antrea's `networkpolicy.antrea.io/enable-logging`). See `crate::audit`.
+pub const AUDIT_ANNOTATION: &str = "switchyard.io/audit";
+
 /// Labels, sorted by key (as [`crate::model::PodModel::labels`]).
 pub type Labels = Vec<(String, String)>;
 
@@ -251,6 +256,9 @@ pub struct PolicyModel {
     pub ingress: Option<Vec<Rule>>,
     /// Egress rules when the policy isolates for egress.
     pub egress: Option<Vec<Rule>>,
+    /// New connections it allows or denies are logged ([`AUDIT_ANNOTATION`], or the
+    /// controller's `--policy-audit` for every policy).
+    pub audit: bool,
 }
 
 impl PolicyModel {
@@ -329,6 +337,12 @@ pub fn policy_model(key: &ObjectKey, np: &NetworkPolicy) -> Result<PolicyModel, 
         pod_selector,
         ingress: has_ingress.then_some(ingress),
         egress: has_egress.then_some(egress),
+        audit: np
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(AUDIT_ANNOTATION))
+            .is_some_and(|v| v == "true"),
     })
 }
 

@@ -261,6 +261,7 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
             )),
             shared: Default::default(),
             telemetry: Default::default(),
+            audit: Default::default(),
         },
         delta_rx,
     ));

@@ -61,6 +61,7 @@ impl BenchCore {
                 )),
                 shared: Default::default(),
                 telemetry: Default::default(),
+                audit: Default::default(),
             },
             delta_rx,
         ));

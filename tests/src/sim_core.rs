@@ -43,6 +43,7 @@ impl SimulatedCore {
                 )),
                 shared: Default::default(),
                 telemetry: Default::default(),
+                audit: Default::default(),
             },
             delta_rx,
         ));

@@ -133,8 +133,17 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        m.encode(),
+        with_audit(m.encode(), &shared.audit.encode_metrics()),
     )
+}
+
+/// The controller's metrics with the audit metrics (`crate::audit`) before the final
+/// `# EOF`.
+fn with_audit(main: String, audit: &str) -> String {
+    match main.strip_suffix("# EOF\n") {
+        Some(head) => format!("{head}{audit}# EOF\n"),
+        None => main + audit,
+    }
 }
 
 /// 200 once the source is synced, every kind in sync and every reachable node (its OVSDB

@@ -116,12 +116,13 @@ pub fn flows(owner: &PolicyOwner, ctx: &NodeContext<'_>, flows: &mut Vec<Flow>) 
                 && s.policy_on(&rule.policy, &ctx.node.name)
                 && clauses(r, rule.direction) > 1
             {
+                let audited = s.policy(&rule.policy).is_some_and(|p| p.audit);
                 flows.push(flow(
                     table(rule.direction),
                     PRIORITY_CONJ,
                     ids::policy_rule_cookie(id),
                     matching([MatchField::u32(Field::ConjId, id)]),
-                    vec![goto(next(rule.direction))],
+                    allow(next(rule.direction), audited),
                 ));
             }
         }
@@ -138,8 +139,32 @@ struct Merged {
 
 enum Kind {
     Conj(std::collections::BTreeSet<(u32, u8, u8)>),
-    Allow(Table),
-    Drop,
+    /// Go on to the table; audited: a copy to the controller first.
+    Allow(Table, bool),
+    /// The default drop; audited: a copy to the controller.
+    Drop(bool),
+}
+
+/// The copy of an audited packet for the controller (`crate::audit`): the first
+/// `AUDIT_MAX_LEN` bytes, through the audit meter, which limits the copies only — the
+/// packet itself goes on whatever the meter decides. Only a connection's first packet
+/// (ct_state +new) reaches a rule or drop flow: the established and related ones bypass
+/// them at [`PRIORITY_BYPASS`].
+fn audit_copy() -> Action {
+    Action::Controller2(openflow::Controller2 {
+        max_len: Some(AUDIT_MAX_LEN),
+        meter_id: Some(AUDIT_METER_ID),
+        ..Default::default()
+    })
+}
+
+/// The instructions that allow: go on to `next`, after a copy to the controller if audited.
+fn allow(next: Table, audited: bool) -> Vec<Instruction> {
+    if audited {
+        vec![apply(vec![audit_copy()]), goto(next)]
+    } else {
+        vec![goto(next)]
+    }
 }
 
 impl Merged {
@@ -154,7 +179,19 @@ impl Merged {
     }
 
     fn other(&mut self, t: Table, priority: u16, cookie: u64, m: Vec<MatchField>, k: Kind) {
-        self.flows.entry((t, priority, m)).or_insert((cookie, k));
+        let audited = matches!(k, Kind::Allow(_, true) | Kind::Drop(true));
+        let e = self.flows.entry((t, priority, m)).or_insert((cookie, k));
+        // A flow shared by several rules is audited when one of them is, and then names
+        // (by its cookie) an audited one.
+        if audited {
+            match &mut e.1 {
+                Kind::Allow(_, a) | Kind::Drop(a) if !*a => {
+                    *a = true;
+                    e.0 = cookie;
+                }
+                _ => {}
+            }
+        }
     }
 
     fn into_flows(self, out: &mut Vec<Flow>) {
@@ -169,8 +206,9 @@ impl Merged {
                         })
                         .collect(),
                 )],
-                Kind::Allow(next) => vec![goto(next)],
-                Kind::Drop => vec![],
+                Kind::Allow(next, audited) => allow(next, audited),
+                Kind::Drop(true) => vec![apply(vec![audit_copy()])],
+                Kind::Drop(false) => vec![],
             };
             out.push(flow(t, priority, cookie, matching(m), instructions));
         }
@@ -261,11 +299,13 @@ fn target(d: Direction, key: &ObjectKey, ctx: &NodeContext<'_>, out: &mut Merged
     };
     let base = ip_net(own, crate::policy::host(ip));
     let mut isolated = false;
+    let mut audited = false;
     for policy in s.policies_selecting(key) {
         let Some(rules) = policy.rules(d) else {
             continue;
         };
         isolated = true;
+        audited |= policy.audit;
         for (i, rule) in rules.iter().enumerate() {
             let rk = RuleKey {
                 policy: policy.key.clone(),
@@ -284,7 +324,14 @@ fn target(d: Direction, key: &ObjectKey, ctx: &NodeContext<'_>, out: &mut Merged
             };
             for m in matches {
                 if n == 1 {
-                    out.other(t, PRIORITY_DIRECT, cookie, m, Kind::Allow(next(d)));
+                    // An audited direct allow names its rule (its cookie is the rule's), as
+                    // a conj_id flow does: the controller logs which rule allowed.
+                    let (c, a) = if policy.audit {
+                        (ids::policy_rule_cookie(id), true)
+                    } else {
+                        (cookie, false)
+                    };
+                    out.other(t, PRIORITY_DIRECT, c, m, Kind::Allow(next(d), a));
                 } else {
                     out.conj(t, cookie, m, id, 1, n);
                 }
@@ -292,7 +339,7 @@ fn target(d: Direction, key: &ObjectKey, ctx: &NodeContext<'_>, out: &mut Merged
         }
     }
     if isolated {
-        out.other(t, PRIORITY_ISOLATED, cookie, base, Kind::Drop);
+        out.other(t, PRIORITY_ISOLATED, cookie, base, Kind::Drop(audited));
     }
 }
 

@@ -268,9 +268,17 @@ pub struct NetworkState {
     /// Pods whose model, address or presence changed in the batch being applied: their
     /// policy memberships are brought up to date before the change set is finished.
     touched_pods: BTreeMap<ObjectKey, String>,
+    /// Every NetworkPolicy is audited, annotated or not (`--policy-audit`).
+    policy_audit_all: bool,
 }
 
 impl NetworkState {
+    /// Audit every NetworkPolicy applied from now on (`--policy-audit`), not only those
+    /// with the annotation `crate::policy::AUDIT_ANNOTATION`.
+    pub fn set_policy_audit_all(&mut self, all: bool) {
+        self.policy_audit_all = all;
+    }
+
     /// An empty state.
     pub fn new() -> NetworkState {
         NetworkState::default()

@@ -90,7 +90,8 @@ pub(crate) struct PolicyIndex {
     pod_ip: OrdMap<ObjectKey, Ipv4Addr>,
     ip_pod: OrdMap<Ipv4Addr, ObjectKey>,
     conj_ids: OrdMap<RuleKey, u32>,
-    used_ids: OrdSet<u32>,
+    /// The rule holding each conjunction id (what an audit packet-in's cookie names).
+    used_ids: OrdMap<u32, RuleKey>,
     by_anchor: OrdMap<Anchor, OrdSet<Selecting>>,
 }
 
@@ -240,6 +241,11 @@ impl Snapshot {
         self.policy.conj_ids.get(key).copied()
     }
 
+    /// The rule holding a conjunction id.
+    pub fn rule_with_conj_id(&self, id: u32) -> Option<&RuleKey> {
+        self.policy.used_ids.get(&id)
+    }
+
     /// The pods a rule's peers hold.
     pub fn rule_peer_pods(&self, key: &RuleKey) -> impl Iterator<Item = &ObjectKey> {
         self.policy.rule_peers.get(key).into_iter().flatten()
@@ -368,7 +374,8 @@ impl NetworkState {
                 None
             }
             Some(np) => match policy_model(key, np) {
-                Ok(m) => {
+                Ok(mut m) => {
+                    m.audit |= self.policy_audit_all;
                     self.clear_problem(Kind::NetworkPolicy, key);
                     Some(m)
                 }
@@ -745,10 +752,10 @@ impl NetworkState {
             // Conjunction id.
             let name = format!("{}/{}/{}", rule.policy, rule.direction.field(), rule.index);
             let mut id = fnv1a(&name);
-            while id == 0 || self.snap.policy.used_ids.contains(&id) {
+            while id == 0 || self.snap.policy.used_ids.contains_key(&id) {
                 id = id.wrapping_add(1);
             }
-            self.snap.policy.used_ids.insert(id);
+            self.snap.policy.used_ids.insert(id, rule.clone());
             self.snap.policy.conj_ids.insert(rule.clone(), id);
             for b in rule_blocks(r, rule.direction) {
                 self.snap

@@ -1277,3 +1277,145 @@ fn an_invalid_update_keeps_the_last_good_policy_and_names_the_field() {
         split(to).0 != "x" || (proto == Protocol::Tcp && port == 81)
     });
 }
+
+/// The audit action of a flow: `controller(max_len=128,meter_id=2)` first in its actions.
+fn audit_copy_of(f: &Flow) -> bool {
+    f.instructions.iter().any(|i| {
+        matches!(i, Instruction::ApplyActions(a) if a.iter().any(|a| matches!(a,
+            Action::Controller2(c) if c.meter_id == Some(AUDIT_METER_ID)
+                && c.max_len == Some(AUDIT_MAX_LEN))))
+    })
+}
+
+#[test]
+fn an_audited_policy_copies_its_allows_and_default_drops_to_the_controller() {
+    use serde_json::json;
+    let mut m = Model::new();
+    let audited = |name: &str, audit: Option<&str>, spec: serde_json::Value| {
+        let mut p = policy_json("x", name, spec);
+        if let Some(v) = audit {
+            p["metadata"]["annotations"] = json!({crate::policy::AUDIT_ANNOTATION: v});
+        }
+        p
+    };
+    // x/a: ingress from y (conjunction), audited; x/b: ingress from anywhere on 80 (a
+    // direct allow), audited; x/c: isolated, not audited ("yes" is not "true").
+    m.apply(vec![
+        audited(
+            "a",
+            Some("true"),
+            json!({"podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+        ),
+        audited(
+            "b",
+            Some("true"),
+            json!({"podSelector": {"matchLabels": {"pod": "b"}},
+            "ingress": [{"ports": [{"port": 80}]}]}),
+        ),
+        audited(
+            "c",
+            Some("yes"),
+            json!({"podSelector": {"matchLabels": {"pod": "c"}}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+        ),
+    ]);
+    // Auditing changes no verdict.
+    m.check("audited", |from, to, proto, port| match to {
+        "x/a" => split(from).0 == "y",
+        "x/b" => port == 80 && proto == Protocol::Tcp,
+        "x/c" => split(from).0 == "x",
+        _ => true,
+    });
+    let snap = m.state.snapshot();
+    let rule = |name: &str| RuleKey {
+        policy: ObjectKey::new("x", name),
+        direction: Direction::Ingress,
+        index: 0,
+    };
+    let ip = |p: &str| snap.attachment(&ObjectKey::new("x", p)).unwrap().ip;
+    for (node, pod, audited) in [("n1", "a", true), ("n2", "b", true), ("n3", "c", false)] {
+        let flows = m.node_flows(node);
+        let id = snap.conj_id(&rule(pod)).unwrap();
+        let drop = flows
+            .iter()
+            .find(|f| {
+                f.table == Table::IngressRule
+                    && f.priority == PRIORITY_ISOLATED
+                    && f.cookie == ids::policy_target_cookie(Direction::Ingress, ip(pod))
+            })
+            .unwrap_or_else(|| panic!("{node}: x/{pod}'s default drop"));
+        assert_eq!(
+            audit_copy_of(drop),
+            audited,
+            "{node}: x/{pod}'s drop: {drop:?}"
+        );
+        // The allow: a conj_id flow (a, c) or a direct allow (b) with the rule's cookie.
+        let allows: Vec<&Flow> = flows
+            .iter()
+            .filter(|f| {
+                f.table == Table::IngressRule
+                    && f.instructions
+                        .iter()
+                        .any(|i| matches!(i, Instruction::GotoTable(_)))
+                    && (f.match_.get(Field::ConjId).is_some() || f.priority == PRIORITY_DIRECT)
+            })
+            .collect();
+        assert!(!allows.is_empty(), "{node}: x/{pod} has allow flows");
+        for f in allows {
+            assert_eq!(audit_copy_of(f), audited, "{node}: {f:?}");
+            if audited {
+                assert_eq!(
+                    f.cookie,
+                    ids::policy_rule_cookie(id),
+                    "names the rule: {f:?}"
+                );
+                assert!(
+                    matches!(f.instructions.last(), Some(Instruction::GotoTable(_))),
+                    "the packet goes on after its copy: {f:?}"
+                );
+            }
+        }
+        // Nothing else of the pipeline goes to the controller through the audit meter.
+        assert!(
+            flows
+                .iter()
+                .filter(|f| audit_copy_of(f))
+                .all(|f| matches!(f.table, Table::IngressRule | Table::EgressRule)),
+        );
+    }
+    // The annotation taken away: the flows lose their copies (incrementally: node_flows
+    // checks the change set named them).
+    m.apply(vec![audited(
+        "a",
+        None,
+        json!({"podSelector": {"matchLabels": {"pod": "a"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+    )]);
+    assert!(!m.node_flows("n1").iter().any(audit_copy_of));
+}
+
+#[test]
+fn policy_audit_for_all_audits_unannotated_policies() {
+    use serde_json::json;
+    let mut m = Model::new();
+    m.state.set_policy_audit_all(true);
+    m.apply(vec![policy_json(
+        "x",
+        "deny",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}}),
+    )]);
+    let flows = m.node_flows("n1");
+    assert!(
+        flows
+            .iter()
+            .any(|f| f.priority == PRIORITY_ISOLATED && audit_copy_of(f)),
+        "{flows:?}"
+    );
+    assert!(
+        m.state
+            .snapshot()
+            .policy(&ObjectKey::new("x", "deny"))
+            .unwrap()
+            .audit
+    );
+}
