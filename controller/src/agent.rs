@@ -1071,9 +1071,15 @@ async fn watch_foreign_changes(
     Some(AbortOnDrop(tokio::spawn(async move {
         while let Some(message) = events.recv().await {
             match message {
+                // A Service port without endpoints, or a nodePort no Service has.
                 Message::PacketIn(p)
-                    if crate::pipeline::CookieCategory::of(p.cookie)
-                        == Some(crate::pipeline::CookieCategory::Service) =>
+                    if matches!(
+                        crate::pipeline::CookieCategory::of(p.cookie),
+                        Some(
+                            crate::pipeline::CookieCategory::Service
+                                | crate::pipeline::CookieCategory::ServiceBase
+                        )
+                    ) =>
                 {
                     refuse(&conn, &node, &p);
                 }

@@ -1431,13 +1431,17 @@ impl DemoCluster {
                         ),
                     }
                 });
-                // eTP Local preserves the client's address: the external client's own, a
-                // node's InternalIP, a pod's node's InternalIP (its masquerade).
+                // eTP Local preserves the client's address: the external client's own (its
+                // underlay address towards a node, EXTERNAL_IP on its routes to Service
+                // IPs), a node's InternalIP, a pod's node's InternalIP (its masquerade).
                 if etp_local
                     && external
                     && let Expectation::Answer { seen_source, .. } = &mut expected
                 {
-                    *seen_source = Some(c.node_ip);
+                    *seen_source = Some(match (c.kind, &t.node) {
+                        (ClientKind::External, Some(_)) => UNDERLAY_ROUTER,
+                        _ => c.node_ip,
+                    });
                 }
                 for try_ in 0..tries {
                     specs.push(c.spec(
