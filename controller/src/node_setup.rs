@@ -27,6 +27,10 @@
 //!
 //! SNAT uses nftables (`nft`, a table `ip switchyard` of its own) when it is installed, else
 //! iptables (a chain `SWITCHYARD-POSTROUTING` in the nat table, jumped to from POSTROUTING).
+//! The same tool holds the NodePort redirect: new connections to the node's own addresses
+//! on the NodePort range are DNATed to [`pipeline::NODE_PORT_VIP`] (routed into br-int like
+//! the Service CIDR); static, whatever Services exist (br-int refuses a nodePort no Service
+//! has). `--external-cidr` pools are routed through the gateway too.
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};

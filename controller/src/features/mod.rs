@@ -14,7 +14,7 @@
 //! | [`pod`] | [`Owner::Pod`] | Classifier, SpoofGuard, ArpResponder, L3Forwarding, L2ForwardingCalc |
 //! | [`remote_node`] | [`Owner::RemoteNode`] | L3Forwarding |
 //! | [`policy`] | [`Owner::PolicyBase`], [`Owner::Policy`] | EgressRule, IngressRule |
-//! | [`service`] | [`Owner::ServiceBase`], [`Owner::Service`] | Conntrack, ServiceLb, EndpointDnat, ConntrackCommit, Output; select groups |
+//! | [`service`] | [`Owner::ServiceBase`], [`Owner::Service`] | Conntrack, ServiceLb, EndpointDnat, SessionAffinity, L3Forwarding, ConntrackCommit, Output; select groups |
 //!
 //! Does not own: sending flows (see `realise`) or the meaning of tables, registers and
 //! cookies (see `pipeline`, `ids` and docs/pipeline.md).

@@ -19,6 +19,14 @@
 //! flows of the endpoints that came or went; connections to the remaining endpoints are in
 //! conntrack and go on.
 //!
+//! NodePort, externalIPs, LoadBalancer IPs: node setup redirects the node's NodePort range
+//! to [`NODE_PORT_VIP`] through the gateway and routes the external pools there, so each
+//! is one more ServiceLb frontend of the port. External traffic under
+//! `externalTrafficPolicy: Cluster` is flagged in reg6 and SNATed to the node's gateway
+//! address in [`CT_ZONE_SNAT`] (ct_mark [`CT_MARK_SNAT`]); under Local it goes, unSNATed,
+//! to the node's own endpoints ([`node_flows`], [`node_groups`]: the only Service flows that
+//! differ per node), as does cluster-IP traffic under `internalTrafficPolicy: Local`.
+//!
 //! Hairpin: a pod whose connection to a Service lands on itself would receive packets from
 //! its own address, which Linux drops. Such a connection is marked [`CT_MARK_HAIRPIN`] when
 //! it is DNATed, SNATed to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`] before output, and
