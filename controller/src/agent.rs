@@ -105,7 +105,7 @@ impl SharedFlows {
     /// The flows of `owner` on the context's node, prepared; shared where they can be.
     pub fn parts(&self, owner: &Owner, ctx: &NodeContext<'_>) -> realise::Parts {
         if let Owner::Service(key) = owner {
-            return self.service_parts(key, owner, ctx);
+            return self.service_parts(key, ctx);
         }
         let Owner::RemoteNode(name) = owner else {
             return features::owner_parts(owner, ctx);
@@ -137,13 +137,9 @@ impl SharedFlows {
 }
 
 impl SharedFlows {
-    /// A Service's flows and groups: the same on every node, computed once per resolution.
-    fn service_parts(
-        &self,
-        key: &ObjectKey,
-        owner: &Owner,
-        ctx: &NodeContext<'_>,
-    ) -> realise::Parts {
+    /// A Service's flows and groups: those the same on every node computed once per
+    /// resolution, those of its Local traffic policies per node.
+    fn service_parts(&self, key: &ObjectKey, ctx: &NodeContext<'_>) -> realise::Parts {
         let mut cache = lock(&self.services);
         let Some(svc) = ctx.state.service(key) else {
             cache.remove(key);
@@ -154,20 +150,26 @@ impl SharedFlows {
                 (flows.clone(), groups.clone())
             }
             _ => {
-                let parts = features::owner_parts(owner, ctx);
-                let flows: Arc<[realise::Prepared]> = parts
-                    .flows
-                    .into_iter()
-                    .map(realise::Prepared::new)
-                    .collect();
-                let groups: Arc<[openflow::GroupDesc]> = parts.groups.into();
+                let mut shared = Vec::new();
+                features::service::flows(svc, &mut shared);
+                let flows: Arc<[realise::Prepared]> =
+                    shared.into_iter().map(realise::Prepared::new).collect();
+                let groups: Arc<[openflow::GroupDesc]> = features::service::groups(svc).into();
                 cache.insert(key.clone(), (svc.clone(), flows.clone(), groups.clone()));
                 (flows, groups)
             }
         };
+        // What Local traffic policies make differ per node, computed for this node.
+        let mut node_flows = Vec::new();
+        let mut groups = groups.to_vec();
+        if svc.node_dependent() {
+            features::service::node_flows(svc, ctx.node, &mut node_flows);
+            groups.extend(features::service::node_groups(svc, ctx.node));
+        }
         realise::Parts {
+            flows: node_flows,
             shared: flows,
-            groups: groups.to_vec(),
+            groups,
             ..realise::Parts::default()
         }
     }
@@ -1120,9 +1122,15 @@ async fn watch_foreign_changes(
         let mut _audit_meter: Option<AbortOnDrop> = None;
         while let Some(message) = events.recv().await {
             match message {
+                // A Service port without endpoints, or a nodePort no Service has.
                 Message::PacketIn(p)
-                    if crate::pipeline::CookieCategory::of(p.cookie)
-                        == Some(crate::pipeline::CookieCategory::Service) =>
+                    if matches!(
+                        crate::pipeline::CookieCategory::of(p.cookie),
+                        Some(
+                            crate::pipeline::CookieCategory::Service
+                                | crate::pipeline::CookieCategory::ServiceBase
+                        )
+                    ) =>
                 {
                     refuse(&conn, &node, &p);
                 }

@@ -173,4 +173,31 @@ pub struct NodeSetupArgs {
     /// A failed round is reported and retried at the next.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub reapply_every: u64,
+    /// The NodePort range (kube-apiserver's --service-node-port-range), FIRST-LAST: new
+    /// connections to this node's addresses on these ports go to the Service pipeline;
+    /// `none`: no NodePorts on this node.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: PortRange,
+    /// A CIDR the cluster's externalIPs and LoadBalancer ingress IPs come from, routed
+    /// through the gateway (repeatable).
+    #[arg(long = "external-cidr", value_name = "CIDR")]
+    pub external_cidrs: Vec<ipnet::Ipv4Net>,
+}
+
+/// `--service-node-port-range`: `None` for `none`.
+#[derive(Clone, Copy, Debug)]
+pub struct PortRange(pub Option<(u16, u16)>);
+
+fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    if s == "none" {
+        return Ok(PortRange(None));
+    }
+    let bad = || format!("{s:?} is not a port range FIRST-LAST (e.g. 30000-32767) or none");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok(PortRange(Some((lo, hi))))
 }

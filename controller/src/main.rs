@@ -45,6 +45,8 @@ fn run_node_setup(args: NodeSetupArgs) -> ExitCode {
         mtu: args.mtu,
         snat: args.snat,
         wait: Duration::from_secs(args.wait),
+        node_port_range: args.service_node_port_range.0,
+        external_cidrs: args.external_cidrs.clone(),
         ..s
     }) {
         Ok(setup) => setup,

@@ -318,6 +318,15 @@ pub struct ServiceModel {
     /// `sessionAffinity: ClientIP`: its timeout in seconds (default 10800); `None` without
     /// affinity.
     pub affinity_timeout: Option<u32>,
+    /// The addresses external clients reach it on besides the nodes' NodePorts: every IPv4
+    /// `spec.externalIPs` entry, then (type LoadBalancer) every
+    /// `status.loadBalancer.ingress[].ip` whose `ipMode` is not `Proxy`; sorted, no
+    /// duplicates.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `externalTrafficPolicy: Local`.
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local`.
+    pub internal_local: bool,
 }
 
 /// One port of a Service.
@@ -329,6 +338,8 @@ pub struct ServicePortModel {
     pub protocol: crate::policy::Protocol,
     /// `port`: the port on the cluster IP.
     pub port: u16,
+    /// `nodePort`, for NodePort and LoadBalancer Services that have one.
+    pub node_port: Option<u16>,
 }
 
 /// An EndpointSlice (IPv4 only) reduced to what the proxy uses.
@@ -405,6 +416,7 @@ pub fn service_model(
     let Some(cluster_ip) = cluster_ip else {
         return Ok(None);
     };
+    let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
     let mut ports = Vec::new();
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         let protocol = crate::policy::Protocol::parse(p.protocol.as_deref()).ok_or_else(|| {
@@ -422,11 +434,64 @@ pub fn service_model(
                     format!("{} is not in 1..=65535", p.port),
                 )
             })?;
+        let node_port = match p.node_port {
+            Some(n) if node_ports && n != 0 => Some(u16::try_from(n).ok().ok_or_else(|| {
+                problem(
+                    format!("spec.ports[{i}].nodePort"),
+                    format!("{n} is not in 1..=65535"),
+                )
+            })?),
+            _ => None,
+        };
         ports.push(ServicePortModel {
             name: p.name.clone().unwrap_or_default(),
             protocol,
             port,
+            node_port,
         });
+    }
+    let mut external_ips = std::collections::BTreeSet::new();
+    for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v4)) => {
+                external_ips.insert(v4);
+            }
+            Ok(std::net::IpAddr::V6(_)) => {}
+            Err(e) => {
+                return Err(problem(
+                    format!("spec.externalIPs[{i}]"),
+                    format!("{ip:?} is not an IP address: {e}"),
+                ));
+            }
+        }
+    }
+    if spec.type_.as_deref() == Some("LoadBalancer") {
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref());
+        for (i, ing) in ingress.into_iter().flatten().enumerate() {
+            // ipMode Proxy: the load balancer proxies, the node never sees its address.
+            if ing.ip_mode.as_deref() == Some("Proxy") {
+                continue;
+            }
+            let Some(ip) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) else {
+                continue;
+            };
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(v4)) => {
+                    external_ips.insert(v4);
+                }
+                Ok(std::net::IpAddr::V6(_)) => {}
+                Err(e) => {
+                    return Err(problem(
+                        format!("status.loadBalancer.ingress[{i}].ip"),
+                        format!("{ip:?} is not an IP address: {e}"),
+                    ));
+                }
+            }
+        }
     }
     let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
         spec.session_affinity_config
@@ -442,6 +507,9 @@ pub fn service_model(
         cluster_ip,
         ports,
         affinity_timeout,
+        external_ips: external_ips.into_iter().collect(),
+        external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+        internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
     }))
 }
 

@@ -27,6 +27,10 @@
 //!
 //! SNAT uses nftables (`nft`, a table `ip switchyard` of its own) when it is installed, else
 //! iptables (a chain `SWITCHYARD-POSTROUTING` in the nat table, jumped to from POSTROUTING).
+//! The same tool holds the NodePort redirect: new connections to the node's own addresses
+//! on the NodePort range are DNATed to [`pipeline::NODE_PORT_VIP`] (routed into br-int like
+//! the Service CIDR); static, whatever Services exist (br-int refuses a nodePort no Service
+//! has). `--external-cidr` pools are routed through the gateway too.
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -127,6 +131,17 @@ pub struct NodeSetup {
     pub snat: SnatBackend,
     /// How long to wait for the gateway port to appear.
     pub wait: Duration,
+    /// The NodePort range (`--service-node-port-range`, default 30000-32767): new
+    /// connections to the node's own addresses on these ports (TCP, UDP, SCTP; from outside
+    /// and from the node itself) are DNATed to [`pipeline::NODE_PORT_VIP`], port kept, and
+    /// routed into br-int through the gateway, where the Service pipeline takes them.
+    /// `None`: no NodePorts on this node.
+    pub node_port_range: Option<(u16, u16)>,
+    /// Where the cluster's externalIPs and LoadBalancer ingress IPs come from (the pools an
+    /// operator or a load-balancer controller hands out): routed through the gateway like
+    /// the Service CIDR, so traffic arriving at the node for them (and the node's own) goes
+    /// into br-int.
+    pub external_cidrs: Vec<Ipv4Net>,
 }
 
 /// nftables table and iptables chain names: ours alone, so we never touch anyone else's rules.
@@ -156,6 +171,8 @@ impl NodeSetup {
             gateway_port: pipeline::GATEWAY_PORT.to_owned(),
             snat: SnatBackend::Auto,
             wait: Duration::ZERO,
+            node_port_range: Some(pipeline::DEFAULT_NODE_PORT_RANGE),
+            external_cidrs: Vec::new(),
         })
     }
 
@@ -176,6 +193,23 @@ impl NodeSetup {
                 "the Service CIDR {svc} overlaps the cluster CIDR {}: they must be disjoint",
                 self.cluster_cidr
             )));
+        }
+        if let Some((lo, hi)) = self.node_port_range
+            && (lo == 0 || lo > hi)
+        {
+            return Err(NodeSetupError::Config(format!(
+                "the NodePort range {lo}-{hi} is empty or starts at 0: give FIRST-LAST, 1 <= FIRST <= LAST <= 65535"
+            )));
+        }
+        for ext in &self.external_cidrs {
+            if ext.contains(&self.cluster_cidr.network())
+                || self.cluster_cidr.contains(&ext.network())
+            {
+                return Err(NodeSetupError::Config(format!(
+                    "the external CIDR {ext} overlaps the cluster CIDR {}: they must be disjoint",
+                    self.cluster_cidr
+                )));
+            }
         }
         let mut changes = Vec::new();
         self.wait_for_gateway()?;
@@ -251,19 +285,30 @@ impl NodeSetup {
     /// The routes to the pod network and (if given) the Service network via the gateway;
     /// routes of ours to anything else (a CIDR that changed) go.
     fn cluster_routes(&self, changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
-        let wanted: Vec<String> = std::iter::once(self.cluster_cidr)
+        let wanted: Vec<Ipv4Net> = std::iter::once(self.cluster_cidr)
             .chain(self.service_cidr.map(|c| c.trunc()))
-            .map(|c| c.to_string())
+            .chain(
+                self.node_port_range
+                    .map(|_| Ipv4Net::from(pipeline::NODE_PORT_VIP)),
+            )
+            .chain(self.external_cidrs.iter().map(|c| c.trunc()))
             .collect();
         for cidr in &wanted {
-            self.route(cidr, changes)?;
+            self.route(&cidr.to_string(), changes)?;
         }
         let gw = &self.gateway_port;
         let hop = pipeline::REMOTE_PODS_NEXT_HOP.to_string();
         let all = json_command("ip", &["-j", "route", "show", "dev", gw])?;
         for r in all.as_array().into_iter().flatten() {
             let dst = r["dst"].as_str().unwrap_or_default();
-            if r["gateway"].as_str() == Some(hop.as_str()) && !wanted.iter().any(|w| w == dst) {
+            // `ip -j` prints a host route without its /32.
+            let net = dst
+                .parse::<Ipv4Net>()
+                .ok()
+                .or_else(|| dst.parse::<Ipv4Addr>().ok().map(Ipv4Net::from));
+            if r["gateway"].as_str() == Some(hop.as_str())
+                && !net.is_some_and(|n| wanted.contains(&n))
+            {
                 run("ip", &["route", "del", dst, "via", &hop, "dev", gw])?;
                 changes.push(format!("route {dst} via {hop} dev {gw} removed (stale)"));
             }
@@ -329,30 +374,58 @@ impl NodeSetup {
         format!("ip saddr {c} ip daddr != {c} masquerade")
     }
 
+    /// The NodePort redirect as `nft list` prints it (in chains prerouting and output).
+    fn nft_node_port_rule(&self) -> Option<String> {
+        let (lo, hi) = self.node_port_range?;
+        let ports = if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        };
+        Some(format!(
+            "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto {{ tcp, udp, sctp }} th dport {ports} dnat to {}",
+            pipeline::NODE_PORT_VIP
+        ))
+    }
+
     fn nft_snat(&self, changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
         let listed = output("nft", &["list", "table", "ip", NFT_TABLE])?;
         let text = String::from_utf8_lossy(&listed.stdout);
         let rules: Vec<&str> = text
             .lines()
             .map(str::trim)
-            .filter(|l| l.contains("masquerade"))
+            .filter(|l| l.contains("masquerade") || l.contains("dnat"))
             .collect();
-        let hooked = text.contains("type nat hook postrouting priority srcnat");
-        if listed.status.success() && hooked && rules == [self.nft_rule().as_str()] {
+        let np = self.nft_node_port_rule();
+        let mut want = vec![self.nft_rule()];
+        want.extend(np.iter().cloned());
+        want.extend(np.iter().cloned());
+        let hooked = text.contains("type nat hook postrouting priority srcnat")
+            && (np.is_none()
+                || (text.contains("type nat hook prerouting priority dstnat")
+                    && text.contains("type nat hook output priority -100")));
+        if listed.status.success() && hooked && rules == want {
             return Ok(());
         }
         // One atomic transaction: create the table if missing, delete it (with whatever
         // stale rules it held), define it anew.
-        let script = format!(
+        let mut script = format!(
             "table ip {NFT_TABLE} {{}}\ndelete table ip {NFT_TABLE}\n\
              table ip {NFT_TABLE} {{\n  chain postrouting {{\n    \
-             type nat hook postrouting priority srcnat; policy accept;\n    {}\n  }}\n}}\n",
+             type nat hook postrouting priority srcnat; policy accept;\n    {}\n  }}\n",
             self.nft_rule()
         );
+        if let Some(np) = &np {
+            script.push_str(&format!(
+                "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {np}\n  }}\n\
+                 chain output {{\n    type nat hook output priority -100; policy accept;\n    {np}\n  }}\n"
+            ));
+        }
+        script.push_str("}\n");
         run_stdin("nft", &["-f", "-"], &script)?;
         changes.push(format!(
             "nftables table ip {NFT_TABLE}: {}",
-            self.nft_rule()
+            want.join("; ")
         ));
         Ok(())
     }
@@ -392,6 +465,7 @@ impl NodeSetup {
             run("iptables", &args)?;
             changes.push(format!("iptables {want}"));
         }
+        self.iptables_node_ports(changes)?;
         let jump = ["-w", "-t", "nat", "-C", "POSTROUTING", "-j", IPTABLES_CHAIN];
         if !output("iptables", &jump)?.status.success() {
             run(
@@ -406,8 +480,129 @@ impl NodeSetup {
     }
 }
 
+impl NodeSetup {
+    /// The iptables NodePort redirect: chains `SWITCHYARD-PREROUTING` and
+    /// `SWITCHYARD-OUTPUT` (nat table, jumped to from PREROUTING and OUTPUT), one DNAT rule
+    /// per protocol; emptied and unhooked without a NodePort range.
+    fn iptables_node_ports(&self, changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
+        for (hook, chain) in IPTABLES_NODE_PORT_CHAINS {
+            let listed = output("iptables", &["-w", "-t", "nat", "-S", chain])?;
+            let jump = ["-w", "-t", "nat", "-C", hook, "-j", chain];
+            let Some((lo, hi)) = self.node_port_range else {
+                if listed.status.success() {
+                    while output("iptables", &["-w", "-t", "nat", "-D", hook, "-j", chain])?
+                        .status
+                        .success()
+                    {}
+                    run("iptables", &["-w", "-t", "nat", "-F", chain])?;
+                    run("iptables", &["-w", "-t", "nat", "-X", chain])?;
+                    changes.push(format!("iptables chain nat/{chain} removed (no NodePorts)"));
+                }
+                continue;
+            };
+            if !listed.status.success() {
+                run("iptables", &["-w", "-t", "nat", "-N", chain])?;
+                changes.push(format!("iptables chain nat/{chain}"));
+            }
+            let ports = format!("{lo}:{hi}");
+            let vip = pipeline::NODE_PORT_VIP.to_string();
+            let rule = |proto: &'static str| -> Vec<String> {
+                [
+                    "-m",
+                    "addrtype",
+                    "--dst-type",
+                    "LOCAL",
+                    "!",
+                    "-d",
+                    "127.0.0.0/8",
+                    "-p",
+                    proto,
+                    "-m",
+                    proto,
+                    "--dport",
+                    &ports,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "switchyard: NodePorts",
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    &vip,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            };
+            let protos = ["tcp", "udp", "sctp"];
+            let text = String::from_utf8_lossy(&listed.stdout);
+            let count = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("-A {chain} ")))
+                .count();
+            let mut all_there = listed.status.success() && count == protos.len();
+            for proto in protos {
+                if !all_there {
+                    break;
+                }
+                let mut args: Vec<String> = ["-w", "-t", "nat", "-C", chain]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                args.extend(rule(proto));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                all_there = output("iptables", &args)?.status.success();
+            }
+            if !all_there {
+                run("iptables", &["-w", "-t", "nat", "-F", chain])?;
+                for proto in protos {
+                    let mut args: Vec<String> = ["-w", "-t", "nat", "-A", chain]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                    args.extend(rule(proto));
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    run("iptables", &args)?;
+                }
+                changes.push(format!(
+                    "iptables nat/{chain}: {lo}-{hi} (tcp, udp, sctp) to local addresses DNAT to {vip}"
+                ));
+            }
+            if !output("iptables", &jump)?.status.success() {
+                run("iptables", &["-w", "-t", "nat", "-A", hook, "-j", chain])?;
+                changes.push(format!("iptables -t nat -A {hook} -j {chain}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The iptables chains of the NodePort redirect and the built-in chains they hang off.
+pub const IPTABLES_NODE_PORT_CHAINS: [(&str, &str); 2] = [
+    ("PREROUTING", "SWITCHYARD-PREROUTING"),
+    ("OUTPUT", "SWITCHYARD-OUTPUT"),
+];
+
 /// Removes our iptables chain and its jump, if iptables is installed and they exist.
 fn remove_iptables_snat(changes: &mut Vec<String>) -> Result<(), NodeSetupError> {
+    if installed_iptables() {
+        for (hook, chain) in IPTABLES_NODE_PORT_CHAINS {
+            if output("iptables", &["-w", "-t", "nat", "-S", chain])?
+                .status
+                .success()
+            {
+                while output("iptables", &["-w", "-t", "nat", "-D", hook, "-j", chain])?
+                    .status
+                    .success()
+                {}
+                run("iptables", &["-w", "-t", "nat", "-F", chain])?;
+                run("iptables", &["-w", "-t", "nat", "-X", chain])?;
+                changes.push(format!(
+                    "iptables chain nat/{chain} removed (nft holds the rule)"
+                ));
+            }
+        }
+    }
     let Ok(listed) = output("iptables", &["-w", "-t", "nat", "-S", IPTABLES_CHAIN]) else {
         return Ok(());
     };
@@ -422,6 +617,15 @@ fn remove_iptables_snat(changes: &mut Vec<String>) -> Result<(), NodeSetupError>
         "iptables chain nat/{IPTABLES_CHAIN} removed (nft holds the rule)"
     ));
     Ok(())
+}
+
+fn installed_iptables() -> bool {
+    Command::new("iptables")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Removes our nftables table, if nft is installed and it exists.

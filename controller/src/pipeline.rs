@@ -120,6 +120,15 @@ pub const REG_ENDPOINT_PORT: u8 = 4;
 /// Service, set by ServiceLb and read by EndpointDnat.
 pub const REG_SERVICE_PORT: u8 = 5;
 
+/// reg6 holds a new Service connection's flags, set by ServiceLb and copied into its
+/// ct_mark by EndpointDnat: bit 0 ([`SERVICE_FLAG_SNAT`]) = SNAT it to the node's gateway
+/// address.
+pub const REG_SERVICE_FLAGS: u8 = 6;
+/// [`REG_SERVICE_FLAGS`] bit 0: the connection came from outside the pod network to a
+/// NodePort, externalIP or LoadBalancer IP under `externalTrafficPolicy: Cluster` (or from
+/// the node itself): SNAT it so that the endpoint's replies come back through this node.
+pub const SERVICE_FLAG_SNAT: u32 = 0x1;
+
 /// reg7 (bits 0..15) holds which of a large Service port's groups a new connection goes
 /// to (`multipath`), read by EndpointDnat.
 pub const REG_GROUP_SLOT: u8 = 7;
@@ -129,6 +138,31 @@ pub const CT_MARK_SERVICE: u32 = 0x1;
 /// ct_mark bit: a hairpin connection (a pod reached a Service and was chosen as its own
 /// endpoint): SNATed to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`], output to in_port.
 pub const CT_MARK_HAIRPIN: u32 = 0x2;
+
+/// ct_mark bit: SNAT the connection to the node's gateway address in [`CT_ZONE_SNAT`]
+/// (copied from [`REG_SERVICE_FLAGS`] bit 0 when EndpointDnat commits it).
+pub const CT_MARK_SNAT: u32 = 0x4;
+/// The bit of [`CT_MARK_SNAT`].
+pub const CT_MARK_SNAT_BIT: u16 = 2;
+
+/// Conntrack zone of the NodePort / external SNAT to the gateway address.
+pub const CT_ZONE_SNAT: u16 = 65522;
+/// Source ports of that SNAT: above Linux's default ephemeral range (32768..=60999), so a
+/// SNATed connection does not take the 5-tuple of one the node opens from its gateway
+/// address.
+pub const SNAT_PORTS: (u16, u16) = (61000, 65535);
+
+/// The address every node's NodePorts are redirected to: `switchyard node-setup` DNATs
+/// traffic for the node's own addresses on the NodePort range to it (port kept) and routes
+/// it through the gateway; ServiceLb matches it with the nodePort. Link-local, never on a
+/// wire (Antrea's 169.254.0.252 plays the same part).
+pub const NODE_PORT_VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 253);
+/// kube-apiserver's default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
+
+/// The top byte of the group id of a Service port's node-local endpoints (Local traffic
+/// policies): `ID | 0xFE << 24`. Chained groups of big ports use 1..=253.
+pub const LOCAL_GROUP_SLOT: u32 = 0xFE;
 
 /// The source address a hairpin connection is SNATed to, so that the pod does not receive
 /// packets from its own address (Linux drops those as martians). Link-local, never on a wire.

@@ -583,6 +583,19 @@ impl DemoCluster {
                 &EXTERNAL_IP.to_string(),
             ])?;
         }
+        // The nodes route those addresses into br-int (node setup's --external-cidr): run
+        // it again where the set grew since a node was set up.
+        if !self.external_cidrs().is_empty() {
+            for name in self.nodes.keys() {
+                let out = self.node_setup(name)?;
+                if !out.status.success() {
+                    return Err(Error::Demo(format!(
+                        "node setup on {name}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -789,20 +802,56 @@ impl DemoCluster {
             .unwrap_or_else(|| cluster_cidr_for(std::iter::once(n.model.pod_cidr)));
         let mtu = UNDERLAY_MTU - pipeline::encap_overhead(self.options.encap);
         let bin = self.options.controller_bin.display().to_string();
-        Ok(n.netns.exec_output(&[
-            &bin,
-            "node-setup",
-            "--pod-cidr",
-            &n.model.pod_cidr.to_string(),
-            "--cluster-cidr",
-            &cluster.to_string(),
-            "--service-cidr",
-            DEMO_SERVICE_CIDR,
-            "--mtu",
-            &mtu.to_string(),
-            "--wait",
-            "30",
-        ])?)
+        let (pod_cidr, cluster, mtu) = (
+            n.model.pod_cidr.to_string(),
+            cluster.to_string(),
+            mtu.to_string(),
+        );
+        let mut args: Vec<String> = vec![
+            bin,
+            "node-setup".into(),
+            "--pod-cidr".into(),
+            pod_cidr,
+            "--cluster-cidr".into(),
+            cluster,
+            "--service-cidr".into(),
+            DEMO_SERVICE_CIDR.into(),
+            "--mtu".into(),
+            mtu,
+            "--wait".into(),
+            "30".into(),
+        ];
+        for cidr in self.external_cidrs() {
+            args.push("--external-cidr".into());
+            args.push(cidr.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ok(n.netns.exec_output(&args)?)
+    }
+
+    /// What node setup routes through each gateway for externalIPs and LoadBalancer IPs:
+    /// every `--external-route` CIDR and every such address of the cluster file (the pools a
+    /// real cluster's operator would give).
+    fn external_cidrs(&self) -> BTreeSet<Ipv4Net> {
+        let nodes: BTreeMap<String, Ipv4Addr> = self
+            .nodes
+            .values()
+            .map(|n| (n.model.name.to_string(), n.model.internal_ip))
+            .collect();
+        let mut out: BTreeSet<Ipv4Net> = self
+            .external_routes
+            .iter()
+            .map(|(c, _)| c.trunc())
+            .collect();
+        out.extend(
+            services::service_targets(&self.controller_documents(), &nodes)
+                .into_iter()
+                .filter(|t| t.to.starts_with("externalip:") || t.to.starts_with("lbip:"))
+                .filter(|t| !out.iter().any(|c| c.contains(&t.ip)))
+                .map(|t| Ipv4Net::from(t.ip))
+                .collect::<Vec<_>>(),
+        );
+        out
     }
 
     fn cni_config(&self) -> String {
@@ -1126,10 +1175,14 @@ impl DemoCluster {
             .map(|n| (n.model.name.to_string(), n.model.internal_ip))
             .collect();
         let targets = services::service_targets(&docs, &node_ips);
+        // Each target's ServiceLb flow: its address (a NodePort's: the address node setup
+        // redirects to) and port on one line.
         let cluster_ips: BTreeSet<String> = targets
             .iter()
-            .filter(|t| t.reach == services::Reach::Cluster)
-            .map(|t| format!("nw_dst={}", t.ip))
+            .map(|t| match t.node {
+                Some(_) => format!("nw_dst={},tp_dst={}", pipeline::NODE_PORT_VIP, t.port),
+                None => format!("nw_dst={},tp_dst={}", t.ip, t.port),
+            })
             .collect();
         let endpoints: BTreeSet<String> = targets
             .iter()
@@ -1331,26 +1384,46 @@ impl DemoCluster {
                 if c.kind == ClientKind::External && t.reach == services::Reach::Cluster {
                     continue;
                 }
+                // Where the connection enters the Service pipeline through a node's gateway
+                // (a NodePort: the probed node, whoever asks; an externalIP or LB IP asked
+                // from outside: the node the route goes via), and whether it is external
+                // traffic there: eTP Local keeps that on the entry node's endpoints,
+                // unSNATed. A node's own traffic (its pods are masqueraded to it) is not
+                // external; another node's, and its pods', is.
+                let entry = match (c.kind, t.node.as_ref()) {
+                    (_, Some(node)) => Some(node.clone()),
+                    (ClientKind::External, None) => Some(self.external_route_node(t.ip)),
+                    _ => None,
+                };
+                let external = entry.as_ref().is_some_and(|n| *n != c.node);
                 // Which endpoints this client may get (kube-proxy's topology.go): eTP Local
-                // limits external clients to the receiving node's endpoints, iTP Local the
+                // limits external traffic to the entry node's endpoints, iTP Local the
                 // cluster's clients of the ClusterIP to their own node's.
                 let local_node = match (c.kind, t.reach) {
-                    (ClientKind::External, _) if etp_local => Some(
-                        t.node
-                            .clone()
-                            .unwrap_or_else(|| self.external_route_node(t.ip)),
-                    ),
+                    _ if etp_local && external => entry.clone(),
                     (ClientKind::Pod | ClientKind::Node, services::Reach::Cluster) if itp_local => {
                         Some(c.node.clone())
                     }
                     _ => None,
                 };
-                let expected = service_expectation(&endpoints, local_node.as_deref(), |e| {
+                let entry_gateway = entry
+                    .as_ref()
+                    .and_then(|n| self.nodes.get(n))
+                    .map(|n| n.model.gateway_ip());
+                let mut expected = service_expectation(&endpoints, local_node.as_deref(), |e| {
                     let Some(pod) = &e.pod else { return true };
                     let l4 = Some((t.protocol, e.port));
-                    match (&c.kind, &c.pod) {
-                        (ClientKind::Pod, Some(src)) => policies.policy_allows(src, pod, l4),
-                        (ClientKind::Node, _) if e.node.as_deref() == Some(&c.node) => true,
+                    match (&c.kind, &c.pod, &entry, entry_gateway) {
+                        // Through the entry node's gateway: its own pods see the node (always
+                        // allowed), the others its gateway address (the SNAT).
+                        (_, _, Some(n), _) if e.node.as_deref() == Some(n.as_str()) => true,
+                        (_, _, Some(_), Some(gw)) => policies.policy_allows_between(
+                            PolicyEnd::Address(gw),
+                            PolicyEnd::Pod(pod),
+                            l4,
+                        ),
+                        (ClientKind::Pod, Some(src), _, _) => policies.policy_allows(src, pod, l4),
+                        (ClientKind::Node, _, _, _) if e.node.as_deref() == Some(&c.node) => true,
                         _ => policies.policy_allows_between(
                             PolicyEnd::Address(c.pod_network_source),
                             PolicyEnd::Pod(pod),
@@ -1358,6 +1431,18 @@ impl DemoCluster {
                         ),
                     }
                 });
+                // eTP Local preserves the client's address: the external client's own (its
+                // underlay address towards a node, EXTERNAL_IP on its routes to Service
+                // IPs), a node's InternalIP, a pod's node's InternalIP (its masquerade).
+                if etp_local
+                    && external
+                    && let Expectation::Answer { seen_source, .. } = &mut expected
+                {
+                    *seen_source = Some(match (c.kind, &t.node) {
+                        (ClientKind::External, Some(_)) => UNDERLAY_ROUTER,
+                        _ => c.node_ip,
+                    });
+                }
                 for try_ in 0..tries {
                     specs.push(c.spec(
                         &t.to,

@@ -201,6 +201,9 @@ fn run_demo(args: DemoArgs) -> ExitCode {
                 again.len() - failed,
                 again.len()
             );
+            for p in again.iter().filter(|p| !p.as_expected()) {
+                say!(args.json, "    FAILED: {p:?}");
+            }
             all_ok &= failed == 0;
         }
         Err(e) => {

@@ -122,9 +122,10 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
         switches.insert(i, s);
     }
     // 19 skeleton + 5 gateway + 2 pods × 6 + 2 remote nodes + 5 policy base (conntrack
-    // bypass, the node's own traffic) + 5 Service base (hairpin, SessionAffinity default).
+    // bypass, the node's own traffic) + 10 Service base (hairpin, SessionAffinity default,
+    // the gateway SNAT of external Service traffic, the refusal of unknown nodePorts).
     eventually("every switch to hold its pipeline", || {
-        switches.values().all(|s| s.flow_count() == 48)
+        switches.values().all(|s| s.flow_count() == 53)
     })
     .await;
     eventually("every agent ready", || {
@@ -155,7 +156,7 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
     };
     eventually("n1's bundle", || switches[&1].stats().bundles > before[&1]).await;
     eventually("n1's pipeline with the new pod", || {
-        switches[&1].flow_count() == 54
+        switches[&1].flow_count() == 59
     })
     .await;
     let after = bundles(&switches);
@@ -181,7 +182,7 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
         )])
         .unwrap();
     eventually("n2's bundle", || switches[&2].stats().bundles > before[&2]).await;
-    assert_eq!(switches[&2].flow_count(), 42);
+    assert_eq!(switches[&2].flow_count(), 47);
     assert!(
         switches[&2]
             .flows()
@@ -200,6 +201,6 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
         bundles(&switches).iter().all(|(i, b)| *b == before[i] + 1)
     })
     .await;
-    assert_eq!(switches[&3].flow_count(), 49);
+    assert_eq!(switches[&3].flow_count(), 54);
     drop(sim);
 }

@@ -286,6 +286,11 @@ fn node_setup_is_idempotent_repairs_what_is_missing_and_says_what_is_wrong() {
             && switched.contains("nftables table ip switchyard removed"),
         "{switched}"
     );
+    // The NodePort redirect moves with it.
+    assert!(
+        switched.contains("SWITCHYARD-PREROUTING") && switched.contains("SWITCHYARD-OUTPUT"),
+        "{switched}"
+    );
     let a = cluster.pods.values().find(|p| p.key.name == "a").unwrap();
     let n1_ip = cluster.nodes["n1"].model.internal_ip;
     let out = cluster
@@ -446,11 +451,19 @@ fn demo_json_lines_follow_the_probe_contract() {
     assert!(count(&|o| o["protocol"] == "UDP") >= 2 * 8, "UDP probed");
     // The bundled Service (frontend/web, TCP 80): every pod and node, --tries (4) times.
     assert_eq!(count(&|o| o["to"] == "service:frontend/web"), (6 + 3) * 4);
+    // Its nodePort on each of the 3 nodes: every pod, node and the external client, 4 times.
+    let node_port = |o: &serde_json::Map<String, Value>| {
+        o["to"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("nodeport:") && t.ends_with(":frontend/web"))
+    };
+    assert_eq!(count(&|o| node_port(o)), 3 * (6 + 3 + 1) * 4);
+    assert!(count(&|o| node_port(o) && o["port"] == 30080) > 0);
     // Everything connected on the bundled cluster (no policies), with names in the answers:
     // the target's own, or for the Service one of its endpoints (the web pods).
     for o in &lines {
         assert_eq!(o["connected"], true, "{o:?}");
-        if o["to"] == "service:frontend/web" {
+        if o["to"] == "service:frontend/web" || node_port(o) {
             let by = o["answered_by"].as_str().unwrap_or_default();
             assert!(by == "frontend/web-1" || by == "frontend/web-2", "{o:?}");
         } else if o["protocol"] != "ICMP" {

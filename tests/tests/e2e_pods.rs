@@ -70,8 +70,9 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
     assert!(cluster.pods.len() >= 6, "pods: {}", cluster.pods.len());
     let probes = cluster.check_connectivity();
     // Every pod and node to every other pod (ICMP + each declared port), to every node
-    // (ICMP + TCP 10250) and to the external client; and every pod and node to the one
-    // port of the bundled Service (frontend/web), once.
+    // (ICMP + TCP 10250) and to the external client; every pod and node to the one port
+    // of the bundled Service (frontend/web), once; and every pod, node and the external
+    // client to its nodePort on every node, once.
     let (pods, nodes) = (cluster.pods.len(), cluster.nodes.len());
     let per_pod: usize = cluster
         .pods
@@ -80,7 +81,13 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
         .sum();
     assert_eq!(
         probes.len(),
-        (pods - 1 + nodes) * per_pod + nodes * (pods + nodes - 1) * 2 + pods + nodes + pods + nodes
+        (pods - 1 + nodes) * per_pod
+            + nodes * (pods + nodes - 1) * 2
+            + pods
+            + nodes
+            + pods
+            + nodes
+            + nodes * (pods + nodes + 1)
     );
     let to_service: Vec<_> = probes
         .iter()

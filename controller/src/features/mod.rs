@@ -14,7 +14,7 @@
 //! | [`pod`] | [`Owner::Pod`] | Classifier, SpoofGuard, ArpResponder, L3Forwarding, L2ForwardingCalc |
 //! | [`remote_node`] | [`Owner::RemoteNode`] | L3Forwarding |
 //! | [`policy`] | [`Owner::PolicyBase`], [`Owner::Policy`] | EgressRule, IngressRule |
-//! | [`service`] | [`Owner::ServiceBase`], [`Owner::Service`] | Conntrack, ServiceLb, EndpointDnat, ConntrackCommit, Output; select groups |
+//! | [`service`] | [`Owner::ServiceBase`], [`Owner::Service`] | Conntrack, ServiceLb, EndpointDnat, SessionAffinity, L3Forwarding, ConntrackCommit, Output; select groups |
 //!
 //! Does not own: sending flows (see `realise`) or the meaning of tables, registers and
 //! cookies (see `pipeline`, `ids` and docs/pipeline.md).
@@ -113,10 +113,11 @@ pub fn owner_flows(owner: &Owner, ctx: &NodeContext<'_>) -> Vec<Flow> {
         }
         Owner::PolicyBase => policy::base_flows(&mut flows),
         Owner::Policy(p) => policy::flows(p, ctx, &mut flows),
-        Owner::ServiceBase => service::base_flows(&mut flows),
+        Owner::ServiceBase => service::base_flows(ctx.node, &mut flows),
         Owner::Service(key) => {
             if let Some(svc) = ctx.state.service(key) {
                 service::flows(svc, &mut flows);
+                service::node_flows(svc, ctx.node, &mut flows);
             }
         }
     }
@@ -130,6 +131,7 @@ pub fn owner_parts(owner: &Owner, ctx: &NodeContext<'_>) -> crate::realise::Part
         && let Some(svc) = ctx.state.service(key)
     {
         parts.groups = service::groups(svc);
+        parts.groups.extend(service::node_groups(svc, ctx.node));
     }
     parts
 }

@@ -19,6 +19,14 @@
 //! flows of the endpoints that came or went; connections to the remaining endpoints are in
 //! conntrack and go on.
 //!
+//! NodePort, externalIPs, LoadBalancer IPs: node setup redirects the node's NodePort range
+//! to [`NODE_PORT_VIP`] through the gateway and routes the external pools there, so each
+//! is one more ServiceLb frontend of the port. External traffic under
+//! `externalTrafficPolicy: Cluster` is flagged in reg6 and SNATed to the node's gateway
+//! address in [`CT_ZONE_SNAT`] (ct_mark [`CT_MARK_SNAT`]); under Local it goes, unSNATed,
+//! to the node's own endpoints ([`node_flows`], [`node_groups`]: the only Service flows that
+//! differ per node), as does cluster-IP traffic under `internalTrafficPolicy: Local`.
+//!
 //! Hairpin: a pod whose connection to a Service lands on itself would receive packets from
 //! its own address, which Linux drops. Such a connection is marked [`CT_MARK_HAIRPIN`] when
 //! it is DNATed, SNATed to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`] before output, and
@@ -32,6 +40,9 @@ use super::*;
 use crate::ids;
 use crate::pipeline::*;
 use crate::policy::Protocol;
+use std::net::Ipv4Addr;
+
+use crate::model::NodeModel;
 use crate::state::{ResolvedPort, ResolvedService};
 
 /// The tables this feature writes.
@@ -40,6 +51,7 @@ pub const TABLES: &[Table] = &[
     Table::ServiceLb,
     Table::EndpointDnat,
     Table::SessionAffinity,
+    Table::L3Forwarding,
     Table::ConntrackCommit,
     Table::Output,
 ];
@@ -81,7 +93,56 @@ fn set_ct_mark(mark: u32) -> Action {
     Action::SetField(MatchField::u32(Field::CtMark, mark))
 }
 
-/// The flows of one Service (every port), the same on every node.
+/// Priority of the ServiceLb flows of externalIPs / LoadBalancer IPs for traffic from the
+/// gateway (the outside world or the node), above the any-source flow pods hit.
+pub const PRIORITY_FROM_GATEWAY: u16 = 205;
+/// Priority of a Local-policy ServiceLb flow for the node's own sources (its gateway
+/// address, its InternalIP): kube-proxy sends the node's own traffic cluster-wide.
+pub const PRIORITY_NODE_SOURCE: u16 = 210;
+/// Priority of the ServiceLb flow that refuses a nodePort no Service has.
+pub const PRIORITY_UNKNOWN_NODE_PORT: u16 = 10;
+/// Priority of the L3Forwarding flow that sends a SNATed connection's replies, once
+/// un-NATed, to the gateway (below every pod, node and gateway flow).
+pub const PRIORITY_SNAT_REPLY: u16 = 10;
+
+/// Where new connections to a Service port arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Frontend {
+    /// The cluster IP and Service port.
+    ClusterIp,
+    /// [`NODE_PORT_VIP`] and the nodePort: what node setup redirects the nodes' NodePorts to.
+    NodePort(u16),
+    /// An externalIP or LoadBalancer ingress IP and the Service port.
+    External(Ipv4Addr),
+}
+
+fn frontend_match(svc: &ResolvedService, port: &ResolvedPort, f: Frontend) -> Vec<MatchField> {
+    let (ip, tp) = match f {
+        Frontend::ClusterIp => (svc.cluster_ip, port.port),
+        Frontend::NodePort(n) => (NODE_PORT_VIP, n),
+        Frontend::External(ip) => (ip, port.port),
+    };
+    vec![
+        eth_type(ETH_TYPE_IPV4),
+        MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
+        ip_proto(port.protocol),
+        MatchField::ipv4(Field::Ipv4Dst, ip),
+        dst_port(port.protocol, tp),
+    ]
+}
+
+fn frontends(svc: &ResolvedService, port: &ResolvedPort) -> Vec<Frontend> {
+    let mut out = vec![Frontend::ClusterIp];
+    out.extend(port.node_port.map(Frontend::NodePort));
+    out.extend(svc.external_ips.iter().copied().map(Frontend::External));
+    out
+}
+
+fn from_gateway() -> MatchField {
+    MatchField::u32(Field::Reg(REG_SOURCE_CLASS), SourceClass::Gateway as u32)
+}
+
+/// The flows of one Service (every port) that are the same on every node.
 pub fn flows(svc: &ResolvedService, flows: &mut Vec<Flow>) {
     for port in &svc.ports {
         port_flows(svc, port, flows);
@@ -90,44 +151,23 @@ pub fn flows(svc: &ResolvedService, flows: &mut Vec<Flow>) {
 
 fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>) {
     let c = ids::service_cookie(port.id);
-    let new_to_service = matching([
-        eth_type(ETH_TYPE_IPV4),
-        MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
-        ip_proto(port.protocol),
-        MatchField::ipv4(Field::Ipv4Dst, svc.cluster_ip),
-        dst_port(port.protocol, port.port),
-    ]);
     if port.endpoints.is_empty() {
         // Refused, not left to time out: the node agent answers the packet-in with a TCP
         // RST or ICMP port unreachable (`crate::reject`); the meter bounds the rate.
-        flows.push(flow(
-            Table::ServiceLb,
-            PRIORITY_NORMAL,
-            c,
-            new_to_service,
-            vec![
-                Instruction::Meter(REJECT_METER_ID),
-                apply(vec![Action::output(port::CONTROLLER)]),
-            ],
-        ));
+        for f in frontends(svc, port) {
+            flows.push(flow(
+                Table::ServiceLb,
+                PRIORITY_NORMAL,
+                c,
+                matching(frontend_match(svc, port, f)),
+                reject(),
+            ));
+        }
         return;
     }
     let affinity = svc.affinity_timeout.map(|t| affinity_learn(port, t));
     let slots = group_slots(port);
     if slots > 1 {
-        // Several groups: a hash (multipath) picks one in reg7, EndpointDnat dispatches.
-        let mut actions = vec![set_reg(REG_SERVICE_PORT, port.id)];
-        if affinity.is_some() {
-            actions.push(Action::resubmit_table(Table::SessionAffinity.id()));
-        }
-        actions.push(multipath_to_slot(port.id, slots));
-        flows.push(flow(
-            Table::ServiceLb,
-            PRIORITY_NORMAL,
-            c,
-            new_to_service.clone(),
-            vec![apply(actions), goto(Table::EndpointDnat)],
-        ));
         for k in 0..slots {
             flows.push(flow(
                 Table::EndpointDnat,
@@ -142,52 +182,115 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
                 vec![apply(vec![Action::Group(slot_group_id(port.id, k))])],
             ));
         }
-    }
-    match &affinity {
-        _ if slots > 1 => {}
-        None => flows.push(flow(
-            Table::ServiceLb,
-            PRIORITY_NORMAL,
+    } else if affinity.is_some() {
+        // A miss in SessionAffinity (reg3 = 0, or an endpoint that is gone) goes to the group.
+        flows.push(flow(
+            Table::EndpointDnat,
+            PRIORITY_AFFINITY_MISS,
             c,
-            new_to_service,
-            vec![apply(vec![
-                set_reg(REG_SERVICE_PORT, port.id),
-                Action::Group(port.id),
-            ])],
-        )),
-        Some(_) => {
-            // Look the client up in SessionAffinity (a hit loads reg3/reg4), then
-            // EndpointDnat: a hit matches its endpoint's flow, a miss (reg3 = 0, or an
-            // endpoint that is gone) the group.
-            flows.push(flow(
-                Table::ServiceLb,
-                PRIORITY_NORMAL,
-                c,
-                new_to_service,
-                vec![
-                    apply(vec![
-                        set_reg(REG_SERVICE_PORT, port.id),
-                        Action::resubmit_table(Table::SessionAffinity.id()),
-                    ]),
-                    goto(Table::EndpointDnat),
-                ],
-            ));
-            flows.push(flow(
-                Table::EndpointDnat,
-                PRIORITY_AFFINITY_MISS,
-                c,
-                matching([
-                    eth_type(ETH_TYPE_IPV4),
-                    ip_proto(port.protocol),
-                    MatchField::u32(Field::Reg(REG_SERVICE_PORT), port.id),
-                ]),
-                vec![apply(vec![Action::Group(port.id)])],
-            ));
+            matching([
+                eth_type(ETH_TYPE_IPV4),
+                ip_proto(port.protocol),
+                MatchField::u32(Field::Reg(REG_SERVICE_PORT), port.id),
+            ]),
+            vec![apply(vec![Action::Group(port.id)])],
+        ));
+    }
+    let lb = |snat: bool| cluster_lb(port, affinity.is_some(), slots, snat);
+    for f in frontends(svc, port) {
+        let m = frontend_match(svc, port, f);
+        match f {
+            Frontend::ClusterIp if !svc.internal_local => {
+                flows.push(flow(
+                    Table::ServiceLb,
+                    PRIORITY_NORMAL,
+                    c,
+                    matching(m),
+                    lb(false),
+                ));
+            }
+            Frontend::ClusterIp => {}
+            Frontend::NodePort(_) if !svc.external_local => {
+                flows.push(flow(
+                    Table::ServiceLb,
+                    PRIORITY_NORMAL,
+                    c,
+                    matching(m),
+                    lb(true),
+                ));
+            }
+            Frontend::NodePort(_) => {}
+            Frontend::External(_) => {
+                // Pods reach it like the cluster IP; from the gateway it is external traffic.
+                flows.push(flow(
+                    Table::ServiceLb,
+                    PRIORITY_NORMAL,
+                    c,
+                    matching(m.clone()),
+                    lb(false),
+                ));
+                if !svc.external_local {
+                    flows.push(flow(
+                        Table::ServiceLb,
+                        PRIORITY_FROM_GATEWAY,
+                        c,
+                        matching(m.into_iter().chain([from_gateway()])),
+                        lb(true),
+                    ));
+                }
+            }
         }
     }
-    for &(ip, target) in &port.endpoints {
+    endpoint_flows(port, affinity.as_ref(), &port.endpoints, flows);
+}
+
+/// The instructions that balance a new connection over the port's whole endpoint set
+/// (affinity first when the Service has it); `snat` flags it for the gateway SNAT.
+fn cluster_lb(port: &ResolvedPort, affinity: bool, slots: usize, snat: bool) -> Vec<Instruction> {
+    let mut actions = vec![set_reg(REG_SERVICE_PORT, port.id)];
+    if snat {
+        actions.push(set_reg(REG_SERVICE_FLAGS, SERVICE_FLAG_SNAT));
+    }
+    if affinity {
+        actions.push(Action::resubmit_table(Table::SessionAffinity.id()));
+    }
+    if slots > 1 {
+        // Several groups: a hash (multipath) picks one in reg7, EndpointDnat dispatches.
+        actions.push(multipath_to_slot(port.id, slots));
+        vec![apply(actions), goto(Table::EndpointDnat)]
+    } else if affinity {
+        // A SessionAffinity hit loaded reg3/reg4 and matches its endpoint's flow; a miss
+        // the group (EndpointDnat priority 190).
+        vec![apply(actions), goto(Table::EndpointDnat)]
+    } else {
+        actions.push(Action::Group(port.id));
+        vec![apply(actions)]
+    }
+}
+
+fn reject() -> Vec<Instruction> {
+    vec![
+        Instruction::Meter(REJECT_METER_ID),
+        apply(vec![Action::output(port::CONTROLLER)]),
+    ]
+}
+
+/// The EndpointDnat flows of `endpoints` (each plain and hairpin).
+fn endpoint_flows(
+    port: &ResolvedPort,
+    affinity: Option<&Learn>,
+    endpoints: &[(Ipv4Addr, u16)],
+    flows: &mut Vec<Flow>,
+) {
+    let c = ids::service_cookie(port.id);
+    for &(ip, target) in endpoints {
         let dnat = |mark: u32| {
-            let mut actions: Vec<Action> = affinity.iter().cloned().map(Action::Learn).collect();
+            let mut actions: Vec<Action> = affinity
+                .iter()
+                .cloned()
+                .cloned()
+                .map(Action::Learn)
+                .collect();
             actions.push(Action::Ct(Ct {
                 commit: true,
                 zone: CtZone::Value(CT_ZONE),
@@ -198,7 +301,14 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
                     port_min: Some(target),
                     ..Nat::default()
                 }),
-                actions: vec![set_ct_mark(mark)],
+                actions: vec![
+                    set_ct_mark(mark),
+                    // The SNAT flag ServiceLb set (0 otherwise) becomes ct_mark 0x4.
+                    Action::RegMove {
+                        src: Subfield::range(Field::Reg(REG_SERVICE_FLAGS), 0, 0),
+                        dst: Subfield::range(Field::CtMark, CT_MARK_SNAT_BIT, CT_MARK_SNAT_BIT),
+                    },
+                ],
                 ..Ct::default()
             }));
             vec![apply(actions)]
@@ -229,6 +339,127 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
             dnat(CT_MARK_SERVICE | CT_MARK_HAIRPIN),
         ));
     }
+}
+
+/// True when the Service's flows on `node` include a node-local part (a Local traffic
+/// policy on a port with endpoints).
+fn uses_local(svc: &ResolvedService, port: &ResolvedPort) -> bool {
+    !port.endpoints.is_empty()
+        && (svc.internal_local || (svc.external_local && frontends(svc, port).len() > 1))
+}
+
+/// The group id of a port's node-local endpoints.
+fn local_group_id(port_id: u32) -> u32 {
+    port_id | (LOCAL_GROUP_SLOT << 24)
+}
+
+/// The flows of one Service that differ per node: those of its Local traffic policies
+/// (kube-proxy's topology.go). `internalTrafficPolicy: Local`: the cluster IP balances over
+/// the node's own endpoints only, dropped when it has none. `externalTrafficPolicy: Local`:
+/// traffic from outside to the NodePort, externalIPs and LoadBalancer IPs goes to the node's
+/// own endpoints, unSNATed (the client's address preserved), dropped when it has none;
+/// traffic from the node itself (its gateway address: also its pods, masqueraded on their
+/// way to a NodePort; its InternalIP) is balanced cluster-wide and SNATed, as kube-proxy
+/// does. Ports without any usable endpoint are refused by the shared flows. The local path
+/// does not use session affinity.
+pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>) {
+    for port in svc.ports.iter().filter(|p| uses_local(svc, p)) {
+        let c = ids::service_cookie(port.id);
+        let local = port.local_endpoints(node.pod_cidr);
+        let to_local = if local.is_empty() {
+            Vec::new()
+        } else {
+            vec![apply(vec![
+                set_reg(REG_SERVICE_PORT, port.id),
+                Action::Group(local_group_id(port.id)),
+            ])]
+        };
+        let affinity = svc.affinity_timeout.is_some();
+        let node_sources = [node.gateway_ip(), node.internal_ip];
+        for f in frontends(svc, port) {
+            let m = frontend_match(svc, port, f);
+            match f {
+                Frontend::ClusterIp if svc.internal_local => {
+                    flows.push(flow(
+                        Table::ServiceLb,
+                        PRIORITY_NORMAL,
+                        c,
+                        matching(m),
+                        to_local.clone(),
+                    ));
+                }
+                Frontend::NodePort(_) | Frontend::External(_) if svc.external_local => {
+                    let m: Vec<MatchField> = match f {
+                        Frontend::External(_) => m.into_iter().chain([from_gateway()]).collect(),
+                        _ => m,
+                    };
+                    let priority = match f {
+                        Frontend::External(_) => PRIORITY_FROM_GATEWAY,
+                        _ => PRIORITY_NORMAL,
+                    };
+                    flows.push(flow(
+                        Table::ServiceLb,
+                        priority,
+                        c,
+                        matching(m.clone()),
+                        to_local.clone(),
+                    ));
+                    for src in node_sources {
+                        flows.push(flow(
+                            Table::ServiceLb,
+                            PRIORITY_NODE_SOURCE,
+                            c,
+                            matching(
+                                m.iter()
+                                    .cloned()
+                                    .chain([MatchField::ipv4(Field::Ipv4Src, src)]),
+                            ),
+                            cluster_lb(port, affinity, group_slots(port), true),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Local serving-and-terminating endpoints used while the cluster has ready ones
+        // elsewhere have no shared EndpointDnat flows.
+        let extra: Vec<(Ipv4Addr, u16)> = local
+            .into_iter()
+            .filter(|e| port.endpoints.binary_search(e).is_err())
+            .collect();
+        endpoint_flows(port, None, &extra, flows);
+    }
+}
+
+/// The groups of one Service that differ per node: per port under a Local policy, a
+/// select group of the node's own endpoints (none when it has none).
+pub fn node_groups(svc: &ResolvedService, node: &NodeModel) -> Vec<GroupDesc> {
+    svc.ports
+        .iter()
+        .filter(|p| uses_local(svc, p))
+        .filter_map(|p| {
+            let local = p.local_endpoints(node.pod_cidr);
+            (!local.is_empty()).then(|| GroupDesc {
+                group_type: GroupType::Select,
+                group_id: local_group_id(p.id),
+                buckets: local
+                    .iter()
+                    .map(|&(ip, t)| endpoint_bucket(ip, t))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+fn endpoint_bucket(ip: Ipv4Addr, target: u16) -> Bucket {
+    Bucket::weighted(
+        100,
+        vec![
+            set_reg(REG_ENDPOINT_IP, u32::from(ip)),
+            set_reg(REG_ENDPOINT_PORT, u32::from(target)),
+            Action::resubmit_table(Table::EndpointDnat.id()),
+        ],
+    )
 }
 
 /// The `learn` of an affinity port's endpoint flows: a flow in SessionAffinity that maps
@@ -277,8 +508,8 @@ fn affinity_learn(port: &ResolvedPort, timeout: u32) -> Learn {
 
 /// How many groups a port's endpoints need.
 fn group_slots(port: &ResolvedPort) -> usize {
-    // At most 254 slots: k + 1 fits the id's top byte without reaching OFPG_MAX.
-    port.endpoints.len().div_ceil(MAX_BUCKETS).clamp(1, 254)
+    // At most 253 slots: k + 1 fits the id's top byte below the local group's 0xFE.
+    port.endpoints.len().div_ceil(MAX_BUCKETS).clamp(1, 253)
 }
 
 /// The group id of slot `k` of a port: the port id itself when it has one group.
@@ -333,16 +564,7 @@ pub fn groups(svc: &ResolvedService) -> Vec<GroupDesc> {
                     .iter()
                     .skip(k)
                     .step_by(slots)
-                    .map(|&(ip, target)| {
-                        Bucket::weighted(
-                            100,
-                            vec![
-                                set_reg(REG_ENDPOINT_IP, u32::from(ip)),
-                                set_reg(REG_ENDPOINT_PORT, u32::from(target)),
-                                Action::resubmit_table(Table::EndpointDnat.id()),
-                            ],
-                        )
-                    })
+                    .map(|&(ip, target)| endpoint_bucket(ip, target))
                     .collect(),
             });
         }
@@ -350,9 +572,102 @@ pub fn groups(svc: &ResolvedService) -> Vec<GroupDesc> {
     out
 }
 
-/// The fixed flows: hairpin un-SNAT, SNAT and output.
-pub fn base_flows(flows: &mut Vec<Flow>) {
+/// The fixed flows: hairpin un-SNAT, SNAT and output; the gateway SNAT of external
+/// Service traffic (un-SNAT, SNAT, replies to the gateway) with the node's gateway address;
+/// the refusal of nodePorts no Service has.
+pub fn base_flows(node: &NodeModel, flows: &mut Vec<Flow>) {
     let c = ids::service_base_cookie();
+    let gw = node.gateway_ip();
+    let snat = || MatchField::u32_masked(Field::CtMark, CT_MARK_SNAT, CT_MARK_SNAT);
+    // Replies to the gateway address: un-SNAT in the SNAT zone first (a packet of no SNATed
+    // connection passes unchanged), then the Conntrack table again for the node's zone.
+    flows.push(flow(
+        Table::Conntrack,
+        PRIORITY_HAIRPIN,
+        c,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, 0, CT_TRK),
+            MatchField::ipv4(Field::Ipv4Dst, gw),
+        ]),
+        vec![apply(vec![Action::Ct(Ct {
+            zone: CtZone::Value(CT_ZONE_SNAT),
+            table: Some(Table::Conntrack.id()),
+            nat: Some(Nat::default()),
+            ..Ct::default()
+        })])],
+    ));
+    flows.push(flow(
+        Table::ConntrackCommit,
+        PRIORITY_HAIRPIN,
+        c,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
+            snat(),
+        ]),
+        vec![apply(vec![Action::Ct(Ct {
+            commit: true,
+            zone: CtZone::Value(CT_ZONE_SNAT),
+            table: Some(Table::Output.id()),
+            nat: Some(Nat {
+                kind: Some(NatKind::Src),
+                addr_min: Some(gw.into()),
+                port_min: Some(SNAT_PORTS.0),
+                port_max: Some(SNAT_PORTS.1),
+                ..Nat::default()
+            }),
+            ..Ct::default()
+        })])],
+    ));
+    flows.push(flow(
+        Table::ConntrackCommit,
+        PRIORITY_HAIRPIN_EST,
+        c,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, CT_EST | CT_TRK, CT_EST | CT_RPL | CT_TRK),
+            snat(),
+        ]),
+        vec![apply(vec![Action::Ct(Ct {
+            zone: CtZone::Value(CT_ZONE_SNAT),
+            table: Some(Table::Output.id()),
+            nat: Some(Nat::default()),
+            ..Ct::default()
+        })])],
+    ));
+    // A SNATed connection's replies, un-NATed, are for a client outside the pod network: to
+    // the gateway (they may have come through the tunnel, with the tunnel peer MAC).
+    flows.push(flow(
+        Table::L3Forwarding,
+        PRIORITY_SNAT_REPLY,
+        c,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, CT_RPL | CT_TRK, CT_RPL | CT_TRK),
+            snat(),
+        ]),
+        vec![
+            apply(vec![
+                set_mac(Field::EthSrc, TUNNEL_PEER_MAC),
+                set_mac(Field::EthDst, mac_for(gw)),
+            ]),
+            goto(Table::L2ForwardingCalc),
+        ],
+    ));
+    // Node setup redirects the whole NodePort range: a nodePort no Service has is refused,
+    // as the node's stack would refuse a closed port.
+    flows.push(flow(
+        Table::ServiceLb,
+        PRIORITY_UNKNOWN_NODE_PORT,
+        c,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
+            MatchField::ipv4(Field::Ipv4Dst, NODE_PORT_VIP),
+        ]),
+        reject(),
+    ));
     // SessionAffinity holds learned flows only; a miss does nothing (it is resubmitted to).
     flows.push(flow(
         Table::SessionAffinity,

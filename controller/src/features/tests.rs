@@ -159,8 +159,8 @@ fn every_feature_writes_only_the_tables_it_declares() {
             );
         }
     }
-    // Skeleton 19, gateway 5, two pods × 6, one remote node, policy base 5, Service base 5.
-    assert_eq!(checked, 47, "every owner's flows were looked at");
+    // Skeleton 19, gateway 5, two pods × 6, one remote node, policy base 5, Service base 10.
+    assert_eq!(checked, 52, "every owner's flows were looked at");
 }
 
 #[test]

@@ -42,6 +42,24 @@ pub struct ResolvedService {
     pub affinity_timeout: Option<u32>,
     /// Its ports.
     pub ports: Vec<ResolvedPort>,
+    /// Its externalIPs and LoadBalancer ingress IPs (sorted, no duplicates).
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `externalTrafficPolicy: Local`: external traffic only to the receiving node's
+    /// endpoints, unSNATed.
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local`: in-cluster clients of the ClusterIP only to their own
+    /// node's endpoints.
+    pub internal_local: bool,
+}
+
+impl ResolvedService {
+    /// True when some node's flows for it differ from another's (a Local traffic policy).
+    pub fn node_dependent(&self) -> bool {
+        self.internal_local
+            || (self.external_local
+                && (!self.external_ips.is_empty()
+                    || self.ports.iter().any(|p| p.node_port.is_some())))
+    }
 }
 
 /// One Service port with its endpoints.
@@ -58,6 +76,34 @@ pub struct ResolvedPort {
     /// The endpoints to balance over (address, DNAT port), sorted, without duplicates.
     /// Empty: no usable endpoint, clients are refused.
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// `nodePort` (NodePort and LoadBalancer Services).
+    pub node_port: Option<u16>,
+    /// Every endpoint that may serve (address, DNAT port, ready): the ready ones and the
+    /// serving-and-terminating ones, for the per-node choice of a Local traffic policy.
+    pub serving: Vec<(Ipv4Addr, u16, bool)>,
+}
+
+impl ResolvedPort {
+    /// The endpoints of a Local traffic policy on the node whose pod CIDR is `local`
+    /// (kube-proxy's topology.go, per node): its ready endpoints, else its
+    /// serving-and-terminating ones; empty when it has none.
+    pub fn local_endpoints(&self, local: ipnet::Ipv4Net) -> Vec<(Ipv4Addr, u16)> {
+        let here = |ip: &Ipv4Addr| local.contains(ip);
+        let ready: Vec<(Ipv4Addr, u16)> = self
+            .serving
+            .iter()
+            .filter(|(ip, _, r)| *r && here(ip))
+            .map(|&(ip, p, _)| (ip, p))
+            .collect();
+        if !ready.is_empty() {
+            return ready;
+        }
+        self.serving
+            .iter()
+            .filter(|(ip, _, _)| here(ip))
+            .map(|&(ip, p, _)| (ip, p))
+            .collect()
+    }
 }
 
 /// The Service index, part of every snapshot.
@@ -124,6 +170,31 @@ pub fn port_endpoints<'a>(
     }
     let chosen = if ready.is_empty() { fallback } else { ready };
     chosen.into_iter().collect()
+}
+
+/// Every endpoint of one Service port that may serve: (address, DNAT port, ready), the
+/// ready ones and the serving-and-terminating ones, sorted, without duplicates (an address
+/// ready in one slice counts as ready).
+pub fn port_serving<'a>(
+    port: &crate::model::ServicePortModel,
+    slices: impl IntoIterator<Item = &'a SliceModel>,
+) -> Vec<(Ipv4Addr, u16, bool)> {
+    let mut all: std::collections::BTreeMap<(Ipv4Addr, u16), bool> = Default::default();
+    for slice in slices {
+        let Some(&(_, _, target)) = slice
+            .ports
+            .iter()
+            .find(|(n, p, _)| *n == port.name && *p == port.protocol)
+        else {
+            continue;
+        };
+        for e in &slice.endpoints {
+            if e.ready || (e.serving && e.terminating) {
+                *all.entry((e.ip, target)).or_default() |= e.ready;
+            }
+        }
+    }
+    all.into_iter().map(|((ip, p), r)| (ip, p, r)).collect()
 }
 
 impl NetworkState {
@@ -242,6 +313,8 @@ impl NetworkState {
                     protocol: p.protocol,
                     port: p.port,
                     endpoints: port_endpoints(p, slices.iter().map(|s| &**s)),
+                    node_port: p.node_port,
+                    serving: port_serving(p, slices.iter().map(|s| &**s)),
                 })
                 .collect::<Vec<_>>();
             ResolvedService {
@@ -249,6 +322,9 @@ impl NetworkState {
                 cluster_ip: svc.cluster_ip,
                 affinity_timeout: svc.affinity_timeout,
                 ports,
+                external_ips: svc.external_ips.clone(),
+                external_local: svc.external_local,
+                internal_local: svc.internal_local,
             }
         });
         // Ids of ports the Service no longer has go back.

@@ -331,13 +331,13 @@ fn flows_and_groups_of_a_service_port() {
     assert!(
         dnat.iter().any(|l| l.contains("priority=200")
             && l.contains("reg3=0xaf40105,reg4=0x1f90")
-            && l.contains("ct(commit,table=50,zone=65520,nat(dst=10.244.1.5:8080),exec(set_field:0x1->ct_mark))")),
+            && l.contains("ct(commit,table=50,zone=65520,nat(dst=10.244.1.5:8080),exec(set_field:0x1->ct_mark,move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2]))")),
         "{dnat:#?}"
     );
     assert!(
         dnat.iter().any(|l| l.contains("priority=210")
             && l.contains("nw_src=10.244.1.5")
-            && l.contains("exec(set_field:0x3->ct_mark)")),
+            && l.contains("exec(set_field:0x3->ct_mark,move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2])")),
         "{dnat:#?}"
     );
     // The port without endpoints sends new connections to the controller, metered.
@@ -374,7 +374,7 @@ fn the_node_holds_every_service_and_the_hairpin_flows() {
     assert!(owners.contains(&Owner::ServiceBase));
     assert!(owners.contains(&Owner::Service(Arc::new(key("web")))));
     let mut base = Vec::new();
-    base_flows(&mut base);
+    base_flows(snap.node("n1").unwrap(), &mut base);
     let lines = text(&base);
     assert!(
         lines.iter().any(|l| l.contains("table=30")
@@ -587,4 +587,281 @@ fn service_flows_are_computed_once_for_every_node_and_follow_their_endpoints() {
     // The Service is deleted: nothing.
     s.apply(vec![Delta::Delete(Kind::Service, key("web"))]);
     assert_eq!(at(&s.snapshot(), "n1"), Parts::default());
+}
+
+fn two_nodes(objects: Vec<Delta>) -> NetworkState {
+    let mut s = NetworkState::new();
+    let mut all = vec![
+        delta(node("n1", "10.244.1.0/24", "192.168.77.11")),
+        delta(node("n2", "10.244.2.0/24", "192.168.77.12")),
+    ];
+    all.extend(objects);
+    s.apply(all);
+    s
+}
+
+/// A NodePort Service with an externalIP and a LoadBalancer ingress IP (and one in Proxy
+/// mode), one endpoint on n1 and one on n2; `extra` sets the traffic policies.
+fn exposed(extra: Value) -> Vec<Delta> {
+    let mut spec = json!({"spec": {"type": "LoadBalancer", "externalIPs": ["203.0.113.7"],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"},
+            {"ip": "203.0.113.10", "ipMode": "Proxy"}]}}});
+    merge(&mut spec, extra);
+    vec![
+        delta(service("web", "10.96.0.10", json!([]), spec)),
+        delta(slice(
+            "web-a",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([ep("10.244.1.5", json!({})), ep("10.244.2.5", json!({}))]),
+        )),
+    ]
+}
+
+fn node_parts(s: &NetworkState, node: &str) -> (Vec<String>, Vec<GroupDesc>) {
+    let snap = s.snapshot();
+    let svc = snap.service(&key("web")).unwrap();
+    let n = snap.node(node).unwrap();
+    let mut f = Vec::new();
+    node_flows(svc, n, &mut f);
+    (text(&f), node_groups(svc, n))
+}
+
+fn shared_text(s: &NetworkState) -> Vec<String> {
+    let snap = s.snapshot();
+    let mut f = Vec::new();
+    flows(snap.service(&key("web")).unwrap(), &mut f);
+    text(&f)
+}
+
+#[test]
+fn node_ports_external_ips_and_lb_ips_balance_cluster_wide_and_snat_external_traffic() {
+    let s = two_nodes(exposed(json!({})));
+    let snap = s.snapshot();
+    let svc = snap.service(&key("web")).unwrap();
+    assert_eq!(
+        svc.external_ips,
+        vec![Ipv4Addr::new(203, 0, 113, 7), Ipv4Addr::new(203, 0, 113, 9)],
+        "the Proxy-mode ingress IP is left alone"
+    );
+    assert!(!svc.node_dependent());
+    let lines = shared_text(&s);
+    let id = svc.ports[0].id;
+    let lb = |l: &&String, dst: &str, snat: bool| {
+        l.contains("table=40")
+            && l.contains(dst)
+            && l.contains(&format!("group:{id}"))
+            && l.contains("set_field:0x1->reg6") == snat
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| lb(&l, "nw_dst=169.254.169.253,tp_dst=30080", true)),
+        "the NodePort is balanced and SNATed: {lines:#?}"
+    );
+    for ip in ["203.0.113.7", "203.0.113.9"] {
+        let dst = format!("nw_dst={ip},tp_dst=80");
+        assert!(
+            lines.iter().any(|l| lb(&l, &dst, true)
+                && l.contains("reg0=0x3")
+                && l.contains("priority=205")),
+            "from the gateway, {ip} is external traffic: SNATed: {lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| lb(&l, &dst, false) && !l.contains("reg0=") && l.contains("priority=200")),
+            "from pods, {ip} is like the cluster IP: {lines:#?}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains("203.0.113.10")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("table=41")
+            && l.contains("move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2]")),
+        "EndpointDnat copies the SNAT flag into ct_mark: {lines:#?}"
+    );
+    let (node_lines, node_groups) = node_parts(&s, "n1");
+    assert!(node_lines.is_empty() && node_groups.is_empty());
+}
+
+#[test]
+fn external_traffic_policy_local_sends_outside_traffic_to_the_nodes_own_endpoints_unsnated() {
+    let s = two_nodes(exposed(json!({"spec": {"externalTrafficPolicy": "Local"}})));
+    let snap = s.snapshot();
+    let svc = snap.service(&key("web")).unwrap();
+    assert!(svc.node_dependent());
+    let id = svc.ports[0].id;
+    let local_gid = id | 0xFE00_0000;
+    let shared = shared_text(&s);
+    assert!(
+        !shared.iter().any(|l| l.contains("169.254.169.253")
+            || (l.contains("203.0.113.7") && l.contains("reg0=0x3"))),
+        "external frontends are per node under eTP Local: {shared:#?}"
+    );
+    assert!(
+        shared
+            .iter()
+            .any(|l| l.contains("nw_dst=10.96.0.10") && l.contains(&format!("group:{id}"))),
+        "the cluster IP stays cluster-wide: {shared:#?}"
+    );
+    let (lines, groups) = node_parts(&s, "n1");
+    assert!(
+        lines.iter().any(|l| l.contains("priority=200")
+            && l.contains("nw_dst=169.254.169.253,tp_dst=30080")
+            && l.contains(&format!("group:{local_gid}"))
+            && !l.contains("reg6")),
+        "{lines:#?}"
+    );
+    for src in ["10.244.1.1", "192.168.77.11"] {
+        assert!(
+            lines.iter().any(|l| l.contains("priority=210")
+                && l.contains(&format!("nw_src={src}"))
+                && l.contains("nw_dst=169.254.169.253")
+                && l.contains("set_field:0x1->reg6")
+                && l.contains(&format!("group:{id}"))),
+            "the node's own traffic ({src}) goes cluster-wide, SNATed: {lines:#?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("priority=205")
+            && l.contains("reg0=0x3")
+            && l.contains("nw_dst=203.0.113.9")
+            && l.contains(&format!("group:{local_gid}"))),
+        "{lines:#?}"
+    );
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].group_id, local_gid);
+    assert_eq!(groups[0].buckets.len(), 1, "only n1's endpoint");
+
+    // A node without a local endpoint drops external traffic.
+    let s = two_nodes(vec![
+        exposed(json!({"spec": {"externalTrafficPolicy": "Local"}})).remove(0),
+        delta(slice(
+            "web-a",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([ep("10.244.1.5", json!({}))]),
+        )),
+    ]);
+    let (lines, groups) = node_parts(&s, "n2");
+    assert!(groups.is_empty());
+    assert!(
+        lines.iter().any(|l| l.contains("priority=200")
+            && l.contains("nw_dst=169.254.169.253,tp_dst=30080")
+            && l.ends_with("actions=drop")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn internal_traffic_policy_local_keeps_cluster_ip_clients_on_their_node() {
+    let s = two_nodes(vec![
+        delta(service(
+            "web",
+            "10.96.0.10",
+            json!([{"name": "http", "port": 80}]),
+            json!({"spec": {"internalTrafficPolicy": "Local"}}),
+        )),
+        delta(slice(
+            "web-a",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([
+                ep(
+                    "10.244.1.5",
+                    json!({"ready": false, "serving": true, "terminating": true})
+                ),
+                ep("10.244.2.5", json!({}))
+            ]),
+        )),
+    ]);
+    let snap = s.snapshot();
+    let id = snap.service(&key("web")).unwrap().ports[0].id;
+    let shared = shared_text(&s);
+    assert!(
+        !shared.iter().any(|l| l.contains("table=40")),
+        "no shared ServiceLb flow: {shared:#?}"
+    );
+    // n1's only endpoint is terminating but serving: used locally (the cluster set has a
+    // ready one elsewhere, so its EndpointDnat flows are n1's own).
+    let (lines, groups) = node_parts(&s, "n1");
+    assert!(
+        lines.iter().any(|l| l.contains("nw_dst=10.96.0.10")
+            && l.contains(&format!("group:{}", id | 0xFE00_0000))),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("table=41") && l.contains("nat(dst=10.244.1.5:8080)")),
+        "{lines:#?}"
+    );
+    assert_eq!(groups.len(), 1);
+    let (lines, groups) = node_parts(&s, "n2");
+    assert_eq!(groups[0].buckets.len(), 1);
+    assert!(!lines.iter().any(|l| l.contains("table=41")), "{lines:#?}");
+}
+
+#[test]
+fn the_node_snats_external_service_traffic_to_its_gateway_and_refuses_unknown_node_ports() {
+    let s = two_nodes(Vec::new());
+    let snap = s.snapshot();
+    let mut base = Vec::new();
+    base_flows(snap.node("n2").unwrap(), &mut base);
+    let lines = text(&base);
+    let has = |want: &[&str]| {
+        assert!(
+            lines.iter().any(|l| want.iter().all(|w| l.contains(w))),
+            "{want:?} in {lines:#?}"
+        )
+    };
+    has(&[
+        "table=30",
+        "ct_state=-trk,ip,nw_dst=10.244.2.1",
+        "ct(table=30,zone=65522,nat)",
+    ]);
+    has(&[
+        "table=90",
+        "ct_mark=0x4/0x4",
+        "ct(commit,table=100,zone=65522,nat(src=10.244.2.1:61000-65535))",
+    ]);
+    has(&[
+        "table=90",
+        "ct_state=+est-rpl+trk,ct_mark=0x4/0x4",
+        "ct(table=100,zone=65522,nat)",
+    ]);
+    has(&[
+        "table=60",
+        "ct_state=+rpl+trk,ct_mark=0x4/0x4",
+        "set_field:0a:58:0a:f4:02:01->eth_dst",
+    ]);
+    has(&[
+        "table=40",
+        "priority=10",
+        "nw_dst=169.254.169.253",
+        "CONTROLLER",
+    ]);
+}
+
+#[test]
+fn a_service_without_endpoints_refuses_on_every_frontend() {
+    let s = two_nodes(vec![exposed(json!({})).remove(0)]);
+    let lines = shared_text(&s);
+    for dst in [
+        "nw_dst=10.96.0.10",
+        "nw_dst=169.254.169.253",
+        "nw_dst=203.0.113.7",
+        "nw_dst=203.0.113.9",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(dst) && l.contains("meter:1")),
+            "{dst}: {lines:#?}"
+        );
+    }
 }
