@@ -960,7 +960,7 @@ fn parse_ct(s: &str, ctx: &ActionContext<'_>) -> Result<Action, String> {
                 for a in &acts {
                     let ok = match a {
                         Action::SetField(mf) => matches!(mf.field, Field::CtMark | Field::CtLabel),
-                        Action::RegLoad { dst, .. } => {
+                        Action::RegLoad { dst, .. } | Action::RegMove { dst, .. } => {
                             matches!(dst.field, Field::CtMark | Field::CtLabel)
                         }
                         _ => false,

@@ -245,6 +245,10 @@ pub(super) const FLOWS: &[(&str, &str)] = &[
         "table=30, priority=39,ct_mark=0x2,ip actions=ct(commit,exec(load:0xf->NXM_NX_CT_MARK[0..7],set_field:0x1->ct_label))",
     ),
     (
+        "table=30,priority=38,ct_mark=0x3,ip,actions=ct(commit,exec(set_field:0x3->ct_mark,move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2]))",
+        "table=30, priority=38,ct_mark=0x3,ip actions=ct(commit,exec(set_field:0x3->ct_mark,move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2]))",
+    ),
+    (
         "table=31,priority=100,ct_state=+trk-inv,ct_zone=5,ct_label=0x1/0x1,ct_nw_src=10.0.0.1,ip,actions=output:1",
         "table=31, priority=100,ct_state=-inv+trk,ct_zone=5,ct_label=0x1/0x1,ct_nw_src=10.0.0.1,ip actions=output:1",
     ),
