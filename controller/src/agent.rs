@@ -178,6 +178,27 @@ impl SharedFlows {
 impl AgentConfig {
     /// The default bound of [`AgentConfig::full_realisations`].
     pub const FULL_REALISATIONS: usize = 4;
+
+    /// Agents reaching `switch_db`, telling br-int to connect to `openflow_target`, with
+    /// the default realisation bound and fresh shared flows, telemetry and audit log
+    /// (replace those with `..` where they are shared with the rest of the controller).
+    pub fn new(
+        switch_db: SwitchDb,
+        openflow_target: String,
+        encap: Encap,
+        datapath_type: String,
+    ) -> AgentConfig {
+        AgentConfig {
+            switch_db,
+            openflow_target,
+            encap,
+            datapath_type,
+            full_realisations: Arc::new(tokio::sync::Semaphore::new(Self::FULL_REALISATIONS)),
+            shared: Default::default(),
+            telemetry: Default::default(),
+            audit: Default::default(),
+        }
+    }
 }
 
 /// What the agent asks of the state task.

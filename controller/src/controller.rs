@@ -308,16 +308,14 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
     let audit = Arc::new(crate::audit::AuditLog::new(config.audit.clone()).map_err(Error::Config)?);
     let core = Core::start(
         AgentConfig {
-            switch_db,
-            openflow_target: config.openflow_target.clone(),
-            encap: config.encap,
-            datapath_type: config.datapath_type.clone(),
-            full_realisations: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                crate::agent::AgentConfig::FULL_REALISATIONS,
-            )),
-            shared: Default::default(),
             telemetry: telemetry.clone(),
             audit: audit.clone(),
+            ..AgentConfig::new(
+                switch_db,
+                config.openflow_target.clone(),
+                config.encap,
+                config.datapath_type.clone(),
+            )
         },
         deltas,
     );

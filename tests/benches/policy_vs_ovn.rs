@@ -251,18 +251,12 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
         .expect("listen for br-int");
     let (deltas, delta_rx) = tokio::sync::mpsc::unbounded_channel();
     let core = Arc::new(Core::start(
-        AgentConfig {
-            switch_db: SwitchDb::Ovsdb(format!("unix:{d}/db.sock")),
-            openflow_target: format!("unix:{d}/switchyard-controller.sock"),
-            encap: Encap::Geneve,
-            datapath_type: "netdev".into(),
-            full_realisations: Arc::new(tokio::sync::Semaphore::new(
-                AgentConfig::FULL_REALISATIONS,
-            )),
-            shared: Default::default(),
-            telemetry: Default::default(),
-            audit: Default::default(),
-        },
+        AgentConfig::new(
+            SwitchDb::Ovsdb(format!("unix:{d}/db.sock")),
+            format!("unix:{d}/switchyard-controller.sock"),
+            Encap::Geneve,
+            "netdev".into(),
+        ),
         delta_rx,
     ));
     let accept = {

@@ -33,18 +33,12 @@ impl SimulatedCore {
             .expect("listen for switches");
         let (deltas, delta_rx) = mpsc::unbounded_channel();
         let core = Arc::new(Core::start(
-            AgentConfig {
-                switch_db: SwitchDb::Simulated,
-                openflow_target: "unix:unused".into(),
-                encap: Encap::Geneve,
-                datapath_type: "netdev".into(),
-                full_realisations: Arc::new(tokio::sync::Semaphore::new(
-                    AgentConfig::FULL_REALISATIONS,
-                )),
-                shared: Default::default(),
-                telemetry: Default::default(),
-                audit: Default::default(),
-            },
+            AgentConfig::new(
+                SwitchDb::Simulated,
+                "unix:unused".into(),
+                Encap::Geneve,
+                "netdev".into(),
+            ),
             delta_rx,
         ));
         let accept = {
