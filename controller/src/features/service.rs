@@ -572,6 +572,73 @@ pub fn groups(svc: &ResolvedService) -> Vec<GroupDesc> {
     out
 }
 
+/// One SNAT in its own conntrack zone, three flows: replies to `address` are un-SNATed in
+/// `zone` and go back to the Conntrack table (now tracked, so this does not match twice)
+/// for the node's zone; a new connection carrying `mark` is committed there with `nat`
+/// (and `exec`); its later packets in the original direction are NATed in `zone` again.
+#[allow(clippy::too_many_arguments)]
+fn snat_zone_flows(
+    flows: &mut Vec<Flow>,
+    cookie: u64,
+    zone: u16,
+    mark: u32,
+    address: std::net::Ipv4Addr,
+    nat: Nat,
+    exec: Vec<Action>,
+) {
+    let marked = || MatchField::u32_masked(Field::CtMark, mark, mark);
+    flows.push(flow(
+        Table::Conntrack,
+        PRIORITY_HAIRPIN,
+        cookie,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, 0, CT_TRK),
+            MatchField::ipv4(Field::Ipv4Dst, address),
+        ]),
+        vec![apply(vec![Action::Ct(Ct {
+            zone: CtZone::Value(zone),
+            table: Some(Table::Conntrack.id()),
+            nat: Some(Nat::default()),
+            ..Ct::default()
+        })])],
+    ));
+    flows.push(flow(
+        Table::ConntrackCommit,
+        PRIORITY_HAIRPIN,
+        cookie,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
+            marked(),
+        ]),
+        vec![apply(vec![Action::Ct(Ct {
+            commit: true,
+            zone: CtZone::Value(zone),
+            table: Some(Table::Output.id()),
+            nat: Some(nat),
+            actions: exec,
+            ..Ct::default()
+        })])],
+    ));
+    flows.push(flow(
+        Table::ConntrackCommit,
+        PRIORITY_HAIRPIN_EST,
+        cookie,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, CT_EST | CT_TRK, CT_EST | CT_RPL | CT_TRK),
+            marked(),
+        ]),
+        vec![apply(vec![Action::Ct(Ct {
+            zone: CtZone::Value(zone),
+            table: Some(Table::Output.id()),
+            nat: Some(Nat::default()),
+            ..Ct::default()
+        })])],
+    ));
+}
+
 /// The fixed flows: hairpin un-SNAT, SNAT and output; the gateway SNAT of external
 /// Service traffic (un-SNAT, SNAT, replies to the gateway) with the node's gateway address;
 /// the refusal of nodePorts no Service has.
@@ -581,61 +648,21 @@ pub fn base_flows(node: &NodeModel, flows: &mut Vec<Flow>) {
     let snat = || MatchField::u32_masked(Field::CtMark, CT_MARK_SNAT, CT_MARK_SNAT);
     // Replies to the gateway address: un-SNAT in the SNAT zone first (a packet of no SNATed
     // connection passes unchanged), then the Conntrack table again for the node's zone.
-    flows.push(flow(
-        Table::Conntrack,
-        PRIORITY_HAIRPIN,
+    snat_zone_flows(
+        flows,
         c,
-        matching([
-            eth_type(ETH_TYPE_IPV4),
-            MatchField::u32_masked(Field::CtState, 0, CT_TRK),
-            MatchField::ipv4(Field::Ipv4Dst, gw),
-        ]),
-        vec![apply(vec![Action::Ct(Ct {
-            zone: CtZone::Value(CT_ZONE_SNAT),
-            table: Some(Table::Conntrack.id()),
-            nat: Some(Nat::default()),
-            ..Ct::default()
-        })])],
-    ));
-    flows.push(flow(
-        Table::ConntrackCommit,
-        PRIORITY_HAIRPIN,
-        c,
-        matching([
-            eth_type(ETH_TYPE_IPV4),
-            MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
-            snat(),
-        ]),
-        vec![apply(vec![Action::Ct(Ct {
-            commit: true,
-            zone: CtZone::Value(CT_ZONE_SNAT),
-            table: Some(Table::Output.id()),
-            nat: Some(Nat {
-                kind: Some(NatKind::Src),
-                addr_min: Some(gw.into()),
-                port_min: Some(SNAT_PORTS.0),
-                port_max: Some(SNAT_PORTS.1),
-                ..Nat::default()
-            }),
-            ..Ct::default()
-        })])],
-    ));
-    flows.push(flow(
-        Table::ConntrackCommit,
-        PRIORITY_HAIRPIN_EST,
-        c,
-        matching([
-            eth_type(ETH_TYPE_IPV4),
-            MatchField::u32_masked(Field::CtState, CT_EST | CT_TRK, CT_EST | CT_RPL | CT_TRK),
-            snat(),
-        ]),
-        vec![apply(vec![Action::Ct(Ct {
-            zone: CtZone::Value(CT_ZONE_SNAT),
-            table: Some(Table::Output.id()),
-            nat: Some(Nat::default()),
-            ..Ct::default()
-        })])],
-    ));
+        CT_ZONE_SNAT,
+        CT_MARK_SNAT,
+        gw,
+        Nat {
+            kind: Some(NatKind::Src),
+            addr_min: Some(gw.into()),
+            port_min: Some(SNAT_PORTS.0),
+            port_max: Some(SNAT_PORTS.1),
+            ..Nat::default()
+        },
+        Vec::new(),
+    );
     // A SNATed connection's replies, un-NATed, are for a client outside the pod network: to
     // the gateway (they may have come through the tunnel, with the tunnel peer MAC).
     flows.push(flow(
@@ -679,60 +706,19 @@ pub fn base_flows(node: &NodeModel, flows: &mut Vec<Flow>) {
     let hairpin = || MatchField::u32_masked(Field::CtMark, CT_MARK_HAIRPIN, CT_MARK_HAIRPIN);
     // Replies to the hairpin SNAT address: un-SNAT first (its zone), then the Conntrack
     // table again (now tracked, so this flow does not match twice) for the node's zone.
-    flows.push(flow(
-        Table::Conntrack,
-        PRIORITY_HAIRPIN,
+    snat_zone_flows(
+        flows,
         c,
-        matching([
-            eth_type(ETH_TYPE_IPV4),
-            MatchField::u32_masked(Field::CtState, 0, CT_TRK),
-            MatchField::ipv4(Field::Ipv4Dst, HAIRPIN_SNAT_IP),
-        ]),
-        vec![apply(vec![Action::Ct(Ct {
-            zone: CtZone::Value(CT_ZONE_HAIRPIN),
-            table: Some(Table::Conntrack.id()),
-            nat: Some(Nat::default()),
-            ..Ct::default()
-        })])],
-    ));
-    flows.push(flow(
-        Table::ConntrackCommit,
-        PRIORITY_HAIRPIN,
-        c,
-        matching([
-            eth_type(ETH_TYPE_IPV4),
-            MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
-            hairpin(),
-        ]),
-        vec![apply(vec![Action::Ct(Ct {
-            commit: true,
-            zone: CtZone::Value(CT_ZONE_HAIRPIN),
-            table: Some(Table::Output.id()),
-            nat: Some(Nat {
-                kind: Some(NatKind::Src),
-                addr_min: Some(HAIRPIN_SNAT_IP.into()),
-                ..Nat::default()
-            }),
-            actions: vec![set_ct_mark(CT_MARK_SERVICE | CT_MARK_HAIRPIN)],
-            ..Ct::default()
-        })])],
-    ));
-    flows.push(flow(
-        Table::ConntrackCommit,
-        PRIORITY_HAIRPIN_EST,
-        c,
-        matching([
-            eth_type(ETH_TYPE_IPV4),
-            MatchField::u32_masked(Field::CtState, CT_EST | CT_TRK, CT_EST | CT_RPL | CT_TRK),
-            hairpin(),
-        ]),
-        vec![apply(vec![Action::Ct(Ct {
-            zone: CtZone::Value(CT_ZONE_HAIRPIN),
-            table: Some(Table::Output.id()),
-            nat: Some(Nat::default()),
-            ..Ct::default()
-        })])],
-    ));
+        CT_ZONE_HAIRPIN,
+        CT_MARK_HAIRPIN,
+        HAIRPIN_SNAT_IP,
+        Nat {
+            kind: Some(NatKind::Src),
+            addr_min: Some(HAIRPIN_SNAT_IP.into()),
+            ..Nat::default()
+        },
+        vec![set_ct_mark(CT_MARK_SERVICE | CT_MARK_HAIRPIN)],
+    );
     // A hairpin packet leaves by the port it came in on (OpenFlow never outputs to in_port
     // unless told so).
     flows.push(flow(
