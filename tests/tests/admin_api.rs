@@ -281,12 +281,24 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
         .into_inner()
         .flows
     };
-    let all = dump(&mut api, "", "");
-    assert_eq!(
-        sorted(all.iter().map(|f| f.text.clone()).collect()),
-        sorted(ofctl_flows(&cluster, NODE1, &[])),
-        "DumpFlows and ovs-ofctl dump-flows --names --no-stats disagree"
-    );
+    // The cluster file's EndpointSlices name the pods' addresses once they are attached, so
+    // the Services may still be realising: compare until both agree (or the deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let all = dump(&mut api, "", "");
+        let ours = sorted(all.iter().map(|f| f.text.clone()).collect());
+        let theirs = sorted(ofctl_flows(&cluster, NODE1, &[]));
+        if ours == theirs {
+            break all;
+        }
+        if std::time::Instant::now() > deadline {
+            assert_eq!(
+                ours, theirs,
+                "DumpFlows and ovs-ofctl dump-flows --names --no-stats disagree"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let a_ip = cluster.pods[&key("x", "a")].ip;
     for f in &all {
         if f.cookie == switchyard::ids::pod_cookie(a_ip) {
