@@ -319,7 +319,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
         },
         deltas,
     );
-    let listener = match listen_tls {
+    let mut listener = match listen_tls {
         Some(tls) if config.openflow_listen.starts_with("pssl:") => {
             openflow::Listener::bind_tls(&config.openflow_listen, Default::default(), tls).await
         }

@@ -1075,16 +1075,31 @@ async fn keepalive_loop(shared: Arc<Shared>) {
 
 /// Accepts connections from switches (`punix:PATH`, `ptcp:PORT[:IP]`, `pssl:PORT[:IP]`),
 /// e.g. after `ovs-vsctl set-controller br0 unix:PATH` makes ovs-vswitchd connect to us.
+///
+/// Every accepted stream gets its own task for the TLS and OpenFlow handshakes, so a peer
+/// that connects and stays silent delays nobody else: [`Listener::accept`] returns whichever
+/// handshake finishes first. At most [`MAX_PENDING_HANDSHAKES`] run at once (beyond that
+/// the listener stops accepting until one ends), and each is bounded by
+/// [`HANDSHAKE_LIMIT_STEPS`] request timeouts in all.
 pub struct Listener {
     inner: ListenerInner,
     config: Config,
+    handshakes: tokio::task::JoinSet<Result<Connection>>,
 }
+
+/// Handshakes in progress at once on one listener.
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// A whole handshake (TLS, HELLO, FEATURES) may take this many request timeouts.
+pub const HANDSHAKE_LIMIT_STEPS: u32 = 3;
 
 enum ListenerInner {
     Unix(UnixListener, PathBuf),
     Tcp(TcpListener),
     Tls(TcpListener, TlsAcceptor),
 }
+
+type Handshake = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connection>> + Send>>;
 
 impl Listener {
     /// Starts listening.
@@ -1154,7 +1169,11 @@ impl Listener {
                 });
             }
         };
-        Ok(Listener { inner, config })
+        Ok(Listener {
+            inner,
+            config,
+            handshakes: tokio::task::JoinSet::new(),
+        })
     }
 
     /// The TCP address bound (useful with `ptcp:0`).
@@ -1165,51 +1184,89 @@ impl Listener {
         }
     }
 
-    /// Waits for a switch to connect and completes the handshake with it.
-    pub async fn accept(&self) -> Result<Connection> {
-        match &self.inner {
-            ListenerInner::Unix(l, p) => {
-                let (s, _) = l
-                    .accept()
-                    .await
-                    .map_err(io_err(format!("accepting on punix:{}", p.display())))?;
-                Connection::from_stream(
-                    s,
-                    format!("switch on punix:{}", p.display()),
-                    self.config.clone(),
-                )
+    /// Waits for the next switch whose handshake completes, or for the next one that
+    /// failed (the error names the peer). Cancel-safe: handshakes already started go on in
+    /// their own tasks and are returned by a later call.
+    pub async fn accept(&mut self) -> Result<Connection> {
+        loop {
+            let room = self.handshakes.len() < MAX_PENDING_HANDSHAKES;
+            tokio::select! {
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    return done.unwrap_or_else(|e| {
+                        Err(Error::Protocol(format!("a handshake task ended: {e}")))
+                    });
+                }
+                stream = accept_stream(&self.inner, &self.config), if room => {
+                    let (peer, handshake) = stream?;
+                    let limit = self.config.request_timeout * HANDSHAKE_LIMIT_STEPS;
+                    self.handshakes.spawn(async move {
+                        tokio::time::timeout(limit, handshake).await.unwrap_or_else(|_| {
+                            Err(Error::Protocol(format!(
+                                "{peer} did not complete the handshake within {limit:?}"
+                            )))
+                        })
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Accepts one stream and returns the handshake still to run on it (in its own task).
+async fn accept_stream(inner: &ListenerInner, config: &Config) -> Result<(String, Handshake)> {
+    let config = config.clone();
+    match inner {
+        ListenerInner::Unix(l, p) => {
+            let (s, _) = l
+                .accept()
                 .await
-            }
-            ListenerInner::Tcp(l) => {
-                let (s, a) = l
-                    .accept()
-                    .await
-                    .map_err(io_err("accepting on ptcp".to_string()))?;
-                let _ = s.set_nodelay(true);
-                Connection::from_stream(s, format!("switch at tcp:{a}"), self.config.clone()).await
-            }
-            ListenerInner::Tls(l, acceptor) => {
-                let (s, a) = l
-                    .accept()
-                    .await
-                    .map_err(io_err("accepting on pssl".to_string()))?;
-                let _ = s.set_nodelay(true);
-                let peer = format!("switch at ssl:{a}");
-                let tls = tokio::time::timeout(self.config.request_timeout, acceptor.accept(s))
-                    .await
-                    .map_err(|_| Error::Tls {
-                        peer: peer.clone(),
-                        reason: "no TLS handshake within the request timeout".into(),
-                    })?
-                    .map_err(|e| Error::Tls {
-                        peer: peer.clone(),
-                        reason: e.to_string(),
-                    })?;
-                let cert = switchyard_tls::client_certificate(&tls);
-                let mut conn = Connection::from_stream(tls, peer, self.config.clone()).await?;
-                conn.peer_certificate = cert;
-                Ok(conn)
-            }
+                .map_err(io_err(format!("accepting on punix:{}", p.display())))?;
+            let peer = format!("switch on punix:{}", p.display());
+            Ok((
+                peer.clone(),
+                Box::pin(Connection::from_stream(s, peer, config)),
+            ))
+        }
+        ListenerInner::Tcp(l) => {
+            let (s, a) = l
+                .accept()
+                .await
+                .map_err(io_err("accepting on ptcp".to_string()))?;
+            let _ = s.set_nodelay(true);
+            let peer = format!("switch at tcp:{a}");
+            Ok((
+                peer.clone(),
+                Box::pin(Connection::from_stream(s, peer, config)),
+            ))
+        }
+        ListenerInner::Tls(l, acceptor) => {
+            let (s, a) = l
+                .accept()
+                .await
+                .map_err(io_err("accepting on pssl".to_string()))?;
+            let _ = s.set_nodelay(true);
+            let peer = format!("switch at ssl:{a}");
+            let acceptor = acceptor.clone();
+            let name = peer.clone();
+            Ok((
+                peer,
+                Box::pin(async move {
+                    let tls = tokio::time::timeout(config.request_timeout, acceptor.accept(s))
+                        .await
+                        .map_err(|_| Error::Tls {
+                            peer: name.clone(),
+                            reason: "no TLS handshake within the request timeout".into(),
+                        })?
+                        .map_err(|e| Error::Tls {
+                            peer: name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    let cert = switchyard_tls::client_certificate(&tls);
+                    let mut conn = Connection::from_stream(tls, name, config).await?;
+                    conn.peer_certificate = cert;
+                    Ok(conn)
+                }),
+            ))
         }
     }
 }

@@ -293,7 +293,7 @@ async fn tcp_connect_and_ptcp_listen() {
     let _peer = switch.await.unwrap();
 
     // Passive: a switch connects to our ptcp listener.
-    let listener = Listener::bind("ptcp:0:127.0.0.1").await.unwrap();
+    let mut listener = Listener::bind("ptcp:0:127.0.0.1").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let switch = tokio::spawn(async move {
         let s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -246,7 +246,7 @@ async fn ours(pods: usize, policies: usize, incr: usize) -> Ours {
     let sb = Sandbox::start();
     let d = sb.d();
     // vswitchd connects only to unix: controllers inside its run directory.
-    let listener = openflow::Listener::bind(&format!("punix:{d}/switchyard-controller.sock"))
+    let mut listener = openflow::Listener::bind(&format!("punix:{d}/switchyard-controller.sock"))
         .await
         .expect("listen for br-int");
     let (deltas, delta_rx) = tokio::sync::mpsc::unbounded_channel();

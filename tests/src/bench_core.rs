@@ -46,9 +46,10 @@ impl BenchCore {
         let ovs = OvsSandbox::start_tagged(tag);
         let d = ovs.dir().to_str().expect("utf-8 dir").to_owned();
         // vswitchd connects only to unix: controllers inside its run directory.
-        let listener = openflow::Listener::bind(&format!("punix:{d}/switchyard-controller.sock"))
-            .await
-            .expect("listen for br-int");
+        let mut listener =
+            openflow::Listener::bind(&format!("punix:{d}/switchyard-controller.sock"))
+                .await
+                .expect("listen for br-int");
         let (deltas, delta_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core::start(
             AgentConfig::new(

@@ -28,7 +28,7 @@ impl SimulatedCore {
     /// connecting switch to its node's agent.
     pub async fn start(dir: &Path) -> SimulatedCore {
         let socket = dir.join("of.sock");
-        let listener = openflow::Listener::bind(&format!("punix:{}", socket.display()))
+        let mut listener = openflow::Listener::bind(&format!("punix:{}", socket.display()))
             .await
             .expect("listen for switches");
         let (deltas, delta_rx) = mpsc::unbounded_channel();

@@ -503,7 +503,7 @@ async fn listener_accepts_vswitchd_as_controller_connection() {
         echo_interval: Duration::from_millis(500),
         ..Config::default()
     };
-    let listener = Listener::bind_with(&format!("punix:{}", sock.display()), config)
+    let mut listener = Listener::bind_with(&format!("punix:{}", sock.display()), config)
         .await
         .expect("bind");
     let ctl = format!("unix:{}", sock.display());

@@ -29,7 +29,7 @@ async fn listener() -> (tempfile::TempDir, Listener, String) {
 
 /// One switch connected and accepted.
 async fn pair(dpid: u64) -> (tempfile::TempDir, SimSwitch, openflow::Connection) {
-    let (dir, listener, target) = listener().await;
+    let (dir, mut listener, target) = listener().await;
     let sim = SimSwitch::connect(&target, dpid).await.unwrap();
     let conn = tokio::time::timeout(LIMIT, listener.accept())
         .await
@@ -454,7 +454,7 @@ async fn what_it_does_not_model_is_an_error_not_a_hang() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_switches_on_one_listener() {
-    let (_dir, listener, target) = listener().await;
+    let (_dir, mut listener, target) = listener().await;
     const N: u64 = 200;
     let dials: Vec<_> = (1..=N)
         .map(|dpid| {
@@ -501,10 +501,54 @@ async fn two_hundred_switches_on_one_listener() {
     }
 }
 
+/// A peer that connects and never speaks must not hold up the switches behind it: each
+/// accepted stream has its own handshake task. The silent peers connect first, so a
+/// listener that ran handshakes inline would return their timeout errors (after the
+/// request timeout) before the real switch.
+#[tokio::test]
+async fn a_silent_peer_does_not_block_the_next_switch() {
+    let config = openflow::conn::Config {
+        request_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    for tcp in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut listener, target) = if tcp {
+            let l = Listener::bind_with("ptcp:0:127.0.0.1", config.clone())
+                .await
+                .unwrap();
+            let target = format!("tcp:{}", l.local_addr().unwrap());
+            (l, target)
+        } else {
+            let path = dir.path().join("of.sock");
+            let l = Listener::bind_with(&format!("punix:{}", path.display()), config.clone())
+                .await
+                .unwrap();
+            (l, format!("unix:{}", path.display()))
+        };
+        let mut silent = Vec::new();
+        for _ in 0..3 {
+            silent.push(match target.split_once(':').unwrap() {
+                ("tcp", a) => Box::new(tokio::net::TcpStream::connect(a).await.unwrap())
+                    as Box<dyn std::any::Any>,
+                (_, p) => Box::new(tokio::net::UnixStream::connect(p).await.unwrap()),
+            });
+        }
+        let sim = SimSwitch::connect(&target, 0x5117).await.unwrap();
+        let first = tokio::time::timeout(LIMIT, listener.accept())
+            .await
+            .expect("the real switch was held up behind the silent peers")
+            .expect("the real switch's handshake");
+        assert_eq!(first.datapath_id(), 0x5117, "over {target}");
+        assert!(sim.wait_ready(LIMIT).await);
+        drop(silent);
+    }
+}
+
 #[tokio::test]
 async fn bundle_control_errors_and_tcp() {
     // Over TCP this time.
-    let listener = Listener::bind("ptcp:0:127.0.0.1").await.unwrap();
+    let mut listener = Listener::bind("ptcp:0:127.0.0.1").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sim = SimSwitch::connect(&format!("tcp:{addr}"), 0x77)
         .await

@@ -136,7 +136,7 @@ fn vswitchd_connects_to_a_pssl_listener_and_its_certificate_names_its_node() {
     let (events_tx, events) = std::sync::mpsc::channel();
     let server = switchyard_tls::server_config(&controller.files()).expect("server config");
     let listener = in_netns(ovs.netns.path(), async move || {
-        let listener =
+        let mut listener =
             openflow::Listener::bind_tls("pssl:6653:127.0.0.1", Default::default(), server)
                 .await
                 .expect("bind pssl:6653");
