@@ -354,10 +354,9 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
             loop {
                 match listener.accept().await {
                     Ok(conn) => core.accept_switch(conn),
-                    Err(e) => {
-                        warn!("OpenFlow listener: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
+                    // One peer's failed handshake (the listener backs off by itself when
+                    // its socket fails).
+                    Err(e) => warn!("OpenFlow listener: {e}"),
                 }
             }
         }

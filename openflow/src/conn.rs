@@ -1090,6 +1090,9 @@ pub struct Listener {
 /// Handshakes in progress at once on one listener.
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
+/// How long [`Listener::accept`] waits after the listening socket itself failed.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
 /// A whole handshake (TLS, HELLO, FEATURES) may take this many request timeouts.
 pub const HANDSHAKE_LIMIT_STEPS: u32 = 3;
 
@@ -1197,7 +1200,15 @@ impl Listener {
                     });
                 }
                 stream = accept_stream(&self.inner, &self.config), if room => {
-                    let (peer, handshake) = stream?;
+                    let (peer, handshake) = match stream {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            // The socket itself failed (out of descriptors, say): back off
+                            // so a caller that loops on errors does not spin.
+                            tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                            return Err(e);
+                        }
+                    };
                     let limit = self.config.request_timeout * HANDSHAKE_LIMIT_STEPS;
                     self.handshakes.spawn(async move {
                         tokio::time::timeout(limit, handshake).await.unwrap_or_else(|_| {
