@@ -235,6 +235,18 @@ pub struct AgentStatus {
     pub last_realisation: Option<(Instant, Duration, usize)>,
     /// The last error, with when it happened.
     pub last_error: Option<(Instant, String)>,
+    /// Times the agent planned the node's OVSDB rows (copied the replica and compared it
+    /// with what the node should have); wakes that change none of its inputs skip it.
+    pub ovsdb_plans: u64,
+}
+
+/// The inputs of one OVSDB plan (see `serve`).
+#[derive(PartialEq)]
+struct PlanInputs {
+    replica_generation: u64,
+    node: Arc<NodeModel>,
+    attachments: Vec<Arc<PodPort>>,
+    live: bool,
 }
 
 #[derive(Debug, Default)]
@@ -435,14 +447,19 @@ pub fn node_target(template: &str, node: &NodeModel) -> String {
         .replace("{internal_ip}", &node.internal_ip.to_string())
 }
 
-const OVSDB_TABLES: [&str; 6] = [
-    "Open_vSwitch",
-    "Bridge",
-    "Port",
-    "Interface",
-    "Controller",
-    "Flow_Table",
-];
+/// The node's OVSDB tables the agent replicates: every column but the interfaces'
+/// `statistics`, which vswitchd rewrites every 5 s (`other_config:stats-update-interval`)
+/// for every port: replicated, they would wake every agent that often for nothing.
+fn ovsdb_tables() -> [ovsdb::TableSpec; 6] {
+    [
+        ovsdb::TableSpec::all("Open_vSwitch"),
+        ovsdb::TableSpec::all("Bridge"),
+        ovsdb::TableSpec::all("Port"),
+        ovsdb::TableSpec::all_but("Interface", &["statistics"]),
+        ovsdb::TableSpec::all("Controller"),
+        ovsdb::TableSpec::all("Flow_Table"),
+    ]
+}
 
 struct Worker {
     config: Arc<AgentConfig>,
@@ -525,7 +542,7 @@ impl Worker {
                     match ovsdb::Replica::start_with(
                         &target,
                         ovsdb::vswitch::DATABASE,
-                        OVSDB_TABLES,
+                        ovsdb_tables(),
                         options,
                     )
                     .await
@@ -620,6 +637,10 @@ impl Worker {
         };
         let mut reported_errors = BTreeMap::new();
         let mut reported_controller_errors = BTreeMap::new();
+        // What the last OVSDB plan was made from: when none of it changed (a policy or
+        // label change touches no row), the plan, the replica copy and the port views are
+        // skipped, so such a wake costs nothing that grows with the node's pods.
+        let mut planned: Option<PlanInputs> = None;
         loop {
             let snap = self.state.snapshot();
             let Some(this) = snap.node(node).cloned() else {
@@ -645,8 +666,22 @@ impl Worker {
 
             // OVSDB: the node's rows, then the ofports the pod ports have or will have.
             let mut node_txn: Option<(SwitchConfig, ovsdb::Transaction)> = None;
+            let live = lock(&self.openflow)
+                .as_ref()
+                .is_some_and(|c| c.closed_reason().is_none());
+            let inputs = replica.map(|r| PlanInputs {
+                replica_generation: r.generation(),
+                node: this.clone(),
+                attachments: attachments.clone(),
+                live,
+            });
+            let unchanged = inputs.is_some() && inputs == planned;
             let new_ofports: HashMap<String, u32> = match replica {
+                // Same rows, node, attachments and connection as the last plan: the same
+                // (empty) transaction and the same port numbers.
+                Some(_) if unchanged => ofports.clone(),
                 Some(replica) => {
+                    self.status.send_modify(|s| s.ovsdb_plans += 1);
                     let snapshot = replica.snapshot();
                     let errors = switch_config::interface_errors(&snapshot);
                     if errors != reported_errors {
@@ -688,9 +723,6 @@ impl Worker {
                     // which a central controller cannot reach. So: with no live br-int
                     // connection, clear it at once; br-int (fail_mode=secure) drops
                     // everything until the whole pipeline arrives in one bundle.
-                    let live = lock(&self.openflow)
-                        .as_ref()
-                        .is_some_and(|c| c.closed_reason().is_none());
                     if !live && let Some(txn) = switch_config::clear_flow_restore_wait(&snapshot) {
                         info!(node = %node,
                             "vswitchd waits with flow-restore-wait, which keeps it from connecting: clearing the key; the pipeline goes in one bundle when br-int connects");
@@ -699,7 +731,12 @@ impl Worker {
                         continue;
                     }
                     let txn = switch_config::plan(&snapshot, &desired);
-                    if !txn.is_empty() {
+                    if txn.is_empty() {
+                        // Nothing to do for these inputs: the next wake with the same ones
+                        // skips all of this. (After a transaction the replica moves on, so
+                        // the plan is made again to confirm it.)
+                        planned = inputs;
+                    } else {
                         node_txn = Some((desired, txn));
                     }
                     // A new pod port's number is known before vswitchd adds it (its

@@ -120,6 +120,8 @@ pub struct Metrics {
     pub errors: Family<KindLabel, Counter>,
     /// Flows per node (set at scrape).
     pub flows: Family<FlowLabels, Gauge>,
+    /// Per node: times its agent planned the node's OVSDB rows (set at scrape).
+    pub ovsdb_plans: Family<NodeLabel, Gauge>,
     /// Nodes whose br-int is connected (set at scrape).
     pub switches_connected: Gauge,
     /// Nodes whose pipeline is realised (set at scrape).
@@ -143,6 +145,7 @@ impl Default for Metrics {
             drift: Family::default(),
             errors: Family::default(),
             flows: Family::default(),
+            ovsdb_plans: Family::default(),
             switches_connected: Gauge::default(),
             nodes_ready: Gauge::default(),
             objects: Family::default(),
@@ -180,6 +183,11 @@ impl Default for Metrics {
             "flows",
             "Flows per node, desired and installed",
             m.flows.clone(),
+        );
+        registry.register(
+            "ovsdb_plans",
+            "Times a node's agent planned its OVSDB rows (copied its replica and compared it with what the node should have); wakes that change no row, node or attachment skip it",
+            m.ovsdb_plans.clone(),
         );
         registry.register(
             "switches_connected",

@@ -27,6 +27,9 @@ pub struct TableSpec {
     pub table: String,
     /// The columns; empty means every column of the schema.
     pub columns: Vec<String>,
+    /// With `columns` empty: columns of the schema left out (e.g. counters the server
+    /// rewrites every few seconds, which would otherwise wake every reader).
+    pub except: Vec<String>,
 }
 
 impl TableSpec {
@@ -35,6 +38,16 @@ impl TableSpec {
         TableSpec {
             table: table.to_owned(),
             columns: Vec::new(),
+            except: Vec::new(),
+        }
+    }
+
+    /// Every column of `table` but `except` (each must be in the schema).
+    pub fn all_but(table: &str, except: &[&str]) -> TableSpec {
+        TableSpec {
+            table: table.to_owned(),
+            columns: Vec::new(),
+            except: except.iter().map(|c| (*c).to_owned()).collect(),
         }
     }
 
@@ -43,6 +56,7 @@ impl TableSpec {
         TableSpec {
             table: table.to_owned(),
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            except: Vec::new(),
         }
     }
 }
@@ -176,6 +190,8 @@ struct Shared {
     specs: Vec<TableSpec>,
     options: ReplicaOptions,
     data: RwLock<Snapshot>,
+    /// Bumped every time `data` is written (an update applied, a resynchronisation).
+    generation: std::sync::atomic::AtomicU64,
     schema: RwLock<Arc<DatabaseSchema>>,
     client: Mutex<Option<Client>>,
     changes: mpsc::UnboundedSender<RowChange>,
@@ -256,6 +272,7 @@ impl Replica {
             specs: tables.into_iter().map(Into::into).collect(),
             options,
             data: RwLock::new(Snapshot::default()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             schema: RwLock::new(Arc::new(DatabaseSchema {
                 name: db.to_owned(),
                 version: String::new(),
@@ -282,6 +299,15 @@ impl Replica {
     /// `None` as well when [`ReplicaOptions::change_stream`] is off.
     pub fn changes(&self) -> Option<mpsc::UnboundedReceiver<RowChange>> {
         self.changes.lock().ok().and_then(|mut c| c.take())
+    }
+
+    /// Increases every time the replicated contents may have changed (an update applied,
+    /// a resynchronisation): equal values mean the same contents, so a reader can skip
+    /// work it did for the contents it saw last.
+    pub fn generation(&self) -> u64 {
+        self.shared
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A copy of every replicated table.
@@ -362,8 +388,22 @@ fn monitor_requests(
     let mut requests = BTreeMap::new();
     for spec in &shared.specs {
         let table = schema.table(&spec.table)?;
+        for c in &spec.except {
+            if !table.columns.contains_key(c) {
+                return Err(Error::UnknownName {
+                    db: shared.db.clone(),
+                    what: "column",
+                    name: format!("{}.{c}", spec.table),
+                });
+            }
+        }
         let columns: Vec<String> = if spec.columns.is_empty() {
-            table.columns.keys().cloned().collect()
+            table
+                .columns
+                .keys()
+                .filter(|c| !spec.except.contains(c))
+                .cloned()
+                .collect()
         } else {
             for c in &spec.columns {
                 if !table.columns.contains_key(c) {
@@ -580,6 +620,9 @@ fn apply_updates(
 ) -> Result<Vec<RowChange>, Error> {
     let mut changes = Vec::new();
     let mut data = shared.data.write().unwrap_or_else(|p| p.into_inner());
+    shared
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     for (table_name, rows) in updates_object(updates)? {
         let table = schema.table(table_name)?;
         let columns = all_columns.get(table_name).map_or(&[][..], Vec::as_slice);
@@ -710,6 +753,9 @@ fn resync(
         }
     }
     let mut data = shared.data.write().unwrap_or_else(|p| p.into_inner());
+    shared
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let mut changes = Vec::new();
     let names: BTreeSet<String> = fresh.keys().chain(data.tables.keys()).cloned().collect();
     for name in names {

@@ -526,3 +526,90 @@ async fn on_a_clustered_database_the_replica_resumes_from_its_last_transaction()
         "br1 did not change"
     );
 }
+
+/// A column left out of the monitor (the interfaces' `statistics`, which vswitchd rewrites
+/// every few seconds) is neither replicated nor a reason for the replica to move on: while
+/// a replica of every column sees vswitchd's statistics updates, one without them stays
+/// at the same generation. A column the schema does not have is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_out_column_neither_shows_nor_moves_the_replica() {
+    switchyard_tests::skip_unless_root!();
+    let ovs = OvsSandbox::start();
+    ovs.add_bridge("br0");
+    ovs.vsctl(&[
+        "add-port",
+        "br0",
+        "p1",
+        "--",
+        "set",
+        "Interface",
+        "p1",
+        "type=internal",
+    ]);
+    let everything = Replica::start(&ovs.db_target(), DB, ["Interface"])
+        .await
+        .expect("replica of every column");
+    let quiet = Replica::start(
+        &ovs.db_target(),
+        DB,
+        [ovsdb::TableSpec::all_but("Interface", &["statistics"])],
+    )
+    .await
+    .expect("replica without statistics");
+    // Both have the port (and only the full one its statistics).
+    let has = |r: &Replica, column: &str| {
+        r.table("Interface")
+            .values()
+            .any(|row| row.str("name") == "p1" && row.get(column).is_some())
+    };
+    assert!(
+        switchyard_tests::wait_for(Duration::from_secs(20), || has(&quiet, "ofport")
+            && has(&everything, "ofport"))
+        .is_some(),
+        "both replicas have p1"
+    );
+    assert!(!has(&quiet, "statistics"), "statistics were left out");
+    // Traffic into br0 through p1 (ARP for an address nobody has, inside the test's
+    // namespace), so its counters keep changing.
+    ovs.netns
+        .exec(&["ip", "addr", "add", "10.249.9.1/24", "dev", "p1"]);
+    ovs.netns.exec(&["ip", "link", "set", "p1", "up"]);
+    let mut pinger = std::process::Command::new("ip")
+        .args(["netns", "exec", ovs.netns.name(), "ping", "-q", "-i", "0.2"])
+        .args(["-w", "60", "10.249.9.2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ping");
+    // vswitchd writes statistics every 5 s (stats-update-interval): let one pass for the
+    // port to settle, then watch the next.
+    let full_update = |from: u64| {
+        switchyard_tests::wait_for(Duration::from_secs(30), || everything.generation() > from)
+            .is_some()
+    };
+    assert!(
+        full_update(everything.generation()),
+        "vswitchd never updated p1's statistics"
+    );
+    let (full_before, quiet_before) = (everything.generation(), quiet.generation());
+    assert!(
+        full_update(full_before),
+        "vswitchd did not update the statistics again (the full replica stayed at {full_before})"
+    );
+    let _ = pinger.kill();
+    let _ = pinger.wait();
+    assert_eq!(
+        quiet.generation(),
+        quiet_before,
+        "the replica without statistics moved on though nothing it holds changed"
+    );
+
+    let e = Replica::start(
+        &ovs.db_target(),
+        DB,
+        [ovsdb::TableSpec::all_but("Interface", &["nonesuch"])],
+    )
+    .await
+    .expect_err("an unknown column is refused");
+    assert!(e.to_string().contains("Interface.nonesuch"), "{e}");
+}

@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::AdminError;
 use crate::controller::{Shared, lock};
-use crate::telemetry::{FlowLabels, KindLabel};
+use crate::telemetry::{FlowLabels, KindLabel, NodeLabel};
 
 /// The default `--metrics-listen`.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
@@ -104,6 +104,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 })
                 .set(n as i64);
         }
+        m.ovsdb_plans
+            .get_or_create(&NodeLabel { node: node.clone() })
+            .set(status.ovsdb_plans as i64);
         connected += i64::from(*conn);
         ready += i64::from(status.ready);
     }
