@@ -549,13 +549,16 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
     let ready = ready.unwrap_or(false);
     let verdict = verdict.unwrap_or(Ok(()));
     if let Err(why) = verdict {
-        // Nothing of a failed ADD stays: attachment (port, flows) and a fresh address.
-        undo_attach(shared, &key, &req.container_id, &node.name, fresh).await;
+        // Nothing of a failed ADD stays: attachment (port, flows) and a fresh address. An
+        // ADD again of the attached container leaves that to the runtime's DEL.
+        if !again {
+            undo_attach(shared, &key, &req.container_id, &node.name, fresh).await;
+        }
         return error_reply(
             CNI_NO_INTERFACE,
             "host interface unusable",
             format!(
-                "pod {key} on node {}: vswitchd cannot add the host interface {}: {why}; nothing was kept",
+                "pod {key} on node {}: vswitchd cannot add the host interface {} (does it exist on the node?): {why}",
                 node.name, req.host_iface
             ),
         );
