@@ -90,7 +90,7 @@ pub struct NetConf {
     /// Plugin type (our binary's name).
     #[serde(rename = "type")]
     pub plugin_type: String,
-    /// Controller address: `unix:PATH` or `tcp:HOST:PORT`.
+    /// Controller address: `unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT` (with `tls`).
     pub controller: String,
     /// Seconds an ADD may take in total, controller included.
     #[serde(rename = "timeoutSeconds", default)]
@@ -131,8 +131,10 @@ pub struct TlsConf {
 impl NetConf {
     /// One request to the controller, over TLS when `tls` is configured.
     fn call(&self, request: &Request, timeout: Duration) -> Result<Reply, Error> {
+        // The files are read only for an ssl: controller: a conflist may carry them for
+        // a later switch to TLS.
         let tls = match &self.tls {
-            Some(t) => Some(api::ClientTls::new(
+            Some(t) if self.controller.starts_with("ssl:") => Some(api::ClientTls::new(
                 &switchyard_tls::TlsFiles {
                     ca: t.ca.clone(),
                     certificate: t.cert.clone(),
@@ -140,7 +142,7 @@ impl NetConf {
                 },
                 t.server_name.clone(),
             )?),
-            None => None,
+            _ => None,
         };
         api::call_with(&self.controller, tls.as_ref(), request, timeout)
     }
@@ -273,7 +275,7 @@ pub fn parse_request(
     if conf.controller.is_empty() {
         return Err(Error::InvalidConfig {
             field: "controller",
-            reason: "must not be empty; expected unix:PATH or tcp:HOST:PORT".into(),
+            reason: "must not be empty; expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT".into(),
         });
     }
     let timeout = Duration::from_secs(conf.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS));
