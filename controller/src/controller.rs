@@ -32,8 +32,9 @@ use crate::state::{
 use crate::switch_config::{self, PodPort};
 
 pub use crate::cni_server::{
-    CNI_BAD_REQUEST, CNI_CHECK_FAILED, CNI_INVALID_POD, CNI_NO_ADDRESS, CNI_NOT_READY,
-    CNI_UNAVAILABLE, CNI_UNKNOWN_NODE, CNI_UNKNOWN_POD,
+    CNI_BAD_REQUEST, CNI_CHECK_FAILED, CNI_FORBIDDEN, CNI_INVALID_POD, CNI_NO_ADDRESS,
+    CNI_NO_INTERFACE, CNI_NOT_READY, CNI_POD_RUNNING, CNI_TRY_AGAIN, CNI_UNAVAILABLE,
+    CNI_UNKNOWN_NODE, CNI_UNKNOWN_POD,
 };
 
 /// How the controller reaches nodes and is reached by them.

@@ -516,3 +516,39 @@ fn no_certificate_call(
     tls.read_to_string(&mut reply).map_err(|e| e.to_string())?;
     serde_json::from_str(reply.trim()).map_err(|e| format!("{e}: {reply:?}"))
 }
+
+#[test]
+fn cni_tls_flags_and_an_ssl_listener_go_together() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let d = dir.path().display().to_string();
+    let start = |cni: &[&str]| {
+        let out = std::process::Command::new(switchyard_tests::workspace_binary("switchyard"))
+            .arg("controller")
+            .args(["--cluster-file", &format!("{d}/none.yaml")])
+            .args(["--openflow-listen", &format!("punix:{d}/ofp.sock")])
+            .args(["--openflow-target", &format!("unix:{d}/ofp.sock")])
+            .args(["--admin-listen", &format!("unix:{d}/admin.sock")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(cni)
+            .output()
+            .expect("run the controller");
+        assert!(!out.status.success(), "{cni:?} must be refused at start");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = start(&["--cni-listen", "ssl:127.0.0.1:16999"]);
+    assert!(err.contains("--cni-tls-ca"), "{err}");
+    let unix = format!("unix:{d}/cni.sock");
+    let err = start(&[
+        "--cni-listen",
+        &unix,
+        "--cni-tls-ca",
+        "/x",
+        "--cni-tls-cert",
+        "/y",
+        "--cni-tls-key",
+        "/z",
+    ]);
+    assert!(err.contains("is not ssl:"), "{err}");
+    let err = start(&["--cni-listen", &unix, "--cni-tls-ca", "/x"]);
+    assert!(err.contains("go together"), "{err}");
+}
