@@ -3,7 +3,7 @@
 //! Owns: the request/reply types, their JSON encoding, the blocking one-request-per-connection
 //! client ([`call`]) and the host-side veth naming rule ([`host_iface_name`]). The controller
 //! crate depends on this module for the same types, so it stays free of heavy dependencies
-//! (serde, std I/O only).
+//! (serde, std I/O, and synchronous rustls through `switchyard-tls` for `ssl:`).
 //!
 //! Does not own: veth creation or netlink (see [`crate::link`]), or the CNI plugin protocol
 //! (see [`crate::plugin`]).
@@ -617,5 +617,23 @@ mod tests {
                 "{addr}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn ssl_needs_the_nodes_tls_files_and_checks_the_hosts_name() {
+        let err = call_with(
+            "ssl:127.0.0.1:1",
+            None,
+            &Request::Status { node: None },
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { field: "tls", .. }),
+            "{err}"
+        );
+        assert_eq!(host_of("controller.example:6654"), "controller.example");
+        assert_eq!(host_of("[::1]:6654"), "::1");
+        assert_eq!(host_of("10.0.0.5:6654"), "10.0.0.5");
     }
 }
