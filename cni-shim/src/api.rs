@@ -3,14 +3,15 @@
 //! Owns: the request/reply types, their JSON encoding, the blocking one-request-per-connection
 //! client ([`call`]) and the host-side veth naming rule ([`host_iface_name`]). The controller
 //! crate depends on this module for the same types, so it stays free of heavy dependencies
-//! (serde, std I/O only).
+//! (serde, std I/O, and synchronous rustls through `switchyard-tls` for `ssl:`).
 //!
 //! Does not own: veth creation or netlink (see [`crate::link`]), or the CNI plugin protocol
 //! (see [`crate::plugin`]).
 //!
 //! # Wire format
 //!
-//! The controller address is `unix:PATH` (a Unix stream socket) or `tcp:HOST:PORT`. Per
+//! The controller address is `unix:PATH` (a Unix stream socket), `tcp:HOST:PORT`, or
+//! `ssl:HOST:PORT` (TCP with mutual TLS: [`ClientTls`], the node's certificate). Per
 //! connection the shim writes exactly one JSON object ([`Request`]) followed by `"\n"`; the
 //! controller answers one JSON object ([`Reply`]) followed by `"\n"` and closes. Examples:
 //!
@@ -88,6 +89,10 @@ pub struct PodRef {
     pub host_iface: String,
     /// MAC of the pod-side interface, when the shim knows it (informational).
     pub pod_mac: Option<String>,
+    /// The node the asking shim runs on (`nodeName`, else the host name). Over TLS the
+    /// controller checks it against the caller's certificate and the pod's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The controller's answer to any [`Request`].
@@ -150,6 +155,44 @@ const MAX_REPLY_BYTES: usize = 1 << 20;
 /// controller, a connection closed before a full line, a reply that is not a [`Reply`], or the
 /// timeout.
 pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Reply, Error> {
+    call_with(controller, None, request, timeout)
+}
+
+/// The shim's TLS identity towards an `ssl:` controller: the node's certificate and key,
+/// the CA that signed the controller's, and the name the controller's certificate must
+/// carry (default: the host of the `ssl:HOST:PORT` address).
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// The rustls configuration ([`switchyard_tls::client_config`]).
+    pub config: std::sync::Arc<switchyard_tls::ClientConfig>,
+    /// The controller's name in its certificate, when not the address's host.
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    /// Reads the PEM files (CA, certificate, key).
+    pub fn new(
+        files: &switchyard_tls::TlsFiles,
+        server_name: Option<String>,
+    ) -> Result<ClientTls, Error> {
+        let config = switchyard_tls::client_config(files).map_err(|e| Error::InvalidConfig {
+            field: "tls",
+            reason: e.to_string(),
+        })?;
+        Ok(ClientTls {
+            config,
+            server_name,
+        })
+    }
+}
+
+/// [`call`], with the TLS identity an `ssl:` controller address needs.
+pub fn call_with(
+    controller: &str,
+    tls: Option<&ClientTls>,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Reply, Error> {
     let deadline = Instant::now() + timeout;
     let mut line = serde_json::to_vec(request).map_err(|e| Error::Encode(e.to_string()))?;
     line.push(b'\n');
@@ -171,43 +214,39 @@ pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Re
             })?
         }
         Target::Tcp(host_port) => {
-            let addrs: Vec<SocketAddr> = host_port
-                .to_socket_addrs()
-                .map_err(io_err("resolve"))?
-                .collect();
-            let mut last = None;
-            let mut stream = None;
-            for addr in addrs {
-                match TcpStream::connect_timeout(&addr, remaining(deadline, controller)?) {
-                    Ok(s) => {
-                        stream = Some(s);
-                        break;
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            let stream = match (stream, last) {
-                (Some(s), _) => s,
-                (None, Some(e)) => return Err(io_err("connect")(e)),
-                (None, None) => {
-                    return Err(Error::ControllerAddress {
-                        controller: controller.to_owned(),
-                        reason: "the host name resolves to no address",
-                    });
-                }
-            };
-            stream
-                .set_write_timeout(Some(remaining(deadline, controller)?))
-                .map_err(io_err("set timeout"))?;
+            let stream = connect_tcp(&host_port, deadline, controller)?;
             exchange(stream, &line, deadline, controller, |s, t| {
                 s.set_read_timeout(t)
             })?
         }
-        Target::Ssl(_) => {
-            return Err(Error::ControllerAddress {
-                controller: controller.to_owned(),
-                reason: "ssl: is not accepted for the controller's CNI socket: expected unix:PATH or tcp:HOST:PORT",
-            });
+        Target::Ssl(host_port) => {
+            let Some(tls) = tls else {
+                return Err(Error::InvalidConfig {
+                    field: "tls",
+                    reason: format!(
+                        "controller {controller} is ssl: and needs \"tls\": {{\"ca\", \"cert\", \"key\"}} (the node's certificate)"
+                    ),
+                });
+            };
+            let host = tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host_of(&host_port));
+            let name = switchyard_tls::server_name(&host).map_err(|e| Error::InvalidConfig {
+                field: "tls.serverName",
+                reason: e.to_string(),
+            })?;
+            let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(|e| {
+                Error::InvalidConfig {
+                    field: "tls",
+                    reason: e.to_string(),
+                }
+            })?;
+            let stream = connect_tcp(&host_port, deadline, controller)?;
+            let tls_stream = rustls::StreamOwned::new(conn, stream);
+            exchange(tls_stream, &line, deadline, controller, |s, t| {
+                s.sock.set_read_timeout(t)
+            })?
         }
         Target::PUnix(_) | Target::PTcp(_) | Target::PSsl(_) => {
             return Err(Error::ControllerAddress {
@@ -221,6 +260,48 @@ pub fn call(controller: &str, request: &Request, timeout: Duration) -> Result<Re
         reason: e.to_string(),
         reply: String::from_utf8_lossy(&reply).into_owned(),
     })
+}
+
+/// The host of `HOST:PORT` (`[v6]:PORT` without its brackets).
+fn host_of(host_port: &str) -> String {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
+/// Connects to the first address of `host_port` that answers, with the write timeout set.
+fn connect_tcp(host_port: &str, deadline: Instant, controller: &str) -> Result<TcpStream, Error> {
+    let io_err = |what: &'static str| {
+        move |e: std::io::Error| Error::Controller {
+            controller: controller.to_owned(),
+            what,
+            source: e,
+        }
+    };
+    let addrs: Vec<SocketAddr> = host_port
+        .to_socket_addrs()
+        .map_err(io_err("resolve"))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, remaining(deadline, controller)?) {
+            Ok(stream) => {
+                stream
+                    .set_write_timeout(Some(remaining(deadline, controller)?))
+                    .map_err(io_err("set timeout"))?;
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(io_err("connect")(e)),
+        None => Err(Error::ControllerAddress {
+            controller: controller.to_owned(),
+            reason: "the host name resolves to no address",
+        }),
+    }
 }
 
 fn parse_address(controller: &str) -> Result<Target, Error> {
@@ -340,6 +421,7 @@ mod tests {
             ifname: "eth0".into(),
             host_iface: host_iface_name("c0ffee", "eth0"),
             pod_mac: None,
+            node: None,
         }
     }
 
@@ -535,5 +617,23 @@ mod tests {
                 "{addr}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn ssl_needs_the_nodes_tls_files_and_checks_the_hosts_name() {
+        let err = call_with(
+            "ssl:127.0.0.1:1",
+            None,
+            &Request::Status { node: None },
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { field: "tls", .. }),
+            "{err}"
+        );
+        assert_eq!(host_of("controller.example:6654"), "controller.example");
+        assert_eq!(host_of("[::1]:6654"), "::1");
+        assert_eq!(host_of("10.0.0.5:6654"), "10.0.0.5");
     }
 }

@@ -90,7 +90,7 @@ pub struct NetConf {
     /// Plugin type (our binary's name).
     #[serde(rename = "type")]
     pub plugin_type: String,
-    /// Controller address: `unix:PATH` or `tcp:HOST:PORT`.
+    /// Controller address: `unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT` (with `tls`).
     pub controller: String,
     /// Seconds an ADD may take in total, controller included.
     #[serde(rename = "timeoutSeconds", default)]
@@ -108,6 +108,44 @@ pub struct NetConf {
     /// when absent.
     #[serde(rename = "nodeName", default)]
     pub node_name: Option<String>,
+    /// The node's TLS identity for an `ssl:` controller.
+    #[serde(default)]
+    pub tls: Option<TlsConf>,
+}
+
+/// `"tls"`: PEM files of the node's CNI identity (docs/operations.md).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsConf {
+    /// The CA that signed the controller's certificate (and the nodes').
+    pub ca: std::path::PathBuf,
+    /// This node's certificate: a DNS subjectAltName equal to the node name.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
+    /// The name the controller's certificate must carry; default: the host of the
+    /// `ssl:HOST:PORT` controller address.
+    #[serde(rename = "serverName", default)]
+    pub server_name: Option<String>,
+}
+
+impl NetConf {
+    /// One request to the controller, over TLS when `tls` is configured.
+    fn call(&self, request: &Request, timeout: Duration) -> Result<Reply, Error> {
+        // The files are read only for an ssl: controller: a conflist may carry them for
+        // a later switch to TLS.
+        let tls = match &self.tls {
+            Some(t) if self.controller.starts_with("ssl:") => Some(api::ClientTls::new(
+                &switchyard_tls::TlsFiles {
+                    ca: t.ca.clone(),
+                    certificate: t.cert.clone(),
+                    private_key: t.key.clone(),
+                },
+                t.server_name.clone(),
+            )?),
+            _ => None,
+        };
+        api::call_with(&self.controller, tls.as_ref(), request, timeout)
+    }
 }
 
 /// One `(container id, ifname)` pair of a GC request.
@@ -237,7 +275,7 @@ pub fn parse_request(
     if conf.controller.is_empty() {
         return Err(Error::InvalidConfig {
             field: "controller",
-            reason: "must not be empty; expected unix:PATH or tcp:HOST:PORT".into(),
+            reason: "must not be empty; expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT".into(),
         });
     }
     let timeout = Duration::from_secs(conf.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS));
@@ -411,8 +449,9 @@ impl Invocation {
         })
     }
 
-    fn pod_ref(&self, pod_mac: Option<String>) -> PodRef {
+    fn pod_ref(&self, pod_mac: Option<String>, node: Option<String>) -> PodRef {
         PodRef {
+            node,
             namespace: self.namespace.clone(),
             pod: self.pod.clone(),
             container_id: self.container_id.clone(),
@@ -569,12 +608,8 @@ fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Er
     };
     // From here on the veth exists: every failure undoes it and tells the controller.
     let attached = (|| {
-        let request = Request::Add(inv.pod_ref(Some(macs.pod.clone())));
-        let reply = api::call(
-            &conf.controller,
-            &request,
-            remaining(deadline, &conf.controller)?,
-        )?;
+        let request = Request::Add(inv.pod_ref(Some(macs.pod.clone()), node_name(conf)));
+        let reply = conf.call(&request, remaining(deadline, &conf.controller)?)?;
         let net = expect_network(reply, "add", &inv.who())?;
         link::configure_pod_end(&netns, &inv.ifname, &net)?;
         link::configure_host_end(&host, net.mtu, net.userspace_datapath)?;
@@ -604,8 +639,8 @@ fn undo_add(inv: &Invocation, conf: &NetConf, host: &str) {
     if let Err(e) = link::delete_link(None, host) {
         eprintln!("switchyard-cni: undoing ADD of {}: {e}", inv.who());
     }
-    let request = Request::Del(inv.pod_ref(None));
-    match api::call(&conf.controller, &request, CLEANUP_TIMEOUT) {
+    let request = Request::Del(inv.pod_ref(None, node_name(conf)));
+    match conf.call(&request, CLEANUP_TIMEOUT) {
         Ok(Reply::Ok(_)) => {}
         Ok(Reply::Error(e)) => eprintln!(
             "switchyard-cni: undoing ADD of {}: controller refused del: {} ({})",
@@ -668,8 +703,8 @@ fn del(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Error>
     // attachment behind, so an unreachable controller is an error and the runtime retries
     // the DEL (it must, until one succeeds). Missing things are not errors: DEL of an
     // attachment that does not exist succeeds.
-    let request = Request::Del(inv.pod_ref(None));
-    let told = match api::call(&conf.controller, &request, timeout) {
+    let request = Request::Del(inv.pod_ref(None, node_name(conf)));
+    let told = match conf.call(&request, timeout) {
         Ok(Reply::Ok(_)) => Ok(()),
         Ok(Reply::Error(e)) => Err(refused("del", &inv.who(), e)),
         Err(e) => Err(e),
@@ -683,11 +718,7 @@ fn del(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Error>
 
 fn check(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Error> {
     let netns = NetnsFile::open(inv.netns.as_deref().unwrap_or_default())?;
-    let reply = api::call(
-        &conf.controller,
-        &Request::Check(inv.pod_ref(None)),
-        timeout,
-    )?;
+    let reply = conf.call(&Request::Check(inv.pod_ref(None, node_name(conf))), timeout)?;
     let net = expect_network(reply, "check", &inv.who())?;
     let mismatch = |iface: &str, reason: String| Error::CheckMismatch {
         iface: iface.to_owned(),
@@ -795,7 +826,7 @@ fn node_name(conf: &NetConf) -> Option<String> {
 
 fn status(conf: &NetConf, timeout: Duration) -> Result<(), Error> {
     let node = node_name(conf);
-    match api::call(&conf.controller, &Request::Status { node }, timeout) {
+    match conf.call(&Request::Status { node }, timeout) {
         Ok(Reply::Ok(_)) => Ok(()),
         Ok(Reply::Error(e)) => Err(Error::NotAvailable(format!(
             "controller {} is not ready: {} ({})",
@@ -838,7 +869,7 @@ fn gc(conf: &NetConf, timeout: Duration) -> Result<(), Error> {
             })
             .collect(),
     };
-    let told = match api::call(&conf.controller, &request, timeout) {
+    let told = match conf.call(&request, timeout) {
         Ok(Reply::Ok(_)) => Ok(()),
         Ok(Reply::Error(e)) => Err(refused("gc", &format!("node {node}"), e)),
         Err(e) => Err(e),

@@ -65,10 +65,29 @@ pub struct ControllerArgs {
     /// tcp:10.0.0.5:6653; {node} and {internal_ip} are replaced.
     #[arg(long)]
     pub openflow_target: String,
-    /// Where the CNI shim reaches the controller: unix:PATH or tcp:IP:PORT.
-    /// Plaintext: beyond loopback only with --insecure-listen.
+    /// Where the CNI shim reaches the controller: unix:PATH (a node's shims on the
+    /// controller's host: the socket is mode 0600 and the peer's uid is checked),
+    /// ssl:IP:PORT (mutual TLS with --cni-tls-*: each node's certificate names the node,
+    /// which may then attach only its own pods), or tcp:IP:PORT (plaintext: beyond
+    /// loopback only with --insecure-listen).
     #[arg(long, default_value = "tcp:127.0.0.1:6654")]
     pub cni_listen: String,
+    /// PEM CA certificate that signs every node's CNI client certificate (a DNS
+    /// subjectAltName equal to the node name, as the switch certificates). With
+    /// --cni-tls-cert and --cni-tls-key; needed by an ssl: --cni-listen.
+    #[arg(long, value_name = "FILE")]
+    pub cni_tls_ca: Option<PathBuf>,
+    /// PEM certificate (chain) the CNI listener presents; the shims check it against
+    /// their "tls" CA and the name in their controller address (or "tls.serverName").
+    #[arg(long, value_name = "FILE")]
+    pub cni_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cni-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub cni_tls_key: Option<PathBuf>,
+    /// A uid, besides 0 and the controller's own, allowed on a unix: --cni-listen socket
+    /// (the socket file is chowned to it, mode 0600). Any other peer uid is refused.
+    #[arg(long, value_name = "UID")]
+    pub cni_socket_uid: Option<u32>,
     /// Allow --openflow-listen and --cni-listen on plaintext TCP beyond loopback: any host
     /// that reaches them can connect as a node's br-int or attach and detach pods. Prefer
     /// pssl: with --switch-tls-* for OpenFlow; firewall what stays plaintext to the nodes.

@@ -32,7 +32,7 @@ use crate::model::NodeModel;
 use crate::pipeline::encap_overhead;
 use crate::realise::FlowKey;
 use crate::source::{ObjectKey, POD_NETWORK_ANNOTATION};
-use crate::state::AttachError;
+use crate::state::{AttachError, AttachRules};
 
 /// CNI error code: the pod is not (yet) known to the controller.
 pub const CNI_UNKNOWN_POD: u32 = 110;
@@ -48,6 +48,15 @@ pub const CNI_CHECK_FAILED: u32 = 114;
 pub const CNI_INVALID_POD: u32 = 115;
 /// CNI error code: GC for a node the controller does not know.
 pub const CNI_UNKNOWN_NODE: u32 = 116;
+/// CNI error code: the caller may not act for that node (its certificate names another
+/// node, or its uid may not use the unix socket).
+pub const CNI_FORBIDDEN: u32 = 117;
+/// CNI error code: the pod is attached for another container that is still running.
+pub const CNI_POD_RUNNING: u32 = 118;
+/// CNI error code: vswitchd cannot add the host interface (it does not exist).
+pub const CNI_NO_INTERFACE: u32 = 119;
+/// CNI error code (spec): try again later (a transient condition).
+pub const CNI_TRY_AGAIN: u32 = 11;
 /// CNI error code (spec): the plugin is not available (STATUS).
 pub const CNI_UNAVAILABLE: u32 = 50;
 
@@ -56,41 +65,95 @@ const DEL_PORT_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) enum CniListener {
     /// The socket file is removed when the listener is dropped (the controller stops).
-    Unix(tokio::net::UnixListener, std::path::PathBuf),
+    Unix {
+        listener: tokio::net::UnixListener,
+        path: std::path::PathBuf,
+        /// Peer uids allowed besides 0.
+        uids: Vec<u32>,
+    },
+    /// Plaintext TCP: loopback, or beyond it with `--insecure-listen` (listen.rs).
     Tcp(tokio::net::TcpListener),
+    /// Mutual TLS: each caller is the node its certificate names.
+    Tls(tokio::net::TcpListener, switchyard_tls::TlsAcceptor),
 }
 
 impl Drop for CniListener {
     fn drop(&mut self) {
-        if let CniListener::Unix(_, path) = self {
+        if let CniListener::Unix { path, .. } = self {
             let _ = std::fs::remove_file(path);
         }
     }
 }
 
+/// Who is asking, as its connection proves it.
+#[derive(Clone, Debug)]
+enum Caller {
+    /// A process on the controller's host allowed on the unix socket, or a plaintext TCP
+    /// peer (loopback, or `--insecure-listen`): trusted for every node.
+    Trusted,
+    /// A TLS peer with this certificate (verified against `--cni-tls-ca`): it may act for
+    /// the node the certificate names only.
+    Certified(switchyard_tls::rustls_pki_types::CertificateDer<'static>),
+    /// Refused before any request is served (a uid not allowed on the unix socket).
+    Refused(String),
+}
+
 impl CniListener {
-    pub(crate) async fn bind(target: &str) -> Result<CniListener, Error> {
+    pub(crate) async fn bind(config: &crate::controller::Config) -> Result<CniListener, Error> {
+        let target = config.cni_listen.as_str();
         let fail = |source: std::io::Error| Error::Listen {
             what: "CNI",
             target: target.to_owned(),
             source,
         };
         // The controller listens on what shims connect to, so the spelling is theirs:
-        // `unix:PATH` or `tcp:IP:PORT`.
+        // `unix:PATH`, `tcp:IP:PORT` or `ssl:IP:PORT`.
         match Target::parse_connect(target) {
             Ok(Target::Unix(path)) => {
+                use std::os::unix::fs::PermissionsExt;
                 // A socket file left by a previous controller would make bind fail.
                 let _ = std::fs::remove_file(&path);
                 let listener = tokio::net::UnixListener::bind(&path).map_err(fail)?;
-                Ok(CniListener::Unix(listener, path))
+                // Only its owner (and root) may connect; SO_PEERCRED is checked anyway.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(fail)?;
+                if let Some(uid) = config.cni_socket_uid {
+                    std::os::unix::fs::chown(&path, Some(uid), None).map_err(fail)?;
+                }
+                let own = nix::unistd::geteuid().as_raw();
+                let uids = [Some(own), config.cni_socket_uid]
+                    .into_iter()
+                    .flatten()
+                    .filter(|u| *u != 0)
+                    .collect();
+                Ok(CniListener::Unix {
+                    listener,
+                    path,
+                    uids,
+                })
             }
             Ok(Target::Tcp(addr)) => Ok(CniListener::Tcp(
                 tokio::net::TcpListener::bind(addr.as_str())
                     .await
                     .map_err(fail)?,
             )),
+            Ok(Target::Ssl(addr)) => {
+                let Some(files) = &config.cni_tls else {
+                    return Err(Error::Config(format!(
+                        "--cni-listen {target:?} is TLS: give --cni-tls-ca, --cni-tls-cert and --cni-tls-key"
+                    )));
+                };
+                let tls = switchyard_tls::server_config(files)
+                    .map_err(|e| Error::Config(format!("--cni-tls-*: {e}")))?;
+                Ok(CniListener::Tls(
+                    tokio::net::TcpListener::bind(addr.as_str())
+                        .await
+                        .map_err(fail)?,
+                    switchyard_tls::TlsAcceptor::from(tls),
+                ))
+            }
             Ok(other) => Err(Error::Config(format!(
-                "--cni-listen {target:?}: {other} is not accepted here: use unix:PATH or tcp:IP:PORT"
+                "--cni-listen {target:?}: {other} is not accepted here: use unix:PATH, tcp:IP:PORT or ssl:IP:PORT"
             ))),
             Err(error) => Err(Error::Config(format!(
                 "--cni-listen {target:?}: {}",
@@ -100,18 +163,65 @@ impl CniListener {
     }
 }
 
+/// Longest a TLS handshake on the CNI listener may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(crate) async fn serve_cni(shared: Arc<Shared>, listener: CniListener) {
     loop {
         match &listener {
-            CniListener::Unix(l, _) => match l.accept().await {
+            CniListener::Unix { listener, uids, .. } => match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(cni_connection(shared.clone(), stream));
+                    let caller = match stream.peer_cred() {
+                        Ok(cred) if cred.uid() == 0 || uids.contains(&cred.uid()) => {
+                            Caller::Trusted
+                        }
+                        Ok(cred) => {
+                            let allowed: Vec<String> = std::iter::once(0)
+                                .chain(uids.iter().copied())
+                                .map(|u| u.to_string())
+                                .collect();
+                            warn!(uid = cred.uid(), pid = ?cred.pid(),
+                                "CNI: refused a unix socket peer whose uid may not attach pods");
+                            Caller::Refused(format!(
+                                "uid {} may not use the CNI socket (allowed uids: {}; see --cni-socket-uid)",
+                                cred.uid(),
+                                allowed.join(", ")
+                            ))
+                        }
+                        Err(e) => Caller::Refused(format!(
+                            "cannot read the peer's credentials (SO_PEERCRED): {e}"
+                        )),
+                    };
+                    tokio::spawn(cni_connection(shared.clone(), stream, caller));
                 }
                 Err(e) => warn!("CNI accept: {e}"),
             },
             CniListener::Tcp(l) => match l.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(cni_connection(shared.clone(), stream));
+                    tokio::spawn(cni_connection(shared.clone(), stream, Caller::Trusted));
+                }
+                Err(e) => warn!("CNI accept: {e}"),
+            },
+            CniListener::Tls(l, acceptor) => match l.accept().await {
+                Ok((stream, peer)) => {
+                    let (shared, acceptor) = (shared.clone(), acceptor.clone());
+                    // The handshake in its own task: a silent peer holds up nobody else.
+                    tokio::spawn(async move {
+                        let tls =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await;
+                        match tls {
+                            Ok(Ok(tls)) => match switchyard_tls::client_certificate(&tls) {
+                                Some(cert) => {
+                                    cni_connection(shared, tls, Caller::Certified(cert)).await;
+                                }
+                                None => warn!(%peer, "CNI: a TLS peer without a certificate"),
+                            },
+                            Ok(Err(e)) => warn!(%peer,
+                                "CNI: TLS handshake failed (no certificate, or one the --cni-tls-ca did not sign?): {e}"),
+                            Err(_) => warn!(%peer, "CNI: TLS handshake timed out"),
+                        }
+                    });
                 }
                 Err(e) => warn!("CNI accept: {e}"),
             },
@@ -122,7 +232,11 @@ pub(crate) async fn serve_cni(shared: Arc<Shared>, listener: CniListener) {
 /// Longest request line accepted from a CNI shim.
 const MAX_CNI_REQUEST: usize = 64 * 1024;
 
-async fn cni_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, stream: S) {
+async fn cni_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    stream: S,
+    caller: Caller,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let read = tokio::time::timeout(
@@ -134,7 +248,7 @@ async fn cni_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, 
     .await;
     let reply = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim_end()) {
-            Ok(request) => handle_cni(&shared, request).await,
+            Ok(request) => handle_cni(&shared, &caller, request).await,
             Err(e) => error_reply(
                 CNI_BAD_REQUEST,
                 "malformed request",
@@ -163,13 +277,97 @@ fn error_reply(code: u32, msg: &str, details: String) -> Reply {
     })
 }
 
-async fn handle_cni(shared: &Arc<Shared>, request: Request) -> Reply {
+async fn handle_cni(shared: &Arc<Shared>, caller: &Caller, request: Request) -> Reply {
+    if let Caller::Refused(why) = caller {
+        return error_reply(CNI_FORBIDDEN, "caller refused", why.clone());
+    }
+    let node = match authenticate(caller, &request) {
+        Ok(node) => node,
+        Err(reply) => return reply,
+    };
     match request {
-        Request::Add(pod) => timed(shared, "add", cni_add(shared, pod)).await,
-        Request::Del(pod) => timed(shared, "del", cni_del(shared, pod)).await,
-        Request::Check(pod) => cni_check(shared, pod).await,
-        Request::Status { node } => cni_status(shared, node.as_deref()),
-        Request::Gc { node, valid } => cni_gc(shared, &node, valid).await,
+        Request::Add(pod) => timed(shared, "add", cni_add(shared, pod, node)).await,
+        Request::Del(pod) => timed(shared, "del", cni_del(shared, pod, node.as_deref())).await,
+        Request::Check(pod) => match authorize_pod(shared, node.as_deref(), &pod, "check") {
+            Ok(()) => cni_check(shared, pod).await,
+            Err(reply) => reply,
+        },
+        Request::Status { node: asked } => cni_status(shared, asked.or(node).as_deref()),
+        Request::Gc { node: asked, valid } => cni_gc(shared, &asked, valid).await,
+    }
+}
+
+/// The node a caller proved to be (`None`: trusted for every node). A certified caller
+/// names its node in the request (`node`), and its certificate must name the same.
+fn authenticate(caller: &Caller, request: &Request) -> Result<Option<String>, Reply> {
+    let Caller::Certified(cert) = caller else {
+        return Ok(None);
+    };
+    let claimed = match request {
+        Request::Add(p) | Request::Del(p) | Request::Check(p) => p.node.as_deref(),
+        Request::Status { node } => node.as_deref(),
+        Request::Gc { node, .. } => Some(node.as_str()),
+    };
+    let Some(claimed) = claimed.filter(|n| !n.is_empty()) else {
+        return Err(error_reply(
+            CNI_FORBIDDEN,
+            "node not named",
+            "a TLS caller must name its node in the request (the shim sends \"nodeName\" from its configuration, or the host name)".into(),
+        ));
+    };
+    if !switchyard_tls::certificate_names(cert, claimed) {
+        warn!(
+            node = claimed,
+            "CNI: refused a caller whose certificate does not name its node"
+        );
+        return Err(error_reply(
+            CNI_FORBIDDEN,
+            "wrong node certificate",
+            format!(
+                "the caller says it is node {claimed}, but its certificate does not name {claimed} (a node's CNI certificate carries its node name as a DNS subjectAltName)"
+            ),
+        ));
+    }
+    Ok(Some(claimed.to_owned()))
+}
+
+fn other_node(caller: &str, op: &str, pod: &ObjectKey, node: &str) -> Reply {
+    warn!(caller, pod = %pod, node, op, "CNI: refused a request for another node's pod");
+    error_reply(
+        CNI_FORBIDDEN,
+        "pod on another node",
+        format!(
+            "node {caller} (from its certificate) may not {op} pod {pod}: the pod is scheduled on node {node} (spec.nodeName); a node acts only for its own pods"
+        ),
+    )
+}
+
+/// A certified caller may act only for pods scheduled on its node (the state's view).
+fn authorize_pod(
+    shared: &Arc<Shared>,
+    caller: Option<&str>,
+    pod: &PodRef,
+    op: &str,
+) -> Result<(), Reply> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    let key = ObjectKey::new(&pod.namespace, &pod.pod);
+    let snap = shared.state.snapshot();
+    let node = if pod.pod.is_empty() {
+        // DEL without CNI_ARGS: the attachment of the container, wherever it is.
+        snap.nodes()
+            .find(|n| {
+                snap.attachments_on(&n.name)
+                    .any(|a| a.container_id == pod.container_id)
+            })
+            .map(|n| n.name.to_string())
+    } else {
+        snap.pod(&key).map(|p| p.node.clone())
+    };
+    match node {
+        Some(node) if node != caller => Err(other_node(caller, op, &key, &node)),
+        _ => Ok(()),
     }
 }
 
@@ -210,13 +408,19 @@ fn pod_network(shared: &Shared, node: &NodeModel, ip: Ipv4Addr) -> PodNetwork {
     }
 }
 
-async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
+async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> Reply {
     let key = ObjectKey::new(&req.namespace, &req.pod);
-    if req.host_iface.is_empty() || req.host_iface.len() > 15 {
+    // The host end is the shim's veth, named from the container and ifname: no other host
+    // interface (the node's uplink, another pod's veth) can be put on br-int as a pod.
+    let expected = host_iface_name(&req.container_id, &req.ifname);
+    if req.host_iface != expected {
         return error_reply(
             CNI_BAD_REQUEST,
             "bad host interface name",
-            format!("{:?} is not a Linux interface name", req.host_iface),
+            format!(
+                "pod {key}: host interface {:?} is not the one of container {} and ifname {:?} ({expected}); only the shim's own veth end is attached",
+                req.host_iface, req.container_id, req.ifname
+            ),
         );
     }
     let deadline = tokio::time::Instant::now() + shared.config.cni_timeout;
@@ -224,14 +428,34 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
     // the source itself says it has no such pod (then waiting only delays the error).
     let mut snapshots = shared.state.subscribe();
     let mut asked_source = false;
+    // An ADD again of the attached container must not undo the running attachment.
+    let again = shared
+        .state
+        .snapshot()
+        .attachment(&key)
+        .is_some_and(|a| a.container_id == req.container_id);
     let attached = loop {
         snapshots.borrow_and_update();
+        let replaces = match takeover(shared, &key, &req.container_id) {
+            Ok(replaces) => replaces,
+            Err(reply) => return reply,
+        };
+        let rules = AttachRules {
+            caller_node: caller.clone(),
+            replaces,
+        };
         match shared
             .state
-            .attach(&key, &req.host_iface, &req.container_id)
+            .attach_checked(&key, &req.host_iface, &req.container_id, rules)
             .await
         {
             Ok(a) => break a,
+            Err(AttachError::OtherNode { pod, node, caller }) => {
+                return other_node(&caller, "attach", &pod, &node);
+            }
+            Err(AttachError::Running { pod, running }) => {
+                return running_reply(&pod, &running, "it is still being attached");
+            }
             Err(AttachError::UnknownPod(_)) => {
                 if !asked_source {
                     asked_source = true;
@@ -279,31 +503,70 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
             }
         }
     };
-    let (node, ip) = (attached.node.clone(), attached.ip);
+    let (node, ip, fresh) = (attached.node.clone(), attached.ip, attached.fresh_address);
     info!(pod = %key, node = %node.name, %ip, iface = %req.host_iface, "CNI ADD");
     let installed = lock(&shared.agents)
         .get(&*node.name)
         .map(|a| a.installed.clone());
-    let ready = match installed {
-        Some(mut installed) => tokio::time::timeout_at(deadline, async {
-            loop {
-                if installed
-                    .borrow_and_update()
-                    .get(&key)
-                    .is_some_and(|p| p.container_id == req.container_id)
-                {
-                    return true;
+    let ready_wait = async {
+        match installed {
+            Some(mut installed) => tokio::time::timeout_at(deadline, async {
+                loop {
+                    if installed
+                        .borrow_and_update()
+                        .get(&key)
+                        .is_some_and(|p| p.container_id == req.container_id)
+                    {
+                        return true;
+                    }
+                    if installed.changed().await.is_err() {
+                        return false;
+                    }
                 }
-                if installed.changed().await.is_err() {
-                    return false;
+            })
+            .await
+            .unwrap_or(false),
+            None => false,
+        }
+    };
+    // The flows and vswitchd's verdict on the port, together: a port vswitchd fails
+    // (the interface does not exist) fails the ADD at once.
+    let verdict_wait = interface_verdict(shared, &node.name, &req.host_iface, deadline);
+    tokio::pin!(ready_wait, verdict_wait);
+    let (mut ready, mut verdict) = (None, None);
+    while ready.is_none() || verdict.is_none() {
+        tokio::select! {
+            r = &mut ready_wait, if ready.is_none() => ready = Some(r),
+            v = &mut verdict_wait, if verdict.is_none() => {
+                let failed = v.is_err();
+                verdict = Some(v);
+                if failed {
+                    break;
                 }
             }
-        })
-        .await
-        .unwrap_or(false),
-        None => false,
-    };
+        }
+    }
+    let ready = ready.unwrap_or(false);
+    let verdict = verdict.unwrap_or(Ok(()));
+    if let Err(why) = verdict {
+        // Nothing of a failed ADD stays: attachment (port, flows) and a fresh address. An
+        // ADD again of the attached container leaves that to the runtime's DEL.
+        if !again {
+            undo_attach(shared, &key, &req.container_id, &node.name, fresh).await;
+        }
+        return error_reply(
+            CNI_NO_INTERFACE,
+            "host interface unusable",
+            format!(
+                "pod {key} on node {}: vswitchd cannot add the host interface {} (does it exist on the node?): {why}",
+                node.name, req.host_iface
+            ),
+        );
+    }
     if !ready {
+        if !again {
+            undo_attach(shared, &key, &req.container_id, &node.name, fresh).await;
+        }
         return error_reply(
             CNI_NOT_READY,
             "flows not installed in time",
@@ -327,7 +590,153 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef) -> Reply {
     Reply::Ok(Some(pod_network(shared, &node, ip)))
 }
 
-async fn cni_del(shared: &Arc<Shared>, req: PodRef) -> Reply {
+/// The takeover rule (docs/operations.md, *ADD for a pod that is already attached*): an
+/// ADD with another container id than the attached one may replace that attachment only
+/// when it is dead: its host interface is gone from the node's OVSDB view, vswitchd
+/// reports it failed (ofport -1, an error), or the device under the port is gone (the
+/// veth went with its netns). `Ok(Some(old))`: the attachment of `old` may be replaced;
+/// `Ok(None)`: nothing to replace.
+fn takeover(
+    shared: &Arc<Shared>,
+    key: &ObjectKey,
+    container_id: &str,
+) -> Result<Option<String>, Reply> {
+    let snap = shared.state.snapshot();
+    let Some(held) = snap
+        .attachment(key)
+        .filter(|a| a.container_id != container_id)
+    else {
+        return Ok(None);
+    };
+    let Some(node) = snap.pod(key).map(|p| p.node.clone()) else {
+        return Ok(None);
+    };
+    let watches = lock(&shared.agents)
+        .get(&node)
+        .map(|a| (a.ports.clone(), a.status.clone()));
+    let Some((ports, status)) = watches else {
+        return Err(running_reply(
+            key,
+            &held.container_id,
+            &format!("node {node} has no agent to tell whether it is alive"),
+        ));
+    };
+    if !status.borrow().ovsdb_connected {
+        return Err(error_reply(
+            CNI_TRY_AGAIN,
+            "cannot tell whether the running container is alive",
+            format!(
+                "pod {key} is attached for container {}; node {node}'s OVSDB is not connected, so whether its port {} is alive is unknown: try again",
+                held.container_id, held.iface
+            ),
+        ));
+    }
+    let view = ports.borrow().get(&held.iface).cloned();
+    let dead = match view {
+        // Not yet in OVSDB: its ADD is in progress (the agent adds it in its next pass).
+        None => None,
+        Some(v) if v.ofport == Some(-1) || v.error.is_some() => Some(format!(
+            "vswitchd failed its port ({})",
+            v.error.as_deref().unwrap_or("ofport -1")
+        )),
+        // Not processed by vswitchd yet: still being attached.
+        Some(v) if v.ofport.is_none() => None,
+        Some(v) if !v.has_device => {
+            Some("the device under its port is gone (its veth went with its netns)".to_owned())
+        }
+        Some(_) => {
+            return Err(running_reply(
+                key,
+                &held.container_id,
+                &format!("its port {} is up on br-int", held.iface),
+            ));
+        }
+    };
+    match dead {
+        Some(why) => {
+            info!(pod = %key, old = %held.container_id, new = %container_id, iface = %held.iface,
+                "CNI ADD: the pod's attached container is dead ({why}); the new one takes over");
+            Ok(Some(held.container_id.clone()))
+        }
+        None => Err(running_reply(
+            key,
+            &held.container_id,
+            "it is still being attached",
+        )),
+    }
+}
+
+fn running_reply(key: &ObjectKey, running: &str, why: &str) -> Reply {
+    error_reply(
+        CNI_POD_RUNNING,
+        "pod attached for another container",
+        format!(
+            "pod {key} is attached for container {running} ({why}): an ADD for another container does not take over a running pod's address; DEL container {running} first (the runtime does, before it makes a new sandbox)"
+        ),
+    )
+}
+
+/// Waits (until `deadline`) for vswitchd's verdict on a new pod port: `Ok` once it has an
+/// ofport and a device under it, `Err(why)` when vswitchd failed it (the interface does
+/// not exist on the node). Without an OVSDB connection, or without a verdict by
+/// `deadline`, nothing can be told: `Ok`.
+async fn interface_verdict(
+    shared: &Arc<Shared>,
+    node: &str,
+    iface: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    let watches = lock(&shared.agents)
+        .get(node)
+        .map(|a| (a.ports.clone(), a.status.clone()));
+    let Some((mut ports, status)) = watches else {
+        return Ok(());
+    };
+    let verdict = tokio::time::timeout_at(deadline, async {
+        loop {
+            if !status.borrow().ovsdb_connected {
+                return Ok(());
+            }
+            let view = ports.borrow_and_update().get(iface).cloned();
+            match view {
+                Some(v) if v.ofport == Some(-1) || v.error.is_some() => {
+                    return Err(v.error.unwrap_or_else(|| "ofport -1".into()));
+                }
+                Some(v) if v.ofport.is_some_and(|p| p > 0) && v.has_device => return Ok(()),
+                _ => {}
+            }
+            if ports.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    })
+    .await;
+    // No verdict in time (vswitchd busy or stopped): the flows' wait decides.
+    verdict.unwrap_or(Ok(()))
+}
+
+/// Takes back what a failed ADD made: the attachment of `container_id` (its port and
+/// flows go, and this waits until the port is out of OVSDB) and, when this ADD
+/// allocated it, the address.
+async fn undo_attach(
+    shared: &Arc<Shared>,
+    key: &ObjectKey,
+    container_id: &str,
+    node: &str,
+    fresh: bool,
+) {
+    if let Some(detached) = shared.state.detach(key, container_id).await {
+        wait_ports_gone(shared, node, std::slice::from_ref(&detached.port.iface)).await;
+    }
+    if fresh {
+        shared.state.release_unattached(key).await;
+    }
+}
+
+async fn cni_del(shared: &Arc<Shared>, req: PodRef, caller: Option<&str>) -> Reply {
+    if let Err(reply) = authorize_pod(shared, caller, &req, "detach") {
+        return reply;
+    }
     let key = ObjectKey::new(&req.namespace, &req.pod);
     // A DEL for an older sandbox must not tear down the current one.
     let Some(detached) = shared.state.detach(&key, &req.container_id).await else {

@@ -26,12 +26,15 @@ use crate::agent::{self, Agent, AgentConfig, StatePort, SwitchDb};
 use crate::cni_server::{self, CniListener};
 use crate::pipeline::Encap;
 use crate::source::{Delta, ObjectKey, Source};
-use crate::state::{AttachError, Attached, Change, ChangeSet, Detached, NetworkState, Snapshot};
+use crate::state::{
+    AttachError, AttachRules, Attached, Change, ChangeSet, Detached, NetworkState, Snapshot,
+};
 use crate::switch_config::{self, PodPort};
 
 pub use crate::cni_server::{
-    CNI_BAD_REQUEST, CNI_CHECK_FAILED, CNI_INVALID_POD, CNI_NO_ADDRESS, CNI_NOT_READY,
-    CNI_UNAVAILABLE, CNI_UNKNOWN_NODE, CNI_UNKNOWN_POD,
+    CNI_BAD_REQUEST, CNI_CHECK_FAILED, CNI_FORBIDDEN, CNI_INVALID_POD, CNI_NO_ADDRESS,
+    CNI_NO_INTERFACE, CNI_NOT_READY, CNI_POD_RUNNING, CNI_TRY_AGAIN, CNI_UNAVAILABLE,
+    CNI_UNKNOWN_NODE, CNI_UNKNOWN_POD,
 };
 
 /// How the controller reaches nodes and is reached by them.
@@ -62,6 +65,12 @@ pub struct Config {
     pub metrics: crate::admin::metrics::MetricsConfig,
     /// Allow plaintext TCP listeners beyond loopback (`--insecure-listen`; see `listen`).
     pub insecure_listen: bool,
+    /// The controller's TLS identity on the CNI listener (`--cni-tls-*`): needed by an
+    /// `ssl:` `--cni-listen`; the CA signs the nodes' CNI client certificates.
+    pub cni_tls: Option<switchyard_tls::TlsFiles>,
+    /// A uid besides 0 (and the controller's own) that may use a unix `--cni-listen`
+    /// socket (`--cni-socket-uid`); the socket file is then owned by it.
+    pub cni_socket_uid: Option<u32>,
     /// The controller's TLS identity on the switch channels (`--switch-tls-*`): needed by
     /// a `pssl:` OpenFlow listener and an `ssl:` OVSDB template.
     pub switch_tls: Option<switchyard_tls::TlsFiles>,
@@ -88,7 +97,13 @@ enum Command {
         key: ObjectKey,
         iface: String,
         container_id: String,
+        /// `None`: unchecked ([`NetworkState::attach`]).
+        rules: Option<AttachRules>,
         reply: oneshot::Sender<Result<Attached, AttachError>>,
+    },
+    ReleaseUnattached {
+        key: ObjectKey,
+        done: oneshot::Sender<()>,
     },
     Detach {
         key: ObjectKey,
@@ -137,10 +152,43 @@ impl StateHandle {
             key: key.clone(),
             iface: iface.to_owned(),
             container_id: container_id.to_owned(),
+            rules: None,
             reply,
         });
         rx.await
             .unwrap_or_else(|_| Err(AttachError::UnknownPod(key.clone())))
+    }
+
+    /// CNI ADD's state part as the CNI server asks for it: only on the caller's node, and
+    /// not over another container's attachment unless `rules` names it
+    /// ([`NetworkState::attach_checked`]).
+    pub async fn attach_checked(
+        &self,
+        key: &ObjectKey,
+        iface: &str,
+        container_id: &str,
+        rules: AttachRules,
+    ) -> Result<Attached, AttachError> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Attach {
+            key: key.clone(),
+            iface: iface.to_owned(),
+            container_id: container_id.to_owned(),
+            rules: Some(rules),
+            reply,
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(AttachError::UnknownPod(key.clone())))
+    }
+
+    /// A failed first ADD gives the pod's address back (if it holds no attachment).
+    pub async fn release_unattached(&self, key: &ObjectKey) {
+        let (done, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::ReleaseUnattached {
+            key: key.clone(),
+            done,
+        });
+        let _ = rx.await;
     }
 
     /// CNI DEL's state part; what was removed, if anything.
@@ -337,7 +385,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
         },
     })?;
     info!(listen = %config.openflow_listen, "waiting for br-int connections");
-    let cni = CniListener::bind(&config.cni_listen).await?;
+    let cni = CniListener::bind(&config).await?;
     info!(listen = %config.cni_listen, "CNI server ready");
     let shared = Arc::new(Shared {
         config,
@@ -410,11 +458,20 @@ async fn state_task(
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 match command {
-                    Command::Attach { key, iface, container_id, reply } => {
-                        let (result, changes) = state.attach(&key, &iface, &container_id);
+                    Command::Attach { key, iface, container_id, rules, reply } => {
+                        let (result, changes) = match &rules {
+                            Some(rules) => state.attach_checked(&key, &iface, &container_id, rules),
+                            None => state.attach(&key, &iface, &container_id),
+                        };
                         // Route first, so the agent is marked before the caller waits on it.
                         publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
                         let _ = reply.send(result);
+                        continue;
+                    }
+                    Command::ReleaseUnattached { key, done } => {
+                        let changes = state.release_unattached(&key);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+                        let _ = done.send(());
                         continue;
                     }
                     Command::Detach { key, container_id, reply } => {

@@ -2,7 +2,7 @@
 //!
 //! Owns two startup checks on the listener flags (`--openflow-listen`, `--cni-listen`):
 //!
-//! - without TLS (there is none yet) every listener is loopback or a unix socket, because
+//! - without TLS every listener is loopback or a unix socket, because
 //!   whoever reaches a plaintext OpenFlow listener can connect as a node's br-int and be
 //!   programmed as that node, and whoever reaches the CNI listener can attach and detach
 //!   pods on any node. A TCP address beyond loopback is refused unless the operator passes
@@ -53,10 +53,17 @@ pub fn check_listeners(config: &Config) -> Result<(), Error> {
             config.ovsdb_template
         )));
     }
-    if cni.is_tls() {
+    if cni.is_tls() && config.cni_tls.is_none() {
         return Err(Error::Config(format!(
-            "--cni-listen {:?}: TLS is not supported for the CNI socket; use unix:PATH on \
-             the node or tcp:IP:PORT on loopback",
+            "--cni-listen {:?} is TLS: give --cni-tls-ca, --cni-tls-cert and --cni-tls-key \
+             (the CA that signs the nodes' CNI certificates, and the controller's own)",
+            config.cni_listen
+        )));
+    }
+    if config.cni_tls.is_some() && !cni.is_tls() {
+        return Err(Error::Config(format!(
+            "--cni-tls-* given but --cni-listen {:?} is not ssl:IP:PORT; listen on ssl: or \
+             drop the --cni-tls-* flags",
             config.cni_listen
         )));
     }
@@ -72,8 +79,8 @@ pub fn check_listeners(config: &Config) -> Result<(), Error> {
             "--cni-listen",
             &config.cni_listen,
             &cni,
-            "any host that reaches it can attach any host interface to br-int as a pod, \
-             take pod addresses, and detach running pods on every node",
+            "any host that reaches it can attach and detach pods on every node (only a \
+             node's own veths, and never over a running pod, but for any node)",
         ),
     ] {
         if let Some(addrs) = beyond_loopback(flag, value, target)? {

@@ -152,6 +152,18 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cni_tls = match (args.cni_tls_ca, args.cni_tls_cert, args.cni_tls_key) {
+        (Some(ca), Some(certificate), Some(private_key)) => Some(switchyard_tls::TlsFiles {
+            ca,
+            certificate,
+            private_key,
+        }),
+        (None, None, None) => None,
+        _ => {
+            eprintln!("switchyard: --cni-tls-ca, --cni-tls-cert and --cni-tls-key go together");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         ovsdb_template: args.ovsdb_template,
         openflow_listen: args.openflow_listen,
@@ -165,6 +177,8 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         metrics,
         insecure_listen: args.insecure_listen,
         switch_tls,
+        cni_tls,
+        cni_socket_uid: args.cni_socket_uid,
         audit: switchyard::audit::AuditConfig {
             all_policies: args.policy_audit,
             rate: args.policy_audit_rate,

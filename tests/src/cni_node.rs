@@ -63,6 +63,12 @@ pub struct CniNode {
     controller_bin: PathBuf,
     /// The controller's source flags when not the cluster file (e.g. `--kubeconfig PATH`).
     source_args: Option<Vec<String>>,
+    /// `--cni-listen` and what the shims connect to, when not the unix socket in `dir`.
+    cni_listen: Option<String>,
+    /// More controller flags (e.g. `--cni-tls-*`).
+    extra_args: Vec<String>,
+    /// Fields merged into every shim configuration (e.g. `"tls"`).
+    conf_extra: Vec<(String, serde_json::Value)>,
 }
 
 impl CniNode {
@@ -95,6 +101,47 @@ impl CniNode {
             shim,
             controller_bin,
             source_args: None,
+            cni_listen: None,
+            extra_args: Vec::new(),
+            conf_extra: Vec::new(),
+        };
+        node.write_cluster_file();
+        node.start_controller();
+        node
+    }
+
+    /// [`CniNode::start`] with the CNI listener on `cni_listen` (e.g. `ssl:127.0.0.1:PORT`:
+    /// the controller then runs in the node's namespace, whose loopback the shims reach),
+    /// `extra_args` for the controller (e.g. `--cni-tls-*`), and `conf_extra` merged into
+    /// every shim configuration (e.g. the node's `"tls"` files).
+    pub fn start_listening(
+        pods: &[(&str, &str)],
+        cni_listen: &str,
+        extra_args: &[&str],
+        conf_extra: &[(&str, serde_json::Value)],
+    ) -> CniNode {
+        let ovs = OvsSandbox::start();
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-cninode-")
+            .tempdir()
+            .expect("temporary directory");
+        let mut node = CniNode {
+            ovs,
+            dir,
+            pods: pods
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
+                .collect(),
+            controller: None,
+            shim: crate::workspace_binary("switchyard-cni"),
+            controller_bin: crate::workspace_binary("switchyard"),
+            source_args: None,
+            cni_listen: Some(cni_listen.to_owned()),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            conf_extra: conf_extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
         };
         node.write_cluster_file();
         node.start_controller();
@@ -118,6 +165,9 @@ impl CniNode {
             shim: crate::workspace_binary("switchyard-cni"),
             controller_bin: crate::workspace_binary("switchyard"),
             source_args: Some(source_args.iter().map(|a| (*a).to_owned()).collect()),
+            cni_listen: None,
+            extra_args: Vec::new(),
+            conf_extra: Vec::new(),
         };
         node.start_controller();
         node
@@ -161,7 +211,9 @@ impl CniNode {
 
     /// The controller's CNI address.
     pub fn cni_target(&self) -> String {
-        format!("unix:{}/cni.sock", self.dir.path().display())
+        self.cni_listen
+            .clone()
+            .unwrap_or_else(|| format!("unix:{}/cni.sock", self.dir.path().display()))
     }
 
     /// The controller's log.
@@ -211,7 +263,18 @@ impl CniNode {
                 self.cluster_file().display().to_string(),
             ]
         });
-        let child = Command::new(&self.controller_bin)
+        // A TCP listener must be reachable from the node's namespace, where the shims run:
+        // then the controller runs there too (`ip netns exec` execs in place, so the PID is
+        // the controller's). Unix sockets reach across namespaces.
+        let mut command = if self.cni_listen.is_some() {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", self.ovs.netns.name()])
+                .arg(&self.controller_bin);
+            c
+        } else {
+            Command::new(&self.controller_bin)
+        };
+        let child = command
             .arg("controller")
             .args(&source)
             .args([
@@ -223,7 +286,7 @@ impl CniNode {
                 "--openflow-target",
                 &format!("unix:{ovs}/controller.sock"),
                 "--cni-listen",
-                &format!("unix:{d}/cni.sock"),
+                &self.cni_target(),
                 "--cni-timeout",
                 "10",
                 // Its own admin socket and any free metrics port: tests run side by side.
@@ -232,6 +295,7 @@ impl CniNode {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
+            .args(&self.extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -271,6 +335,9 @@ impl CniNode {
             "timeoutSeconds": 10,
             "nodeName": NODE,
         });
+        for (k, v) in &self.conf_extra {
+            conf[k.as_str()] = v.clone();
+        }
         for (k, v) in extra {
             conf[*k] = v.clone();
         }
@@ -309,8 +376,43 @@ impl CniNode {
         netns: &str,
         stdin: &str,
     ) -> Child {
+        self.shim_spawn_wrapped(&[], command, pod, container, netns, stdin)
+    }
+
+    /// [`CniNode::shim_run`] with the shim started through `wrapper` (e.g. `setpriv
+    /// --reuid=65534 ...`: a process of another user on the node).
+    pub fn shim_run_wrapped(
+        &self,
+        wrapper: &[&str],
+        command: &str,
+        pod: &str,
+        container: &str,
+        netns: &str,
+        extra: &[(&str, serde_json::Value)],
+    ) -> ShimOutput {
+        let stdin = self.conf(extra);
+        self.shim_spawn_wrapped(wrapper, command, pod, container, netns, &stdin)
+            .wait_with_output()
+            .map(|out| ShimOutput {
+                success: out.status.success(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+            .expect("wait for the shim")
+    }
+
+    fn shim_spawn_wrapped(
+        &self,
+        wrapper: &[&str],
+        command: &str,
+        pod: &str,
+        container: &str,
+        netns: &str,
+        stdin: &str,
+    ) -> Child {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.ovs.netns.name()])
+            .args(wrapper)
             .arg(&self.shim)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

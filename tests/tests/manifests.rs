@@ -672,6 +672,12 @@ fn the_node_installs_the_plugin_and_a_conflist_the_plugin_accepts() {
     .unwrap_or_else(|e| panic!("the plugin entry is not the plugin's configuration: {e}"));
     assert_eq!(netconf.plugin_type, "switchyard-cni");
     assert_eq!(netconf.node_name.as_deref(), Some("node-1"));
+    // The node's CNI identity for an ssl: controller.
+    let tls = netconf
+        .tls
+        .as_ref()
+        .expect("the conflist names the node's CNI TLS files");
+    assert!(tls.cert.is_absolute() && tls.key.is_absolute() && tls.ca.is_absolute());
     assert_eq!(
         netconf.controller,
         m.config("switchyard-config")["SWITCHYARD_CONTROLLER_CNI"]

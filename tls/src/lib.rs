@@ -19,7 +19,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-pub use rustls::{ClientConfig, ServerConfig};
+pub use rustls::{self, ClientConfig, ServerConfig};
 pub use rustls_pki_types;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 

@@ -229,6 +229,9 @@ pub struct Attached {
     pub node: Arc<NodeModel>,
     /// The pod's address.
     pub ip: Ipv4Addr,
+    /// The address was allocated by this attachment (the pod held none before): a failed
+    /// ADD gives it back ([`NetworkState::release_unattached`]).
+    pub fresh_address: bool,
 }
 
 /// An attachment CNI DEL or GC removed.
@@ -254,6 +257,41 @@ pub enum AttachError {
     /// No address could be given.
     #[error(transparent)]
     Ipam(#[from] IpamError),
+    /// The caller proved it is node `caller`, and the pod is scheduled on another node.
+    #[error(
+        "node {caller} may not attach pod {pod}: the pod is scheduled on node {node} (spec.nodeName); a node attaches only its own pods"
+    )]
+    OtherNode {
+        /// The pod.
+        pod: ObjectKey,
+        /// Its node.
+        node: String,
+        /// The node the caller proved to be.
+        caller: String,
+    },
+    /// The pod is attached for another container, which the caller did not show dead:
+    /// its address stays with the running container.
+    #[error(
+        "pod {pod} is attached for container {running}, which is still running; DEL that container first"
+    )]
+    Running {
+        /// The pod.
+        pod: ObjectKey,
+        /// The container id holding the attachment.
+        running: String,
+    },
+}
+
+/// What [`NetworkState::attach_checked`] must see before it attaches (the CNI server's
+/// authorisation and takeover rule, decided atomically in the state task).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachRules {
+    /// The node the caller proved to be (its TLS certificate); `None`: a caller trusted
+    /// for every node (the unix socket, plaintext loopback).
+    pub caller_node: Option<String>,
+    /// The container whose attachment the caller found dead and may replace; an
+    /// attachment for any other container is refused.
+    pub replaces: Option<String>,
 }
 
 /// The state itself. One task owns it; see the module docs.
@@ -660,6 +698,7 @@ impl NetworkState {
                 self.finish(vec![]),
             );
         };
+        let fresh_address = self.ipam.address_of(key).is_none();
         let ip = match self.ipam.allocate(&node.name, key) {
             Ok(ip) => ip,
             Err(e) => return (Err(e.into()), self.finish(vec![])),
@@ -679,7 +718,59 @@ impl NetworkState {
                 node: node.name.to_string(),
             });
         }
-        (Ok(Attached { node, ip }), self.finish(changes))
+        (
+            Ok(Attached {
+                node,
+                ip,
+                fresh_address,
+            }),
+            self.finish(changes),
+        )
+    }
+
+    /// CNI ADD as the CNI server makes it: [`NetworkState::attach`], once the pod is on the
+    /// caller's node and holds no attachment of another container than the one
+    /// `rules.replaces` names (the takeover rule, docs/operations.md). A refusal changes
+    /// nothing.
+    pub fn attach_checked(
+        &mut self,
+        key: &ObjectKey,
+        iface: &str,
+        container_id: &str,
+        rules: &AttachRules,
+    ) -> (Result<Attached, AttachError>, ChangeSet) {
+        if let (Some(caller), Some(pod)) = (&rules.caller_node, self.snap.pods.get(key))
+            && &pod.node != caller
+        {
+            let error = AttachError::OtherNode {
+                pod: key.clone(),
+                node: pod.node.clone(),
+                caller: caller.clone(),
+            };
+            return (Err(error), self.finish(vec![]));
+        }
+        if let Some(held) = self.snap.attachments.get(key)
+            && held.container_id != container_id
+            && rules.replaces.as_deref() != Some(held.container_id.as_str())
+        {
+            let error = AttachError::Running {
+                pod: key.clone(),
+                running: held.container_id.clone(),
+            };
+            return (Err(error), self.finish(vec![]));
+        }
+        self.attach(key, iface, container_id)
+    }
+
+    /// Gives back the address of a pod that holds no attachment (a failed first ADD):
+    /// nothing of it stays allocated. A pod still attached keeps its address.
+    pub fn release_unattached(&mut self, key: &ObjectKey) -> ChangeSet {
+        if !self.snap.attachments.contains_key(key)
+            && let Some(ip) = self.ipam.release(key)
+        {
+            info!(pod = %key, %ip, "failed ADD: address released");
+        }
+        self.finish(vec![])
     }
 
     /// CNI DEL: removes the attachment (and keeps the address, which the pod holds until

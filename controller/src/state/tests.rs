@@ -256,3 +256,60 @@ fn snapshots_are_consistent_while_the_state_moves_on() {
     assert_eq!(before.pods_on("n1").count(), 1);
     assert_eq!(s.snapshot().pods_on("n1").count(), 0);
 }
+
+#[test]
+fn a_checked_attach_stays_on_the_callers_node_and_off_a_running_container() {
+    let mut s = two_nodes();
+    let key = ObjectKey::new("x", "a");
+    let n2 = AttachRules {
+        caller_node: Some("n2".into()),
+        replaces: None,
+    };
+    let (r, cs) = s.attach_checked(&key, "veth-a", "c1", &n2);
+    assert!(
+        matches!(&r, Err(AttachError::OtherNode { node, caller, .. }) if node == "n1" && caller == "n2"),
+        "{r:?}"
+    );
+    assert!(cs.is_empty() && s.snapshot().attachment(&key).is_none());
+    let n1 = AttachRules {
+        caller_node: Some("n1".into()),
+        replaces: None,
+    };
+    let ip = s.attach_checked(&key, "veth-a", "c1", &n1).0.unwrap().ip;
+    // The same container again is fine; another one is refused unless it names c1 dead.
+    assert!(s.attach_checked(&key, "veth-a", "c1", &n1).0.is_ok());
+    let (r, cs) = s.attach_checked(&key, "veth-b", "c2", &n1);
+    assert!(
+        matches!(&r, Err(AttachError::Running { running, .. }) if running == "c1"),
+        "{r:?}"
+    );
+    assert!(cs.is_empty());
+    assert_eq!(s.snapshot().attachment(&key).unwrap().container_id, "c1");
+    let stale = AttachRules {
+        caller_node: None,
+        replaces: Some("c0".into()),
+    };
+    assert!(s.attach_checked(&key, "veth-b", "c2", &stale).0.is_err());
+    let dead = AttachRules {
+        caller_node: None,
+        replaces: Some("c1".into()),
+    };
+    let taken = s.attach_checked(&key, "veth-b", "c2", &dead).0.unwrap();
+    assert_eq!(taken.ip, ip, "the pod keeps its address");
+    assert!(!taken.fresh_address);
+    assert_eq!(s.snapshot().attachment(&key).unwrap().iface, "veth-b");
+}
+
+#[test]
+fn a_failed_first_add_gives_its_address_back() {
+    let mut s = two_nodes();
+    let key = ObjectKey::new("x", "a");
+    let first = s.attach(&key, "veth-a", "c1").0.unwrap();
+    assert!(first.fresh_address);
+    // Still attached: the address stays.
+    s.release_unattached(&key);
+    assert_eq!(s.ipam.address_of(&key), Some(first.ip));
+    s.detach(&key, "c1");
+    s.release_unattached(&key);
+    assert_eq!(s.ipam.address_of(&key), None);
+}
