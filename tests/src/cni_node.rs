@@ -69,6 +69,8 @@ pub struct CniNode {
     extra_args: Vec<String>,
     /// Fields merged into every shim configuration (e.g. `"tls"`).
     conf_extra: Vec<(String, serde_json::Value)>,
+    /// More cluster-file documents (NetworkPolicies, Namespaces...), after the pods.
+    documents: Vec<String>,
 }
 
 impl CniNode {
@@ -104,6 +106,7 @@ impl CniNode {
             cni_listen: None,
             extra_args: Vec::new(),
             conf_extra: Vec::new(),
+            documents: Vec::new(),
         };
         node.write_cluster_file();
         node.start_controller();
@@ -142,6 +145,7 @@ impl CniNode {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
+            documents: Vec::new(),
         };
         node.write_cluster_file();
         node.start_controller();
@@ -168,6 +172,7 @@ impl CniNode {
             cni_listen: None,
             extra_args: Vec::new(),
             conf_extra: Vec::new(),
+            documents: Vec::new(),
         };
         node.start_controller();
         node
@@ -234,10 +239,17 @@ impl CniNode {
                 "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  nodeName: {NODE}\n  containers: [{{name: c, image: x}}]\n"
             ));
         }
+        docs.extend(self.documents.iter().cloned());
         // Write then rename, so the controller never reads half a file.
         let tmp = self.dir.path().join("cluster.yaml.tmp");
         std::fs::write(&tmp, docs.join("---\n")).expect("write the cluster file");
         std::fs::rename(&tmp, self.cluster_file()).expect("replace the cluster file");
+    }
+
+    /// Replaces the cluster file's extra documents (YAML, one object each) and rewrites it.
+    pub fn set_documents(&mut self, documents: Vec<String>) {
+        self.documents = documents;
+        self.write_cluster_file();
     }
 
     /// Removes a pod from the cluster file (the pod object is deleted).
