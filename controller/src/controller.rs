@@ -407,6 +407,8 @@ async fn state_ended(core: &Core) {
     while snapshots.changed().await.is_ok() {}
 }
 
+// The state task's inputs and outputs, each its own channel: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn state_task(
     mut state: NetworkState,
     mut deltas: mpsc::UnboundedReceiver<Vec<Delta>>,
