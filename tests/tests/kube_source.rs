@@ -1560,3 +1560,52 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     );
     task_c.abort();
 }
+
+/// A leader whose Lease another holder took (written by someone else with the current
+/// resourceVersion) steps down at its next renewal: it never goes on believing it leads.
+#[tokio::test]
+async fn a_leader_whose_lease_was_taken_steps_down() {
+    use switchyard::leader::{self, Leadership, LeaseConfig};
+    use switchyard::source::k8s_openapi::api::coordination::v1::Lease;
+    let server = ApiServer::start().await;
+    let (tx, mut rx) = watch::channel(Leadership::default());
+    let task = tokio::spawn(leader::run(
+        server.client(),
+        LeaseConfig {
+            name: "l".into(),
+            namespace: "switchyard".into(),
+            identity: "replica-a".into(),
+            duration: Duration::from_secs(3),
+        },
+        tx,
+    ));
+    let deadline = Duration::from_secs(30);
+    tokio::time::timeout(deadline, async {
+        while !rx.borrow().leader {
+            rx.changed().await.expect("election running");
+        }
+    })
+    .await
+    .expect("leads");
+    let mut lease: Lease =
+        serde_json::from_value(server.lease_object("switchyard", "l").expect("lease"))
+            .expect("a Lease");
+    lease.spec.as_mut().expect("spec").holder_identity = Some("intruder".into());
+    let api: switchyard::source::kube::Api<Lease> =
+        switchyard::source::kube::Api::namespaced(server.client(), "switchyard");
+    api.replace("l", &Default::default(), &lease)
+        .await
+        .expect("replace with the current version");
+    tokio::time::timeout(deadline, async {
+        while rx.borrow().leader {
+            rx.changed().await.expect("election running");
+        }
+    })
+    .await
+    .expect("the leader steps down");
+    assert_eq!(
+        server.lease_object("switchyard", "l").expect("lease")["spec"]["holderIdentity"],
+        "intruder"
+    );
+    task.abort();
+}
