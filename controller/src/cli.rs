@@ -155,6 +155,22 @@ pub struct ControllerArgs {
     /// authentication: put it behind a firewall or a proxy).
     #[arg(long)]
     pub metrics_allow_remote: bool,
+    /// Leader election on a coordination.k8s.io/v1 Lease (API-server source only; the
+    /// cluster-file source always runs alone): true or false.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_elect: bool,
+    /// The leader-election Lease's name.
+    #[arg(long, default_value = "switchyard-controller")]
+    pub lease_name: String,
+    /// The Lease's namespace: the controller's own (default: POD_NAMESPACE, else
+    /// switchyard).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "switchyard")]
+    pub lease_namespace: String,
+    /// leaseDurationSeconds: a standby takes over at most this long after the leader's
+    /// last renewal; the leader renews every third of it and steps down after two thirds
+    /// without a renewal.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600), value_name = "SECONDS")]
+    pub lease_duration: u64,
 }
 
 /// `switchyard node-setup`'s flags.

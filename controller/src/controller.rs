@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::agent::{self, Agent, AgentConfig, StatePort, SwitchDb};
 use crate::cni_server::{self, CniListener};
+use crate::leader::Leadership;
 use crate::pipeline::Encap;
 use crate::source::{Delta, ObjectKey, Source};
 use crate::state::{
@@ -239,6 +240,8 @@ pub struct Core {
     /// The node agents, by node name.
     pub agents: Arc<Mutex<BTreeMap<String, Agent>>>,
     task: JoinHandle<()>,
+    /// Keeps the leadership of a controller without election open.
+    _sole: Option<watch::Sender<Leadership>>,
 }
 
 impl Drop for Core {
@@ -249,8 +252,21 @@ impl Drop for Core {
 }
 
 impl Core {
-    /// Starts the state task on a source's deltas.
+    /// Starts the state task on a source's deltas, as the only controller (no election).
     pub fn start(agent_config: AgentConfig, deltas: mpsc::UnboundedReceiver<Vec<Delta>>) -> Core {
+        let (sole, leadership) = watch::channel(Leadership::sole());
+        let mut core = Core::start_elected(agent_config, deltas, leadership);
+        core._sole = Some(sole);
+        core
+    }
+
+    /// Starts the state task; node agents run only while `leadership` says this replica
+    /// leads (the state is kept either way: a standby's caches stay warm).
+    pub fn start_elected(
+        agent_config: AgentConfig,
+        deltas: mpsc::UnboundedReceiver<Vec<Delta>>,
+        leadership: watch::Receiver<Leadership>,
+    ) -> Core {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshots) = watch::channel(Snapshot::default());
         let state = StateHandle {
@@ -268,11 +284,13 @@ impl Core {
             agents.clone(),
             Arc::new(agent_config),
             state.clone(),
+            leadership,
         ));
         Core {
             state,
             agents,
             task,
+            _sole: None,
         }
     }
 
@@ -333,8 +351,18 @@ fn refuse_second_switch(node: &str, current: &openflow::Connection, conn: openfl
     conn.close();
 }
 
-/// Runs the controller until the source ends or a listener fails.
+/// Runs the controller until the source ends or a listener fails, as the only controller.
 pub async fn run(config: Config, source: Source) -> Result<(), Error> {
+    let (_sole, leadership) = watch::channel(Leadership::sole());
+    run_elected(config, source, leadership).await
+}
+
+/// Runs the controller; its node agents run only while `leadership` says it leads.
+pub async fn run_elected(
+    config: Config,
+    source: Source,
+    leadership: watch::Receiver<Leadership>,
+) -> Result<(), Error> {
     let deltas = source.take_deltas().ok_or(Error::SourceEnded)?;
     // The operator's listeners first: a bad address fails the start, before anything else.
     let admin = crate::admin::bind(&config.admin).await?;
@@ -354,7 +382,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
         _ => SwitchDb::Ovsdb(config.ovsdb_template.clone()),
     };
     let audit = Arc::new(crate::audit::AuditLog::new(config.audit.clone()).map_err(Error::Config)?);
-    let core = Core::start(
+    let core = Core::start_elected(
         AgentConfig {
             telemetry: telemetry.clone(),
             audit: audit.clone(),
@@ -366,6 +394,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), Error> {
             )
         },
         deltas,
+        leadership,
     );
     let mut listener = match listen_tls {
         Some(tls) if config.openflow_listen.starts_with("pssl:") => {
@@ -425,6 +454,8 @@ async fn state_ended(core: &Core) {
     while snapshots.changed().await.is_ok() {}
 }
 
+// The state task's inputs and outputs, each its own channel: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn state_task(
     mut state: NetworkState,
     mut deltas: mpsc::UnboundedReceiver<Vec<Delta>>,
@@ -433,11 +464,34 @@ async fn state_task(
     agents: Arc<Mutex<BTreeMap<String, Agent>>>,
     agent_config: Arc<AgentConfig>,
     handle: StateHandle,
+    mut leadership: watch::Receiver<Leadership>,
 ) {
     let port: Arc<dyn StatePort> = Arc::new(handle);
     let mut synced = false;
+    let mut leading = false;
+    let mut election_open = true;
+    if leadership.borrow_and_update().leader {
+        leading = true;
+        set_leading(true, &state, &agents, &agent_config, &port);
+    }
     loop {
         let changes = tokio::select! {
+            // Biased towards leadership: a step-down stops the agents before anything else.
+            biased;
+            changed = leadership.changed(), if election_open => {
+                let now = if changed.is_ok() {
+                    leadership.borrow_and_update().leader
+                } else {
+                    // The election ended (the process stops): program nothing more.
+                    election_open = false;
+                    false
+                };
+                if now != leading {
+                    leading = now;
+                    set_leading(leading, &state, &agents, &agent_config, &port);
+                }
+                continue;
+            }
             batch = deltas.recv() => {
                 let Some(mut batch) = batch else {
                     warn!("the source of Kubernetes objects ended");
@@ -464,7 +518,7 @@ async fn state_task(
                             None => state.attach(&key, &iface, &container_id),
                         };
                         // Route first, so the agent is marked before the caller waits on it.
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
                         let _ = reply.send(result);
                         continue;
                     }
@@ -476,26 +530,69 @@ async fn state_task(
                     }
                     Command::Detach { key, container_id, reply } => {
                         let (detached, changes) = state.detach(&key, &container_id);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
                         let _ = reply.send(detached);
                         continue;
                     }
                     Command::CollectGarbage { node, keep, reply } => {
                         let (detached, changes) = state.collect_garbage(&node, &keep);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
                         let _ = reply.send(detached);
                         continue;
                     }
                     Command::Restore { node, ports, done } => {
                         let changes = state.restore_attachments(&node, ports);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
                         let _ = done.send(());
                         continue;
                     }
                 }
             }
         };
-        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+        publish(
+            &state,
+            &snapshots,
+            &changes,
+            &agents,
+            &agent_config,
+            &port,
+            leading,
+        );
+    }
+}
+
+/// Starts every node's agent (this replica took the lead: agents start with everything
+/// dirty, read each switch back and realise it), or stops them all (it lost the lead:
+/// dropping an agent aborts its task, closing its OVSDB and br-int connections at once).
+fn set_leading(
+    leading: bool,
+    state: &NetworkState,
+    agents: &Arc<Mutex<BTreeMap<String, Agent>>>,
+    agent_config: &Arc<AgentConfig>,
+    port: &Arc<dyn StatePort>,
+) {
+    let metrics = &agent_config.telemetry.metrics;
+    metrics.leader.set(i64::from(leading));
+    metrics.leader_changes.inc();
+    let mut agents = lock(agents);
+    let snapshot = state.snapshot();
+    if leading {
+        info!(
+            nodes = snapshot.nodes().count(),
+            "leading: starting the node agents"
+        );
+        for node in snapshot.nodes() {
+            agents.insert(
+                node.name.to_string(),
+                Agent::spawn(agent_config.clone(), port.clone(), node.name.to_string()),
+            );
+        }
+    } else {
+        warn!(
+            nodes = agents.len(),
+            "not leading: stopping every node agent; this replica programs nothing"
+        );
+        agents.clear();
     }
 }
 
@@ -507,6 +604,7 @@ fn publish(
     agents: &Arc<Mutex<BTreeMap<String, Agent>>>,
     agent_config: &Arc<AgentConfig>,
     port: &Arc<dyn StatePort>,
+    leading: bool,
 ) {
     if changes.is_empty() {
         return;
@@ -515,6 +613,9 @@ fn publish(
     let mut agents = lock(agents);
     for change in &changes.changes {
         match change {
+            Change::NodeAdded(name) if !leading => {
+                info!(node = %name, "new node (standby: no agent)");
+            }
             Change::NodeAdded(name) => {
                 info!(node = %name, "new node: starting its agent");
                 agents.insert(

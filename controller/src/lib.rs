@@ -16,6 +16,7 @@ mod error;
 pub mod features;
 pub mod ids;
 pub mod ipam;
+pub mod leader;
 pub mod listen;
 pub mod model;
 pub mod node_setup;

@@ -188,22 +188,59 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         switchyard::listen::check_listeners(&config)?;
+        let mut election = None;
         let source = match (args.cluster_file, args.kubeconfig) {
+            // The cluster file is the demo's: one controller, no election.
             (Some(file), _) => Source::cluster_file(file).await?,
             (None, kubeconfig) => {
                 let client = switchyard::source::kube_client(kubeconfig.as_deref()).await?;
+                if args.leader_elect {
+                    election = Some((
+                        client.clone(),
+                        switchyard::leader::LeaseConfig {
+                            name: args.lease_name.clone(),
+                            namespace: args.lease_namespace.clone(),
+                            identity: switchyard::leader::default_identity(),
+                            duration: Duration::from_secs(args.lease_duration),
+                        },
+                    ));
+                }
                 Source::kubernetes(client).await?
             }
         };
-        tokio::select! {
-            r = controller::run(config, source) => r,
+        let (leadership_tx, leadership) = tokio::sync::watch::channel(match election {
+            Some(_) => switchyard::leader::Leadership::default(),
+            None => switchyard::leader::Leadership::sole(),
+        });
+        let elect = async {
+            match &election {
+                Some((client, lease)) => {
+                    switchyard::leader::run(client.clone(), lease.clone(), leadership_tx).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            r = controller::run_elected(config, source, leadership) => r,
+            () = elect => Err(switchyard::Error::TaskStopped("the leader election")),
             signal = stop_signal() => {
                 let signal = signal?;
                 tracing::info!(%signal, "stopping: node agents stop, listeners close, sockets \
                     are removed (flows stay on the switches)");
                 Ok(())
             }
+        };
+        // The agents are stopped (the controller future is dropped): give the Lease up so
+        // the standby takes over at its next try.
+        if let Some((client, lease)) = &election {
+            match switchyard::leader::release(client.clone(), lease).await {
+                Ok(true) => tracing::info!(identity = %lease.identity, "leader election: released the Lease"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election: cannot release the Lease; \
+                    the standby takes over once it expires"),
+            }
         }
+        result
     });
     // Dropping `controller::run` above stopped the agents and closed the listeners.
     tracing::info!("stopped");

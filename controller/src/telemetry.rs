@@ -132,6 +132,10 @@ pub struct Metrics {
     pub source_synced: Gauge,
     /// Per kind: 1 when listed and its watch not failing (set at scrape).
     pub kind_synced: Family<KindLabel, Gauge>,
+    /// 1 while this replica leads (holds the Lease; always 1 without election).
+    pub leader: Gauge,
+    /// Times this replica took or lost the lead.
+    pub leader_changes: Counter,
 }
 
 impl Default for Metrics {
@@ -151,6 +155,8 @@ impl Default for Metrics {
             objects: Family::default(),
             source_synced: Gauge::default(),
             kind_synced: Family::default(),
+            leader: Gauge::default(),
+            leader_changes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -203,6 +209,16 @@ impl Default for Metrics {
             "objects",
             "Objects the network state holds, by kind",
             m.objects.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica leads (holds the leader-election Lease) and programs the switches",
+            m.leader.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Times this replica took or lost the lead",
+            m.leader_changes.clone(),
         );
         registry.register(
             "source_synced",

@@ -302,6 +302,23 @@ impl ApiServer {
                 }
             };
         }
+        // Leases, as kube-apiserver's generic registry serves them: POST creates (409
+        // AlreadyExists if present), GET reads (404 if missing), PUT replaces only with the
+        // current metadata.resourceVersion (409 Conflict otherwise); every write gets a new
+        // resourceVersion.
+        if let [
+            "",
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            namespace,
+            "leases",
+            ref rest @ ..,
+        ] = parts[..]
+        {
+            return self.lease(namespace, rest, request, stream).await;
+        }
         if let ["", "api", "v1", "namespaces", namespace, "pods", name] = parts[..] {
             return match request.method.as_str() {
                 "PATCH" => self.patch_pod(namespace, name, request, stream).await,
@@ -316,6 +333,118 @@ impl ApiServer {
             "the server could not find the requested resource",
         )
         .await
+    }
+
+    async fn lease(
+        &self,
+        namespace: &str,
+        rest: &[&str],
+        request: &Recorded,
+        stream: &mut TcpStream,
+    ) -> std::io::Result<()> {
+        let body: Option<Value> = serde_json::from_slice(&request.body).ok();
+        let (code, answer) = {
+            let mut store = self.lock();
+            match (request.method.as_str(), rest) {
+                ("GET", [name]) => {
+                    let key = ("Lease", namespace.to_owned(), (*name).to_owned());
+                    match store.objects.get(&key) {
+                        Some(lease) => (200, Ok(lease.clone())),
+                        None => (
+                            404,
+                            Err((
+                                "NotFound",
+                                format!("leases.coordination.k8s.io \"{name}\" not found"),
+                            )),
+                        ),
+                    }
+                }
+                ("POST", []) => match body {
+                    None => (400, Err(("BadRequest", "the body is no Lease".to_owned()))),
+                    Some(mut lease) => {
+                        let name = lease["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let key = ("Lease", namespace.to_owned(), name.clone());
+                        if store.objects.contains_key(&key) {
+                            (
+                                409,
+                                Err((
+                                    "AlreadyExists",
+                                    format!("leases.coordination.k8s.io \"{name}\" already exists"),
+                                )),
+                            )
+                        } else {
+                            store.revision += 1;
+                            lease["metadata"]["namespace"] = json!(namespace);
+                            lease["metadata"]["resourceVersion"] =
+                                json!(store.revision.to_string());
+                            lease["kind"] = json!("Lease");
+                            lease["apiVersion"] = json!("coordination.k8s.io/v1");
+                            store.objects.insert(key, lease.clone());
+                            (201, Ok(lease))
+                        }
+                    }
+                },
+                ("PUT", [name]) => {
+                    let key = ("Lease", namespace.to_owned(), (*name).to_owned());
+                    match (body, store.objects.get(&key).cloned()) {
+                        (None, _) => (400, Err(("BadRequest", "the body is no Lease".to_owned()))),
+                        (_, None) => (
+                            404,
+                            Err((
+                                "NotFound",
+                                format!("leases.coordination.k8s.io \"{name}\" not found"),
+                            )),
+                        ),
+                        (Some(mut lease), Some(current)) => {
+                            if lease["metadata"]["resourceVersion"]
+                                != current["metadata"]["resourceVersion"]
+                            {
+                                (
+                                    409,
+                                    Err((
+                                        "Conflict",
+                                        format!(
+                                            "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                                        ),
+                                    )),
+                                )
+                            } else {
+                                store.revision += 1;
+                                lease["metadata"]["resourceVersion"] =
+                                    json!(store.revision.to_string());
+                                lease["kind"] = json!("Lease");
+                                lease["apiVersion"] = json!("coordination.k8s.io/v1");
+                                store.objects.insert(key, lease.clone());
+                                (200, Ok(lease))
+                            }
+                        }
+                    }
+                }
+                _ => (
+                    405,
+                    Err((
+                        "MethodNotAllowed",
+                        "leases: GET/PUT on a name, POST on the collection".to_owned(),
+                    )),
+                ),
+            }
+        };
+        self.notify();
+        match answer {
+            Ok(lease) => write_json(stream, code, &lease).await,
+            Err((reason, message)) => write_status(stream, code, reason, &message).await,
+        }
+    }
+
+    /// The Lease as the server holds it.
+    fn lease_object(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&("Lease", namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     async fn list(&self, collection: &Collection, stream: &mut TcpStream) -> std::io::Result<()> {
@@ -519,7 +648,9 @@ async fn write_json(stream: &mut TcpStream, code: u16, body: &Value) -> std::io:
     let body = body.to_string();
     let reason = match code {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
+        409 => "Conflict",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -1295,4 +1426,186 @@ async fn node_setup_reads_the_pod_cidr_of_its_node() {
         .expect_err("no such node");
     assert!(error.to_string().contains("get node nowhere"), "{error}");
     assert!(error.to_string().contains("not found"), "{error}");
+}
+
+/// Two replicas' elections against the server's Leases: exactly one leads; when the leader
+/// dies (its task aborted: no release, as kill -9) the other takes the Lease once it has
+/// expired, with a higher `leaseTransitions`; a write with a stale `resourceVersion` (what
+/// the dead leader would send) is refused with 409; a released Lease (SIGTERM) is taken at
+/// the next try.
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
+    use switchyard::leader::{self, Leadership, LeaseConfig};
+    let server = ApiServer::start().await;
+    let config = |identity: &str| LeaseConfig {
+        name: "switchyard-controller".into(),
+        namespace: "switchyard".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(3),
+    };
+    let start = |identity: &str| {
+        let (tx, rx) = watch::channel(Leadership::default());
+        let task = tokio::spawn(leader::run(server.client(), config(identity), tx));
+        (task, rx)
+    };
+    let (task_a, mut a) = start("replica-a");
+    let (task_b, mut b) = start("replica-b");
+    let deadline = Duration::from_secs(30);
+    tokio::time::timeout(deadline, async {
+        loop {
+            if a.borrow().leader || b.borrow().leader {
+                return;
+            }
+            tokio::select! { _ = a.changed() => {}, _ = b.changed() => {} }
+        }
+    })
+    .await
+    .expect("a leader within 30 s");
+    // Let both try again a few times: still exactly one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(
+        a.borrow().leader,
+        b.borrow().leader,
+        "exactly one replica leads"
+    );
+    let lease = server
+        .lease_object("switchyard", "switchyard-controller")
+        .expect("the Lease exists");
+    let (leader_task, leader_name, mut standby, standby_task, standby_name) = if a.borrow().leader {
+        (task_a, "replica-a", b, task_b, "replica-b")
+    } else {
+        (task_b, "replica-b", a, task_a, "replica-a")
+    };
+    assert_eq!(lease["spec"]["holderIdentity"], leader_name, "{lease}");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 3, "{lease}");
+    let first_transitions = lease["spec"]["leaseTransitions"].as_u64().unwrap_or(0);
+    let stale_version = lease["metadata"]["resourceVersion"].clone();
+
+    // kill -9 of the leader: it renews no more and releases nothing.
+    leader_task.abort();
+    let killed = std::time::Instant::now();
+    tokio::time::timeout(deadline, async {
+        while !standby.borrow().leader {
+            standby.changed().await.expect("election running");
+        }
+    })
+    .await
+    .expect("the standby takes over");
+    let takeover = killed.elapsed();
+    eprintln!("takeover after the leader's kill: {takeover:?} (lease duration 3 s)");
+    let lease = server
+        .lease_object("switchyard", "switchyard-controller")
+        .expect("the Lease exists");
+    assert_eq!(lease["spec"]["holderIdentity"], standby_name, "{lease}");
+    let transitions = lease["spec"]["leaseTransitions"].as_u64().unwrap_or(0);
+    assert_eq!(transitions, first_transitions + 1, "{lease}");
+    assert_eq!(standby.borrow().generation, transitions);
+
+    // The old leader's renewal, as it would have sent it: refused with 409.
+    let api: switchyard::source::kube::Api<
+        switchyard::source::k8s_openapi::api::coordination::v1::Lease,
+    > = switchyard::source::kube::Api::namespaced(server.client(), "switchyard");
+    let mut old: switchyard::source::k8s_openapi::api::coordination::v1::Lease =
+        serde_json::from_value(lease.clone()).expect("a Lease");
+    old.metadata.resource_version = stale_version.as_str().map(str::to_owned);
+    old.spec.as_mut().expect("spec").holder_identity = Some(leader_name.into());
+    match api
+        .replace("switchyard-controller", &Default::default(), &old)
+        .await
+    {
+        Err(switchyard::source::kube::Error::Api(status)) => {
+            assert_eq!(status.code, 409, "{status:?}");
+            assert!(status.is_conflict(), "{status:?}");
+        }
+        other => panic!("a stale renewal must be refused: {other:?}"),
+    }
+    assert_eq!(
+        server
+            .lease_object("switchyard", "switchyard-controller")
+            .expect("lease")["spec"]["holderIdentity"],
+        standby_name
+    );
+
+    // SIGTERM of the new leader: it stops, then releases the Lease; a third replica takes it
+    // at its first try, long before the duration would have let it.
+    standby_task.abort();
+    assert!(
+        leader::release(server.client(), &config(standby_name))
+            .await
+            .expect("release"),
+        "the holder releases"
+    );
+    let lease = server
+        .lease_object("switchyard", "switchyard-controller")
+        .expect("the Lease exists");
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+    let (task_c, mut c) = start("replica-c");
+    let released = std::time::Instant::now();
+    tokio::time::timeout(deadline, async {
+        while !c.borrow().leader {
+            c.changed().await.expect("election running");
+        }
+    })
+    .await
+    .expect("a third replica takes the released Lease");
+    eprintln!(
+        "takeover after a release: {:?} (lease duration 3 s)",
+        released.elapsed()
+    );
+    // Only the holder releases.
+    assert!(
+        !leader::release(server.client(), &config("replica-a"))
+            .await
+            .expect("release")
+    );
+    task_c.abort();
+}
+
+/// A leader whose Lease another holder took (written by someone else with the current
+/// resourceVersion) steps down at its next renewal: it never goes on believing it leads.
+#[tokio::test]
+async fn a_leader_whose_lease_was_taken_steps_down() {
+    use switchyard::leader::{self, Leadership, LeaseConfig};
+    use switchyard::source::k8s_openapi::api::coordination::v1::Lease;
+    let server = ApiServer::start().await;
+    let (tx, mut rx) = watch::channel(Leadership::default());
+    let task = tokio::spawn(leader::run(
+        server.client(),
+        LeaseConfig {
+            name: "l".into(),
+            namespace: "switchyard".into(),
+            identity: "replica-a".into(),
+            duration: Duration::from_secs(3),
+        },
+        tx,
+    ));
+    let deadline = Duration::from_secs(30);
+    tokio::time::timeout(deadline, async {
+        while !rx.borrow().leader {
+            rx.changed().await.expect("election running");
+        }
+    })
+    .await
+    .expect("leads");
+    let mut lease: Lease =
+        serde_json::from_value(server.lease_object("switchyard", "l").expect("lease"))
+            .expect("a Lease");
+    lease.spec.as_mut().expect("spec").holder_identity = Some("intruder".into());
+    let api: switchyard::source::kube::Api<Lease> =
+        switchyard::source::kube::Api::namespaced(server.client(), "switchyard");
+    api.replace("l", &Default::default(), &lease)
+        .await
+        .expect("replace with the current version");
+    tokio::time::timeout(deadline, async {
+        while rx.borrow().leader {
+            rx.changed().await.expect("election running");
+        }
+    })
+    .await
+    .expect("the leader steps down");
+    assert_eq!(
+        server.lease_object("switchyard", "l").expect("lease")["spec"]["holderIdentity"],
+        "intruder"
+    );
+    task.abort();
 }

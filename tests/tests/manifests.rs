@@ -24,6 +24,8 @@ const FIELD_SAMPLES: &[(&str, &str)] = &[
     ("status.podIP", "192.0.2.10"),
     ("status.hostIP", "192.0.2.10"),
     ("spec.nodeName", "node-1"),
+    ("metadata.name", "switchyard-controller-7d9f-abcde"),
+    ("metadata.namespace", "switchyard"),
 ];
 
 fn deploy_dir() -> PathBuf {
@@ -426,8 +428,8 @@ fn rbac_grants_exactly_the_api_calls_the_code_makes() {
 fn containers_run_without_root_capabilities_or_a_writable_root() {
     let m = load();
     let controller = m.controller();
-    // One replica until leader election lands: two would both program every switch.
-    assert_eq!(controller.spec.as_ref().and_then(|s| s.replicas), Some(1));
+    // Two replicas, one leader (the Lease): the standby programs nothing.
+    assert_eq!(controller.spec.as_ref().and_then(|s| s.replicas), Some(2));
     let spec = pod_spec_of_deployment(controller);
     assert_eq!(
         spec.security_context

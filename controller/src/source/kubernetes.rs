@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -51,9 +52,10 @@ const fn call<K: k8s_openapi::Resource>(verb: &'static str) -> ApiCall {
     }
 }
 
-/// Every API call `switchyard controller` makes, all cluster-wide: list and watch of the
-/// six kinds it reads, get of one pod (CNI ADD asks whether the pod exists) and patch of one
-/// pod (the allocation annotation).
+/// Every API call `switchyard controller` makes: cluster-wide list and watch of the six
+/// kinds it reads, get of one pod (CNI ADD asks whether the pod exists) and patch of one
+/// pod (the allocation annotation); in its own namespace only (a Role), get, create and
+/// update of its leader-election Lease (`crate::leader`).
 pub const CONTROLLER_API_CALLS: &[ApiCall] = &[
     call::<Node>("list"),
     call::<Node>("watch"),
@@ -69,7 +71,17 @@ pub const CONTROLLER_API_CALLS: &[ApiCall] = &[
     call::<EndpointSlice>("watch"),
     call::<NetworkPolicy>("list"),
     call::<NetworkPolicy>("watch"),
+    call::<Lease>("get"),
+    call::<Lease>("create"),
+    call::<Lease>("update"),
 ];
+
+/// Asserts (debug builds) that the leader election's calls are listed.
+pub(crate) fn assert_lease_calls_listed() {
+    for verb in ["get", "create", "update"] {
+        listed::<Lease>(CONTROLLER_API_CALLS, verb);
+    }
+}
 
 /// Every API call `switchyard node-setup --node NAME` makes: get of its own Node.
 pub const NODE_SETUP_API_CALLS: &[ApiCall] = &[call::<Node>("get")];

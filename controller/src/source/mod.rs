@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use cluster_file::{Problem, parse_cluster_file};
+pub(crate) use kubernetes::assert_lease_calls_listed;
 pub use kubernetes::{ApiCall, CONTROLLER_API_CALLS, NODE_SETUP_API_CALLS, node_pod_cidr};
 
 /// The `kube` crate this module is built on, re-exported so callers (and tests) build a

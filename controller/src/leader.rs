@@ -1,0 +1,287 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, as client-go's leaderelection does
+//! it: get the Lease; create it when missing; take it over when its holder is empty or its
+//! `renewTime + leaseDurationSeconds` has passed; renew it while holding it; every write is
+//! a replace carrying the `resourceVersion` read, so of two replicas racing for one Lease
+//! the API server lets one win and answers the other `409 Conflict` (a create of an existing
+//! Lease: `409 AlreadyExists`).
+//!
+//! The holder renews every third of the lease duration. A leader that has not renewed for
+//! two thirds of the duration steps down at once (before any other replica may take the
+//! Lease, which needs the full duration since the last renewal), so there is never a moment
+//! with two leaders as long as the replicas' clocks agree within a third of the duration.
+//! On SIGTERM the leader releases the Lease (empty `holderIdentity`), so the standby takes
+//! over at its next try rather than after the duration.
+//!
+//! The outcome is a `watch` of [`Leadership`]: the controller's state task starts the node
+//! agents when it turns leader and stops them (drops every switch connection) when it turns
+//! standby. The kube source is not touched: the standby's caches stay warm.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Where the Lease is and who this replica is.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// The Lease's name (`--lease-name`).
+    pub name: String,
+    /// Its namespace (`--lease-namespace`): the controller's own.
+    pub namespace: String,
+    /// This replica's `holderIdentity`: pod name plus a random suffix.
+    pub identity: String,
+    /// `leaseDurationSeconds` (`--lease-duration`).
+    pub duration: Duration,
+}
+
+/// Whether this replica leads, and the Lease's `leaseTransitions` when it took it (a number
+/// that grows with every change of holder).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leadership {
+    /// This replica holds the Lease.
+    pub leader: bool,
+    /// `leaseTransitions` of the Lease as this replica took it.
+    pub generation: u64,
+}
+
+impl Leadership {
+    /// A controller without election (the cluster-file source): always the leader.
+    pub fn sole() -> Leadership {
+        Leadership {
+            leader: true,
+            generation: 0,
+        }
+    }
+}
+
+/// `POD_NAME` (the Downward API) or the host name, plus a random suffix: a restarted pod of
+/// the same name is another holder.
+pub fn default_identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "switchyard".to_owned());
+    let mut bytes = [0u8; 4];
+    let suffix = match std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+    {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => std::process::id() ^ (Instant::now().elapsed().subsec_nanos()),
+    };
+    format!("{base}_{suffix:08x}")
+}
+
+/// What one try did.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    /// We hold the Lease (created, taken over or renewed); its `leaseTransitions`.
+    Holding(u64),
+    /// Someone else holds it (or won the race: 409).
+    Standby(Option<String>),
+}
+
+fn now() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+fn expired(spec: &LeaseSpec, fallback: Duration) -> bool {
+    let duration = spec
+        .lease_duration_seconds
+        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .unwrap_or(fallback);
+    match &spec.renew_time {
+        None => true,
+        Some(MicroTime(t)) => {
+            let age = Timestamp::now().as_millisecond() - t.as_millisecond();
+            age >= duration.as_millis() as i64
+        }
+    }
+}
+
+async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube::Error> {
+    let seconds = config.duration.as_secs().max(1) as i32;
+    let Some(mut lease) = api.get_opt(&config.name).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(config.name.clone()),
+                namespace: Some(config.namespace.clone()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(config.identity.clone()),
+                lease_duration_seconds: Some(seconds),
+                acquire_time: Some(now()),
+                renew_time: Some(now()),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(Attempt::Holding(0)),
+            Err(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict() => {
+                Ok(Attempt::Standby(None))
+            }
+            Err(e) => Err(e),
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+    let transitions = spec.lease_transitions.unwrap_or(0).max(0) as u64;
+    let generation = match &holder {
+        Some(h) if *h == config.identity => transitions,
+        Some(_) if !expired(spec, config.duration) => return Ok(Attempt::Standby(holder)),
+        _ => {
+            // Free or expired: take it over.
+            spec.holder_identity = Some(config.identity.clone());
+            spec.acquire_time = Some(now());
+            spec.lease_transitions = Some((transitions + 1) as i32);
+            transitions + 1
+        }
+    };
+    spec.lease_duration_seconds = Some(seconds);
+    spec.renew_time = Some(now());
+    // metadata.resourceVersion is the one read: a concurrent write makes this a 409.
+    match api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => Ok(Attempt::Holding(generation)),
+        Err(kube::Error::Api(s)) if s.is_conflict() => Ok(Attempt::Standby(None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the election until the process stops; publishes every change in `leadership`.
+pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<Leadership>) {
+    crate::source::assert_lease_calls_listed();
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let renew_every = config.duration / 3;
+    let step_down_after = config.duration * 2 / 3;
+    let mut last_renewal: Option<Instant> = None;
+    let mut last_holder: Option<String> = None;
+    let mut last_error: Option<String> = None;
+    info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %config.identity,
+        duration_s = config.duration.as_secs(), "leader election: standby until the Lease is ours");
+    loop {
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            renew_every.max(Duration::from_secs(1)),
+            attempt(&api, &config),
+        )
+        .await;
+        let leading = leadership.borrow().leader;
+        match result {
+            Ok(Ok(Attempt::Holding(generation))) => {
+                last_error = None;
+                last_renewal = Some(started);
+                if !leading {
+                    info!(identity = %config.identity, generation, "leader election: took the Lease; \
+                        this replica leads and programs the switches");
+                    leadership.send_replace(Leadership {
+                        leader: true,
+                        generation,
+                    });
+                }
+            }
+            Ok(Ok(Attempt::Standby(holder))) => {
+                last_error = None;
+                if leading {
+                    warn!(holder = ?holder, "leader election: another replica holds the Lease; \
+                        stepping down (agents stop, switch connections close)");
+                    leadership.send_replace(Leadership {
+                        leader: false,
+                        generation: 0,
+                    });
+                    last_renewal = None;
+                }
+                if holder.is_some() && holder != last_holder {
+                    info!(holder = ?holder, "leader election: standby (caches warm, programming nothing)");
+                    last_holder = holder;
+                }
+            }
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                if last_error.as_ref() != Some(&e) {
+                    warn!(error = %e, "leader election: cannot get or renew the Lease");
+                    last_error = Some(e);
+                }
+            }
+            Err(_) => {
+                if last_error.as_deref() != Some("timeout") {
+                    warn!(
+                        "leader election: the API server did not answer within a third of the lease duration"
+                    );
+                    last_error = Some("timeout".into());
+                }
+            }
+        }
+        if leadership.borrow().leader && last_renewal.is_none_or(|t| t.elapsed() >= step_down_after)
+        {
+            warn!(identity = %config.identity, "leader election: could not renew the Lease in time; \
+                stepping down at once (agents stop, switch connections close)");
+            leadership.send_replace(Leadership {
+                leader: false,
+                generation: 0,
+            });
+            last_renewal = None;
+        }
+        tokio::time::sleep(renew_every.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// Gives the Lease up (empty `holderIdentity`) if this replica holds it: the standby takes
+/// over at its next try. What SIGTERM does.
+pub async fn release(client: Client, config: &LeaseConfig) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let Some(mut lease) = api.get_opt(&config.name).await? else {
+        return Ok(false);
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return Ok(false);
+    };
+    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+        return Ok(false);
+    }
+    spec.holder_identity = None;
+    spec.renew_time = Some(now());
+    api.replace(&config.name, &PostParams::default(), &lease)
+        .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_expires_after_its_duration_since_renewal() {
+        let mut spec = LeaseSpec {
+            lease_duration_seconds: Some(15),
+            renew_time: Some(now()),
+            ..Default::default()
+        };
+        assert!(!expired(&spec, Duration::from_secs(15)));
+        spec.renew_time = Some(MicroTime(
+            Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(16),
+        ));
+        assert!(expired(&spec, Duration::from_secs(15)));
+        spec.renew_time = None;
+        assert!(expired(&spec, Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn identities_differ_between_two_processes_of_one_pod() {
+        assert_ne!(default_identity(), default_identity());
+    }
+}
