@@ -524,7 +524,7 @@ async fn state_task(
                     }
                     Command::ReleaseUnattached { key, done } => {
                         let changes = state.release_unattached(&key);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
                         let _ = done.send(());
                         continue;
                     }
