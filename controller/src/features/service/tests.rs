@@ -433,7 +433,7 @@ fn an_affinity_port_looks_up_learned_endpoints_before_its_group() {
         "{miss}"
     );
     let learn = format!(
-        "learn(table=42,idle_timeout=30,priority=200,delete_learned,cookie={:#x},eth_type=0x800,nw_proto=6,NXM_OF_IP_SRC[],NXM_OF_IP_DST[],NXM_OF_TCP_DST[],load:NXM_NX_REG3[]->NXM_NX_REG3[],load:NXM_NX_REG4[]->NXM_NX_REG4[])",
+        "learn(table=42,idle_timeout=30,priority=200,delete_learned,cookie={:#x},eth_type=0x800,nw_proto=6,NXM_OF_IP_SRC[],NXM_OF_IP_DST[],NXM_OF_TCP_DST[],NXM_NX_REG6[1],load:NXM_NX_REG3[]->NXM_NX_REG3[],load:NXM_NX_REG4[]->NXM_NX_REG4[])",
         ids::service_affinity_cookie(id)
     );
     let endpoints: Vec<&String> = lines
@@ -864,4 +864,96 @@ fn a_service_without_endpoints_refuses_on_every_frontend() {
             "{dst}: {lines:#?}"
         );
     }
+}
+
+#[test]
+fn local_paths_have_session_affinity_of_their_own() {
+    for extra in [
+        json!({"spec": {"externalTrafficPolicy": "Local", "sessionAffinity": "ClientIP"}}),
+        json!({"spec": {"internalTrafficPolicy": "Local", "sessionAffinity": "ClientIP"}}),
+    ] {
+        let s = two_nodes(exposed(extra.clone()));
+        let snap = s.snapshot();
+        let id = snap.service(&key("web")).unwrap().ports[0].id;
+        let local_gid = id | 0xFE00_0000;
+        let (lines, groups) = node_parts(&s, "n1");
+        // The local frontend looks up the learned endpoint first, flagged local.
+        let lb: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("table=40") && l.contains("set_field:0x2->reg6"))
+            .collect();
+        assert!(!lb.is_empty(), "{extra}: {lines:#?}");
+        for l in &lb {
+            assert!(
+                l.ends_with("resubmit(,42),goto_table:41") && !l.contains("group:"),
+                "{l}"
+            );
+        }
+        // A miss goes to the local group, above the cluster-wide miss.
+        assert!(
+            lines.iter().any(|l| l.contains("table=41")
+                && l.contains("priority=195")
+                && l.contains("reg6=0x2/0x2")
+                && l.ends_with(&format!("actions=group:{local_gid}"))),
+            "{extra}: {lines:#?}"
+        );
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].group_id, local_gid);
+    }
+}
+
+#[test]
+fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
+    let mut s = NetworkState::new();
+    let eps: Vec<Value> = (0..1700u32)
+        .map(|i| ep(&format!("10.244.{}.{}", 16 + i / 250, i % 250 + 1), json!({})))
+        .chain([ep("10.244.200.5", json!({}))])
+        .collect();
+    s.apply(vec![
+        delta(node("n1", "10.244.16.0/20", "192.168.77.11")),
+        delta(node("n2", "10.244.200.0/24", "192.168.77.12")),
+        delta(service(
+            "web",
+            "10.96.0.10",
+            json!([{"name": "http", "port": 80, "protocol": "TCP"}]),
+            json!({"spec": {"internalTrafficPolicy": "Local"}}),
+        )),
+        delta(slice(
+            "web-a",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            Value::Array(eps),
+        )),
+    ]);
+    let snap = s.snapshot();
+    let id = snap.service(&key("web")).unwrap().ports[0].id;
+    let (lines, groups) = node_parts(&s, "n1");
+    // 1700 local endpoints: three groups (multipath, NXAST_MULTIPATH 0x0a, picks one) of 567/567/566, ids ID | 0x80.. << 24.
+    let ids: Vec<u32> = groups.iter().map(|g| g.group_id).collect();
+    assert_eq!(ids, vec![id | 0x8000_0000, id | 0x8100_0000, id | 0x8200_0000]);
+    let sizes: Vec<usize> = groups.iter().map(|g| g.buckets.len()).collect();
+    assert_eq!(sizes, vec![567, 567, 566]);
+    assert!(groups.iter().all(|g| g.buckets.len() <= MAX_BUCKETS));
+    let lb = lines
+        .iter()
+        .find(|l| l.contains("table=40") && l.contains("nw_dst=10.96.0.10"))
+        .expect("the local cluster IP flow");
+    assert!(
+        lb.contains("experimenter(0x00002320,00.0a.00.03") && lb.contains("goto_table:41"),
+        "{lb}"
+    );
+    for (k, gid) in ids.iter().enumerate() {
+        assert!(
+            lines.iter().any(|l| l.contains("priority=195")
+                && l.contains("reg6=0x2/0x2")
+                && (l.contains(&format!("reg7={k:#x} ")) || (k == 0 && l.contains("reg7=0 ")))
+                && l.ends_with(&format!("actions=group:{gid}"))),
+            "no dispatch to local slot {k}: {lines:#?}"
+        );
+    }
+    // n2's single local endpoint: one group, no multipath.
+    let (lines2, groups2) = node_parts(&s, "n2");
+    assert_eq!(groups2.len(), 1);
+    assert_eq!(groups2[0].group_id, id | 0xFE00_0000);
+    assert!(!lines2.iter().any(|l| l.contains("experimenter(")), "{lines2:#?}");
 }
