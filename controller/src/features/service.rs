@@ -25,7 +25,8 @@
 //! `externalTrafficPolicy: Cluster` is flagged in reg6 and SNATed to the node's gateway
 //! address in [`CT_ZONE_SNAT`] (ct_mark [`CT_MARK_SNAT`]); under Local it goes, unSNATed,
 //! to the node's own endpoints ([`node_flows`], [`node_groups`]: the only Service flows that
-//! differ per node), as does cluster-IP traffic under `internalTrafficPolicy: Local`.
+//! differ per node), as does cluster-IP traffic under `internalTrafficPolicy: Local`; with
+//! session affinity and with more local endpoints than a group holds, as the cluster path.
 //!
 //! Hairpin: a pod whose connection to a Service lands on itself would receive packets from
 //! its own address, which Linux drops. Such a connection is marked [`CT_MARK_HAIRPIN`] when
@@ -353,15 +354,29 @@ fn local_group_id(port_id: u32) -> u32 {
     port_id | (LOCAL_GROUP_SLOT << 24)
 }
 
-/// How many groups `n` endpoints need (at most [`MAX_GROUP_SLOTS`] for the cluster-wide
-/// set, one fewer for a node's local set: see the group id layout in `pipeline`).
-fn slots_for(n: usize, max: usize) -> usize {
-    n.div_ceil(MAX_BUCKETS).clamp(1, max)
+/// How many groups `n` endpoints of a `protocol` port get (at most [`MAX_GROUP_SLOTS`] for
+/// the cluster-wide set, one fewer for a node's local set: see the group id layout in
+/// `pipeline`). TCP and SCTP: as many as [`MAX_BUCKETS`] per group needs. UDP: one group per
+/// endpoint (up to the maximum), because OVS's select groups hash UDP without its ports
+/// (`flow_hash_symmetric_l3l4(.., inc_udp_ports=false)`, both for the default and the
+/// `dp_hash` method; hashing chosen fields needs the `selection_method` group property,
+/// which only OpenFlow 1.5 group_mods carry), while `multipath` with
+/// `symmetric_l3l4+udp` does hash them: so one client's UDP flows (new source ports) spread
+/// over the endpoints as its TCP connections do.
+fn slots_for(n: usize, max: usize, protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Udp => n.clamp(1, max),
+        Protocol::Tcp | Protocol::Sctp => n.div_ceil(MAX_BUCKETS).clamp(1, max),
+    }
 }
 
 /// How many groups a node's `local` endpoints of a port need.
-fn local_slots(local: usize) -> usize {
-    slots_for(local, (LOCAL_GROUP_SLOT - LOCAL_SLOT_BASE) as usize)
+fn local_slots(local: usize, protocol: Protocol) -> usize {
+    slots_for(
+        local,
+        (LOCAL_GROUP_SLOT - LOCAL_SLOT_BASE) as usize,
+        protocol,
+    )
 }
 
 /// The group id of local slot `k` of a port: the single local group when it has one.
@@ -420,7 +435,7 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
         let c = ids::service_cookie(port.id);
         let local = port.local_endpoints(node.pod_cidr);
         let affinity = affinity_timeout.map(|t| affinity_learn(port, t));
-        let slots = local_slots(local.len());
+        let slots = local_slots(local.len(), port.protocol);
         let to_local = if local.is_empty() {
             Vec::new()
         } else {
@@ -492,12 +507,7 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
                                     .cloned()
                                     .chain([MatchField::ipv4(Field::Ipv4Src, src)]),
                             ),
-                            cluster_lb(
-                                port,
-                                affinity_timeout.is_some(),
-                                group_slots(port),
-                                true,
-                            ),
+                            cluster_lb(port, affinity_timeout.is_some(), group_slots(port), true),
                         ));
                     }
                 }
@@ -524,7 +534,7 @@ pub fn node_groups(svc: &ResolvedService, node: &NodeModel) -> Vec<GroupDesc> {
         if local.is_empty() {
             continue;
         }
-        let slots = local_slots(local.len());
+        let slots = local_slots(local.len(), p.protocol);
         for k in 0..slots {
             out.push(GroupDesc {
                 group_type: GroupType::Select,
@@ -606,7 +616,7 @@ fn affinity_learn(port: &ResolvedPort, timeout: u32) -> Learn {
 /// How many groups a port's endpoints need (top bytes 1..=[`MAX_GROUP_SLOTS`]: the local
 /// groups take the ones above).
 fn group_slots(port: &ResolvedPort) -> usize {
-    slots_for(port.endpoints.len(), MAX_GROUP_SLOTS)
+    slots_for(port.endpoints.len(), MAX_GROUP_SLOTS, port.protocol)
 }
 
 /// The group id of slot `k` of a port: the port id itself when it has one group.

@@ -848,7 +848,7 @@ fn session_affinity_is_looked_up_then_learned_on_the_first_connection() {
     assert!(
         learn.contains("table SessionAffinity")
             && learn.contains("idle_timeout 10800s")
-            && learn.contains("tcp,nw_src=10.244.1.2,nw_dst=10.96.0.11,tp_dst=80 →")
+            && learn.contains("tcp,reg6=0/0x2,nw_src=10.244.1.2,nw_dst=10.96.0.11,tp_dst=80 →")
             && learn.contains("reg3=0xaf40103, reg4=0x1f90"),
         "{learn}"
     );

@@ -906,7 +906,12 @@ fn local_paths_have_session_affinity_of_their_own() {
 fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
     let mut s = NetworkState::new();
     let eps: Vec<Value> = (0..1700u32)
-        .map(|i| ep(&format!("10.244.{}.{}", 16 + i / 250, i % 250 + 1), json!({})))
+        .map(|i| {
+            ep(
+                &format!("10.244.{}.{}", 16 + i / 250, i % 250 + 1),
+                json!({}),
+            )
+        })
         .chain([ep("10.244.200.5", json!({}))])
         .collect();
     s.apply(vec![
@@ -930,7 +935,10 @@ fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
     let (lines, groups) = node_parts(&s, "n1");
     // 1700 local endpoints: three groups (multipath, NXAST_MULTIPATH 0x0a, picks one) of 567/567/566, ids ID | 0x80.. << 24.
     let ids: Vec<u32> = groups.iter().map(|g| g.group_id).collect();
-    assert_eq!(ids, vec![id | 0x8000_0000, id | 0x8100_0000, id | 0x8200_0000]);
+    assert_eq!(
+        ids,
+        vec![id | 0x8000_0000, id | 0x8100_0000, id | 0x8200_0000]
+    );
     let sizes: Vec<usize> = groups.iter().map(|g| g.buckets.len()).collect();
     assert_eq!(sizes, vec![567, 567, 566]);
     assert!(groups.iter().all(|g| g.buckets.len() <= MAX_BUCKETS));
@@ -955,5 +963,57 @@ fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
     let (lines2, groups2) = node_parts(&s, "n2");
     assert_eq!(groups2.len(), 1);
     assert_eq!(groups2[0].group_id, id | 0xFE00_0000);
-    assert!(!lines2.iter().any(|l| l.contains("experimenter(")), "{lines2:#?}");
+    assert!(
+        !lines2.iter().any(|l| l.contains("experimenter(")),
+        "{lines2:#?}"
+    );
+}
+
+#[test]
+fn a_udp_port_gets_a_group_per_endpoint_picked_by_a_hash_with_the_ports() {
+    let s = state(vec![
+        delta(service(
+            "dns",
+            "10.96.0.53",
+            json!([{"name": "dns", "port": 53, "protocol": "UDP"}]),
+            json!({}),
+        )),
+        delta(slice(
+            "dns-a",
+            "dns",
+            json!([{"name": "dns", "port": 5353, "protocol": "UDP"}]),
+            json!([
+                ep("10.244.1.5", json!({})),
+                ep("10.244.1.6", json!({})),
+                ep("10.244.2.5", json!({}))
+            ]),
+        )),
+    ]);
+    let snap = s.snapshot();
+    let svc = snap.service(&key("dns")).unwrap();
+    let id = svc.ports[0].id;
+    let g = groups(svc);
+    let ids: Vec<u32> = g.iter().map(|g| g.group_id).collect();
+    assert_eq!(ids, vec![id | 1 << 24, id | 2 << 24, id | 3 << 24]);
+    assert!(g.iter().all(|g| g.buckets.len() == 1), "{g:?}");
+    let mut f = Vec::new();
+    flows(svc, &mut f);
+    let lines = text(&f);
+    let lb = lines
+        .iter()
+        .find(|l| l.contains("table=40") && l.contains("nw_dst=10.96.0.53"))
+        .expect("the ServiceLb flow");
+    // NXAST_MULTIPATH (subtype 0x0a) with fields symmetric_l3l4+udp (3), into reg7.
+    assert!(
+        lb.contains("experimenter(0x00002320,00.0a.00.03") && lb.ends_with("goto_table:41"),
+        "{lb}"
+    );
+    for (k, gid) in ids.iter().enumerate() {
+        assert!(
+            lines.iter().any(|l| l.contains("priority=190")
+                && (l.contains(&format!("reg7={k:#x} ")) || (k == 0 && l.contains("reg7=0 ")))
+                && l.ends_with(&format!("actions=group:{gid}"))),
+            "no dispatch to slot {k}: {lines:#?}"
+        );
+    }
 }
