@@ -8,8 +8,8 @@
 //!
 //! Per Service port with endpoints: one ServiceLb flow (new connections to cluster IP,
 //! protocol and port → `reg5` = port id, group), one select group (a bucket per endpoint:
-//! `reg3` = address, `reg4` = DNAT port, resubmit to EndpointDnat) and two EndpointDnat flows
-//! per endpoint (the hairpin variant matches the endpoint as the source too). A port without
+//! `reg3` = address, `reg4` = DNAT port, resubmit to EndpointDnat) and one EndpointDnat flow
+//! per endpoint (hairpin is decided once per local pod, [`hairpin_flow`]). A port without
 //! a usable endpoint gets a ServiceLb flow that sends new connections to the controller
 //! through the reject meter; the node agent refuses them (TCP RST / ICMP port unreachable,
 //! see `crate::reject`).
@@ -29,9 +29,10 @@
 //! session affinity and with more local endpoints than a group holds, as the cluster path.
 //!
 //! Hairpin: a pod whose connection to a Service lands on itself would receive packets from
-//! its own address, which Linux drops. Such a connection is marked [`CT_MARK_HAIRPIN`] when
-//! it is DNATed, SNATed to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`] before output, and
-//! output to the port it came in on; its replies (to the SNAT address) are un-SNATed in that
+//! its own address, which Linux drops. Such a connection is marked [`CT_MARK_HAIRPIN`] by the
+//! pod's own flow in ConntrackCommit (source = destination = the pod, after DNAT), SNATed
+//! to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`] before output, and output to the port it
+//! came in on; its replies (to the SNAT address) are un-SNATed in that
 //! zone before the Conntrack table's own `ct(nat)`.
 
 use openflow::action::{Learn, LearnSpec, LearnSrc, Nat, NatKind};
@@ -57,8 +58,10 @@ pub const TABLES: &[Table] = &[
     Table::Output,
 ];
 
-/// Priority of the hairpin variant of an EndpointDnat flow (above the plain one).
+/// Priority of the hairpin SNAT flows (Conntrack's un-SNAT, ConntrackCommit's SNAT).
 pub const PRIORITY_HAIRPIN: u16 = 210;
+/// Priority of a local pod's hairpin flow in ConntrackCommit (above the SNAT flows).
+pub const PRIORITY_HAIRPIN_MARK: u16 = 215;
 /// Priority of an affinity port's EndpointDnat flow that sends a connection without a
 /// learned endpoint to the group (below the endpoints' flows).
 pub const PRIORITY_AFFINITY_MISS: u16 = 190;
@@ -276,7 +279,8 @@ fn reject() -> Vec<Instruction> {
     ]
 }
 
-/// The EndpointDnat flows of `endpoints` (each plain and hairpin).
+/// The EndpointDnat flows of `endpoints` (hairpin is decided later, once per local pod:
+/// [`hairpin_flow`]).
 fn endpoint_flows(
     port: &ResolvedPort,
     affinity: Option<&Learn>,
@@ -327,17 +331,6 @@ fn endpoint_flows(
             c,
             matching(endpoint.clone()),
             dnat(CT_MARK_SERVICE),
-        ));
-        flows.push(flow(
-            Table::EndpointDnat,
-            PRIORITY_HAIRPIN,
-            c,
-            matching(
-                endpoint
-                    .into_iter()
-                    .chain([MatchField::ipv4(Field::Ipv4Src, ip)]),
-            ),
-            dnat(CT_MARK_SERVICE | CT_MARK_HAIRPIN),
         ));
     }
 }
@@ -744,6 +737,37 @@ fn snat_zone_flows(
             ..Ct::default()
         })])],
     ));
+}
+
+/// A local pod's hairpin flow (owner: the pod): a new Service connection (ct_mark 0x1)
+/// DNATed to the pod that opened it (source = destination = the pod, after EndpointDnat)
+/// is marked hairpin in the node's zone (a commit of the tracked connection again, which
+/// updates its mark) and goes back to ConntrackCommit, where the hairpin SNAT flows take
+/// it. One flow per local pod, instead of one per Service endpoint on every node.
+pub fn hairpin_flow(pod_ip: Ipv4Addr, cookie: u64) -> Flow {
+    flow(
+        Table::ConntrackCommit,
+        PRIORITY_HAIRPIN_MARK,
+        cookie,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
+            MatchField::u32_masked(
+                Field::CtMark,
+                CT_MARK_SERVICE,
+                CT_MARK_SERVICE | CT_MARK_HAIRPIN,
+            ),
+            MatchField::ipv4(Field::Ipv4Src, pod_ip),
+            MatchField::ipv4(Field::Ipv4Dst, pod_ip),
+        ]),
+        vec![apply(vec![Action::Ct(Ct {
+            commit: true,
+            zone: CtZone::Value(CT_ZONE),
+            table: Some(Table::ConntrackCommit.id()),
+            actions: vec![set_ct_mark(CT_MARK_SERVICE | CT_MARK_HAIRPIN)],
+            ..Ct::default()
+        })])],
+    )
 }
 
 /// The fixed flows: hairpin un-SNAT, SNAT and output; the gateway SNAT of external
