@@ -128,6 +128,10 @@ pub const REG_SERVICE_FLAGS: u8 = 6;
 /// NodePort, externalIP or LoadBalancer IP under `externalTrafficPolicy: Cluster` (or from
 /// the node itself): SNAT it so that the endpoint's replies come back through this node.
 pub const SERVICE_FLAG_SNAT: u32 = 0x1;
+/// [`REG_SERVICE_FLAGS`] bit 1: the connection takes a Local traffic policy's path (the
+/// node's own endpoints): its affinity is learned apart from the cluster-wide path's, and a
+/// miss or a slot goes to the node's local group(s). Not copied into ct_mark.
+pub const SERVICE_FLAG_LOCAL: u32 = 0x2;
 
 /// reg7 (bits 0..15) holds which of a large Service port's groups a new connection goes
 /// to (`multipath`), read by EndpointDnat.
@@ -161,8 +165,16 @@ pub const NODE_PORT_VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 
 pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
 /// The top byte of the group id of a Service port's node-local endpoints (Local traffic
-/// policies): `ID | 0xFE << 24`. Chained groups of big ports use 1..=253.
+/// policies) when they fit one group: `ID | 0xFE << 24`. Chained groups of big ports use
+/// 1..=[`MAX_GROUP_SLOTS`] (cluster-wide) and [`LOCAL_SLOT_BASE`]`..` (local).
 pub const LOCAL_GROUP_SLOT: u32 = 0xFE;
+/// Most groups one Service port's cluster-wide endpoints are dealt over (top bytes
+/// 1..=127 of their group ids); likewise for its local endpoints on one node (top bytes
+/// [`LOCAL_SLOT_BASE`]..=0xFD, at most 126).
+pub const MAX_GROUP_SLOTS: usize = 127;
+/// The top byte of the first of the local groups of a port whose local endpoints need
+/// several: `ID | (0x80 + k) << 24`.
+pub const LOCAL_SLOT_BASE: u32 = 0x80;
 
 /// The source address a hairpin connection is SNATed to, so that the pod does not receive
 /// packets from its own address (Linux drops those as martians). Link-local, never on a wire.

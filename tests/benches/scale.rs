@@ -304,7 +304,7 @@ async fn measure(nodes: usize, per_node: usize, events: usize, node_events: usiz
     let state_rss_mib = rss_mib();
     let state_loaded_s = started.elapsed().as_secs_f64();
     // Every agent ready with its whole pipeline on its switch.
-    let expected_pod_flows = 6 * per_node;
+    let expected_pod_flows = 7 * per_node;
     loop {
         let done = {
             let agents = core.agents.lock().unwrap();

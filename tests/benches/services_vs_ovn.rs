@@ -180,12 +180,20 @@ fn ofctl_floor(bc: &BenchCore) -> (f64, f64, f64, usize) {
         let text: String = flows.iter().map(|l| format!("{l}\n")).collect();
         std::fs::write(&ff, text).expect("write the floor's flows");
         let bridge = bc.ovs.add_bridge(name);
-        let t = Instant::now();
         let of = |args: &[&str]| {
             let mut all = vec!["-O", "OpenFlow13"];
             all.extend_from_slice(args);
             run("ovs-ofctl", &all)
         };
+        // The meters flows name (reject 1, audit 2), untimed: the agent installs them
+        // outside its bundles when br-int connects (without them the bundle is refused).
+        for meter in [
+            "meter=1,pktps,band=type=drop,rate=200",
+            "meter=2,pktps,band=type=drop,rate=100",
+        ] {
+            of(&["add-meter", &bridge, meter]);
+        }
+        let t = Instant::now();
         of(&["add-groups", &bridge, gf.to_str().expect("utf-8")]);
         let groups_s = t.elapsed().as_secs_f64();
         of(&[

@@ -121,11 +121,11 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
             .unwrap();
         switches.insert(i, s);
     }
-    // 19 skeleton + 5 gateway + 2 pods × 6 + 2 remote nodes + 5 policy base (conntrack
+    // 19 skeleton + 5 gateway + 2 pods × 7 + 2 remote nodes + 5 policy base (conntrack
     // bypass, the node's own traffic) + 10 Service base (hairpin, SessionAffinity default,
     // the gateway SNAT of external Service traffic, the refusal of unknown nodePorts).
     eventually("every switch to hold its pipeline", || {
-        switches.values().all(|s| s.flow_count() == 53)
+        switches.values().all(|s| s.flow_count() == 55)
     })
     .await;
     eventually("every agent ready", || {
@@ -156,7 +156,7 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
     };
     eventually("n1's bundle", || switches[&1].stats().bundles > before[&1]).await;
     eventually("n1's pipeline with the new pod", || {
-        switches[&1].flow_count() == 59
+        switches[&1].flow_count() == 62
     })
     .await;
     let after = bundles(&switches);
@@ -170,10 +170,10 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
             .iter()
             .filter(|f| f.cookie == cookie)
             .count(),
-        6
+        7
     );
 
-    // A pod deleted on n2: only n2 changes, by exactly that pod's six flows.
+    // A pod deleted on n2: only n2 changes, by exactly that pod's seven flows.
     let before = bundles(&switches);
     deltas
         .send(vec![Delta::Delete(
@@ -182,7 +182,7 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
         )])
         .unwrap();
     eventually("n2's bundle", || switches[&2].stats().bundles > before[&2]).await;
-    assert_eq!(switches[&2].flow_count(), 47);
+    assert_eq!(switches[&2].flow_count(), 48);
     assert!(
         switches[&2]
             .flows()
@@ -201,6 +201,6 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
         bundles(&switches).iter().all(|(i, b)| *b == before[i] + 1)
     })
     .await;
-    assert_eq!(switches[&3].flow_count(), 54);
+    assert_eq!(switches[&3].flow_count(), 56);
     drop(sim);
 }

@@ -151,7 +151,7 @@ fn bundled_cluster_pods_reach_each_other_over_geneve_and_flows_are_named() {
     }
     let owned = pod_cookie_hex(pod.ip);
     let pod_flows: Vec<&str> = flows.lines().filter(|l| l.contains(&owned)).collect();
-    assert_eq!(pod_flows.len(), 6, "{owned} flows:\n{flows}");
+    assert_eq!(pod_flows.len(), 7, "{owned} flows:\n{flows}");
     assert!(
         pod_flows
             .iter()
@@ -197,7 +197,7 @@ fn deleting_a_pod_removes_its_port_and_flows_and_frees_its_address() {
     let victim_ip = cluster.pods[&victim].ip;
     let owned = pod_cookie_hex(victim_ip);
     let before = cluster.dump_flows("lc-a", &[]).unwrap();
-    assert_eq!(before.lines().filter(|l| l.contains(&owned)).count(), 6);
+    assert_eq!(before.lines().filter(|l| l.contains(&owned)).count(), 7);
     let ports_before = cluster.nodes["lc-a"]
         .ovs
         .vsctl(&["list-ports", "br-int"])

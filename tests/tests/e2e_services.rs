@@ -363,28 +363,41 @@ fn cluster_ip_balances_tcp_and_udp_over_ready_endpoints_with_per_slice_ports() {
     // From a client on n1 (web-2 is across the tunnel) and one on n2 (web-1 is).
     for client in ["cl1", "cl2"] {
         s.expect_answers(client, VIP, Proto::Tcp, 80, &["web-1:8080", "web-2:9090"]);
-        // OVS's select groups hash UDP without its ports (flow_hash_symmetric_l3l4 with
-        // inc_udp_ports=false): one client's datagrams to one Service port all go to one
-        // endpoint. Every answer must still come from a ready endpoint at its slice's port.
-        let got = s.answers(client, VIP, Proto::Udp, 53, 12);
-        assert!(
-            got.iter()
-                .all(|o| matches!(o, Outcome::Answer(a) if a == "web-1:5353" || a == "web-2:5353")),
-            "{client} -> {VIP}:53 UDP: {got:?}\n{}",
-            s.diagnostics()
-        );
+        // UDP too: each try is a new socket (a new source port), and the port's endpoints
+        // are picked by a hash with the ports (multipath; OVS's select groups alone hash
+        // UDP without them, so one client would always reach one endpoint).
+        s.expect_answers(client, VIP, Proto::Udp, 53, &["web-1:5353", "web-2:5353"]);
     }
-    // One select group per port with endpoints; one bucket per distinct ready endpoint.
+    // TCP: one select group with one bucket per distinct ready endpoint; UDP: one group per
+    // endpoint, each with its own dispatch flow after the multipath hash.
     for node in ["n1", "n2"] {
         let groups = s.groups(node);
         let selects: Vec<&str> = groups
             .lines()
             .filter(|l| l.contains("type=select"))
             .collect();
-        assert_eq!(selects.len(), 2, "{groups}");
-        for g in selects {
-            assert_eq!(g.matches("bucket=").count(), 2, "{g}");
-        }
+        let tcp: Vec<&&str> = selects
+            .iter()
+            .filter(|g| !g.contains("0x14e9->reg4"))
+            .collect();
+        let udp: Vec<&&str> = selects
+            .iter()
+            .filter(|g| g.contains("0x14e9->reg4"))
+            .collect();
+        assert_eq!(tcp.len(), 1, "{groups}");
+        assert_eq!(tcp[0].matches("bucket=").count(), 2, "{groups}");
+        assert_eq!(udp.len(), 2, "{groups}");
+        assert!(
+            udp.iter().all(|g| g.matches("bucket=").count() == 1),
+            "{groups}"
+        );
+        let flows = s.cluster.dump_flows(node, &[]).expect("dump-flows");
+        assert!(
+            flows.lines().any(|l| l.contains("nw_dst=10.96.0.10")
+                && l.contains("tp_dst=53")
+                && l.contains("multipath(symmetric_l3l4+udp")),
+            "{flows}"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Pod connectivity: a local pod's classification, spoof guard, ARP answer and
-//! forwarding. Owner: [`Owner::Pod`](super::Owner::Pod); six flows per pod.
+//! forwarding, and its Service hairpin mark. Owner: [`Owner::Pod`](super::Owner::Pod); seven
+//! flows per pod.
 
 use super::*;
 use crate::ids;
@@ -12,9 +13,10 @@ pub const TABLES: &[Table] = &[
     Table::ArpResponder,
     Table::L3Forwarding,
     Table::L2ForwardingCalc,
+    Table::ConntrackCommit,
 ];
 
-/// The six flows of one attached pod.
+/// The seven flows of one attached pod.
 pub fn flows(node: &NodeModel, pod: &LocalPod, flows: &mut Vec<Flow>) {
     let c = ids::pod_cookie(pod.ip);
     let in_port = || MatchField::u32(Field::InPort, pod.ofport);
@@ -87,4 +89,6 @@ pub fn flows(node: &NodeModel, pod: &LocalPod, flows: &mut Vec<Flow>) {
             goto(Table::IngressRule),
         ],
     ));
+    // A Service connection of this pod that landed on itself (hairpin).
+    flows.push(super::service::hairpin_flow(pod.ip, c));
 }

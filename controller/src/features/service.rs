@@ -8,8 +8,8 @@
 //!
 //! Per Service port with endpoints: one ServiceLb flow (new connections to cluster IP,
 //! protocol and port → `reg5` = port id, group), one select group (a bucket per endpoint:
-//! `reg3` = address, `reg4` = DNAT port, resubmit to EndpointDnat) and two EndpointDnat flows
-//! per endpoint (the hairpin variant matches the endpoint as the source too). A port without
+//! `reg3` = address, `reg4` = DNAT port, resubmit to EndpointDnat) and one EndpointDnat flow
+//! per endpoint (hairpin is decided once per local pod, [`hairpin_flow`]). A port without
 //! a usable endpoint gets a ServiceLb flow that sends new connections to the controller
 //! through the reject meter; the node agent refuses them (TCP RST / ICMP port unreachable,
 //! see `crate::reject`).
@@ -25,12 +25,14 @@
 //! `externalTrafficPolicy: Cluster` is flagged in reg6 and SNATed to the node's gateway
 //! address in [`CT_ZONE_SNAT`] (ct_mark [`CT_MARK_SNAT`]); under Local it goes, unSNATed,
 //! to the node's own endpoints ([`node_flows`], [`node_groups`]: the only Service flows that
-//! differ per node), as does cluster-IP traffic under `internalTrafficPolicy: Local`.
+//! differ per node), as does cluster-IP traffic under `internalTrafficPolicy: Local`; with
+//! session affinity and with more local endpoints than a group holds, as the cluster path.
 //!
 //! Hairpin: a pod whose connection to a Service lands on itself would receive packets from
-//! its own address, which Linux drops. Such a connection is marked [`CT_MARK_HAIRPIN`] when
-//! it is DNATed, SNATed to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`] before output, and
-//! output to the port it came in on; its replies (to the SNAT address) are un-SNATed in that
+//! its own address, which Linux drops. Such a connection is marked [`CT_MARK_HAIRPIN`] by the
+//! pod's own flow in ConntrackCommit (source = destination = the pod, after DNAT), SNATed
+//! to [`HAIRPIN_SNAT_IP`] in [`CT_ZONE_HAIRPIN`] before output, and output to the port it
+//! came in on; its replies (to the SNAT address) are un-SNATed in that
 //! zone before the Conntrack table's own `ct(nat)`.
 
 use openflow::action::{Learn, LearnSpec, LearnSrc, Nat, NatKind};
@@ -56,8 +58,10 @@ pub const TABLES: &[Table] = &[
     Table::Output,
 ];
 
-/// Priority of the hairpin variant of an EndpointDnat flow (above the plain one).
+/// Priority of the hairpin SNAT flows (Conntrack's un-SNAT, ConntrackCommit's SNAT).
 pub const PRIORITY_HAIRPIN: u16 = 210;
+/// Priority of a local pod's hairpin flow in ConntrackCommit (above the SNAT flows).
+pub const PRIORITY_HAIRPIN_MARK: u16 = 215;
 /// Priority of an affinity port's EndpointDnat flow that sends a connection without a
 /// learned endpoint to the group (below the endpoints' flows).
 pub const PRIORITY_AFFINITY_MISS: u16 = 190;
@@ -275,7 +279,8 @@ fn reject() -> Vec<Instruction> {
     ]
 }
 
-/// The EndpointDnat flows of `endpoints` (each plain and hairpin).
+/// The EndpointDnat flows of `endpoints` (hairpin is decided later, once per local pod:
+/// [`hairpin_flow`]).
 fn endpoint_flows(
     port: &ResolvedPort,
     affinity: Option<&Learn>,
@@ -327,17 +332,6 @@ fn endpoint_flows(
             matching(endpoint.clone()),
             dnat(CT_MARK_SERVICE),
         ));
-        flows.push(flow(
-            Table::EndpointDnat,
-            PRIORITY_HAIRPIN,
-            c,
-            matching(
-                endpoint
-                    .into_iter()
-                    .chain([MatchField::ipv4(Field::Ipv4Src, ip)]),
-            ),
-            dnat(CT_MARK_SERVICE | CT_MARK_HAIRPIN),
-        ));
     }
 }
 
@@ -348,10 +342,75 @@ fn uses_local(svc: &ResolvedService, port: &ResolvedPort) -> bool {
         && (svc.internal_local || (svc.external_local && frontends(svc, port).len() > 1))
 }
 
-/// The group id of a port's node-local endpoints.
+/// The group id of a port's node-local endpoints when they fit one group.
 fn local_group_id(port_id: u32) -> u32 {
     port_id | (LOCAL_GROUP_SLOT << 24)
 }
+
+/// How many groups `n` endpoints of a `protocol` port get (at most [`MAX_GROUP_SLOTS`] for
+/// the cluster-wide set, one fewer for a node's local set: see the group id layout in
+/// `pipeline`). TCP and SCTP: as many as [`MAX_BUCKETS`] per group needs. UDP: one group per
+/// endpoint (up to the maximum), because OVS's select groups hash UDP without its ports
+/// (`flow_hash_symmetric_l3l4(.., inc_udp_ports=false)`, both for the default and the
+/// `dp_hash` method; hashing chosen fields needs the `selection_method` group property,
+/// which only OpenFlow 1.5 group_mods carry), while `multipath` with
+/// `symmetric_l3l4+udp` does hash them: so one client's UDP flows (new source ports) spread
+/// over the endpoints as its TCP connections do.
+fn slots_for(n: usize, max: usize, protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Udp => n.clamp(1, max),
+        Protocol::Tcp | Protocol::Sctp => n.div_ceil(MAX_BUCKETS).clamp(1, max),
+    }
+}
+
+/// How many groups a node's `local` endpoints of a port need.
+fn local_slots(local: usize, protocol: Protocol) -> usize {
+    slots_for(
+        local,
+        (LOCAL_GROUP_SLOT - LOCAL_SLOT_BASE) as usize,
+        protocol,
+    )
+}
+
+/// The group id of local slot `k` of a port: the single local group when it has one.
+fn local_slot_group_id(port_id: u32, k: usize, slots: usize) -> u32 {
+    if slots == 1 {
+        local_group_id(port_id)
+    } else {
+        port_id | ((LOCAL_SLOT_BASE + k as u32) << 24)
+    }
+}
+
+/// The instructions that balance a new connection over the node's own endpoints of the
+/// port (`slots` groups of them), affinity first when the Service has it. Flagged
+/// [`SERVICE_FLAG_LOCAL`]: a miss in SessionAffinity and a multipath slot go to the local
+/// groups (EndpointDnat, [`PRIORITY_LOCAL_DISPATCH`]), and the affinity learned is the
+/// local path's own.
+fn local_lb(port: &ResolvedPort, affinity: bool, slots: usize) -> Vec<Instruction> {
+    let mut actions = vec![set_reg(REG_SERVICE_PORT, port.id)];
+    if affinity || slots > 1 {
+        // Read only where the local path leaves the group out (affinity, slots).
+        actions.push(set_reg(REG_SERVICE_FLAGS, SERVICE_FLAG_LOCAL));
+    }
+    if affinity {
+        actions.push(Action::resubmit_table(Table::SessionAffinity.id()));
+    }
+    if slots > 1 {
+        actions.push(multipath_to_slot(port.id, slots));
+        vec![apply(actions), goto(Table::EndpointDnat)]
+    } else if affinity {
+        vec![apply(actions), goto(Table::EndpointDnat)]
+    } else {
+        actions.push(Action::Group(local_group_id(port.id)));
+        vec![apply(actions)]
+    }
+}
+
+/// Priority of the EndpointDnat flows that send a Local path's connection (flag
+/// [`SERVICE_FLAG_LOCAL`]) to one of the node's local groups: a multipath slot, or an
+/// affinity miss. Above the cluster-wide dispatch ([`PRIORITY_AFFINITY_MISS`]), below the
+/// endpoints' own flows.
+pub const PRIORITY_LOCAL_DISPATCH: u16 = 195;
 
 /// The flows of one Service that differ per node: those of its Local traffic policies
 /// (kube-proxy's topology.go). `internalTrafficPolicy: Local`: the cluster IP balances over
@@ -361,20 +420,47 @@ fn local_group_id(port_id: u32) -> u32 {
 /// traffic from the node itself (its gateway address: also its pods, masqueraded on their
 /// way to a NodePort; its InternalIP) is balanced cluster-wide and SNATed, as kube-proxy
 /// does. Ports without any usable endpoint are refused by the shared flows. The local path
-/// does not use session affinity.
+/// has session affinity as the cluster path does (learned apart from it), and more local
+/// endpoints than one group holds are dealt over several groups picked by multipath.
 pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>) {
+    let affinity_timeout = svc.affinity_timeout;
     for port in svc.ports.iter().filter(|p| uses_local(svc, p)) {
         let c = ids::service_cookie(port.id);
         let local = port.local_endpoints(node.pod_cidr);
+        let affinity = affinity_timeout.map(|t| affinity_learn(port, t));
+        let slots = local_slots(local.len(), port.protocol);
         let to_local = if local.is_empty() {
             Vec::new()
         } else {
-            vec![apply(vec![
-                set_reg(REG_SERVICE_PORT, port.id),
-                Action::Group(local_group_id(port.id)),
-            ])]
+            local_lb(port, affinity.is_some(), slots)
         };
-        let affinity = svc.affinity_timeout.is_some();
+        if !local.is_empty() && (slots > 1 || affinity.is_some()) {
+            let local_flag = MatchField::u32_masked(
+                Field::Reg(REG_SERVICE_FLAGS),
+                SERVICE_FLAG_LOCAL,
+                SERVICE_FLAG_LOCAL,
+            );
+            for k in 0..slots {
+                let mut m = vec![
+                    eth_type(ETH_TYPE_IPV4),
+                    ip_proto(port.protocol),
+                    MatchField::u32(Field::Reg(REG_SERVICE_PORT), port.id),
+                    local_flag.clone(),
+                ];
+                if slots > 1 {
+                    m.push(MatchField::u32(Field::Reg(REG_GROUP_SLOT), k as u32));
+                }
+                flows.push(flow(
+                    Table::EndpointDnat,
+                    PRIORITY_LOCAL_DISPATCH,
+                    c,
+                    matching(m),
+                    vec![apply(vec![Action::Group(local_slot_group_id(
+                        port.id, k, slots,
+                    ))])],
+                ));
+            }
+        }
         let node_sources = [node.gateway_ip(), node.internal_ip];
         for f in frontends(svc, port) {
             let m = frontend_match(svc, port, f);
@@ -414,7 +500,7 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
                                     .cloned()
                                     .chain([MatchField::ipv4(Field::Ipv4Src, src)]),
                             ),
-                            cluster_lb(port, affinity, group_slots(port), true),
+                            cluster_lb(port, affinity_timeout.is_some(), group_slots(port), true),
                         ));
                     }
                 }
@@ -427,28 +513,35 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
             .into_iter()
             .filter(|e| port.endpoints.binary_search(e).is_err())
             .collect();
-        endpoint_flows(port, None, &extra, flows);
+        endpoint_flows(port, affinity.as_ref(), &extra, flows);
     }
 }
 
-/// The groups of one Service that differ per node: per port under a Local policy, a
-/// select group of the node's own endpoints (none when it has none).
+/// The groups of one Service that differ per node: per port under a Local policy, the
+/// select group(s) of the node's own endpoints (none when it has none): one, or as many as
+/// [`MAX_BUCKETS`] per group needs, the endpoints dealt round-robin as for the cluster set.
 pub fn node_groups(svc: &ResolvedService, node: &NodeModel) -> Vec<GroupDesc> {
-    svc.ports
-        .iter()
-        .filter(|p| uses_local(svc, p))
-        .filter_map(|p| {
-            let local = p.local_endpoints(node.pod_cidr);
-            (!local.is_empty()).then(|| GroupDesc {
+    let mut out = Vec::new();
+    for p in svc.ports.iter().filter(|p| uses_local(svc, p)) {
+        let local = p.local_endpoints(node.pod_cidr);
+        if local.is_empty() {
+            continue;
+        }
+        let slots = local_slots(local.len(), p.protocol);
+        for k in 0..slots {
+            out.push(GroupDesc {
                 group_type: GroupType::Select,
-                group_id: local_group_id(p.id),
+                group_id: local_slot_group_id(p.id, k, slots),
                 buckets: local
                     .iter()
+                    .skip(k)
+                    .step_by(slots)
                     .map(|&(ip, t)| endpoint_bucket(ip, t))
                     .collect(),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    out
 }
 
 fn endpoint_bucket(ip: Ipv4Addr, target: u16) -> Bucket {
@@ -481,6 +574,7 @@ fn affinity_learn(port: &ResolvedPort, timeout: u32) -> Learn {
         Protocol::Udp => Field::UdpDst,
         Protocol::Sctp => Field::SctpDst,
     };
+    let local_bit = Subfield::range(Field::Reg(REG_SERVICE_FLAGS), 1, 1);
     Learn {
         idle_timeout: u16::try_from(timeout).unwrap_or(u16::MAX),
         priority: PRIORITY_NORMAL,
@@ -499,6 +593,12 @@ fn affinity_learn(port: &ResolvedPort, timeout: u32) -> Learn {
             same(Field::Ipv4Src),
             same(Field::Ipv4Dst),
             same(dst_field),
+            // The path the connection took (cluster-wide or a Local policy's): each learns
+            // and finds its own affinities.
+            LearnSpec::Match {
+                src: LearnSrc::Field(local_bit),
+                dst: local_bit,
+            },
             load(REG_ENDPOINT_IP),
             load(REG_ENDPOINT_PORT),
         ],
@@ -506,10 +606,10 @@ fn affinity_learn(port: &ResolvedPort, timeout: u32) -> Learn {
     }
 }
 
-/// How many groups a port's endpoints need.
+/// How many groups a port's endpoints need (top bytes 1..=[`MAX_GROUP_SLOTS`]: the local
+/// groups take the ones above).
 fn group_slots(port: &ResolvedPort) -> usize {
-    // At most 253 slots: k + 1 fits the id's top byte below the local group's 0xFE.
-    port.endpoints.len().div_ceil(MAX_BUCKETS).clamp(1, 253)
+    slots_for(port.endpoints.len(), MAX_GROUP_SLOTS, port.protocol)
 }
 
 /// The group id of slot `k` of a port: the port id itself when it has one group.
@@ -637,6 +737,37 @@ fn snat_zone_flows(
             ..Ct::default()
         })])],
     ));
+}
+
+/// A local pod's hairpin flow (owner: the pod): a new Service connection (ct_mark 0x1)
+/// DNATed to the pod that opened it (source = destination = the pod, after EndpointDnat)
+/// is marked hairpin in the node's zone (a commit of the tracked connection again, which
+/// updates its mark) and goes back to ConntrackCommit, where the hairpin SNAT flows take
+/// it. One flow per local pod, instead of one per Service endpoint on every node.
+pub fn hairpin_flow(pod_ip: Ipv4Addr, cookie: u64) -> Flow {
+    flow(
+        Table::ConntrackCommit,
+        PRIORITY_HAIRPIN_MARK,
+        cookie,
+        matching([
+            eth_type(ETH_TYPE_IPV4),
+            MatchField::u32_masked(Field::CtState, CT_NEW | CT_TRK, CT_NEW | CT_TRK),
+            MatchField::u32_masked(
+                Field::CtMark,
+                CT_MARK_SERVICE,
+                CT_MARK_SERVICE | CT_MARK_HAIRPIN,
+            ),
+            MatchField::ipv4(Field::Ipv4Src, pod_ip),
+            MatchField::ipv4(Field::Ipv4Dst, pod_ip),
+        ]),
+        vec![apply(vec![Action::Ct(Ct {
+            commit: true,
+            zone: CtZone::Value(CT_ZONE),
+            table: Some(Table::ConntrackCommit.id()),
+            actions: vec![set_ct_mark(CT_MARK_SERVICE | CT_MARK_HAIRPIN)],
+            ..Ct::default()
+        })])],
+    )
 }
 
 /// The fixed flows: hairpin un-SNAT, SNAT and output; the gateway SNAT of external

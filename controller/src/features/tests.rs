@@ -68,13 +68,13 @@ fn same_inputs_give_identical_flows_and_every_table_has_a_default() {
 }
 
 #[test]
-fn a_pod_owns_exactly_its_six_flows_and_they_name_its_port_mac_and_ip() {
+fn a_pod_owns_exactly_its_seven_flows_and_they_name_its_port_mac_and_ip() {
     let (s, ofports) = state();
     let snap = s.snapshot();
     let c = ctx(&snap, "n1", &ofports);
     let a = ObjectKey::new("default", "a");
     let mine = owner_flows(&Owner::Pod(Arc::new(a.clone())), &c);
-    assert_eq!(mine.len(), 6);
+    assert_eq!(mine.len(), 7);
     let ip = Ipv4Addr::new(10, 244, 1, 2);
     assert!(mine.iter().all(|f| f.cookie == ids::pod_cookie(ip)));
     let tables: Vec<Table> = mine.iter().map(|f| f.table).collect();
@@ -86,7 +86,8 @@ fn a_pod_owns_exactly_its_six_flows_and_they_name_its_port_mac_and_ip() {
             Table::SpoofGuard,
             Table::ArpResponder,
             Table::L3Forwarding,
-            Table::L2ForwardingCalc
+            Table::L2ForwardingCalc,
+            Table::ConntrackCommit
         ]
     );
     let l2 = &mine[5];
@@ -159,8 +160,8 @@ fn every_feature_writes_only_the_tables_it_declares() {
             );
         }
     }
-    // Skeleton 19, gateway 5, two pods × 6, one remote node, policy base 5, Service base 10.
-    assert_eq!(checked, 52, "every owner's flows were looked at");
+    // Skeleton 19, gateway 5, two pods × 7, one remote node, policy base 5, Service base 10.
+    assert_eq!(checked, 54, "every owner's flows were looked at");
 }
 
 #[test]

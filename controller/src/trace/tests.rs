@@ -848,7 +848,7 @@ fn session_affinity_is_looked_up_then_learned_on_the_first_connection() {
     assert!(
         learn.contains("table SessionAffinity")
             && learn.contains("idle_timeout 10800s")
-            && learn.contains("tcp,nw_src=10.244.1.2,nw_dst=10.96.0.11,tp_dst=80 →")
+            && learn.contains("tcp,reg6=0/0x2,nw_src=10.244.1.2,nw_dst=10.96.0.11,tp_dst=80 →")
             && learn.contains("reg3=0xaf40103, reg4=0x1f90"),
         "{learn}"
     );
@@ -867,17 +867,26 @@ fn a_pod_reaching_itself_through_a_service_is_hairpinned() {
     let r = n1.ok("from=default/b to=service:default/web port=80/TCP dp_hash=0x10");
     assert_eq!(
         path(&r),
-        [0, 10, 20, 30, 31, 40, 41, 50, 60, 70, 80, 90, 100],
+        [0, 10, 20, 30, 31, 40, 41, 50, 60, 70, 80, 90, 90, 100],
         "{r:#?}"
     );
-    // ConntrackCommit's hairpin flow (ct_mark 0x2 from the DNAT) SNATs, Output sends it back.
+    // ConntrackCommit: the pod's own hairpin flow (source = destination = the pod) marks
+    // the connection 0x2, the hairpin flow SNATs it, Output sends it back.
     assert!(
         r.steps[11]
             .effects
             .iter()
-            .any(|e| e.contains("SNATed to 169.254.169.252")),
+            .any(|e| e.contains("ct_mark=0x3")),
         "{:#?}",
         r.steps[11]
+    );
+    assert!(
+        r.steps[12]
+            .effects
+            .iter()
+            .any(|e| e.contains("SNATed to 169.254.169.252")),
+        "{:#?}",
+        r.steps[12]
     );
     assert_eq!(
         r.verdict,

@@ -318,7 +318,7 @@ fn flows_and_groups_of_a_service_port() {
     flows(svc, &mut out);
     let lines = text(&out);
     let lb = |id: u32| format!("cookie={:#x}", ids::service_cookie(id));
-    assert_eq!(lines.len(), 1 + 4 + 1, "{lines:#?}");
+    assert_eq!(lines.len(), 1 + 2 + 1, "{lines:#?}");
     assert!(lines[0].contains(&lb(http)), "{}", lines[0]);
     assert!(
         lines[0].contains("ct_state=+new+trk,tcp,nw_dst=10.96.0.10,tp_dst=80")
@@ -327,7 +327,7 @@ fn flows_and_groups_of_a_service_port() {
         lines[0]
     );
     let dnat: Vec<&String> = lines.iter().filter(|l| l.contains("table=41")).collect();
-    assert_eq!(dnat.len(), 4);
+    assert_eq!(dnat.len(), 2, "one per endpoint: hairpin is the pods' own");
     assert!(
         dnat.iter().any(|l| l.contains("priority=200")
             && l.contains("reg3=0xaf40105,reg4=0x1f90")
@@ -335,9 +335,7 @@ fn flows_and_groups_of_a_service_port() {
         "{dnat:#?}"
     );
     assert!(
-        dnat.iter().any(|l| l.contains("priority=210")
-            && l.contains("nw_src=10.244.1.5")
-            && l.contains("exec(set_field:0x3->ct_mark,move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2])")),
+        !dnat.iter().any(|l| l.contains("priority=210")),
         "{dnat:#?}"
     );
     // The port without endpoints sends new connections to the controller, metered.
@@ -433,14 +431,14 @@ fn an_affinity_port_looks_up_learned_endpoints_before_its_group() {
         "{miss}"
     );
     let learn = format!(
-        "learn(table=42,idle_timeout=30,priority=200,delete_learned,cookie={:#x},eth_type=0x800,nw_proto=6,NXM_OF_IP_SRC[],NXM_OF_IP_DST[],NXM_OF_TCP_DST[],load:NXM_NX_REG3[]->NXM_NX_REG3[],load:NXM_NX_REG4[]->NXM_NX_REG4[])",
+        "learn(table=42,idle_timeout=30,priority=200,delete_learned,cookie={:#x},eth_type=0x800,nw_proto=6,NXM_OF_IP_SRC[],NXM_OF_IP_DST[],NXM_OF_TCP_DST[],NXM_NX_REG6[1],load:NXM_NX_REG3[]->NXM_NX_REG3[],load:NXM_NX_REG4[]->NXM_NX_REG4[])",
         ids::service_affinity_cookie(id)
     );
     let endpoints: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("table=41") && !l.contains("priority=190"))
         .collect();
-    assert_eq!(endpoints.len(), 4);
+    assert_eq!(endpoints.len(), 2);
     for l in endpoints {
         assert!(l.contains(&learn), "{l}\n{learn}");
     }
@@ -862,6 +860,158 @@ fn a_service_without_endpoints_refuses_on_every_frontend() {
                 .iter()
                 .any(|l| l.contains(dst) && l.contains("meter:1")),
             "{dst}: {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn local_paths_have_session_affinity_of_their_own() {
+    for extra in [
+        json!({"spec": {"externalTrafficPolicy": "Local", "sessionAffinity": "ClientIP"}}),
+        json!({"spec": {"internalTrafficPolicy": "Local", "sessionAffinity": "ClientIP"}}),
+    ] {
+        let s = two_nodes(exposed(extra.clone()));
+        let snap = s.snapshot();
+        let id = snap.service(&key("web")).unwrap().ports[0].id;
+        let local_gid = id | 0xFE00_0000;
+        let (lines, groups) = node_parts(&s, "n1");
+        // The local frontend looks up the learned endpoint first, flagged local.
+        let lb: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("table=40") && l.contains("set_field:0x2->reg6"))
+            .collect();
+        assert!(!lb.is_empty(), "{extra}: {lines:#?}");
+        for l in &lb {
+            assert!(
+                l.ends_with("resubmit(,42),goto_table:41") && !l.contains("group:"),
+                "{l}"
+            );
+        }
+        // A miss goes to the local group, above the cluster-wide miss.
+        assert!(
+            lines.iter().any(|l| l.contains("table=41")
+                && l.contains("priority=195")
+                && l.contains("reg6=0x2/0x2")
+                && l.ends_with(&format!("actions=group:{local_gid}"))),
+            "{extra}: {lines:#?}"
+        );
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].group_id, local_gid);
+    }
+}
+
+#[test]
+fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
+    let mut s = NetworkState::new();
+    let eps: Vec<Value> = (0..1700u32)
+        .map(|i| {
+            ep(
+                &format!("10.244.{}.{}", 16 + i / 250, i % 250 + 1),
+                json!({}),
+            )
+        })
+        .chain([ep("10.244.200.5", json!({}))])
+        .collect();
+    s.apply(vec![
+        delta(node("n1", "10.244.16.0/20", "192.168.77.11")),
+        delta(node("n2", "10.244.200.0/24", "192.168.77.12")),
+        delta(service(
+            "web",
+            "10.96.0.10",
+            json!([{"name": "http", "port": 80, "protocol": "TCP"}]),
+            json!({"spec": {"internalTrafficPolicy": "Local"}}),
+        )),
+        delta(slice(
+            "web-a",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            Value::Array(eps),
+        )),
+    ]);
+    let snap = s.snapshot();
+    let id = snap.service(&key("web")).unwrap().ports[0].id;
+    let (lines, groups) = node_parts(&s, "n1");
+    // 1700 local endpoints: three groups (multipath, NXAST_MULTIPATH 0x0a, picks one) of 567/567/566, ids ID | 0x80.. << 24.
+    let ids: Vec<u32> = groups.iter().map(|g| g.group_id).collect();
+    assert_eq!(
+        ids,
+        vec![id | 0x8000_0000, id | 0x8100_0000, id | 0x8200_0000]
+    );
+    let sizes: Vec<usize> = groups.iter().map(|g| g.buckets.len()).collect();
+    assert_eq!(sizes, vec![567, 567, 566]);
+    assert!(groups.iter().all(|g| g.buckets.len() <= MAX_BUCKETS));
+    let lb = lines
+        .iter()
+        .find(|l| l.contains("table=40") && l.contains("nw_dst=10.96.0.10"))
+        .expect("the local cluster IP flow");
+    assert!(
+        lb.contains("experimenter(0x00002320,00.0a.00.03") && lb.contains("goto_table:41"),
+        "{lb}"
+    );
+    for (k, gid) in ids.iter().enumerate() {
+        assert!(
+            lines.iter().any(|l| l.contains("priority=195")
+                && l.contains("reg6=0x2/0x2")
+                && (l.contains(&format!("reg7={k:#x} ")) || (k == 0 && l.contains("reg7=0 ")))
+                && l.ends_with(&format!("actions=group:{gid}"))),
+            "no dispatch to local slot {k}: {lines:#?}"
+        );
+    }
+    // n2's single local endpoint: one group, no multipath.
+    let (lines2, groups2) = node_parts(&s, "n2");
+    assert_eq!(groups2.len(), 1);
+    assert_eq!(groups2[0].group_id, id | 0xFE00_0000);
+    assert!(
+        !lines2.iter().any(|l| l.contains("experimenter(")),
+        "{lines2:#?}"
+    );
+}
+
+#[test]
+fn a_udp_port_gets_a_group_per_endpoint_picked_by_a_hash_with_the_ports() {
+    let s = state(vec![
+        delta(service(
+            "dns",
+            "10.96.0.53",
+            json!([{"name": "dns", "port": 53, "protocol": "UDP"}]),
+            json!({}),
+        )),
+        delta(slice(
+            "dns-a",
+            "dns",
+            json!([{"name": "dns", "port": 5353, "protocol": "UDP"}]),
+            json!([
+                ep("10.244.1.5", json!({})),
+                ep("10.244.1.6", json!({})),
+                ep("10.244.2.5", json!({}))
+            ]),
+        )),
+    ]);
+    let snap = s.snapshot();
+    let svc = snap.service(&key("dns")).unwrap();
+    let id = svc.ports[0].id;
+    let g = groups(svc);
+    let ids: Vec<u32> = g.iter().map(|g| g.group_id).collect();
+    assert_eq!(ids, vec![id | 1 << 24, id | 2 << 24, id | 3 << 24]);
+    assert!(g.iter().all(|g| g.buckets.len() == 1), "{g:?}");
+    let mut f = Vec::new();
+    flows(svc, &mut f);
+    let lines = text(&f);
+    let lb = lines
+        .iter()
+        .find(|l| l.contains("table=40") && l.contains("nw_dst=10.96.0.53"))
+        .expect("the ServiceLb flow");
+    // NXAST_MULTIPATH (subtype 0x0a) with fields symmetric_l3l4+udp (3), into reg7.
+    assert!(
+        lb.contains("experimenter(0x00002320,00.0a.00.03") && lb.ends_with("goto_table:41"),
+        "{lb}"
+    );
+    for (k, gid) in ids.iter().enumerate() {
+        assert!(
+            lines.iter().any(|l| l.contains("priority=190")
+                && (l.contains(&format!("reg7={k:#x} ")) || (k == 0 && l.contains("reg7=0 ")))
+                && l.ends_with(&format!("actions=group:{gid}"))),
+            "no dispatch to slot {k}: {lines:#?}"
         );
     }
 }
