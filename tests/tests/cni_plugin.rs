@@ -899,7 +899,7 @@ fn cni_add_again_for_the_same_container_changes_nothing_and_check_agrees() {
     assert_eq!(
         node.flows_with_cookie(switchyard::ids::pod_cookie(ip))
             .len(),
-        6
+        7
     );
     // The port was created at the number its flows use already.
     let ofport = node.vsctl(&["get", "Interface", &host, "ofport"]);
