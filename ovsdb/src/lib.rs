@@ -37,7 +37,8 @@ pub use data::{Atom, Datum, NamedUuid, Row, Uuid};
 pub use error::Error;
 
 pub use replica::{
-    MonitorMethod, Replica, ReplicaOptions, ReplicaStatus, RowChange, Snapshot, Table, TableSpec,
+    LockState, MonitorMethod, Replica, ReplicaOptions, ReplicaStatus, RowChange, Snapshot, Table,
+    TableSpec,
 };
 pub use schema::{
     AtomicType, BaseType, ColumnSchema, ColumnType, DatabaseSchema, RefType, TableSchema,

@@ -144,6 +144,13 @@ pub struct ReplicaOptions {
     /// Queue changes for [`Replica::changes`]. Turn off for a replica that is only read
     /// through snapshots: an untaken stream would otherwise grow without bound.
     pub change_stream: bool,
+    /// Hold this lock (§4.1.8) in every session, so that only this replica's transactions
+    /// that assert it ([`Operation::Assert`](crate::Operation::Assert)) commit. The first
+    /// session takes it with `steal` (whoever held it is told `stolen`); once it has been
+    /// stolen from this replica, later sessions only ask for it (`lock`) and wait: a
+    /// writer that another one fenced off does not fence it back.
+    /// [`ReplicaStatus::lock`] says where it stands.
+    pub lock: Option<String>,
 }
 
 impl Default for ReplicaOptions {
@@ -153,8 +160,22 @@ impl Default for ReplicaOptions {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(8),
             change_stream: true,
+            lock: None,
         }
     }
+}
+
+/// Where the replica's lock ([`ReplicaOptions::lock`]) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockState {
+    /// This session holds it: transactions asserting it commit.
+    Held,
+    /// Asked for; another client holds it (a `locked` notification will follow).
+    Waiting,
+    /// Another client stole it from this session.
+    Stolen,
+    /// No session (disconnected).
+    Lost,
 }
 
 /// Which monitor method a session uses (best first).
@@ -182,6 +203,11 @@ pub struct ReplicaStatus {
     /// The last synchronisation resumed from our last transaction id
     /// (`monitor_cond_since` found it) instead of taking the full contents.
     pub resumed: bool,
+    /// The lock's state, when [`ReplicaOptions::lock`] names one.
+    pub lock: Option<LockState>,
+    /// The lock was stolen from this replica at least once (it stays set): another client
+    /// has written since as the lock's holder.
+    pub lock_stolen: bool,
 }
 
 struct Shared {
@@ -265,6 +291,8 @@ impl Replica {
             method: None,
             last_error: None,
             resumed: false,
+            lock: None,
+            lock_stolen: false,
         });
         let shared = Arc::new(Shared {
             target: target.to_owned(),
@@ -363,6 +391,9 @@ async fn run(shared: Arc<Shared>, mut session: Session, mut state: SyncState) {
         shared.status.send_modify(|s| {
             s.connected = false;
             s.last_error = Some(error.to_string());
+            if s.lock.is_some() {
+                s.lock = Some(LockState::Lost);
+            }
         });
         let mut backoff = shared.options.min_backoff;
         session = loop {
@@ -504,6 +535,19 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
     };
     state.method = Some(method);
     state.synced_once = true;
+    // The lock before the session is published: no transaction goes out on it unlocked.
+    let lock = match &shared.options.lock {
+        None => None,
+        Some(name) if !shared.status.borrow().lock_stolen => {
+            client.steal(name).await?;
+            Some(LockState::Held)
+        }
+        Some(name) => Some(if client.lock(name).await? {
+            LockState::Held
+        } else {
+            LockState::Waiting
+        }),
+    };
     emit(shared, changes);
     if let Ok(mut c) = shared.client.lock() {
         *c = Some(client.clone());
@@ -513,6 +557,7 @@ async fn open_session(shared: &Shared, state: &mut SyncState) -> Result<Session,
         s.syncs += 1;
         s.method = Some(method);
         s.resumed = resumed;
+        s.lock = lock;
     });
     Ok(Session {
         client,
@@ -543,7 +588,25 @@ async fn follow(shared: &Shared, session: &mut Session, state: &mut SyncState) -
                 state.last_txn_id = Some(last_txn_id);
                 apply_updates(shared, &schema, &session.columns, &updates, true)
             }
-            Notification::Locked(_) | Notification::Stolen(_) => continue,
+            Notification::Locked(name) => {
+                if shared.options.lock.as_ref() == Some(&name) {
+                    shared
+                        .status
+                        .send_modify(|s| s.lock = Some(LockState::Held));
+                }
+                continue;
+            }
+            Notification::Stolen(name) => {
+                if shared.options.lock.as_ref() == Some(&name) {
+                    tracing::warn!(target = %shared.target, lock = %name,
+                        "OVSDB lock stolen: another client holds it now");
+                    shared.status.send_modify(|s| {
+                        s.lock = Some(LockState::Stolen);
+                        s.lock_stolen = true;
+                    });
+                }
+                continue;
+            }
         };
         match result {
             Ok(changes) => emit(shared, changes),

@@ -613,3 +613,101 @@ async fn a_left_out_column_neither_shows_nor_moves_the_replica() {
     .expect_err("an unknown column is refused");
     assert!(e.to_string().contains("Interface.nonesuch"), "{e}");
 }
+
+/// A transaction on `replica`'s session that asserts `lock` and adds
+/// `external_ids:by-WRITER` to br0.
+async fn write_as(replica: &Replica, lock: &str, writer: &str) -> Result<(), ovsdb::Error> {
+    let mut txn = ovsdb::Transaction::new();
+    txn.assert_lock(lock);
+    txn.mutate(
+        "Bridge",
+        vec![ovsdb::Condition::eq("name", "br0")],
+        vec![ovsdb::Mutation::insert(
+            "external_ids",
+            Datum::map([(format!("by-{writer}").as_str(), "yes")]),
+        )],
+    );
+    replica
+        .client()
+        .expect("a live session")
+        .transact(DB, txn)
+        .await
+        .map(|_| ())
+}
+
+async fn lock_becomes(replica: &Replica, what: &str, want: impl Fn(&ovsdb::ReplicaStatus) -> bool) {
+    let mut status = replica.status();
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| want(s)))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: status stayed {:?}", *replica.status().borrow()))
+        .expect("replica alive");
+}
+
+/// Two writers of one switch (two controllers): the later one steals the lock; the
+/// earlier one is told, and its transactions no longer commit; after ovsdb-server
+/// restarts, the one that was fenced off does not steal the lock back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_lock_fences_the_first_writer_even_across_a_restart() {
+    switchyard_tests::skip_unless_root!();
+    let ovs = OvsSandbox::start();
+    ovs.add_bridge("br0");
+    let options = || ovsdb::ReplicaOptions {
+        lock: Some("switchyard".into()),
+        ..Default::default()
+    };
+    let writer = |name: &str| {
+        ovs.vsctl(&["get", "Bridge", "br0", "external_ids"])
+            .contains(&format!("by-{name}="))
+    };
+    let first = Replica::start_with(&ovs.db_target(), DB, ["Bridge"], options())
+        .await
+        .expect("first replica");
+    assert_eq!(first.status().borrow().lock, Some(ovsdb::LockState::Held));
+    write_as(&first, "switchyard", "first")
+        .await
+        .expect("the holder writes");
+    assert!(writer("first"));
+
+    let second = Replica::start_with(&ovs.db_target(), DB, ["Bridge"], options())
+        .await
+        .expect("second replica");
+    assert_eq!(second.status().borrow().lock, Some(ovsdb::LockState::Held));
+    lock_becomes(&first, "the first writer hears of the steal", |s| {
+        s.lock == Some(ovsdb::LockState::Stolen) && s.lock_stolen
+    })
+    .await;
+    let refused = write_as(&first, "switchyard", "stale").await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("not owner")),
+        "a fenced writer's transaction must fail with ovsdb-server's 'not owner': {refused:?}"
+    );
+    write_as(&second, "switchyard", "second")
+        .await
+        .expect("the new holder writes");
+    assert!(writer("second") && !writer("stale"));
+
+    // Both sessions end; both reconnect. Only the one never fenced takes the lock.
+    ovs.stop_ovsdb_server();
+    lock_becomes(&first, "first disconnected", |s| !s.connected).await;
+    lock_becomes(&second, "second disconnected", |s| !s.connected).await;
+    ovs.restart_ovsdb_server();
+    lock_becomes(&second, "the unfenced writer holds the lock again", |s| {
+        s.connected && s.lock == Some(ovsdb::LockState::Held)
+    })
+    .await;
+    lock_becomes(
+        &first,
+        "the fenced writer reconnects without the lock",
+        |s| s.connected && s.lock != Some(ovsdb::LockState::Held) && s.lock_stolen,
+    )
+    .await;
+    let refused = write_as(&first, "switchyard", "stale").await;
+    assert!(
+        refused.is_err(),
+        "after the restart the fenced writer still cannot write"
+    );
+    write_as(&second, "switchyard", "second-again")
+        .await
+        .expect("the holder writes");
+    assert!(writer("second-again") && !writer("stale"));
+}
