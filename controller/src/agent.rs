@@ -37,6 +37,12 @@ use crate::state::{ChangeSet, Snapshot};
 use crate::switch_config::{self, InterfaceView, PodPort, SwitchConfig};
 use crate::telemetry::{self, RealisationEvent, Telemetry};
 
+/// The OVSDB lock every agent holds on its node's ovsdb-server and asserts in every
+/// transaction: of two controllers writing one node, only the holder's transactions commit.
+/// An agent takes it with `steal` (a new leader fences the old one off) and, once it was
+/// stolen from it, never writes that node again in its term.
+pub const OVSDB_LOCK: &str = "switchyard";
+
 /// How often the agent reads a switch's flows back even when nothing told it to: a safety
 /// net for changes that leave no notice.
 pub const REREAD_INTERVAL: Duration = Duration::from_secs(300);
@@ -235,6 +241,9 @@ pub struct AgentStatus {
     pub last_realisation: Option<(Instant, Duration, usize)>,
     /// The last error, with when it happened.
     pub last_error: Option<(Instant, String)>,
+    /// Another controller took this node over (stole the OVSDB lock, or br-int made it
+    /// master with a newer generation): the agent has stopped for the rest of its term.
+    pub fenced: bool,
     /// Times the agent planned the node's OVSDB rows (copied the replica and compared it
     /// with what the node should have); wakes that change none of its inputs skip it.
     pub ovsdb_plans: u64,
@@ -308,7 +317,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Agent {
     /// Starts the agent of `node`.
-    pub fn spawn(config: Arc<AgentConfig>, state: Arc<dyn StatePort>, node: String) -> Agent {
+    /// `generation`: the OpenFlow master generation id of this term (leader election), asked
+    /// for on every br-int connection; `None` asks for no role (a sole controller).
+    pub fn spawn(
+        config: Arc<AgentConfig>,
+        state: Arc<dyn StatePort>,
+        node: String,
+        generation: Option<u64>,
+    ) -> Agent {
         let marks = Arc::new(Mutex::new(Marks {
             owners: BTreeSet::new(),
             all: true,
@@ -325,6 +341,7 @@ impl Agent {
                 config,
                 state,
                 node,
+                generation,
                 marks: marks.clone(),
                 wake: wake.clone(),
                 openflow: openflow.clone(),
@@ -440,6 +457,42 @@ fn error_kind(e: &Error) -> &'static str {
     }
 }
 
+/// Why `e` means another controller has taken the switch over, if it does: br-int refused a
+/// write because this connection is a slave now (another connection became master with a
+/// newer generation), refused our generation as stale, or ovsdb-server refused a
+/// transaction because the lock it asserts is not ours.
+fn fencing(e: &Error) -> Option<String> {
+    match e {
+        Error::Fenced { reason, .. } => Some(reason.clone()),
+        Error::OpenFlow { source, .. } => {
+            let name = match &**source {
+                openflow::Error::Switch(m) | openflow::Error::BundleFailed { error: m, .. } => {
+                    m.name()
+                }
+                _ => None,
+            };
+            match name {
+                Some("OFPBRC_IS_SLAVE") => {
+                    Some("br-int made another controller master: this connection is a slave".into())
+                }
+                Some("OFPRRFC_STALE") => {
+                    Some("br-int has seen a newer master generation than this term's".into())
+                }
+                _ => None,
+            }
+        }
+        Error::Ovsdb { source, .. } => match &**source {
+            ovsdb::Error::Operation { op, error, .. } if op == "assert" || error == "not owner" => {
+                Some(format!(
+                    "ovsdb-server refused a transaction: the lock {OVSDB_LOCK:?} is not ours"
+                ))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Fills `{node}` and `{internal_ip}` in a per-node target template.
 pub fn node_target(template: &str, node: &NodeModel) -> String {
     template
@@ -465,6 +518,7 @@ struct Worker {
     config: Arc<AgentConfig>,
     state: Arc<dyn StatePort>,
     node: String,
+    generation: Option<u64>,
     marks: Arc<Mutex<Marks>>,
     wake: Arc<Notify>,
     openflow: Arc<Mutex<Option<openflow::Connection>>>,
@@ -532,7 +586,10 @@ impl Worker {
                 SwitchDb::Simulated => self.serve(None).await,
                 SwitchDb::Ovsdb(template) | SwitchDb::OvsdbTls(template, _) => {
                     let target = node_target(template, &node);
-                    let mut options = ovsdb::ReplicaOptions::default();
+                    let mut options = ovsdb::ReplicaOptions {
+                        lock: Some(OVSDB_LOCK.to_owned()),
+                        ..Default::default()
+                    };
                     if let SwitchDb::OvsdbTls(_, tls) = &self.config.switch_db {
                         options.client.tls = Some(ovsdb::TlsClient {
                             config: tls.clone(),
@@ -573,6 +630,24 @@ impl Worker {
                     }
                 }
             };
+            if let Err(e @ Error::Fenced { .. }) = result {
+                // Another controller writes this node now: stop here for the rest of the
+                // term (the connections close; a new term starts a new agent).
+                warn!(node = %self.node, "{e}");
+                self.config.telemetry.error("fenced");
+                self.status.send_modify(|s| {
+                    s.ready = false;
+                    s.ovsdb_connected = false;
+                    s.ovsdb_connected_since = None;
+                    s.openflow_connected_since = None;
+                    s.fenced = true;
+                    s.last_error = Some((Instant::now(), e.to_string()));
+                });
+                if let Some(conn) = lock(&self.openflow).take() {
+                    conn.close();
+                }
+                return;
+            }
             if let Err(e) = result {
                 warn!(node = %self.node, "node agent: {e}; starting over");
                 self.config.telemetry.error(error_kind(&e));
@@ -623,7 +698,17 @@ impl Worker {
                 }
             }))
         });
+        // The lock's state wakes it too: a stolen lock stops the agent at once.
+        let _lock_watch = replica.map(|r| {
+            let (wake, mut status) = (self.wake.clone(), r.status());
+            AbortOnDrop(tokio::spawn(async move {
+                while status.changed().await.is_ok() {
+                    wake.notify_one();
+                }
+            }))
+        });
         if let Some(r) = replica {
+            self.check_lock(r)?;
             let restored = self
                 .state
                 .restore_attachments(node, switch_config::pod_ports(&r.snapshot()));
@@ -642,6 +727,9 @@ impl Worker {
         // skipped, so such a wake costs nothing that grows with the node's pods.
         let mut planned: Option<PlanInputs> = None;
         loop {
+            if let Some(r) = replica {
+                self.check_lock(r)?;
+            }
             let snap = self.state.snapshot();
             let Some(this) = snap.node(node).cloned() else {
                 return Ok(());
@@ -711,7 +799,11 @@ impl Worker {
                     let desired = SwitchConfig {
                         datapath_type: self.config.datapath_type.clone(),
                         datapath_id: format!("{:016x}", switch_config::datapath_id(node)),
-                        controller_target: node_target(&self.config.openflow_target, &this),
+                        controller_targets: node_target(&self.config.openflow_target, &this)
+                            .split(',')
+                            .map(|t| t.trim().to_owned())
+                            .filter(|t| !t.is_empty())
+                            .collect(),
                         encap: self.config.encap,
                         gateway_mac: features::gateway_mac(&this),
                         pod_cidr: this.pod_cidr,
@@ -814,6 +906,12 @@ impl Worker {
                     });
                     self.realised.send_modify(|r| r.version = snap.version);
                 }
+                (Some(Err(e)), _) if fencing(&e).is_some() => {
+                    return Err(Error::Fenced {
+                        node: node.to_owned(),
+                        reason: fencing(&e).unwrap_or_default(),
+                    });
+                }
                 (Some(Err(e)), Some(conn)) => {
                     warn!(node = %node, "OpenFlow: {e}; waiting for br-int to reconnect");
                     self.config.telemetry.error(error_kind(&e));
@@ -899,16 +997,74 @@ impl Worker {
         txn: ovsdb::Transaction,
     ) -> Result<(), Error> {
         let node = self.node.as_str();
+        self.check_lock(replica)?;
         let client = replica.client().ok_or_else(|| Error::OvsdbLost {
             node: node.to_owned(),
         })?;
+        let mut txn = txn;
+        txn.assert_lock(OVSDB_LOCK);
         client
             .transact(ovsdb::vswitch::DATABASE, txn)
             .await
             .map_err(|e| Error::Ovsdb {
                 node: node.into(),
                 source: Box::new(e),
+            })
+            .map_err(|e| match fencing(&e) {
+                Some(reason) => Error::Fenced {
+                    node: node.to_owned(),
+                    reason,
+                },
+                None => e,
             })?;
+        Ok(())
+    }
+
+    /// Asks br-int to make this connection its OpenFlow master with this term's generation
+    /// id; any other master becomes a slave, whose writes br-int refuses. A switch that has
+    /// seen a newer generation refuses ours (OFPRRFC_STALE): another leader came after us.
+    async fn become_master(
+        &self,
+        conn: &openflow::Connection,
+        generation: u64,
+    ) -> Result<(), Error> {
+        use openflow::message::switch::role;
+        let node = self.node.as_str();
+        let reply = conn
+            .request(&Message::RoleRequest(openflow::Role {
+                role: role::MASTER,
+                generation_id: generation,
+            }))
+            .await
+            .map_err(|e| Error::OpenFlow {
+                node: node.to_owned(),
+                source: Box::new(e),
+            })?;
+        match reply {
+            Message::RoleReply(r) if r.role == role::MASTER => {
+                info!(node = %node, generation, "br-int: this controller is its OpenFlow master");
+                Ok(())
+            }
+            other => Err(Error::OpenFlow {
+                node: node.to_owned(),
+                source: Box::new(openflow::Error::Protocol(format!(
+                    "asked to be master (generation {generation}), br-int answered {other:?}"
+                ))),
+            }),
+        }
+    }
+
+    /// Fails with [`Error::Fenced`] once another client stole the node's OVSDB lock from
+    /// this agent (it stays so: `lock_stolen` is sticky).
+    fn check_lock(&self, replica: &ovsdb::Replica) -> Result<(), Error> {
+        if replica.status().borrow().lock_stolen {
+            return Err(Error::Fenced {
+                node: self.node.clone(),
+                reason: format!(
+                    "it stole the OVSDB lock {OVSDB_LOCK:?} on the node's ovsdb-server"
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -953,6 +1109,9 @@ impl Worker {
                 recompute_all: true,
                 ..FlowSide::default()
             };
+            if let Some(generation) = self.generation {
+                self.become_master(conn, generation).await?;
+            }
             ensure_reject_meter(conn, node).await;
             crate::audit::ensure_meter(conn, node, &self.config.audit).await;
             let (tx, rx) = mpsc::unbounded_channel();

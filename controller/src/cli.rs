@@ -62,7 +62,9 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "ptcp:6653:127.0.0.1")]
     pub openflow_listen: String,
     /// What each br-int connects to (this controller as the nodes reach it), e.g.
-    /// tcp:10.0.0.5:6653; {node} and {internal_ip} are replaced.
+    /// tcp:10.0.0.5:6653; {node} and {internal_ip} are replaced. Several, separated by
+    /// commas (every replica's, the same list on each): br-int connects to all of them,
+    /// and only the leader, its OpenFlow master, writes.
     #[arg(long)]
     pub openflow_target: String,
     /// Where the CNI shim reaches the controller: unix:PATH (a node's shims on the

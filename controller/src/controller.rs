@@ -468,11 +468,16 @@ async fn state_task(
 ) {
     let port: Arc<dyn StatePort> = Arc::new(handle);
     let mut synced = false;
-    let mut leading = false;
+    // This replica's term: whether it leads, and its switches' master generation.
+    let mut term = Leadership {
+        leader: false,
+        generation: None,
+    };
     let mut election_open = true;
-    if leadership.borrow_and_update().leader {
-        leading = true;
-        set_leading(true, &state, &agents, &agent_config, &port);
+    let first = *leadership.borrow_and_update();
+    if first.leader {
+        term = first;
+        set_leading(term, &state, &agents, &agent_config, &port);
     }
     loop {
         let changes = tokio::select! {
@@ -480,15 +485,15 @@ async fn state_task(
             biased;
             changed = leadership.changed(), if election_open => {
                 let now = if changed.is_ok() {
-                    leadership.borrow_and_update().leader
+                    *leadership.borrow_and_update()
                 } else {
                     // The election ended (the process stops): program nothing more.
                     election_open = false;
-                    false
+                    Leadership { leader: false, generation: None }
                 };
-                if now != leading {
-                    leading = now;
-                    set_leading(leading, &state, &agents, &agent_config, &port);
+                if now != term {
+                    term = now;
+                    set_leading(term, &state, &agents, &agent_config, &port);
                 }
                 continue;
             }
@@ -518,31 +523,31 @@ async fn state_task(
                             None => state.attach(&key, &iface, &container_id),
                         };
                         // Route first, so the agent is marked before the caller waits on it.
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
                         let _ = reply.send(result);
                         continue;
                     }
                     Command::ReleaseUnattached { key, done } => {
                         let changes = state.release_unattached(&key);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
                         let _ = done.send(());
                         continue;
                     }
                     Command::Detach { key, container_id, reply } => {
                         let (detached, changes) = state.detach(&key, &container_id);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
                         let _ = reply.send(detached);
                         continue;
                     }
                     Command::CollectGarbage { node, keep, reply } => {
                         let (detached, changes) = state.collect_garbage(&node, &keep);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
                         let _ = reply.send(detached);
                         continue;
                     }
                     Command::Restore { node, ports, done } => {
                         let changes = state.restore_attachments(&node, ports);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, leading);
+                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
                         let _ = done.send(());
                         continue;
                     }
@@ -556,7 +561,7 @@ async fn state_task(
             &agents,
             &agent_config,
             &port,
-            leading,
+            term,
         );
     }
 }
@@ -565,34 +570,43 @@ async fn state_task(
 /// dirty, read each switch back and realise it), or stops them all (it lost the lead:
 /// dropping an agent aborts its task, closing its OVSDB and br-int connections at once).
 fn set_leading(
-    leading: bool,
+    term: Leadership,
     state: &NetworkState,
     agents: &Arc<Mutex<BTreeMap<String, Agent>>>,
     agent_config: &Arc<AgentConfig>,
     port: &Arc<dyn StatePort>,
 ) {
+    let leading = term.leader;
     let metrics = &agent_config.telemetry.metrics;
     metrics.leader.set(i64::from(leading));
     metrics.leader_changes.inc();
     let mut agents = lock(agents);
     let snapshot = state.snapshot();
+    // A new term (another generation) is new agents: a fenced agent of the last term is
+    // replaced, not revived.
+    let stopped = std::mem::take(&mut *agents).len();
     if leading {
         info!(
             nodes = snapshot.nodes().count(),
+            generation = ?term.generation,
             "leading: starting the node agents"
         );
         for node in snapshot.nodes() {
             agents.insert(
                 node.name.to_string(),
-                Agent::spawn(agent_config.clone(), port.clone(), node.name.to_string()),
+                Agent::spawn(
+                    agent_config.clone(),
+                    port.clone(),
+                    node.name.to_string(),
+                    term.generation,
+                ),
             );
         }
     } else {
         warn!(
-            nodes = agents.len(),
+            nodes = stopped,
             "not leading: stopping every node agent; this replica programs nothing"
         );
-        agents.clear();
     }
 }
 
@@ -604,7 +618,7 @@ fn publish(
     agents: &Arc<Mutex<BTreeMap<String, Agent>>>,
     agent_config: &Arc<AgentConfig>,
     port: &Arc<dyn StatePort>,
-    leading: bool,
+    term: Leadership,
 ) {
     if changes.is_empty() {
         return;
@@ -613,14 +627,19 @@ fn publish(
     let mut agents = lock(agents);
     for change in &changes.changes {
         match change {
-            Change::NodeAdded(name) if !leading => {
+            Change::NodeAdded(name) if !term.leader => {
                 info!(node = %name, "new node (standby: no agent)");
             }
             Change::NodeAdded(name) => {
                 info!(node = %name, "new node: starting its agent");
                 agents.insert(
                     name.clone(),
-                    Agent::spawn(agent_config.clone(), port.clone(), name.clone()),
+                    Agent::spawn(
+                        agent_config.clone(),
+                        port.clone(),
+                        name.clone(),
+                        term.generation,
+                    ),
                 );
             }
             Change::NodeRemoved(name) => {

@@ -29,6 +29,18 @@ pub enum Error {
     /// One of the controller's long-running tasks stopped.
     #[error("{0} stopped")]
     TaskStopped(&'static str),
+    /// Another controller took over this node's switch: it stole the node's OVSDB lock, or
+    /// br-int made it OpenFlow master with a newer generation. This replica writes nothing
+    /// more to the node until it leads again (a new term starts new agents).
+    #[error(
+        "node {node}: another controller has taken over this node's switch ({reason}); this replica writes nothing more to it until it leads again"
+    )]
+    Fenced {
+        /// The node.
+        node: String,
+        /// What said so.
+        reason: String,
+    },
     /// A node's OVSDB connection went away in the middle of a change.
     #[error("node {node}: OVSDB connection lost")]
     OvsdbLost {

@@ -39,14 +39,15 @@ pub struct LeaseConfig {
     pub duration: Duration,
 }
 
-/// Whether this replica leads, and the Lease's `leaseTransitions` when it took it (a number
-/// that grows with every change of holder).
+/// Whether this replica leads, and the generation it is master of the switches with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Leadership {
     /// This replica holds the Lease.
     pub leader: bool,
-    /// `leaseTransitions` of the Lease as this replica took it.
-    pub generation: u64,
+    /// The OpenFlow master generation id of this term (see [`switch_generation`]): `Some`
+    /// while leading by election, `None` without election (no role is asked for) and on a
+    /// standby.
+    pub generation: Option<u64>,
 }
 
 impl Leadership {
@@ -54,7 +55,7 @@ impl Leadership {
     pub fn sole() -> Leadership {
         Leadership {
             leader: true,
-            generation: 0,
+            generation: None,
         }
     }
 }
@@ -95,6 +96,23 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
+/// The OpenFlow master generation id of a term (OFPT_ROLE_REQUEST): it must grow with every
+/// change of leader, because a switch refuses a master whose generation is older than one
+/// it has seen (OFPRRFC_STALE) — that is what fences a deposed leader off. The Lease's
+/// `leaseTransitions` grows with every change of holder, but starts again at 0 when the
+/// Lease is deleted and created anew; its `metadata.creationTimestamp` (set by the API
+/// server, never by a client) is then later. So: the creation time in seconds in the high
+/// bits, the transitions in the low 24.
+pub fn switch_generation(lease: &Lease, transitions: u64) -> u64 {
+    let created = lease
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second().max(0) as u64)
+        .unwrap_or(0);
+    (created << 24) | (transitions & 0xff_ffff)
+}
+
 fn expired(spec: &LeaseSpec, fallback: Duration) -> bool {
     let duration = spec
         .lease_duration_seconds
@@ -128,7 +146,7 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube
             }),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(Attempt::Holding(0)),
+            Ok(created) => Ok(Attempt::Holding(switch_generation(&created, 0))),
             Err(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict() => {
                 Ok(Attempt::Standby(None))
             }
@@ -156,7 +174,7 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube
         .replace(&config.name, &PostParams::default(), &lease)
         .await
     {
-        Ok(_) => Ok(Attempt::Holding(generation)),
+        Ok(replaced) => Ok(Attempt::Holding(switch_generation(&replaced, generation))),
         Err(kube::Error::Api(s)) if s.is_conflict() => Ok(Attempt::Standby(None)),
         Err(e) => Err(e),
     }
@@ -190,7 +208,7 @@ pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<
                         this replica leads and programs the switches");
                     leadership.send_replace(Leadership {
                         leader: true,
-                        generation,
+                        generation: Some(generation),
                     });
                 }
             }
@@ -201,7 +219,7 @@ pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<
                         stepping down (agents stop, switch connections close)");
                     leadership.send_replace(Leadership {
                         leader: false,
-                        generation: 0,
+                        generation: None,
                     });
                     last_renewal = None;
                 }
@@ -232,7 +250,7 @@ pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<
                 stepping down at once (agents stop, switch connections close)");
             leadership.send_replace(Leadership {
                 leader: false,
-                generation: 0,
+                generation: None,
             });
             last_renewal = None;
         }

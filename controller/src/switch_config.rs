@@ -7,7 +7,7 @@
 //! the transaction. Ports that Switchyard did not create (no `switchyard.io/*` external_ids)
 //! are left alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -81,8 +81,9 @@ pub struct SwitchConfig {
     /// br-int's datapath id, 16 hex digits: how the controller recognises the node's
     /// OpenFlow connection.
     pub datapath_id: String,
-    /// Where br-int connects for OpenFlow (`tcp:IP:PORT` or `unix:PATH`).
-    pub controller_target: String,
+    /// Where br-int connects for OpenFlow (`tcp:IP:PORT` or `unix:PATH`): one target per
+    /// controller replica (vswitchd connects to each; OpenFlow roles say which one writes).
+    pub controller_targets: Vec<String>,
     /// Tunnel type.
     pub encap: Encap,
     /// MAC of the gateway port.
@@ -234,16 +235,29 @@ pub fn plan(snapshot: &Snapshot, desired: &SwitchConfig) -> Transaction {
     }
 
     let controllers: Vec<Controller> = vswitch::rows(snapshot);
-    let has_controller = bridge.controller.len() == 1
-        && controllers.iter().any(|c| {
-            c.uuid.as_ref() == bridge.controller.first() && c.target == desired.controller_target
-        });
-    if !has_controller {
-        let c = insert_controller(desired, &mut txn);
+    let have: BTreeSet<&str> = controllers
+        .iter()
+        .filter(|c| {
+            c.uuid
+                .as_ref()
+                .is_some_and(|u| bridge.controller.contains(u))
+        })
+        .map(|c| c.target.as_str())
+        .collect();
+    let want: BTreeSet<&str> = desired
+        .controller_targets
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if have != want || bridge.controller.len() != want.len() {
+        let rows: Vec<NamedUuid> = want
+            .iter()
+            .map(|target| insert_controller(target, &mut txn))
+            .collect();
         txn.update(
             "Bridge",
             on_bridge(),
-            Row::new().with("controller", Datum::set([&c])),
+            Row::new().with("controller", Datum::set(rows.iter())),
         );
     }
 
@@ -427,11 +441,11 @@ fn insert_port(txn: &mut Transaction, name: &str, interface: Row, role: &str) ->
     )
 }
 
-fn insert_controller(desired: &SwitchConfig, txn: &mut Transaction) -> NamedUuid {
+fn insert_controller(target: &str, txn: &mut Transaction) -> NamedUuid {
     txn.insert(
         "Controller",
         Row::new()
-            .with("target", desired.controller_target.as_str())
+            .with("target", target)
             .with("external_ids", owner("controller")),
     )
 }
@@ -473,7 +487,13 @@ fn create_bridge(snapshot: &Snapshot, desired: &SwitchConfig, txn: &mut Transact
             "pod",
         ));
     }
-    let controller = insert_controller(desired, txn);
+    let controllers: Vec<NamedUuid> = desired
+        .controller_targets
+        .iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|target| insert_controller(target, txn))
+        .collect();
     let flow_tables = insert_flow_tables(txn);
     let bridge = txn.insert(
         "Bridge",
@@ -490,7 +510,7 @@ fn create_bridge(snapshot: &Snapshot, desired: &SwitchConfig, txn: &mut Transact
                 ]),
             )
             .with("external_ids", owner("bridge"))
-            .with("controller", Datum::set([&controller]))
+            .with("controller", Datum::set(controllers.iter()))
             .with("flow_tables", flow_tables)
             .with("ports", Datum::set(ports.iter())),
     );
@@ -599,7 +619,7 @@ mod tests {
         let desired = SwitchConfig {
             datapath_type: "netdev".into(),
             datapath_id: format!("{:016x}", datapath_id("n1")),
-            controller_target: "unix:/tmp/x".into(),
+            controller_targets: vec!["unix:/tmp/x".into()],
             encap: Encap::Geneve,
             gateway_mac: Mac::new([0x0a, 0x58, 10, 244, 1, 1]),
             pod_cidr: "10.244.1.0/24".parse().unwrap(),

@@ -380,6 +380,15 @@ impl ApiServer {
                             lease["metadata"]["namespace"] = json!(namespace);
                             lease["metadata"]["resourceVersion"] =
                                 json!(store.revision.to_string());
+                            // Server-owned, as kube-apiserver sets them: the client's are
+                            // ignored.
+                            let created = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs());
+                            lease["metadata"]["creationTimestamp"] =
+                                json!(rfc3339_seconds(created));
+                            lease["metadata"]["uid"] =
+                                json!(format!("lease-{}-{}", store.revision, created));
                             lease["kind"] = json!("Lease");
                             lease["apiVersion"] = json!("coordination.k8s.io/v1");
                             store.objects.insert(key, lease.clone());
@@ -415,6 +424,9 @@ impl ApiServer {
                                 store.revision += 1;
                                 lease["metadata"]["resourceVersion"] =
                                     json!(store.revision.to_string());
+                                for owned in ["creationTimestamp", "uid"] {
+                                    lease["metadata"][owned] = current["metadata"][owned].clone();
+                                }
                                 lease["kind"] = json!("Lease");
                                 lease["apiVersion"] = json!("coordination.k8s.io/v1");
                                 store.objects.insert(key, lease.clone());
@@ -1499,7 +1511,19 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     assert_eq!(lease["spec"]["holderIdentity"], standby_name, "{lease}");
     let transitions = lease["spec"]["leaseTransitions"].as_u64().unwrap_or(0);
     assert_eq!(transitions, first_transitions + 1, "{lease}");
-    assert_eq!(standby.borrow().generation, transitions);
+    // The switches' master generation: the Lease's creation second over its transitions,
+    // so it grows with every takeover (and with a Lease deleted and made anew).
+    let created = lease["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(|t| {
+            t.parse::<switchyard::source::k8s_openapi::jiff::Timestamp>()
+                .ok()
+        })
+        .map(|t| t.as_second() as u64)
+        .expect("the server set creationTimestamp");
+    let generation = standby.borrow().generation.expect("a leader's generation");
+    assert_eq!(generation, (created << 24) | transitions, "{lease}");
+    assert!(generation > (created << 24) | first_transitions);
 
     // The old leader's renewal, as it would have sent it: refused with 409.
     let api: switchyard::source::kube::Api<
@@ -1608,4 +1632,25 @@ async fn a_leader_whose_lease_was_taken_steps_down() {
         "intruder"
     );
     task.abort();
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (civil-from-days, proleptic Gregorian).
+fn rfc3339_seconds(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }

@@ -871,3 +871,73 @@ async fn descriptions_and_statistics_match_what_ovs_reports() {
         })
     );
 }
+
+/// The fence two controllers rely on (issue: two controllers, one leader): a connection
+/// that asks to be master with a higher generation id demotes the other master to slave,
+/// whose writes vswitchd then refuses (OFPBRC_IS_SLAVE); the demoted one asking to be
+/// master again with its old generation id is refused as stale (OFPRRFC_STALE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_with_a_newer_generation_fences_the_old_one() {
+    use openflow::message::switch::role;
+    switchyard_tests::skip_unless_root!();
+    let ovs = OvsSandbox::start();
+    let target = ovs.add_bridge("br0");
+    let old = Connection::connect(&target).await.expect("connect old");
+    let new = Connection::connect(&target).await.expect("connect new");
+    let ask = |conn: &Connection, role: u32, generation_id: u64| {
+        let conn = conn.clone();
+        async move {
+            conn.request(&Message::RoleRequest(Role {
+                role,
+                generation_id,
+            }))
+            .await
+        }
+    };
+    let flow = |priority: u16| -> Message {
+        FlowMod::add(0, priority, m(vec![]), apply(vec![Action::output(1)])).into()
+    };
+    let reply = ask(&old, role::MASTER, 5)
+        .await
+        .expect("old becomes master");
+    assert!(
+        matches!(reply, Message::RoleReply(r) if r.role == role::MASTER && r.generation_id == 5),
+        "{reply:?}"
+    );
+    old.apply(&[flow(101)]).await.expect("the master writes");
+
+    let reply = ask(&new, role::MASTER, 6)
+        .await
+        .expect("new becomes master");
+    assert!(
+        matches!(reply, Message::RoleReply(r) if r.role == role::MASTER && r.generation_id == 6),
+        "{reply:?}"
+    );
+    let refused = old
+        .apply(&[flow(102)])
+        .await
+        .expect_err("a slave cannot write");
+    assert!(
+        refused.to_string().contains("OFPBRC_IS_SLAVE"),
+        "the old master's write is refused as a slave's: {refused}"
+    );
+    let stale = ask(&old, role::MASTER, 5)
+        .await
+        .expect_err("stale generation");
+    assert!(
+        matches!(&stale, Error::Switch(e) if e.name() == Some("OFPRRFC_STALE")),
+        "{stale}"
+    );
+    new.apply(&[flow(103)])
+        .await
+        .expect("the new master writes");
+    let flows = ovs.ofctl("dump-flows", "br0", &["--no-stats"]);
+    assert!(
+        flows.contains("priority=101") && flows.contains("priority=103"),
+        "{flows}"
+    );
+    assert!(
+        !flows.contains("priority=102"),
+        "the fenced write got in:\n{flows}"
+    );
+}
