@@ -285,6 +285,23 @@ async fn handle_cni(shared: &Arc<Shared>, caller: &Caller, request: Request) -> 
         Ok(node) => node,
         Err(reply) => return reply,
     };
+    // A standby programs no switch: an ADD, DEL or GC it took would change its own state
+    // only (an address the leader does not know of) and then time out. Refused at once, so
+    // the runtime retries, and the operator sees where the requests went.
+    let changes = matches!(
+        request,
+        Request::Add(_) | Request::Del(_) | Request::Gc { .. }
+    );
+    if changes && !shared.leadership.borrow().leader {
+        return error_reply(
+            CNI_TRY_AGAIN,
+            "standby",
+            "this controller replica is the standby: only the leader (the holder of the \
+             controller's Lease) attaches and detaches pods; point the CNI plugin at the \
+             leader (an address that follows it) — try again"
+                .into(),
+        );
+    }
     match request {
         Request::Add(pod) => timed(shared, "add", cni_add(shared, pod, node)).await,
         Request::Del(pod) => timed(shared, "del", cni_del(shared, pod, node.as_deref())).await,

@@ -13,7 +13,7 @@
 //! State is rebuilt after a restart from the two places that outlive the process: the
 //! Kubernetes objects and each node's OVSDB (pod ports carry their address in external_ids).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) agents: Arc<Mutex<BTreeMap<String, Agent>>>,
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
     pub(crate) audit: Arc<crate::audit::AuditLog>,
+    /// Whether this replica leads (the CNI server refuses changes on a standby).
+    pub(crate) leadership: watch::Receiver<Leadership>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -239,10 +241,16 @@ pub struct Core {
     pub state: StateHandle,
     /// The node agents, by node name.
     pub agents: Arc<Mutex<BTreeMap<String, Agent>>>,
+    /// br-int connections a standby was offered (by datapath id), kept for its agents
+    /// should it take the lead: no reconnect, no vswitchd backoff on a takeover.
+    parked: Parked,
     task: JoinHandle<()>,
     /// Keeps the leadership of a controller without election open.
     _sole: Option<watch::Sender<Leadership>>,
 }
+
+/// Switch connections without an agent yet, by datapath id (see [`Core::accept_switch`]).
+type Parked = Arc<Mutex<HashMap<u64, openflow::Connection>>>;
 
 impl Drop for Core {
     fn drop(&mut self) {
@@ -274,6 +282,7 @@ impl Core {
             snapshots,
         };
         let agents = Arc::new(Mutex::new(BTreeMap::new()));
+        let parked: Parked = Arc::default();
         let mut network = NetworkState::new();
         network.set_policy_audit_all(agent_config.audit.config.all_policies);
         let task = tokio::spawn(state_task(
@@ -281,7 +290,7 @@ impl Core {
             deltas,
             command_rx,
             snapshot_tx,
-            agents.clone(),
+            (agents.clone(), parked.clone()),
             Arc::new(agent_config),
             state.clone(),
             leadership,
@@ -289,48 +298,99 @@ impl Core {
         Core {
             state,
             agents,
+            parked,
             task,
             _sole: None,
         }
     }
 
     /// Hands a switch connection to the agent of the node whose datapath id it carries.
+    /// A known node's switch without an agent (this replica is the standby) is parked for
+    /// the agent a takeover starts; nothing is ever sent on it meanwhile.
     pub fn accept_switch(&self, conn: openflow::Connection) {
         let dpid = conn.datapath_id();
         let agents = lock(&self.agents);
-        match agents
+        if let Some((node, agent)) = agents
             .iter()
             .find(|(n, _)| switch_config::datapath_id(n) == dpid)
         {
-            Some((node, agent)) => {
-                // Over TLS the certificate, not the datapath id (derived from the node
-                // name, so anyone can present it), says which node this is.
-                if let Some(cert) = conn.peer_certificate()
-                    && !switchyard_tls::certificate_names(cert, node)
-                {
-                    warn!(
-                        node = %node,
-                        dpid = format!("{dpid:016x}"),
-                        peer = %conn.peer(),
-                        "refusing a switch whose TLS certificate does not name node {node}, \
-                         whose datapath id it presents (a node's certificate needs a DNS \
-                         subjectAltName equal to the node name)"
-                    );
-                    conn.close();
-                    return;
-                }
-                if let Some(current) = agent.connection() {
-                    refuse_second_switch(node, &current, conn);
-                    return;
-                }
-                info!(node = %node, dpid = format!("{dpid:016x}"), peer = %conn.peer(), "br-int connected");
-                agent.connected(conn);
-            }
-            None => warn!(
+            hand_over(node, agent, conn);
+            return;
+        }
+        drop(agents);
+        let snapshot = self.state.snapshot();
+        let Some(node) = snapshot
+            .nodes()
+            .find(|n| switch_config::datapath_id(&n.name) == dpid)
+        else {
+            warn!(
                 dpid = format!("{dpid:016x}"),
                 "a switch connected whose datapath id is no node's br-int; ignoring it"
-            ),
+            );
+            return;
+        };
+        if !certificate_fits(&node.name, &conn) {
+            return;
         }
+        let mut parked = lock(&self.parked);
+        parked.retain(|_, c| c.closed_reason().is_none());
+        if let Some(current) = parked.get(&dpid) {
+            refuse_second_switch(&node.name, current, conn);
+            return;
+        }
+        info!(node = %node.name, dpid = format!("{dpid:016x}"), peer = %conn.peer(),
+            "br-int connected (standby: kept for a takeover, nothing is sent on it)");
+        parked.insert(dpid, conn);
+    }
+
+    /// br-int connections kept for a takeover (standby).
+    pub fn parked_switches(&self) -> usize {
+        let mut parked = lock(&self.parked);
+        parked.retain(|_, c| c.closed_reason().is_none());
+        parked.len()
+    }
+}
+
+/// Over TLS the certificate, not the datapath id (derived from the node name, so anyone
+/// can present it), says which node this is: a switch whose certificate does not name
+/// `node` is refused.
+fn certificate_fits(node: &str, conn: &openflow::Connection) -> bool {
+    if let Some(cert) = conn.peer_certificate()
+        && !switchyard_tls::certificate_names(cert, node)
+    {
+        warn!(
+            node = %node,
+            dpid = format!("{:016x}", conn.datapath_id()),
+            peer = %conn.peer(),
+            "refusing a switch whose TLS certificate does not name node {node}, \
+             whose datapath id it presents (a node's certificate needs a DNS \
+             subjectAltName equal to the node name)"
+        );
+        conn.close();
+        return false;
+    }
+    true
+}
+
+/// Gives `node`'s agent its br-int connection (unless it has a live one).
+fn hand_over(node: &str, agent: &Agent, conn: openflow::Connection) {
+    if !certificate_fits(node, &conn) {
+        return;
+    }
+    if let Some(current) = agent.connection() {
+        refuse_second_switch(node, &current, conn);
+        return;
+    }
+    info!(node = %node, dpid = format!("{:016x}", conn.datapath_id()), peer = %conn.peer(), "br-int connected");
+    agent.connected(conn);
+}
+
+/// Hands the parked connection of `node`'s switch, if any, to its new agent.
+fn unpark(parked: &Parked, node: &str, agent: &Agent) {
+    let conn = lock(parked).remove(&switch_config::datapath_id(node));
+    if let Some(conn) = conn.filter(|c| c.closed_reason().is_none()) {
+        info!(node = %node, "taking over the br-int connection kept while standby");
+        hand_over(node, agent, conn);
     }
 }
 
@@ -382,6 +442,7 @@ pub async fn run_elected(
         _ => SwitchDb::Ovsdb(config.ovsdb_template.clone()),
     };
     let audit = Arc::new(crate::audit::AuditLog::new(config.audit.clone()).map_err(Error::Config)?);
+    let leading = leadership.clone();
     let core = Core::start_elected(
         AgentConfig {
             telemetry: telemetry.clone(),
@@ -423,6 +484,7 @@ pub async fn run_elected(
         agents: core.agents.clone(),
         telemetry,
         audit,
+        leadership: leading,
     });
     let core = Arc::new(core);
     let accept = {
@@ -461,7 +523,7 @@ async fn state_task(
     mut deltas: mpsc::UnboundedReceiver<Vec<Delta>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     snapshots: watch::Sender<Snapshot>,
-    agents: Arc<Mutex<BTreeMap<String, Agent>>>,
+    (agents, parked): (Arc<Mutex<BTreeMap<String, Agent>>>, Parked),
     agent_config: Arc<AgentConfig>,
     handle: StateHandle,
     mut leadership: watch::Receiver<Leadership>,
@@ -477,7 +539,7 @@ async fn state_task(
     let first = *leadership.borrow_and_update();
     if first.leader {
         term = first;
-        set_leading(term, &state, &agents, &agent_config, &port);
+        set_leading(term, &state, (&agents, &parked), &agent_config, &port);
     }
     loop {
         let changes = tokio::select! {
@@ -493,7 +555,7 @@ async fn state_task(
                 };
                 if now != term {
                     term = now;
-                    set_leading(term, &state, &agents, &agent_config, &port);
+                    set_leading(term, &state, (&agents, &parked), &agent_config, &port);
                 }
                 continue;
             }
@@ -572,7 +634,7 @@ async fn state_task(
 fn set_leading(
     term: Leadership,
     state: &NetworkState,
-    agents: &Arc<Mutex<BTreeMap<String, Agent>>>,
+    (agents, parked): (&Arc<Mutex<BTreeMap<String, Agent>>>, &Parked),
     agent_config: &Arc<AgentConfig>,
     port: &Arc<dyn StatePort>,
 ) {
@@ -592,15 +654,14 @@ fn set_leading(
             "leading: starting the node agents"
         );
         for node in snapshot.nodes() {
-            agents.insert(
+            let agent = Agent::spawn(
+                agent_config.clone(),
+                port.clone(),
                 node.name.to_string(),
-                Agent::spawn(
-                    agent_config.clone(),
-                    port.clone(),
-                    node.name.to_string(),
-                    term.generation,
-                ),
+                term.generation,
             );
+            unpark(parked, &node.name, &agent);
+            agents.insert(node.name.to_string(), agent);
         }
     } else {
         warn!(

@@ -146,17 +146,14 @@ impl Controller {
         socket: &std::path::Path,
         ovs: &OvsSandbox,
         targets: &str,
-        generation: u64,
+        leadership: Leadership,
         objects: Vec<Object>,
     ) -> Controller {
         let mut listener = openflow::Listener::bind(&format!("punix:{}", socket.display()))
             .await
             .expect("listen for br-int");
         let (deltas, delta_rx) = mpsc::unbounded_channel();
-        let (leadership, leadership_rx) = watch::channel(Leadership {
-            leader: true,
-            generation: Some(generation),
-        });
+        let (leadership, leadership_rx) = watch::channel(leadership);
         let core = Arc::new(Core::start_elected(
             AgentConfig::new(
                 SwitchDb::Ovsdb(ovs.db_target()),
@@ -248,7 +245,7 @@ async fn a_new_leader_fences_the_old_one_off_and_no_ping_is_lost() {
     };
 
     // A leads (generation 100) and attaches both pods.
-    let a = Controller::start(&sock_a, &ovs, &targets, 100, objects()).await;
+    let a = Controller::start(&sock_a, &ovs, &targets, leads(100), objects()).await;
     let mut snapshots = a.core.state.subscribe();
     while snapshots.borrow_and_update().pod_count() < 2 {
         snapshots.changed().await.expect("state task");
@@ -287,8 +284,9 @@ async fn a_new_leader_fences_the_old_one_off_and_no_ping_is_lost() {
     let before = flows(&ovs);
     assert!(!before.is_empty());
 
-    // Pings every 50 ms from here to after the takeover.
-    let ping = Command::new("ip")
+    // 200 pings, one every 50 ms (10 s), from here to after the takeover. A fixed count,
+    // so ping waits for its last reply instead of counting one cut off in flight.
+    let mut ping = Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -296,6 +294,8 @@ async fn a_new_leader_fences_the_old_one_off_and_no_ping_is_lost() {
             "ping",
             "-i",
             "0.05",
+            "-c",
+            "200",
             "-W",
             "1",
         ])
@@ -305,8 +305,38 @@ async fn a_new_leader_fences_the_old_one_off_and_no_ping_is_lost() {
         .spawn()
         .expect("start ping");
 
+    // B starts as the standby: br-int connects to it too, and B keeps the connection
+    // without sending anything on it.
+    let standby = Leadership {
+        leader: false,
+        generation: None,
+    };
+    let b = Controller::start(&sock_b, &ovs, &targets, standby, objects()).await;
+    eventually("B, standby, keeps br-int's connection", || {
+        b.core.parked_switches() == 1
+    })
+    .await;
+    let b_connections = || {
+        std::fs::read_to_string(ovs.dir().join("ovs-vswitchd.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("b.sock: connected"))
+            .count()
+    };
+    let connected_before = b_connections();
+    assert!(
+        connected_before >= 1,
+        "vswitchd's log shows no connection to B:\n{}",
+        ovs.log_tail("ovs-vswitchd")
+    );
+    assert!(b.status().is_none(), "a standby runs no agent");
+    assert!(
+        a.status().is_some_and(|s| s.ready && !s.fenced),
+        "A unaffected by B's standby"
+    );
+
     // B takes the lead with a newer generation; nobody tells A.
-    let b = Controller::start(&sock_b, &ovs, &targets, 101, objects()).await;
+    b.leadership.send_replace(leads(101));
     eventually("A is fenced off (its OVSDB lock was stolen)", || {
         a.status().is_some_and(|s| s.fenced && !s.ready)
     })
@@ -322,13 +352,20 @@ async fn a_new_leader_fences_the_old_one_off_and_no_ping_is_lost() {
     // B read the switch back and found it as A left it: no bundle, nothing written twice.
     assert_eq!(b.bundles(), 0, "B rewrote flows A had already installed");
     assert_eq!(flows(&ovs), before, "the takeover changed br-int's flows");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    nix_interrupt(&ping);
+    assert_eq!(
+        b_connections(),
+        connected_before,
+        "B took over on the connection it kept as standby, without br-int reconnecting"
+    );
+    assert!(
+        ping.try_wait().expect("ping").is_none(),
+        "the takeover took longer than the pings: they prove nothing"
+    );
     let out = ping.wait_with_output().expect("ping ends");
     let stats = String::from_utf8_lossy(&out.stdout);
     let (sent, received) = ping_counts(&stats);
     eprintln!("pings during the takeover: {sent} sent, {received} received");
-    assert!(sent >= 20, "too few pings to judge: {stats}");
+    assert_eq!(sent, 200, "{stats}");
     assert_eq!(sent, received, "pings lost during the takeover:\n{stats}");
 
     // A change after the takeover: B makes it, A (still "leader" to itself) writes nothing.
@@ -349,11 +386,11 @@ async fn a_new_leader_fences_the_old_one_off_and_no_ping_is_lost() {
     assert!(a.leadership.borrow().leader);
 }
 
-/// SIGINT, so ping prints its statistics.
-fn nix_interrupt(child: &std::process::Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+fn leads(generation: u64) -> Leadership {
+    Leadership {
+        leader: true,
+        generation: Some(generation),
+    }
 }
 
 /// `N packets transmitted, M received` from ping's summary.
