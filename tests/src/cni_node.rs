@@ -71,6 +71,10 @@ pub struct CniNode {
     conf_extra: Vec<(String, serde_json::Value)>,
     /// More cluster-file documents (NetworkPolicies, Namespaces...), after the pods.
     documents: Vec<String>,
+    /// Other controller replicas' OpenFlow targets, listed after this one's in
+    /// `--openflow-target` (see [`CniNode::start_replicated`]); `{ovs}` is the OVS
+    /// directory.
+    peers: Vec<String>,
 }
 
 impl CniNode {
@@ -107,6 +111,7 @@ impl CniNode {
             extra_args: Vec::new(),
             conf_extra: Vec::new(),
             documents: Vec::new(),
+            peers: Vec::new(),
         };
         node.write_cluster_file();
         node.start_controller();
@@ -146,6 +151,7 @@ impl CniNode {
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
             documents: Vec::new(),
+            peers: Vec::new(),
         };
         node.write_cluster_file();
         node.start_controller();
@@ -156,6 +162,17 @@ impl CniNode {
     /// `--kubeconfig PATH` naming a test API server that serves Node [`NODE`] with pod CIDR
     /// [`POD_CIDR`]) instead of the cluster file; waits as [`CniNode::start`] does.
     pub fn start_with_source(source_args: &[&str]) -> CniNode {
+        Self::start_replicated(source_args, &[], &[])
+    }
+
+    /// [`CniNode::start_with_source`] with more controller flags and the OpenFlow targets
+    /// of other replicas (`unix:` sockets in [`CniNode::ovs`]'s directory, where vswitchd
+    /// connects: `unix:{ovs}/NAME.sock`), so br-int's Controller table lists every replica.
+    pub fn start_replicated(
+        source_args: &[&str],
+        extra_args: &[&str],
+        peers: &[String],
+    ) -> CniNode {
         let ovs = OvsSandbox::start();
         let dir = tempfile::Builder::new()
             .prefix("switchyard-cninode-")
@@ -170,9 +187,10 @@ impl CniNode {
             controller_bin: crate::workspace_binary("switchyard"),
             source_args: Some(source_args.iter().map(|a| (*a).to_owned()).collect()),
             cni_listen: None,
-            extra_args: Vec::new(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             conf_extra: Vec::new(),
             documents: Vec::new(),
+            peers: peers.to_vec(),
         };
         node.start_controller();
         node
@@ -296,7 +314,10 @@ impl CniNode {
                 "--openflow-listen",
                 &format!("punix:{ovs}/controller.sock"),
                 "--openflow-target",
-                &format!("unix:{ovs}/controller.sock"),
+                &std::iter::once(format!("unix:{ovs}/controller.sock"))
+                    .chain(self.peers.iter().map(|p| p.replace("{ovs}", &ovs)))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 "--cni-listen",
                 &self.cni_target(),
                 "--cni-timeout",
@@ -327,6 +348,11 @@ impl CniNode {
             "the controller did not become ready in 30 s; its log:\n{}",
             self.controller_log()
         );
+    }
+
+    /// The controller's PID, while it runs.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
     }
 
     /// Stops the controller (SIGKILL, by PID).

@@ -1654,3 +1654,223 @@ fn rfc3339_seconds(secs: u64) -> String {
         rem % 60
     )
 }
+
+/// Two controller processes against this API server, one node on real OVS, two pods
+/// pinging each other: the first leads (it takes the Lease), the second is the standby
+/// (CNI changes refused with code 11; br-int's connection to it kept). The leader is
+/// SIGKILLed right after a NetworkPolicy arrives, in the middle of realising it: the standby
+/// takes the Lease after its duration, becomes br-int's master on the connection it kept,
+/// and finishes the realisation; no ping is lost; a new pod is attached through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_ping() {
+    use switchyard_tests::cni_node::{CniNode, NODE, POD_CIDR};
+    switchyard_tests::skip_unless_root!();
+    let server = ApiServer::start().await;
+    server.apply(node(NODE, POD_CIDR, "192.0.2.10"));
+    server.apply(namespace("x"));
+    for p in ["a", "b", "c"] {
+        server.apply(pod("x", p, NODE));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_for(server.port)).expect("write kubeconfig");
+    let path = kubeconfig.display().to_string();
+    let mut node = tokio::task::spawn_blocking(move || {
+        CniNode::start_replicated(
+            &["--kubeconfig", &path],
+            &["--lease-duration", "3"],
+            &["unix:{ovs}/standby.sock".to_owned()],
+        )
+    })
+    .await
+    .expect("the leader starts");
+    let kubeconfig = dir.path().join("kubeconfig").display().to_string();
+    let server_handle = server.clone();
+    tokio::task::spawn_blocking(move || {
+        let _server = server_handle;
+        let add = |node: &CniNode, pod: &str, extra: &[(&str, Value)]| {
+            let netns = node.pod_netns();
+            let out = node.shim_run(
+                "ADD",
+                &format!("x/{pod}"),
+                &format!("c-{pod}"),
+                &netns.path().display().to_string(),
+                extra,
+            );
+            (netns, out)
+        };
+        let address = |out: &switchyard_tests::cni_node::ShimOutput| -> String {
+            let ip = out.json()["ips"][0]["address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            ip.split('/').next().unwrap_or_default().to_owned()
+        };
+        let pings = |from: &switchyard_tests::Netns, to: &str| {
+            from.exec_output(&["ping", "-c", "1", "-W", "1", to])
+                .status
+                .success()
+        };
+        let (netns_a, out) = add(&node, "a", &[]);
+        assert!(out.success, "ADD a: {} {}", out.stdout, out.stderr);
+        let (_netns_b, out) = add(&node, "b", &[]);
+        assert!(out.success, "ADD b: {} {}", out.stdout, out.stderr);
+        let ip_b = address(&out);
+        assert!(
+            switchyard_tests::wait_for(DEADLINE, || pings(&netns_a, &ip_b)).is_some(),
+            "a never reached b"
+        );
+
+        // The standby: the same flags but its own sockets, listening where br-int's
+        // Controller table (written by the leader) already points.
+        let ovs = node.ovs.dir().display().to_string();
+        let standby_dir = tempfile::tempdir().expect("temp dir");
+        let sd = standby_dir.path().display().to_string();
+        let log = std::fs::File::create(standby_dir.path().join("controller.log")).expect("log");
+        let mut standby =
+            std::process::Command::new(switchyard_tests::workspace_binary("switchyard"))
+                .args([
+                    "controller",
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--lease-duration",
+                    "3",
+                ])
+                .args(["--ovsdb-template", &format!("unix:{ovs}/db.sock")])
+                .args(["--openflow-listen", &format!("punix:{ovs}/standby.sock")])
+                .args([
+                    "--openflow-target",
+                    &format!("unix:{ovs}/controller.sock,unix:{ovs}/standby.sock"),
+                ])
+                .args([
+                    "--cni-listen",
+                    &format!("unix:{sd}/cni.sock"),
+                    "--cni-timeout",
+                    "10",
+                ])
+                .args(["--admin-listen", &format!("unix:{sd}/admin.sock")])
+                .args(["--metrics-listen", "127.0.0.1:0"])
+                .env("RUST_LOG", "info")
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start the standby");
+        let standby_log = || {
+            std::fs::read_to_string(standby_dir.path().join("controller.log")).unwrap_or_default()
+        };
+        assert!(
+            switchyard_tests::wait_for(DEADLINE, || standby_log().contains("kept for a takeover"))
+                .is_some(),
+            "the standby never got br-int's connection:\n{}",
+            standby_log()
+        );
+        assert!(
+            standby_log().contains("leader election: standby"),
+            "{}",
+            standby_log()
+        );
+        let via_standby = [("controller", json!(format!("unix:{sd}/cni.sock")))];
+        let (_netns_c, out) = add(&node, "c", &via_standby);
+        assert_eq!(
+            out.code(),
+            Some(11),
+            "ADD through the standby: {} {}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(out.stdout.contains("standby"), "{}", out.stdout);
+
+        // 300 pings, one every 50 ms (15 s), across the takeover.
+        let mut ping = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns_a.name(),
+                "ping",
+                "-i",
+                "0.05",
+                "-c",
+                "300",
+            ])
+            .args(["-W", "1", &ip_b])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ping");
+        let conj = |node: &CniNode| {
+            node.ovs
+                .ofctl("dump-flows", "br-int", &["--no-stats"])
+                .contains("conjunction(")
+        };
+        assert!(!conj(&node), "no policy yet");
+        // A policy (every pod of x may reach every pod of x: traffic unchanged, flows not),
+        // and the leader dies while it realises it.
+        _server.apply(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": { "name": "within-x", "namespace": "x" },
+            "spec": { "podSelector": {}, "policyTypes": ["Ingress"],
+                      "ingress": [{ "from": [{ "podSelector": {} }] }] },
+        }));
+        std::thread::sleep(Duration::from_millis(20));
+        node.stop_controller();
+        let killed = std::time::Instant::now();
+
+        assert!(
+            switchyard_tests::wait_for(DEADLINE, || {
+                let log = standby_log();
+                log.contains("took the Lease")
+                    && log.contains("taking over the br-int connection kept while standby")
+                    && log.contains("this controller is its OpenFlow master")
+            })
+            .is_some(),
+            "the standby did not take over:\n{}",
+            standby_log()
+        );
+        eprintln!(
+            "takeover: {:?} after the kill (lease duration 3 s)",
+            killed.elapsed()
+        );
+        assert!(
+            switchyard_tests::wait_for(DEADLINE, || conj(&node)).is_some(),
+            "the new leader never finished realising the policy:\n{}",
+            standby_log()
+        );
+        assert!(
+            ping.try_wait().expect("ping").is_none(),
+            "the takeover outlasted the pings: they prove nothing"
+        );
+        let out = ping.wait_with_output().expect("ping ends");
+        let stats = String::from_utf8_lossy(&out.stdout);
+        let line = stats
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("{stats}"))
+            .to_owned();
+        eprintln!("pings across the takeover: {line}");
+        assert!(
+            line.starts_with("300 packets transmitted, 300 received"),
+            "{stats}"
+        );
+
+        // The new leader attaches pods; the policy lets a reach c.
+        let (_netns_c, out) = add(&node, "c", &via_standby);
+        assert!(
+            out.success,
+            "ADD c through the new leader: {} {}\n{}",
+            out.stdout,
+            out.stderr,
+            standby_log()
+        );
+        let ip_c = address(&out);
+        assert!(
+            switchyard_tests::wait_for(DEADLINE, || pings(&netns_a, &ip_c)).is_some(),
+            "a never reached c"
+        );
+        let _ = standby.kill();
+        let _ = standby.wait();
+    })
+    .await
+    .expect("takeover");
+    drop(server);
+}
