@@ -886,7 +886,7 @@ impl Worker {
             if let (Some((desired, txn)), Some(replica)) = (node_txn, replica) {
                 self.transact_and_wait(replica, &desired, txn).await?;
                 // A DEL waits only for its port to be out of OVSDB: say so at once.
-                self.publish_ports(&replica.snapshot());
+                replica.read(|snapshot| self.publish_ports(snapshot));
             }
             match (flow_result, conn) {
                 (Some(Ok(sent)), _) => {
@@ -982,7 +982,9 @@ impl Worker {
         // snapshot that predates it (that would insert the same rows twice).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while tokio::time::Instant::now() < deadline
-            && switch_config::plan(&replica.snapshot(), desired).to_params(ovsdb::vswitch::DATABASE)
+            && replica
+                .read(|snapshot| switch_config::plan(snapshot, desired))
+                .to_params(ovsdb::vswitch::DATABASE)
                 == sent
         {
             let _ = tokio::time::timeout(Duration::from_millis(20), self.wake.notified()).await;
@@ -1217,7 +1219,8 @@ impl Worker {
         );
         // The whole pipeline is in: a vswitchd waiting for its flows may forward now.
         if let Some(replica) = replica
-            && let Some(txn) = switch_config::clear_flow_restore_wait(&replica.snapshot())
+            // Read in place: a copy of the replica per bundle grows with the node's ports.
+            && let Some(txn) = replica.read(switch_config::clear_flow_restore_wait)
         {
             self.send_transaction(replica, txn).await?;
             info!(node = %node, "flows restored: cleared other_config:flow-restore-wait");
