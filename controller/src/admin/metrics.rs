@@ -150,8 +150,9 @@ fn with_audit(main: String, audit: &str) -> String {
 }
 
 /// 200 once the source is synced, every kind in sync and every reachable node (its OVSDB
-/// connected) realised; 503 with the reasons otherwise, one a line (a kind not in sync
-/// names what waits for it).
+/// connected) realised, and no node's agent fenced off by another controller; 503 with the
+/// reasons otherwise, one a line (a kind not in sync names what waits for it). A standby
+/// (no agents) is ready once its source is: it can take over.
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut waiting = Vec::new();
     if !shared.telemetry.source_synced() {
@@ -175,7 +176,12 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
     for (node, agent) in lock(&shared.agents).iter() {
         let s = agent.status.borrow();
-        if s.ovsdb_connected && !s.ready {
+        if s.fenced {
+            waiting.push(format!(
+                "node {node}: fenced off: another controller has taken over its switch \
+                 (this replica writes nothing to it until it leads again)"
+            ));
+        } else if s.ovsdb_connected && !s.ready {
             waiting.push(format!(
                 "node {node}: pipeline not realised (br-int connected: {})",
                 agent.connection().is_some()
