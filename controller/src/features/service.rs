@@ -35,7 +35,9 @@
 //! came in on; its replies (to the SNAT address) are un-SNATed in that
 //! zone before the Conntrack table's own `ct(nat)`.
 
-use openflow::action::{Learn, LearnSpec, LearnSrc, Nat, NatKind};
+use openflow::action::{
+    HashFields, Learn, LearnSpec, LearnSrc, Multipath, MultipathAlgorithm, Nat, NatKind,
+};
 use openflow::{Bucket, GroupDesc, GroupType};
 
 use super::*;
@@ -617,31 +619,18 @@ fn slot_group_id(port_id: u32, k: usize) -> u32 {
     port_id | (((k as u32) + 1) << 24)
 }
 
-/// NXAST_MULTIPATH: `multipath(symmetric_l3l4+udp, basis, modulo_n, slots - 1, 0,
-/// reg7[0..15])` (nicira-ext.h `struct nx_action_multipath`). The basis is the port id, so
-/// the slot choice does not repeat the select group's own hash; unlike select groups it
-/// hashes UDP ports too.
+/// `multipath(symmetric_l3l4+udp, ID, modulo_n, SLOTS, 0, reg7[0..15])`. The basis is the
+/// port id, so the slot choice does not repeat the select group's own hash; unlike select
+/// groups it hashes UDP ports too.
 fn multipath_to_slot(port_id: u32, slots: usize) -> Action {
-    const NXAST_MULTIPATH: u16 = 10;
-    const NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP: u16 = 3;
-    const NX_MP_ALG_MODULO_N: u16 = 0;
-    // NXM_NX_REG7: class 0x0001, field 7, 4 bytes.
-    let dst: u32 = (1 << 16) | ((u32::from(REG_GROUP_SLOT)) << 9) | 4;
-    let mut data = Vec::with_capacity(24);
-    data.extend_from_slice(&NXAST_MULTIPATH.to_be_bytes());
-    data.extend_from_slice(&NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP.to_be_bytes());
-    data.extend_from_slice(&(port_id as u16).to_be_bytes());
-    data.extend_from_slice(&[0, 0]);
-    data.extend_from_slice(&NX_MP_ALG_MODULO_N.to_be_bytes());
-    data.extend_from_slice(&((slots - 1) as u16).to_be_bytes());
-    data.extend_from_slice(&0u32.to_be_bytes());
-    data.extend_from_slice(&[0, 0]);
-    data.extend_from_slice(&15u16.to_be_bytes()); // ofs 0, 16 bits
-    data.extend_from_slice(&dst.to_be_bytes());
-    Action::Experimenter {
-        experimenter: 0x0000_2320,
-        data: data.into(),
-    }
+    Action::Multipath(Multipath {
+        fields: HashFields::SymmetricL3L4Udp,
+        basis: port_id as u16,
+        algorithm: MultipathAlgorithm::ModuloN,
+        n_links: slots as u32,
+        arg: 0,
+        dst: Subfield::range(Field::Reg(REG_GROUP_SLOT), 0, 15),
+    })
 }
 
 /// The select groups of one Service: per port with endpoints, one group (id = the port

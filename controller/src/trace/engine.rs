@@ -35,6 +35,7 @@ use openflow::{
 
 use super::TraceStep;
 use super::explain::Context;
+use super::ovs_hash;
 use crate::features::{CT_NEW, CT_TRK};
 
 /// Field values of the packet being traced; absent fields are 0.
@@ -69,6 +70,19 @@ pub(super) struct GroupChoice {
     pub bucket: usize,
     /// Each live bucket's endpoint (reg3/reg4 of a Service bucket), by index.
     pub endpoints: Vec<(usize, Option<(Ipv4Addr, u16)>)>,
+}
+
+/// The link a `multipath` action picked.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MultipathChoice {
+    /// The visit whose flow ran it.
+    pub visit: usize,
+    /// The link written into the destination.
+    pub link: u32,
+    /// How many links there were.
+    pub n_links: u32,
+    /// The link is the one OVS computes (false: link 0 assumed).
+    pub computed: bool,
 }
 
 /// An address translation `ct(nat(...))` applied to the resumed packet.
@@ -108,6 +122,8 @@ pub(super) struct Run<'a> {
     pub aborted: Option<String>,
     /// The buckets select groups chose, in order.
     pub choices: Vec<GroupChoice>,
+    /// The links `multipath` actions picked, in order.
+    pub multipaths: Vec<MultipathChoice>,
     /// The NATs conntrack applied, in order.
     pub translations: Vec<Translation>,
     /// The `dp_hash` the run used (given with the packet, or chosen for a dp_hash select
@@ -136,6 +152,7 @@ pub(super) fn run<'a>(ctx: &'a Context<'a>, packet: &Match, dp_hash: Option<u32>
             notes: vec![],
             aborted: None,
             choices: vec![],
+            multipaths: vec![],
             translations: vec![],
             dp_hash,
         },
@@ -532,12 +549,7 @@ impl<'a> Engine<'a> {
                 Action::PushVlan(_) | Action::PopVlan | Action::SetQueue(_) => {
                     self.note(format!("{a:?} is not modelled and was skipped"));
                 }
-                Action::Experimenter { experimenter, data }
-                    if *experimenter == NX_EXPERIMENTER
-                        && data.get(..2) == Some(&NXAST_MULTIPATH.to_be_bytes()[..]) =>
-                {
-                    self.multipath(data, p, idx);
-                }
+                Action::Multipath(m) => self.multipath(m, p, idx),
                 Action::Experimenter { .. } | Action::Unknown { .. } => {
                     self.note(
                         "an action the codec does not model was skipped (see the flow's text)"
@@ -834,56 +846,69 @@ impl<'a> Engine<'a> {
         Some(chosen)
     }
 
-    /// NXAST_MULTIPATH: the switch hashes the packet's fields over `max_link + 1` links into
-    /// a subfield; the trace assumes link 0 and says so.
-    fn multipath(&mut self, data: &[u8], p: &mut Packet, idx: usize) {
-        // nicira-ext.h `struct nx_action_multipath` after the experimenter id: subtype,
-        // fields, basis, pad, algorithm, max_link, arg, pad, ofs_nbits, dst.
-        let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-        let (Some(max_link), Some(ofs_nbits), Some(dst)) = (
-            u16_at(10),
-            u16_at(18),
-            data.get(20..24)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-        ) else {
-            self.note("a multipath action too short to decode was skipped".into());
-            return;
+    /// NXAST_MULTIPATH: the switch hashes the packet's fields with the basis and maps the
+    /// hash to one of `n_links` links, written into a subfield: computed as OVS does
+    /// (`ovs_hash`) for the field sets of IPv4 packets it models, else link 0 with a note.
+    fn multipath(&mut self, m: &openflow::Multipath, p: &mut Packet, idx: usize) {
+        let proto = get(p, Field::IpProto) as u8;
+        let (sport, dport) = match proto {
+            6 => (Field::TcpSrc, Field::TcpDst),
+            17 => (Field::UdpSrc, Field::UdpDst),
+            132 => (Field::SctpSrc, Field::SctpDst),
+            _ => (Field::TcpSrc, Field::TcpDst),
         };
-        let field = Field::from_header(openflow::OxmHeader {
-            class: (dst >> 16) as u16,
-            field: ((dst >> 9) & 0x7f) as u8,
-            experimenter: None,
+        let tuple = ovs_hash::FiveTuple {
+            src: Ipv4Addr::from(get(p, Field::Ipv4Src) as u32),
+            dst: Ipv4Addr::from(get(p, Field::Ipv4Dst) as u32),
+            proto,
+            src_port: get(p, sport) as u16,
+            dst_port: get(p, dport) as u16,
+        };
+        let hash = (get(p, Field::EthType) == 0x0800)
+            .then(|| ovs_hash::flow_hash_fields(m.fields, &tuple, m.basis))
+            .flatten();
+        let link = match hash {
+            Some(h) => {
+                let link = ovs_hash::multipath_link(h, m.algorithm, m.n_links, m.arg);
+                self.effect(
+                    idx,
+                    format!(
+                        "multipath: the {} hash (basis {}) of the packet is {h:#010x}; {} over {} links picks link {link} into {}",
+                        m.fields.name(),
+                        m.basis,
+                        m.algorithm.name(),
+                        m.n_links,
+                        subfield_text(&m.dst)
+                    ),
+                );
+                link
+            }
+            None => {
+                self.effect(
+                    idx,
+                    format!(
+                        "multipath: the switch hashes the packet ({}) over {} links into {}; the trace assumes link 0",
+                        m.fields.name(),
+                        m.n_links,
+                        subfield_text(&m.dst)
+                    ),
+                );
+                self.note(format!(
+                    "multipath over {} fields of a non-IPv4 packet is a hash the trace does not compute: it follows link 0, and ofproto/trace may pick another",
+                    m.fields.name()
+                ));
+                0
+            }
+        };
+        write(p, &m.dst, u128::from(link));
+        self.run.multipaths.push(MultipathChoice {
+            visit: idx,
+            link,
+            n_links: m.n_links,
+            computed: hash.is_some(),
         });
-        if matches!(field, Field::Other(_)) {
-            self.note(format!(
-                "multipath into NXM field {dst:#x}, which the codec does not know, was skipped"
-            ));
-            return;
-        }
-        let sf = Subfield {
-            field,
-            ofs: ofs_nbits >> 6,
-            n_bits: (ofs_nbits & 0x3f) + 1,
-        };
-        write(p, &sf, 0);
-        self.effect(
-            idx,
-            format!(
-                "multipath: the switch hashes the connection over {} links into {}; the trace assumes link 0",
-                u32::from(max_link) + 1,
-                subfield_text(&sf)
-            ),
-        );
-        self.note(format!(
-            "multipath (a Service port with more endpoints than one group holds) picks one of {} groups by a hash the trace does not compute: it follows the first, and ofproto/trace may pick another",
-            u32::from(max_link) + 1
-        ));
     }
 }
-
-/// NXM experimenter id and the multipath subtype.
-const NX_EXPERIMENTER: u32 = 0x0000_2320;
-const NXAST_MULTIPATH: u16 = 10;
 
 /// OVS's dp_hash table for a select group with these bucket weights (ofproto-dpif.c
 /// `group_setup_dp_hash_table` with at most 64 values): `map[hash & (len - 1)]` is the

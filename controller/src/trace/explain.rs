@@ -363,15 +363,35 @@ impl<'a> Context<'a> {
             });
         };
         let ep = self.endpoint_text(t.addr, t.port.unwrap_or(port.port));
-        let how = match run.choices.iter().find(|c| c.visit >= visit) {
-            Some(c) if c.endpoints.len() > 1 => format!(
-                " (bucket {} of group {}: one of {} endpoints, picked by the switch's hash)",
+        let bucket = |c: &super::engine::GroupChoice| {
+            format!(
+                "bucket {} of group {}: one of {} endpoints, picked by the switch's hash",
                 c.bucket,
                 c.group_id,
                 c.endpoints.len()
+            )
+        };
+        let multipath = run.multipaths.iter().find(|m| m.visit >= visit);
+        let how = match (run.choices.iter().find(|c| c.visit >= visit), multipath) {
+            (None, _) => " (a session affinity learned earlier)".into(),
+            (Some(c), Some(m)) => format!(
+                " (group {}: link {} of {}, {}; {})",
+                c.group_id,
+                m.link,
+                m.n_links,
+                if m.computed {
+                    "which multipath picks from the packet's hash"
+                } else {
+                    "assumed: multipath's hash of this packet is not computed"
+                },
+                if c.endpoints.len() > 1 {
+                    bucket(c)
+                } else {
+                    "its only endpoint".into()
+                }
             ),
-            Some(_) => String::new(),
-            None => " (a session affinity learned earlier)".into(),
+            (Some(c), None) if c.endpoints.len() > 1 => format!(" ({})", bucket(c)),
+            (Some(_), None) => String::new(),
         };
         Some(ServiceStep {
             text: format!("{head} → endpoint {ep}{how}"),

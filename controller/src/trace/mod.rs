@@ -26,6 +26,7 @@
 
 mod engine;
 mod explain;
+mod ovs_hash;
 mod packet;
 #[cfg(test)]
 mod tests;

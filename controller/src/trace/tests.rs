@@ -912,3 +912,123 @@ fn ovs_dp_hash_table_spreads_values_by_weight() {
     assert_eq!(dp_hash_map(&[100; 65]), None);
     assert_eq!(dp_hash_map(&[0, 0]), None);
 }
+
+fn udp_slice(name: &str, service: &str, port: u16, ips: &[&str]) -> Delta {
+    let endpoints: Vec<serde_json::Value> = ips
+        .iter()
+        .map(|ip| serde_json::json!({"addresses": [ip]}))
+        .collect();
+    let s: k8s_openapi::api::discovery::v1::EndpointSlice =
+        serde_json::from_value(serde_json::json!({"apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default",
+                "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "dns", "port": port, "protocol": "UDP"}],
+            "endpoints": endpoints}))
+        .unwrap();
+    Delta::Apply(Object::from(s))
+}
+
+/// A UDP Service port has one group per endpoint, picked by `multipath` over the 5-tuple:
+/// the trace computes the link the switch computes (lib/multipath.c, lib/flow.c), so the
+/// source port decides the endpoint, and the report says which group and why.
+#[test]
+fn a_udp_service_follows_the_multipath_link_the_switch_computes() {
+    let dns = serde_json::json!([{"name": "dns", "port": 53, "protocol": "UDP"}]);
+    let s = services(vec![
+        service("dns", "10.96.0.53", dns, serde_json::json!({})),
+        udp_slice("dns-1", "dns", 5353, &["10.244.1.3", "10.244.2.2"]),
+    ]);
+    let n1 = on(&s, "n1");
+    let svc = n1
+        .snap
+        .service(&ObjectKey::new("default", "dns"))
+        .expect("dns");
+    let port_id = svc.ports[0].id;
+    let mut seen = BTreeMap::new();
+    for sport in 40000..40040u16 {
+        let r = n1.ok(&format!(
+            "from=default/a to=service:default/dns port=53/UDP sport={sport}"
+        ));
+        assert!(
+            r.packet.contains(&format!("udp_src={sport}")),
+            "{}",
+            r.packet
+        );
+        // What OVS computes for this packet: the endpoints are dealt to groups in order.
+        let tuple = super::ovs_hash::FiveTuple {
+            src: "10.244.1.2".parse().unwrap(),
+            dst: "10.96.0.53".parse().unwrap(),
+            proto: 17,
+            src_port: sport,
+            dst_port: 53,
+        };
+        let hash = super::ovs_hash::flow_hash_fields(
+            openflow::HashFields::SymmetricL3L4Udp,
+            &tuple,
+            port_id as u16,
+        )
+        .unwrap();
+        assert_eq!(
+            tuple.src,
+            n1.snap
+                .attachment(&ObjectKey::new("default", "a"))
+                .unwrap()
+                .ip
+        );
+        let link = hash % 2;
+        let (endpoint, verdict_ok) = if link == 0 {
+            (
+                "default/b 10.244.1.3:5353",
+                matches!(r.verdict, Verdict::Output { port: 8, .. }),
+            )
+        } else {
+            (
+                "default/c 10.244.2.2:5353",
+                matches!(r.verdict, Verdict::Tunnel { .. }),
+            )
+        };
+        let text = r.service.clone().unwrap();
+        assert!(
+            verdict_ok,
+            "sport {sport}: link {link}, {:?}\n{text}",
+            r.verdict
+        );
+        assert!(
+            text.contains(&format!("→ endpoint {endpoint}"))
+                && text.contains(&format!(
+                    "link {link} of 2, which multipath picks from the packet's hash; its only endpoint"
+                )),
+            "sport {sport}: {text}"
+        );
+        let lb = r
+            .steps
+            .iter()
+            .find(|s| s.table_name == "ServiceLb")
+            .unwrap();
+        assert!(
+            lb.effects.iter().any(|e| e.contains(&format!(
+                "the symmetric_l3l4+udp hash (basis {}) of the packet is {hash:#010x}; modulo_n over 2 links picks link {link} into reg7[0..15]",
+                port_id as u16
+            ))),
+            "{lb:#?}"
+        );
+        assert!(
+            !r.notes.iter().any(|n| n.contains("multipath")),
+            "{:?}",
+            r.notes
+        );
+        *seen.entry(link).or_insert(0) += 1;
+    }
+    // Both endpoints are reached (link 0 alone would be the old assumption).
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let e = n1
+        .trace("from=default/a to=default/b sport=4000")
+        .unwrap_err();
+    assert!(e.to_string().contains("sport= needs port="), "{e}");
+    let e = n1
+        .trace("from=default/a to=service:default/dns sport=0")
+        .unwrap_err();
+    assert!(e.to_string().contains("sport=0"), "{e}");
+}
