@@ -894,7 +894,7 @@ impl<'a> Engine<'a> {
                     ),
                 );
                 self.note(format!(
-                    "multipath over {} fields of a non-IPv4 packet is a hash the trace does not compute: it follows link 0, and ofproto/trace may pick another",
+                    "multipath's {} hash of this packet is one the trace does not compute (it computes symmetric_l3l4 and symmetric_l3l4+udp of IPv4 packets): it follows link 0, and ofproto/trace may pick another",
                     m.fields.name()
                 ));
                 0

@@ -4,7 +4,7 @@
 //!
 //! Owns: the model of OVS's OpenFlow 1.3 lookup and the actions the pipeline uses (the
 //! `engine` submodule), the two packet syntaxes (an `ovs-ofctl` microflow, or
-//! `from=NS/POD to=NS/POD|IP port=N/PROTO` resolved from the state), and the explanations.
+//! `from=NS/POD to=NS/POD|IP port=N/PROTO [sport=N]` resolved from the state), and the explanations.
 //! Pure: the caller hands in the node's flows and groups (a live dump), its attached pods
 //! and a state snapshot; nothing here talks to a switch.
 //!
@@ -20,7 +20,8 @@
 //! given `dp_hash` or the first bucket otherwise; see `engine`), `ct` for a *new* connection
 //! only (after `ct(table=T)` the packet is `+trk+new` in table T, with the `ct`'s
 //! `nat(src|dst=...)` applied and, with `commit`, its `ct_mark`), `learn` shown with the flow
-//! it would add (not added: the first connection), `multipath` (link 0 assumed),
+//! it would add (not added: the first connection), `multipath` (the link OVS computes from
+//! the packet, `ovs_hash`),
 //! `controller` (a Service without endpoints: refused). Meters, queues and MPLS are not
 //! modelled.
 
