@@ -286,6 +286,35 @@ pub struct Controller2 {
     pub meter_id: Option<u32>,
 }
 
+/// A small Nicira enum with a wire number and the name ovs-ofctl uses for each value.
+pub trait NxEnum: Copy + PartialEq + 'static {
+    /// Every value: (value, wire number, ovs-ofctl name).
+    const ALL: &'static [(Self, u16, &'static str)];
+
+    /// The wire number.
+    fn number(self) -> u16 {
+        Self::ALL.iter().find(|e| e.0 == self).map_or(0, |e| e.1)
+    }
+
+    /// From the wire number.
+    fn from_number(n: u16) -> Option<Self> {
+        Self::ALL.iter().find(|e| e.1 == n).map(|e| e.0)
+    }
+
+    /// The name ovs-ofctl uses (`symmetric_l3l4+udp`, `modulo_n`).
+    fn name(self) -> &'static str {
+        Self::ALL.iter().find(|e| e.0 == self).map_or("", |e| e.2)
+    }
+
+    /// From the name ovs-ofctl uses (case-insensitive).
+    fn from_name(s: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|e| e.2.eq_ignore_ascii_case(s))
+            .map(|e| e.0)
+    }
+}
+
 /// Which fields `multipath` hashes (`enum nx_hash_fields`, nicira-ext.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HashFields {
@@ -303,8 +332,8 @@ pub enum HashFields {
     NwDst,
 }
 
-impl HashFields {
-    const ALL: [(HashFields, u16, &'static str); 6] = [
+impl NxEnum for HashFields {
+    const ALL: &'static [(Self, u16, &'static str)] = &[
         (HashFields::EthSrc, 0, "eth_src"),
         (HashFields::SymmetricL4, 1, "symmetric_l4"),
         (HashFields::SymmetricL3L4, 2, "symmetric_l3l4"),
@@ -312,29 +341,6 @@ impl HashFields {
         (HashFields::NwSrc, 4, "nw_src"),
         (HashFields::NwDst, 5, "nw_dst"),
     ];
-
-    /// The wire number.
-    pub fn number(self) -> u16 {
-        Self::ALL.iter().find(|e| e.0 == self).map_or(0, |e| e.1)
-    }
-
-    /// From the wire number.
-    pub fn from_number(n: u16) -> Option<HashFields> {
-        Self::ALL.iter().find(|e| e.1 == n).map(|e| e.0)
-    }
-
-    /// The name ovs-ofctl uses (`symmetric_l3l4+udp`).
-    pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|e| e.0 == self).map_or("", |e| e.2)
-    }
-
-    /// From the name ovs-ofctl uses (case-insensitive).
-    pub fn from_name(s: &str) -> Option<HashFields> {
-        Self::ALL
-            .iter()
-            .find(|e| e.2.eq_ignore_ascii_case(s))
-            .map(|e| e.0)
-    }
 }
 
 /// How `multipath` maps the hash to a link (`enum nx_mp_algorithm`, nicira-ext.h).
@@ -350,36 +356,13 @@ pub enum MultipathAlgorithm {
     IterHash,
 }
 
-impl MultipathAlgorithm {
-    const ALL: [(MultipathAlgorithm, u16, &'static str); 4] = [
+impl NxEnum for MultipathAlgorithm {
+    const ALL: &'static [(Self, u16, &'static str)] = &[
         (MultipathAlgorithm::ModuloN, 0, "modulo_n"),
         (MultipathAlgorithm::HashThreshold, 1, "hash_threshold"),
         (MultipathAlgorithm::Hrw, 2, "hrw"),
         (MultipathAlgorithm::IterHash, 3, "iter_hash"),
     ];
-
-    /// The wire number.
-    pub fn number(self) -> u16 {
-        Self::ALL.iter().find(|e| e.0 == self).map_or(0, |e| e.1)
-    }
-
-    /// From the wire number.
-    pub fn from_number(n: u16) -> Option<MultipathAlgorithm> {
-        Self::ALL.iter().find(|e| e.1 == n).map(|e| e.0)
-    }
-
-    /// The name ovs-ofctl uses.
-    pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|e| e.0 == self).map_or("", |e| e.2)
-    }
-
-    /// From the name ovs-ofctl uses (case-insensitive).
-    pub fn from_name(s: &str) -> Option<MultipathAlgorithm> {
-        Self::ALL
-            .iter()
-            .find(|e| e.2.eq_ignore_ascii_case(s))
-            .map(|e| e.0)
-    }
 }
 
 /// NXAST_MULTIPATH (`struct nx_action_multipath`): hash `fields` with `basis`, map the hash

@@ -27,7 +27,7 @@ mod wire;
 
 pub use action::{
     Action, Controller2, Ct, CtZone, HashFields, Learn, LearnSpec, LearnSrc, Multipath,
-    MultipathAlgorithm, Nat, NatKind, Subfield,
+    MultipathAlgorithm, Nat, NatKind, NxEnum, Subfield,
 };
 pub use conn::{Connection, Listener};
 pub use error::{Error, Result};

@@ -202,7 +202,7 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
             vec![apply(vec![Action::Group(port.id)])],
         ));
     }
-    let lb = |snat: bool| cluster_lb(port, affinity.is_some(), slots, snat);
+    let lb = |snat: bool| lb_actions(port, affinity.is_some(), slots, LbPath::Cluster { snat });
     for f in frontends(svc, port) {
         let m = frontend_match(svc, port, f);
         match f {
@@ -250,26 +250,53 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
     endpoint_flows(port, affinity.as_ref(), &port.endpoints, flows);
 }
 
-/// The instructions that balance a new connection over the port's whole endpoint set
-/// (affinity first when the Service has it); `snat` flags it for the gateway SNAT.
-fn cluster_lb(port: &ResolvedPort, affinity: bool, slots: usize, snat: bool) -> Vec<Instruction> {
+/// Which endpoint set a ServiceLb flow balances a new connection over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LbPath {
+    /// The port's whole endpoint set (its groups are `ID`, or `ID | k << 24` with several);
+    /// `snat` flags the connection for the gateway SNAT (external traffic under
+    /// `externalTrafficPolicy: Cluster`, the node's own sources under Local).
+    Cluster { snat: bool },
+    /// The node's own endpoints under a Local policy (groups `local_slot_group_id`), flagged
+    /// [`SERVICE_FLAG_LOCAL`] where EndpointDnat must tell the paths apart: a miss in
+    /// SessionAffinity and a multipath slot go to the local groups
+    /// ([`PRIORITY_LOCAL_DISPATCH`]), and the affinity learned is the local path's own.
+    Local,
+}
+
+/// The instructions that balance a new connection over `path`'s endpoints of the port
+/// (`slots` groups of them), affinity first when the Service has it: set reg5 = ID and the
+/// path's flags; then with several groups a hash (multipath) picks one in reg7 and
+/// EndpointDnat dispatches; with affinity alone a SessionAffinity hit has loaded reg3/reg4
+/// and matches its endpoint's flow in EndpointDnat, a miss goes to the group there
+/// (priority 190 cluster-wide, 195 local); otherwise the path's one group directly.
+fn lb_actions(port: &ResolvedPort, affinity: bool, slots: usize, path: LbPath) -> Vec<Instruction> {
+    let (flags, single_group) = match path {
+        LbPath::Cluster { snat } => (if snat { SERVICE_FLAG_SNAT } else { 0 }, port.id),
+        // Read only where the local path leaves the group out (affinity, slots).
+        LbPath::Local => (
+            if affinity || slots > 1 {
+                SERVICE_FLAG_LOCAL
+            } else {
+                0
+            },
+            local_group_id(port.id),
+        ),
+    };
     let mut actions = vec![set_reg(REG_SERVICE_PORT, port.id)];
-    if snat {
-        actions.push(set_reg(REG_SERVICE_FLAGS, SERVICE_FLAG_SNAT));
+    if flags != 0 {
+        actions.push(set_reg(REG_SERVICE_FLAGS, flags));
     }
     if affinity {
         actions.push(Action::resubmit_table(Table::SessionAffinity.id()));
     }
     if slots > 1 {
-        // Several groups: a hash (multipath) picks one in reg7, EndpointDnat dispatches.
         actions.push(multipath_to_slot(port.id, slots));
         vec![apply(actions), goto(Table::EndpointDnat)]
     } else if affinity {
-        // A SessionAffinity hit loaded reg3/reg4 and matches its endpoint's flow; a miss
-        // the group (EndpointDnat priority 190).
         vec![apply(actions), goto(Table::EndpointDnat)]
     } else {
-        actions.push(Action::Group(port.id));
+        actions.push(Action::Group(single_group));
         vec![apply(actions)]
     }
 }
@@ -383,31 +410,6 @@ fn local_slot_group_id(port_id: u32, k: usize, slots: usize) -> u32 {
     }
 }
 
-/// The instructions that balance a new connection over the node's own endpoints of the
-/// port (`slots` groups of them), affinity first when the Service has it. Flagged
-/// [`SERVICE_FLAG_LOCAL`]: a miss in SessionAffinity and a multipath slot go to the local
-/// groups (EndpointDnat, [`PRIORITY_LOCAL_DISPATCH`]), and the affinity learned is the
-/// local path's own.
-fn local_lb(port: &ResolvedPort, affinity: bool, slots: usize) -> Vec<Instruction> {
-    let mut actions = vec![set_reg(REG_SERVICE_PORT, port.id)];
-    if affinity || slots > 1 {
-        // Read only where the local path leaves the group out (affinity, slots).
-        actions.push(set_reg(REG_SERVICE_FLAGS, SERVICE_FLAG_LOCAL));
-    }
-    if affinity {
-        actions.push(Action::resubmit_table(Table::SessionAffinity.id()));
-    }
-    if slots > 1 {
-        actions.push(multipath_to_slot(port.id, slots));
-        vec![apply(actions), goto(Table::EndpointDnat)]
-    } else if affinity {
-        vec![apply(actions), goto(Table::EndpointDnat)]
-    } else {
-        actions.push(Action::Group(local_group_id(port.id)));
-        vec![apply(actions)]
-    }
-}
-
 /// Priority of the EndpointDnat flows that send a Local path's connection (flag
 /// [`SERVICE_FLAG_LOCAL`]) to one of the node's local groups: a multipath slot, or an
 /// affinity miss. Above the cluster-wide dispatch ([`PRIORITY_AFFINITY_MISS`]), below the
@@ -434,7 +436,7 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
         let to_local = if local.is_empty() {
             Vec::new()
         } else {
-            local_lb(port, affinity.is_some(), slots)
+            lb_actions(port, affinity.is_some(), slots, LbPath::Local)
         };
         if !local.is_empty() && (slots > 1 || affinity.is_some()) {
             let local_flag = MatchField::u32_masked(
@@ -502,7 +504,12 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
                                     .cloned()
                                     .chain([MatchField::ipv4(Field::Ipv4Src, src)]),
                             ),
-                            cluster_lb(port, affinity_timeout.is_some(), group_slots(port), true),
+                            lb_actions(
+                                port,
+                                affinity_timeout.is_some(),
+                                group_slots(port),
+                                LbPath::Cluster { snat: true },
+                            ),
                         ));
                     }
                 }

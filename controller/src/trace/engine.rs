@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
-use openflow::action::{Ct, CtZone};
+use openflow::action::{Ct, CtZone, NxEnum};
 use openflow::{
     Action, Field, FlowStats, GroupDesc, GroupType, Instruction, Match, MatchField, Subfield, port,
 };

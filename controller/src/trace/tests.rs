@@ -650,6 +650,11 @@ fn service(name: &str, ip: &str, ports: serde_json::Value, extra: serde_json::Va
 }
 
 fn slice(name: &str, service: &str, port: u16, ips: &[&str]) -> Delta {
+    slice_of(name, service, ("http", "TCP", port), ips)
+}
+
+/// An EndpointSlice of `service` with one port (`(name, protocol, number)`).
+fn slice_of(name: &str, service: &str, port: (&str, &str, u16), ips: &[&str]) -> Delta {
     let endpoints: Vec<serde_json::Value> = ips
         .iter()
         .map(|ip| serde_json::json!({"addresses": [ip]}))
@@ -660,7 +665,7 @@ fn slice(name: &str, service: &str, port: u16, ips: &[&str]) -> Delta {
             "metadata": {"name": name, "namespace": "default",
                 "labels": {"kubernetes.io/service-name": service}},
             "addressType": "IPv4",
-            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "ports": [{"name": port.0, "port": port.2, "protocol": port.1}],
             "endpoints": endpoints}))
         .unwrap();
     Delta::Apply(Object::from(s))
@@ -913,23 +918,6 @@ fn ovs_dp_hash_table_spreads_values_by_weight() {
     assert_eq!(dp_hash_map(&[0, 0]), None);
 }
 
-fn udp_slice(name: &str, service: &str, port: u16, ips: &[&str]) -> Delta {
-    let endpoints: Vec<serde_json::Value> = ips
-        .iter()
-        .map(|ip| serde_json::json!({"addresses": [ip]}))
-        .collect();
-    let s: k8s_openapi::api::discovery::v1::EndpointSlice =
-        serde_json::from_value(serde_json::json!({"apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": name, "namespace": "default",
-                "labels": {"kubernetes.io/service-name": service}},
-            "addressType": "IPv4",
-            "ports": [{"name": "dns", "port": port, "protocol": "UDP"}],
-            "endpoints": endpoints}))
-        .unwrap();
-    Delta::Apply(Object::from(s))
-}
-
 /// A UDP Service port has one group per endpoint, picked by `multipath` over the 5-tuple:
 /// the trace computes the link the switch computes (lib/multipath.c, lib/flow.c), so the
 /// source port decides the endpoint, and the report says which group and why.
@@ -938,7 +926,12 @@ fn a_udp_service_follows_the_multipath_link_the_switch_computes() {
     let dns = serde_json::json!([{"name": "dns", "port": 53, "protocol": "UDP"}]);
     let s = services(vec![
         service("dns", "10.96.0.53", dns, serde_json::json!({})),
-        udp_slice("dns-1", "dns", 5353, &["10.244.1.3", "10.244.2.2"]),
+        slice_of(
+            "dns-1",
+            "dns",
+            ("dns", "UDP", 5353),
+            &["10.244.1.3", "10.244.2.2"],
+        ),
     ]);
     let n1 = on(&s, "n1");
     let svc = n1

@@ -18,7 +18,7 @@ use super::lex::{Item, items};
 use super::match_fmt::{fmt_port, hash_x, parse_port};
 use super::value::{fmt_hex, parse_int, parse_uint, to_u128};
 use crate::action::{
-    Action, Controller2, Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat, NatKind, Subfield,
+    Action, Controller2, Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat, NatKind, NxEnum, Subfield,
 };
 use crate::field::Field;
 use crate::instruction::Instruction;

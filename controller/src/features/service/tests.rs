@@ -508,12 +508,10 @@ fn a_port_with_more_endpoints_than_a_group_holds_is_spread_over_several_groups()
     let lines = text(&out);
     let lb = lines.iter().find(|l| l.contains("table=40")).unwrap();
     assert!(
-        // NXAST_MULTIPATH (our formatter shows it raw): symmetric_l3l4+udp, basis = the
-        // port id's low 16 bits, modulo_n, max_link 2, reg7[0..15].
+        // symmetric_l3l4+udp, basis = the port id's low 16 bits, modulo_n, 3 links, reg7[0..15].
         lb.contains(&format!(
-            "experimenter(0x00002320,00.0a.00.03.{:02x}.{:02x}.00.00.00.00.00.02.00.00.00.00.00.00.00.0f.00.01.0e.04)",
-            (id >> 8) & 0xff,
-            id & 0xff
+            "multipath(symmetric_l3l4+udp,{},modulo_n,3,0,NXM_NX_REG7[0..15])",
+            id & 0xffff
         )) && lb.ends_with("goto_table:41"),
         "{lb}"
     );
@@ -931,7 +929,7 @@ fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
     let snap = s.snapshot();
     let id = snap.service(&key("web")).unwrap().ports[0].id;
     let (lines, groups) = node_parts(&s, "n1");
-    // 1700 local endpoints: three groups (multipath, NXAST_MULTIPATH 0x0a, picks one) of 567/567/566, ids ID | 0x80.. << 24.
+    // 1700 local endpoints: three groups (multipath picks one) of 567/567/566, ids ID | 0x80.. << 24.
     let ids: Vec<u32> = groups.iter().map(|g| g.group_id).collect();
     assert_eq!(
         ids,
@@ -945,7 +943,7 @@ fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
         .find(|l| l.contains("table=40") && l.contains("nw_dst=10.96.0.10"))
         .expect("the local cluster IP flow");
     assert!(
-        lb.contains("experimenter(0x00002320,00.0a.00.03") && lb.contains("goto_table:41"),
+        lb.contains("multipath(symmetric_l3l4+udp,") && lb.contains("goto_table:41"),
         "{lb}"
     );
     for (k, gid) in ids.iter().enumerate() {
@@ -962,7 +960,7 @@ fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
     assert_eq!(groups2.len(), 1);
     assert_eq!(groups2[0].group_id, id | 0xFE00_0000);
     assert!(
-        !lines2.iter().any(|l| l.contains("experimenter(")),
+        !lines2.iter().any(|l| l.contains("multipath(")),
         "{lines2:#?}"
     );
 }
@@ -1001,9 +999,9 @@ fn a_udp_port_gets_a_group_per_endpoint_picked_by_a_hash_with_the_ports() {
         .iter()
         .find(|l| l.contains("table=40") && l.contains("nw_dst=10.96.0.53"))
         .expect("the ServiceLb flow");
-    // NXAST_MULTIPATH (subtype 0x0a) with fields symmetric_l3l4+udp (3), into reg7.
+    // NXAST_MULTIPATH with fields symmetric_l3l4+udp, into reg7.
     assert!(
-        lb.contains("experimenter(0x00002320,00.0a.00.03") && lb.ends_with("goto_table:41"),
+        lb.contains("multipath(symmetric_l3l4+udp,") && lb.ends_with("goto_table:41"),
         "{lb}"
     );
     for (k, gid) in ids.iter().enumerate() {
