@@ -111,6 +111,26 @@ pub const PRIORITY_UNKNOWN_NODE_PORT: u16 = 10;
 /// un-NATed, to the gateway (below every pod, node and gateway flow).
 pub const PRIORITY_SNAT_REPLY: u16 = 10;
 
+/// Whether this datapath can load-balance a Service port of `protocol`. SCTP cannot: the
+/// userspace datapath's conntrack (ovs-vswitchd 3.1, lib/conntrack.c) tracks SCTP as an
+/// L3-only protocol, without its ports, so `ct(nat(dst=IP:PORT))` rewrites the address but
+/// not the port, and every association between two addresses is one connection (one
+/// endpoint for all of a client's associations to a cluster IP; a SNAT to the gateway
+/// address would merge clients). SCTP ports are refused instead, as a port without
+/// endpoints is, and `crate::state` warns about them (docs/operations.md, "SCTP").
+pub fn datapath_balances(protocol: Protocol) -> bool {
+    match protocol {
+        Protocol::Tcp | Protocol::Udp => true,
+        Protocol::Sctp => false,
+    }
+}
+
+/// A port gets groups and endpoint flows: it has a usable endpoint and a protocol the
+/// datapath balances.
+fn balanced(port: &ResolvedPort) -> bool {
+    !port.endpoints.is_empty() && datapath_balances(port.protocol)
+}
+
 /// Where new connections to a Service port arrive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Frontend {
@@ -157,9 +177,10 @@ pub fn flows(svc: &ResolvedService, flows: &mut Vec<Flow>) {
 
 fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>) {
     let c = ids::service_cookie(port.id);
-    if port.endpoints.is_empty() {
+    if !balanced(port) {
         // Refused, not left to time out: the node agent answers the packet-in with a TCP
-        // RST or ICMP port unreachable (`crate::reject`); the meter bounds the rate.
+        // RST or ICMP port unreachable (`crate::reject`); the meter bounds the rate. An
+        // SCTP port is refused so too ([`datapath_balances`]).
         for f in frontends(svc, port) {
             flows.push(flow(
                 Table::ServiceLb,
@@ -367,8 +388,7 @@ fn endpoint_flows(
 /// True when the Service's flows on `node` include a node-local part (a Local traffic
 /// policy on a port with endpoints).
 fn uses_local(svc: &ResolvedService, port: &ResolvedPort) -> bool {
-    !port.endpoints.is_empty()
-        && (svc.internal_local || (svc.external_local && frontends(svc, port).len() > 1))
+    balanced(port) && (svc.internal_local || (svc.external_local && frontends(svc, port).len() > 1))
 }
 
 /// The group id of a port's node-local endpoints when they fit one group.
@@ -644,7 +664,7 @@ fn multipath_to_slot(port_id: u32, slots: usize) -> Action {
 /// id) with a bucket per endpoint, or several of at most [`MAX_BUCKETS`].
 pub fn groups(svc: &ResolvedService) -> Vec<GroupDesc> {
     let mut out = Vec::new();
-    for p in svc.ports.iter().filter(|p| !p.endpoints.is_empty()) {
+    for p in svc.ports.iter().filter(|p| balanced(p)) {
         let slots = group_slots(p);
         for k in 0..slots {
             let group_id = if slots == 1 {

@@ -327,7 +327,8 @@ impl NetworkState {
         self.snap.clone()
     }
 
-    /// What is wrong with objects right now (skipped, or held at their last good version).
+    /// What is wrong with objects right now (skipped, held at their last good version, or
+    /// used with a part not programmed as asked, such as a Service's SCTP port).
     pub fn problems(&self) -> impl Iterator<Item = &Problem> {
         self.problems.values()
     }
@@ -437,6 +438,15 @@ impl NetworkState {
             }
         }
         self.problems.insert((kind, key), problem);
+    }
+
+    /// Records what is wrong with an object that is used all the same (a part of it is not
+    /// programmed as asked); warns once per change of the notice.
+    fn note(&mut self, kind: Kind, key: &ObjectKey, notice: Problem) {
+        if self.problems.get(&(kind, key.clone())) != Some(&notice) {
+            warn!(object = %notice.object, field = %notice.field, "{}", notice.reason);
+        }
+        self.problems.insert((kind, key.clone()), notice);
     }
 
     fn clear_problem(&mut self, kind: Kind, key: &ObjectKey) {

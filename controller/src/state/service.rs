@@ -197,6 +197,32 @@ pub fn port_serving<'a>(
     all.into_iter().map(|((ip, p), r)| (ip, p, r)).collect()
 }
 
+/// What an operator must know of a valid Service that is not programmed as asked: its
+/// first port of a protocol the datapath cannot load-balance (SCTP: see
+/// [`crate::features::service::datapath_balances`]), which is refused instead.
+fn unbalanced_port(m: &ServiceModel) -> Option<crate::model::Problem> {
+    let (i, p) = m
+        .ports
+        .iter()
+        .enumerate()
+        .find(|(_, p)| !crate::features::service::datapath_balances(p.protocol))?;
+    let name = if p.name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", p.name)
+    };
+    Some(crate::model::Problem {
+        object: format!("Service/{}", m.key),
+        field: format!("spec.ports[{i}].protocol"),
+        reason: format!(
+            "port {}/{}{name} is refused, not load-balanced: the userspace datapath's conntrack does not track {} ports, so ct(nat) cannot DNAT to an endpoint's port nor keep associations apart (docs/operations.md, \"SCTP\"); the Service's TCP and UDP ports are programmed",
+            p.port,
+            p.protocol.name(),
+            p.protocol.name()
+        ),
+    })
+}
+
 impl NetworkState {
     /// Applies a Service (or its deletion, `None`).
     pub(super) fn apply_service(
@@ -211,7 +237,10 @@ impl NetworkState {
                 None
             }
             Some(Ok(m)) => {
-                self.clear_problem(Kind::Service, key);
+                match m.as_ref().and_then(unbalanced_port) {
+                    Some(notice) => self.note(Kind::Service, key, notice),
+                    None => self.clear_problem(Kind::Service, key),
+                }
                 m
             }
             Some(Err(problem)) => {

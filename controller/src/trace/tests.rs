@@ -1025,3 +1025,29 @@ fn a_udp_service_follows_the_multipath_link_the_switch_computes() {
         .unwrap_err();
     assert!(e.to_string().contains("sport=0"), "{e}");
 }
+
+/// An SCTP Service port with endpoints is refused (the datapath cannot balance SCTP), and the
+/// trace says why rather than "no usable endpoint".
+#[test]
+fn an_sctp_service_port_is_refused_and_the_trace_says_why() {
+    let sig = serde_json::json!([{"name": "sig", "port": 9000, "protocol": "SCTP"}]);
+    let s = services(vec![
+        service("sig", "10.96.0.90", sig, serde_json::json!({})),
+        slice_of("sig-1", "sig", ("sig", "SCTP", 9000), &["10.244.1.3"]),
+    ]);
+    let r = on(&s, "n1").ok("from=default/a to=service:default/sig port=9000/SCTP");
+    let Verdict::Refused { reason } = &r.verdict else {
+        panic!("{:?}", r.verdict)
+    };
+    assert_eq!(
+        reason,
+        "refused: Service default/sig port 9000/SCTP: SCTP ports are refused, not load-balanced: this datapath's conntrack does not track their ports (docs/operations.md, \"SCTP\")"
+    );
+    assert!(
+        r.service.as_deref().is_some_and(|t| t.starts_with(
+            "Service default/sig port 9000/SCTP (10.96.0.90:9000): SCTP ports are refused"
+        )),
+        "{:?}",
+        r.service
+    );
+}

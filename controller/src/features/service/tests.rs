@@ -1013,3 +1013,93 @@ fn a_udp_port_gets_a_group_per_endpoint_picked_by_a_hash_with_the_ports() {
         );
     }
 }
+
+/// SCTP ports cannot be load-balanced by this datapath (its conntrack does not track SCTP
+/// ports): they are refused like a port without endpoints, with no group and no endpoint
+/// flow, on the cluster and the Local paths; the Service's TCP port is programmed as ever,
+/// and the state says why the SCTP port is not (once, until it changes).
+#[test]
+fn sctp_ports_are_refused_and_the_state_says_why() {
+    let sig = service(
+        "web",
+        "10.96.0.10",
+        json!([{"name": "http", "port": 80, "protocol": "TCP"},
+               {"name": "sig", "port": 9000, "protocol": "SCTP", "nodePort": 30900}]),
+        json!({"spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
+            "internalTrafficPolicy": "Local"}}),
+    );
+    let s = state(vec![
+        delta(sig),
+        delta(slice(
+            "web-a",
+            "web",
+            json!([{"name": "http", "port": 8080}, {"name": "sig", "port": 9000, "protocol": "SCTP"}]),
+            json!([ep("10.244.1.5", json!({})), ep("10.244.1.6", json!({}))]),
+        )),
+    ]);
+    let snap = s.snapshot();
+    let svc = snap.service(&key("web")).unwrap();
+    let sctp = svc
+        .ports
+        .iter()
+        .find(|p| p.protocol == Protocol::Sctp)
+        .unwrap();
+    let http = svc
+        .ports
+        .iter()
+        .find(|p| p.protocol == Protocol::Tcp)
+        .unwrap();
+    assert_eq!(
+        sctp.endpoints.len(),
+        2,
+        "the endpoints are resolved all the same"
+    );
+    let lines = shared_text(&s);
+    let of = |id: u32| -> Vec<&String> {
+        let cookie = format!("cookie={:#x},", ids::service_cookie(id));
+        lines.iter().filter(|l| l.starts_with(&cookie)).collect()
+    };
+    let sctp_flows = of(sctp.id);
+    // The cluster IP and the nodePort: refused (packet-in through the reject meter).
+    assert_eq!(sctp_flows.len(), 2, "{sctp_flows:#?}");
+    assert!(
+        sctp_flows.iter().all(|l| l.contains("table=40")
+            && l.contains("sctp")
+            && l.contains(&format!("meter:{REJECT_METER_ID},"))
+            && l.contains("CONTROLLER")),
+        "{sctp_flows:#?}"
+    );
+    assert!(
+        of(http.id).iter().any(|l| l.contains("table=41")),
+        "{lines:#?}"
+    );
+    let group_ids: Vec<u32> = groups(svc).iter().map(|g| g.group_id & 0xff_ffff).collect();
+    assert!(!group_ids.is_empty() && group_ids.iter().all(|id| *id == http.id));
+    let (local, local_groups) = node_parts(&s, "n1");
+    let sctp_cookie = format!("cookie={:#x},", ids::service_cookie(sctp.id));
+    assert!(
+        !local.iter().any(|l| l.starts_with(&sctp_cookie)),
+        "{local:#?}"
+    );
+    assert!(
+        local_groups
+            .iter()
+            .all(|g| g.group_id & 0xff_ffff == http.id)
+    );
+    assert!(
+        local
+            .iter()
+            .any(|l| l.contains(&format!("{:#x}->reg5", http.id)))
+    );
+    let problems: Vec<String> = s.problems().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        [
+            "Service/default/web: spec.ports[1].protocol: port 9000/SCTP (sig) is refused, not load-balanced: the userspace datapath's conntrack does not track SCTP ports, so ct(nat) cannot DNAT to an endpoint's port nor keep associations apart (docs/operations.md, \"SCTP\"); the Service's TCP and UDP ports are programmed"
+        ]
+    );
+    // Without its SCTP port the Service has nothing to say.
+    let mut s = s;
+    s.apply(vec![delta(web())]);
+    assert_eq!(s.problems().count(), 0);
+}
