@@ -276,6 +276,7 @@ impl Core {
         let agents = Arc::new(Mutex::new(BTreeMap::new()));
         let mut network = NetworkState::new();
         network.set_policy_audit_all(agent_config.audit.config.all_policies);
+        network.set_userspace_datapath(agent_config.datapath_type == "netdev");
         let task = tokio::spawn(state_task(
             network,
             deltas,

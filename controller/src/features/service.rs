@@ -111,24 +111,12 @@ pub const PRIORITY_UNKNOWN_NODE_PORT: u16 = 10;
 /// un-NATed, to the gateway (below every pod, node and gateway flow).
 pub const PRIORITY_SNAT_REPLY: u16 = 10;
 
-/// Whether this datapath can load-balance a Service port of `protocol`. SCTP cannot: the
-/// userspace datapath's conntrack (ovs-vswitchd 3.1, lib/conntrack.c) tracks SCTP as an
-/// L3-only protocol, without its ports, so `ct(nat(dst=IP:PORT))` rewrites the address but
-/// not the port, and every association between two addresses is one connection (one
-/// endpoint for all of a client's associations to a cluster IP; a SNAT to the gateway
-/// address would merge clients). SCTP ports are refused instead, as a port without
-/// endpoints is, and `crate::state` warns about them (docs/operations.md, "SCTP").
-pub fn datapath_balances(protocol: Protocol) -> bool {
-    match protocol {
-        Protocol::Tcp | Protocol::Udp => true,
-        Protocol::Sctp => false,
-    }
-}
-
 /// A port gets groups and endpoint flows: it has a usable endpoint and a protocol the
-/// datapath balances.
+/// datapath balances (not so SCTP on the userspace datapath: see
+/// [`crate::state::userspace_datapath_balances`]; such a port is refused as a port without
+/// endpoints is).
 fn balanced(port: &ResolvedPort) -> bool {
-    !port.endpoints.is_empty() && datapath_balances(port.protocol)
+    !port.endpoints.is_empty() && !port.datapath_refuses
 }
 
 /// Where new connections to a Service port arrive.
@@ -179,8 +167,8 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
     let c = ids::service_cookie(port.id);
     if !balanced(port) {
         // Refused, not left to time out: the node agent answers the packet-in with a TCP
-        // RST or ICMP port unreachable (`crate::reject`); the meter bounds the rate. An
-        // SCTP port is refused so too ([`datapath_balances`]).
+        // RST or ICMP port unreachable (`crate::reject`); the meter bounds the rate. A port
+        // the datapath cannot balance (`ResolvedPort::datapath_refuses`) is refused so too.
         for f in frontends(svc, port) {
             flows.push(flow(
                 Table::ServiceLb,

@@ -351,9 +351,7 @@ impl<'a> Context<'a> {
         );
         let head = format!("{name} ({}:{})", svc.cluster_ip, port.port);
         if run.outputs.first().is_some_and(|o| o.visit == visit) {
-            let (why, refused) = if port.endpoints.is_empty()
-                || crate::features::service::datapath_balances(port.protocol)
-            {
+            let (why, refused) = if port.endpoints.is_empty() || !port.datapath_refuses {
                 (
                     "no usable endpoint".to_owned(),
                     format!("{name} has no usable endpoint"),

@@ -1026,12 +1026,14 @@ fn a_udp_service_follows_the_multipath_link_the_switch_computes() {
     assert!(e.to_string().contains("sport=0"), "{e}");
 }
 
-/// An SCTP Service port with endpoints is refused (the datapath cannot balance SCTP), and the
-/// trace says why rather than "no usable endpoint".
+/// On the userspace datapath an SCTP Service port with endpoints is refused (it cannot balance
+/// SCTP), and the trace says why rather than "no usable endpoint".
 #[test]
 fn an_sctp_service_port_is_refused_and_the_trace_says_why() {
     let sig = serde_json::json!([{"name": "sig", "port": 9000, "protocol": "SCTP"}]);
-    let s = services(vec![
+    let mut s = services(vec![]);
+    s.set_userspace_datapath(true);
+    s.apply(vec![
         service("sig", "10.96.0.90", sig, serde_json::json!({})),
         slice_of("sig-1", "sig", ("sig", "SCTP", 9000), &["10.244.1.3"]),
     ]);

@@ -1014,12 +1014,13 @@ fn a_udp_port_gets_a_group_per_endpoint_picked_by_a_hash_with_the_ports() {
     }
 }
 
-/// SCTP ports cannot be load-balanced by this datapath (its conntrack does not track SCTP
-/// ports): they are refused like a port without endpoints, with no group and no endpoint
-/// flow, on the cluster and the Local paths; the Service's TCP port is programmed as ever,
-/// and the state says why the SCTP port is not (once, until it changes).
+/// SCTP ports cannot be load-balanced by the userspace datapath (its conntrack does not
+/// track SCTP ports): they are refused like a port without endpoints, with no group and no
+/// endpoint flow, on the cluster and the Local paths; the Service's TCP port is programmed
+/// as ever, and the state says why the SCTP port is not (once, until it changes). On the
+/// kernel datapath they are balanced as TCP is.
 #[test]
-fn sctp_ports_are_refused_and_the_state_says_why() {
+fn sctp_ports_are_refused_on_the_userspace_datapath_and_the_state_says_why() {
     let sig = service(
         "web",
         "10.96.0.10",
@@ -1028,15 +1029,29 @@ fn sctp_ports_are_refused_and_the_state_says_why() {
         json!({"spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
             "internalTrafficPolicy": "Local"}}),
     );
-    let s = state(vec![
-        delta(sig),
-        delta(slice(
-            "web-a",
-            "web",
-            json!([{"name": "http", "port": 8080}, {"name": "sig", "port": 9000, "protocol": "SCTP"}]),
-            json!([ep("10.244.1.5", json!({})), ep("10.244.1.6", json!({}))]),
-        )),
-    ]);
+    let objects = || {
+        vec![
+            delta(node("n1", "10.244.1.0/24", "192.168.77.11")),
+            delta(sig.clone()),
+            delta(slice(
+                "web-a",
+                "web",
+                json!([{"name": "http", "port": 8080}, {"name": "sig", "port": 9000, "protocol": "SCTP"}]),
+                json!([ep("10.244.1.5", json!({})), ep("10.244.1.6", json!({}))]),
+            )),
+        ]
+    };
+    // The kernel datapath: balanced, nothing to say.
+    let mut kernel = NetworkState::new();
+    kernel.apply(objects());
+    let snap = kernel.snapshot();
+    let svc = snap.service(&key("web")).unwrap();
+    assert!(svc.ports.iter().all(|p| !p.datapath_refuses));
+    assert_eq!(groups(svc).len(), 2, "a group for each port");
+    assert_eq!(kernel.problems().count(), 0);
+    let mut s = NetworkState::new();
+    s.set_userspace_datapath(true);
+    s.apply(objects());
     let snap = s.snapshot();
     let svc = snap.service(&key("web")).unwrap();
     let sctp = svc
@@ -1099,7 +1114,6 @@ fn sctp_ports_are_refused_and_the_state_says_why() {
         ]
     );
     // Without its SCTP port the Service has nothing to say.
-    let mut s = s;
     s.apply(vec![delta(web())]);
     assert_eq!(s.problems().count(), 0);
 }
