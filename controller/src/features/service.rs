@@ -12,7 +12,8 @@
 //! per endpoint (hairpin is decided once per local pod, [`hairpin_flow`]). A port without
 //! a usable endpoint gets a ServiceLb flow that sends new connections to the controller
 //! through the reject meter; the node agent refuses them (TCP RST / ICMP port unreachable,
-//! see `crate::reject`).
+//! see `crate::reject`). So does an SCTP port on the userspace datapath, whose conntrack
+//! cannot NAT it (`ResolvedPort::datapath_refuses`).
 //!
 //! A changed endpoint set changes the group's buckets (the realiser sends a group_mod
 //! MODIFY: the group keeps its id and the ServiceLb flow is untouched) and the EndpointDnat
