@@ -179,14 +179,16 @@ fn simple_action() -> impl Strategy<Value = Action> {
             any::<u32>(),
             subfield(64)
         )
-            .prop_map(|(f, basis, a, n_links, arg, dst)| Action::Multipath(Multipath {
-                fields: HashFields::ALL[f].0,
-                basis,
-                algorithm: MultipathAlgorithm::ALL[a].0,
-                n_links,
-                arg,
-                dst,
-            })),
+            .prop_map(
+                |(f, basis, a, n_links, arg, dst)| Action::Multipath(Multipath {
+                    fields: HashFields::ALL[f].0,
+                    basis,
+                    algorithm: MultipathAlgorithm::ALL[a].0,
+                    n_links,
+                    arg,
+                    dst,
+                })
+            ),
         (port16(), prop::option::of(0u8..255), any::<bool>())
             .prop_map(|(in_port, table, ct)| Action::Resubmit { in_port, table, ct }),
         Just(Action::CtClear),
