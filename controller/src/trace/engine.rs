@@ -17,13 +17,16 @@
 //! `exec(...)` sets.
 //!
 //! Select groups (ofproto-dpif.c `group_set_selection_method`, ofproto-dpif-xlate.c
-//! `pick_dp_hash_select_group`): a group without a selection method whose buckets fit 64 hash
-//! values uses `dp_hash`: the datapath hashes the packet (`hash(sym_l4(0))`), recirculates,
+//! `pick_dp_hash_select_group`): a group without a selection method whose buckets fit 256
+//! hash values uses `dp_hash`: the datapath hashes the packet (`hash(sym_l4(0))`), recirculates,
 //! and the bucket is `hash_map[dp_hash & mask]`, the map spread over the buckets by weight
 //! with Webster's method. ofproto/trace follows a bucket only when the packet carries
 //! `dp_hash`; so does this model: given `dp_hash=N` it takes the bucket the switch would,
 //! without it the first bucket of nonzero weight and the `dp_hash` value that selects it,
-//! reported with the packet so that ofproto/trace follows the same bucket.
+//! reported with the packet so that ofproto/trace follows the same bucket. A group needing
+//! more values uses OVS's default method, computed in the slow path, which the model
+//! computes too (`ovs_hash::symmetric_l4`, `ovs_hash::best_bucket`): ofproto/trace then
+//! takes the same bucket with no `dp_hash` given.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -747,7 +750,7 @@ impl<'a> Engine<'a> {
         };
         let buckets: Vec<(usize, &openflow::Bucket)> = match g.group_type {
             GroupType::All => g.buckets.iter().enumerate().collect(),
-            GroupType::Select => match self.select(id, g, idx) {
+            GroupType::Select => match self.select(id, g, idx, p) {
                 Some(i) => vec![(i, &g.buckets[i])],
                 None => vec![],
             },
@@ -772,7 +775,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The bucket a select group follows, as the switch chooses it (see the module docs).
-    fn select(&mut self, id: u32, g: &GroupDesc, idx: usize) -> Option<usize> {
+    fn select(&mut self, id: u32, g: &GroupDesc, idx: usize, p: &Packet) -> Option<usize> {
         let ctx = self.ctx;
         let live: Vec<usize> = (0..g.buckets.len())
             .filter(|&i| g.buckets[i].weight > 0)
@@ -824,18 +827,29 @@ impl<'a> Engine<'a> {
                 );
                 bucket
             }
-            None => {
-                self.note(format!(
-                    "group {id} needs more than 64 hash values: the switch picks its bucket by hashing the flow in the slow path (OVS's default select method), which the trace does not model; it follows bucket {first}, and ofproto/trace may show another"
-                ));
-                self.effect(
-                    idx,
-                    format!(
-                        "the switch picks by hashing the flow; the trace follows bucket {first}"
-                    ),
-                );
-                first
-            }
+            None => match default_select(p, &weights) {
+                Some((bucket, basis, score)) => {
+                    self.effect(
+                        idx,
+                        format!(
+                            "the switch picks by its default select method (more than 256 hash values): the symmetric_l4 hash of the packet is {basis:#010x}, bucket {bucket} scores highest ({score})"
+                        ),
+                    );
+                    bucket
+                }
+                None => {
+                    self.note(format!(
+                        "group {id} uses OVS's default select method, a hash of the flow the trace computes for IPv4 only; it follows bucket {first}, and ofproto/trace may show another"
+                    ));
+                    self.effect(
+                        idx,
+                        format!(
+                            "the switch picks by hashing the flow; the trace follows bucket {first}"
+                        ),
+                    );
+                    first
+                }
+            },
         };
         self.run.choices.push(GroupChoice {
             group_id: id,
@@ -910,10 +924,45 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// The most hash values a dp_hash select group has in ovs-vswitchd 3.1: measured with
+/// ofproto/trace, 256 buckets of equal weight still use `hash(sym_l4(0))` and 257 the
+/// default method.
+const MAX_DP_HASH_VALUES: u64 = 256;
+
+/// The bucket a select group's default method picks for this packet (ofproto-dpif-xlate.c
+/// `xlate_default_select_group`): `ovs_hash::best_bucket` with the packet's
+/// `flow_hash_symmetric_l4`; (bucket, hash, score). `None` for a packet the hash is not
+/// computed for (not IPv4).
+fn default_select(p: &Packet, weights: &[u16]) -> Option<(usize, u32, u32)> {
+    if get(p, Field::EthType) != 0x0800 {
+        return None;
+    }
+    let proto = get(p, Field::IpProto) as u8;
+    let (sport, dport) = match proto {
+        6 => (get(p, Field::TcpSrc), get(p, Field::TcpDst)),
+        132 => (get(p, Field::SctpSrc), get(p, Field::SctpDst)),
+        _ => (0, 0),
+    };
+    let mac = |f: Field| {
+        let b = (get(p, f) as u64).to_be_bytes();
+        [b[2], b[3], b[4], b[5], b[6], b[7]]
+    };
+    let tuple = ovs_hash::FiveTuple {
+        src: Ipv4Addr::from(get(p, Field::Ipv4Src) as u32),
+        dst: Ipv4Addr::from(get(p, Field::Ipv4Dst) as u32),
+        proto,
+        src_port: sport as u16,
+        dst_port: dport as u16,
+    };
+    let basis = ovs_hash::symmetric_l4(&tuple, mac(Field::EthSrc), mac(Field::EthDst));
+    let (bucket, score) = ovs_hash::best_bucket(basis, weights)?;
+    Some((bucket, basis, score))
+}
+
 /// OVS's dp_hash table for a select group with these bucket weights (ofproto-dpif.c
-/// `group_setup_dp_hash_table` with at most 64 values): `map[hash & (len - 1)]` is the
-/// bucket. `None` when the switch uses its default method instead (no weight, or more than
-/// 64 values needed).
+/// `group_setup_dp_hash_table`, at most [`MAX_DP_HASH_VALUES`] values): `map[hash & (len -
+/// 1)]` is the bucket. `None` when the switch uses its default method instead (no weight,
+/// or more values needed).
 pub(super) fn dp_hash_map(weights: &[u16]) -> Option<Vec<usize>> {
     let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
     let min = weights.iter().copied().filter(|w| *w > 0).min()?;
@@ -922,7 +971,7 @@ pub(super) fn dp_hash_map(weights: &[u16]) -> Option<Vec<usize>> {
     }
     let min_slots = total.div_ceil(u64::from(min));
     let n_hash = min_slots.next_power_of_two().max(16);
-    if n_hash > 64 {
+    if n_hash > MAX_DP_HASH_VALUES {
         return None;
     }
     // Webster's method: each value goes to the bucket with the highest weight / divisor

@@ -17,7 +17,8 @@
 //! `conj_id` as OVS's classifier evaluates them, OpenFlow 1.3 table-miss (drop); apply and
 //! write actions, `goto_table`, `resubmit`, `set_field`/`load`/`move`, `output` (also
 //! `IN_PORT` and from a register), groups (`select` as OVS's dp_hash method picks, for a
-//! given `dp_hash` or the first bucket otherwise; see `engine`), `ct` for a *new* connection
+//! given `dp_hash` or the first bucket otherwise, and over 256 hash values as its default
+//! method picks; see `engine`), `ct` for a *new* connection
 //! only (after `ct(table=T)` the packet is `+trk+new` in table T, with the `ct`'s
 //! `nat(src|dst=...)` applied and, with `commit`, its `ct_mark`), `learn` shown with the flow
 //! it would add (not added: the first connection), `multipath` (the link OVS computes from

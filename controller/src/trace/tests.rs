@@ -913,8 +913,18 @@ fn ovs_dp_hash_table_spreads_values_by_weight() {
     // One bucket three times as heavy: 4 and 12 of 16 values.
     let skewed = dp_hash_map(&[100, 300]).unwrap();
     assert_eq!(skewed.iter().filter(|b| **b == 0).count(), 4);
-    // More than 64 values: OVS falls back to its default method.
-    assert_eq!(dp_hash_map(&[100; 65]), None);
+    // 100 buckets: 128 values, the first 28 buckets twice (ovs-vswitchd 3.1's ofproto/trace
+    // with dp_hash=100, 127 and 200 took buckets 0, 27 and 72).
+    let hundred = dp_hash_map(&[100; 100]).unwrap();
+    assert_eq!(hundred.len(), 128);
+    assert_eq!(
+        [hundred[100], hundred[127], hundred[200 & 127]],
+        [0, 27, 72]
+    );
+    // Up to 256 values; beyond, OVS falls back to its default method (measured: 256 buckets
+    // use dp_hash, 257 do not).
+    assert_eq!(dp_hash_map(&[100; 256]).unwrap().len(), 256);
+    assert_eq!(dp_hash_map(&[100; 257]), None);
     assert_eq!(dp_hash_map(&[0, 0]), None);
 }
 
