@@ -93,11 +93,31 @@ fn cluster_yaml() -> String {
         docs.push(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": svc.name, "namespace": svc.ns}, "spec": spec}));
     }
+    // 300 endpoints (addresses no pod holds, on both nodes' CIDRs): one group over 256
+    // buckets, whose bucket OVS picks by its default select method.
+    docs.push(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "big", "namespace": "x"},
+        "spec": {"clusterIP": BIG_IP, "clusterIPs": [BIG_IP],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
+    let endpoints: Vec<Value> = (1..=2)
+        .flat_map(|n| (100..250).map(move |h| json!({"addresses": [format!("10.244.{n}.{h}")]})))
+        .collect();
+    docs.push(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "big-1", "namespace": "x",
+            "labels": {"kubernetes.io/service-name": "big"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints}),
+    );
     docs.iter()
         .map(|d| serde_json::to_string(d).expect("json"))
         .collect::<Vec<_>>()
         .join("\n---\n")
 }
+
+/// The cluster IP of `x/big`, a Service of 300 endpoints.
+const BIG_IP: &str = "10.96.0.18";
 
 /// A Service of the test cluster.
 struct TestService {
@@ -370,6 +390,8 @@ fn read_node(cluster: &DemoCluster, node: &str) -> NodeView {
 /// What the case must end as (so that agreement alone cannot pass a broken pipeline).
 #[derive(Debug)]
 enum Expect {
+    /// Whatever the switch does: agreement and the case's own checks (the bucket) judge it.
+    Any,
     /// One of a Service's endpoints (which one is the hash's: the switch must agree).
     AnyOf(&'static [Expect]),
     Pod(&'static str, &'static str),
@@ -413,7 +435,9 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
                 .is_ok_and(|t| {
                     SERVICES
                         .iter()
-                        .all(|s| t.contains(&format!("nw_dst={},", s.ip)))
+                        .map(|s| s.ip)
+                        .chain([BIG_IP])
+                        .all(|ip| t.contains(&format!("nw_dst={ip},")))
                 })
         });
         assert!(
@@ -666,8 +690,18 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
             Expect::AnyOf(DNS_ENDPOINTS),
         ));
     }
+    // 300 endpoints: the group's default select method hashes MACs, addresses and ports; the
+    // switch must use the bucket the trace computes.
+    for sport in [40000, 40001, 40002, 40003, 50000, 60000] {
+        cases.push((
+            "n1",
+            format!("from=x/a to=service:x/big port=80/TCP sport={sport}"),
+            Expect::Any,
+        ));
+    }
 
     let mut longest = 0;
+    let mut big_buckets = std::collections::BTreeSet::new();
     let mut udp_verdicts = std::collections::BTreeSet::new();
     let mut drops = 0;
     let mut services = 0;
@@ -719,6 +753,24 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
             rest.split_whitespace().next()?.parse::<u32>().ok()
         });
         expected &= switch_link == our_link;
+        // A default-method select group: the bucket the switch used is the trace's.
+        let switch_bucket = switch_text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("-> using bucket "))
+            .map(|v| v.trim().parse::<usize>().expect("bucket number"));
+        let our_bucket = report.steps.iter().flat_map(|s| &s.effects).find_map(|e| {
+            let (head, _) = e.split_once(" scores highest")?;
+            head.rsplit(' ').next()?.parse::<usize>().ok()
+        });
+        // (ofproto/trace says `using bucket` for a dp_hash group too: compared where the
+        // trace took the default method, and for x/big, which must.)
+        if our_bucket.is_some() || packet.contains("service:x/big") {
+            expected &= switch_bucket == our_bucket;
+        }
+        if packet.contains("service:x/big") {
+            expected &= our_bucket.is_some();
+            big_buckets.extend(our_bucket);
+        }
         if packet.contains("port=53/UDP sport=") {
             expected &= our_link.is_some();
             udp_verdicts.insert(format!("{:?}", report.verdict));
@@ -733,7 +785,7 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
         }
         if ours != switch || !expected {
             failures.push(format!(
-                "{node} {packet}\n  resolved: {}\n  trace:    {ours:?} {:?} link {our_link:?}\n  service:  {:?}\n  switch:   {switch:?} link {switch_link:?}\n  expected {expect:?}: {}\n--- ofproto/trace ---\n{switch_text}",
+                "{node} {packet}\n  resolved: {}\n  trace:    {ours:?} {:?} link {our_link:?} bucket {our_bucket:?}\n  service:  {:?}\n  switch:   {switch:?} link {switch_link:?} bucket {switch_bucket:?}\n  expected {expect:?}: {}\n--- ofproto/trace ---\n{switch_text}",
                 report.packet,
                 report.verdict,
                 report.service,
@@ -755,6 +807,10 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
     assert!(services >= 10, "too few Service packets were checked");
     // The UDP cases reached every endpoint: a trace that always took link 0 would have
     // disagreed with the switch.
+    assert!(
+        big_buckets.len() >= 3,
+        "the 300-endpoint Service's packets used too few buckets: {big_buckets:?}"
+    );
     assert!(
         udp_verdicts.len() == DNS_ENDPOINTS.len(),
         "the UDP source ports did not reach every endpoint: {udp_verdicts:?}"
@@ -781,6 +837,7 @@ fn expected_ok(
         }
         (Expect::Drop(why), Verdict::Drop { reason }) => reason.starts_with(why),
         (Expect::Refused(why), Verdict::Refused { reason }) => reason == why,
+        (Expect::Any, _) => true,
         (Expect::AnyOf(any), _) => any
             .iter()
             .any(|e| expected_ok(e, report, cluster, view, source)),
