@@ -1058,9 +1058,10 @@ mod sctp {
 /// SCTP: the userspace datapath's conntrack does not track SCTP ports (docs/operations.md,
 /// "SCTP"), so the Service's SCTP port is refused (ICMP port unreachable from the cluster
 /// IP, its endpoint never sees the INIT) while its TCP port is balanced as ever; SCTP
-/// between pods passes the switch both ways.
+/// between pods passes the switch both ways; a NetworkPolicy judges the first SCTP packet
+/// between two pods by its port, and after an answered association no longer.
 #[test]
-fn sctp_service_ports_are_refused_and_pods_exchange_sctp_directly() {
+fn sctp_service_ports_are_refused_pods_exchange_sctp_and_policy_judges_the_first_association() {
     switchyard_tests::skip_unless_root!();
     let mut s = Services::start(vec![service(
         "sig",
@@ -1108,5 +1109,78 @@ fn sctp_service_ports_are_refused_and_pods_exchange_sctp_directly() {
     assert!(
         !seen.iter().any(|(sp, _)| *sp == 41000 || *sp == 41010),
         "the endpoint saw an INIT sent to the cluster IP: {seen:?}"
+    );
+
+    // NetworkPolicy: web-2 admits cl2 on SCTP 9000 only. The first packet between two pods
+    // is judged by its port; once an association is answered, the userspace conntrack (no
+    // SCTP ports) takes any SCTP between the same two pods as established: port 9001
+    // passes too (docs/operations.md, "SCTP": per-port SCTP rules are not enforced beyond
+    // the first association).
+    let web2: Ipv4Addr = s.ip("web-2").parse().unwrap();
+    s.cluster
+        .apply_document(
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "web-2-sctp", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web-2"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "cl2"}}}],
+                    "ports": [{"port": 9000, "protocol": "SCTP"}]}]}}),
+        )
+        .expect("apply");
+    // Nothing may answer before the policy is on web-2's switch: an answered association
+    // would make the later INITs established. Its default drop and its rule's clause for
+    // web-2 first, then the peer (a dropped INIT does no harm; the answered probe waits).
+    let want_drop = format!("priority=100,ip,nw_dst={web2} ");
+    let want_clause =
+        |l: &str| l.contains("sctp") && l.contains(&format!("nw_dst={web2},tp_dst=9000"));
+    let on_switch = switchyard_testbed::wait_until(CONVERGE, || {
+        s.cluster
+            .dump_flows("n2", &["table=IngressRule"])
+            .is_ok_and(|t| t.contains(&want_drop) && t.lines().any(want_clause))
+    });
+    assert!(
+        on_switch,
+        "the policy never reached n2:\n{}",
+        s.diagnostics()
+    );
+    let responder = sctp::Responder::start(s.netns("web-2"));
+    let denied = |from: &str, dport: u16, sport: u16| {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let got = sctp::probe(&s.netns(from), web2, dport, sport);
+            if matches!(got, sctp::Outcome::Failed(_)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{from} -> web-2:{dport} SCTP: {got:?}, not dropped by the policy\n{}",
+                s.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    denied("cl1", 9000, 42000);
+    denied("cl2", 9001, 42010);
+    let answered = |from: &str, dport: u16, sport: u16| {
+        let want = sctp::Outcome::Answer(web2, dport);
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let got = sctp::probe(&s.netns(from), web2, dport, sport);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{from} -> web-2:{dport} SCTP: {got:?}\n{}",
+                s.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    answered("cl2", 9000, 42020);
+    answered("cl2", 9001, 42030);
+    let seen = responder.stop();
+    assert!(
+        !seen.iter().any(|(sp, _)| *sp == 42000 || *sp == 42010),
+        "a denied INIT reached web-2: {seen:?}"
     );
 }
