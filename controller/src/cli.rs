@@ -112,7 +112,8 @@ pub struct ControllerArgs {
     /// MTU of the nodes' underlay network.
     #[arg(long, default_value_t = 1500)]
     pub underlay_mtu: u32,
-    /// OVS datapath for br-int: netdev (userspace) or system (kernel module).
+    /// OVS datapath for br-int: netdev (userspace) or system (kernel module). With netdev,
+    /// Services' SCTP ports are refused (its conntrack does not track SCTP ports).
     #[arg(long, default_value = "netdev")]
     pub datapath: String,
     /// Seconds a CNI ADD waits for its pod and its flows.

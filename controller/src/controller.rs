@@ -285,6 +285,7 @@ impl Core {
         let parked: Parked = Arc::default();
         let mut network = NetworkState::new();
         network.set_policy_audit_all(agent_config.audit.config.all_policies);
+        network.set_userspace_datapath(agent_config.datapath_type == "netdev");
         let task = tokio::spawn(state_task(
             network,
             deltas,

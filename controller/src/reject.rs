@@ -8,20 +8,22 @@
 //! (RFC 9293 §3.10.7.1: a segment to a closed port gets `seq = SEG.ACK` when it carries ACK,
 //! else `seq = 0, ack = SEG.SEQ + SEG.LEN`, SYN counting one) or an ICMP port unreachable
 //! (RFC 792: type 3 code 3, carrying the original IP header and the first 8 bytes of its
-//! payload). Pure: bytes in, bytes out. Does not own: sending (see `agent`).
+//! payload; for UDP and SCTP). Pure: bytes in, bytes out. Does not own: sending (see `agent`).
 
 const ETH_HEADER: usize = 14;
 const ETH_TYPE_IPV4: u16 = 0x0800;
 const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
+const PROTO_SCTP: u8 = 132;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
 /// The reply that refuses `packet` (an Ethernet frame), or `None` when it is not a TCP
-/// segment or UDP datagram over IPv4 that deserves one (a RST is never answered).
+/// segment, UDP datagram or SCTP packet over IPv4 that deserves one (a RST is never
+/// answered).
 pub fn refusal(packet: &[u8]) -> Option<Vec<u8>> {
     if packet.len() < ETH_HEADER + 20
         || u16::from_be_bytes([packet[12], packet[13]]) != ETH_TYPE_IPV4
@@ -50,7 +52,7 @@ pub fn refusal(packet: &[u8]) -> Option<Vec<u8>> {
     eth.extend_from_slice(&ETH_TYPE_IPV4.to_be_bytes());
     let (proto, payload) = match ip[9] {
         PROTO_TCP => (PROTO_TCP, tcp_reset(l4, dst, src)?),
-        PROTO_UDP => (PROTO_ICMP, port_unreachable(&ip[..total.min(ihl + 8)])?),
+        PROTO_UDP | PROTO_SCTP => (PROTO_ICMP, port_unreachable(&ip[..total.min(ihl + 8)])?),
         _ => return None,
     };
     let mut out = eth;
@@ -191,5 +193,21 @@ mod tests {
         assert_eq!(checksum(icmp), 0);
         assert_eq!(&icmp[8..], &f[14..14 + 28], "original IP header + 8 bytes");
         assert_eq!(refusal(&f[..20]), None, "a truncated frame is ignored");
+    }
+
+    #[test]
+    fn an_sctp_packet_gets_port_unreachable_with_the_original_header() {
+        // Common header (ports 40000 → 9000, verification tag 0, checksum) and an INIT.
+        let mut sctp = vec![0x9c, 0x40, 0x23, 0x28, 0, 0, 0, 0, 0, 0, 0, 0];
+        sctp.extend_from_slice(&[
+            1, 0, 0, 20, 0, 0, 0x12, 0x34, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1,
+        ]);
+        let f = frame(PROTO_SCTP, &sctp);
+        let reply = refusal(&f).expect("a reply");
+        assert_eq!(reply[14 + 9], PROTO_ICMP);
+        let icmp = &reply[34..];
+        assert_eq!(&icmp[0..2], &[3, 3]);
+        assert_eq!(checksum(icmp), 0);
+        assert_eq!(&icmp[8..], &f[14..14 + 28], "original IP header + 8 bytes");
     }
 }

@@ -1184,8 +1184,10 @@ impl DemoCluster {
                 None => format!("nw_dst={},tp_dst={}", t.ip, t.port),
             })
             .collect();
+        // An SCTP port has no group: the userspace datapath cannot balance it and refuses it.
         let endpoints: BTreeSet<String> = targets
             .iter()
+            .filter(|t| switchyard::state::userspace_datapath_balances(t.protocol))
             .flat_map(|t| services::usable_endpoints(&docs, t))
             .map(|e| format!("{:#x}", u32::from(e.ip)))
             .collect();
@@ -1431,6 +1433,11 @@ impl DemoCluster {
                         ),
                     }
                 });
+                // An SCTP port is refused on the userspace datapath the demo runs
+                // (docs/operations.md, "SCTP").
+                if !switchyard::state::userspace_datapath_balances(t.protocol) {
+                    expected = Expectation::Refused;
+                }
                 // eTP Local preserves the client's address: the external client's own (its
                 // underlay address towards a node, EXTERNAL_IP on its routes to Service
                 // IPs), a node's InternalIP, a pod's node's InternalIP (its masquerade).

@@ -40,6 +40,7 @@ mod nxast {
     pub const RESUBMIT_TABLE: u16 = 14;
     pub const OUTPUT_REG: u16 = 15;
     pub const LEARN: u16 = 16;
+    pub const MULTIPATH: u16 = 10;
     pub const CONTROLLER: u16 = 20;
     pub const REG_LOAD2: u16 = 33;
     pub const CONJUNCTION: u16 = 34;
@@ -285,6 +286,104 @@ pub struct Controller2 {
     pub meter_id: Option<u32>,
 }
 
+/// A small Nicira enum with a wire number and the name ovs-ofctl uses for each value.
+pub trait NxEnum: Copy + PartialEq + 'static {
+    /// Every value: (value, wire number, ovs-ofctl name).
+    const ALL: &'static [(Self, u16, &'static str)];
+
+    /// The wire number.
+    fn number(self) -> u16 {
+        Self::ALL.iter().find(|e| e.0 == self).map_or(0, |e| e.1)
+    }
+
+    /// From the wire number.
+    fn from_number(n: u16) -> Option<Self> {
+        Self::ALL.iter().find(|e| e.1 == n).map(|e| e.0)
+    }
+
+    /// The name ovs-ofctl uses (`symmetric_l3l4+udp`, `modulo_n`).
+    fn name(self) -> &'static str {
+        Self::ALL.iter().find(|e| e.0 == self).map_or("", |e| e.2)
+    }
+
+    /// From the name ovs-ofctl uses (case-insensitive).
+    fn from_name(s: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|e| e.2.eq_ignore_ascii_case(s))
+            .map(|e| e.0)
+    }
+}
+
+/// Which fields `multipath` hashes (`enum nx_hash_fields`, nicira-ext.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HashFields {
+    /// `eth_src` (0).
+    EthSrc,
+    /// `symmetric_l4` (1).
+    SymmetricL4,
+    /// `symmetric_l3l4` (2): addresses, protocol, TCP/SCTP ports.
+    SymmetricL3L4,
+    /// `symmetric_l3l4+udp` (3): as `symmetric_l3l4`, UDP ports too.
+    SymmetricL3L4Udp,
+    /// `nw_src` (4).
+    NwSrc,
+    /// `nw_dst` (5).
+    NwDst,
+}
+
+impl NxEnum for HashFields {
+    const ALL: &'static [(Self, u16, &'static str)] = &[
+        (HashFields::EthSrc, 0, "eth_src"),
+        (HashFields::SymmetricL4, 1, "symmetric_l4"),
+        (HashFields::SymmetricL3L4, 2, "symmetric_l3l4"),
+        (HashFields::SymmetricL3L4Udp, 3, "symmetric_l3l4+udp"),
+        (HashFields::NwSrc, 4, "nw_src"),
+        (HashFields::NwDst, 5, "nw_dst"),
+    ];
+}
+
+/// How `multipath` maps the hash to a link (`enum nx_mp_algorithm`, nicira-ext.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MultipathAlgorithm {
+    /// `modulo_n` (0): `hash % n_links`.
+    ModuloN,
+    /// `hash_threshold` (1).
+    HashThreshold,
+    /// `hrw` (2): highest random weight.
+    Hrw,
+    /// `iter_hash` (3).
+    IterHash,
+}
+
+impl NxEnum for MultipathAlgorithm {
+    const ALL: &'static [(Self, u16, &'static str)] = &[
+        (MultipathAlgorithm::ModuloN, 0, "modulo_n"),
+        (MultipathAlgorithm::HashThreshold, 1, "hash_threshold"),
+        (MultipathAlgorithm::Hrw, 2, "hrw"),
+        (MultipathAlgorithm::IterHash, 3, "iter_hash"),
+    ];
+}
+
+/// NXAST_MULTIPATH (`struct nx_action_multipath`): hash `fields` with `basis`, map the hash
+/// to one of `n_links` links by `algorithm` (with `arg`), and write the link into `dst`.
+/// ovs-ofctl: `multipath(FIELDS,BASIS,ALGORITHM,N_LINKS,ARG,DST)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Multipath {
+    /// What is hashed.
+    pub fields: HashFields,
+    /// The hash basis.
+    pub basis: u16,
+    /// How the hash picks a link.
+    pub algorithm: MultipathAlgorithm,
+    /// Number of links, 1..=65536 (on the wire: `max_link` = n_links - 1).
+    pub n_links: u32,
+    /// The algorithm's argument (`iter_hash`'s modulo).
+    pub arg: u32,
+    /// Where the link number goes.
+    pub dst: Subfield,
+}
+
 /// An action.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -371,6 +470,8 @@ pub enum Action {
     },
     /// NXAST_CONTROLLER2.
     Controller2(Controller2),
+    /// NXAST_MULTIPATH.
+    Multipath(Multipath),
     /// Any other experimenter action, kept verbatim: `data` is everything after the
     /// 4-byte experimenter id (for NX actions it starts with the 2-byte subtype).
     Experimenter {
@@ -680,6 +781,33 @@ impl Action {
                 finish(out, start, "controller action")?;
             }
             Action::Controller2(c) => encode_controller2(c, out)?,
+            Action::Multipath(m) => {
+                if !(1..=65536).contains(&m.n_links) {
+                    return Err(Error::bad_value(
+                        "multipath n_links",
+                        format!("{} is not in 1..=65536", m.n_links),
+                    ));
+                }
+                let ofs_nbits = m.dst.ofs_nbits("multipath destination")?;
+                let h = m.dst.field.nxm_header();
+                if h.experimenter.is_some() {
+                    return Err(Error::bad_value(
+                        "multipath destination",
+                        format!("{} has an experimenter header", m.dst.field),
+                    ));
+                }
+                let start = nx_header(out, nxast::MULTIPATH);
+                out.put_u16(m.fields.number());
+                out.put_u16(m.basis);
+                put_zeros(out, 2);
+                out.put_u16(m.algorithm.number());
+                out.put_u16((m.n_links - 1) as u16);
+                out.put_u32(m.arg);
+                put_zeros(out, 2);
+                out.put_u16(ofs_nbits);
+                put_header(out, h, m.dst.field.nxm_bits());
+                finish(out, start, "multipath action")?;
+            }
             Action::Experimenter { experimenter, data } => {
                 let start = out.len();
                 out.put_u16(ofpat::EXPERIMENTER);
@@ -894,6 +1022,32 @@ fn decode_nx(mut a: Reader) -> Result<Option<Action>> {
         }
         nxast::CT => Action::Ct(decode_ct(&mut a)?),
         nxast::CT_CLEAR => Action::CtClear,
+        nxast::MULTIPATH => {
+            let fields = a.u16("multipath fields")?;
+            let basis = a.u16("multipath basis")?;
+            a.skip("multipath pad", 2)?;
+            let algorithm = a.u16("multipath algorithm")?;
+            let max_link = a.u16("multipath max_link")?;
+            let arg = a.u32("multipath arg")?;
+            a.skip("multipath pad", 2)?;
+            let ofs_nbits = a.u16("multipath ofs_nbits")?;
+            let dst = read_field_header(&mut a, "multipath destination field")?;
+            let (Some(fields), Some(algorithm)) = (
+                HashFields::from_number(fields),
+                MultipathAlgorithm::from_number(algorithm),
+            ) else {
+                // Values OVS would refuse: kept verbatim.
+                return Ok(None);
+            };
+            Action::Multipath(Multipath {
+                fields,
+                basis,
+                algorithm,
+                n_links: u32::from(max_link) + 1,
+                arg,
+                dst: Subfield::from_ofs_nbits(dst, ofs_nbits),
+            })
+        }
         _ => return Ok(None),
     }))
 }

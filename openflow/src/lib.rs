@@ -26,7 +26,8 @@ pub mod text;
 mod wire;
 
 pub use action::{
-    Action, Controller2, Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat, NatKind, Subfield,
+    Action, Controller2, Ct, CtZone, HashFields, Learn, LearnSpec, LearnSrc, Multipath,
+    MultipathAlgorithm, Nat, NatKind, NxEnum, Subfield,
 };
 pub use conn::{Connection, Listener};
 pub use error::{Error, Result};

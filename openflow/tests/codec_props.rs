@@ -171,6 +171,24 @@ fn simple_action() -> impl Strategy<Value = Action> {
         Just(Action::DecTtl),
         any::<u8>().prop_map(Action::SetNwTtl),
         any::<u32>().prop_map(Action::SetQueue),
+        (
+            0usize..HashFields::ALL.len(),
+            any::<u16>(),
+            0usize..MultipathAlgorithm::ALL.len(),
+            1u32..=65536,
+            any::<u32>(),
+            subfield(64)
+        )
+            .prop_map(
+                |(f, basis, a, n_links, arg, dst)| Action::Multipath(Multipath {
+                    fields: HashFields::ALL[f].0,
+                    basis,
+                    algorithm: MultipathAlgorithm::ALL[a].0,
+                    n_links,
+                    arg,
+                    dst,
+                })
+            ),
         (port16(), prop::option::of(0u8..255), any::<bool>())
             .prop_map(|(in_port, table, ct)| Action::Resubmit { in_port, table, ct }),
         Just(Action::CtClear),

@@ -53,6 +53,9 @@ fn cluster_yaml() -> String {
         ("y", "b", "n2"),
     ] {
         let mut labels = json!({"pod": name});
+        if ns == "x" {
+            labels["udp"] = json!("yes");
+        }
         if ns == "x" && (name == "b" || name == "c") {
             labels["web"] = json!("yes");
         }
@@ -83,18 +86,38 @@ fn cluster_yaml() -> String {
             "selector": svc.selector.iter().map(|(k, v)| (k.to_string(), json!(v)))
                 .collect::<serde_json::Map<String, Value>>(),
             "ports": [{"name": "http", "port": svc.port, "targetPort": svc.target,
-                "protocol": "TCP"}]});
+                "protocol": svc.protocol}]});
         if svc.sticky {
             spec["sessionAffinity"] = json!("ClientIP");
         }
         docs.push(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": svc.name, "namespace": svc.ns}, "spec": spec}));
     }
+    // 300 endpoints (addresses no pod holds, on both nodes' CIDRs): one group over 256
+    // buckets, whose bucket OVS picks by its default select method.
+    docs.push(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "big", "namespace": "x"},
+        "spec": {"clusterIP": BIG_IP, "clusterIPs": [BIG_IP],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
+    let endpoints: Vec<Value> = (1..=2)
+        .flat_map(|n| (100..250).map(move |h| json!({"addresses": [format!("10.244.{n}.{h}")]})))
+        .collect();
+    docs.push(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "big-1", "namespace": "x",
+            "labels": {"kubernetes.io/service-name": "big"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints}),
+    );
     docs.iter()
         .map(|d| serde_json::to_string(d).expect("json"))
         .collect::<Vec<_>>()
         .join("\n---\n")
 }
+
+/// The cluster IP of `x/big`, a Service of 300 endpoints.
+const BIG_IP: &str = "10.96.0.18";
 
 /// A Service of the test cluster.
 struct TestService {
@@ -105,9 +128,10 @@ struct TestService {
     port: u16,
     target: u16,
     sticky: bool,
+    protocol: &'static str,
 }
 
-const SERVICES: [TestService; 7] = [
+const SERVICES: [TestService; 8] = [
     // One endpoint on n1, one on n2, none.
     svc("x", "web-b", "10.96.0.10", &[("pod", "b")], 80, 8080),
     svc("x", "web-c", "10.96.0.11", &[("pod", "c")], 80, 8080),
@@ -120,6 +144,11 @@ const SERVICES: [TestService; 7] = [
     TestService {
         sticky: true,
         ..svc("x", "sticky", "10.96.0.16", &[("pod", "b")], 80, 8080)
+    },
+    // UDP, three endpoints (x/a, x/b on n1, x/c on n2): a group each, multipath picks.
+    TestService {
+        protocol: "UDP",
+        ..svc("x", "dns", "10.96.0.17", &[("udp", "yes")], 53, 5353)
     },
 ];
 
@@ -139,6 +168,7 @@ const fn svc(
         port,
         target,
         sticky: false,
+        protocol: "TCP",
     }
 }
 
@@ -360,6 +390,10 @@ fn read_node(cluster: &DemoCluster, node: &str) -> NodeView {
 /// What the case must end as (so that agreement alone cannot pass a broken pipeline).
 #[derive(Debug)]
 enum Expect {
+    /// Whatever the switch does: agreement and the case's own checks (the bucket) judge it.
+    Any,
+    /// One of a Service's endpoints (which one is the hash's: the switch must agree).
+    AnyOf(&'static [Expect]),
     Pod(&'static str, &'static str),
     Gateway,
     InPort,
@@ -401,7 +435,9 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
                 .is_ok_and(|t| {
                     SERVICES
                         .iter()
-                        .all(|s| t.contains(&format!("nw_dst={},", s.ip)))
+                        .map(|s| s.ip)
+                        .chain([BIG_IP])
+                        .all(|ip| t.contains(&format!("nw_dst={ip},")))
                 })
         });
         assert!(
@@ -439,7 +475,7 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
     let xa_iface = &views["n1"].pods[&xa.key].iface;
     let mac = |ip: Ipv4Addr| switchyard::ipam::mac_for(ip).to_string();
     let gw1 = cluster.nodes["n1"].model.gateway_ip();
-    let cases: Vec<(&str, String, Expect)> = vec![
+    let mut cases: Vec<(&str, String, Expect)> = vec![
         (
             "n1",
             "from=x/a to=x/b port=80/TCP".into(),
@@ -644,8 +680,29 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
             Expect::Tunnel("n2"),
         ),
     ];
+    // UDP: a group per endpoint; the source port decides the group (multipath over the
+    // 5-tuple), and the switch must pick the link the trace computes.
+    const DNS_ENDPOINTS: &[Expect] = &[Expect::InPort, Expect::Pod("x", "b"), Expect::Tunnel("n2")];
+    for sport in (40000..40012).chain([51000, 61000]) {
+        cases.push((
+            "n1",
+            format!("from=x/a to=service:x/dns port=53/UDP sport={sport}"),
+            Expect::AnyOf(DNS_ENDPOINTS),
+        ));
+    }
+    // 300 endpoints: the group's default select method hashes MACs, addresses and ports; the
+    // switch must use the bucket the trace computes.
+    for sport in [40000, 40001, 40002, 40003, 50000, 60000] {
+        cases.push((
+            "n1",
+            format!("from=x/a to=service:x/big port=80/TCP sport={sport}"),
+            Expect::Any,
+        ));
+    }
 
     let mut longest = 0;
+    let mut big_buckets = std::collections::BTreeSet::new();
+    let mut udp_verdicts = std::collections::BTreeSet::new();
     let mut drops = 0;
     let mut services = 0;
     let mut failures = vec![];
@@ -686,6 +743,38 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
             },
         };
         let mut expected = expected_ok(expect, &report, &cluster, v, xa);
+        // A multipath: the link the switch wrote into reg7 is the one the trace computed.
+        let switch_link = switch_text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("-> NXM_NX_REG7[0..15] is now "))
+            .map(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).expect("reg7 value"));
+        let our_link = report.steps.iter().flat_map(|s| &s.effects).find_map(|e| {
+            let (_, rest) = e.split_once(" picks link ")?;
+            rest.split_whitespace().next()?.parse::<u32>().ok()
+        });
+        expected &= switch_link == our_link;
+        // A default-method select group: the bucket the switch used is the trace's.
+        let switch_bucket = switch_text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("-> using bucket "))
+            .map(|v| v.trim().parse::<usize>().expect("bucket number"));
+        let our_bucket = report.steps.iter().flat_map(|s| &s.effects).find_map(|e| {
+            let (head, _) = e.split_once(" scores highest")?;
+            head.rsplit(' ').next()?.parse::<usize>().ok()
+        });
+        // (ofproto/trace says `using bucket` for a dp_hash group too: compared where the
+        // trace took the default method, and for x/big, which must.)
+        if our_bucket.is_some() || packet.contains("service:x/big") {
+            expected &= switch_bucket == our_bucket;
+        }
+        if packet.contains("service:x/big") {
+            expected &= our_bucket.is_some();
+            big_buckets.extend(our_bucket);
+        }
+        if packet.contains("port=53/UDP sport=") {
+            expected &= our_link.is_some();
+            udp_verdicts.insert(format!("{:?}", report.verdict));
+        }
         // A Service packet must have met its Service, and (but for a refusal) have been
         // DNATed in EndpointDnat on both sides.
         if report.packet.contains("nw_dst=10.96.0.") {
@@ -696,7 +785,7 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
         }
         if ours != switch || !expected {
             failures.push(format!(
-                "{node} {packet}\n  resolved: {}\n  trace:    {ours:?} {:?}\n  service:  {:?}\n  switch:   {switch:?}\n  expected {expect:?}: {}\n--- ofproto/trace ---\n{switch_text}",
+                "{node} {packet}\n  resolved: {}\n  trace:    {ours:?} {:?} link {our_link:?} bucket {our_bucket:?}\n  service:  {:?}\n  switch:   {switch:?} link {switch_link:?} bucket {switch_bucket:?}\n  expected {expect:?}: {}\n--- ofproto/trace ---\n{switch_text}",
                 report.packet,
                 report.verdict,
                 report.service,
@@ -716,6 +805,16 @@ fn trace_agrees_with_ofproto_trace_on_path_and_verdict() {
     assert!(longest >= 5, "no case crossed five tables");
     assert!(drops >= 3, "too few drops were checked");
     assert!(services >= 10, "too few Service packets were checked");
+    // The UDP cases reached every endpoint: a trace that always took link 0 would have
+    // disagreed with the switch.
+    assert!(
+        big_buckets.len() >= 3,
+        "the 300-endpoint Service's packets used too few buckets: {big_buckets:?}"
+    );
+    assert!(
+        udp_verdicts.len() == DNS_ENDPOINTS.len(),
+        "the UDP source ports did not reach every endpoint: {udp_verdicts:?}"
+    );
 }
 
 fn expected_ok(
@@ -738,6 +837,10 @@ fn expected_ok(
         }
         (Expect::Drop(why), Verdict::Drop { reason }) => reason.starts_with(why),
         (Expect::Refused(why), Verdict::Refused { reason }) => reason == why,
+        (Expect::Any, _) => true,
+        (Expect::AnyOf(any), _) => any
+            .iter()
+            .any(|e| expected_ok(e, report, cluster, view, source)),
         _ => false,
     }
 }

@@ -12,7 +12,8 @@
 //! per endpoint (hairpin is decided once per local pod, [`hairpin_flow`]). A port without
 //! a usable endpoint gets a ServiceLb flow that sends new connections to the controller
 //! through the reject meter; the node agent refuses them (TCP RST / ICMP port unreachable,
-//! see `crate::reject`).
+//! see `crate::reject`). So does an SCTP port on the userspace datapath, whose conntrack
+//! cannot NAT it (`ResolvedPort::datapath_refuses`).
 //!
 //! A changed endpoint set changes the group's buckets (the realiser sends a group_mod
 //! MODIFY: the group keeps its id and the ServiceLb flow is untouched) and the EndpointDnat
@@ -35,7 +36,9 @@
 //! came in on; its replies (to the SNAT address) are un-SNATed in that
 //! zone before the Conntrack table's own `ct(nat)`.
 
-use openflow::action::{Learn, LearnSpec, LearnSrc, Nat, NatKind};
+use openflow::action::{
+    HashFields, Learn, LearnSpec, LearnSrc, Multipath, MultipathAlgorithm, Nat, NatKind,
+};
 use openflow::{Bucket, GroupDesc, GroupType};
 
 use super::*;
@@ -109,6 +112,14 @@ pub const PRIORITY_UNKNOWN_NODE_PORT: u16 = 10;
 /// un-NATed, to the gateway (below every pod, node and gateway flow).
 pub const PRIORITY_SNAT_REPLY: u16 = 10;
 
+/// A port gets groups and endpoint flows: it has a usable endpoint and a protocol the
+/// datapath balances (not so SCTP on the userspace datapath: see
+/// [`crate::state::userspace_datapath_balances`]; such a port is refused as a port without
+/// endpoints is).
+fn balanced(port: &ResolvedPort) -> bool {
+    !port.endpoints.is_empty() && !port.datapath_refuses
+}
+
 /// Where new connections to a Service port arrive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Frontend {
@@ -155,9 +166,10 @@ pub fn flows(svc: &ResolvedService, flows: &mut Vec<Flow>) {
 
 fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>) {
     let c = ids::service_cookie(port.id);
-    if port.endpoints.is_empty() {
+    if !balanced(port) {
         // Refused, not left to time out: the node agent answers the packet-in with a TCP
-        // RST or ICMP port unreachable (`crate::reject`); the meter bounds the rate.
+        // RST or ICMP port unreachable (`crate::reject`); the meter bounds the rate. A port
+        // the datapath cannot balance (`ResolvedPort::datapath_refuses`) is refused so too.
         for f in frontends(svc, port) {
             flows.push(flow(
                 Table::ServiceLb,
@@ -200,7 +212,7 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
             vec![apply(vec![Action::Group(port.id)])],
         ));
     }
-    let lb = |snat: bool| cluster_lb(port, affinity.is_some(), slots, snat);
+    let lb = |snat: bool| lb_actions(port, affinity.is_some(), slots, LbPath::Cluster { snat });
     for f in frontends(svc, port) {
         let m = frontend_match(svc, port, f);
         match f {
@@ -248,26 +260,53 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
     endpoint_flows(port, affinity.as_ref(), &port.endpoints, flows);
 }
 
-/// The instructions that balance a new connection over the port's whole endpoint set
-/// (affinity first when the Service has it); `snat` flags it for the gateway SNAT.
-fn cluster_lb(port: &ResolvedPort, affinity: bool, slots: usize, snat: bool) -> Vec<Instruction> {
+/// Which endpoint set a ServiceLb flow balances a new connection over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LbPath {
+    /// The port's whole endpoint set (its groups are `ID`, or `ID | k << 24` with several);
+    /// `snat` flags the connection for the gateway SNAT (external traffic under
+    /// `externalTrafficPolicy: Cluster`, the node's own sources under Local).
+    Cluster { snat: bool },
+    /// The node's own endpoints under a Local policy (groups `local_slot_group_id`), flagged
+    /// [`SERVICE_FLAG_LOCAL`] where EndpointDnat must tell the paths apart: a miss in
+    /// SessionAffinity and a multipath slot go to the local groups
+    /// ([`PRIORITY_LOCAL_DISPATCH`]), and the affinity learned is the local path's own.
+    Local,
+}
+
+/// The instructions that balance a new connection over `path`'s endpoints of the port
+/// (`slots` groups of them), affinity first when the Service has it: set reg5 = ID and the
+/// path's flags; then with several groups a hash (multipath) picks one in reg7 and
+/// EndpointDnat dispatches; with affinity alone a SessionAffinity hit has loaded reg3/reg4
+/// and matches its endpoint's flow in EndpointDnat, a miss goes to the group there
+/// (priority 190 cluster-wide, 195 local); otherwise the path's one group directly.
+fn lb_actions(port: &ResolvedPort, affinity: bool, slots: usize, path: LbPath) -> Vec<Instruction> {
+    let (flags, single_group) = match path {
+        LbPath::Cluster { snat } => (if snat { SERVICE_FLAG_SNAT } else { 0 }, port.id),
+        // Read only where the local path leaves the group out (affinity, slots).
+        LbPath::Local => (
+            if affinity || slots > 1 {
+                SERVICE_FLAG_LOCAL
+            } else {
+                0
+            },
+            local_group_id(port.id),
+        ),
+    };
     let mut actions = vec![set_reg(REG_SERVICE_PORT, port.id)];
-    if snat {
-        actions.push(set_reg(REG_SERVICE_FLAGS, SERVICE_FLAG_SNAT));
+    if flags != 0 {
+        actions.push(set_reg(REG_SERVICE_FLAGS, flags));
     }
     if affinity {
         actions.push(Action::resubmit_table(Table::SessionAffinity.id()));
     }
     if slots > 1 {
-        // Several groups: a hash (multipath) picks one in reg7, EndpointDnat dispatches.
         actions.push(multipath_to_slot(port.id, slots));
         vec![apply(actions), goto(Table::EndpointDnat)]
     } else if affinity {
-        // A SessionAffinity hit loaded reg3/reg4 and matches its endpoint's flow; a miss
-        // the group (EndpointDnat priority 190).
         vec![apply(actions), goto(Table::EndpointDnat)]
     } else {
-        actions.push(Action::Group(port.id));
+        actions.push(Action::Group(single_group));
         vec![apply(actions)]
     }
 }
@@ -338,8 +377,7 @@ fn endpoint_flows(
 /// True when the Service's flows on `node` include a node-local part (a Local traffic
 /// policy on a port with endpoints).
 fn uses_local(svc: &ResolvedService, port: &ResolvedPort) -> bool {
-    !port.endpoints.is_empty()
-        && (svc.internal_local || (svc.external_local && frontends(svc, port).len() > 1))
+    balanced(port) && (svc.internal_local || (svc.external_local && frontends(svc, port).len() > 1))
 }
 
 /// The group id of a port's node-local endpoints when they fit one group.
@@ -381,31 +419,6 @@ fn local_slot_group_id(port_id: u32, k: usize, slots: usize) -> u32 {
     }
 }
 
-/// The instructions that balance a new connection over the node's own endpoints of the
-/// port (`slots` groups of them), affinity first when the Service has it. Flagged
-/// [`SERVICE_FLAG_LOCAL`]: a miss in SessionAffinity and a multipath slot go to the local
-/// groups (EndpointDnat, [`PRIORITY_LOCAL_DISPATCH`]), and the affinity learned is the
-/// local path's own.
-fn local_lb(port: &ResolvedPort, affinity: bool, slots: usize) -> Vec<Instruction> {
-    let mut actions = vec![set_reg(REG_SERVICE_PORT, port.id)];
-    if affinity || slots > 1 {
-        // Read only where the local path leaves the group out (affinity, slots).
-        actions.push(set_reg(REG_SERVICE_FLAGS, SERVICE_FLAG_LOCAL));
-    }
-    if affinity {
-        actions.push(Action::resubmit_table(Table::SessionAffinity.id()));
-    }
-    if slots > 1 {
-        actions.push(multipath_to_slot(port.id, slots));
-        vec![apply(actions), goto(Table::EndpointDnat)]
-    } else if affinity {
-        vec![apply(actions), goto(Table::EndpointDnat)]
-    } else {
-        actions.push(Action::Group(local_group_id(port.id)));
-        vec![apply(actions)]
-    }
-}
-
 /// Priority of the EndpointDnat flows that send a Local path's connection (flag
 /// [`SERVICE_FLAG_LOCAL`]) to one of the node's local groups: a multipath slot, or an
 /// affinity miss. Above the cluster-wide dispatch ([`PRIORITY_AFFINITY_MISS`]), below the
@@ -432,7 +445,7 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
         let to_local = if local.is_empty() {
             Vec::new()
         } else {
-            local_lb(port, affinity.is_some(), slots)
+            lb_actions(port, affinity.is_some(), slots, LbPath::Local)
         };
         if !local.is_empty() && (slots > 1 || affinity.is_some()) {
             let local_flag = MatchField::u32_masked(
@@ -500,7 +513,12 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
                                     .cloned()
                                     .chain([MatchField::ipv4(Field::Ipv4Src, src)]),
                             ),
-                            cluster_lb(port, affinity_timeout.is_some(), group_slots(port), true),
+                            lb_actions(
+                                port,
+                                affinity_timeout.is_some(),
+                                group_slots(port),
+                                LbPath::Cluster { snat: true },
+                            ),
                         ));
                     }
                 }
@@ -617,38 +635,25 @@ fn slot_group_id(port_id: u32, k: usize) -> u32 {
     port_id | (((k as u32) + 1) << 24)
 }
 
-/// NXAST_MULTIPATH: `multipath(symmetric_l3l4+udp, basis, modulo_n, slots - 1, 0,
-/// reg7[0..15])` (nicira-ext.h `struct nx_action_multipath`). The basis is the port id, so
-/// the slot choice does not repeat the select group's own hash; unlike select groups it
-/// hashes UDP ports too.
+/// `multipath(symmetric_l3l4+udp, ID, modulo_n, SLOTS, 0, reg7[0..15])`. The basis is the
+/// port id, so the slot choice does not repeat the select group's own hash; unlike select
+/// groups it hashes UDP ports too.
 fn multipath_to_slot(port_id: u32, slots: usize) -> Action {
-    const NXAST_MULTIPATH: u16 = 10;
-    const NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP: u16 = 3;
-    const NX_MP_ALG_MODULO_N: u16 = 0;
-    // NXM_NX_REG7: class 0x0001, field 7, 4 bytes.
-    let dst: u32 = (1 << 16) | ((u32::from(REG_GROUP_SLOT)) << 9) | 4;
-    let mut data = Vec::with_capacity(24);
-    data.extend_from_slice(&NXAST_MULTIPATH.to_be_bytes());
-    data.extend_from_slice(&NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP.to_be_bytes());
-    data.extend_from_slice(&(port_id as u16).to_be_bytes());
-    data.extend_from_slice(&[0, 0]);
-    data.extend_from_slice(&NX_MP_ALG_MODULO_N.to_be_bytes());
-    data.extend_from_slice(&((slots - 1) as u16).to_be_bytes());
-    data.extend_from_slice(&0u32.to_be_bytes());
-    data.extend_from_slice(&[0, 0]);
-    data.extend_from_slice(&15u16.to_be_bytes()); // ofs 0, 16 bits
-    data.extend_from_slice(&dst.to_be_bytes());
-    Action::Experimenter {
-        experimenter: 0x0000_2320,
-        data: data.into(),
-    }
+    Action::Multipath(Multipath {
+        fields: HashFields::SymmetricL3L4Udp,
+        basis: port_id as u16,
+        algorithm: MultipathAlgorithm::ModuloN,
+        n_links: slots as u32,
+        arg: 0,
+        dst: Subfield::range(Field::Reg(REG_GROUP_SLOT), 0, 15),
+    })
 }
 
 /// The select groups of one Service: per port with endpoints, one group (id = the port
 /// id) with a bucket per endpoint, or several of at most [`MAX_BUCKETS`].
 pub fn groups(svc: &ResolvedService) -> Vec<GroupDesc> {
     let mut out = Vec::new();
-    for p in svc.ports.iter().filter(|p| !p.endpoints.is_empty()) {
+    for p in svc.ports.iter().filter(|p| balanced(p)) {
         let slots = group_slots(p);
         for k in 0..slots {
             let group_id = if slots == 1 {

@@ -32,7 +32,9 @@ use crate::switch_config::PodPort;
 mod policy;
 pub use policy::{PolicyEnd, PolicyOwner, RuleKey};
 mod service;
-pub use service::{MAX_SERVICE_PORT_ID, ResolvedPort, ResolvedService, port_endpoints};
+pub use service::{
+    MAX_SERVICE_PORT_ID, ResolvedPort, ResolvedService, port_endpoints, userspace_datapath_balances,
+};
 
 /// What changed, as features need to hear it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -308,6 +310,9 @@ pub struct NetworkState {
     touched_pods: BTreeMap<ObjectKey, String>,
     /// Every NetworkPolicy is audited, annotated or not (`--policy-audit`).
     policy_audit_all: bool,
+    /// The nodes run ovs-vswitchd's userspace datapath (`--datapath netdev`): Service ports
+    /// of a protocol it cannot balance are refused ([`userspace_datapath_balances`]).
+    userspace_datapath: bool,
 }
 
 impl NetworkState {
@@ -315,6 +320,12 @@ impl NetworkState {
     /// with the annotation `crate::policy::AUDIT_ANNOTATION`.
     pub fn set_policy_audit_all(&mut self, all: bool) {
         self.policy_audit_all = all;
+    }
+
+    /// The nodes run the userspace datapath (`--datapath netdev`), or the kernel's
+    /// (`system`; the default of a new state). Set before the first Service is applied.
+    pub fn set_userspace_datapath(&mut self, userspace: bool) {
+        self.userspace_datapath = userspace;
     }
 
     /// An empty state.
@@ -327,7 +338,8 @@ impl NetworkState {
         self.snap.clone()
     }
 
-    /// What is wrong with objects right now (skipped, or held at their last good version).
+    /// What is wrong with objects right now (skipped, held at their last good version, or
+    /// used with a part not programmed as asked, such as a Service's SCTP port).
     pub fn problems(&self) -> impl Iterator<Item = &Problem> {
         self.problems.values()
     }
@@ -437,6 +449,15 @@ impl NetworkState {
             }
         }
         self.problems.insert((kind, key), problem);
+    }
+
+    /// Records what is wrong with an object that is used all the same (a part of it is not
+    /// programmed as asked); warns once per change of the notice.
+    fn note(&mut self, kind: Kind, key: &ObjectKey, notice: Problem) {
+        if self.problems.get(&(kind, key.clone())) != Some(&notice) {
+            warn!(object = %notice.object, field = %notice.field, "{}", notice.reason);
+        }
+        self.problems.insert((kind, key.clone()), notice);
     }
 
     fn clear_problem(&mut self, kind: Kind, key: &ObjectKey) {

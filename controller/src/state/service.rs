@@ -78,6 +78,10 @@ pub struct ResolvedPort {
     pub endpoints: Vec<(Ipv4Addr, u16)>,
     /// `nodePort` (NodePort and LoadBalancer Services).
     pub node_port: Option<u16>,
+    /// The nodes' datapath cannot load-balance the port's protocol (SCTP on the userspace
+    /// datapath, [`userspace_datapath_balances`]): its clients are refused, whatever its
+    /// endpoints.
+    pub datapath_refuses: bool,
     /// Every endpoint that may serve (address, DNAT port, ready): the ready ones and the
     /// serving-and-terminating ones, for the per-node choice of a Local traffic policy.
     pub serving: Vec<(Ipv4Addr, u16, bool)>,
@@ -197,6 +201,46 @@ pub fn port_serving<'a>(
     all.into_iter().map(|((ip, p), r)| (ip, p, r)).collect()
 }
 
+/// Whether ovs-vswitchd's userspace datapath (`netdev`) can load-balance a Service port of
+/// `protocol`. SCTP cannot: its conntrack (ovs-vswitchd 3.1, lib/conntrack.c) tracks SCTP
+/// as an L3-only protocol, without its ports, so `ct(nat(dst=IP:PORT))` rewrites the address
+/// but not the port, and every association between two addresses is one connection (one
+/// endpoint for all of a client's associations to a cluster IP; a SNAT to the gateway
+/// address would merge clients). The kernel datapath's conntrack tracks SCTP ports.
+/// docs/operations.md, "SCTP", has the measurements.
+pub fn userspace_datapath_balances(protocol: Protocol) -> bool {
+    match protocol {
+        Protocol::Tcp | Protocol::Udp => true,
+        Protocol::Sctp => false,
+    }
+}
+
+/// What an operator must know of a valid Service that is not programmed as asked on the
+/// userspace datapath: its first port of a protocol that datapath cannot load-balance,
+/// which is refused instead.
+fn unbalanced_port(m: &ServiceModel) -> Option<crate::model::Problem> {
+    let (i, p) = m
+        .ports
+        .iter()
+        .enumerate()
+        .find(|(_, p)| !userspace_datapath_balances(p.protocol))?;
+    let name = if p.name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", p.name)
+    };
+    Some(crate::model::Problem {
+        object: format!("Service/{}", m.key),
+        field: format!("spec.ports[{i}].protocol"),
+        reason: format!(
+            "port {}/{}{name} is refused, not load-balanced: the userspace datapath's conntrack does not track {} ports, so ct(nat) cannot DNAT to an endpoint's port nor keep associations apart (docs/operations.md, \"SCTP\"); the Service's TCP and UDP ports are programmed",
+            p.port,
+            p.protocol.name(),
+            p.protocol.name()
+        ),
+    })
+}
+
 impl NetworkState {
     /// Applies a Service (or its deletion, `None`).
     pub(super) fn apply_service(
@@ -211,7 +255,11 @@ impl NetworkState {
                 None
             }
             Some(Ok(m)) => {
-                self.clear_problem(Kind::Service, key);
+                let notice = m.as_ref().filter(|_| self.userspace_datapath);
+                match notice.and_then(unbalanced_port) {
+                    Some(notice) => self.note(Kind::Service, key, notice),
+                    None => self.clear_problem(Kind::Service, key),
+                }
                 m
             }
             Some(Err(problem)) => {
@@ -295,6 +343,7 @@ impl NetworkState {
     /// Recomputes one Service's resolution from its model and slices; a change in it is a
     /// [`Change::Service`].
     fn resolve_service(&mut self, key: &ObjectKey, changes: &mut Vec<Change>) {
+        let userspace = self.userspace_datapath;
         let index = &mut self.snap.services;
         let resolved = index.services.get(key).cloned().map(|svc| {
             let slices: Vec<Arc<SliceModel>> = index
@@ -314,6 +363,7 @@ impl NetworkState {
                     port: p.port,
                     endpoints: port_endpoints(p, slices.iter().map(|s| &**s)),
                     node_port: p.node_port,
+                    datapath_refuses: userspace && !userspace_datapath_balances(p.protocol),
                     serving: port_serving(p, slices.iter().map(|s| &**s)),
                 })
                 .collect::<Vec<_>>();

@@ -17,24 +17,28 @@
 //! `exec(...)` sets.
 //!
 //! Select groups (ofproto-dpif.c `group_set_selection_method`, ofproto-dpif-xlate.c
-//! `pick_dp_hash_select_group`): a group without a selection method whose buckets fit 64 hash
-//! values uses `dp_hash`: the datapath hashes the packet (`hash(sym_l4(0))`), recirculates,
+//! `pick_dp_hash_select_group`): a group without a selection method whose buckets fit 256
+//! hash values uses `dp_hash`: the datapath hashes the packet (`hash(sym_l4(0))`), recirculates,
 //! and the bucket is `hash_map[dp_hash & mask]`, the map spread over the buckets by weight
 //! with Webster's method. ofproto/trace follows a bucket only when the packet carries
 //! `dp_hash`; so does this model: given `dp_hash=N` it takes the bucket the switch would,
 //! without it the first bucket of nonzero weight and the `dp_hash` value that selects it,
-//! reported with the packet so that ofproto/trace follows the same bucket.
+//! reported with the packet so that ofproto/trace follows the same bucket. A group needing
+//! more values uses OVS's default method, computed in the slow path, which the model
+//! computes too (`ovs_hash::symmetric_l4`, `ovs_hash::best_bucket`): ofproto/trace then
+//! takes the same bucket with no `dp_hash` given.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
-use openflow::action::{Ct, CtZone};
+use openflow::action::{Ct, CtZone, NxEnum};
 use openflow::{
     Action, Field, FlowStats, GroupDesc, GroupType, Instruction, Match, MatchField, Subfield, port,
 };
 
 use super::TraceStep;
 use super::explain::Context;
+use super::ovs_hash;
 use crate::features::{CT_NEW, CT_TRK};
 
 /// Field values of the packet being traced; absent fields are 0.
@@ -69,6 +73,19 @@ pub(super) struct GroupChoice {
     pub bucket: usize,
     /// Each live bucket's endpoint (reg3/reg4 of a Service bucket), by index.
     pub endpoints: Vec<(usize, Option<(Ipv4Addr, u16)>)>,
+}
+
+/// The link a `multipath` action picked.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MultipathChoice {
+    /// The visit whose flow ran it.
+    pub visit: usize,
+    /// The link written into the destination.
+    pub link: u32,
+    /// How many links there were.
+    pub n_links: u32,
+    /// The link is the one OVS computes (false: link 0 assumed).
+    pub computed: bool,
 }
 
 /// An address translation `ct(nat(...))` applied to the resumed packet.
@@ -108,6 +125,8 @@ pub(super) struct Run<'a> {
     pub aborted: Option<String>,
     /// The buckets select groups chose, in order.
     pub choices: Vec<GroupChoice>,
+    /// The links `multipath` actions picked, in order.
+    pub multipaths: Vec<MultipathChoice>,
     /// The NATs conntrack applied, in order.
     pub translations: Vec<Translation>,
     /// The `dp_hash` the run used (given with the packet, or chosen for a dp_hash select
@@ -136,6 +155,7 @@ pub(super) fn run<'a>(ctx: &'a Context<'a>, packet: &Match, dp_hash: Option<u32>
             notes: vec![],
             aborted: None,
             choices: vec![],
+            multipaths: vec![],
             translations: vec![],
             dp_hash,
         },
@@ -532,12 +552,7 @@ impl<'a> Engine<'a> {
                 Action::PushVlan(_) | Action::PopVlan | Action::SetQueue(_) => {
                     self.note(format!("{a:?} is not modelled and was skipped"));
                 }
-                Action::Experimenter { experimenter, data }
-                    if *experimenter == NX_EXPERIMENTER
-                        && data.get(..2) == Some(&NXAST_MULTIPATH.to_be_bytes()[..]) =>
-                {
-                    self.multipath(data, p, idx);
-                }
+                Action::Multipath(m) => self.multipath(m, p, idx),
                 Action::Experimenter { .. } | Action::Unknown { .. } => {
                     self.note(
                         "an action the codec does not model was skipped (see the flow's text)"
@@ -735,7 +750,7 @@ impl<'a> Engine<'a> {
         };
         let buckets: Vec<(usize, &openflow::Bucket)> = match g.group_type {
             GroupType::All => g.buckets.iter().enumerate().collect(),
-            GroupType::Select => match self.select(id, g, idx) {
+            GroupType::Select => match self.select(id, g, idx, p) {
                 Some(i) => vec![(i, &g.buckets[i])],
                 None => vec![],
             },
@@ -760,7 +775,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The bucket a select group follows, as the switch chooses it (see the module docs).
-    fn select(&mut self, id: u32, g: &GroupDesc, idx: usize) -> Option<usize> {
+    fn select(&mut self, id: u32, g: &GroupDesc, idx: usize, p: &Packet) -> Option<usize> {
         let ctx = self.ctx;
         let live: Vec<usize> = (0..g.buckets.len())
             .filter(|&i| g.buckets[i].weight > 0)
@@ -812,18 +827,29 @@ impl<'a> Engine<'a> {
                 );
                 bucket
             }
-            None => {
-                self.note(format!(
-                    "group {id} needs more than 64 hash values: the switch picks its bucket by hashing the flow in the slow path (OVS's default select method), which the trace does not model; it follows bucket {first}, and ofproto/trace may show another"
-                ));
-                self.effect(
-                    idx,
-                    format!(
-                        "the switch picks by hashing the flow; the trace follows bucket {first}"
-                    ),
-                );
-                first
-            }
+            None => match default_select(p, &weights) {
+                Some((bucket, basis, score)) => {
+                    self.effect(
+                        idx,
+                        format!(
+                            "the switch picks by its default select method (more than 256 hash values): the symmetric_l4 hash of the packet is {basis:#010x}, bucket {bucket} scores highest ({score})"
+                        ),
+                    );
+                    bucket
+                }
+                None => {
+                    self.note(format!(
+                        "group {id} uses OVS's default select method, a hash of the flow the trace computes for IPv4 only; it follows bucket {first}, and ofproto/trace may show another"
+                    ));
+                    self.effect(
+                        idx,
+                        format!(
+                            "the switch picks by hashing the flow; the trace follows bucket {first}"
+                        ),
+                    );
+                    first
+                }
+            },
         };
         self.run.choices.push(GroupChoice {
             group_id: id,
@@ -834,61 +860,109 @@ impl<'a> Engine<'a> {
         Some(chosen)
     }
 
-    /// NXAST_MULTIPATH: the switch hashes the packet's fields over `max_link + 1` links into
-    /// a subfield; the trace assumes link 0 and says so.
-    fn multipath(&mut self, data: &[u8], p: &mut Packet, idx: usize) {
-        // nicira-ext.h `struct nx_action_multipath` after the experimenter id: subtype,
-        // fields, basis, pad, algorithm, max_link, arg, pad, ofs_nbits, dst.
-        let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-        let (Some(max_link), Some(ofs_nbits), Some(dst)) = (
-            u16_at(10),
-            u16_at(18),
-            data.get(20..24)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-        ) else {
-            self.note("a multipath action too short to decode was skipped".into());
-            return;
+    /// NXAST_MULTIPATH: the switch hashes the packet's fields with the basis and maps the
+    /// hash to one of `n_links` links, written into a subfield: computed as OVS does
+    /// (`ovs_hash`) for the field sets of IPv4 packets it models, else link 0 with a note.
+    fn multipath(&mut self, m: &openflow::Multipath, p: &mut Packet, idx: usize) {
+        let proto = get(p, Field::IpProto) as u8;
+        let (sport, dport) = match proto {
+            6 => (Field::TcpSrc, Field::TcpDst),
+            17 => (Field::UdpSrc, Field::UdpDst),
+            132 => (Field::SctpSrc, Field::SctpDst),
+            _ => (Field::TcpSrc, Field::TcpDst),
         };
-        let field = Field::from_header(openflow::OxmHeader {
-            class: (dst >> 16) as u16,
-            field: ((dst >> 9) & 0x7f) as u8,
-            experimenter: None,
+        let tuple = ovs_hash::FiveTuple {
+            src: Ipv4Addr::from(get(p, Field::Ipv4Src) as u32),
+            dst: Ipv4Addr::from(get(p, Field::Ipv4Dst) as u32),
+            proto,
+            src_port: get(p, sport) as u16,
+            dst_port: get(p, dport) as u16,
+        };
+        let hash = (get(p, Field::EthType) == 0x0800)
+            .then(|| ovs_hash::flow_hash_fields(m.fields, &tuple, m.basis))
+            .flatten();
+        let link = match hash {
+            Some(h) => {
+                let link = ovs_hash::multipath_link(h, m.algorithm, m.n_links, m.arg);
+                self.effect(
+                    idx,
+                    format!(
+                        "multipath: the {} hash (basis {}) of the packet is {h:#010x}; {} over {} links picks link {link} into {}",
+                        m.fields.name(),
+                        m.basis,
+                        m.algorithm.name(),
+                        m.n_links,
+                        subfield_text(&m.dst)
+                    ),
+                );
+                link
+            }
+            None => {
+                self.effect(
+                    idx,
+                    format!(
+                        "multipath: the switch hashes the packet ({}) over {} links into {}; the trace assumes link 0",
+                        m.fields.name(),
+                        m.n_links,
+                        subfield_text(&m.dst)
+                    ),
+                );
+                self.note(format!(
+                    "multipath's {} hash of this packet is one the trace does not compute (it computes symmetric_l3l4 and symmetric_l3l4+udp of IPv4 packets): it follows link 0, and ofproto/trace may pick another",
+                    m.fields.name()
+                ));
+                0
+            }
+        };
+        write(p, &m.dst, u128::from(link));
+        self.run.multipaths.push(MultipathChoice {
+            visit: idx,
+            link,
+            n_links: m.n_links,
+            computed: hash.is_some(),
         });
-        if matches!(field, Field::Other(_)) {
-            self.note(format!(
-                "multipath into NXM field {dst:#x}, which the codec does not know, was skipped"
-            ));
-            return;
-        }
-        let sf = Subfield {
-            field,
-            ofs: ofs_nbits >> 6,
-            n_bits: (ofs_nbits & 0x3f) + 1,
-        };
-        write(p, &sf, 0);
-        self.effect(
-            idx,
-            format!(
-                "multipath: the switch hashes the connection over {} links into {}; the trace assumes link 0",
-                u32::from(max_link) + 1,
-                subfield_text(&sf)
-            ),
-        );
-        self.note(format!(
-            "multipath (a Service port with more endpoints than one group holds) picks one of {} groups by a hash the trace does not compute: it follows the first, and ofproto/trace may pick another",
-            u32::from(max_link) + 1
-        ));
     }
 }
 
-/// NXM experimenter id and the multipath subtype.
-const NX_EXPERIMENTER: u32 = 0x0000_2320;
-const NXAST_MULTIPATH: u16 = 10;
+/// The most hash values a dp_hash select group has in ovs-vswitchd 3.1: measured with
+/// ofproto/trace, 256 buckets of equal weight still use `hash(sym_l4(0))` and 257 the
+/// default method.
+const MAX_DP_HASH_VALUES: u64 = 256;
+
+/// The bucket a select group's default method picks for this packet (ofproto-dpif-xlate.c
+/// `xlate_default_select_group`): `ovs_hash::best_bucket` with the packet's
+/// `flow_hash_symmetric_l4`; (bucket, hash, score). `None` for a packet the hash is not
+/// computed for (not IPv4).
+fn default_select(p: &Packet, weights: &[u16]) -> Option<(usize, u32, u32)> {
+    if get(p, Field::EthType) != 0x0800 {
+        return None;
+    }
+    let proto = get(p, Field::IpProto) as u8;
+    let (sport, dport) = match proto {
+        6 => (get(p, Field::TcpSrc), get(p, Field::TcpDst)),
+        132 => (get(p, Field::SctpSrc), get(p, Field::SctpDst)),
+        _ => (0, 0),
+    };
+    let mac = |f: Field| {
+        let b = (get(p, f) as u64).to_be_bytes();
+        [b[2], b[3], b[4], b[5], b[6], b[7]]
+    };
+    let tuple = ovs_hash::FiveTuple {
+        src: Ipv4Addr::from(get(p, Field::Ipv4Src) as u32),
+        dst: Ipv4Addr::from(get(p, Field::Ipv4Dst) as u32),
+        proto,
+        src_port: sport as u16,
+        dst_port: dport as u16,
+    };
+    let basis = ovs_hash::symmetric_l4(&tuple, mac(Field::EthSrc), mac(Field::EthDst));
+    let (bucket, score) = ovs_hash::best_bucket(basis, weights)?;
+    Some((bucket, basis, score))
+}
 
 /// OVS's dp_hash table for a select group with these bucket weights (ofproto-dpif.c
-/// `group_setup_dp_hash_table` with at most 64 values): `map[hash & (len - 1)]` is the
-/// bucket. `None` when the switch uses its default method instead (no weight, or more than
-/// 64 values needed).
+/// `group_setup_dp_hash_table`, at most [`MAX_DP_HASH_VALUES`] values): `map[hash & (len -
+/// 1)]` is the bucket. `None` when the switch uses its default method instead (no weight,
+/// or more values needed).
 pub(super) fn dp_hash_map(weights: &[u16]) -> Option<Vec<usize>> {
     let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
     let min = weights.iter().copied().filter(|w| *w > 0).min()?;
@@ -897,7 +971,7 @@ pub(super) fn dp_hash_map(weights: &[u16]) -> Option<Vec<usize>> {
     }
     let min_slots = total.div_ceil(u64::from(min));
     let n_hash = min_slots.next_power_of_two().max(16);
-    if n_hash > 64 {
+    if n_hash > MAX_DP_HASH_VALUES {
         return None;
     }
     // Webster's method: each value goes to the bucket with the highest weight / divisor

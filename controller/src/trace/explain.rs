@@ -33,7 +33,8 @@ pub(super) struct ServiceStep {
     /// `Service default/web port 80/TCP (10.96.0.10:80) → endpoint default/web-2
     /// 10.244.1.3:8080`.
     pub text: String,
-    /// `Service default/web port 80/TCP` when it has no usable endpoint (refused).
+    /// Why the Service refuses the connection, `Service default/web port 80/TCP has no
+    /// usable endpoint`, when it does.
     pub refused: Option<String>,
 }
 
@@ -350,9 +351,21 @@ impl<'a> Context<'a> {
         );
         let head = format!("{name} ({}:{})", svc.cluster_ip, port.port);
         if run.outputs.first().is_some_and(|o| o.visit == visit) {
+            let (why, refused) = if port.endpoints.is_empty() || !port.datapath_refuses {
+                (
+                    "no usable endpoint".to_owned(),
+                    format!("{name} has no usable endpoint"),
+                )
+            } else {
+                let why = format!(
+                    "{} ports are refused, not load-balanced: this datapath's conntrack does not track their ports (docs/operations.md, \"SCTP\")",
+                    port.protocol.name()
+                );
+                (why.clone(), format!("{name}: {why}"))
+            };
             return Some(ServiceStep {
-                text: format!("{head}: no usable endpoint"),
-                refused: Some(name),
+                text: format!("{head}: {why}"),
+                refused: Some(refused),
             });
         }
         let dnat = run.translations.iter().find(|t| t.dst && t.visit > visit);
@@ -363,15 +376,35 @@ impl<'a> Context<'a> {
             });
         };
         let ep = self.endpoint_text(t.addr, t.port.unwrap_or(port.port));
-        let how = match run.choices.iter().find(|c| c.visit >= visit) {
-            Some(c) if c.endpoints.len() > 1 => format!(
-                " (bucket {} of group {}: one of {} endpoints, picked by the switch's hash)",
+        let bucket = |c: &super::engine::GroupChoice| {
+            format!(
+                "bucket {} of group {}: one of {} endpoints, picked by the switch's hash",
                 c.bucket,
                 c.group_id,
                 c.endpoints.len()
+            )
+        };
+        let multipath = run.multipaths.iter().find(|m| m.visit >= visit);
+        let how = match (run.choices.iter().find(|c| c.visit >= visit), multipath) {
+            (None, _) => " (a session affinity learned earlier)".into(),
+            (Some(c), Some(m)) => format!(
+                " (group {}: link {} of {}, {}; {})",
+                c.group_id,
+                m.link,
+                m.n_links,
+                if m.computed {
+                    "which multipath picks from the packet's hash"
+                } else {
+                    "assumed: multipath's hash of this packet is not computed"
+                },
+                if c.endpoints.len() > 1 {
+                    bucket(c)
+                } else {
+                    "its only endpoint".into()
+                }
             ),
-            Some(_) => String::new(),
-            None => " (a session affinity learned earlier)".into(),
+            (Some(c), None) if c.endpoints.len() > 1 => format!(" ({})", bucket(c)),
+            (Some(_), None) => String::new(),
         };
         Some(ServiceStep {
             text: format!("{head} → endpoint {ep}{how}"),
@@ -391,7 +424,7 @@ impl<'a> Context<'a> {
                 }),
                 Verdict::Output { port, .. },
             ) if port == port::CONTROLLER => {
-                let reason = format!("refused: {name} has no usable endpoint");
+                let reason = format!("refused: {name}");
                 let text = format!(
                     "{reason}: the new connection goes to the controller (packet-in, rate-limited by meter {REJECT_METER_ID}), whose node agent answers with a TCP RST (ICMP port unreachable for UDP and SCTP)"
                 );

@@ -4,7 +4,7 @@
 //!
 //! Owns: the model of OVS's OpenFlow 1.3 lookup and the actions the pipeline uses (the
 //! `engine` submodule), the two packet syntaxes (an `ovs-ofctl` microflow, or
-//! `from=NS/POD to=NS/POD|IP port=N/PROTO` resolved from the state), and the explanations.
+//! `from=NS/POD to=NS/POD|IP port=N/PROTO [sport=N]` resolved from the state), and the explanations.
 //! Pure: the caller hands in the node's flows and groups (a live dump), its attached pods
 //! and a state snapshot; nothing here talks to a switch.
 //!
@@ -17,15 +17,18 @@
 //! `conj_id` as OVS's classifier evaluates them, OpenFlow 1.3 table-miss (drop); apply and
 //! write actions, `goto_table`, `resubmit`, `set_field`/`load`/`move`, `output` (also
 //! `IN_PORT` and from a register), groups (`select` as OVS's dp_hash method picks, for a
-//! given `dp_hash` or the first bucket otherwise; see `engine`), `ct` for a *new* connection
+//! given `dp_hash` or the first bucket otherwise, and over 256 hash values as its default
+//! method picks; see `engine`), `ct` for a *new* connection
 //! only (after `ct(table=T)` the packet is `+trk+new` in table T, with the `ct`'s
 //! `nat(src|dst=...)` applied and, with `commit`, its `ct_mark`), `learn` shown with the flow
-//! it would add (not added: the first connection), `multipath` (link 0 assumed),
+//! it would add (not added: the first connection), `multipath` (the link OVS computes from
+//! the packet, `ovs_hash`),
 //! `controller` (a Service without endpoints: refused). Meters, queues and MPLS are not
 //! modelled.
 
 mod engine;
 mod explain;
+mod ovs_hash;
 mod packet;
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,10 @@
 //! - `from=NS/POD to=NS/POD|service:NS/NAME|IP [port=N[/TCP|UDP|SCTP]]`, resolved from the
 //!   state: the source pod's port (or the tunnel, when it runs on another node), its MAC and
 //!   address, the destination MAC the pod's own stack would use (the pod's MAC for a pod of
-//!   its subnet, the switch answers ARP for it; else its gateway's), `tp_src=49152`; without
-//!   `port=`, an ICMP echo request. `service:NS/NAME` is the Service's cluster IP; `port=`
-//!   names one of its ports (optional when it has one).
+//!   its subnet, the switch answers ARP for it; else its gateway's), `tp_src=49152` (another
+//!   with `sport=N`: UDP Services and large ports pick their group by a hash of the ports);
+//!   without `port=`, an ICMP echo request. `service:NS/NAME` is the Service's cluster IP;
+//!   `port=` names one of its ports (optional when it has one).
 //!
 //! Both take `dp_hash=N`: the hash a select group picks its bucket by (OVS computes it in the
 //! datapath; ofproto/trace follows a bucket only when given one).
@@ -125,20 +126,25 @@ fn microflow(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
 }
 
 fn resolve_from(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
-    let (mut from, mut to, mut port) = (None, None, None);
+    let (mut from, mut to, mut port, mut sport) = (None, None, None, None);
     for t in tokens {
         let Some((k, v)) = t.split_once('=') else {
             return Err(Resolve::Syntax(format!(
-                "{t:?}: expected from=NS/POD, to=NS/POD|service:NS/NAME|IP or port=N[/PROTOCOL]"
+                "{t:?}: expected from=NS/POD, to=NS/POD|service:NS/NAME|IP, port=N[/PROTOCOL] or sport=N"
             )));
         };
         match k {
             "from" => from = Some(pod_key(v)?),
             "to" => to = Some(v),
             "port" => port = Some(l4(v)?),
+            "sport" => {
+                sport = Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    Resolve::Syntax(format!("sport={v}: {v:?} is not a port 1-65535"))
+                })?)
+            }
             _ => {
                 return Err(Resolve::Syntax(format!(
-                    "{k}= is not a key of the from= form (from=, to=, port=)"
+                    "{k}= is not a key of the from= form (from=, to=, port=, sport=)"
                 )));
             }
         }
@@ -148,6 +154,11 @@ fn resolve_from(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
             "the from= form needs both from= and to=".into(),
         ));
     };
+    if sport.is_some() && port.is_none() && !to.starts_with("service:") {
+        return Err(Resolve::Syntax(
+            "sport= needs port=N/PROTOCOL (without it the packet is an ICMP echo request)".into(),
+        ));
+    }
     let s = ctx.input.snapshot;
     let src = s
         .pod(&from)
@@ -238,7 +249,7 @@ fn resolve_from(tokens: &[&str], ctx: &Context<'_>) -> Result<Match, Resolve> {
                 Protocol::Udp => (Field::UdpSrc, Field::UdpDst),
                 Protocol::Sctp => (Field::SctpSrc, Field::SctpDst),
             };
-            insert(&mut m, MatchField::u16(sf, FROM_TP_SRC));
+            insert(&mut m, MatchField::u16(sf, sport.unwrap_or(FROM_TP_SRC)));
             insert(&mut m, MatchField::u16(df, port));
         }
         None => {

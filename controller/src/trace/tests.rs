@@ -650,6 +650,11 @@ fn service(name: &str, ip: &str, ports: serde_json::Value, extra: serde_json::Va
 }
 
 fn slice(name: &str, service: &str, port: u16, ips: &[&str]) -> Delta {
+    slice_of(name, service, ("http", "TCP", port), ips)
+}
+
+/// An EndpointSlice of `service` with one port (`(name, protocol, number)`).
+fn slice_of(name: &str, service: &str, port: (&str, &str, u16), ips: &[&str]) -> Delta {
     let endpoints: Vec<serde_json::Value> = ips
         .iter()
         .map(|ip| serde_json::json!({"addresses": [ip]}))
@@ -660,7 +665,7 @@ fn slice(name: &str, service: &str, port: u16, ips: &[&str]) -> Delta {
             "metadata": {"name": name, "namespace": "default",
                 "labels": {"kubernetes.io/service-name": service}},
             "addressType": "IPv4",
-            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "ports": [{"name": port.0, "port": port.2, "protocol": port.1}],
             "endpoints": endpoints}))
         .unwrap();
     Delta::Apply(Object::from(s))
@@ -908,7 +913,153 @@ fn ovs_dp_hash_table_spreads_values_by_weight() {
     // One bucket three times as heavy: 4 and 12 of 16 values.
     let skewed = dp_hash_map(&[100, 300]).unwrap();
     assert_eq!(skewed.iter().filter(|b| **b == 0).count(), 4);
-    // More than 64 values: OVS falls back to its default method.
-    assert_eq!(dp_hash_map(&[100; 65]), None);
+    // 100 buckets: 128 values, the first 28 buckets twice (ovs-vswitchd 3.1's ofproto/trace
+    // with dp_hash=100, 127 and 200 took buckets 0, 27 and 72).
+    let hundred = dp_hash_map(&[100; 100]).unwrap();
+    assert_eq!(hundred.len(), 128);
+    assert_eq!(
+        [hundred[100], hundred[127], hundred[200 & 127]],
+        [0, 27, 72]
+    );
+    // Up to 256 values; beyond, OVS falls back to its default method (measured: 256 buckets
+    // use dp_hash, 257 do not).
+    assert_eq!(dp_hash_map(&[100; 256]).unwrap().len(), 256);
+    assert_eq!(dp_hash_map(&[100; 257]), None);
     assert_eq!(dp_hash_map(&[0, 0]), None);
+}
+
+/// A UDP Service port has one group per endpoint, picked by `multipath` over the 5-tuple:
+/// the trace computes the link the switch computes (lib/multipath.c, lib/flow.c), so the
+/// source port decides the endpoint, and the report says which group and why.
+#[test]
+fn a_udp_service_follows_the_multipath_link_the_switch_computes() {
+    let dns = serde_json::json!([{"name": "dns", "port": 53, "protocol": "UDP"}]);
+    let s = services(vec![
+        service("dns", "10.96.0.53", dns, serde_json::json!({})),
+        slice_of(
+            "dns-1",
+            "dns",
+            ("dns", "UDP", 5353),
+            &["10.244.1.3", "10.244.2.2"],
+        ),
+    ]);
+    let n1 = on(&s, "n1");
+    let svc = n1
+        .snap
+        .service(&ObjectKey::new("default", "dns"))
+        .expect("dns");
+    let port_id = svc.ports[0].id;
+    let mut seen = BTreeMap::new();
+    for sport in 40000..40040u16 {
+        let r = n1.ok(&format!(
+            "from=default/a to=service:default/dns port=53/UDP sport={sport}"
+        ));
+        assert!(
+            r.packet.contains(&format!("udp_src={sport}")),
+            "{}",
+            r.packet
+        );
+        // What OVS computes for this packet: the endpoints are dealt to groups in order.
+        let tuple = super::ovs_hash::FiveTuple {
+            src: "10.244.1.2".parse().unwrap(),
+            dst: "10.96.0.53".parse().unwrap(),
+            proto: 17,
+            src_port: sport,
+            dst_port: 53,
+        };
+        let hash = super::ovs_hash::flow_hash_fields(
+            openflow::HashFields::SymmetricL3L4Udp,
+            &tuple,
+            port_id as u16,
+        )
+        .unwrap();
+        assert_eq!(
+            tuple.src,
+            n1.snap
+                .attachment(&ObjectKey::new("default", "a"))
+                .unwrap()
+                .ip
+        );
+        let link = hash % 2;
+        let (endpoint, verdict_ok) = if link == 0 {
+            (
+                "default/b 10.244.1.3:5353",
+                matches!(r.verdict, Verdict::Output { port: 8, .. }),
+            )
+        } else {
+            (
+                "default/c 10.244.2.2:5353",
+                matches!(r.verdict, Verdict::Tunnel { .. }),
+            )
+        };
+        let text = r.service.clone().unwrap();
+        assert!(
+            verdict_ok,
+            "sport {sport}: link {link}, {:?}\n{text}",
+            r.verdict
+        );
+        assert!(
+            text.contains(&format!("→ endpoint {endpoint}"))
+                && text.contains(&format!(
+                    "link {link} of 2, which multipath picks from the packet's hash; its only endpoint"
+                )),
+            "sport {sport}: {text}"
+        );
+        let lb = r
+            .steps
+            .iter()
+            .find(|s| s.table_name == "ServiceLb")
+            .unwrap();
+        assert!(
+            lb.effects.iter().any(|e| e.contains(&format!(
+                "the symmetric_l3l4+udp hash (basis {}) of the packet is {hash:#010x}; modulo_n over 2 links picks link {link} into reg7[0..15]",
+                port_id as u16
+            ))),
+            "{lb:#?}"
+        );
+        assert!(
+            !r.notes.iter().any(|n| n.contains("multipath")),
+            "{:?}",
+            r.notes
+        );
+        *seen.entry(link).or_insert(0) += 1;
+    }
+    // Both endpoints are reached (link 0 alone would be the old assumption).
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let e = n1
+        .trace("from=default/a to=default/b sport=4000")
+        .unwrap_err();
+    assert!(e.to_string().contains("sport= needs port="), "{e}");
+    let e = n1
+        .trace("from=default/a to=service:default/dns sport=0")
+        .unwrap_err();
+    assert!(e.to_string().contains("sport=0"), "{e}");
+}
+
+/// On the userspace datapath an SCTP Service port with endpoints is refused (it cannot balance
+/// SCTP), and the trace says why rather than "no usable endpoint".
+#[test]
+fn an_sctp_service_port_is_refused_and_the_trace_says_why() {
+    let sig = serde_json::json!([{"name": "sig", "port": 9000, "protocol": "SCTP"}]);
+    let mut s = services(vec![]);
+    s.set_userspace_datapath(true);
+    s.apply(vec![
+        service("sig", "10.96.0.90", sig, serde_json::json!({})),
+        slice_of("sig-1", "sig", ("sig", "SCTP", 9000), &["10.244.1.3"]),
+    ]);
+    let r = on(&s, "n1").ok("from=default/a to=service:default/sig port=9000/SCTP");
+    let Verdict::Refused { reason } = &r.verdict else {
+        panic!("{:?}", r.verdict)
+    };
+    assert_eq!(
+        reason,
+        "refused: Service default/sig port 9000/SCTP: SCTP ports are refused, not load-balanced: this datapath's conntrack does not track their ports (docs/operations.md, \"SCTP\")"
+    );
+    assert!(
+        r.service.as_deref().is_some_and(|t| t.starts_with(
+            "Service default/sig port 9000/SCTP (10.96.0.90:9000): SCTP ports are refused"
+        )),
+        "{:?}",
+        r.service
+    );
 }

@@ -18,7 +18,7 @@ use super::lex::{Item, items};
 use super::match_fmt::{fmt_port, hash_x, parse_port};
 use super::value::{fmt_hex, parse_int, parse_uint, to_u128};
 use crate::action::{
-    Action, Controller2, Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat, NatKind, Subfield,
+    Action, Controller2, Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat, NatKind, NxEnum, Subfield,
 };
 use crate::field::Field;
 use crate::instruction::Instruction;
@@ -195,6 +195,15 @@ fn format_action(a: &Action, names: &Names) -> String {
             c.userdata.as_deref(),
             c.pause,
             c.meter_id,
+        ),
+        Action::Multipath(m) => format!(
+            "multipath({},{},{},{},{},{})",
+            m.fields.name(),
+            m.basis,
+            m.algorithm.name(),
+            m.n_links,
+            m.arg,
+            fmt_subfield(&m.dst)
         ),
         Action::Experimenter { experimenter, data } => {
             format!("experimenter(0x{experimenter:08x},{})", fmt_hex_arg(data))
@@ -1007,6 +1016,44 @@ fn parse_conjunction(s: &str) -> Result<Action, String> {
     })
 }
 
+/// `multipath(FIELDS,BASIS,ALGORITHM,N_LINKS,ARG,DST)` as lib/multipath.c parses it.
+fn parse_multipath(s: &str) -> Result<Action, String> {
+    let args: Vec<&str> = s.split([',', ' ']).filter(|a| !a.is_empty()).collect();
+    let [fields, basis, algorithm, n_links, arg, dst] = args[..] else {
+        return Err(format!(
+            "multipath({s}): expected multipath(FIELDS,BASIS,ALGORITHM,N_LINKS,ARG,DST)"
+        ));
+    };
+    let fields = crate::action::HashFields::from_name(fields)
+        .ok_or_else(|| format!("multipath({s}): unknown fields `{fields}'"))?;
+    let basis = parse_uint(basis, 16).map_err(|e| format!("multipath: basis {e}"))? as u16;
+    let algorithm = crate::action::MultipathAlgorithm::from_name(algorithm)
+        .ok_or_else(|| format!("multipath({s}): unknown algorithm `{algorithm}'"))?;
+    let n_links = parse_uint(n_links, 32)
+        .ok()
+        .filter(|n| (1..=65536).contains(n))
+        .ok_or_else(|| {
+            format!("multipath({s}): n_links {n_links} is not in valid range 1 to 65536")
+        })? as u32;
+    let arg = parse_uint(arg, 32).map_err(|e| format!("multipath: arg {e}"))? as u32;
+    let dst = parse_subfield(dst)?;
+    if dst.n_bits < 16 && n_links > (1u32 << dst.n_bits) {
+        return Err(format!(
+            "multipath({s}): {}-bit destination field has {} possible values, less than specified n_links {n_links}",
+            dst.n_bits,
+            1u32 << dst.n_bits
+        ));
+    }
+    Ok(Action::Multipath(crate::action::Multipath {
+        fields,
+        basis,
+        algorithm,
+        n_links,
+        arg,
+        dst,
+    }))
+}
+
 fn parse_learn_src(s: &str, n_bits: u16) -> Result<LearnSrc, String> {
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         let v = parse_int(s, 16).map_err(|e| format!("learn: {e}"))?;
@@ -1153,6 +1200,7 @@ fn parse_action(item: &Item<'_>, ctx: &ActionContext<'_>) -> Result<Vec<Action>,
         "ct" => one(parse_ct(value, ctx)?),
         "ct_clear" => one(Action::CtClear),
         "conjunction" => one(parse_conjunction(value)?),
+        "multipath" => one(parse_multipath(value)?),
         "learn" => one(parse_learn(value)?),
         "note" => {
             let mut bytes = parse_hex_arg(value)?;
@@ -1246,10 +1294,10 @@ fn parse_action(item: &Item<'_>, ctx: &ActionContext<'_>) -> Result<Vec<Action>,
         }
         "mod_vlan_pcp" => set(Field::VlanPcp, value),
         "set_tunnel" | "set_tunnel64" => set(Field::TunnelId, value),
-        "exit" | "enqueue" | "multipath" | "bundle" | "bundle_load" | "sample" | "clone"
-        | "check_pkt_larger" | "encap" | "decap" | "fin_timeout" | "push_mpls" | "pop_mpls" => Err(
-            format!("action {key} is not supported by this implementation"),
-        ),
+        "exit" | "enqueue" | "bundle" | "bundle_load" | "sample" | "clone" | "check_pkt_larger"
+        | "encap" | "decap" | "fin_timeout" | "push_mpls" | "pop_mpls" => Err(format!(
+            "action {key} is not supported by this implementation"
+        )),
         _ => {
             // A bare port: `1`, `LOCAL`, `IN_PORT`, `NORMAL`, `CONTROLLER:100`...
             if item.delim.is_none()

@@ -297,6 +297,14 @@ pub(super) const FLOWS: &[(&str, &str)] = &[
         "table=50, priority=200,conj_id=100,ip actions=load:0x64->NXM_NX_REG5[],resubmit(,60)",
     ),
     (
+        "table=41,priority=200,udp,reg5=0x10,actions=multipath(symmetric_l3l4+udp,16,modulo_n,3,0,reg7[0..15]),goto_table:42",
+        "table=41, priority=200,udp,reg5=0x10 actions=multipath(symmetric_l3l4+udp,16,modulo_n,3,0,NXM_NX_REG7[0..15]),goto_table:42",
+    ),
+    (
+        "table=41,priority=200,tcp,actions=multipath(symmetric_l3l4,7,hrw,12,0,NXM_NX_REG7[])",
+        "table=41, priority=200,tcp actions=multipath(symmetric_l3l4,7,hrw,12,0,NXM_NX_REG7[])",
+    ),
+    (
         "table=50,priority=200,ip,nw_src=10.244.0.5,actions=conjunction(100,1/2)",
         "table=50, priority=200,ip,nw_src=10.244.0.5 actions=conjunction(100,1/2)",
     ),

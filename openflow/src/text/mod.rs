@@ -30,7 +30,7 @@
 //!   checks them and dropped, as ovs-ofctl -O OpenFlow13 does.
 //!
 //! Not supported (rejected with an error naming them): `command_bucket_id`, `learn` options
-//! `limit` and `result_dst`, and actions the codec does not model (`multipath`, `bundle`,
+//! `limit` and `result_dst`, and actions the codec does not model (`bundle`,
 //! `sample`, `enqueue` (ovs-ofctl -O OpenFlow13 turns it into
 //! `set_queue,output,pop_queue`), `output(...)`, `strip_vlan`, MPLS...). `dec_ttl(ids)` is
 //! refused, as ovs-ofctl -O OpenFlow13 refuses it.

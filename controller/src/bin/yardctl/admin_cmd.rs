@@ -96,8 +96,9 @@ pub enum AdminCommand {
         /// The node the packet enters.
         node: String,
         /// ovs-ofctl microflow (`in_port=NAME,tcp,nw_src=…,nw_dst=…,tp_dst=80`) or
-        /// `from=ns/pod to=ns/pod|service:ns/name|IP port=80/TCP`; either may add
-        /// `dp_hash=N` to pick a Service's endpoint as the switch would for that hash.
+        /// `from=ns/pod to=ns/pod|service:ns/name|IP port=80/TCP [sport=N]` (the source
+        /// port decides a UDP Service's endpoint); either may add `dp_hash=N` to pick a
+        /// Service's endpoint as the switch would for that hash.
         packet: String,
         #[command(flatten)]
         server: ServerArgs,

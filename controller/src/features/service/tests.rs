@@ -508,12 +508,10 @@ fn a_port_with_more_endpoints_than_a_group_holds_is_spread_over_several_groups()
     let lines = text(&out);
     let lb = lines.iter().find(|l| l.contains("table=40")).unwrap();
     assert!(
-        // NXAST_MULTIPATH (our formatter shows it raw): symmetric_l3l4+udp, basis = the
-        // port id's low 16 bits, modulo_n, max_link 2, reg7[0..15].
+        // symmetric_l3l4+udp, basis = the port id's low 16 bits, modulo_n, 3 links, reg7[0..15].
         lb.contains(&format!(
-            "experimenter(0x00002320,00.0a.00.03.{:02x}.{:02x}.00.00.00.00.00.02.00.00.00.00.00.00.00.0f.00.01.0e.04)",
-            (id >> 8) & 0xff,
-            id & 0xff
+            "multipath(symmetric_l3l4+udp,{},modulo_n,3,0,NXM_NX_REG7[0..15])",
+            id & 0xffff
         )) && lb.ends_with("goto_table:41"),
         "{lb}"
     );
@@ -931,7 +929,7 @@ fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
     let snap = s.snapshot();
     let id = snap.service(&key("web")).unwrap().ports[0].id;
     let (lines, groups) = node_parts(&s, "n1");
-    // 1700 local endpoints: three groups (multipath, NXAST_MULTIPATH 0x0a, picks one) of 567/567/566, ids ID | 0x80.. << 24.
+    // 1700 local endpoints: three groups (multipath picks one) of 567/567/566, ids ID | 0x80.. << 24.
     let ids: Vec<u32> = groups.iter().map(|g| g.group_id).collect();
     assert_eq!(
         ids,
@@ -945,7 +943,7 @@ fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
         .find(|l| l.contains("table=40") && l.contains("nw_dst=10.96.0.10"))
         .expect("the local cluster IP flow");
     assert!(
-        lb.contains("experimenter(0x00002320,00.0a.00.03") && lb.contains("goto_table:41"),
+        lb.contains("multipath(symmetric_l3l4+udp,") && lb.contains("goto_table:41"),
         "{lb}"
     );
     for (k, gid) in ids.iter().enumerate() {
@@ -962,7 +960,7 @@ fn local_endpoints_beyond_one_group_are_spread_over_several_local_groups() {
     assert_eq!(groups2.len(), 1);
     assert_eq!(groups2[0].group_id, id | 0xFE00_0000);
     assert!(
-        !lines2.iter().any(|l| l.contains("experimenter(")),
+        !lines2.iter().any(|l| l.contains("multipath(")),
         "{lines2:#?}"
     );
 }
@@ -1001,9 +999,9 @@ fn a_udp_port_gets_a_group_per_endpoint_picked_by_a_hash_with_the_ports() {
         .iter()
         .find(|l| l.contains("table=40") && l.contains("nw_dst=10.96.0.53"))
         .expect("the ServiceLb flow");
-    // NXAST_MULTIPATH (subtype 0x0a) with fields symmetric_l3l4+udp (3), into reg7.
+    // NXAST_MULTIPATH with fields symmetric_l3l4+udp, into reg7.
     assert!(
-        lb.contains("experimenter(0x00002320,00.0a.00.03") && lb.ends_with("goto_table:41"),
+        lb.contains("multipath(symmetric_l3l4+udp,") && lb.ends_with("goto_table:41"),
         "{lb}"
     );
     for (k, gid) in ids.iter().enumerate() {
@@ -1014,4 +1012,108 @@ fn a_udp_port_gets_a_group_per_endpoint_picked_by_a_hash_with_the_ports() {
             "no dispatch to slot {k}: {lines:#?}"
         );
     }
+}
+
+/// SCTP ports cannot be load-balanced by the userspace datapath (its conntrack does not
+/// track SCTP ports): they are refused like a port without endpoints, with no group and no
+/// endpoint flow, on the cluster and the Local paths; the Service's TCP port is programmed
+/// as ever, and the state says why the SCTP port is not (once, until it changes). On the
+/// kernel datapath they are balanced as TCP is.
+#[test]
+fn sctp_ports_are_refused_on_the_userspace_datapath_and_the_state_says_why() {
+    let sig = service(
+        "web",
+        "10.96.0.10",
+        json!([{"name": "http", "port": 80, "protocol": "TCP"},
+               {"name": "sig", "port": 9000, "protocol": "SCTP", "nodePort": 30900}]),
+        json!({"spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
+            "internalTrafficPolicy": "Local"}}),
+    );
+    let objects = || {
+        vec![
+            delta(node("n1", "10.244.1.0/24", "192.168.77.11")),
+            delta(sig.clone()),
+            delta(slice(
+                "web-a",
+                "web",
+                json!([{"name": "http", "port": 8080}, {"name": "sig", "port": 9000, "protocol": "SCTP"}]),
+                json!([ep("10.244.1.5", json!({})), ep("10.244.1.6", json!({}))]),
+            )),
+        ]
+    };
+    // The kernel datapath: balanced, nothing to say.
+    let mut kernel = NetworkState::new();
+    kernel.apply(objects());
+    let snap = kernel.snapshot();
+    let svc = snap.service(&key("web")).unwrap();
+    assert!(svc.ports.iter().all(|p| !p.datapath_refuses));
+    assert_eq!(groups(svc).len(), 2, "a group for each port");
+    assert_eq!(kernel.problems().count(), 0);
+    let mut s = NetworkState::new();
+    s.set_userspace_datapath(true);
+    s.apply(objects());
+    let snap = s.snapshot();
+    let svc = snap.service(&key("web")).unwrap();
+    let sctp = svc
+        .ports
+        .iter()
+        .find(|p| p.protocol == Protocol::Sctp)
+        .unwrap();
+    let http = svc
+        .ports
+        .iter()
+        .find(|p| p.protocol == Protocol::Tcp)
+        .unwrap();
+    assert_eq!(
+        sctp.endpoints.len(),
+        2,
+        "the endpoints are resolved all the same"
+    );
+    let lines = shared_text(&s);
+    let of = |id: u32| -> Vec<&String> {
+        let cookie = format!("cookie={:#x},", ids::service_cookie(id));
+        lines.iter().filter(|l| l.starts_with(&cookie)).collect()
+    };
+    let sctp_flows = of(sctp.id);
+    // The cluster IP and the nodePort: refused (packet-in through the reject meter).
+    assert_eq!(sctp_flows.len(), 2, "{sctp_flows:#?}");
+    assert!(
+        sctp_flows.iter().all(|l| l.contains("table=40")
+            && l.contains("sctp")
+            && l.contains(&format!("meter:{REJECT_METER_ID},"))
+            && l.contains("CONTROLLER")),
+        "{sctp_flows:#?}"
+    );
+    assert!(
+        of(http.id).iter().any(|l| l.contains("table=41")),
+        "{lines:#?}"
+    );
+    let group_ids: Vec<u32> = groups(svc).iter().map(|g| g.group_id & 0xff_ffff).collect();
+    assert!(!group_ids.is_empty() && group_ids.iter().all(|id| *id == http.id));
+    let (local, local_groups) = node_parts(&s, "n1");
+    let sctp_cookie = format!("cookie={:#x},", ids::service_cookie(sctp.id));
+    assert!(
+        !local.iter().any(|l| l.starts_with(&sctp_cookie)),
+        "{local:#?}"
+    );
+    assert!(
+        local_groups
+            .iter()
+            .all(|g| g.group_id & 0xff_ffff == http.id)
+    );
+    assert!(
+        local
+            .iter()
+            .any(|l| l.contains(&format!("{:#x}->reg5", http.id)))
+    );
+    let problems: Vec<String> = s.problems().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        [
+            "Service/default/web: spec.ports[1].protocol: port 9000/SCTP (sig) is refused, not load-balanced: the userspace datapath's conntrack does not track SCTP ports, so ct(nat) cannot DNAT to an endpoint's port nor keep associations apart (docs/operations.md, \"SCTP\"); the Service's TCP and UDP ports are programmed"
+        ]
+    );
+    // Without its SCTP port the Service has nothing to say.
+    s.apply(vec![delta(web())]);
+    assert_eq!(s.problems().count(), 0);
 }
