@@ -17,6 +17,7 @@ use std::fs::File;
 use std::future::Future;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -250,7 +251,12 @@ pub fn delete_link(ns: Option<&NetnsFile>, name: &str) -> Result<bool, Error> {
 
 /// Gives the pod end `ifname` in `pod_ns` the controller's MAC, MTU and address, brings it
 /// up, installs the routes, and turns tx checksum offload off if the datapath needs it.
-pub fn configure_pod_end(pod_ns: &NetnsFile, ifname: &str, net: &PodNetwork) -> Result<(), Error> {
+/// Returns the time the offload ioctl took (zero without it), for [`crate::timing`].
+pub fn configure_pod_end(
+    pod_ns: &NetnsFile,
+    ifname: &str,
+    net: &PodNetwork,
+) -> Result<Duration, Error> {
     let mac: Mac = net.mac.parse().map_err(|_| Error::BadPodNetwork {
         field: "mac",
         value: net.mac.clone(),
@@ -311,10 +317,12 @@ pub fn configure_pod_end(pod_ns: &NetnsFile, ifname: &str, net: &PodNetwork) -> 
                 .await
                 .map_err(fail("add route on"))?;
         }
-        if net.userspace_datapath {
-            crate::offload::disable_tx_checksum(&ifname)?;
+        if !net.userspace_datapath {
+            return Ok(Duration::ZERO);
         }
-        Ok(())
+        let started = Instant::now();
+        crate::offload::disable_tx_checksum(&ifname)?;
+        Ok(started.elapsed())
     })
 }
 
@@ -343,8 +351,13 @@ fn invalid_route(route: &Route, e: impl std::fmt::Display) -> rtnetlink::Error {
 }
 
 /// Sets the MTU of the host end `host` (node namespace), brings it up, and turns tx checksum
-/// offload off if the datapath needs it.
-pub fn configure_host_end(host: &str, mtu: u32, disable_tx_checksum: bool) -> Result<(), Error> {
+/// offload off if the datapath needs it. Returns the time the offload ioctl took (zero
+/// without it), for [`crate::timing`].
+pub fn configure_host_end(
+    host: &str,
+    mtu: u32,
+    disable_tx_checksum: bool,
+) -> Result<Duration, Error> {
     let host = host.to_owned();
     in_netns(None, move |handle| async move {
         let (index, _) = require_link(&handle, &host).await?;
@@ -354,10 +367,12 @@ pub fn configure_host_end(host: &str, mtu: u32, disable_tx_checksum: bool) -> Re
             .execute()
             .await
             .map_err(|e| netlink_err("set MTU and bring up", &host, e))?;
-        if disable_tx_checksum {
-            crate::offload::disable_tx_checksum(&host)?;
+        if !disable_tx_checksum {
+            return Ok(Duration::ZERO);
         }
-        Ok(())
+        let started = Instant::now();
+        crate::offload::disable_tx_checksum(&host)?;
+        Ok(started.elapsed())
     })
 }
 

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::api::{self, PodNetwork, PodRef, Reply, Request};
 use crate::link::{self, NetnsFile};
+use crate::timing::{Phases, TIMING_ENV};
 use crate::{Error, SUPPORTED_VERSIONS};
 
 /// The version stamped on output when the configuration's own version is unknown or bad.
@@ -162,7 +163,8 @@ pub struct Attachment {
 /// that take a configuration.
 pub fn execute(var: &dyn Fn(&str) -> Option<String>, stdin: &mut dyn Read) -> Outcome {
     let mut version = DEFAULT_VERSION.to_owned();
-    match run(var, stdin, &mut version) {
+    let mut phases = Phases::new(var(TIMING_ENV).is_some_and(|v| !v.is_empty() && v != "0"));
+    match run(var, stdin, &mut version, &mut phases) {
         Ok(stdout) => Outcome {
             exit_code: 0,
             stdout,
@@ -302,15 +304,25 @@ fn run(
     var: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
     version: &mut String,
+    phases: &mut Phases,
 ) -> Result<String, Error> {
     let parsed = parse_request(var, stdin, version)?;
+    phases.mark("parse");
     let (Some(conf), timeout) = (parsed.conf, parsed.timeout) else {
         return Ok(version_json());
     };
     let inv = parsed.invocation.as_ref();
     match (parsed.command, inv) {
-        (Command::Add, Some(inv)) => add(inv, &conf, timeout),
-        (Command::Del, Some(inv)) => del(inv, &conf, timeout).map(|()| String::new()),
+        (Command::Add, Some(inv)) => {
+            let out = add(inv, &conf, timeout, phases);
+            phases.report("ADD", &inv.who(), out.is_ok());
+            out
+        }
+        (Command::Del, Some(inv)) => {
+            let out = del(inv, &conf, timeout, phases);
+            phases.report("DEL", &inv.who(), out.is_ok());
+            out.map(|()| String::new())
+        }
         (Command::Check, Some(inv)) => check(inv, &conf, timeout).map(|()| String::new()),
         (Command::Status, _) => status(&conf, timeout).map(|()| String::new()),
         (Command::Gc, _) => gc(&conf, timeout).map(|()| String::new()),
@@ -569,10 +581,16 @@ fn remaining(deadline: Instant, controller: &str) -> Result<Duration, Error> {
     }
 }
 
-fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Error> {
+fn add(
+    inv: &Invocation,
+    conf: &NetConf,
+    timeout: Duration,
+    phases: &mut Phases,
+) -> Result<String, Error> {
     let deadline = Instant::now() + timeout;
     let netns_path = inv.netns.as_deref().unwrap_or_default();
     let netns = NetnsFile::open(netns_path)?;
+    phases.mark("netns");
     let host = inv.host_iface();
     // The host end's name is a function of (container id, ifname). One that exists, with
     // the pod end in the pod's namespace, is an earlier ADD of this very attachment: ADD
@@ -595,6 +613,7 @@ fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Er
         },
         None => None,
     };
+    phases.mark("lookup");
     let macs = match existing {
         Some(macs) => {
             eprintln!(
@@ -606,13 +625,19 @@ fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Er
         }
         None => link::create_veth(&host, &netns, &inv.ifname)?,
     };
+    phases.mark("veth");
     // From here on the veth exists: every failure undoes it and tells the controller.
     let attached = (|| {
         let request = Request::Add(inv.pod_ref(Some(macs.pod.clone()), node_name(conf)));
         let reply = conf.call(&request, remaining(deadline, &conf.controller)?)?;
+        phases.mark("controller");
         let net = expect_network(reply, "add", &inv.who())?;
-        link::configure_pod_end(&netns, &inv.ifname, &net)?;
-        link::configure_host_end(&host, net.mtu, net.userspace_datapath)?;
+        let ethtool = link::configure_pod_end(&netns, &inv.ifname, &net)?;
+        phases.part("pod_ethtool", ethtool);
+        phases.mark("pod_end");
+        let ethtool = link::configure_host_end(&host, net.mtu, net.userspace_datapath)?;
+        phases.part("host_ethtool", ethtool);
+        phases.mark("host_end");
         Ok::<_, Error>(net)
     })();
     let net = match attached {
@@ -697,7 +722,12 @@ fn add_result(
     })
 }
 
-fn del(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Error> {
+fn del(
+    inv: &Invocation,
+    conf: &NetConf,
+    timeout: Duration,
+    phases: &mut Phases,
+) -> Result<(), Error> {
     // Clean up as much as possible (CNI SPEC.md, DEL), but succeed only once the controller
     // has confirmed: a DEL it never heard of would leave the pod's port, flows and
     // attachment behind, so an unreachable controller is an error and the runtime retries
@@ -709,8 +739,10 @@ fn del(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Error>
         Ok(Reply::Error(e)) => Err(refused("del", &inv.who(), e)),
         Err(e) => Err(e),
     };
+    phases.mark("controller");
     // Deleting the host end takes the pod end with it; a gone netns took both already.
     let removed = link::delete_link(None, &inv.host_iface());
+    phases.mark("veth");
     told?;
     removed?;
     Ok(())

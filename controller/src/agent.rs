@@ -878,8 +878,10 @@ impl Worker {
         let node = self.node.as_str();
         let n = txn.operations().len();
         let sent = txn.to_params(ovsdb::vswitch::DATABASE);
+        let started = Instant::now();
         self.send_transaction(replica, txn).await?;
-        info!(node = %node, operations = n, "OVSDB updated");
+        let took_ms = started.elapsed().as_millis() as u64;
+        info!(node = %node, operations = n, took_ms, "OVSDB updated");
         // Plan the next step from the replica once it shows our transaction, never from a
         // snapshot that predates it (that would insert the same rows twice).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -889,6 +891,8 @@ impl Worker {
         {
             let _ = tokio::time::timeout(Duration::from_millis(20), self.wake.notified()).await;
         }
+        debug!(node = %node, seen_ms = started.elapsed().as_millis() as u64,
+            "OVSDB transaction seen in the replica");
         Ok(())
     }
 

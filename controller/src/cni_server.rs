@@ -22,7 +22,7 @@ use switchyard_cni::api::{
 };
 use switchyard_target::Target;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::controller::{Shared, lock};
@@ -423,7 +423,8 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
             ),
         );
     }
-    let deadline = tokio::time::Instant::now() + shared.config.cni_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + shared.config.cni_timeout;
     // The runtime may call us before the watch has delivered the pod: wait for it, unless
     // the source itself says it has no such pod (then waiting only delays the error).
     let mut snapshots = shared.state.subscribe();
@@ -504,6 +505,7 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
         }
     };
     let (node, ip, fresh) = (attached.node.clone(), attached.ip, attached.fresh_address);
+    let attached_at = tokio::time::Instant::now();
     info!(pod = %key, node = %node.name, %ip, iface = %req.host_iface, "CNI ADD");
     let installed = lock(&shared.agents)
         .get(&*node.name)
@@ -534,18 +536,30 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
     let verdict_wait = interface_verdict(shared, &node.name, &req.host_iface, deadline);
     tokio::pin!(ready_wait, verdict_wait);
     let (mut ready, mut verdict) = (None, None);
+    // When each arrived, for the phase timing at debug level.
+    let (mut ready_at, mut verdict_at) = (None, None);
     while ready.is_none() || verdict.is_none() {
         tokio::select! {
-            r = &mut ready_wait, if ready.is_none() => ready = Some(r),
+            r = &mut ready_wait, if ready.is_none() => {
+                ready = Some(r);
+                ready_at = Some(tokio::time::Instant::now());
+            }
             v = &mut verdict_wait, if verdict.is_none() => {
                 let failed = v.is_err();
                 verdict = Some(v);
+                verdict_at = Some(tokio::time::Instant::now());
                 if failed {
                     break;
                 }
             }
         }
     }
+    let since_attach =
+        |t: Option<tokio::time::Instant>| t.map(|t| (t - attached_at).as_secs_f64() * 1e3);
+    debug!(pod = %key, container = %req.container_id, attach_ms = (attached_at - started).as_secs_f64() * 1e3,
+        flows_ms = ?since_attach(ready_at), port_ms = ?since_attach(verdict_at),
+        "CNI ADD phases (attach: in the state; flows, port: since the attach, until the pod's \
+         flows were installed and vswitchd gave its port a number)");
     let ready = ready.unwrap_or(false);
     let verdict = verdict.unwrap_or(Ok(()));
     if let Err(why) = verdict {
