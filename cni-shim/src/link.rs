@@ -183,6 +183,9 @@ async fn require_link(handle: &Handle, name: &str) -> Result<(u32, String), Erro
 /// MACs of a freshly created veth pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VethMacs {
+    /// The host end's interface index in the node namespace, when it was just created
+    /// there (`None` for a veth an earlier ADD made).
+    pub host_index: Option<u32>,
     /// MAC of the host end (node namespace).
     pub host: String,
     /// MAC of the pod end, as the kernel chose it (the controller's MAC replaces it later).
@@ -196,7 +199,7 @@ pub struct VethMacs {
 pub fn create_veth(host: &str, pod_ns: &NetnsFile, ifname: &str) -> Result<VethMacs, Error> {
     let pod_fd: RawFd = pod_ns.file.as_raw_fd();
     let (host_name, pod_name) = (host.to_owned(), ifname.to_owned());
-    let host_mac = in_netns(None, move |handle| async move {
+    let (host_index, host_mac) = in_netns(None, move |handle| async move {
         let peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(pod_name.clone())
             .setns_by_fd(pod_fd)
@@ -214,13 +217,14 @@ pub fn create_veth(host: &str, pod_ns: &NetnsFile, ifname: &str) -> Result<VethM
                 iface: format!("{host_name} (peer {pod_name} in the pod namespace)"),
                 reason: e.to_string(),
             })?;
-        Ok(require_link(&handle, &host_name).await?.1)
+        require_link(&handle, &host_name).await
     })?;
     let pod_name = ifname.to_owned();
     let pod_mac = in_netns(Some(pod_ns), move |handle| async move {
         Ok(require_link(&handle, &pod_name).await?.1)
     })?;
     Ok(VethMacs {
+        host_index: Some(host_index),
         host: host_mac,
         pod: pod_mac,
     })

@@ -471,6 +471,7 @@ impl Invocation {
             ifname: self.ifname.clone(),
             host_iface: self.host_iface(),
             pod_mac,
+            host_ifindex: None,
         }
     }
 
@@ -599,6 +600,7 @@ fn add(
     let existing = match link::link_mac(None, &host)? {
         Some(host_mac) => match link::link_mac(Some(&netns), &inv.ifname)? {
             Some(pod_mac) => Some(link::VethMacs {
+                host_index: None,
                 host: host_mac,
                 pod: pod_mac,
             }),
@@ -628,7 +630,9 @@ fn add(
     phases.mark("veth");
     // From here on the veth exists: every failure undoes it and tells the controller.
     let attached = (|| {
-        let request = Request::Add(inv.pod_ref(Some(macs.pod.clone()), node_name(conf)));
+        let mut pod = inv.pod_ref(Some(macs.pod.clone()), node_name(conf));
+        pod.host_ifindex = macs.host_index;
+        let request = Request::Add(pod);
         let reply = conf.call(&request, remaining(deadline, &conf.controller)?)?;
         phases.mark("controller");
         let net = expect_network(reply, "add", &inv.who())?;
@@ -734,14 +738,33 @@ fn del(
     // the DEL (it must, until one succeeds). Missing things are not errors: DEL of an
     // attachment that does not exist succeeds.
     let request = Request::Del(inv.pod_ref(None, node_name(conf)));
+    // Deleting the host end takes the pod end with it; a gone netns took both already. It
+    // goes on while the controller is asked: the kernel takes tens of milliseconds to
+    // destroy a veth, and neither side needs the other done first.
+    let host = inv.host_iface();
+    let removing = std::thread::Builder::new()
+        .name("switchyard-del".into())
+        .spawn(move || link::delete_link(None, &host));
     let told = match conf.call(&request, timeout) {
         Ok(Reply::Ok(_)) => Ok(()),
         Ok(Reply::Error(e)) => Err(refused("del", &inv.who(), e)),
         Err(e) => Err(e),
     };
     phases.mark("controller");
-    // Deleting the host end takes the pod end with it; a gone netns took both already.
-    let removed = link::delete_link(None, &inv.host_iface());
+    let removed = match removing {
+        Ok(thread) => thread.join().unwrap_or_else(|_| {
+            Err(Error::Netlink {
+                what: "delete",
+                iface: inv.host_iface(),
+                reason: "the deleting thread panicked".into(),
+            })
+        }),
+        Err(e) => Err(Error::Netlink {
+            what: "spawn a thread to delete",
+            iface: inv.host_iface(),
+            reason: e.to_string(),
+        }),
+    };
     phases.mark("veth");
     told?;
     removed?;
@@ -870,10 +893,7 @@ fn status(conf: &NetConf, timeout: Duration) -> Result<(), Error> {
 
 /// True for names [`api::host_iface_name`] can produce.
 fn is_our_host_iface(name: &str) -> bool {
-    name.strip_prefix(api::HOST_IFACE_PREFIX)
-        .is_some_and(|rest| {
-            rest.len() == 12 && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        })
+    api::is_host_iface_name(name)
 }
 
 fn gc(conf: &NetConf, timeout: Duration) -> Result<(), Error> {

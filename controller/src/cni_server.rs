@@ -532,8 +532,32 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
         }
     };
     // The flows and vswitchd's verdict on the port, together: a port vswitchd fails
-    // (the interface does not exist) fails the ADD at once.
-    let verdict_wait = interface_verdict(shared, &node.name, &req.host_iface, deadline);
+    // (the interface does not exist) fails the ADD at once. A shim that has just made the
+    // interface in the node's namespace vouches for it (`host_ifindex`); once vswitchd has
+    // accepted such an interface on this node, shims there are known to make their veths
+    // where vswitchd sees them, and the ADD answers with the flows in and the port
+    // committed to OVSDB, while vswitchd numbers it. Its verdict is still watched.
+    let vouched = req.host_ifindex.is_some() && shims_verified(shared, &node.name, &req.host_iface);
+    let verdict_wait = async {
+        if vouched {
+            let (shared, node, iface, key) = (
+                shared.clone(),
+                node.name.to_string(),
+                req.host_iface.clone(),
+                key.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(why) = interface_verdict(&shared, &node, &iface, deadline).await {
+                    shared.telemetry.error("cni");
+                    warn!(pod = %key, %node, %iface,
+                        "CNI ADD answered, then vswitchd could not add the host interface the shim vouched for ({why}); CHECK reports the pod, DEL removes it");
+                }
+            });
+            Ok(())
+        } else {
+            interface_verdict(shared, &node.name, &req.host_iface, deadline).await
+        }
+    };
     tokio::pin!(ready_wait, verdict_wait);
     let (mut ready, mut verdict) = (None, None);
     // When each arrived, for the phase timing at debug level.
@@ -556,10 +580,10 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
     }
     let since_attach =
         |t: Option<tokio::time::Instant>| t.map(|t| (t - attached_at).as_secs_f64() * 1e3);
-    debug!(pod = %key, container = %req.container_id, attach_ms = (attached_at - started).as_secs_f64() * 1e3,
+    debug!(pod = %key, container = %req.container_id, vouched, attach_ms = (attached_at - started).as_secs_f64() * 1e3,
         flows_ms = ?since_attach(ready_at), port_ms = ?since_attach(verdict_at),
         "CNI ADD phases (attach: in the state; flows, port: since the attach, until the pod's \
-         flows were installed and vswitchd gave its port a number)");
+         flows were installed and vswitchd gave its port a number, unless vouched)");
     let ready = ready.unwrap_or(false);
     let verdict = verdict.unwrap_or(Ok(()));
     if let Err(why) = verdict {
@@ -688,6 +712,21 @@ fn running_reply(key: &ObjectKey, running: &str, why: &str) -> Reply {
             "pod {key} is attached for container {running} ({why}): an ADD for another container does not take over a running pod's address; DEL container {running} first (the runtime does, before it makes a new sandbox)"
         ),
     )
+}
+
+/// Whether vswitchd on `node` holds, numbered and with its device, a pod interface other
+/// than `iface`: a shim there made it where vswitchd runs, so shims on that node do.
+fn shims_verified(shared: &Arc<Shared>, node: &str, iface: &str) -> bool {
+    let Some(ports) = lock(&shared.agents).get(node).map(|a| a.ports.clone()) else {
+        return false;
+    };
+    ports.borrow().iter().any(|(name, v)| {
+        name != iface
+            && switchyard_cni::api::is_host_iface_name(name)
+            && v.ofport.is_some_and(|p| p > 0)
+            && v.has_device
+            && v.error.is_none()
+    })
 }
 
 /// Waits (until `deadline`) for vswitchd's verdict on a new pod port: `Ok` once it has an

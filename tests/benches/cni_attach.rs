@@ -194,9 +194,10 @@ impl Bench {
             match who {
                 Who::Ours => {
                     for line in stderr.lines().filter(|l| l.contains(" timing: ")) {
-                        timing
-                            .0
-                            .push(format!("round={round} pod={i} wall_ms={:.2} {line}", ms(took)));
+                        timing.0.push(format!(
+                            "round={round} pod={i} wall_ms={:.2} {line}",
+                            ms(took)
+                        ));
                     }
                 }
                 Who::Peer => timing.1.push(format!(
