@@ -60,6 +60,9 @@ pub const CNI_TRY_AGAIN: u32 = 11;
 /// CNI error code (spec): the plugin is not available (STATUS).
 pub const CNI_UNAVAILABLE: u32 = 50;
 
+/// Longest a CHECK waits for a just-attached pod's port to show in the node's OVSDB with
+/// the number vswitchd gave it.
+const CHECK_SETTLE: Duration = Duration::from_secs(2);
 /// Longest a DEL waits for the pod's port to leave the node's OVSDB.
 const DEL_PORT_WAIT: Duration = Duration::from_secs(10);
 
@@ -898,9 +901,23 @@ async fn cni_check(shared: &Arc<Shared>, req: PodRef) -> Reply {
             .get(&*node.name)
             .map(|a| (a.ports.clone(), a.installed.clone(), a.connection()))
     };
-    let Some((ports, installed, conn)) = agent else {
+    let Some((mut ports, installed, conn)) = agent else {
         return check_failed(&key, format!("node {} has no agent", node.name));
     };
+    // An ADD may answer before the replica shows its port or vswitchd has numbered it (a
+    // vouched ADD): a CHECK right after it waits (briefly) for that to settle.
+    let _ = tokio::time::timeout(CHECK_SETTLE, async {
+        loop {
+            let settled = ports
+                .borrow_and_update()
+                .get(&a.iface)
+                .is_some_and(|v| v.ofport.is_some());
+            if settled || ports.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
     let view = ports.borrow().get(&a.iface).cloned();
     match view {
         None => {
