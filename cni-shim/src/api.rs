@@ -17,7 +17,7 @@
 //!
 //! ```text
 //! → {"op":"add","namespace":"default","pod":"web-0","container_id":"c0ffee","netns":"/run/netns/x",
-//!    "ifname":"eth0","host_iface":"sy1a2b3c4d5e6f","pod_mac":null}
+//!    "ifname":"eth0","host_iface":"sy1a2b3c4d5e6f","pod_mac":null,"node":"node-1","host_ifindex":7}
 //! ← {"ok":{"address":"10.244.1.5/24","mac":"0a:58:0a:f4:01:05","gateway":"10.244.1.1","mtu":1450,
 //!    "routes":[{"dst":"0.0.0.0/0","gw":"10.244.1.1"}],"userspace_datapath":true}}
 //! → {"op":"status","node":"node-1"}
@@ -93,6 +93,13 @@ pub struct PodRef {
     /// controller checks it against the caller's certificate and the pod's node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// ADD: the interface index of `host_iface` in the node's namespace, when the shim has
+    /// just created (and looked up) it there: the shim vouches that the interface exists
+    /// where vswitchd runs. Once vswitchd has accepted a vouched interface on the node,
+    /// the controller answers a vouched ADD without waiting for vswitchd to number the
+    /// port (docs/operations.md, *What the CNI plugin does*). Absent: it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifindex: Option<u32>,
 }
 
 /// The controller's answer to any [`Request`].
@@ -408,6 +415,13 @@ pub fn host_iface_name(container_id: &str, ifname: &str) -> String {
 /// deletes interfaces whose name has this prefix and the right length.
 pub const HOST_IFACE_PREFIX: &str = "sy";
 
+/// True for names [`host_iface_name`] can produce.
+pub fn is_host_iface_name(name: &str) -> bool {
+    name.strip_prefix(HOST_IFACE_PREFIX).is_some_and(|rest| {
+        rest.len() == 12 && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +436,7 @@ mod tests {
             host_iface: host_iface_name("c0ffee", "eth0"),
             pod_mac: None,
             node: None,
+            host_ifindex: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`link`]: the netlink work on the veth pair, each step on a thread inside the right
 //!   network namespace.
 //! - [`offload`]: `ethtool -K IF tx off` as an ioctl (the userspace datapath needs it).
+//! - [`timing`]: the phase-timing line on stderr (`SWITCHYARD_CNI_TIMING=1`).
 //! - [`Error`]: the crate's one error type, with its CNI error code ([`Error::cni_code`]).
 //!
 //! Only `api` is meant for the controller; the rest is the plugin's machinery, public so it
@@ -19,6 +20,7 @@ mod error;
 pub mod link;
 pub mod offload;
 pub mod plugin;
+pub mod timing;
 
 pub use error::{Error, code};
 

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::future::Future;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -182,6 +183,9 @@ async fn require_link(handle: &Handle, name: &str) -> Result<(u32, String), Erro
 /// MACs of a freshly created veth pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VethMacs {
+    /// The host end's interface index in the node namespace, when it was just created
+    /// there (`None` for a veth an earlier ADD made).
+    pub host_index: Option<u32>,
     /// MAC of the host end (node namespace).
     pub host: String,
     /// MAC of the pod end, as the kernel chose it (the controller's MAC replaces it later).
@@ -195,7 +199,7 @@ pub struct VethMacs {
 pub fn create_veth(host: &str, pod_ns: &NetnsFile, ifname: &str) -> Result<VethMacs, Error> {
     let pod_fd: RawFd = pod_ns.file.as_raw_fd();
     let (host_name, pod_name) = (host.to_owned(), ifname.to_owned());
-    let host_mac = in_netns(None, move |handle| async move {
+    let (host_index, host_mac) = in_netns(None, move |handle| async move {
         let peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(pod_name.clone())
             .setns_by_fd(pod_fd)
@@ -213,13 +217,14 @@ pub fn create_veth(host: &str, pod_ns: &NetnsFile, ifname: &str) -> Result<VethM
                 iface: format!("{host_name} (peer {pod_name} in the pod namespace)"),
                 reason: e.to_string(),
             })?;
-        Ok(require_link(&handle, &host_name).await?.1)
+        require_link(&handle, &host_name).await
     })?;
     let pod_name = ifname.to_owned();
     let pod_mac = in_netns(Some(pod_ns), move |handle| async move {
         Ok(require_link(&handle, &pod_name).await?.1)
     })?;
     Ok(VethMacs {
+        host_index: Some(host_index),
         host: host_mac,
         pod: pod_mac,
     })
@@ -250,7 +255,12 @@ pub fn delete_link(ns: Option<&NetnsFile>, name: &str) -> Result<bool, Error> {
 
 /// Gives the pod end `ifname` in `pod_ns` the controller's MAC, MTU and address, brings it
 /// up, installs the routes, and turns tx checksum offload off if the datapath needs it.
-pub fn configure_pod_end(pod_ns: &NetnsFile, ifname: &str, net: &PodNetwork) -> Result<(), Error> {
+/// Returns the time the offload ioctl took (zero without it), for [`crate::timing`].
+pub fn configure_pod_end(
+    pod_ns: &NetnsFile,
+    ifname: &str,
+    net: &PodNetwork,
+) -> Result<Duration, Error> {
     let mac: Mac = net.mac.parse().map_err(|_| Error::BadPodNetwork {
         field: "mac",
         value: net.mac.clone(),
@@ -311,10 +321,12 @@ pub fn configure_pod_end(pod_ns: &NetnsFile, ifname: &str, net: &PodNetwork) -> 
                 .await
                 .map_err(fail("add route on"))?;
         }
-        if net.userspace_datapath {
-            crate::offload::disable_tx_checksum(&ifname)?;
+        if !net.userspace_datapath {
+            return Ok(Duration::ZERO);
         }
-        Ok(())
+        let started = Instant::now();
+        crate::offload::disable_tx_checksum(&ifname)?;
+        Ok(started.elapsed())
     })
 }
 
@@ -343,8 +355,13 @@ fn invalid_route(route: &Route, e: impl std::fmt::Display) -> rtnetlink::Error {
 }
 
 /// Sets the MTU of the host end `host` (node namespace), brings it up, and turns tx checksum
-/// offload off if the datapath needs it.
-pub fn configure_host_end(host: &str, mtu: u32, disable_tx_checksum: bool) -> Result<(), Error> {
+/// offload off if the datapath needs it. Returns the time the offload ioctl took (zero
+/// without it), for [`crate::timing`].
+pub fn configure_host_end(
+    host: &str,
+    mtu: u32,
+    disable_tx_checksum: bool,
+) -> Result<Duration, Error> {
     let host = host.to_owned();
     in_netns(None, move |handle| async move {
         let (index, _) = require_link(&handle, &host).await?;
@@ -354,10 +371,12 @@ pub fn configure_host_end(host: &str, mtu: u32, disable_tx_checksum: bool) -> Re
             .execute()
             .await
             .map_err(|e| netlink_err("set MTU and bring up", &host, e))?;
-        if disable_tx_checksum {
-            crate::offload::disable_tx_checksum(&host)?;
+        if !disable_tx_checksum {
+            return Ok(Duration::ZERO);
         }
-        Ok(())
+        let started = Instant::now();
+        crate::offload::disable_tx_checksum(&host)?;
+        Ok(started.elapsed())
     })
 }
 

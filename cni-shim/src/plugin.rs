@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::api::{self, PodNetwork, PodRef, Reply, Request};
 use crate::link::{self, NetnsFile};
+use crate::timing::{Phases, TIMING_ENV};
 use crate::{Error, SUPPORTED_VERSIONS};
 
 /// The version stamped on output when the configuration's own version is unknown or bad.
@@ -162,7 +163,8 @@ pub struct Attachment {
 /// that take a configuration.
 pub fn execute(var: &dyn Fn(&str) -> Option<String>, stdin: &mut dyn Read) -> Outcome {
     let mut version = DEFAULT_VERSION.to_owned();
-    match run(var, stdin, &mut version) {
+    let mut phases = Phases::new(var(TIMING_ENV).is_some_and(|v| !v.is_empty() && v != "0"));
+    match run(var, stdin, &mut version, &mut phases) {
         Ok(stdout) => Outcome {
             exit_code: 0,
             stdout,
@@ -302,15 +304,25 @@ fn run(
     var: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
     version: &mut String,
+    phases: &mut Phases,
 ) -> Result<String, Error> {
     let parsed = parse_request(var, stdin, version)?;
+    phases.mark("parse");
     let (Some(conf), timeout) = (parsed.conf, parsed.timeout) else {
         return Ok(version_json());
     };
     let inv = parsed.invocation.as_ref();
     match (parsed.command, inv) {
-        (Command::Add, Some(inv)) => add(inv, &conf, timeout),
-        (Command::Del, Some(inv)) => del(inv, &conf, timeout).map(|()| String::new()),
+        (Command::Add, Some(inv)) => {
+            let out = add(inv, &conf, timeout, phases);
+            phases.report("ADD", &inv.who(), out.is_ok());
+            out
+        }
+        (Command::Del, Some(inv)) => {
+            let out = del(inv, &conf, timeout, phases);
+            phases.report("DEL", &inv.who(), out.is_ok());
+            out.map(|()| String::new())
+        }
         (Command::Check, Some(inv)) => check(inv, &conf, timeout).map(|()| String::new()),
         (Command::Status, _) => status(&conf, timeout).map(|()| String::new()),
         (Command::Gc, _) => gc(&conf, timeout).map(|()| String::new()),
@@ -459,6 +471,7 @@ impl Invocation {
             ifname: self.ifname.clone(),
             host_iface: self.host_iface(),
             pod_mac,
+            host_ifindex: None,
         }
     }
 
@@ -569,10 +582,16 @@ fn remaining(deadline: Instant, controller: &str) -> Result<Duration, Error> {
     }
 }
 
-fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Error> {
+fn add(
+    inv: &Invocation,
+    conf: &NetConf,
+    timeout: Duration,
+    phases: &mut Phases,
+) -> Result<String, Error> {
     let deadline = Instant::now() + timeout;
     let netns_path = inv.netns.as_deref().unwrap_or_default();
     let netns = NetnsFile::open(netns_path)?;
+    phases.mark("netns");
     let host = inv.host_iface();
     // The host end's name is a function of (container id, ifname). One that exists, with
     // the pod end in the pod's namespace, is an earlier ADD of this very attachment: ADD
@@ -581,6 +600,7 @@ fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Er
     let existing = match link::link_mac(None, &host)? {
         Some(host_mac) => match link::link_mac(Some(&netns), &inv.ifname)? {
             Some(pod_mac) => Some(link::VethMacs {
+                host_index: None,
                 host: host_mac,
                 pod: pod_mac,
             }),
@@ -595,6 +615,7 @@ fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Er
         },
         None => None,
     };
+    phases.mark("lookup");
     let macs = match existing {
         Some(macs) => {
             eprintln!(
@@ -606,13 +627,21 @@ fn add(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<String, Er
         }
         None => link::create_veth(&host, &netns, &inv.ifname)?,
     };
+    phases.mark("veth");
     // From here on the veth exists: every failure undoes it and tells the controller.
     let attached = (|| {
-        let request = Request::Add(inv.pod_ref(Some(macs.pod.clone()), node_name(conf)));
+        let mut pod = inv.pod_ref(Some(macs.pod.clone()), node_name(conf));
+        pod.host_ifindex = macs.host_index;
+        let request = Request::Add(pod);
         let reply = conf.call(&request, remaining(deadline, &conf.controller)?)?;
+        phases.mark("controller");
         let net = expect_network(reply, "add", &inv.who())?;
-        link::configure_pod_end(&netns, &inv.ifname, &net)?;
-        link::configure_host_end(&host, net.mtu, net.userspace_datapath)?;
+        let ethtool = link::configure_pod_end(&netns, &inv.ifname, &net)?;
+        phases.part("pod_ethtool", ethtool);
+        phases.mark("pod_end");
+        let ethtool = link::configure_host_end(&host, net.mtu, net.userspace_datapath)?;
+        phases.part("host_ethtool", ethtool);
+        phases.mark("host_end");
         Ok::<_, Error>(net)
     })();
     let net = match attached {
@@ -697,20 +726,46 @@ fn add_result(
     })
 }
 
-fn del(inv: &Invocation, conf: &NetConf, timeout: Duration) -> Result<(), Error> {
+fn del(
+    inv: &Invocation,
+    conf: &NetConf,
+    timeout: Duration,
+    phases: &mut Phases,
+) -> Result<(), Error> {
     // Clean up as much as possible (CNI SPEC.md, DEL), but succeed only once the controller
     // has confirmed: a DEL it never heard of would leave the pod's port, flows and
     // attachment behind, so an unreachable controller is an error and the runtime retries
     // the DEL (it must, until one succeeds). Missing things are not errors: DEL of an
     // attachment that does not exist succeeds.
     let request = Request::Del(inv.pod_ref(None, node_name(conf)));
+    // Deleting the host end takes the pod end with it; a gone netns took both already. It
+    // goes on while the controller is asked: the kernel takes tens of milliseconds to
+    // destroy a veth, and neither side needs the other done first.
+    let host = inv.host_iface();
+    let removing = std::thread::Builder::new()
+        .name("switchyard-del".into())
+        .spawn(move || link::delete_link(None, &host));
     let told = match conf.call(&request, timeout) {
         Ok(Reply::Ok(_)) => Ok(()),
         Ok(Reply::Error(e)) => Err(refused("del", &inv.who(), e)),
         Err(e) => Err(e),
     };
-    // Deleting the host end takes the pod end with it; a gone netns took both already.
-    let removed = link::delete_link(None, &inv.host_iface());
+    phases.mark("controller");
+    let removed = match removing {
+        Ok(thread) => thread.join().unwrap_or_else(|_| {
+            Err(Error::Netlink {
+                what: "delete",
+                iface: inv.host_iface(),
+                reason: "the deleting thread panicked".into(),
+            })
+        }),
+        Err(e) => Err(Error::Netlink {
+            what: "spawn a thread to delete",
+            iface: inv.host_iface(),
+            reason: e.to_string(),
+        }),
+    };
+    phases.mark("veth");
     told?;
     removed?;
     Ok(())
@@ -838,10 +893,7 @@ fn status(conf: &NetConf, timeout: Duration) -> Result<(), Error> {
 
 /// True for names [`api::host_iface_name`] can produce.
 fn is_our_host_iface(name: &str) -> bool {
-    name.strip_prefix(api::HOST_IFACE_PREFIX)
-        .is_some_and(|rest| {
-            rest.len() == 12 && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        })
+    api::is_host_iface_name(name)
 }
 
 fn gc(conf: &NetConf, timeout: Duration) -> Result<(), Error> {

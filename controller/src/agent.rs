@@ -753,7 +753,8 @@ impl Worker {
             let attachments: Vec<Arc<PodPort>> = snap.attachments_on(node).cloned().collect();
 
             // OVSDB: the node's rows, then the ofports the pod ports have or will have.
-            let mut node_txn: Option<(SwitchConfig, ovsdb::Transaction)> = None;
+            // The transaction, and whether it only takes pod ports away (then it goes first).
+            let mut node_txn: Option<(SwitchConfig, ovsdb::Transaction, bool)> = None;
             let live = lock(&self.openflow)
                 .as_ref()
                 .is_some_and(|c| c.closed_reason().is_none());
@@ -829,7 +830,8 @@ impl Worker {
                         // the plan is made again to confirm it.)
                         planned = inputs;
                     } else {
-                        node_txn = Some((desired, txn));
+                        let first = switch_config::only_removes_pod_ports(&snapshot, &attachments);
+                        node_txn = Some((desired, txn, first));
                     }
                     // A new pod port's number is known before vswitchd adds it (its
                     // ofport_request), so its flows go in together with the port below.
@@ -864,8 +866,20 @@ impl Worker {
             // removing a port keeps it busy for tens of milliseconds (more, the more ports
             // it has): a bundle that arrives after the port change waits for all of it. The
             // port's number is known in advance (ofport_request), so nothing in the flows
-            // waits for the port; the reply to CNI then waits for neither.
+            // waits for the port. A transaction that only takes pod ports away (DEL, GC)
+            // goes first instead: a DEL waits for its port to be out of OVSDB, not for the
+            // bundle, and the pod's flows going a moment after its port harms nobody.
             let sent_txn = node_txn.is_some();
+            let (txn_first, txn_last) = match node_txn {
+                Some((desired, txn, true)) => (Some((desired, txn)), None),
+                other => (None, other.map(|(desired, txn, _)| (desired, txn))),
+            };
+            if let (Some((desired, txn)), Some(replica)) = (txn_first, replica) {
+                self.transact_and_wait(replica, &desired, txn, || {})
+                    .await?;
+                // A DEL waits only for its port to be out of OVSDB: say so at once.
+                replica.read(|snapshot| self.publish_ports(snapshot));
+            }
             let conn = lock(&self.openflow).clone();
             let ctx = NodeContext {
                 node: &this,
@@ -883,8 +897,17 @@ impl Worker {
                         .await,
                 ),
             };
-            if let (Some((desired, txn)), Some(replica)) = (node_txn, replica) {
-                self.transact_and_wait(replica, &desired, txn).await?;
+            if let (Some((desired, txn)), Some(replica)) = (txn_last, replica) {
+                // The pods are installed once their flows are in and their ports committed
+                // to OVSDB: a CNI ADD need not wait for the replica to show the commit.
+                let flows_in = matches!(flow_result, Some(Ok(_)));
+                let committed = || {
+                    if flows_in {
+                        self.publish_installed(&attachments, &ofports);
+                    }
+                };
+                self.transact_and_wait(replica, &desired, txn, committed)
+                    .await?;
                 // A DEL waits only for its port to be out of OVSDB: say so at once.
                 replica.read(|snapshot| self.publish_ports(snapshot));
             }
@@ -972,12 +995,16 @@ impl Worker {
         replica: &ovsdb::Replica,
         desired: &SwitchConfig,
         txn: ovsdb::Transaction,
+        committed: impl FnOnce(),
     ) -> Result<(), Error> {
         let node = self.node.as_str();
         let n = txn.operations().len();
         let sent = txn.to_params(ovsdb::vswitch::DATABASE);
+        let started = Instant::now();
         self.send_transaction(replica, txn).await?;
-        info!(node = %node, operations = n, "OVSDB updated");
+        let took_ms = started.elapsed().as_millis() as u64;
+        info!(node = %node, operations = n, took_ms, "OVSDB updated");
+        committed();
         // Plan the next step from the replica once it shows our transaction, never from a
         // snapshot that predates it (that would insert the same rows twice).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -989,6 +1016,8 @@ impl Worker {
         {
             let _ = tokio::time::timeout(Duration::from_millis(20), self.wake.notified()).await;
         }
+        debug!(node = %node, seen_ms = started.elapsed().as_millis() as u64,
+            "OVSDB transaction seen in the replica");
         Ok(())
     }
 

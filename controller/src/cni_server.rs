@@ -22,7 +22,7 @@ use switchyard_cni::api::{
 };
 use switchyard_target::Target;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::controller::{Shared, lock};
@@ -60,6 +60,9 @@ pub const CNI_TRY_AGAIN: u32 = 11;
 /// CNI error code (spec): the plugin is not available (STATUS).
 pub const CNI_UNAVAILABLE: u32 = 50;
 
+/// Longest a CHECK waits for a just-attached pod's port to show in the node's OVSDB with
+/// the number vswitchd gave it.
+const CHECK_SETTLE: Duration = Duration::from_secs(2);
 /// Longest a DEL waits for the pod's port to leave the node's OVSDB.
 const DEL_PORT_WAIT: Duration = Duration::from_secs(10);
 
@@ -440,7 +443,8 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
             ),
         );
     }
-    let deadline = tokio::time::Instant::now() + shared.config.cni_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + shared.config.cni_timeout;
     // The runtime may call us before the watch has delivered the pod: wait for it, unless
     // the source itself says it has no such pod (then waiting only delays the error).
     let mut snapshots = shared.state.subscribe();
@@ -521,6 +525,7 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
         }
     };
     let (node, ip, fresh) = (attached.node.clone(), attached.ip, attached.fresh_address);
+    let attached_at = tokio::time::Instant::now();
     info!(pod = %key, node = %node.name, %ip, iface = %req.host_iface, "CNI ADD");
     let installed = lock(&shared.agents)
         .get(&*node.name)
@@ -547,22 +552,64 @@ async fn cni_add(shared: &Arc<Shared>, req: PodRef, caller: Option<String>) -> R
         }
     };
     // The flows and vswitchd's verdict on the port, together: a port vswitchd fails
-    // (the interface does not exist) fails the ADD at once.
-    let verdict_wait = interface_verdict(shared, &node.name, &req.host_iface, deadline);
+    // (the interface does not exist) fails the ADD at once. A shim that has just made the
+    // interface in the node's namespace vouches for it (`host_ifindex`); once vswitchd has
+    // accepted such an interface on this node, shims there are known to make their veths
+    // where vswitchd sees them, and the ADD answers with the flows in and the port
+    // committed to OVSDB, while vswitchd numbers it. Its verdict is still watched.
+    let vouched = req.host_ifindex.is_some() && shims_verified(shared, &node.name, &req.host_iface);
+    let verdict_wait = async {
+        if vouched {
+            let (shared, node, iface, key, container) = (
+                shared.clone(),
+                node.name.to_string(),
+                req.host_iface.clone(),
+                key.clone(),
+                req.container_id.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(why) = interface_verdict(&shared, &node, &iface, deadline).await {
+                    shared.telemetry.error("cni");
+                    warn!(pod = %key, %node, %iface,
+                        "CNI ADD answered, then vswitchd could not add the host interface the shim vouched for ({why}); undoing the attachment (CHECK reports the pod missing; the runtime's DEL finds nothing)");
+                    // Nothing of it stays, as for an ADD that waited: only this container's
+                    // attachment (a newer ADD's is left alone) and its fresh address.
+                    if !again {
+                        undo_attach(&shared, &key, &container, &node, fresh).await;
+                    }
+                }
+            });
+            Ok(())
+        } else {
+            interface_verdict(shared, &node.name, &req.host_iface, deadline).await
+        }
+    };
     tokio::pin!(ready_wait, verdict_wait);
     let (mut ready, mut verdict) = (None, None);
+    // When each arrived, for the phase timing at debug level.
+    let (mut ready_at, mut verdict_at) = (None, None);
     while ready.is_none() || verdict.is_none() {
         tokio::select! {
-            r = &mut ready_wait, if ready.is_none() => ready = Some(r),
+            r = &mut ready_wait, if ready.is_none() => {
+                ready = Some(r);
+                ready_at = Some(tokio::time::Instant::now());
+            }
             v = &mut verdict_wait, if verdict.is_none() => {
                 let failed = v.is_err();
                 verdict = Some(v);
+                verdict_at = Some(tokio::time::Instant::now());
                 if failed {
                     break;
                 }
             }
         }
     }
+    let since_attach =
+        |t: Option<tokio::time::Instant>| t.map(|t| (t - attached_at).as_secs_f64() * 1e3);
+    debug!(pod = %key, container = %req.container_id, vouched, attach_ms = (attached_at - started).as_secs_f64() * 1e3,
+        flows_ms = ?since_attach(ready_at), port_ms = ?since_attach(verdict_at),
+        "CNI ADD phases (attach: in the state; flows, port: since the attach, until the pod's \
+         flows were installed and vswitchd gave its port a number, unless vouched)");
     let ready = ready.unwrap_or(false);
     let verdict = verdict.unwrap_or(Ok(()));
     if let Err(why) = verdict {
@@ -691,6 +738,21 @@ fn running_reply(key: &ObjectKey, running: &str, why: &str) -> Reply {
             "pod {key} is attached for container {running} ({why}): an ADD for another container does not take over a running pod's address; DEL container {running} first (the runtime does, before it makes a new sandbox)"
         ),
     )
+}
+
+/// Whether vswitchd on `node` holds, numbered and with its device, a pod interface other
+/// than `iface`: a shim there made it where vswitchd runs, so shims on that node do.
+fn shims_verified(shared: &Arc<Shared>, node: &str, iface: &str) -> bool {
+    let Some(ports) = lock(&shared.agents).get(node).map(|a| a.ports.clone()) else {
+        return false;
+    };
+    ports.borrow().iter().any(|(name, v)| {
+        name != iface
+            && switchyard_cni::api::is_host_iface_name(name)
+            && v.ofport.is_some_and(|p| p > 0)
+            && v.has_device
+            && v.error.is_none()
+    })
 }
 
 /// Waits (until `deadline`) for vswitchd's verdict on a new pod port: `Ok` once it has an
@@ -862,9 +924,23 @@ async fn cni_check(shared: &Arc<Shared>, req: PodRef) -> Reply {
             .get(&*node.name)
             .map(|a| (a.ports.clone(), a.installed.clone(), a.connection()))
     };
-    let Some((ports, installed, conn)) = agent else {
+    let Some((mut ports, installed, conn)) = agent else {
         return check_failed(&key, format!("node {} has no agent", node.name));
     };
+    // An ADD may answer before the replica shows its port or vswitchd has numbered it (a
+    // vouched ADD): a CHECK right after it waits (briefly) for that to settle.
+    let _ = tokio::time::timeout(CHECK_SETTLE, async {
+        loop {
+            let settled = ports
+                .borrow_and_update()
+                .get(&a.iface)
+                .is_some_and(|v| v.ofport.is_some());
+            if settled || ports.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
     let view = ports.borrow().get(&a.iface).cloned();
     match view {
         None => {

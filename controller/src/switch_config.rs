@@ -130,6 +130,20 @@ pub struct InterfaceView {
     pub has_device: bool,
 }
 
+/// True when going from `snapshot` to `pods` takes pod ports away and adds none (a DEL,
+/// a GC): the agent then sends the transaction before the flows' bundle.
+pub fn only_removes_pod_ports(snapshot: &Snapshot, pods: &[std::sync::Arc<PodPort>]) -> bool {
+    let have: Vec<String> = pod_ports(snapshot).into_iter().map(|p| p.iface).collect();
+    only_removes(&have, pods)
+}
+
+/// [`only_removes_pod_ports`] on the pod interfaces OVSDB has (`have`).
+fn only_removes(have: &[String], pods: &[std::sync::Arc<PodPort>]) -> bool {
+    let want: std::collections::BTreeSet<&str> = pods.iter().map(|p| p.iface.as_str()).collect();
+    want.iter().all(|i| have.iter().any(|h| h == i))
+        && have.iter().any(|h| !want.contains(h.as_str()))
+}
+
 /// Every interface the node's OVSDB holds, by name.
 pub fn interfaces(snapshot: &Snapshot) -> BTreeMap<String, InterfaceView> {
     vswitch::rows::<Interface>(snapshot)
@@ -651,6 +665,27 @@ mod tests {
             mac: crate::ipam::mac_for(ip),
             container_id: "c".into(),
         })
+    }
+
+    #[test]
+    fn only_a_transaction_that_takes_ports_away_and_adds_none_goes_first() {
+        let have = ["sya".to_owned(), "syb".to_owned()];
+        let (a, b, c) = (
+            port("sya", [10, 244, 1, 2]),
+            port("syb", [10, 244, 1, 3]),
+            port("syc", [10, 244, 1, 4]),
+        );
+        assert!(only_removes(&have, std::slice::from_ref(&a)), "a DEL");
+        assert!(only_removes(&have, &[]), "the last pod's DEL, a GC");
+        assert!(
+            !only_removes(&have, &[a.clone(), b.clone()]),
+            "nothing goes"
+        );
+        assert!(
+            !only_removes(&have, &[a.clone(), c.clone()]),
+            "one goes, one comes"
+        );
+        assert!(!only_removes(&have, &[a, b, c]), "an ADD");
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! Run with `cargo bench -p switchyard-tests --bench cni_attach` (root). `CNI_ATTACH_PODS`
 //! (default 100) and `CNI_ATTACH_ROUNDS` (default 1) change the size;
 //! `CNI_ATTACH_CONTROLLER` / `CNI_ATTACH_SHIM` measure other builds (e.g. an older commit);
-//! `CNI_ATTACH_LOGS=DIR` keeps the controller's and vswitchd's logs there.
+//! `CNI_ATTACH_LOGS=DIR` keeps the controller's and vswitchd's logs there, and runs the shim
+//! with `SWITCHYARD_CNI_TIMING=1`: `DIR/shim-timing.log` then has one line per sequential
+//! ADD/DEL of ours (its phases, and `wall_ms`, spawn to exit as timed here), and
+//! `DIR/peer-timing.log` the peer's wall times.
 //! The last line is the summary, ours/peer in the same run.
 
 use std::path::{Path, PathBuf};
@@ -130,9 +133,12 @@ struct Bench {
     peer: Peer,
     ours_pods: Vec<Netns>,
     peer_pods: Vec<Netns>,
+    /// `CNI_ATTACH_LOGS`: the shim's phase times, and both plugins' wall times, kept here.
+    timing: Option<std::cell::RefCell<(Vec<String>, Vec<String>)>>,
 }
 
-fn finish(child: Child, what: &str) {
+/// Waits for the plugin; its stderr.
+fn finish(child: Child, what: &str) -> String {
     let out = child.wait_with_output().expect("wait for the plugin");
     assert!(
         out.status.success(),
@@ -140,6 +146,7 @@ fn finish(child: Child, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 impl Bench {
@@ -156,12 +163,18 @@ impl Bench {
         match who {
             Who::Ours => {
                 let netns = self.ours_pods[i].path().display().to_string();
-                self.ours.shim_spawn(
+                let env: &[(&str, &str)] = if self.timing.is_some() {
+                    &[("SWITCHYARD_CNI_TIMING", "1")]
+                } else {
+                    &[]
+                };
+                self.ours.shim_spawn_with_env(
                     command,
                     &Self::pod_name(i),
                     &container,
                     &netns,
                     &self.ours.conf(&[]),
+                    env,
                 )
             }
             Who::Peer => self
@@ -174,8 +187,26 @@ impl Bench {
     fn one(&self, who: Who, command: &str, round: usize, phase: &str, i: usize) -> Duration {
         let started = Instant::now();
         let child = self.spawn(who, command, round, phase, i);
-        finish(child, &format!("{who:?} {command} #{i}"));
-        started.elapsed()
+        let stderr = finish(child, &format!("{who:?} {command} #{i}"));
+        let took = started.elapsed();
+        if let Some(timing) = &self.timing {
+            let mut timing = timing.borrow_mut();
+            match who {
+                Who::Ours => {
+                    for line in stderr.lines().filter(|l| l.contains(" timing: ")) {
+                        timing.0.push(format!(
+                            "round={round} pod={i} wall_ms={:.2} {line}",
+                            ms(took)
+                        ));
+                    }
+                }
+                Who::Peer => timing.1.push(format!(
+                    "round={round} pod={i} {command} wall_ms={:.2}",
+                    ms(took)
+                )),
+            }
+        }
+        took
     }
 
     /// `n` operations at once; the batch's time.
@@ -250,6 +281,7 @@ fn main() {
         peer: Peer::start(),
         ours_pods: (0..n).map(|_| Netns::new("cn")).collect(),
         peer_pods: (0..n).map(|_| Netns::new("cn")).collect(),
+        timing: std::env::var_os("CNI_ATTACH_LOGS").map(|_| Default::default()),
     };
     let mut ours = Samples::default();
     let mut peer = Samples::default();
@@ -383,6 +415,11 @@ fn main() {
             bench.ours.ovs.dir().join("ovs-vswitchd.log"),
             dir.join("ovs-vswitchd.log"),
         );
+        if let Some(timing) = &bench.timing {
+            let (ours, peer) = &*timing.borrow();
+            let _ = std::fs::write(dir.join("shim-timing.log"), ours.join("\n") + "\n");
+            let _ = std::fs::write(dir.join("peer-timing.log"), peer.join("\n") + "\n");
+        }
     }
     println!(
         "p3: seq_add_p50_ratio={seq_p50:.2} seq_add_p99_ratio={seq_p99:.2} late_pods_add_p50_ratio={late:.2} conc_add_ratio={conc_add:.2} conc_del_ratio={conc_del:.2} del_p50_ratio={del_p50:.2}"

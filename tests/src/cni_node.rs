@@ -414,7 +414,21 @@ impl CniNode {
         netns: &str,
         stdin: &str,
     ) -> Child {
-        self.shim_spawn_wrapped(&[], command, pod, container, netns, stdin)
+        self.shim_spawn_wrapped(&[], command, pod, container, netns, stdin, &[])
+    }
+
+    /// [`CniNode::shim_spawn`] with more variables in the shim's environment (e.g.
+    /// `SWITCHYARD_CNI_TIMING=1`: its phase times on stderr).
+    pub fn shim_spawn_with_env(
+        &self,
+        command: &str,
+        pod: &str,
+        container: &str,
+        netns: &str,
+        stdin: &str,
+        env: &[(&str, &str)],
+    ) -> Child {
+        self.shim_spawn_wrapped(&[], command, pod, container, netns, stdin, env)
     }
 
     /// [`CniNode::shim_run`] with the shim started through `wrapper` (e.g. `setpriv
@@ -429,7 +443,7 @@ impl CniNode {
         extra: &[(&str, serde_json::Value)],
     ) -> ShimOutput {
         let stdin = self.conf(extra);
-        self.shim_spawn_wrapped(wrapper, command, pod, container, netns, &stdin)
+        self.shim_spawn_wrapped(wrapper, command, pod, container, netns, &stdin, &[])
             .wait_with_output()
             .map(|out| ShimOutput {
                 success: out.status.success(),
@@ -439,6 +453,7 @@ impl CniNode {
             .expect("wait for the shim")
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn shim_spawn_wrapped(
         &self,
         wrapper: &[&str],
@@ -447,6 +462,7 @@ impl CniNode {
         container: &str,
         netns: &str,
         stdin: &str,
+        env: &[(&str, &str)],
     ) -> Child {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.ovs.netns.name()])
@@ -457,6 +473,7 @@ impl CniNode {
             .env("CNI_COMMAND", command)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", "/opt/cni/bin")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -4,7 +4,9 @@
 //! - the takeover rule: an ADD for a pod attached with another, running container is
 //!   refused and the running pod keeps its traffic; once that container's veth and netns
 //!   are gone without a DEL (a crash), the new container's ADD takes the pod over;
-//! - an ADD naming an interface or a netns that does not exist leaves nothing behind;
+//! - an ADD naming an interface or a netns that does not exist leaves nothing behind; one
+//!   whose caller vouches for a missing interface is answered, reported by CHECK, and
+//!   leaves nothing after its DEL;
 //! - the unix socket: mode 0600, and a peer of another uid (65534) is refused;
 //! - mutual TLS (`ssl:`): the right node's certificate is accepted, another node's
 //!   certificate, a certificate from another CA and no certificate are refused;
@@ -165,6 +167,77 @@ fn cni_add_over_a_running_container_is_refused_and_over_a_dead_one_takes_over() 
     );
 }
 
+/// A shim vouches for its veth (`host_ifindex`: it has just created it in the node's
+/// namespace), and on a node where vswitchd already holds a shim's veth the controller
+/// answers such an ADD without waiting for vswitchd to number the port. A caller that
+/// vouches for an interface that does not exist therefore gets its ADD; then CHECK
+/// reports the pod, the controller logs vswitchd's refusal, and DEL leaves nothing.
+#[test]
+fn a_vouched_add_of_a_missing_interface_is_undone_by_the_controller() {
+    switchyard_tests::skip_unless_root!();
+    let node = CniNode::start(&[
+        ("default", "web-0"),
+        ("default", "peer"),
+        ("default", "ghost"),
+    ]);
+    let running = Running::start(&node, ("default/web-0", "c-w"), ("default/peer", "c-p"));
+    let ports = node.ports();
+    let flows = node
+        .ovs
+        .ofctl("dump-flows", "br-int", &["--no-stats"])
+        .lines()
+        .count();
+    let ghost = PodRef {
+        namespace: "default".into(),
+        pod: "ghost".into(),
+        container_id: "c-ghost".into(),
+        netns: "/run/netns/none".into(),
+        ifname: "eth0".into(),
+        host_iface: api::host_iface_name("c-ghost", "eth0"),
+        pod_mac: None,
+        node: Some(NODE.into()),
+        host_ifindex: Some(999_999),
+    };
+    let call = |request: Request| {
+        api::call(&node.cni_target(), &request, Duration::from_secs(20)).expect("a reply")
+    };
+    let reply = call(Request::Add(ghost.clone()));
+    assert!(matches!(reply, Reply::Ok(Some(_))), "{reply:?}");
+    let err = refusal(call(Request::Check(ghost.clone())));
+    assert!(matches!(err.code, 110 | 114), "{err:?}");
+    eventually("the controller logs vswitchd's refusal", || {
+        node.controller_log()
+            .contains("vswitchd could not add the host interface the shim vouched for")
+    });
+    // Undone without a DEL: no port or flow of the ghost stays.
+    eventually("no port or flow of the ghost stays, before any DEL", || {
+        node.ports() == ports
+            && node
+                .ovs
+                .ofctl("dump-flows", "br-int", &["--no-stats"])
+                .lines()
+                .count()
+                == flows
+    });
+    let err = refusal(call(Request::Check(ghost.clone())));
+    assert!(
+        matches!(err.code, 110 | 114),
+        "CHECK after the undo: {err:?}"
+    );
+    // The runtime's DEL still succeeds (idempotent) and changes nothing.
+    assert_eq!(call(Request::Del(ghost.clone())), Reply::Ok(None));
+    eventually("still nothing of the ghost after the DEL", || {
+        node.ports() == ports
+            && node
+                .ovs
+                .ofctl("dump-flows", "br-int", &["--no-stats"])
+                .lines()
+                .count()
+                == flows
+    });
+    running.assert_pinging("after the vouched ghost");
+}
+
 /// One raw pod-attach request over the node's unix socket.
 fn raw_add(node: &CniNode, pod: &str, container: &str, host_iface: &str) -> Reply {
     let request = Request::Add(PodRef {
@@ -176,6 +249,7 @@ fn raw_add(node: &CniNode, pod: &str, container: &str, host_iface: &str) -> Repl
         host_iface: host_iface.into(),
         pod_mac: None,
         node: Some(NODE.into()),
+        host_ifindex: None,
     });
     api::call(&node.cni_target(), &request, Duration::from_secs(20)).expect("a reply")
 }
@@ -249,6 +323,7 @@ fn cni_add_of_a_missing_interface_or_netns_leaves_nothing_behind() {
         host_iface: ghost.clone(),
         pod_mac: None,
         node: None,
+        host_ifindex: None,
     });
     let err =
         refusal(api::call(&node.cni_target(), &check, Duration::from_secs(10)).expect("a reply"));
@@ -383,6 +458,7 @@ fn cni_over_tls_serves_only_the_node_its_certificate_names() {
             host_iface: api::host_iface_name("c-w", "eth0"),
             pod_mac: None,
             node: Some(claim.into()),
+            host_ifindex: None,
         })
     };
     let err = refusal(tls_call(in_node, target, &node_2, true, del("node-2")).expect("a reply"));
