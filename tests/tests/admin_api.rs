@@ -577,18 +577,30 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
 
     // DiffFlows finds what someone else deleted. The agent puts such flows back as soon as
     // the switch reports them, so it is kept busy first: node 1's ovsdb-server is stopped
-    // (SIGSTOP) and a pod deleted, so the agent sends the pod's flow removal and then waits
-    // for its OVSDB transaction. A flow deleted meanwhile stays deleted until the server
-    // runs again.
+    // (SIGSTOP) and a new pod attached, so the agent sends the pod's flows (they go before
+    // its port's transaction) and then waits for its OVSDB transaction. A flow deleted
+    // meanwhile stays deleted until the server runs again.
+    let e = key("x", "e");
+    cluster
+        .apply_document(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "e", "namespace": "x"},
+            "spec": {"nodeName": NODE1, "containers": [{"name": "main", "image": "demo"}]},
+        }))
+        .expect("pod x/e in the cluster file");
+    let e_netns = switchyard_testbed::Netns::create(&switchyard_tests::unique_name("ade"))
+        .expect("x/e's netns");
+    let e_container = "c-admin-e".to_owned();
+    let flow_count = |cluster: &DemoCluster| {
+        cluster
+            .dump_flows(NODE1, &["--no-stats"])
+            .map(|f| f.lines().count())
+            .unwrap_or(0)
+    };
+    let flows_before = flow_count(&cluster);
     let db_pid = nix::unistd::Pid::from_raw(
         switchyard_testbed::read_pidfile(&cluster.nodes[NODE1].ovs.dir().join("ovsdb-server.pid"))
             .expect("ovsdb-server pid"),
-    );
-    let b = cluster.pods[&key("x", "b")].container_id.clone();
-    let b_netns = cluster.pods[&key("x", "b")].netns.path();
-    let b_cookie = format!(
-        "cookie={:#x}/-1",
-        switchyard::ids::pod_cookie(cluster.pods[&key("x", "b")].ip)
     );
     let a_spoof = format!(
         "cookie={:#x}/-1,table=SpoofGuard",
@@ -598,9 +610,9 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
     assert!(!deleted.is_empty());
     nix::sys::signal::kill(db_pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
     let result = std::thread::scope(|scope| {
-        let del = scope.spawn(|| cluster.cni("DEL", NODE1, &key("x", "b"), &b, &b_netns));
+        let add = scope.spawn(|| cluster.cni("ADD", NODE1, &e, &e_container, &e_netns.path()));
         let busy = wait_for(Duration::from_secs(10), || {
-            ofctl_flows(&cluster, NODE1, &[&b_cookie]).is_empty()
+            flow_count(&cluster) > flows_before
         });
         let mgmt = cluster.nodes[NODE1].ovs.mgmt_target("br-int");
         let out = Command::new("ovs-ofctl")
@@ -610,11 +622,15 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
         let d = diff(&mut api);
         let (code, text) = yardctl(&server, &["diff", NODE1]);
         nix::sys::signal::kill(db_pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
-        let _ = del.join();
-        (busy, out, d, code, text)
+        let added = add.join();
+        (busy, out, d, code, text, added)
     });
-    let (busy, out, d, code, text) = result;
-    assert!(busy.is_some(), "the agent never removed x/b's flows");
+    let (busy, out, d, code, text, added) = result;
+    assert!(busy.is_some(), "the agent never installed x/e's flows");
+    assert!(
+        matches!(&added, Ok(Ok((true, _)))),
+        "ADD x/e after ovsdb-server ran again: {added:?}"
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         sorted(d.missing.iter().map(|f| f.text.clone()).collect()),
@@ -644,6 +660,13 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
         sorted(deleted)
     );
     assert_eq!(yardctl(&server, &["diff", NODE1]).0, 0);
+    let (deleted_e, out) = cluster
+        .cni("DEL", NODE1, &e, &e_container, &e_netns.path())
+        .expect("DEL x/e");
+    assert!(deleted_e, "DEL x/e: {out}");
+    cluster
+        .delete_document("Pod", &e)
+        .expect("x/e out of the file");
     cluster.delete_pod(&key("x", "b")).expect("delete pod x/b");
 }
 
