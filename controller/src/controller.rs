@@ -586,31 +586,31 @@ async fn state_task(
                             None => state.attach(&key, &iface, &container_id),
                         };
                         // Route first, so the agent is marked before the caller waits on it.
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
+                        publish(&state, &snapshots, &changes, (&agents, &parked), &agent_config, &port, term);
                         let _ = reply.send(result);
                         continue;
                     }
                     Command::ReleaseUnattached { key, done } => {
                         let changes = state.release_unattached(&key);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
+                        publish(&state, &snapshots, &changes, (&agents, &parked), &agent_config, &port, term);
                         let _ = done.send(());
                         continue;
                     }
                     Command::Detach { key, container_id, reply } => {
                         let (detached, changes) = state.detach(&key, &container_id);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
+                        publish(&state, &snapshots, &changes, (&agents, &parked), &agent_config, &port, term);
                         let _ = reply.send(detached);
                         continue;
                     }
                     Command::CollectGarbage { node, keep, reply } => {
                         let (detached, changes) = state.collect_garbage(&node, &keep);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
+                        publish(&state, &snapshots, &changes, (&agents, &parked), &agent_config, &port, term);
                         let _ = reply.send(detached);
                         continue;
                     }
                     Command::Restore { node, ports, done } => {
                         let changes = state.restore_attachments(&node, ports);
-                        publish(&state, &snapshots, &changes, &agents, &agent_config, &port, term);
+                        publish(&state, &snapshots, &changes, (&agents, &parked), &agent_config, &port, term);
                         let _ = done.send(());
                         continue;
                     }
@@ -621,7 +621,7 @@ async fn state_task(
             &state,
             &snapshots,
             &changes,
-            &agents,
+            (&agents, &parked),
             &agent_config,
             &port,
             term,
@@ -677,7 +677,7 @@ fn publish(
     state: &NetworkState,
     snapshots: &watch::Sender<Snapshot>,
     changes: &ChangeSet,
-    agents: &Arc<Mutex<BTreeMap<String, Agent>>>,
+    (agents, parked): (&Arc<Mutex<BTreeMap<String, Agent>>>, &Parked),
     agent_config: &Arc<AgentConfig>,
     port: &Arc<dyn StatePort>,
     term: Leadership,
@@ -694,15 +694,15 @@ fn publish(
             }
             Change::NodeAdded(name) => {
                 info!(node = %name, "new node: starting its agent");
-                agents.insert(
+                let agent = Agent::spawn(
+                    agent_config.clone(),
+                    port.clone(),
                     name.clone(),
-                    Agent::spawn(
-                        agent_config.clone(),
-                        port.clone(),
-                        name.clone(),
-                        term.generation,
-                    ),
+                    term.generation,
                 );
+                // Its switch may have connected between the snapshot and this agent.
+                unpark(parked, name, &agent);
+                agents.insert(name.clone(), agent);
             }
             Change::NodeRemoved(name) => {
                 info!(node = %name, "node removed: stopping its agent");
