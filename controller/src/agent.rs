@@ -911,6 +911,15 @@ impl Worker {
                 // A DEL waits only for its port to be out of OVSDB: say so at once.
                 replica.read(|snapshot| self.publish_ports(snapshot));
             }
+            // Another controller has the switch: stop here (see `fencing`).
+            if let Some(Err(e)) = &flow_result
+                && let Some(reason) = fencing(e)
+            {
+                return Err(Error::Fenced {
+                    node: node.to_owned(),
+                    reason,
+                });
+            }
             match (flow_result, conn) {
                 (Some(Ok(sent)), _) => {
                     self.publish_installed(&attachments, &ofports);
@@ -928,12 +937,6 @@ impl Worker {
                             flows.installed.as_ref().map_or(0, Installed::flow_count);
                     });
                     self.realised.send_modify(|r| r.version = snap.version);
-                }
-                (Some(Err(e)), _) if fencing(&e).is_some() => {
-                    return Err(Error::Fenced {
-                        node: node.to_owned(),
-                        reason: fencing(&e).unwrap_or_default(),
-                    });
                 }
                 (Some(Err(e)), Some(conn)) => {
                     warn!(node = %node, "OpenFlow: {e}; waiting for br-int to reconnect");

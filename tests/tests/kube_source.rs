@@ -1687,7 +1687,7 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
     let kubeconfig = dir.path().join("kubeconfig").display().to_string();
     let server_handle = server.clone();
     tokio::task::spawn_blocking(move || {
-        let _server = server_handle;
+        let api = server_handle;
         let add = |node: &CniNode, pod: &str, extra: &[(&str, Value)]| {
             let netns = node.pod_netns();
             let out = node.shim_run(
@@ -1806,7 +1806,7 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
         assert!(!conj(&node), "no policy yet");
         // A policy (every pod of x may reach every pod of x: traffic unchanged, flows not),
         // and the leader dies while it realises it.
-        _server.apply(json!({
+        api.apply(json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": { "name": "within-x", "namespace": "x" },
             "spec": { "podSelector": {}, "policyTypes": ["Ingress"],

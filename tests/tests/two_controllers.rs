@@ -131,7 +131,7 @@ fn make_pod(ovs: &OvsSandbox, p: &PodPort) -> Netns {
 struct Controller {
     core: Arc<Core>,
     leadership: watch::Sender<Leadership>,
-    _deltas: mpsc::UnboundedSender<Vec<Delta>>,
+    deltas: mpsc::UnboundedSender<Vec<Delta>>,
     accept: JoinHandle<()>,
 }
 
@@ -178,13 +178,13 @@ impl Controller {
         Controller {
             core,
             leadership,
-            _deltas: deltas,
+            deltas,
             accept,
         }
     }
 
     fn send(&self, objects: Vec<Object>) {
-        self._deltas
+        self.deltas
             .send(objects.into_iter().map(Delta::Apply).collect())
             .expect("state task");
     }
