@@ -415,6 +415,11 @@ fn main() {
         ours_flows: vec![],
     };
     bench.cluster.stop_pod_servers();
+    // A real node's datapath has megaflows; the test bed turns them off (testbed's
+    // `OvsSandbox::start_vswitchd` says why), and nothing here changes flows under traffic.
+    for node in bench.cluster.nodes.values() {
+        node.ovs.set_megaflows(true).expect("enable megaflows");
+    }
     let servers = Servers(
         ["local", "remote"]
             .iter()
