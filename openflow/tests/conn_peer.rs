@@ -103,6 +103,49 @@ async fn a_peer_that_stops_answering_echoes_is_declared_dead() {
 }
 
 #[tokio::test]
+async fn a_peer_busy_with_our_request_is_not_declared_dead_until_the_request_times_out() {
+    // As ovs-vswitchd committing a large bundle: it answers nothing, echoes included,
+    // until it is done.
+    let config = Config {
+        echo_interval: Duration::from_millis(50),
+        max_missed_echoes: 2,
+        request_timeout: Duration::from_millis(1500),
+        ..Config::default()
+    };
+    let (conn, mut peer) = connected(config).await;
+    let c = conn.clone();
+    let barrier = tokio::spawn(async move { c.barrier().await });
+    let (xid, m) = recv(&mut peer).await;
+    assert_eq!(m, Message::BarrierRequest);
+    // Silent for ten echo intervals (five times what would kill an idle peer).
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(500);
+    let mut echoes = 0;
+    while let Ok(Some(Ok((_, Ok(m))))) = tokio::time::timeout_at(quiet_until, peer.next()).await {
+        assert_eq!(m, Message::EchoRequest(Bytes::new()));
+        echoes += 1;
+    }
+    assert_eq!(echoes, 2, "echoes stop at the limit, the connection stays");
+    assert_eq!(conn.closed_reason(), None, "busy, not dead");
+    peer.send((xid, Message::BarrierReply)).await.unwrap();
+    barrier.await.unwrap().expect("the late reply is taken");
+    assert_eq!(conn.closed_reason(), None);
+
+    // A request that times out no longer holds the connection: then the peer is dead.
+    let c = conn.clone();
+    let barrier = tokio::spawn(async move { c.barrier().await });
+    let e = barrier.await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::Timeout(_)), "{e}");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while conn.closed_reason().is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reason = conn
+        .closed_reason()
+        .expect("closed once nothing is pending");
+    assert!(reason.contains("did not answer"), "{reason}");
+}
+
+#[tokio::test]
 async fn a_peer_without_openflow_13_fails_the_handshake() {
     let (a, b) = UnixStream::pair().unwrap();
     let mut peer = Framed::new(b, OfCodec);

@@ -1,9 +1,9 @@
 //! P2 benchmark: Switchyard against OVN on the same NetworkPolicy workload, in one run.
 //!
 //! `cargo bench -p switchyard-tests --bench policy_vs_ovn` (root; `PODS` (1000),
-//! `POLICIES` (200), `INCR` (5) change it). Needs Debian's ovn-central and ovn-host
-//! (`apt-get install ovn-central ovn-host`); without them, or without root, it says so and
-//! measures nothing.
+//! `POLICIES` (200), `INCR` (5) change it; `OURS_ONLY=1` skips the OVN half, for
+//! profiling). Needs Debian's ovn-central and ovn-host (`apt-get install ovn-central
+//! ovn-host`); without them, or without root, it says so and measures nothing.
 //!
 //! The workload is the one `benches/ovn_peer.sh` defines in its header (a copy of the team's
 //! shared/bench/ovn-baseline.sh): PODS pods on one node, POLICIES policies, policy i selects
@@ -457,9 +457,11 @@ fn main() {
     let pods = env("PODS", 1000);
     let policies = env("POLICIES", 200);
     let incr = env("INCR", 5).max(1);
+    // Sample k moves pod k (k = 1..INCR) into g=0, as OVN's script moves pod k into pg_0:
+    // pod 10 is in g=0 already, so it would change nothing and the sample never end.
     assert!(
-        pods >= 10 && policies >= 1,
-        "need PODS >= 10 and POLICIES >= 1"
+        pods >= 10 && policies >= 1 && incr <= 9,
+        "need PODS >= 10, POLICIES >= 1 and INCR <= 9 (pod 10 is in g=0 already)"
     );
     println!(
         "policy_vs_ovn: pods={pods} policies={policies} incr={incr}; host load {}",
@@ -488,6 +490,11 @@ fn main() {
         o.incr_flows_changed
     );
 
+    if std::env::var("OURS_ONLY").is_ok_and(|v| v == "1") {
+        // For profiling Switchyard's side: no OVN half, so no ratios and no p2 line.
+        println!("OURS_ONLY=1: the OVN half is skipped");
+        return;
+    }
     let ovn = ovn(pods, policies, incr);
     let num = |k: &str| -> f64 {
         ovn.get(k)
