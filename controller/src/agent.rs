@@ -588,6 +588,10 @@ impl Worker {
                     let target = node_target(template, &node);
                     let mut options = ovsdb::ReplicaOptions {
                         lock: Some(OVSDB_LOCK.to_owned()),
+                        // vswitchd rewrites it every 5 s (`sec_since_connect`): read for
+                        // br-int's connection errors only, it must not make the agent plan
+                        // the node's OVSDB side again (work that grows with its ports).
+                        volatile: vec![("Controller".into(), "status".into())],
                         ..Default::default()
                     };
                     if let SwitchDb::OvsdbTls(_, tls) = &self.config.switch_db {
@@ -722,6 +726,7 @@ impl Worker {
         };
         let mut reported_errors = BTreeMap::new();
         let mut reported_controller_errors = BTreeMap::new();
+        let mut controller_errors_at = u64::MAX;
         // What the last OVSDB plan was made from: when none of it changed (a policy or
         // label change touches no row), the plan, the replica copy and the port views are
         // skipped, so such a wake costs nothing that grows with the node's pods.
@@ -765,6 +770,26 @@ impl Worker {
                 live,
             });
             let unchanged = inputs.is_some() && inputs == planned;
+            // br-int's own view of its connection to this controller: vswitchd's
+            // `status:last_error` while it is not connected (refused, no route). A volatile
+            // column: looked at whenever anything changed, the plan below only when more did.
+            if let Some(r) = replica
+                && r.volatile_generation() != controller_errors_at
+            {
+                controller_errors_at = r.volatile_generation();
+                let errors = r.read(switch_config::controller_errors);
+                if errors != reported_controller_errors {
+                    for (target, error) in errors
+                        .iter()
+                        .filter(|(t, e)| reported_controller_errors.get(*t) != Some(*e))
+                    {
+                        warn!(node = %node, %target, %error,
+                            "node unreachable: br-int cannot connect to the controller \
+                             (ovs-vsctl list Controller on the node)");
+                    }
+                    reported_controller_errors = errors;
+                }
+            }
             let new_ofports: HashMap<String, u32> = match replica {
                 // Same rows, node, attachments and connection as the last plan: the same
                 // (empty) transaction and the same port numbers.
@@ -781,20 +806,6 @@ impl Worker {
                             warn!(node = %node, %iface, "ovs-vswitchd: {error}");
                         }
                         reported_errors = errors;
-                    }
-                    // br-int's own view of its connection to this controller: vswitchd's
-                    // `status:last_error` while it is not connected (refused, no route).
-                    let errors = switch_config::controller_errors(&snapshot);
-                    if errors != reported_controller_errors {
-                        for (target, error) in errors
-                            .iter()
-                            .filter(|(t, e)| reported_controller_errors.get(*t) != Some(*e))
-                        {
-                            warn!(node = %node, %target, %error,
-                                "node unreachable: br-int cannot connect to the controller \
-                                 (ovs-vsctl list Controller on the node)");
-                        }
-                        reported_controller_errors = errors;
                     }
                     let interfaces = self.publish_ports(&snapshot);
                     let desired = SwitchConfig {

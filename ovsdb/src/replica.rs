@@ -151,6 +151,11 @@ pub struct ReplicaOptions {
     /// writer that another one fenced off does not fence it back.
     /// [`ReplicaStatus::lock`] says where it stands.
     pub lock: Option<String>,
+    /// Columns, as `(table, column)`, whose changes alone do not advance
+    /// [`Replica::generation`] (they do advance [`Replica::volatile_generation`]): values
+    /// the server rewrites on a timer that a reader of the rest need not wake for, such
+    /// as ovs-vswitchd's `Controller` `status` (`sec_since_connect`, every 5 s).
+    pub volatile: Vec<(String, String)>,
 }
 
 impl Default for ReplicaOptions {
@@ -161,6 +166,7 @@ impl Default for ReplicaOptions {
             max_backoff: Duration::from_secs(8),
             change_stream: true,
             lock: None,
+            volatile: Vec::new(),
         }
     }
 }
@@ -216,8 +222,11 @@ struct Shared {
     specs: Vec<TableSpec>,
     options: ReplicaOptions,
     data: RwLock<Snapshot>,
-    /// Bumped every time `data` is written (an update applied, a resynchronisation).
+    /// Bumped every time `data` is written (an update applied, a resynchronisation),
+    /// except by an update that changes only volatile columns.
     generation: std::sync::atomic::AtomicU64,
+    /// Bumped every time `data` is written.
+    volatile_generation: std::sync::atomic::AtomicU64,
     schema: RwLock<Arc<DatabaseSchema>>,
     client: Mutex<Option<Client>>,
     changes: mpsc::UnboundedSender<RowChange>,
@@ -301,6 +310,7 @@ impl Replica {
             options,
             data: RwLock::new(Snapshot::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            volatile_generation: std::sync::atomic::AtomicU64::new(0),
             schema: RwLock::new(Arc::new(DatabaseSchema {
                 name: db.to_owned(),
                 version: String::new(),
@@ -332,9 +342,18 @@ impl Replica {
     /// Increases every time the replicated contents may have changed (an update applied,
     /// a resynchronisation): equal values mean the same contents, so a reader can skip
     /// work it did for the contents it saw last.
+    /// Changes to [`ReplicaOptions::volatile`] columns alone leave it as it is.
     pub fn generation(&self) -> u64 {
         self.shared
             .generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Like [`Replica::generation`], but also increases with changes to
+    /// [`ReplicaOptions::volatile`] columns.
+    pub fn volatile_generation(&self) -> u64 {
+        self.shared
+            .volatile_generation
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
@@ -681,11 +700,45 @@ fn apply_updates(
     updates: &Json,
     v2: bool,
 ) -> Result<Vec<RowChange>, Error> {
-    let mut changes = Vec::new();
     let mut data = shared.data.write().unwrap_or_else(|p| p.into_inner());
-    shared
-        .generation
-        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let mut relevant = false;
+    let applied = apply_updates_to(
+        &mut data,
+        &shared.options.volatile,
+        schema,
+        all_columns,
+        updates,
+        v2,
+        &mut relevant,
+    );
+    use std::sync::atomic::Ordering::AcqRel;
+    shared.volatile_generation.fetch_add(1, AcqRel);
+    // A failed update may have applied part of itself: count it as a change.
+    if relevant || applied.is_err() {
+        shared.generation.fetch_add(1, AcqRel);
+    }
+    applied
+}
+
+/// Whether `old` and `new` differ in a column that is not `table`'s volatile one.
+fn differs_beyond(volatile: &[(String, String)], table: &str, old: &Row, new: &Row) -> bool {
+    let is_volatile = |c: &str| volatile.iter().any(|(t, v)| t == table && v == c);
+    let columns: BTreeSet<&String> = old.iter().chain(new.iter()).map(|(c, _)| c).collect();
+    columns
+        .into_iter()
+        .any(|c| !is_volatile(c) && old.get(c) != new.get(c))
+}
+
+fn apply_updates_to(
+    data: &mut Snapshot,
+    volatile: &[(String, String)],
+    schema: &DatabaseSchema,
+    all_columns: &Columns,
+    updates: &Json,
+    v2: bool,
+    relevant: &mut bool,
+) -> Result<Vec<RowChange>, Error> {
+    let mut changes = Vec::new();
     for (table_name, rows) in updates_object(updates)? {
         let table = schema.table(table_name)?;
         let columns = all_columns.get(table_name).map_or(&[][..], Vec::as_slice);
@@ -715,6 +768,10 @@ fn apply_updates(
                 current.insert(uuid, row.clone());
             }
             if old != new {
+                *relevant |= match (&old, &new) {
+                    (Some(o), Some(n)) => differs_beyond(volatile, table_name, o, n),
+                    _ => true,
+                };
                 changes.push(RowChange {
                     table: table_name.clone(),
                     uuid,
@@ -818,6 +875,9 @@ fn resync(
     let mut data = shared.data.write().unwrap_or_else(|p| p.into_inner());
     shared
         .generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    shared
+        .volatile_generation
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let mut changes = Vec::new();
     let names: BTreeSet<String> = fresh.keys().chain(data.tables.keys()).cloned().collect();

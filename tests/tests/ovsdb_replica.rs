@@ -711,3 +711,62 @@ async fn a_stolen_lock_fences_the_first_writer_even_across_a_restart() {
         .expect("the holder writes");
     assert!(writer("second-again") && !writer("stale"));
 }
+
+/// A volatile column (`ReplicaOptions::volatile`): vswitchd rewrites a connected
+/// controller's `status` every 5 s (`sec_since_connect`). The replica holds the new values
+/// and moves `volatile_generation` on, but `generation` stays, so a reader that plans from
+/// the rest (the node agent) does not wake for it; a change to another column of the same
+/// row moves both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volatile_column_is_replicated_without_moving_the_generation() {
+    switchyard_tests::skip_unless_root!();
+    let ovs = OvsSandbox::start();
+    ovs.add_bridge("br0");
+    let sock = ovs.dir().join("controller.sock");
+    let mut listener = openflow::Listener::bind(&format!("punix:{}", sock.display()))
+        .await
+        .expect("bind");
+    ovs.vsctl(&["set-controller", "br0", &format!("unix:{}", sock.display())]);
+    let _conn = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .expect("vswitchd connects within 30 s")
+        .expect("handshake");
+    let options = ovsdb::ReplicaOptions {
+        volatile: vec![("Controller".into(), "status".into())],
+        ..Default::default()
+    };
+    let replica = Replica::start_with(&ovs.db_target(), DB, ["Controller"], options)
+        .await
+        .expect("replica");
+    let since_connect = |r: &Replica| -> Option<String> {
+        r.table("Controller")
+            .values()
+            .find_map(|row| row.string_map("status").remove("sec_since_connect"))
+    };
+    let r = &replica;
+    switchyard_tests::wait_for(Duration::from_secs(30), || since_connect(r).is_some())
+        .expect("vswitchd reports sec_since_connect");
+    let first = since_connect(r).expect("reported");
+    let (generation, volatile) = (replica.generation(), replica.volatile_generation());
+    switchyard_tests::wait_for(Duration::from_secs(30), || {
+        since_connect(r).is_some_and(|v| v != first)
+    })
+    .expect("vswitchd rewrites sec_since_connect within 30 s");
+    let next = since_connect(r).expect("reported");
+    assert!(
+        replica.volatile_generation() > volatile,
+        "the volatile generation moved on ({first} -> {next})"
+    );
+    assert_eq!(
+        replica.generation(),
+        generation,
+        "a change to the volatile column alone left the generation ({first} -> {next})"
+    );
+    ovs.vsctl(&["set", "controller", "br0", "inactivity_probe=12345"]);
+    assert!(
+        switchyard_tests::wait_for(Duration::from_secs(30), || replica.generation()
+            > generation)
+        .is_some(),
+        "a change to another column moves the generation"
+    );
+}
