@@ -540,7 +540,16 @@ fn every_rpc_answers_what_the_switches_hold_and_metrics_follow_pods() {
     assert_eq!(sample(&m1, adds), Some(4.0), "{m1}");
     let flows1 = sample(&m1, &installed1).expect("flows of node 1");
     assert_eq!(flows1, flows0 + d_flows.len() as f64, "{m1}");
-    assert!(sample(&m1, pod_latency).unwrap_or(0.0) > latency0, "{m1}");
+    // The agent observes the latency after the realisation event this waited for (after
+    // the port's transaction too): poll for it rather than read it once.
+    assert!(
+        switchyard_tests::wait_for(Duration::from_secs(10), || {
+            sample(&scrape(&cluster), pod_latency).unwrap_or(0.0) > latency0
+        })
+        .is_some(),
+        "no pod realisation latency observed for x/d:\n{}",
+        scrape(&cluster)
+    );
     assert!(sample(&m1, "switchyard_bundle_changes_count").unwrap_or(0.0) > 0.0);
     // The recent events without following: the whole-switch realisation at the start too.
     let recent: Vec<proto::RealisationEvent> = rt.block_on(async {
