@@ -720,8 +720,13 @@ fn apply_updates(
     applied
 }
 
-/// Whether `old` and `new` differ in a column that is not `table`'s volatile one.
+/// Whether `old` and `new` (known to differ) differ in a column that is not `table`'s
+/// volatile one.
 fn differs_beyond(volatile: &[(String, String)], table: &str, old: &Row, new: &Row) -> bool {
+    // Called for every changed row: no column set to build when nothing is volatile.
+    if !volatile.iter().any(|(t, _)| t == table) {
+        return true;
+    }
     let is_volatile = |c: &str| volatile.iter().any(|(t, v)| t == table && v == c);
     let columns: BTreeSet<&String> = old.iter().chain(new.iter()).map(|(c, _)| c).collect();
     columns
