@@ -735,11 +735,16 @@ impl Worker {
             if let Some(r) = replica {
                 self.check_lock(r)?;
             }
+            // Marks first, then the snapshot: the controller publishes a snapshot before it
+            // marks what changed, so every mark taken here is for a change this snapshot
+            // holds. (The other order could take a mark whose change the snapshot lacks: the
+            // owner computed without it, nothing sent, and its latency never recorded when
+            // the next wake sent its flows.)
+            let (mut owners, all, marked_at) = self.take_marks();
             let snap = self.state.snapshot();
             let Some(this) = snap.node(node).cloned() else {
                 return Ok(());
             };
-            let (mut owners, all, marked_at) = self.take_marks();
             let features = if all || flows.recompute_all {
                 vec!["all"]
             } else {
