@@ -642,6 +642,206 @@ fn cni_add_configures_both_veth_ends_as_the_controller_says() {
     shim(&node, &check, &conf(&controller.address)).expect_success();
 }
 
+/// `ip -o monitor link` in `ns`, read line by line on a thread; `sync` makes a link event of
+/// its own and waits until the monitor printed it, so every event before it has been read.
+struct LinkMonitor {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    ns: String,
+    syncs: u32,
+}
+
+impl LinkMonitor {
+    fn start(ns: &Netns) -> LinkMonitor {
+        // Line-buffered: ip's stdout is a pipe here.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "ip", "-n", ns.name(), "-o", "monitor", "link"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ip monitor");
+        let stdout = child.stdout.take().expect("monitor stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push(line);
+            }
+        });
+        let mut monitor = LinkMonitor {
+            child,
+            lines,
+            ns: ns.name().to_owned(),
+            syncs: 0,
+        };
+        monitor.sync();
+        monitor
+    }
+
+    fn sync(&mut self) {
+        self.syncs += 1;
+        let marker = format!("symark{}", self.syncs);
+        let seen = || {
+            let lines = self.lines.lock().unwrap();
+            lines.iter().any(|l| l.contains(&format!(" {marker}@")))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // The monitor may not have subscribed yet: make the event again until it shows.
+        while !seen() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ip monitor never showed {marker}"
+            );
+            let _ = run_output("ip", &["-n", &self.ns, "link", "del", &marker]);
+            let out = run_output(
+                "ip",
+                &[
+                    "-n",
+                    &self.ns,
+                    "link",
+                    "add",
+                    &marker,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &format!("{marker}p"),
+                ],
+            );
+            assert!(out.status.success(), "add {marker}: {out:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = run_output("ip", &["-n", &self.ns, "link", "del", &marker]);
+    }
+
+    /// The events naming `iface` since the start.
+    fn events_of(&self, iface: &str) -> Vec<String> {
+        let name = format!(" {iface}@");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&name))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for LinkMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The MTU and whether UP is among the flags, from one `ip -o monitor link` line.
+fn mtu_and_up(line: &str) -> (Option<u32>, bool) {
+    let mtu = line
+        .split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok());
+    let up = line
+        .split(['<', '>'])
+        .nth(1)
+        .is_some_and(|flags| flags.split(',').any(|f| f == "UP"));
+    (mtu, up)
+}
+
+#[test]
+fn cni_add_creates_the_veth_as_the_last_reply_said_and_follows_a_reply_that_differs() {
+    switchyard_tests::skip_unless_root!();
+    let node = Netns::new("nod");
+    let pods = [Netns::new("pod"), Netns::new("pod"), Netns::new("pod")];
+    let net = pod_network(5, true);
+    let reply = net.clone();
+    let controller = Responder::start(move |req| match req {
+        Request::Add(_) | Request::Check(_) => ok_line(Some(reply.clone())),
+        _ => ok_line(None),
+    });
+    let cache = tempfile::tempdir().expect("cache dir");
+    let mut stdin: Value = serde_json::from_str(&conf(&controller.address)).unwrap();
+    stdin["cacheDir"] = cache.path().to_str().unwrap().into();
+    let stdin = stdin.to_string();
+    let add = |container: &str, pod: &Netns| {
+        let path = pod.path();
+        shim(&node, &add_vars(container, path.to_str().unwrap()), &stdin).expect_success();
+    };
+    let cached = || -> Vec<Value> {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+            .collect()
+    };
+    let both_ends_as_replied = |container: &str, pod: &Netns| {
+        let host = api::host_iface_name(container, "eth0");
+        for (ns, iface) in [(&node, host.as_str()), (pod, "eth0")] {
+            let link: Value =
+                serde_json::from_str(&ns.exec(&["ip", "-j", "link", "show", iface])).unwrap();
+            assert_eq!(link[0]["mtu"], net.mtu, "{iface}: {link}");
+            assert!(
+                link[0]["flags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == "UP"),
+                "{iface}: {link}"
+            );
+            assert_eq!(
+                tx_checksumming(ns, iface),
+                "tx-checksumming: off",
+                "{iface}"
+            );
+        }
+        let link: Value =
+            serde_json::from_str(&pod.exec(&["ip", "-j", "link", "show", "eth0"])).unwrap();
+        assert_eq!(link[0]["address"], net.mac);
+    };
+
+    // The first ADD learns the node's MTU and datapath kind from the reply.
+    add("c1", &pods[0]);
+    both_ends_as_replied("c1", &pods[0]);
+    assert_eq!(
+        cached(),
+        vec![serde_json::json!({"mtu": net.mtu, "userspace_datapath": true})]
+    );
+
+    // The next one creates its veth that way: the node's namespace sees it appear with the
+    // MTU and up, and never sees its MTU change (ovs-vswitchd reconfigures on each event).
+    let mut monitor = LinkMonitor::start(&node);
+    add("c2", &pods[1]);
+    monitor.sync();
+    let host = api::host_iface_name("c2", "eth0");
+    let events = monitor.events_of(&host);
+    assert!(!events.is_empty(), "no event for {host}");
+    assert_eq!(
+        mtu_and_up(&events[0]),
+        (Some(net.mtu), true),
+        "{host} was not created with the MTU and up: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| mtu_and_up(e) == (Some(net.mtu), true)),
+        "{host} changed after it was created: {events:#?}"
+    );
+    both_ends_as_replied("c2", &pods[1]);
+
+    // A stale hint (another MTU, offload left on): the reply still decides, and is kept.
+    let file = std::fs::read_dir(cache.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&file, r#"{"mtu":1300,"userspace_datapath":false}"#).unwrap();
+    add("c3", &pods[2]);
+    both_ends_as_replied("c3", &pods[2]);
+    assert_eq!(
+        cached(),
+        vec![serde_json::json!({"mtu": net.mtu, "userspace_datapath": true})]
+    );
+}
+
 #[test]
 fn cni_add_replaces_a_leftover_host_veth_of_the_same_attachment() {
     switchyard_tests::skip_unless_root!();
