@@ -179,8 +179,9 @@ pub struct ControllerArgs {
     /// publish its certificate in the ConfigMap of the same name, sign the nodes'
     /// CertificateSigningRequests (signer switchyard.io/node; the leader only), and issue
     /// this controller its own certificate for every TLS channel whose --*-tls-* flags are
-    /// not given: true or false.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// not given: true (what the install manifests pass) or false. Needs the RBAC of
+    /// deploy/kubernetes/rbac.yaml for Secrets, ConfigMaps and CertificateSigningRequests.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub node_certificates: bool,
     /// The CA's Secret (type kubernetes.io/tls, tls.crt and tls.key) and the ConfigMap
     /// publishing its certificate (key ca.crt), in --lease-namespace. Made by the first

@@ -194,10 +194,20 @@ pub async fn ensure(
 ) -> Result<Outcome, NodeCertificateError> {
     crate::source::assert_node_certificate_calls_listed();
     let (ns, name) = (&config.ca_namespace, &config.ca_name);
-    let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .map_err(kube_error(format!("get ConfigMap {ns}/{name} (the CA)")))?;
+    // The controller publishes the CA at its start: a node that starts first waits for it.
+    let started = Instant::now();
+    let map = loop {
+        match Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+        {
+            Ok(map) => break map,
+            Err(kube::Error::Api(s)) if s.is_not_found() && started.elapsed() < config.timeout => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(kube_error(format!("get ConfigMap {ns}/{name} (the CA)"))(e)),
+        }
+    };
     let ca_pem = map
         .data
         .and_then(|mut d| d.remove(CA_CONFIG_MAP_KEY))

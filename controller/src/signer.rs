@@ -854,6 +854,9 @@ pub async fn run(
         let mut events = std::pin::pin!(events);
         // Requests not settled yet (waiting for their node, or a failed write).
         let mut unsettled: BTreeMap<String, CertificateSigningRequest> = BTreeMap::new();
+        // Requests settled in this term: the watch still brings their intermediate versions
+        // (approved, not yet signed), which must not be signed twice.
+        let mut settled: BTreeSet<String> = BTreeSet::new();
         let mut last_error: Option<String> = None;
         let mut retry = tokio::time::interval(Duration::from_secs(2));
         loop {
@@ -874,6 +877,7 @@ pub async fn run(
                     }
                     Some(Ok(watcher::Event::Delete(csr))) => {
                         unsettled.remove(&csr.name_any());
+                        settled.remove(&csr.name_any());
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -893,12 +897,18 @@ pub async fn run(
             for csr in batch {
                 let name = csr.name_any();
                 unsettled.remove(&name);
+                if settled.contains(&name) {
+                    continue;
+                }
                 let snapshot = state.borrow().clone();
                 match handle(&api, &ca, &config, &snapshot, csr.clone()).await {
                     Ok(Handled::WaitForNode) => {
                         unsettled.insert(name, csr);
                     }
-                    Ok(_) => {}
+                    Ok(Handled::Signed(_) | Handled::Denied) => {
+                        settled.insert(name);
+                    }
+                    Ok(Handled::Done) => {}
                     // 409: the request changed; its new version comes through the watch.
                     Err(SignerError::Kube {
                         source: kube::Error::Api(s),

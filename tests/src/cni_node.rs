@@ -196,6 +196,41 @@ impl CniNode {
         node
     }
 
+    /// OVS and the node's namespace, without the controller: the caller starts what the
+    /// controller needs first (e.g. a test API server listening inside [`CniNode::ovs`]'s
+    /// namespace, where a controller with a TCP `cni_listen` runs), then
+    /// [`CniNode::start_controller`]. As [`CniNode::start_listening`] otherwise, with
+    /// `source_args` (e.g. `--kubeconfig PATH`) instead of the cluster file.
+    pub fn unstarted(
+        source_args: &[&str],
+        cni_listen: &str,
+        extra_args: &[&str],
+        conf_extra: &[(&str, serde_json::Value)],
+    ) -> CniNode {
+        let ovs = OvsSandbox::start();
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-cninode-")
+            .tempdir()
+            .expect("temporary directory");
+        CniNode {
+            ovs,
+            dir,
+            pods: Vec::new(),
+            controller: None,
+            shim: crate::workspace_binary("switchyard-cni"),
+            controller_bin: crate::workspace_binary("switchyard"),
+            source_args: Some(source_args.iter().map(|a| (*a).to_owned()).collect()),
+            cni_listen: Some(cni_listen.to_owned()),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            conf_extra: conf_extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            documents: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+
     /// The address the controller's metrics endpoint bound (`--metrics-listen 127.0.0.1:0`),
     /// from its log line `metrics endpoint ready`.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
