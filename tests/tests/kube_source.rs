@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard::source::kube::{Client, Config};
 use switchyard::signer::NODE_NAME_EXTRA;
+use switchyard::source::kube::{Client, Config};
 use switchyard::source::{Error, Kind, ObjectKey, POD_NETWORK_ANNOTATION, Source, kube_client};
 use switchyard_tests::{pod_names, wait_for_state};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -388,10 +388,21 @@ impl ApiServer {
             }
         }
         // Secrets and ConfigMaps in a namespace: POST, GET; PUT of a ConfigMap.
-        if let ["", "api", "v1", "namespaces", namespace, kind @ ("secrets" | "configmaps"), ref rest @ ..] =
-            parts[..]
+        if let [
+            "",
+            "api",
+            "v1",
+            "namespaces",
+            namespace,
+            kind @ ("secrets" | "configmaps"),
+            ref rest @ ..,
+        ] = parts[..]
         {
-            let kind = if kind == "secrets" { "Secret" } else { "ConfigMap" };
+            let kind = if kind == "secrets" {
+                "Secret"
+            } else {
+                "ConfigMap"
+            };
             let (code, body) = match (request.method.as_str(), rest) {
                 ("POST", []) => self.create(kind, namespace, request),
                 ("GET", [name]) => self.get(kind, namespace, name),
@@ -591,7 +602,12 @@ impl ApiServer {
     }
 
     /// Stores a new version of an object and logs its event (the caller holds the lock).
-    fn commit(store: &mut Store, kind: &'static str, key: (String, String), mut object: Value) -> Value {
+    fn commit(
+        store: &mut Store,
+        kind: &'static str,
+        key: (String, String),
+        mut object: Value,
+    ) -> Value {
         let collection = collection_of_kind(kind);
         store.revision += 1;
         let revision = store.revision;
@@ -605,7 +621,9 @@ impl ApiServer {
             "ADDED"
         };
         store.objects.insert(key, object.clone());
-        store.log.push((revision, collection.kind, event, object.clone()));
+        store
+            .log
+            .push((revision, collection.kind, event, object.clone()));
         object
     }
 
@@ -640,7 +658,8 @@ impl ApiServer {
             if kind == "CertificateSigningRequest" {
                 // The authenticator's word, never the client's.
                 object["spec"]["username"] = json!(identity.username);
-                object["spec"]["groups"] = json!(["system:serviceaccounts", "system:authenticated"]);
+                object["spec"]["groups"] =
+                    json!(["system:serviceaccounts", "system:authenticated"]);
                 object["spec"]["extra"] = match &identity.node {
                     Some(node) => json!({ NODE_NAME_EXTRA: [node] }),
                     None => json!({}),
@@ -649,7 +668,10 @@ impl ApiServer {
                     map.remove("status");
                 }
             }
-            (201, Self::commit(&mut store, kind, (namespace.to_owned(), name), object))
+            (
+                201,
+                Self::commit(&mut store, kind, (namespace.to_owned(), name), object),
+            )
         };
         self.notify();
         reply
@@ -659,7 +681,10 @@ impl ApiServer {
         match self.object(kind, namespace, name) {
             Some(object) => (200, object),
             None => {
-                let message = format!("{} \"{name}\" not found", qualified(collection_of_kind(kind)));
+                let message = format!(
+                    "{} \"{name}\" not found",
+                    qualified(collection_of_kind(kind))
+                );
                 status_body(404, "NotFound", &message)
             }
         }
@@ -694,7 +719,10 @@ impl ApiServer {
             }
             let is_approval = |c: &Value| matches!(c["type"].as_str(), Some("Approved" | "Denied"));
             let conditions = |v: &Value| -> Vec<Value> {
-                v["status"]["conditions"].as_array().cloned().unwrap_or_default()
+                v["status"]["conditions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
             };
             let updated = match subresource {
                 None => {
@@ -709,7 +737,11 @@ impl ApiServer {
                     let approved = new.iter().any(|c| c["type"] == "Approved");
                     let denied = new.iter().any(|c| c["type"] == "Denied");
                     if approved && denied {
-                        return status_body(422, "Invalid", "status.conditions: Approved and Denied conditions are mutually exclusive");
+                        return status_body(
+                            422,
+                            "Invalid",
+                            "status.conditions: Approved and Denied conditions are mutually exclusive",
+                        );
                     }
                     let mut updated = current.clone();
                     updated["status"]["conditions"] = json!(new);
@@ -720,9 +752,14 @@ impl ApiServer {
                     let approved = old.iter().any(|c| c["type"] == "Approved");
                     let certificate = body["status"]["certificate"].clone();
                     if !certificate.is_null() && !approved {
-                        return status_body(422, "Invalid", "status.certificate: Forbidden: certificate can only be set on an approved request");
+                        return status_body(
+                            422,
+                            "Invalid",
+                            "status.certificate: Forbidden: certificate can only be set on an approved request",
+                        );
                     }
-                    let mut merged: Vec<Value> = old.into_iter().filter(|c| is_approval(c)).collect();
+                    let mut merged: Vec<Value> =
+                        old.into_iter().filter(|c| is_approval(c)).collect();
                     merged.extend(conditions(&body).into_iter().filter(|c| !is_approval(c)));
                     let mut updated = current.clone();
                     updated["status"]["conditions"] = json!(merged);
@@ -732,7 +769,15 @@ impl ApiServer {
                     updated
                 }
             };
-            (200, Self::commit(&mut store, kind, (namespace.to_owned(), name.to_owned()), updated))
+            (
+                200,
+                Self::commit(
+                    &mut store,
+                    kind,
+                    (namespace.to_owned(), name.to_owned()),
+                    updated,
+                ),
+            )
         };
         self.notify();
         reply
@@ -967,7 +1012,11 @@ async fn write_json(stream: &mut TcpStream, code: u16, body: &Value) -> std::io:
 /// A collection's resource as error messages name it (`leases.coordination.k8s.io`).
 fn qualified(collection: &Collection) -> String {
     let resource = collection.path.rsplit('/').next().unwrap_or_default();
-    match collection.path.strip_prefix("/apis/").and_then(|r| r.split('/').next()) {
+    match collection
+        .path
+        .strip_prefix("/apis/")
+        .and_then(|r| r.split('/').next())
+    {
         Some(group) => format!("{resource}.{group}"),
         None => resource.to_owned(),
     }
@@ -2266,7 +2315,9 @@ async fn verdict(
         },
     }))
     .expect("a CSR");
-    api.create(&Default::default(), &csr).await.expect("create the CSR");
+    api.create(&Default::default(), &csr)
+        .await
+        .expect("create the CSR");
     let mut changes = server.changes.subscribe();
     let waiting = async {
         loop {
@@ -2371,14 +2422,21 @@ async fn node_certificates_are_signed_only_for_the_node_that_asks() {
     let Outcome::Issued(csr_name) = outcome else {
         panic!("{outcome:?}");
     };
-    assert!(csr_name.starts_with("switchyard-node-node-1-"), "{csr_name}");
+    assert!(
+        csr_name.starts_with("switchyard-node-node-1-"),
+        "{csr_name}"
+    );
     let files = node_certificate::files(&dir.path().join("node-1"));
     let cert = std::fs::read(&files.certificate).expect("tls.crt");
-    switchyard_tls::verify_issued(&cert, ca_pem.as_bytes(), "node-1").expect("chains, names node-1");
+    switchyard_tls::verify_issued(&cert, ca_pem.as_bytes(), "node-1")
+        .expect("chains, names node-1");
     assert!(switchyard_tls::verify_issued(&cert, ca_pem.as_bytes(), "node-2").is_err());
     assert_eq!(std::fs::read_to_string(&files.ca).expect("ca.crt"), ca_pem);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&files.private_key).expect("tls.key").permissions().mode();
+    let mode = std::fs::metadata(&files.private_key)
+        .expect("tls.key")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let csr = server
         .object("CertificateSigningRequest", "", &csr_name)
@@ -2399,7 +2457,12 @@ async fn node_certificates_are_signed_only_for_the_node_that_asks() {
     assert_eq!(outcome, Outcome::Unchanged);
 
     // node-1 asks for node-2's name.
-    let usages = ["digital signature", "key encipherment", "client auth", "server auth"];
+    let usages = [
+        "digital signature",
+        "key encipherment",
+        "client auth",
+        "server auth",
+    ];
     let (condition, reason, message) = verdict(
         &server,
         server.client_as("node-1"),
@@ -2426,8 +2489,14 @@ async fn node_certificates_are_signed_only_for_the_node_that_asks() {
         &usages,
     )
     .await;
-    assert_eq!((condition.as_str(), reason.as_str()), ("Denied", "SwitchyardWrongRequester"));
-    assert!(message.contains("intruder") && message.contains(NODE_SA), "{message}");
+    assert_eq!(
+        (condition.as_str(), reason.as_str()),
+        ("Denied", "SwitchyardWrongRequester")
+    );
+    assert!(
+        message.contains("intruder") && message.contains(NODE_SA),
+        "{message}"
+    );
     // A token bound to no node (what the client wrote in spec.extra does not count).
     let (_, reason, message) = verdict(
         &server,
@@ -2454,7 +2523,13 @@ async fn node_certificates_are_signed_only_for_the_node_that_asks() {
         server.client_as("node-1"),
         "code-signing",
         certificate_request("node-1", &["node-1"], false),
-        &["digital signature", "key encipherment", "client auth", "server auth", "code signing"],
+        &[
+            "digital signature",
+            "key encipherment",
+            "client auth",
+            "server auth",
+            "code signing",
+        ],
     )
     .await;
     assert_eq!(reason, "SwitchyardWrongUsages", "{message}");
@@ -2471,7 +2546,10 @@ async fn node_certificates_are_signed_only_for_the_node_that_asks() {
             && text.contains("node-9"),
         "{text}"
     );
-    assert!(!dir.path().join("node-9").join("tls.key").exists(), "nothing written");
+    assert!(
+        !dir.path().join("node-9").join("tls.key").exists(),
+        "nothing written"
+    );
     signing.abort();
 }
 
@@ -2521,9 +2599,13 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
     server.apply(pod("x", "far", "node-2"));
     server.add_token("controller", USER, None);
     server.add_token("node", NODE_SA, Some(NODE));
-    std::fs::write(&controller_kubeconfig, kubeconfig_with_token(server.port, "controller"))
+    std::fs::write(
+        &controller_kubeconfig,
+        kubeconfig_with_token(server.port, "controller"),
+    )
+    .expect("kubeconfig");
+    std::fs::write(&node_kubeconfig, kubeconfig_with_token(server.port, "node"))
         .expect("kubeconfig");
-    std::fs::write(&node_kubeconfig, kubeconfig_with_token(server.port, "node")).expect("kubeconfig");
 
     // node-setup first, as the DaemonSet's init container: it waits for the CA and the
     // signature while the controller starts.
@@ -2569,7 +2651,8 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
         .expect("the published CA");
     let ca = ca["data"]["ca.crt"].as_str().expect("ca.crt").to_owned();
     let cert = std::fs::read(tls_dir.join("tls.crt")).expect("tls.crt");
-    switchyard_tls::verify_issued(&cert, ca.as_bytes(), NODE).expect("chains to the CA, names the node");
+    switchyard_tls::verify_issued(&cert, ca.as_bytes(), NODE)
+        .expect("chains to the CA, names the node");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(tls_dir.join("tls.key"))
         .expect("tls.key")
@@ -2591,7 +2674,11 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
         let other = node.pod_netns();
         let path = other.path().display().to_string();
         let out = node.shim_run("ADD", "x/far", "c-far", &path, &[]);
-        assert!(!out.success, "ADD of node-2's pod with {NODE}'s certificate: {}", out.stdout);
+        assert!(
+            !out.success,
+            "ADD of node-2's pod with {NODE}'s certificate: {}",
+            out.stdout
+        );
         let reply = format!("{} {}", out.stdout, out.stderr);
         assert!(
             reply.contains("117") && reply.contains("node-2") && reply.contains(NODE),
