@@ -2600,6 +2600,14 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
     let server = ApiServer::start_in(cni_node.ovs.netns.name()).await;
     server.apply(node(NODE, POD_CIDR, "192.0.2.10"));
     server.apply(node("node-2", "10.244.99.0/24", "192.0.2.11"));
+    // Only this node's agent reaches its OVSDB (node-2's finds no socket).
+    let ovs_dir = cni_node.ovs.dir().to_owned();
+    std::os::unix::fs::symlink(
+        ovs_dir.join("db.sock"),
+        ovs_dir.join(format!("{NODE}-db.sock")),
+    )
+    .expect("symlink");
+    cni_node.set_ovsdb_template(&format!("unix:{}/{{node}}-db.sock", ovs_dir.display()));
     server.apply(namespace("x"));
     server.apply(pod("x", "a", NODE));
     server.apply(pod("x", "far", "node-2"));
