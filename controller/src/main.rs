@@ -260,6 +260,11 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         let source = match (args.cluster_file, args.kubeconfig) {
             // The cluster file is the demo's: one controller, no election.
             (Some(file), _) => {
+                if args.node_certificates {
+                    tracing::warn!("--node-certificates needs the API-server source (it keeps \
+                        its CA in a Secret and signs CertificateSigningRequests); ignored with \
+                        --cluster-file");
+                }
                 switchyard::listen::check_listeners(&config)?;
                 Source::cluster_file(file).await?
             }
