@@ -891,7 +891,7 @@ pub async fn run(
                     }
                     None => break,
                 },
-                _ = state.changed() => batch.extend(std::mem::take(&mut unsettled).into_values()),
+                Ok(()) = state.changed() => batch.extend(std::mem::take(&mut unsettled).into_values()),
                 _ = retry.tick() => batch.extend(std::mem::take(&mut unsettled).into_values()),
             }
             for csr in batch {
