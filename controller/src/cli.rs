@@ -28,7 +28,8 @@ pub enum Command {
     Controller(Box<ControllerArgs>),
     /// Set up this node's host network for Switchyard (what the node DaemonSet runs, in the
     /// host network namespace): the gateway's address, the route to the cluster CIDR, IPv4
-    /// forwarding, SNAT of pod traffic leaving the cluster. Idempotent.
+    /// forwarding, SNAT of pod traffic leaving the cluster; with --request-certificate, first
+    /// the node's TLS certificate (through a CertificateSigningRequest). Idempotent.
     NodeSetup(NodeSetupArgs),
     /// Build a local multi-node cluster on real OVS and show pods reaching each other
     /// (runs `switchyard-demo` from this binary's directory; `switchyard demo --help` lists
@@ -174,6 +175,35 @@ pub struct ControllerArgs {
     /// without a renewal.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600), value_name = "SECONDS")]
     pub lease_duration: u64,
+    /// Node certificates (API-server source only): hold a CA in the Secret --ca-secret,
+    /// publish its certificate in the ConfigMap of the same name, sign the nodes'
+    /// CertificateSigningRequests (signer switchyard.io/node; the leader only), and issue
+    /// this controller its own certificate for every TLS channel whose --*-tls-* flags are
+    /// not given: true (what the install manifests pass) or false. Needs the RBAC of
+    /// deploy/kubernetes/rbac.yaml for Secrets, ConfigMaps and CertificateSigningRequests.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub node_certificates: bool,
+    /// The CA's Secret (type kubernetes.io/tls, tls.crt and tls.key) and the ConfigMap
+    /// publishing its certificate (key ca.crt), in --lease-namespace. Made by the first
+    /// replica that finds it missing.
+    #[arg(long, default_value = crate::source::DEFAULT_CA_NAME, value_name = "NAME")]
+    pub ca_secret: String,
+    /// The ServiceAccount (in --lease-namespace) of the node DaemonSet: the only requester
+    /// whose CertificateSigningRequests are approved.
+    #[arg(long, default_value = "switchyard-node", value_name = "NAME")]
+    pub node_service_account: String,
+    /// Days a node certificate is valid; nodes renew in the last third.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=3650), value_name = "DAYS")]
+    pub node_certificate_days: u64,
+    /// DNS names of the controller's own certificate (repeatable; default
+    /// switchyard-controller.NAMESPACE.svc), besides the IP address in POD_IP. The CNI
+    /// conflist's tls.serverName must be one of them.
+    #[arg(long = "certificate-name", value_name = "NAME")]
+    pub certificate_names: Vec<String>,
+    /// Where the controller writes its own certificate, its key and the CA (tls.crt,
+    /// tls.key, ca.crt).
+    #[arg(long, default_value = "/run/switchyard/tls", value_name = "DIR")]
+    pub certificate_dir: PathBuf,
 }
 
 /// `switchyard node-setup`'s flags.
@@ -189,9 +219,34 @@ pub struct NodeSetupArgs {
     /// Kubeconfig for --node (default: in-cluster config, then ~/.kube/config).
     #[arg(long, requires = "node")]
     pub kubeconfig: Option<PathBuf>,
-    /// The cluster's pod network, holding every node's pod CIDR.
-    #[arg(long)]
-    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The cluster's pod network, holding every node's pod CIDR. Without it (and with
+    /// --request-certificate) only the certificate is seen to.
+    #[arg(long, required_unless_present = "request_certificate")]
+    pub cluster_cidr: Option<ipnet::Ipv4Net>,
+    /// First make sure --certificates-dir holds a valid certificate for this node
+    /// (--node), asking the controller for one through a CertificateSigningRequest (signer
+    /// switchyard.io/node) when it does not or when it is in the last third of its life;
+    /// with --reapply-every, checked at every round.
+    #[arg(long, requires = "node")]
+    pub request_certificate: bool,
+    /// The node's TLS directory: tls.key (0600), tls.crt, ca.crt — for OVS (`ovs-vsctl
+    /// set-ssl`) and the CNI conflist's "tls".
+    #[arg(long, default_value = "/etc/switchyard/tls", value_name = "DIR")]
+    pub certificates_dir: PathBuf,
+    /// The ConfigMap with the controller's CA certificate (key ca.crt).
+    #[arg(long, default_value = crate::source::DEFAULT_CA_NAME, value_name = "NAME")]
+    pub ca_config_map: String,
+    /// The controller's namespace, where that ConfigMap is.
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "switchyard",
+        value_name = "NAMESPACE"
+    )]
+    pub ca_namespace: String,
+    /// Seconds to wait for the controller to sign the request.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub certificate_timeout: u64,
     /// The cluster's Service network (kube-apiserver's --service-cluster-ip-range), routed
     /// through the gateway too, so the node's own processes reach ClusterIPs.
     #[arg(long)]

@@ -28,6 +28,25 @@ fn main() -> ExitCode {
 
 fn run_node_setup(args: NodeSetupArgs) -> ExitCode {
     use switchyard::node_setup::NodeSetup;
+    // The certificate first: OVS and the CNI shim need it before anything else works.
+    let certificate =
+        args.request_certificate
+            .then(|| switchyard::node_certificate::NodeCertificateConfig {
+                node: args.node.clone().unwrap_or_default(),
+                dir: args.certificates_dir.clone(),
+                ca_namespace: args.ca_namespace.clone(),
+                ca_name: args.ca_config_map.clone(),
+                timeout: Duration::from_secs(args.certificate_timeout),
+            });
+    if let Some(config) = &certificate
+        && !request_certificate(config, args.kubeconfig.as_deref())
+    {
+        return ExitCode::FAILURE;
+    }
+    let Some(cluster_cidr) = args.cluster_cidr else {
+        // --request-certificate alone: the certificate was all there was to do.
+        return ExitCode::SUCCESS;
+    };
     let pod_cidr = match (args.pod_cidr, &args.node) {
         (Some(cidr), _) => cidr,
         (None, Some(node)) => match node_pod_cidr(node, args.kubeconfig.as_deref()) {
@@ -40,7 +59,7 @@ fn run_node_setup(args: NodeSetupArgs) -> ExitCode {
         // clap requires one of the two.
         (None, None) => return ExitCode::from(2),
     };
-    let setup = match NodeSetup::new(pod_cidr, args.cluster_cidr).map(|s| NodeSetup {
+    let setup = match NodeSetup::new(pod_cidr, cluster_cidr).map(|s| NodeSetup {
         service_cidr: args.service_cidr,
         mtu: args.mtu,
         snat: args.snat,
@@ -55,7 +74,14 @@ fn run_node_setup(args: NodeSetupArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut first = true;
     loop {
+        // Every later round renews the certificate when it nears its end.
+        let certified = first
+            || certificate
+                .as_ref()
+                .is_none_or(|config| request_certificate(config, args.kubeconfig.as_deref()));
+        first = false;
         let result = setup.apply();
         match &result {
             Ok(changes) if changes.is_empty() => println!("node setup: nothing to change"),
@@ -67,13 +93,55 @@ fn run_node_setup(args: NodeSetupArgs) -> ExitCode {
             Err(e) => eprintln!("switchyard node-setup: {e}"),
         }
         if args.reapply_every == 0 {
-            return if result.is_ok() {
+            return if result.is_ok() && certified {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             };
         }
         std::thread::sleep(Duration::from_secs(args.reapply_every));
+    }
+}
+
+/// `--request-certificate`: the node's certificate in its directory; false (reported) on
+/// failure.
+fn request_certificate(
+    config: &switchyard::node_certificate::NodeCertificateConfig,
+    kubeconfig: Option<&std::path::Path>,
+) -> bool {
+    use switchyard::node_certificate::{self, Outcome};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard node-setup: cannot start the async runtime: {e}");
+            return false;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = switchyard::source::kube_client(kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
+        node_certificate::ensure(client, config)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(Outcome::Unchanged) => true,
+        Ok(Outcome::Issued(csr)) => {
+            println!(
+                "node setup: wrote a new certificate for node {} into {} (CertificateSigningRequest {csr})",
+                config.node,
+                config.dir.display()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("switchyard node-setup: {e}");
+            false
+        }
     }
 }
 
@@ -164,7 +232,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = Config {
+    let mut config = Config {
         ovsdb_template: args.ovsdb_template,
         openflow_listen: args.openflow_listen,
         openflow_target: args.openflow_target,
@@ -187,13 +255,67 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         },
     };
     let result = runtime.block_on(async {
-        switchyard::listen::check_listeners(&config)?;
         let mut election = None;
+        let mut signer = None;
         let source = match (args.cluster_file, args.kubeconfig) {
             // The cluster file is the demo's: one controller, no election.
-            (Some(file), _) => Source::cluster_file(file).await?,
+            (Some(file), _) => {
+                if args.node_certificates {
+                    tracing::warn!("--node-certificates needs the API-server source (it keeps \
+                        its CA in a Secret and signs CertificateSigningRequests); ignored with \
+                        --cluster-file");
+                }
+                switchyard::listen::check_listeners(&config)?;
+                Source::cluster_file(file).await?
+            }
             (None, kubeconfig) => {
                 let client = switchyard::source::kube_client(kubeconfig.as_deref()).await?;
+                if args.node_certificates {
+                    let signer_config = switchyard::signer::SignerConfig {
+                        namespace: args.lease_namespace.clone(),
+                        ca_name: args.ca_secret.clone(),
+                        policy: switchyard::signer::SignerPolicy {
+                            requester: format!(
+                                "system:serviceaccount:{}:{}",
+                                args.lease_namespace, args.node_service_account
+                            ),
+                        },
+                        validity: Duration::from_secs(args.node_certificate_days * 86400),
+                        unknown_node_grace: Duration::from_secs(30),
+                    };
+                    let ca = switchyard::signer::ensure_ca(client.clone(), &signer_config)
+                        .await
+                        .map_err(|e| switchyard::Error::Config(e.to_string()))?;
+                    let names = if args.certificate_names.is_empty() {
+                        vec![format!("switchyard-controller.{}.svc", args.lease_namespace)]
+                    } else {
+                        args.certificate_names.clone()
+                    };
+                    let ips: Vec<std::net::IpAddr> = std::env::var("POD_IP")
+                        .ok()
+                        .and_then(|ip| ip.parse().ok())
+                        .into_iter()
+                        .collect();
+                    let own = switchyard::signer::own_certificate(
+                        &ca,
+                        &names,
+                        &ips,
+                        Duration::from_secs(args.node_certificate_days * 86400),
+                        &args.certificate_dir,
+                    )
+                    .map_err(|e| switchyard::Error::Config(e.to_string()))?;
+                    tracing::info!(names = ?names, ips = ?ips, dir = %args.certificate_dir.display(),
+                        "node certificates: issued this controller its own certificate");
+                    // Explicit --*-tls-* flags win.
+                    if config.switch_tls.is_none() {
+                        config.switch_tls = Some(own.clone());
+                    }
+                    if config.cni_tls.is_none() && config.cni_listen.starts_with("ssl:") {
+                        config.cni_tls = Some(own);
+                    }
+                    signer = Some((client.clone(), std::sync::Arc::new(ca), signer_config));
+                }
+                switchyard::listen::check_listeners(&config)?;
                 if args.leader_elect {
                     election = Some((
                         client.clone(),
@@ -208,6 +330,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
                 Source::kubernetes(client).await?
             }
         };
+        let state = source.subscribe();
         let (leadership_tx, leadership) = tokio::sync::watch::channel(match election {
             Some(_) => switchyard::leader::Leadership::default(),
             None => switchyard::leader::Leadership::sole(),
@@ -220,8 +343,18 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
                 None => std::future::pending().await,
             }
         };
+        let signing = async {
+            match signer {
+                Some((client, ca, signer_config)) => {
+                    switchyard::signer::run(client, ca, signer_config, leadership.clone(), state)
+                        .await
+                }
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
-            r = controller::run_elected(config, source, leadership) => r,
+            r = controller::run_elected(config, source, leadership.clone()) => r,
+            () = signing => Err(switchyard::Error::TaskStopped("the node certificate signer")),
             () = elect => Err(switchyard::Error::TaskStopped("the leader election")),
             signal = stop_signal() => {
                 let signal = signal?;

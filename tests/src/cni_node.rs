@@ -71,6 +71,9 @@ pub struct CniNode {
     conf_extra: Vec<(String, serde_json::Value)>,
     /// More cluster-file documents (NetworkPolicies, Namespaces...), after the pods.
     documents: Vec<String>,
+    /// `--ovsdb-template`, when not this node's OVSDB socket (see
+    /// [`CniNode::set_ovsdb_template`]).
+    ovsdb_template: Option<String>,
     /// Other controller replicas' OpenFlow targets, listed after this one's in
     /// `--openflow-target` (see [`CniNode::start_replicated`]); `{ovs}` is the OVS
     /// directory.
@@ -111,6 +114,7 @@ impl CniNode {
             extra_args: Vec::new(),
             conf_extra: Vec::new(),
             documents: Vec::new(),
+            ovsdb_template: None,
             peers: Vec::new(),
         };
         node.write_cluster_file();
@@ -151,6 +155,7 @@ impl CniNode {
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
             documents: Vec::new(),
+            ovsdb_template: None,
             peers: Vec::new(),
         };
         node.write_cluster_file();
@@ -190,10 +195,53 @@ impl CniNode {
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             conf_extra: Vec::new(),
             documents: Vec::new(),
+            ovsdb_template: None,
             peers: peers.to_vec(),
         };
         node.start_controller();
         node
+    }
+
+    /// OVS and the node's namespace, without the controller: the caller starts what the
+    /// controller needs first (e.g. a test API server listening inside [`CniNode::ovs`]'s
+    /// namespace, where a controller with a TCP `cni_listen` runs), then
+    /// [`CniNode::start_controller`]. As [`CniNode::start_listening`] otherwise, with
+    /// `source_args` (e.g. `--kubeconfig PATH`) instead of the cluster file.
+    pub fn unstarted(
+        source_args: &[&str],
+        cni_listen: &str,
+        extra_args: &[&str],
+        conf_extra: &[(&str, serde_json::Value)],
+    ) -> CniNode {
+        let ovs = OvsSandbox::start();
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-cninode-")
+            .tempdir()
+            .expect("temporary directory");
+        CniNode {
+            ovs,
+            dir,
+            pods: Vec::new(),
+            controller: None,
+            shim: crate::workspace_binary("switchyard-cni"),
+            controller_bin: crate::workspace_binary("switchyard"),
+            source_args: Some(source_args.iter().map(|a| (*a).to_owned()).collect()),
+            cni_listen: Some(cni_listen.to_owned()),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            conf_extra: conf_extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            documents: Vec::new(),
+            ovsdb_template: None,
+            peers: Vec::new(),
+        }
+    }
+
+    /// The controller's `--ovsdb-template` from its next start on (e.g. with `{node}`, so
+    /// that other nodes' agents do not reach this node's OVSDB).
+    pub fn set_ovsdb_template(&mut self, template: &str) {
+        self.ovsdb_template = Some(template.to_owned());
     }
 
     /// The address the controller's metrics endpoint bound (`--metrics-listen 127.0.0.1:0`),
@@ -309,7 +357,10 @@ impl CniNode {
             .args(&source)
             .args([
                 "--ovsdb-template",
-                &format!("unix:{ovs}/db.sock"),
+                &self
+                    .ovsdb_template
+                    .clone()
+                    .unwrap_or_else(|| format!("unix:{ovs}/db.sock")),
                 // vswitchd connects only to unix: sockets in its own run directory.
                 "--openflow-listen",
                 &format!("punix:{ovs}/controller.sock"),

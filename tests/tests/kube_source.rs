@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use switchyard::signer::NODE_NAME_EXTRA;
 use switchyard::source::kube::{Client, Config};
 use switchyard::source::{Error, Kind, ObjectKey, POD_NETWORK_ANNOTATION, Source, kube_client};
 use switchyard_tests::{pod_names, wait_for_state};
@@ -72,7 +73,39 @@ const COLLECTIONS: &[Collection] = &[
         api_version: "networking.k8s.io/v1",
         namespaced: true,
     },
+    Collection {
+        path: "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+        kind: "CertificateSigningRequest",
+        api_version: "certificates.k8s.io/v1",
+        namespaced: false,
+    },
+    Collection {
+        path: "/api/v1/secrets",
+        kind: "Secret",
+        api_version: "v1",
+        namespaced: true,
+    },
+    Collection {
+        path: "/api/v1/configmaps",
+        kind: "ConfigMap",
+        api_version: "v1",
+        namespaced: true,
+    },
 ];
+
+/// Who a request comes from, as kube-apiserver's authenticator finds it in a bound
+/// ServiceAccount token: the username and, for a pod-bound token, its node.
+#[derive(Clone, Debug)]
+struct Identity {
+    username: String,
+    node: Option<String>,
+}
+
+/// The six collections `Source::kubernetes` lists and watches (the first six; the others are
+/// the signer's).
+fn source_collections() -> &'static [Collection] {
+    &COLLECTIONS[..6]
+}
 
 fn collection_of_kind(kind: &str) -> &'static Collection {
     COLLECTIONS
@@ -123,6 +156,8 @@ struct Store {
     /// Kinds whose list/watch answers 403 Forbidden (RBAC not granted yet).
     forbidden: Vec<&'static str>,
     requests: Vec<Recorded>,
+    /// Bearer token → identity; a request without a known token is [`USER`].
+    tokens: BTreeMap<String, Identity>,
 }
 
 /// The in-test API server.
@@ -139,6 +174,26 @@ impl ApiServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind test API server");
+        Self::serve_on(listener)
+    }
+
+    /// The server on 127.0.0.1 inside the network namespace `netns` (where a controller
+    /// runs whose CNI listener the node's shims reach on that namespace's loopback).
+    async fn start_in(netns: &str) -> ApiServer {
+        let path = format!("/run/netns/{netns}");
+        let listener = std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("the namespace");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            listener
+        })
+        .join()
+        .expect("bind in the namespace");
+        Self::serve_on(TcpListener::from_std(listener).expect("tokio listener"))
+    }
+
+    fn serve_on(listener: TcpListener) -> ApiServer {
         let port = listener.local_addr().expect("local addr").port();
         let server = ApiServer {
             store: Arc::default(),
@@ -159,6 +214,43 @@ impl ApiServer {
             .parse()
             .expect("server URL");
         Client::try_from(Config::new(url)).expect("kube client")
+    }
+
+    /// A client presenting `token` (see [`ApiServer::add_token`]).
+    fn client_as(&self, token: &str) -> Client {
+        let url = format!("http://127.0.0.1:{}", self.port)
+            .parse()
+            .expect("server URL");
+        let mut config = Config::new(url);
+        config.auth_info.token = Some(token.to_owned().into());
+        Client::try_from(config).expect("kube client")
+    }
+
+    /// Makes `token` authenticate as `username`, bound to `node` (a pod-bound token of a
+    /// pod on that node).
+    fn add_token(&self, token: &str, username: &str, node: Option<&str>) {
+        self.lock().tokens.insert(
+            token.to_owned(),
+            Identity {
+                username: username.to_owned(),
+                node: node.map(str::to_owned),
+            },
+        );
+    }
+
+    fn identity(&self, request: &Recorded) -> Identity {
+        let token = request
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        self.lock()
+            .tokens
+            .get(token)
+            .cloned()
+            .unwrap_or_else(|| Identity {
+                username: USER.to_owned(),
+                node: None,
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -271,6 +363,62 @@ impl ApiServer {
 
     async fn respond(&self, request: &Recorded, stream: &mut TcpStream) -> std::io::Result<()> {
         let path = request.path();
+        let parts: Vec<&str> = path.split('/').collect();
+        // CertificateSigningRequests (cluster-scoped), as kube-apiserver serves them: POST
+        // creates (spec.username, groups and extra set from the requester's identity,
+        // whatever the body says), GET reads, PUT /approval changes only the conditions,
+        // PUT /status only the certificate and the other conditions (a certificate only on an
+        // Approved request); every PUT needs the current resourceVersion. The collection's
+        // list and watch are below with the others.
+        if let [
+            "",
+            "apis",
+            "certificates.k8s.io",
+            "v1",
+            "certificatesigningrequests",
+            ref rest @ ..,
+        ] = parts[..]
+        {
+            const CSR: &str = "CertificateSigningRequest";
+            let reply = match (request.method.as_str(), rest) {
+                ("POST", []) => Some(self.create(CSR, "", request)),
+                ("GET", [name]) => Some(self.get(CSR, "", name)),
+                ("PUT", [name, sub @ ("approval" | "status")]) => {
+                    Some(self.replace(CSR, "", name, request, Some(sub)))
+                }
+                ("GET", []) => None,
+                _ => Some(status_body(405, "MethodNotAllowed", "not served here")),
+            };
+            if let Some((code, body)) = reply {
+                return write_json(stream, code, &body).await;
+            }
+        }
+        // Secrets and ConfigMaps in a namespace: POST, GET; PUT of a ConfigMap.
+        if let [
+            "",
+            "api",
+            "v1",
+            "namespaces",
+            namespace,
+            kind @ ("secrets" | "configmaps"),
+            ref rest @ ..,
+        ] = parts[..]
+        {
+            let kind = if kind == "secrets" {
+                "Secret"
+            } else {
+                "ConfigMap"
+            };
+            let (code, body) = match (request.method.as_str(), rest) {
+                ("POST", []) => self.create(kind, namespace, request),
+                ("GET", [name]) => self.get(kind, namespace, name),
+                ("PUT", [name]) if kind == "ConfigMap" => {
+                    self.replace(kind, namespace, name, request, None)
+                }
+                _ => status_body(405, "MethodNotAllowed", "not served here"),
+            };
+            return write_json(stream, code, &body).await;
+        }
         if let Some(collection) = COLLECTIONS.iter().find(|c| c.path == path) {
             if request.method != "GET" {
                 return write_status(stream, 405, "MethodNotAllowed", "only GET here").await;
@@ -286,7 +434,6 @@ impl ApiServer {
             };
         }
         // GET and PATCH /api/v1/namespaces/{namespace}/pods/{name}
-        let parts: Vec<&str> = path.split('/').collect();
         // GET /api/v1/nodes/{name}
         if let ["", "api", "v1", "nodes", name] = parts[..] {
             if request.method != "GET" {
@@ -449,6 +596,197 @@ impl ApiServer {
             Ok(lease) => write_json(stream, code, &lease).await,
             Err((reason, message)) => write_status(stream, code, reason, &message).await,
         }
+    }
+
+    /// An object as the server holds it.
+    fn object(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let collection = collection_of_kind(kind);
+        self.lock()
+            .objects
+            .get(&(collection.kind, namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Stores a new version of an object and logs its event (the caller holds the lock).
+    fn commit(
+        store: &mut Store,
+        kind: &'static str,
+        key: (String, String),
+        mut object: Value,
+    ) -> Value {
+        let collection = collection_of_kind(kind);
+        store.revision += 1;
+        let revision = store.revision;
+        object["metadata"]["resourceVersion"] = json!(revision.to_string());
+        object["kind"] = json!(kind);
+        object["apiVersion"] = json!(collection.api_version);
+        let key = (collection.kind, key.0, key.1);
+        let event = if store.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        store.objects.insert(key, object.clone());
+        store
+            .log
+            .push((revision, collection.kind, event, object.clone()));
+        object
+    }
+
+    /// POST: 201 with the stored object, or 409 AlreadyExists.
+    fn create(&self, kind: &'static str, namespace: &str, request: &Recorded) -> (u16, Value) {
+        let Ok(mut object) = serde_json::from_slice::<Value>(&request.body) else {
+            return status_body(400, "BadRequest", "the body is not JSON");
+        };
+        let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
+            return status_body(422, "Invalid", "metadata.name: Required value");
+        };
+        let identity = self.identity(request);
+        let reply = {
+            let mut store = self.lock();
+            let collection = collection_of_kind(kind);
+            if store
+                .objects
+                .contains_key(&(collection.kind, namespace.to_owned(), name.clone()))
+            {
+                let message = format!("{} \"{name}\" already exists", qualified(collection));
+                return status_body(409, "AlreadyExists", &message);
+            }
+            if !namespace.is_empty() {
+                object["metadata"]["namespace"] = json!(namespace);
+            }
+            object["metadata"]["creationTimestamp"] = json!(
+                switchyard::source::k8s_openapi::jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            );
+            object["metadata"]["uid"] = json!(format!("{kind}-{}", store.revision + 1));
+            if kind == "CertificateSigningRequest" {
+                // The authenticator's word, never the client's.
+                object["spec"]["username"] = json!(identity.username);
+                object["spec"]["groups"] =
+                    json!(["system:serviceaccounts", "system:authenticated"]);
+                object["spec"]["extra"] = match &identity.node {
+                    Some(node) => json!({ NODE_NAME_EXTRA: [node] }),
+                    None => json!({}),
+                };
+                if let Some(map) = object.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+            (
+                201,
+                Self::commit(&mut store, kind, (namespace.to_owned(), name), object),
+            )
+        };
+        self.notify();
+        reply
+    }
+
+    fn get(&self, kind: &'static str, namespace: &str, name: &str) -> (u16, Value) {
+        match self.object(kind, namespace, name) {
+            Some(object) => (200, object),
+            None => {
+                let message = format!(
+                    "{} \"{name}\" not found",
+                    qualified(collection_of_kind(kind))
+                );
+                status_body(404, "NotFound", &message)
+            }
+        }
+    }
+
+    /// PUT of the object or of its `approval` or `status` subresource.
+    fn replace(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        request: &Recorded,
+        subresource: Option<&str>,
+    ) -> (u16, Value) {
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return status_body(400, "BadRequest", "the body is not JSON");
+        };
+        let collection = collection_of_kind(kind);
+        let reply = {
+            let mut store = self.lock();
+            let key = (collection.kind, namespace.to_owned(), name.to_owned());
+            let Some(current) = store.objects.get(&key).cloned() else {
+                let message = format!("{} \"{name}\" not found", qualified(collection));
+                return status_body(404, "NotFound", &message);
+            };
+            if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                let message = format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    qualified(collection)
+                );
+                return status_body(409, "Conflict", &message);
+            }
+            let is_approval = |c: &Value| matches!(c["type"].as_str(), Some("Approved" | "Denied"));
+            let conditions = |v: &Value| -> Vec<Value> {
+                v["status"]["conditions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let updated = match subresource {
+                None => {
+                    let mut updated = body.clone();
+                    for owned in ["uid", "creationTimestamp", "namespace"] {
+                        updated["metadata"][owned] = current["metadata"][owned].clone();
+                    }
+                    updated
+                }
+                Some("approval") => {
+                    let new = conditions(&body);
+                    let approved = new.iter().any(|c| c["type"] == "Approved");
+                    let denied = new.iter().any(|c| c["type"] == "Denied");
+                    if approved && denied {
+                        return status_body(
+                            422,
+                            "Invalid",
+                            "status.conditions: Approved and Denied conditions are mutually exclusive",
+                        );
+                    }
+                    let mut updated = current.clone();
+                    updated["status"]["conditions"] = json!(new);
+                    updated
+                }
+                Some(_) => {
+                    let old = conditions(&current);
+                    let approved = old.iter().any(|c| c["type"] == "Approved");
+                    let certificate = body["status"]["certificate"].clone();
+                    if !certificate.is_null() && !approved {
+                        return status_body(
+                            422,
+                            "Invalid",
+                            "status.certificate: Forbidden: certificate can only be set on an approved request",
+                        );
+                    }
+                    let mut merged: Vec<Value> =
+                        old.into_iter().filter(|c| is_approval(c)).collect();
+                    merged.extend(conditions(&body).into_iter().filter(|c| !is_approval(c)));
+                    let mut updated = current.clone();
+                    updated["status"]["conditions"] = json!(merged);
+                    if !certificate.is_null() {
+                        updated["status"]["certificate"] = certificate;
+                    }
+                    updated
+                }
+            };
+            (
+                200,
+                Self::commit(
+                    &mut store,
+                    kind,
+                    (namespace.to_owned(), name.to_owned()),
+                    updated,
+                ),
+            )
+        };
+        self.notify();
+        reply
     }
 
     /// The Lease as the server holds it.
@@ -666,6 +1004,7 @@ async fn write_json(stream: &mut TcpStream, code: u16, body: &Value) -> std::io:
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        422 => "Unprocessable Entity",
         _ => "Unsupported Media Type",
     };
     let head = format!(
@@ -674,6 +1013,30 @@ async fn write_json(stream: &mut TcpStream, code: u16, body: &Value) -> std::io:
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await
+}
+
+/// A collection's resource as error messages name it (`leases.coordination.k8s.io`).
+fn qualified(collection: &Collection) -> String {
+    let resource = collection.path.rsplit('/').next().unwrap_or_default();
+    match collection
+        .path
+        .strip_prefix("/apis/")
+        .and_then(|r| r.split('/').next())
+    {
+        Some(group) => format!("{resource}.{group}"),
+        None => resource.to_owned(),
+    }
+}
+
+/// A `metav1.Status` failure and its code.
+fn status_body(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason, "code": code,
+        }),
+    )
 }
 
 /// A `metav1.Status` failure, as the API server sends for every error.
@@ -844,7 +1207,7 @@ async fn lists_then_follows_watch_events() {
 
     // Every collection was listed, then watched from the list's resourceVersion.
     let requests = server.requests();
-    for collection in COLLECTIONS {
+    for collection in source_collections() {
         let list = requests
             .iter()
             .find(|r| r.path() == collection.path && r.query("watch").is_none())
@@ -853,7 +1216,7 @@ async fn lists_then_follows_watch_events() {
     }
     server
         .wait_for_requests("a watch of every collection", |requests| {
-            COLLECTIONS.iter().all(|collection| {
+            source_collections().iter().all(|collection| {
                 requests.iter().any(|r| {
                     r.path() == collection.path
                         && r.query("watch") == Some("true")
@@ -1873,4 +2236,471 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
     .await
     .expect("takeover");
     drop(server);
+}
+
+/// The node DaemonSet's ServiceAccount (deploy/kubernetes/rbac.yaml), as kube-apiserver names
+/// its requests.
+const NODE_SA: &str = "system:serviceaccount:switchyard:switchyard-node";
+
+fn kubeconfig_with_token(port: u16, token: &str) -> String {
+    kubeconfig_for(port).replace("user: {}", &format!("user: {{token: {token}}}"))
+}
+
+fn signer_config() -> switchyard::signer::SignerConfig {
+    switchyard::signer::SignerConfig {
+        namespace: "switchyard".into(),
+        ca_name: "switchyard-ca".into(),
+        policy: switchyard::signer::SignerPolicy {
+            requester: NODE_SA.into(),
+        },
+        validity: Duration::from_secs(86400),
+        unknown_node_grace: Duration::ZERO,
+    }
+}
+
+/// A PEM PKCS#10 request with common name `cn` and DNS names `sans`, made by a new P-256
+/// key; with `tamper`, one bit of its signature flipped.
+fn certificate_request(cn: &str, sans: &[&str], tamper: bool) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let mut der = params
+        .serialize_request(&key)
+        .expect("request")
+        .der()
+        .to_vec();
+    if tamper {
+        let last = der.len() - 1;
+        der[last] ^= 1;
+    }
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n")
+}
+
+/// POSTs a CertificateSigningRequest of signer switchyard.io/node through `client` (whose
+/// token decides spec.username and spec.extra), then waits for the signer's verdict:
+/// the condition's (type, reason, message).
+async fn verdict(
+    server: &ApiServer,
+    client: Client,
+    name: &str,
+    request: String,
+    usages: &[&str],
+) -> (String, String, String) {
+    use switchyard::source::k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let api: switchyard::source::kube::Api<CertificateSigningRequest> =
+        switchyard::source::kube::Api::all(client);
+    let csr: CertificateSigningRequest = serde_json::from_value(json!({
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": { "name": name },
+        "spec": {
+            "request": base64(request.as_bytes()),
+            "signerName": "switchyard.io/node",
+            "usages": usages,
+            // What a client claims here is overwritten by the API server.
+            "username": NODE_SA,
+            "extra": { NODE_NAME_EXTRA: ["node-1"] },
+        },
+    }))
+    .expect("a CSR");
+    api.create(&Default::default(), &csr)
+        .await
+        .expect("create the CSR");
+    let mut changes = server.changes.subscribe();
+    let waiting = async {
+        loop {
+            let object = server
+                .object("CertificateSigningRequest", "", name)
+                .expect("the CSR");
+            if let Some(c) = object["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.first())
+            {
+                let text = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                return (text("type"), text("reason"), text("message"));
+            }
+            changes.changed().await.expect("server alive");
+        }
+    };
+    tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap_or_else(|_| panic!("no verdict on {name}"))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The signer against the server's CertificateSigningRequests: the CA is made once (a
+/// second start reads it), node-setup's request for its own node is approved through
+/// /approval and signed through /status, and every request that fails a check is Denied
+/// with a reason naming the check and a message naming both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_certificates_are_signed_only_for_the_node_that_asks() {
+    use switchyard::node_certificate::{self, NodeCertificateConfig, Outcome};
+    use switchyard::signer;
+    let server = ApiServer::start().await;
+    populate(&server);
+    server.add_token("node-1", NODE_SA, Some("node-1"));
+    server.add_token("node-9", NODE_SA, Some("node-9"));
+    server.add_token(
+        "intruder",
+        "system:serviceaccount:default:intruder",
+        Some("node-1"),
+    );
+    server.add_token("unbound", NODE_SA, None);
+    let config = signer_config();
+    let ca = signer::ensure_ca(server.client(), &config)
+        .await
+        .expect("the CA");
+    let again = signer::ensure_ca(server.client(), &config)
+        .await
+        .expect("the CA again");
+    assert_eq!(again.certificate_pem, ca.certificate_pem, "one CA");
+    let published = server
+        .object("ConfigMap", "switchyard", "switchyard-ca")
+        .expect("the CA ConfigMap");
+    assert_eq!(published["data"]["ca.crt"], ca.certificate_pem.as_str());
+    let secret = server
+        .object("Secret", "switchyard", "switchyard-ca")
+        .expect("the CA Secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert!(
+        published.to_string().find("PRIVATE KEY").is_none(),
+        "the key is not published"
+    );
+    let ca_pem = ca.certificate_pem.clone();
+
+    let source = start_source(&server).await;
+    let (_leader, leadership) = watch::channel(switchyard::leader::Leadership::sole());
+    let signing = tokio::spawn(signer::run(
+        server.client(),
+        Arc::new(ca),
+        config,
+        leadership,
+        source.subscribe(),
+    ));
+
+    // node-1 asks for itself: signed; the key stays in the directory, 0600.
+    let dir = tempfile::tempdir().expect("dir");
+    let node_config = |node: &str| NodeCertificateConfig {
+        node: node.into(),
+        dir: dir.path().join(node),
+        ca_namespace: "switchyard".into(),
+        ca_name: "switchyard-ca".into(),
+        timeout: Duration::from_secs(20),
+    };
+    let outcome = node_certificate::ensure(server.client_as("node-1"), &node_config("node-1"))
+        .await
+        .expect("node-1's certificate");
+    let Outcome::Issued(csr_name) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        csr_name.starts_with("switchyard-node-node-1-"),
+        "{csr_name}"
+    );
+    let files = node_certificate::files(&dir.path().join("node-1"));
+    let cert = std::fs::read(&files.certificate).expect("tls.crt");
+    switchyard_tls::verify_issued(&cert, ca_pem.as_bytes(), "node-1")
+        .expect("chains, names node-1");
+    assert!(switchyard_tls::verify_issued(&cert, ca_pem.as_bytes(), "node-2").is_err());
+    assert_eq!(std::fs::read_to_string(&files.ca).expect("ca.crt"), ca_pem);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&files.private_key)
+        .expect("tls.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let csr = server
+        .object("CertificateSigningRequest", "", &csr_name)
+        .expect("the CSR");
+    assert_eq!(csr["spec"]["username"], NODE_SA, "{csr}");
+    assert_eq!(csr["status"]["conditions"][0]["type"], "Approved", "{csr}");
+    let puts: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path().contains(&csr_name))
+        .map(|r| r.path().rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(puts, ["approval", "status"], "approved, then signed");
+    // Again: nothing to do.
+    let outcome = node_certificate::ensure(server.client_as("node-1"), &node_config("node-1"))
+        .await
+        .expect("node-1 again");
+    assert_eq!(outcome, Outcome::Unchanged);
+
+    // node-1 asks for node-2's name.
+    let usages = [
+        "digital signature",
+        "key encipherment",
+        "client auth",
+        "server auth",
+    ];
+    let (condition, reason, message) = verdict(
+        &server,
+        server.client_as("node-1"),
+        "as-node-2",
+        certificate_request("node-2", &["node-2"], false),
+        &usages,
+    )
+    .await;
+    assert_eq!(
+        (condition.as_str(), reason.as_str()),
+        ("Denied", "SwitchyardNodeNameMismatch"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"node-1\"") && message.contains("\"node-2\""),
+        "{message}"
+    );
+    // Someone else's ServiceAccount.
+    let (condition, reason, message) = verdict(
+        &server,
+        server.client_as("intruder"),
+        "intruder",
+        certificate_request("node-1", &["node-1"], false),
+        &usages,
+    )
+    .await;
+    assert_eq!(
+        (condition.as_str(), reason.as_str()),
+        ("Denied", "SwitchyardWrongRequester")
+    );
+    assert!(
+        message.contains("intruder") && message.contains(NODE_SA),
+        "{message}"
+    );
+    // A token bound to no node (what the client wrote in spec.extra does not count).
+    let (_, reason, message) = verdict(
+        &server,
+        server.client_as("unbound"),
+        "unbound",
+        certificate_request("node-1", &["node-1"], false),
+        &usages,
+    )
+    .await;
+    assert_eq!(reason, "SwitchyardNotBoundToOneNode", "{message}");
+    // A signature that does not verify.
+    let (_, reason, message) = verdict(
+        &server,
+        server.client_as("node-1"),
+        "tampered",
+        certificate_request("node-1", &["node-1"], true),
+        &usages,
+    )
+    .await;
+    assert_eq!(reason, "SwitchyardBadSignature", "{message}");
+    // More usages than a node certificate has.
+    let (_, reason, message) = verdict(
+        &server,
+        server.client_as("node-1"),
+        "code-signing",
+        certificate_request("node-1", &["node-1"], false),
+        &[
+            "digital signature",
+            "key encipherment",
+            "client auth",
+            "server auth",
+            "code signing",
+        ],
+    )
+    .await;
+    assert_eq!(reason, "SwitchyardWrongUsages", "{message}");
+    assert!(message.contains("code signing"), "{message}");
+    // A node the cluster does not have: node-setup's error names the request and why.
+    let error = node_certificate::ensure(server.client_as("node-9"), &node_config("node-9"))
+        .await
+        .expect_err("node-9 does not exist");
+    let text = error.to_string();
+    assert!(
+        text.contains("switchyard-node-node-9-")
+            && text.contains("Denied")
+            && text.contains("SwitchyardUnknownNode")
+            && text.contains("node-9"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("node-9").join("tls.key").exists(),
+        "nothing written"
+    );
+    signing.abort();
+}
+
+/// End to end on real OVS: the controller (`--node-certificates=true`) makes the CA and its
+/// own certificate, `switchyard node-setup --request-certificate` gets the node's through a
+/// CertificateSigningRequest, and the controller's ssl: CNI listener then accepts that
+/// certificate for the node's own pods and refuses it for a pod on another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its_pods() {
+    use switchyard_tests::cni_node::{CniNode, NODE, POD_CIDR};
+    switchyard_tests::skip_unless_root!();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tls_dir = dir.path().join("node-tls");
+    let controller_kubeconfig = dir.path().join("controller.kubeconfig");
+    let node_kubeconfig = dir.path().join("node.kubeconfig");
+    let port = 16000 + (std::process::id() % 1000) as u16;
+    let listen = format!("ssl:127.0.0.1:{port}");
+    let s = |p: &std::path::Path| p.display().to_string();
+    let tls = json!({
+        "ca": tls_dir.join("ca.crt"), "cert": tls_dir.join("tls.crt"),
+        "key": tls_dir.join("tls.key"), "serverName": "switchyard-controller",
+    });
+    let controller_dir = dir.path().join("controller-tls");
+    let (kc, cd) = (s(&controller_kubeconfig), s(&controller_dir));
+    let mut cni_node = tokio::task::spawn_blocking(move || {
+        CniNode::unstarted(
+            &["--kubeconfig", &kc],
+            &listen,
+            &[
+                "--node-certificates=true",
+                "--leader-elect=false",
+                "--lease-namespace=switchyard",
+                "--certificate-name=switchyard-controller",
+                "--certificate-dir",
+                &cd,
+            ],
+            &[("tls", tls)],
+        )
+    })
+    .await
+    .expect("OVS starts");
+    let server = ApiServer::start_in(cni_node.ovs.netns.name()).await;
+    server.apply(node(NODE, POD_CIDR, "192.0.2.10"));
+    server.apply(node("node-2", "10.244.99.0/24", "192.0.2.11"));
+    // Only this node's agent reaches its OVSDB (node-2's finds no socket).
+    let ovs_dir = cni_node.ovs.dir().to_owned();
+    std::os::unix::fs::symlink(
+        ovs_dir.join("db.sock"),
+        ovs_dir.join(format!("{NODE}-db.sock")),
+    )
+    .expect("symlink");
+    cni_node.set_ovsdb_template(&format!("unix:{}/{{node}}-db.sock", ovs_dir.display()));
+    server.apply(namespace("x"));
+    server.apply(pod("x", "a", NODE));
+    server.apply(pod("x", "far", "node-2"));
+    server.add_token("controller", USER, None);
+    server.add_token("node", NODE_SA, Some(NODE));
+    std::fs::write(
+        &controller_kubeconfig,
+        kubeconfig_with_token(server.port, "controller"),
+    )
+    .expect("kubeconfig");
+    std::fs::write(&node_kubeconfig, kubeconfig_with_token(server.port, "node"))
+        .expect("kubeconfig");
+
+    // node-setup first, as the DaemonSet's init container: it waits for the CA and the
+    // signature while the controller starts.
+    let netns = cni_node.ovs.netns.name().to_owned();
+    let (td, nk) = (s(&tls_dir), s(&node_kubeconfig));
+    let setup = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .arg(switchyard_tests::workspace_binary("switchyard"))
+            .args([
+                "node-setup",
+                "--node",
+                NODE,
+                "--request-certificate",
+                "--certificates-dir",
+                &td,
+                "--kubeconfig",
+                &nk,
+                "--ca-namespace",
+                "switchyard",
+                "--certificate-timeout",
+                "60",
+            ])
+            .output()
+            .expect("run node-setup")
+    });
+    let node = tokio::task::spawn_blocking(move || {
+        // Returns once a STATUS through the ssl: listener with the node's certificate works.
+        cni_node.start_controller();
+        cni_node
+    })
+    .await
+    .expect("the controller serves the node over TLS");
+    let out = setup.join().expect("node-setup");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "node-setup: {stdout}\n{stderr}");
+    assert!(stdout.contains("wrote a new certificate"), "{stdout}");
+    let ca = server
+        .object("ConfigMap", "switchyard", "switchyard-ca")
+        .expect("the published CA");
+    let ca = ca["data"]["ca.crt"].as_str().expect("ca.crt").to_owned();
+    let cert = std::fs::read(tls_dir.join("tls.crt")).expect("tls.crt");
+    switchyard_tls::verify_issued(&cert, ca.as_bytes(), NODE)
+        .expect("chains to the CA, names the node");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(tls_dir.join("tls.key"))
+        .expect("tls.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    tokio::task::spawn_blocking(move || {
+        let pod = node.pod_netns();
+        let path = pod.path().display().to_string();
+        let out = node.shim_run("ADD", "x/a", "c-a", &path, &[]);
+        assert!(
+            out.success,
+            "ADD of the node's own pod: {} {}\n{}",
+            out.stdout,
+            out.stderr,
+            node.controller_log()
+        );
+        let other = node.pod_netns();
+        let path = other.path().display().to_string();
+        let out = node.shim_run("ADD", "x/far", "c-far", &path, &[]);
+        assert!(
+            !out.success,
+            "ADD of node-2's pod with {NODE}'s certificate: {}",
+            out.stdout
+        );
+        let reply = format!("{} {}", out.stdout, out.stderr);
+        assert!(
+            reply.contains("117") && reply.contains("node-2") && reply.contains(NODE),
+            "{reply}"
+        );
+        let log = node.controller_log();
+        assert!(log.contains("approved and signed"), "{log}");
+    })
+    .await
+    .expect("CNI over TLS with the provisioned certificate");
 }

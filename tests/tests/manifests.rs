@@ -167,8 +167,9 @@ impl Manifests {
             .unwrap_or_else(|| panic!("no ConfigMap {name} with data"))
     }
 
-    /// Every (group, resource, verb) the service account `sa` is granted, and where.
-    fn granted(&self, namespace: &str, sa: &str) -> BTreeSet<(String, String, String)> {
+    /// Every (group, resource, verb, resource name) the service account `sa` is granted
+    /// (`None`: any name).
+    fn granted(&self, namespace: &str, sa: &str) -> BTreeSet<Grant> {
         let is_subject = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
             subjects.iter().flatten().any(|s| {
                 s.kind == "ServiceAccount"
@@ -214,9 +215,16 @@ impl Manifests {
         let mut granted = BTreeSet::new();
         for rule in rules {
             assert!(
-                rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
-                "{rule:?}: only plain resource rules are expected"
+                rule.non_resource_urls.is_none(),
+                "{rule:?}: only resource rules are expected"
             );
+            let names: Vec<Option<String>> = match &rule.resource_names {
+                None => vec![None],
+                Some(names) => {
+                    assert!(!names.is_empty(), "{rule:?}: empty resourceNames grant all");
+                    names.iter().cloned().map(Some).collect()
+                }
+            };
             for list in [&rule.api_groups, &rule.resources] {
                 assert!(
                     !list.iter().flatten().any(|s| s.contains('*')),
@@ -230,7 +238,14 @@ impl Manifests {
             for group in rule.api_groups.iter().flatten() {
                 for resource in rule.resources.iter().flatten() {
                     for verb in &rule.verbs {
-                        granted.insert((group.clone(), resource.clone(), verb.clone()));
+                        for name in &names {
+                            granted.insert((
+                                group.clone(),
+                                resource.clone(),
+                                verb.clone(),
+                                name.clone(),
+                            ));
+                        }
                     }
                 }
             }
@@ -239,9 +254,19 @@ impl Manifests {
     }
 }
 
-fn calls(list: &[ApiCall]) -> BTreeSet<(String, String, String)> {
+/// One RBAC grant: (API group, resource, verb, resource name or any).
+type Grant = (String, String, String, Option<String>);
+
+fn calls(list: &[ApiCall]) -> BTreeSet<Grant> {
     list.iter()
-        .map(|c| (c.group.to_owned(), c.resource.to_owned(), c.verb.to_owned()))
+        .map(|c| {
+            (
+                c.group.to_owned(),
+                c.resource.to_owned(),
+                c.verb.to_owned(),
+                c.name.map(str::to_owned),
+            )
+        })
         .collect()
 }
 
@@ -544,7 +569,8 @@ fn every_command_line_parses_with_the_binarys_flags() {
         args.cluster_file.is_none(),
         "the manifests use the API server"
     );
-    // The node's switchyard container.
+    // The node's switchyard containers: the certificate first (an init container), then
+    // the host network setup, which keeps the certificate renewed.
     let node = pod_spec_of_daemon_set(m.node());
     let setup: Vec<&Container> = all_containers(node)
         .filter(|c| {
@@ -555,25 +581,45 @@ fn every_command_line_parses_with_the_binarys_flags() {
                 .is_some_and(|p| p.ends_with("/switchyard"))
         })
         .collect();
-    assert_eq!(setup.len(), 1, "one container runs switchyard on the node");
-    let line = expanded_command_line(&m, setup[0]);
-    match Cli::try_parse_from(&line) {
-        Ok(Cli {
-            command: Command::NodeSetup(args),
-        }) => {
-            assert_eq!(
-                args.node.as_deref(),
-                Some("node-1"),
-                "--node from spec.nodeName"
-            );
+    let names: Vec<&str> = setup.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["certificate", "node-setup"],
+        "the node's switchyard containers"
+    );
+    for container in setup {
+        let line = expanded_command_line(&m, container);
+        let args = match Cli::try_parse_from(&line) {
+            Ok(Cli {
+                command: Command::NodeSetup(args),
+            }) => args,
+            Ok(_) => panic!("{}: does not run node-setup", container.name),
+            Err(e) => panic!("{}: node-setup's flags: {e}\n{line:?}", container.name),
+        };
+        assert_eq!(
+            args.node.as_deref(),
+            Some("node-1"),
+            "--node from spec.nodeName"
+        );
+        assert!(
+            args.request_certificate,
+            "{}: --request-certificate",
+            container.name
+        );
+        assert_eq!(
+            args.ca_namespace, "switchyard",
+            "the controller's namespace"
+        );
+        if container.name == "certificate" {
+            assert!(args.cluster_cidr.is_none(), "the certificate only");
+        } else {
             assert!(args.reapply_every > 0, "it keeps the setup in place");
             assert!(
                 args.cluster_cidr
+                    .expect("--cluster-cidr")
                     .contains(&"10.244.1.0".parse::<std::net::Ipv4Addr>().unwrap())
             );
         }
-        Ok(_) => panic!("the node's switchyard container does not run node-setup"),
-        Err(e) => panic!("node-setup's flags: {e}\n{line:?}"),
     }
     // Every ConfigMap key is read by some container: no setting that does nothing.
     let mut used = BTreeSet::new();
@@ -683,6 +729,137 @@ fn the_node_installs_the_plugin_and_a_conflist_the_plugin_accepts() {
     assert_eq!(
         netconf.controller,
         m.config("switchyard-config")["SWITCHYARD_CONTROLLER_CNI"]
+    );
+}
+
+/// TLS on every channel by default: the controller listens on pssl:/ssl: only (no
+/// --insecure-listen), reaches ovsdb-server over ssl:, and issues its own certificate from
+/// its CA; the node requests its certificate before anything else, gives it to OVS with
+/// `ovs-vsctl set-ssl` and to the CNI shim in the conflist's "tls", which checks a name the
+/// controller's certificate carries.
+#[test]
+fn every_channel_is_tls_with_the_provisioned_certificates() {
+    let m = load();
+    let args = controller_args(&m);
+    assert!(!args.insecure_listen, "no --insecure-listen");
+    assert!(
+        args.openflow_listen.starts_with("pssl:"),
+        "{}",
+        args.openflow_listen
+    );
+    assert!(
+        args.openflow_target.starts_with("ssl:"),
+        "{}",
+        args.openflow_target
+    );
+    assert!(args.cni_listen.starts_with("ssl:"), "{}", args.cni_listen);
+    assert!(args.node_certificates, "--node-certificates=true");
+    assert!(
+        args.switch_tls_ca.is_none() && args.cni_tls_ca.is_none(),
+        "no certificate files to provide: the controller issues its own"
+    );
+    let config = m.config("switchyard-config");
+    assert!(config["SWITCHYARD_OVSDB_TEMPLATE"].starts_with("ssl:"));
+    assert!(config["SWITCHYARD_CONTROLLER_CNI"].starts_with("ssl:"));
+    assert_eq!(
+        args.ca_secret,
+        switchyard::source::DEFAULT_CA_NAME,
+        "the RBAC's resourceName"
+    );
+    assert_eq!(
+        format!(
+            "system:serviceaccount:switchyard:{}",
+            args.node_service_account
+        ),
+        format!(
+            "system:serviceaccount:switchyard:{}",
+            pod_spec_of_daemon_set(m.node())
+                .service_account_name
+                .as_deref()
+                .expect("the node's service account")
+        ),
+        "the signer approves the node DaemonSet's ServiceAccount"
+    );
+    // The controller's certificate directory is writable (the root filesystem is not).
+    let spec = pod_spec_of_deployment(m.controller());
+    let mounts = spec.containers[0].volume_mounts.iter().flatten();
+    assert!(
+        mounts
+            .into_iter()
+            .any(|v| args.certificate_dir.starts_with(&v.mount_path) && v.read_only != Some(true)),
+        "{} is on a writable volume",
+        args.certificate_dir.display()
+    );
+    // The node: the certificate init container comes first.
+    let node = pod_spec_of_daemon_set(m.node());
+    let init: Vec<&str> = node
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(init.first(), Some(&"certificate"), "{init:?}");
+    let dir = "/etc/switchyard/tls";
+    let vswitchd = node
+        .containers
+        .iter()
+        .find(|c| c.name == "ovs-vswitchd")
+        .expect("ovs-vswitchd");
+    let script = vswitchd
+        .command
+        .iter()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let flat: Vec<&str> = script.split_whitespace().filter(|w| *w != "\\").collect();
+    assert!(
+        flat.join(" ")
+            .contains(&format!("set-ssl {dir}/tls.key {dir}/tls.crt {dir}/ca.crt")),
+        "{script}"
+    );
+    let ovsdb = node
+        .containers
+        .iter()
+        .find(|c| c.name == "ovsdb-server")
+        .expect("ovsdb-server");
+    let script = ovsdb
+        .command
+        .iter()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(script.contains("--remote=pssl:6640"), "{script}");
+    assert!(!script.contains("ptcp:"), "no plaintext remote: {script}");
+    // The conflist's "tls" is that directory, and its serverName a controller name.
+    let install = node
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "install-cni")
+        .expect("install-cni");
+    let script = install
+        .command
+        .iter()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        assert!(script.contains(&format!("\"{dir}/{file}\"")), "{script}");
+    }
+    let names: Vec<String> = args
+        .certificate_names
+        .iter()
+        .map(|n| n.replace("$(POD_NAMESPACE)", "switchyard"))
+        .collect();
+    assert!(
+        names.iter().any(|n| script.contains(&format!(
+            "\"serverName\": \"{}\"",
+            n.replace("switchyard.svc", "$POD_NAMESPACE.svc")
+        ))),
+        "the conflist's serverName is one of {names:?}: {script}"
     );
 }
 

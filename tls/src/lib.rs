@@ -176,6 +176,41 @@ pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
         .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
+/// Checks, as a peer's TLS handshake would, that the PEM certificate `cert_pem` chains to a
+/// CA in `ca_pem`, is valid now, may be used both as a TLS client and a TLS server, and
+/// names `name`. The error says which of these fails.
+pub fn verify_issued(cert_pem: &[u8], ca_pem: &[u8], name: &str) -> Result<(), String> {
+    let cert = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .ok_or("no PEM certificate")?
+        .map_err(|e| format!("not a PEM certificate: {e:?}"))?;
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if cas.is_empty() {
+        return Err("no PEM CA certificate".into());
+    }
+    let anchors = cas
+        .iter()
+        .map(webpki::anchor_from_trusted_cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("unusable CA certificate: {e}"))?;
+    let end = webpki::EndEntityCert::try_from(&cert).map_err(|e| format!("{e}"))?;
+    let algorithms = provider().signature_verification_algorithms.all;
+    let now = rustls_pki_types::UnixTime::now();
+    for (usage, what) in [
+        (webpki::KeyUsage::client_auth(), "TLS client"),
+        (webpki::KeyUsage::server_auth(), "TLS server"),
+    ] {
+        end.verify_for_usage(algorithms, &anchors, &[], now, usage, None, None)
+            .map_err(|e| format!("not valid from this CA as a {what} certificate now: {e}"))?;
+    }
+    if !certificate_names(&cert, name) {
+        return Err(format!("does not name {name:?} in its subjectAltName"));
+    }
+    Ok(())
+}
+
 /// The certificate a TLS client presented to our listener (the first of its chain).
 pub fn client_certificate<S>(stream: &server::TlsStream<S>) -> Option<CertificateDer<'static>> {
     let (_, conn) = stream.get_ref();

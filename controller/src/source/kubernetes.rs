@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams};
@@ -42,6 +43,9 @@ pub struct ApiCall {
     pub resource: &'static str,
     /// The verb (`list`, `watch`, `get`, `patch`).
     pub verb: &'static str,
+    /// The one object's name when the call is on a name known in advance (an RBAC rule's
+    /// `resourceNames` then grants it); `None`: any name.
+    pub name: Option<&'static str>,
 }
 
 const fn call<K: k8s_openapi::Resource>(verb: &'static str) -> ApiCall {
@@ -49,13 +53,47 @@ const fn call<K: k8s_openapi::Resource>(verb: &'static str) -> ApiCall {
         group: K::GROUP,
         resource: K::URL_PATH_SEGMENT,
         verb,
+        name: None,
     }
 }
+
+const fn named<K: k8s_openapi::Resource>(verb: &'static str, name: &'static str) -> ApiCall {
+    ApiCall {
+        group: K::GROUP,
+        resource: K::URL_PATH_SEGMENT,
+        verb,
+        name: Some(name),
+    }
+}
+
+/// A call on a subresource (`certificatesigningrequests/approval`) or on a resource that is
+/// only authorized, never served (`signers`).
+const fn other(
+    group: &'static str,
+    resource: &'static str,
+    verb: &'static str,
+    name: Option<&'static str>,
+) -> ApiCall {
+    ApiCall {
+        group,
+        resource,
+        verb,
+        name,
+    }
+}
+
+/// The CA Secret's and ConfigMap's default name (`--ca-secret`): the RBAC grants these by
+/// name.
+pub const DEFAULT_CA_NAME: &str = "switchyard-ca";
 
 /// Every API call `switchyard controller` makes: cluster-wide list and watch of the six
 /// kinds it reads, get of one pod (CNI ADD asks whether the pod exists) and patch of one
 /// pod (the allocation annotation); in its own namespace only (a Role), get, create and
-/// update of its leader-election Lease (`crate::leader`).
+/// update of its leader-election Lease (`crate::leader`), and its CA (`crate::signer`):
+/// get and create of the Secret, get, create and update of the ConfigMap. The signer
+/// (`crate::signer`, cluster-wide): list and watch of CertificateSigningRequests, update of
+/// their `/approval` and `/status`, for which kube-apiserver also asks `approve` and `sign`
+/// on the signer `switchyard.io/node`.
 pub const CONTROLLER_API_CALLS: &[ApiCall] = &[
     call::<Node>("list"),
     call::<Node>("watch"),
@@ -74,7 +112,84 @@ pub const CONTROLLER_API_CALLS: &[ApiCall] = &[
     call::<Lease>("get"),
     call::<Lease>("create"),
     call::<Lease>("update"),
+    named::<Secret>("get", DEFAULT_CA_NAME),
+    call::<Secret>("create"),
+    named::<ConfigMap>("get", DEFAULT_CA_NAME),
+    call::<ConfigMap>("create"),
+    named::<ConfigMap>("update", DEFAULT_CA_NAME),
+    call::<CertificateSigningRequest>("list"),
+    call::<CertificateSigningRequest>("watch"),
+    other(
+        CSR_GROUP,
+        "certificatesigningrequests/approval",
+        "update",
+        None,
+    ),
+    other(
+        CSR_GROUP,
+        "certificatesigningrequests/status",
+        "update",
+        None,
+    ),
+    other(
+        CSR_GROUP,
+        "signers",
+        "approve",
+        Some(crate::signer::SIGNER_NAME),
+    ),
+    other(
+        CSR_GROUP,
+        "signers",
+        "sign",
+        Some(crate::signer::SIGNER_NAME),
+    ),
 ];
+
+const CSR_GROUP: &str = "certificates.k8s.io";
+
+/// Asserts (debug builds) that the signer's calls are listed.
+pub(crate) fn assert_signer_calls_listed() {
+    for call in [
+        named::<Secret>("get", DEFAULT_CA_NAME),
+        call::<Secret>("create"),
+        named::<ConfigMap>("get", DEFAULT_CA_NAME),
+        call::<ConfigMap>("create"),
+        named::<ConfigMap>("update", DEFAULT_CA_NAME),
+        call::<CertificateSigningRequest>("list"),
+        call::<CertificateSigningRequest>("watch"),
+        other(
+            CSR_GROUP,
+            "certificatesigningrequests/approval",
+            "update",
+            None,
+        ),
+        other(
+            CSR_GROUP,
+            "certificatesigningrequests/status",
+            "update",
+            None,
+        ),
+    ] {
+        debug_assert!(
+            CONTROLLER_API_CALLS.contains(&call),
+            "{call:?} is not in CONTROLLER_API_CALLS: add it there and to deploy/kubernetes/rbac.yaml"
+        );
+    }
+}
+
+/// Asserts (debug builds) that `node-setup --request-certificate`'s calls are listed.
+pub(crate) fn assert_node_certificate_calls_listed() {
+    for call in [
+        named::<ConfigMap>("get", DEFAULT_CA_NAME),
+        call::<CertificateSigningRequest>("create"),
+        call::<CertificateSigningRequest>("get"),
+    ] {
+        debug_assert!(
+            NODE_SETUP_API_CALLS.contains(&call),
+            "{call:?} is not in NODE_SETUP_API_CALLS: add it there and to deploy/kubernetes/rbac.yaml"
+        );
+    }
+}
 
 /// Asserts (debug builds) that the leader election's calls are listed.
 pub(crate) fn assert_lease_calls_listed() {
@@ -83,8 +198,15 @@ pub(crate) fn assert_lease_calls_listed() {
     }
 }
 
-/// Every API call `switchyard node-setup --node NAME` makes: get of its own Node.
-pub const NODE_SETUP_API_CALLS: &[ApiCall] = &[call::<Node>("get")];
+/// Every API call `switchyard node-setup` makes: get of its own Node (`--node`); with
+/// `--request-certificate`, get of the CA ConfigMap (in the controller's namespace), create
+/// and get of its CertificateSigningRequest.
+pub const NODE_SETUP_API_CALLS: &[ApiCall] = &[
+    call::<Node>("get"),
+    named::<ConfigMap>("get", DEFAULT_CA_NAME),
+    call::<CertificateSigningRequest>("create"),
+    call::<CertificateSigningRequest>("get"),
+];
 
 /// Asserts (in debug builds: every test) that a call site's call is listed.
 fn listed<K: k8s_openapi::Resource>(calls: &[ApiCall], verb: &'static str) {

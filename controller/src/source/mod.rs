@@ -32,8 +32,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use cluster_file::{Problem, parse_cluster_file};
-pub(crate) use kubernetes::assert_lease_calls_listed;
-pub use kubernetes::{ApiCall, CONTROLLER_API_CALLS, NODE_SETUP_API_CALLS, node_pod_cidr};
+pub use kubernetes::{
+    ApiCall, CONTROLLER_API_CALLS, DEFAULT_CA_NAME, NODE_SETUP_API_CALLS, node_pod_cidr,
+};
+pub(crate) use kubernetes::{
+    assert_lease_calls_listed, assert_node_certificate_calls_listed, assert_signer_calls_listed,
+};
 
 /// The `kube` crate this module is built on, re-exported so callers (and tests) build a
 /// [`kube::Client`] with exactly the version [`Source::kubernetes`] expects.
