@@ -192,49 +192,20 @@ pub struct VethMacs {
     pub pod: String,
 }
 
-/// What a veth can be given when it is created, before the controller has answered: the
-/// node's pod MTU and whether its datapath needs tx checksum offload off, as the previous ADD
-/// on this node was told (see `crate::plugin`'s node cache).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkPrep {
-    /// MTU of both ends.
-    pub mtu: u32,
-    /// Turn tx checksum offload off on the host end right away.
-    pub disable_tx_checksum: bool,
-}
-
 /// Creates a veth pair whose host end `host` stays in the caller's (node) namespace and whose
 /// other end is created directly inside `pod_ns` under the name `ifname` — so no temporary
 /// name ever appears in the node namespace and a clash with an existing `ifname` in the pod
 /// fails cleanly, before anything exists.
-///
-/// With `prep`, both ends are created with its MTU, the host end up in the message that
-/// creates them, the pod end brought up right after (so the host end's carrier comes on now),
-/// and the host end's tx checksum offload goes off at once: everything the node namespace will
-/// see of this veth happens here, before the controller is asked. ovs-vswitchd reconfigures its bridges on every
-/// link event in its namespace, which costs more the more ports it has; events that arrive
-/// after the controller has answered would hold up the next pod's port and flows.
-pub fn create_veth(
-    host: &str,
-    pod_ns: &NetnsFile,
-    ifname: &str,
-    prep: Option<LinkPrep>,
-) -> Result<VethMacs, Error> {
+pub fn create_veth(host: &str, pod_ns: &NetnsFile, ifname: &str) -> Result<VethMacs, Error> {
     let pod_fd: RawFd = pod_ns.file.as_raw_fd();
     let (host_name, pod_name) = (host.to_owned(), ifname.to_owned());
     let (host_index, host_mac) = in_netns(None, move |handle| async move {
-        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(pod_name.clone())
-            .setns_by_fd(pod_fd);
-        let mut veth = LinkVeth::new(&host_name, &pod_name);
-        if let Some(prep) = prep {
-            // Not the peer up: the kernel refuses to open a veth end before its peer is
-            // linked to it (ENOTCONN); it goes up below.
-            peer = peer.mtu(prep.mtu);
-            veth = veth.mtu(prep.mtu).up();
-        }
-        let msg = veth
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .setns_by_fd(pod_fd)
+            .build();
+        let msg = LinkVeth::new(&host_name, &pod_name)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
         handle
             .link()
@@ -246,24 +217,11 @@ pub fn create_veth(
                 iface: format!("{host_name} (peer {pod_name} in the pod namespace)"),
                 reason: e.to_string(),
             })?;
-        if prep.is_some_and(|p| p.disable_tx_checksum) {
-            crate::offload::disable_tx_checksum(&host_name)?;
-        }
         require_link(&handle, &host_name).await
     })?;
     let pod_name = ifname.to_owned();
     let pod_mac = in_netns(Some(pod_ns), move |handle| async move {
-        let (index, mac) = require_link(&handle, &pod_name).await?;
-        if prep.is_some() {
-            // Now, not after the reply: the host end's carrier comes on with it.
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(index).up().build())
-                .execute()
-                .await
-                .map_err(|e| netlink_err("bring up", &pod_name, e))?;
-        }
-        Ok(mac)
+        Ok(require_link(&handle, &pod_name).await?.1)
     })?;
     Ok(VethMacs {
         host_index: Some(host_index),
@@ -314,8 +272,7 @@ pub fn configure_pod_end(
             let ifname = ifname.clone();
             move |e: rtnetlink::Error| netlink_err(what, &ifname, e)
         };
-        // The MAC goes on before the link is brought up here; a veth created up (with a
-        // `LinkPrep`) takes it live (veth has IFF_LIVE_ADDR_CHANGE), before any address.
+        // The MAC goes on while the link is still down: not every driver accepts a live change.
         handle
             .link()
             .set(

@@ -112,76 +112,6 @@ pub struct NetConf {
     /// The node's TLS identity for an `ssl:` controller.
     #[serde(default)]
     pub tls: Option<TlsConf>,
-    /// Where the shim remembers the node's pod MTU and datapath kind between ADDs (see
-    /// [`NodeCache`]); default [`DEFAULT_CACHE_DIR`].
-    #[serde(rename = "cacheDir", default)]
-    pub cache_dir: Option<std::path::PathBuf>,
-}
-
-/// Default for `cacheDir`: a tmpfs on most nodes, so a reboot forgets it.
-pub const DEFAULT_CACHE_DIR: &str = "/run/switchyard/cni";
-
-/// What the controller said of the node in its last ADD reply that is the same for every pod
-/// of the node: the pod MTU and whether tx checksum offload must go off. The next ADD creates
-/// its veth with them ([`link::LinkPrep`]), so nothing of the veth changes in the node's
-/// namespace after the controller's answer (each link event there makes ovs-vswitchd
-/// reconfigure). One small file per (controller, node). Only a hint: the reply is what is
-/// applied, so a missing, unreadable or stale file costs the events it would have saved and
-/// nothing else.
-struct NodeCache {
-    path: std::path::PathBuf,
-}
-
-impl NodeCache {
-    fn new(conf: &NetConf, node: Option<&str>) -> NodeCache {
-        // FNV-1a: a stable name for the pair, whatever characters the address holds.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in conf
-            .controller
-            .bytes()
-            .chain([0])
-            .chain(node.unwrap_or("").bytes())
-        {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        let dir = conf
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
-        NodeCache {
-            path: dir.join(format!("node-{h:016x}.json")),
-        }
-    }
-
-    fn read(&self) -> Option<link::LinkPrep> {
-        let v: Value = serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()?;
-        let mtu = u32::try_from(v.get("mtu")?.as_u64()?).ok()?;
-        Some(link::LinkPrep {
-            mtu,
-            disable_tx_checksum: v.get("userspace_datapath")?.as_bool()?,
-        })
-    }
-
-    /// Best effort: a failure is said on stderr (the runtime's log) and changes nothing else.
-    fn write(&self, prep: link::LinkPrep) {
-        let body = json!({"mtu": prep.mtu, "userspace_datapath": prep.disable_tx_checksum});
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
-        let written = self
-            .path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, body.to_string()))
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            eprintln!(
-                "switchyard-cni: cannot remember the node's MTU in {}: {e} (only slower ADDs)",
-                self.path.display()
-            );
-        }
-    }
 }
 
 /// `"tls"`: PEM files of the node's CNI identity (docs/operations.md).
@@ -685,11 +615,7 @@ fn add(
         },
         None => None,
     };
-    let cache = NodeCache::new(conf, node_name(conf).as_deref());
-    let prep = cache.read();
     phases.mark("lookup");
-    // What the new veth was created with (nothing for one kept from an earlier ADD).
-    let created_with = if existing.is_none() { prep } else { None };
     let macs = match existing {
         Some(macs) => {
             eprintln!(
@@ -699,7 +625,7 @@ fn add(
             );
             macs
         }
-        None => link::create_veth(&host, &netns, &inv.ifname, prep)?,
+        None => link::create_veth(&host, &netns, &inv.ifname)?,
     };
     phases.mark("veth");
     // From here on the veth exists: every failure undoes it and tells the controller.
@@ -713,21 +639,9 @@ fn add(
         let ethtool = link::configure_pod_end(&netns, &inv.ifname, &net)?;
         phases.part("pod_ethtool", ethtool);
         phases.mark("pod_end");
-        let wanted = link::LinkPrep {
-            mtu: net.mtu,
-            disable_tx_checksum: net.userspace_datapath,
-        };
-        // A veth created as the reply says is done on the node's side. (One created with
-        // offload off for a node no longer on the userspace datapath keeps it off: only
-        // slower, and only until the pod is recreated.)
-        if created_with != Some(wanted) {
-            let ethtool = link::configure_host_end(&host, net.mtu, net.userspace_datapath)?;
-            phases.part("host_ethtool", ethtool);
-        }
+        let ethtool = link::configure_host_end(&host, net.mtu, net.userspace_datapath)?;
+        phases.part("host_ethtool", ethtool);
         phases.mark("host_end");
-        if prep != Some(wanted) {
-            cache.write(wanted);
-        }
         Ok::<_, Error>(net)
     })();
     let net = match attached {

@@ -14,8 +14,6 @@
 //! Run with `cargo bench -p switchyard-tests --bench cni_attach` (root). `CNI_ATTACH_PODS`
 //! (default 100) and `CNI_ATTACH_ROUNDS` (default 1) change the size;
 //! `CNI_ATTACH_CONTROLLER` / `CNI_ATTACH_SHIM` measure other builds (e.g. an older commit);
-//! `CNI_ATTACH_NO_LINK_PREP=1` makes the shim create every veth bare and configure it after the
-//! controller's reply, as it did before its node cache (docs/operations.md);
 //! `CNI_ATTACH_LOGS=DIR` keeps the controller's and vswitchd's logs there, and runs the shim
 //! with `SWITCHYARD_CNI_TIMING=1`: `DIR/shim-timing.log` then has one line per sequential
 //! ADD/DEL of ours (its phases, and `wall_ms`, spawn to exit as timed here), and
@@ -175,24 +173,13 @@ impl Bench {
                     &Self::pod_name(i),
                     &container,
                     &netns,
-                    &self.ours.conf(&[("cacheDir", self.cache_dir().into())]),
+                    &self.ours.conf(&[]),
                     env,
                 )
             }
             Who::Peer => self
                 .peer
                 .spawn(command, &container, &self.peer_pods[i].path()),
-        }
-    }
-
-    /// The shim's node cache (its `cacheDir`): in the node's directory, so every run starts
-    /// without one; with `CNI_ATTACH_NO_LINK_PREP` set, a directory that cannot be made, so
-    /// every veth is created bare and configured after the reply (the shim before the cache).
-    fn cache_dir(&self) -> String {
-        if std::env::var_os("CNI_ATTACH_NO_LINK_PREP").is_some() {
-            "/proc/switchyard-no-cache".to_owned()
-        } else {
-            self.ours.dir().join("cni-cache").display().to_string()
         }
     }
 
