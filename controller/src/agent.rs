@@ -347,6 +347,7 @@ impl Agent {
                 openflow: openflow.clone(),
                 status: status_tx,
                 installed: installed_tx,
+                installed_from: Mutex::new(None),
                 ports: ports_tx,
                 realised: realised_tx,
             }
@@ -524,6 +525,10 @@ struct Worker {
     openflow: Arc<Mutex<Option<openflow::Connection>>>,
     status: watch::Sender<AgentStatus>,
     installed: watch::Sender<Arc<BTreeMap<ObjectKey, InstalledPod>>>,
+    /// What `installed` was last computed from (the attachments, by identity, and the
+    /// ofports' version): the same inputs give the same pods, so a wake that changed neither
+    /// (a policy or Service event) does not rebuild a map over every pod of the node.
+    installed_from: Mutex<Option<(Vec<Arc<PodPort>>, u64)>>,
     ports: watch::Sender<Arc<BTreeMap<String, InterfaceView>>>,
     realised: watch::Sender<Realised>,
 }
@@ -719,6 +724,9 @@ impl Worker {
             let _ = restored.await;
         }
         let mut ofports: HashMap<String, u32> = HashMap::new();
+        // Moves whenever `ofports` does (see `installed_from`, which counts from here).
+        let mut ofports_version = 0u64;
+        *lock(&self.installed_from) = None;
         let mut next_sim_ofport = 3u32;
         let mut flows = FlowSide {
             recompute_all: true,
@@ -795,10 +803,11 @@ impl Worker {
                     reported_controller_errors = errors;
                 }
             }
-            let new_ofports: HashMap<String, u32> = match replica {
+            // `None`: the same port numbers as before.
+            let new_ofports: Option<HashMap<String, u32>> = match replica {
                 // Same rows, node, attachments and connection as the last plan: the same
                 // (empty) transaction and the same port numbers.
-                Some(_) if unchanged => ofports.clone(),
+                Some(_) if unchanged => None,
                 Some(replica) => {
                     self.status.send_modify(|s| s.ovsdb_plans += 1);
                     let snapshot = replica.snapshot();
@@ -851,7 +860,11 @@ impl Worker {
                     }
                     // A new pod port's number is known before vswitchd adds it (its
                     // ofport_request), so its flows go in together with the port below.
-                    switch_config::effective_ofports(&interfaces, this.pod_cidr, &attachments)
+                    Some(switch_config::effective_ofports(
+                        &interfaces,
+                        this.pod_cidr,
+                        &attachments,
+                    ))
                 }
                 None => {
                     let mut sim: HashMap<String, u32> = HashMap::new();
@@ -862,19 +875,22 @@ impl Worker {
                         });
                         sim.insert(a.iface.clone(), p);
                     }
-                    sim
+                    Some(sim)
                 }
             };
             // A pod whose port number changed (vswitchd restarted and renumbered, refused the
             // requested number, the port just appeared or went away) needs its flows
             // recomputed.
-            if new_ofports != ofports {
+            if let Some(new_ofports) = new_ofports
+                && new_ofports != ofports
+            {
                 for a in &attachments {
                     if ofports.get(&a.iface) != new_ofports.get(&a.iface) {
                         owners.insert(Owner::Pod(Arc::new(a.pod.clone())));
                     }
                 }
                 ofports = new_ofports;
+                ofports_version += 1;
             }
 
             // The flows' bundle first, then the OVSDB transaction. vswitchd's main loop
@@ -919,7 +935,7 @@ impl Worker {
                 let flows_in = matches!(flow_result, Some(Ok(_)));
                 let committed = || {
                     if flows_in {
-                        self.publish_installed(&attachments, &ofports);
+                        self.publish_installed(&attachments, &ofports, ofports_version);
                     }
                 };
                 self.transact_and_wait(replica, &desired, txn, committed)
@@ -937,9 +953,13 @@ impl Worker {
                 });
             }
             match (flow_result, conn) {
-                (Some(Ok(sent)), _) => {
-                    self.publish_installed(&attachments, &ofports);
-                    if sent && let Some(at) = marked_at {
+                (Some(Ok(_)), _) => {
+                    self.publish_installed(&attachments, &ofports, ofports_version);
+                    // Observed whether or not this wake sent anything: marks whose flows an
+                    // earlier wake already sent (it read a snapshot that held their change
+                    // before the controller marked it, and sent the pod's flows because its
+                    // port number appeared) are realised now, not never.
+                    if let Some(at) = marked_at {
                         self.config
                             .telemetry
                             .realisation_latency(&features, at.elapsed());
@@ -1290,7 +1310,22 @@ impl Worker {
         interfaces
     }
 
-    fn publish_installed(&self, attachments: &[Arc<PodPort>], ofports: &HashMap<String, u32>) {
+    fn publish_installed(
+        &self,
+        attachments: &[Arc<PodPort>],
+        ofports: &HashMap<String, u32>,
+        ofports_version: u64,
+    ) {
+        let mut from = lock(&self.installed_from);
+        if let Some((last, version)) = &*from
+            && *version == ofports_version
+            && last.len() == attachments.len()
+            && last.iter().zip(attachments).all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return;
+        }
+        *from = Some((attachments.to_vec(), ofports_version));
+        drop(from);
         let before = self.installed.borrow().clone();
         let now: BTreeMap<ObjectKey, InstalledPod> = attachments
             .iter()

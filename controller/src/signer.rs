@@ -146,6 +146,36 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// A TLS client and server certificate's parameters: DNS names `names` (the common name
+/// `first`), IP subjectAltNames `ips`, valid from five minutes ago for `validity`.
+fn leaf_params(
+    names: &[String],
+    first: &str,
+    ips: &[IpAddr],
+    validity: Duration,
+) -> Result<CertificateParams, SignerError> {
+    let mut params = CertificateParams::new(names.to_vec()).map_err(issue_error)?;
+    params
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, first);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::seconds(validity.as_secs() as i64);
+    Ok(params)
+}
+
 impl CertificateAuthority {
     /// A new CA, valid for ten years.
     pub fn generate() -> Result<CertificateAuthority, SignerError> {
@@ -210,25 +240,7 @@ impl CertificateAuthority {
         key: &NodeKey,
         validity: Duration,
     ) -> Result<String, SignerError> {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).map_err(issue_error)?;
-        params
-            .subject_alt_names
-            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ClientAuth,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::minutes(5);
-        params.not_after = now + time::Duration::seconds(validity.as_secs() as i64);
+        let params = leaf_params(&[name.to_owned()], name, ips, validity)?;
         let cert = params
             .signed_by(key, &self.issuer, &self.key)
             .map_err(issue_error)?;
@@ -655,25 +667,7 @@ pub fn own_certificate(
     let first = names
         .first()
         .ok_or_else(|| SignerError::Issue("no name for the controller's certificate".into()))?;
-    let mut params = CertificateParams::new(names.to_vec()).map_err(issue_error)?;
-    params
-        .subject_alt_names
-        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, first);
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ClientAuth,
-        ExtendedKeyUsagePurpose::ServerAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    params.serial_number = Some(random_serial());
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::seconds(validity.as_secs() as i64);
+    let params = leaf_params(names, first, ips, validity)?;
     let cert = params
         .signed_by(&key, &ca.issuer, &ca.key)
         .map_err(issue_error)?;
