@@ -87,6 +87,12 @@ pub struct ControllerArgs {
     /// PEM private key of --cni-tls-cert.
     #[arg(long, value_name = "FILE")]
     pub cni_tls_key: Option<PathBuf>,
+    /// Where the other replica reaches this one's CNI listener (unix:PATH, tcp:IP:PORT or
+    /// ssl:IP:PORT), written into the Lease while this replica leads: a standby hands the
+    /// shims' connections on to it unopened (TLS still ends at the leader). Default: the
+    /// --cni-listen address, its 0.0.0.0 replaced by POD_IP; empty: never forwarded to.
+    #[arg(long, value_name = "TARGET")]
+    pub cni_advertise: Option<String>,
     /// A uid, besides 0 and the controller's own, allowed on a unix: --cni-listen socket
     /// (the socket file is chowned to it, mode 0600). Any other peer uid is refused.
     #[arg(long, value_name = "UID")]

@@ -169,9 +169,20 @@ impl CniListener {
 /// Longest a TLS handshake on the CNI listener may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection the CNI listener accepted, not yet served.
+enum Accepted {
+    Unix(tokio::net::UnixStream, Caller),
+    Tcp(tokio::net::TcpStream),
+    Tls(
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+        switchyard_tls::TlsAcceptor,
+    ),
+}
+
 pub(crate) async fn serve_cni(shared: Arc<Shared>, listener: CniListener) {
     loop {
-        match &listener {
+        let accepted = match &listener {
             CniListener::Unix { listener, uids, .. } => match listener.accept().await {
                 Ok((stream, _)) => {
                     let caller = match stream.peer_cred() {
@@ -195,40 +206,159 @@ pub(crate) async fn serve_cni(shared: Arc<Shared>, listener: CniListener) {
                             "cannot read the peer's credentials (SO_PEERCRED): {e}"
                         )),
                     };
-                    tokio::spawn(cni_connection(shared.clone(), stream, caller));
+                    Accepted::Unix(stream, caller)
                 }
-                Err(e) => warn!("CNI accept: {e}"),
+                Err(e) => {
+                    warn!("CNI accept: {e}");
+                    continue;
+                }
             },
             CniListener::Tcp(l) => match l.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(cni_connection(shared.clone(), stream, Caller::Trusted));
+                Ok((stream, _)) => Accepted::Tcp(stream),
+                Err(e) => {
+                    warn!("CNI accept: {e}");
+                    continue;
                 }
-                Err(e) => warn!("CNI accept: {e}"),
             },
             CniListener::Tls(l, acceptor) => match l.accept().await {
-                Ok((stream, peer)) => {
-                    let (shared, acceptor) = (shared.clone(), acceptor.clone());
-                    // The handshake in its own task: a silent peer holds up nobody else.
-                    tokio::spawn(async move {
-                        let tls =
-                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await;
-                        match tls {
-                            Ok(Ok(tls)) => match switchyard_tls::client_certificate(&tls) {
-                                Some(cert) => {
-                                    cni_connection(shared, tls, Caller::Certified(cert)).await;
-                                }
-                                None => warn!(%peer, "CNI: a TLS peer without a certificate"),
-                            },
-                            Ok(Err(e)) => warn!(%peer,
-                                "CNI: TLS handshake failed (no certificate, or one the --cni-tls-ca did not sign?): {e}"),
-                            Err(_) => warn!(%peer, "CNI: TLS handshake timed out"),
-                        }
-                    });
+                Ok((stream, peer)) => Accepted::Tls(stream, peer, acceptor.clone()),
+                Err(e) => {
+                    warn!("CNI accept: {e}");
+                    continue;
                 }
-                Err(e) => warn!("CNI accept: {e}"),
             },
+        };
+        // Each connection in its own task: a silent peer (or a slow leader) holds up
+        // nobody else.
+        tokio::spawn(serve_accepted(shared.clone(), accepted));
+    }
+}
+
+/// Longest a standby waits to connect to the leader's CNI listener.
+const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Serves one accepted connection: on a standby that knows the leader's CNI address
+/// (`--cni-advertise`, read from the Lease), handed on to the leader unopened — bytes both
+/// ways, TLS included, so the leader authenticates the node itself; otherwise (or when the
+/// leader cannot be reached) answered here.
+async fn serve_accepted(shared: Arc<Shared>, accepted: Accepted) {
+    let leader = if shared.leadership.borrow().leader {
+        None
+    } else {
+        shared.leader_cni.borrow().clone()
+    };
+    // A unix peer refused here is refused, not forwarded with the standby's own uid.
+    let refused = matches!(&accepted, Accepted::Unix(_, Caller::Refused(_)));
+    let accepted = match leader {
+        Some(leader) if !refused => match forward(&shared, accepted, &leader).await {
+            Ok(()) => return,
+            Err(accepted) => accepted,
+        },
+        _ => accepted,
+    };
+    match accepted {
+        Accepted::Unix(stream, caller) => cni_connection(shared, stream, caller).await,
+        Accepted::Tcp(stream) => cni_connection(shared, stream, Caller::Trusted).await,
+        Accepted::Tls(stream, peer, acceptor) => {
+            let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            match tls {
+                Ok(Ok(tls)) => match switchyard_tls::client_certificate(&tls) {
+                    Some(cert) => cni_connection(shared, tls, Caller::Certified(cert)).await,
+                    None => warn!(%peer, "CNI: a TLS peer without a certificate"),
+                },
+                Ok(Err(e)) => warn!(%peer,
+                    "CNI: TLS handshake failed (no certificate, or one the --cni-tls-ca did not sign?): {e}"),
+                Err(_) => warn!(%peer, "CNI: TLS handshake timed out"),
+            }
         }
+    }
+}
+
+/// Connects to the leader's CNI listener and copies bytes both ways until either side
+/// closes. Gives the connection back, unread, when the leader cannot be reached.
+async fn forward(shared: &Shared, accepted: Accepted, leader: &str) -> Result<(), Accepted> {
+    let upstream = match Target::parse_connect(leader) {
+        Ok(Target::Unix(path)) => tokio::time::timeout(
+            FORWARD_CONNECT_TIMEOUT,
+            tokio::net::UnixStream::connect(path),
+        )
+        .await
+        .map(|r| r.map(Upstream::Unix)),
+        Ok(Target::Tcp(addr) | Target::Ssl(addr)) => tokio::time::timeout(
+            FORWARD_CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .map(|r| r.map(Upstream::Tcp)),
+        _ => Ok(Err(std::io::Error::other("not unix:, tcp: or ssl:"))),
+    };
+    let mut upstream = match upstream {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(e)) => {
+            shared.telemetry.error("cni_forward");
+            warn!(
+                leader,
+                "CNI: standby cannot reach the leader's CNI listener ({e}); answering here (changes refused: try again)"
+            );
+            return Err(accepted);
+        }
+        Err(_) => {
+            shared.telemetry.error("cni_forward");
+            warn!(
+                leader,
+                "CNI: standby's connection to the leader's CNI listener timed out; answering here (changes refused: try again)"
+            );
+            return Err(accepted);
+        }
+    };
+    shared.telemetry.cni_forwarded();
+    debug!(leader, "CNI: standby handed a connection on to the leader");
+    let copied = match accepted {
+        Accepted::Unix(mut s, _) => upstream.splice(&mut s).await,
+        Accepted::Tcp(mut s) | Accepted::Tls(mut s, _, _) => upstream.splice(&mut s).await,
+    };
+    if let Err(e) = copied {
+        debug!(leader, "CNI: a forwarded connection ended: {e}");
+    }
+    Ok(())
+}
+
+/// The standby's connection to the leader's CNI listener.
+enum Upstream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+impl Upstream {
+    async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        downstream: &mut S,
+    ) -> std::io::Result<(u64, u64)> {
+        match self {
+            Upstream::Unix(u) => tokio::io::copy_bidirectional(downstream, u).await,
+            Upstream::Tcp(u) => tokio::io::copy_bidirectional(downstream, u).await,
+        }
+    }
+}
+
+/// Where a standby reaches a replica listening on `cni_listen` (the `--cni-advertise`
+/// default): the same address, an unspecified IP (0.0.0.0, ::) replaced by `pod_ip`;
+/// `None` when there is none.
+pub fn default_advertise(cni_listen: &str, pod_ip: Option<IpAddr>) -> Option<String> {
+    let (scheme, host_port) = match Target::parse_connect(cni_listen).ok()? {
+        Target::Unix(path) => return Some(format!("unix:{}", path.display())),
+        Target::Tcp(hp) => ("tcp", hp),
+        Target::Ssl(hp) => ("ssl", hp),
+        _ => return None,
+    };
+    let (host, port) = host_port.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => match pod_ip? {
+            IpAddr::V6(ip) => Some(format!("{scheme}:[{ip}]:{port}")),
+            ip => Some(format!("{scheme}:{ip}:{port}")),
+        },
+        _ => Some(cni_listen.to_owned()),
     }
 }
 
@@ -300,8 +430,9 @@ async fn handle_cni(shared: &Arc<Shared>, caller: &Caller, request: Request) -> 
             CNI_TRY_AGAIN,
             "standby",
             "this controller replica is the standby: only the leader (the holder of the \
-             controller's Lease) attaches and detaches pods; point the CNI plugin at the \
-             leader (an address that follows it) — try again"
+             controller's Lease) attaches and detaches pods, and the standby hands requests \
+             on to it only while the Lease names the leader's CNI address (--cni-advertise) \
+             and that address answers — try again"
                 .into(),
         );
     }
@@ -1055,5 +1186,33 @@ fn cni_status(shared: &Arc<Shared>, node: Option<&str>) -> Reply {
             "not ready",
             format!("OVS not reconciled yet on: {not_ready:?}"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_advertise;
+
+    #[test]
+    fn the_advertised_cni_address_replaces_an_unspecified_ip_by_the_pod_ip() {
+        let pod = Some("10.0.0.5".parse().unwrap());
+        assert_eq!(
+            default_advertise("ssl:0.0.0.0:6654", pod).as_deref(),
+            Some("ssl:10.0.0.5:6654")
+        );
+        assert_eq!(
+            default_advertise("tcp:[::]:6654", Some("fd00::5".parse().unwrap())).as_deref(),
+            Some("tcp:[fd00::5]:6654")
+        );
+        assert_eq!(default_advertise("ssl:0.0.0.0:6654", None), None);
+        assert_eq!(
+            default_advertise("ssl:192.0.2.7:6654", pod).as_deref(),
+            Some("ssl:192.0.2.7:6654")
+        );
+        assert_eq!(
+            default_advertise("unix:/run/switchyard/cni.sock", pod).as_deref(),
+            Some("unix:/run/switchyard/cni.sock")
+        );
+        assert_eq!(default_advertise("punix:/x", pod), None);
     }
 }

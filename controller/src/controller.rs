@@ -88,6 +88,9 @@ pub(crate) struct Shared {
     pub(crate) audit: Arc<crate::audit::AuditLog>,
     /// Whether this replica leads (the CNI server refuses changes on a standby).
     pub(crate) leadership: watch::Receiver<Leadership>,
+    /// The leader's CNI address while this replica is its standby (leader.rs): the CNI
+    /// server hands connections on to it.
+    pub(crate) leader_cni: watch::Receiver<Option<String>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -415,14 +418,17 @@ fn refuse_second_switch(node: &str, current: &openflow::Connection, conn: openfl
 /// Runs the controller until the source ends or a listener fails, as the only controller.
 pub async fn run(config: Config, source: Source) -> Result<(), Error> {
     let (_sole, leadership) = watch::channel(Leadership::sole());
-    run_elected(config, source, leadership).await
+    let (_none, leader_cni) = watch::channel(None);
+    run_elected(config, source, leadership, leader_cni).await
 }
 
-/// Runs the controller; its node agents run only while `leadership` says it leads.
+/// Runs the controller; its node agents run only while `leadership` says it leads, and
+/// while it does not, CNI connections go on to `leader_cni` when that names the leader.
 pub async fn run_elected(
     config: Config,
     source: Source,
     leadership: watch::Receiver<Leadership>,
+    leader_cni: watch::Receiver<Option<String>>,
 ) -> Result<(), Error> {
     let deltas = source.take_deltas().ok_or(Error::SourceEnded)?;
     // The operator's listeners first: a bad address fails the start, before anything else.
@@ -486,6 +492,7 @@ pub async fn run_elected(
         telemetry,
         audit,
         leadership: leading,
+        leader_cni,
     });
     let core = Arc::new(core);
     let accept = {

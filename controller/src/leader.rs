@@ -15,6 +15,13 @@
 //! The outcome is a `watch` of [`Leadership`]: the controller's state task starts the node
 //! agents when it turns leader and stops them (drops every switch connection) when it turns
 //! standby. The kube source is not touched: the standby's caches stay warm.
+//!
+//! The holder also writes where its CNI listener is reached (`--cni-advertise`) into the
+//! Lease's annotation [`LEADER_CNI_ANNOTATION`], on every write; a standby reads it with
+//! the holder and publishes it in a second `watch`, so the CNI server can hand a shim's
+//! connection on to the leader (cni_server.rs). It is cleared whenever this replica's own
+//! view changes (it takes the Lease, or steps down): a replica forwards only to a holder
+//! it read after its own last term, so two replicas never forward to each other.
 
 use std::time::{Duration, Instant};
 
@@ -37,7 +44,13 @@ pub struct LeaseConfig {
     pub identity: String,
     /// `leaseDurationSeconds` (`--lease-duration`).
     pub duration: Duration,
+    /// Where this replica's CNI listener is reached (`--cni-advertise`), written into the
+    /// Lease while it holds it; `None`: no standby can forward to it.
+    pub cni_address: Option<String>,
 }
+
+/// The Lease annotation holding the holder's CNI address (`--cni-advertise`).
+pub const LEADER_CNI_ANNOTATION: &str = "switchyard.io/cni-address";
 
 /// Whether this replica leads, and the generation it is master of the switches with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,8 +101,12 @@ pub fn default_identity() -> String {
 enum Attempt {
     /// We hold the Lease (created, taken over or renewed); its `leaseTransitions`.
     Holding(u64),
-    /// Someone else holds it (or won the race: 409).
-    Standby(Option<String>),
+    /// Someone else holds it (or won the race: 409): its identity, and the CNI address it
+    /// advertises (never our own).
+    Standby {
+        holder: Option<String>,
+        cni: Option<String>,
+    },
 }
 
 fn now() -> MicroTime {
@@ -134,6 +151,10 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube
             metadata: ObjectMeta {
                 name: Some(config.name.clone()),
                 namespace: Some(config.namespace.clone()),
+                annotations: config
+                    .cni_address
+                    .as_ref()
+                    .map(|a| [(LEADER_CNI_ANNOTATION.to_owned(), a.clone())].into()),
                 ..Default::default()
             },
             spec: Some(LeaseSpec {
@@ -148,7 +169,10 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube
         return match api.create(&PostParams::default(), &lease).await {
             Ok(created) => Ok(Attempt::Holding(switch_generation(&created, 0))),
             Err(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict() => {
-                Ok(Attempt::Standby(None))
+                Ok(Attempt::Standby {
+                    holder: None,
+                    cni: None,
+                })
             }
             Err(e) => Err(e),
         };
@@ -158,7 +182,16 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube
     let transitions = spec.lease_transitions.unwrap_or(0).max(0) as u64;
     let generation = match &holder {
         Some(h) if *h == config.identity => transitions,
-        Some(_) if !expired(spec, config.duration) => return Ok(Attempt::Standby(holder)),
+        Some(_) if !expired(spec, config.duration) => {
+            let cni = lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LEADER_CNI_ANNOTATION))
+                .filter(|a| !a.is_empty() && Some(*a) != config.cni_address.as_ref())
+                .cloned();
+            return Ok(Attempt::Standby { holder, cni });
+        }
         _ => {
             // Free or expired: take it over.
             spec.holder_identity = Some(config.identity.clone());
@@ -169,19 +202,41 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube
     };
     spec.lease_duration_seconds = Some(seconds);
     spec.renew_time = Some(now());
+    // The holder's CNI address: ours now (an earlier holder's must not stay).
+    let annotations = lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    match &config.cni_address {
+        Some(address) => {
+            annotations.insert(LEADER_CNI_ANNOTATION.to_owned(), address.clone());
+        }
+        None => {
+            annotations.remove(LEADER_CNI_ANNOTATION);
+        }
+    }
     // metadata.resourceVersion is the one read: a concurrent write makes this a 409.
     match api
         .replace(&config.name, &PostParams::default(), &lease)
         .await
     {
         Ok(replaced) => Ok(Attempt::Holding(switch_generation(&replaced, generation))),
-        Err(kube::Error::Api(s)) if s.is_conflict() => Ok(Attempt::Standby(None)),
+        Err(kube::Error::Api(s)) if s.is_conflict() => Ok(Attempt::Standby {
+            holder: None,
+            cni: None,
+        }),
         Err(e) => Err(e),
     }
 }
 
-/// Runs the election until the process stops; publishes every change in `leadership`.
-pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<Leadership>) {
+/// Runs the election until the process stops; publishes every change in `leadership`,
+/// and in `leader_cni` the CNI address of the holder while this replica is its standby.
+pub async fn run(
+    client: Client,
+    config: LeaseConfig,
+    leadership: watch::Sender<Leadership>,
+    leader_cni: watch::Sender<Option<String>>,
+) {
     crate::source::assert_lease_calls_listed();
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let renew_every = config.duration / 3;
@@ -203,6 +258,7 @@ pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<
             Ok(Ok(Attempt::Holding(generation))) => {
                 last_error = None;
                 last_renewal = Some(started);
+                leader_cni.send_if_modified(|a| a.take().is_some());
                 if !leading {
                     info!(identity = %config.identity, generation, "leader election: took the Lease; \
                         this replica leads and programs the switches");
@@ -212,7 +268,7 @@ pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<
                     });
                 }
             }
-            Ok(Ok(Attempt::Standby(holder))) => {
+            Ok(Ok(Attempt::Standby { holder, cni })) => {
                 last_error = None;
                 if leading {
                     warn!(holder = ?holder, "leader election: another replica holds the Lease; \
@@ -223,8 +279,17 @@ pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<
                     });
                     last_renewal = None;
                 }
+                if holder.is_some() {
+                    // A live holder's address (a lost race names none: the next try will).
+                    leader_cni.send_if_modified(|a| {
+                        let changed = *a != cni;
+                        *a = cni.clone();
+                        changed
+                    });
+                }
                 if holder.is_some() && holder != last_holder {
-                    info!(holder = ?holder, "leader election: standby (caches warm, programming nothing)");
+                    info!(holder = ?holder, leader_cni = ?cni,
+                        "leader election: standby (caches warm, programming nothing)");
                     last_holder = holder;
                 }
             }
@@ -252,6 +317,7 @@ pub async fn run(client: Client, config: LeaseConfig, leadership: watch::Sender<
                 leader: false,
                 generation: None,
             });
+            leader_cni.send_if_modified(|a| a.take().is_some());
             last_renewal = None;
         }
         tokio::time::sleep(renew_every.saturating_sub(started.elapsed())).await;

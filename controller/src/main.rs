@@ -324,6 +324,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
                             namespace: args.lease_namespace.clone(),
                             identity: switchyard::leader::default_identity(),
                             duration: Duration::from_secs(args.lease_duration),
+                            cni_address: cni_advertise(args.cni_advertise.as_deref(), &config.cni_listen)?,
                         },
                     ));
                 }
@@ -335,10 +336,14 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             Some(_) => switchyard::leader::Leadership::default(),
             None => switchyard::leader::Leadership::sole(),
         });
+        // The leader's CNI address while this replica is its standby (the CNI server hands
+        // shims' connections on to it).
+        let (leader_cni_tx, leader_cni) = tokio::sync::watch::channel(None);
         let elect = async {
             match &election {
                 Some((client, lease)) => {
-                    switchyard::leader::run(client.clone(), lease.clone(), leadership_tx).await
+                    switchyard::leader::run(client.clone(), lease.clone(), leadership_tx, leader_cni_tx)
+                        .await
                 }
                 None => std::future::pending().await,
             }
@@ -353,7 +358,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             }
         };
         let result = tokio::select! {
-            r = controller::run_elected(config, source, leadership.clone()) => r,
+            r = controller::run_elected(config, source, leadership.clone(), leader_cni) => r,
             () = signing => Err(switchyard::Error::TaskStopped("the node certificate signer")),
             () = elect => Err(switchyard::Error::TaskStopped("the leader election")),
             signal = stop_signal() => {
@@ -387,6 +392,28 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
 }
 
 /// Waits for SIGTERM (what kubelet and systemd send) or SIGINT (Ctrl-C); returns its name.
+/// Where a standby reaches this replica's CNI listener: `--cni-advertise`, else derived
+/// from `--cni-listen` and POD_IP (cni_server::default_advertise).
+fn cni_advertise(
+    flag: Option<&str>,
+    cni_listen: &str,
+) -> Result<Option<String>, switchyard::Error> {
+    match flag {
+        Some("") => Ok(None),
+        Some(target) => switchyard_target::Target::parse_connect(target)
+            .map(|_| Some(target.to_owned()))
+            .map_err(|e| {
+                switchyard::Error::Config(format!("--cni-advertise {target:?}: {}", e.reason))
+            }),
+        None => {
+            let pod_ip = std::env::var("POD_IP").ok().and_then(|ip| ip.parse().ok());
+            Ok(switchyard::cni_server::default_advertise(
+                cni_listen, pod_ip,
+            ))
+        }
+    }
+}
+
 async fn stop_signal() -> Result<&'static str, switchyard::Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let install = |kind: SignalKind, name: &str| {

@@ -136,6 +136,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Times this replica took or lost the lead.
     pub leader_changes: Counter,
+    /// CNI connections this standby handed on to the leader.
+    pub cni_forwarded: Counter,
 }
 
 impl Default for Metrics {
@@ -157,12 +159,18 @@ impl Default for Metrics {
             kind_synced: Family::default(),
             leader: Gauge::default(),
             leader_changes: Counter::default(),
+            cni_forwarded: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
             "realisation_seconds",
             "From a state change marking a node's owners to the switch acknowledging the bundle, by feature",
             m.realisation_seconds.clone(),
+        );
+        registry.register(
+            "cni_forwarded",
+            "CNI connections this replica, as the standby, handed on to the leader's CNI listener",
+            m.cni_forwarded.clone(),
         );
         registry.register(
             "cni_seconds",
@@ -320,6 +328,11 @@ impl Telemetry {
             .drift
             .get_or_create(&KindLabel { kind: kind.into() })
             .inc();
+    }
+
+    /// Counts a CNI connection handed on to the leader.
+    pub fn cni_forwarded(&self) {
+        self.metrics.cni_forwarded.inc();
     }
 
     /// Records how long a CNI command took.

@@ -1812,19 +1812,33 @@ async fn node_setup_reads_the_pod_cidr_of_its_node() {
 async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     use switchyard::leader::{self, Leadership, LeaseConfig};
     let server = ApiServer::start().await;
+    // Each replica advertises its CNI address (replica-c none); the holder's is written
+    // into the Lease, and its standby learns it from there.
+    let address = |identity: &str| match identity {
+        "replica-a" => Some("ssl:10.0.0.1:6654".to_owned()),
+        "replica-b" => Some("ssl:10.0.0.2:6654".to_owned()),
+        _ => None,
+    };
     let config = |identity: &str| LeaseConfig {
         name: "switchyard-controller".into(),
         namespace: "switchyard".into(),
         identity: identity.into(),
         duration: Duration::from_secs(3),
+        cni_address: address(identity),
     };
     let start = |identity: &str| {
         let (tx, rx) = watch::channel(Leadership::default());
-        let task = tokio::spawn(leader::run(server.client(), config(identity), tx));
-        (task, rx)
+        let (cni_tx, cni_rx) = watch::channel(None);
+        let task = tokio::spawn(leader::run(server.client(), config(identity), tx, cni_tx));
+        (task, rx, cni_rx)
     };
-    let (task_a, mut a) = start("replica-a");
-    let (task_b, mut b) = start("replica-b");
+    let annotated = |lease: &Value| {
+        lease["metadata"]["annotations"][leader::LEADER_CNI_ANNOTATION]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (task_a, mut a, cni_a) = start("replica-a");
+    let (task_b, mut b, cni_b) = start("replica-b");
     let deadline = Duration::from_secs(30);
     tokio::time::timeout(deadline, async {
         loop {
@@ -1851,7 +1865,19 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     } else {
         (task_b, "replica-b", a, task_a, "replica-a")
     };
+    let (leader_cni, standby_cni) = if leader_name == "replica-a" {
+        (cni_a, cni_b)
+    } else {
+        (cni_b, cni_a)
+    };
     assert_eq!(lease["spec"]["holderIdentity"], leader_name, "{lease}");
+    assert_eq!(annotated(&lease), address(leader_name), "{lease}");
+    assert_eq!(
+        *standby_cni.borrow(),
+        address(leader_name),
+        "the standby knows where the leader's CNI listener is"
+    );
+    assert_eq!(*leader_cni.borrow(), None, "the leader forwards nowhere");
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 3, "{lease}");
     let first_transitions = lease["spec"]["leaseTransitions"].as_u64().unwrap_or(0);
     let stale_version = lease["metadata"]["resourceVersion"].clone();
@@ -1872,6 +1898,16 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
         .lease_object("switchyard", "switchyard-controller")
         .expect("the Lease exists");
     assert_eq!(lease["spec"]["holderIdentity"], standby_name, "{lease}");
+    assert_eq!(
+        annotated(&lease),
+        address(standby_name),
+        "the new holder's CNI address replaces the old one: {lease}"
+    );
+    assert_eq!(
+        *standby_cni.borrow(),
+        None,
+        "a replica that took the Lease forwards nowhere"
+    );
     let transitions = lease["spec"]["leaseTransitions"].as_u64().unwrap_or(0);
     assert_eq!(transitions, first_transitions + 1, "{lease}");
     // The switches' master generation: the Lease's creation second over its transitions,
@@ -1926,7 +1962,7 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
         .lease_object("switchyard", "switchyard-controller")
         .expect("the Lease exists");
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
-    let (task_c, mut c) = start("replica-c");
+    let (task_c, mut c, _cni_c) = start("replica-c");
     let released = std::time::Instant::now();
     tokio::time::timeout(deadline, async {
         while !c.borrow().leader {
@@ -1938,6 +1974,14 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     eprintln!(
         "takeover after a release: {:?} (lease duration 3 s)",
         released.elapsed()
+    );
+    let lease = server
+        .lease_object("switchyard", "switchyard-controller")
+        .expect("the Lease exists");
+    assert_eq!(
+        annotated(&lease),
+        None,
+        "a holder that advertises no CNI address leaves none of an earlier holder's: {lease}"
     );
     // Only the holder releases.
     assert!(
@@ -1963,8 +2007,10 @@ async fn a_leader_whose_lease_was_taken_steps_down() {
             namespace: "switchyard".into(),
             identity: "replica-a".into(),
             duration: Duration::from_secs(3),
+            cni_address: None,
         },
         tx,
+        watch::channel(None).0,
     ));
     let deadline = Duration::from_secs(30);
     tokio::time::timeout(deadline, async {
@@ -2031,7 +2077,7 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
     let server = ApiServer::start().await;
     server.apply(node(NODE, POD_CIDR, "192.0.2.10"));
     server.apply(namespace("x"));
-    for p in ["a", "b", "c"] {
+    for p in ["a", "b", "c", "d"] {
         server.apply(pod("x", p, NODE));
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -2133,16 +2179,22 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
             "{}",
             standby_log()
         );
+        // A shim that reached the standby is handed on to the leader (its CNI address is
+        // in the Lease): the pod is attached by the leader and reachable.
         let via_standby = [("controller", json!(format!("unix:{sd}/cni.sock")))];
         let (_netns_c, out) = add(&node, "c", &via_standby);
-        assert_eq!(
-            out.code(),
-            Some(11),
-            "ADD through the standby: {} {}",
+        assert!(
+            out.success,
+            "ADD through the standby, handed on to the leader: {} {}\n{}",
             out.stdout,
-            out.stderr
+            out.stderr,
+            standby_log()
         );
-        assert!(out.stdout.contains("standby"), "{}", out.stdout);
+        let ip_c = address(&out);
+        assert!(
+            switchyard_tests::wait_for(DEADLINE, || pings(&netns_a, &ip_c)).is_some(),
+            "a never reached c, attached through the standby"
+        );
 
         // 300 pings, one every 50 ms (15 s), across the takeover.
         let mut ping = std::process::Command::new("ip")
@@ -2216,19 +2268,23 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
             "{stats}"
         );
 
-        // The new leader attaches pods; the policy lets a reach c.
-        let (_netns_c, out) = add(&node, "c", &via_standby);
+        // The new leader attaches pods itself; the policy lets a reach d and c.
+        let (_netns_d, out) = add(&node, "d", &via_standby);
         assert!(
             out.success,
-            "ADD c through the new leader: {} {}\n{}",
+            "ADD d through the new leader: {} {}\n{}",
             out.stdout,
             out.stderr,
             standby_log()
         );
-        let ip_c = address(&out);
+        let ip_d = address(&out);
         assert!(
-            switchyard_tests::wait_for(DEADLINE, || pings(&netns_a, &ip_c)).is_some(),
-            "a never reached c"
+            switchyard_tests::wait_for(DEADLINE, || pings(&netns_a, &ip_d)).is_some(),
+            "a never reached d"
+        );
+        assert!(
+            pings(&netns_a, &ip_c),
+            "c, attached by the old leader, still reachable"
         );
         let _ = standby.kill();
         let _ = standby.wait();
@@ -2560,6 +2616,7 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
     let node_kubeconfig = dir.path().join("node.kubeconfig");
     let port = 16000 + (std::process::id() % 1000) as u16;
     let listen = format!("ssl:127.0.0.1:{port}");
+    let listen_first = listen.clone();
     let s = |p: &std::path::Path| p.display().to_string();
     let tls = json!({
         "ca": tls_dir.join("ca.crt"), "cert": tls_dir.join("tls.crt"),
@@ -2573,7 +2630,8 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
             &listen,
             &[
                 "--node-certificates=true",
-                "--leader-elect=false",
+                "--leader-elect=true",
+                "--lease-duration=3",
                 "--lease-namespace=switchyard",
                 "--certificate-name=switchyard-controller",
                 "--certificate-dir",
@@ -2661,20 +2719,76 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
+    // A second replica, the standby: its own certificate from the same CA, its own ssl:
+    // listener. What a shim sends it goes on to the leader unopened, so the leader checks
+    // the node's certificate itself.
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&second_dir).expect("second dir");
+    let second_listen = format!("ssl:127.0.0.1:{}", port + 1);
+    let ovs = ovs_dir.display().to_string();
+    let log = std::fs::File::create(second_dir.join("controller.log")).expect("log");
+    let mut second = std::process::Command::new("ip")
+        .args(["netns", "exec", node.ovs.netns.name()])
+        .arg(switchyard_tests::workspace_binary("switchyard"))
+        .args(["controller", "--kubeconfig", &s(&controller_kubeconfig)])
+        .args(["--ovsdb-template", &format!("unix:{ovs}/{{node}}-db.sock")])
+        .args(["--openflow-listen", &format!("punix:{ovs}/standby.sock")])
+        .args(["--openflow-target", &format!("unix:{ovs}/controller.sock")])
+        .args(["--cni-listen", &second_listen, "--cni-timeout", "10"])
+        .args([
+            "--admin-listen",
+            &format!("unix:{}/admin.sock", s(&second_dir)),
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "--node-certificates=true",
+            "--leader-elect=true",
+            "--lease-duration=3",
+            "--lease-namespace=switchyard",
+            "--certificate-name=switchyard-controller",
+            "--certificate-dir",
+            &s(&second_dir.join("tls")),
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start the second replica");
+    let second_log =
+        move || std::fs::read_to_string(second_dir.join("controller.log")).unwrap_or_default();
+
     tokio::task::spawn_blocking(move || {
+        assert!(
+            switchyard_tests::wait_for(DEADLINE, || node
+                .controller_log()
+                .contains("took the Lease"))
+            .is_some(),
+            "the first replica never led:\n{}",
+            node.controller_log()
+        );
+        assert!(
+            switchyard_tests::wait_for(DEADLINE, || second_log()
+                .contains(&format!("leader_cni=Some(\"{listen_first}\")")))
+            .is_some(),
+            "the second replica never learnt the leader's CNI address:\n{}",
+            second_log()
+        );
+        let via_second = [("controller", json!(second_listen))];
         let pod = node.pod_netns();
         let path = pod.path().display().to_string();
-        let out = node.shim_run("ADD", "x/a", "c-a", &path, &[]);
+        let out = node.shim_run("ADD", "x/a", "c-a", &path, &via_second);
         assert!(
             out.success,
-            "ADD of the node's own pod: {} {}\n{}",
+            "ADD of the node's own pod, through the standby: {} {}\n{}\n{}",
             out.stdout,
             out.stderr,
-            node.controller_log()
+            node.controller_log(),
+            second_log()
         );
         let other = node.pod_netns();
         let path = other.path().display().to_string();
-        let out = node.shim_run("ADD", "x/far", "c-far", &path, &[]);
+        let out = node.shim_run("ADD", "x/far", "c-far", &path, &via_second);
         assert!(
             !out.success,
             "ADD of node-2's pod with {NODE}'s certificate: {}",
@@ -2687,6 +2801,13 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
         );
         let log = node.controller_log();
         assert!(log.contains("approved and signed"), "{log}");
+        let log = second_log();
+        assert!(
+            !log.contains("approved and signed"),
+            "only the leader signs: {log}"
+        );
+        let _ = second.kill();
+        let _ = second.wait();
     })
     .await
     .expect("CNI over TLS with the provisioned certificate");
