@@ -179,7 +179,25 @@ pub fn request_name(node: &str, public_key: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    // A name is at most 253 characters (a DNS subdomain) and a node name may be as long:
+    // the node part is cut, the key hash keeps the name unique. A cut that ends on a '.'
+    // or '-' would leave an empty or odd label: those are trimmed too.
+    let room = 253 - "switchyard-node-".len() - 1 - hash.len();
+    let node = node[..node.len().min(room)].trim_end_matches(['.', '-']);
     format!("switchyard-node-{node}-{hash}")
+}
+
+/// The request's labels: `switchyard.io/node` only when the node name fits a label value
+/// (at most 63 characters; a node name may have 253).
+pub fn request_labels(node: &str) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::from([(
+        "app.kubernetes.io/part-of".to_owned(),
+        "switchyard".to_owned(),
+    )]);
+    if node.len() <= 63 {
+        labels.insert("switchyard.io/node".to_owned(), node.to_owned());
+    }
+    labels
 }
 
 fn kube_error(action: String) -> impl FnOnce(kube::Error) -> NodeCertificateError {
@@ -236,15 +254,7 @@ pub async fn ensure(
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
             name: Some(csr_name.clone()),
-            labels: Some(
-                [
-                    ("app.kubernetes.io/part-of", "switchyard"),
-                    ("switchyard.io/node", config.node.as_str()),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            ),
+            labels: Some(request_labels(&config.node)),
             ..Default::default()
         },
         spec: CertificateSigningRequestSpec {
@@ -343,6 +353,39 @@ pub fn write_atomically(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_node_name_still_makes_a_valid_request_name_and_labels() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        // 250 characters, with a '.' where the cut falls.
+        let node = format!("{}.{}.{}", "n".repeat(63), "m".repeat(155), "k".repeat(30));
+        assert_eq!(node.len(), 250);
+        let name = request_name(&node, key.public_key_raw());
+        assert!(name.len() <= 253, "{}", name.len());
+        let kept = format!("switchyard-node-{}.{}-", "n".repeat(63), "m".repeat(155));
+        assert!(name.starts_with(&kept), "the cut '.' is trimmed: {name}");
+        assert!(!name.contains(".-"), "{name}");
+        assert_ne!(
+            name,
+            request_name(
+                &node,
+                KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                    .unwrap()
+                    .public_key_raw()
+            )
+        );
+        assert!(!request_labels(&node).contains_key("switchyard.io/node"));
+        assert_eq!(
+            request_labels("n1")
+                .get("switchyard.io/node")
+                .map(String::as_str),
+            Some("n1")
+        );
+        assert_eq!(
+            request_name("n1", key.public_key_raw()).len(),
+            "switchyard-node-n1-".len() + 16
+        );
+    }
 
     #[test]
     fn the_request_name_follows_the_key() {
