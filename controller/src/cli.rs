@@ -201,6 +201,10 @@ pub struct ControllerArgs {
     /// Days a node certificate is valid; nodes renew in the last third.
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=3650), value_name = "DAYS")]
     pub node_certificate_days: u64,
+    /// Seconds a certificate request for a node the controller does not know (yet) waits
+    /// for the Node to appear before it is denied.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600), value_name = "SECONDS")]
+    pub node_certificate_grace: u64,
     /// DNS names of the controller's own certificate (repeatable; default
     /// switchyard-controller.NAMESPACE.svc), besides the IP address in POD_IP. The CNI
     /// conflist's tls.serverName must be one of them.
@@ -299,4 +303,33 @@ fn parse_port_range(s: &str) -> Result<PortRange, String> {
         return Err(bad());
     }
     Ok(PortRange(Some((lo, hi))))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag of `controller` and `node-setup` has a row in docs/operations.md (an
+    /// operator looks there first), so a new flag without its documentation fails here.
+    #[test]
+    fn every_flag_is_documented_in_operations_md() {
+        let docs = include_str!("../../docs/operations.md");
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in ["controller", "node-setup"] {
+            let command = cli.find_subcommand(sub).expect(sub);
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long == "help" || long == "version" {
+                    continue;
+                }
+                if !docs.contains(&format!("--{long}")) {
+                    missing.push(format!("{sub} --{long}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+    }
 }

@@ -281,7 +281,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
                             ),
                         },
                         validity: Duration::from_secs(args.node_certificate_days * 86400),
-                        unknown_node_grace: Duration::from_secs(30),
+                        unknown_node_grace: Duration::from_secs(args.node_certificate_grace),
                     };
                     let ca = switchyard::signer::ensure_ca(client.clone(), &signer_config)
                         .await

@@ -516,11 +516,28 @@ pub struct SignerConfig {
     pub ca_name: String,
     /// Who may ask.
     pub policy: SignerPolicy,
-    /// Validity of node certificates (`--node-certificate-validity`).
+    /// Validity of node certificates (`--node-certificate-days`): the longest a node gets;
+    /// a request's `expirationSeconds` may ask for less.
     pub validity: Duration,
     /// How long a request for a node not (yet) in the controller's state waits for it
-    /// before it is denied.
+    /// before it is denied (`--node-certificate-grace`).
     pub unknown_node_grace: Duration,
+}
+
+/// The shortest certificate the signer issues, and the shortest `expirationSeconds` the
+/// API server accepts (certificates.k8s.io/v1).
+pub const MIN_VALIDITY: Duration = Duration::from_secs(600);
+
+/// How long a certificate for a request asking `requested` seconds (`spec.expirationSeconds`)
+/// lives: what it asks, but no longer than `configured` and no shorter than
+/// [`MIN_VALIDITY`], as the API documents for signers that honour the field.
+pub fn validity_for(configured: Duration, requested: Option<i32>) -> Duration {
+    match requested {
+        Some(seconds) => Duration::from_secs(seconds.max(0) as u64)
+            .max(MIN_VALIDITY)
+            .min(configured),
+        None => configured,
+    }
 }
 
 fn kube_error(action: String) -> impl FnOnce(kube::Error) -> SignerError {
@@ -786,7 +803,8 @@ async fn handle(
                     ));
                 csr = replace_approval(api, &name, &csr).await?;
             }
-            let certificate = ca.issue_node(&request, config.validity)?;
+            let validity = validity_for(config.validity, csr.spec.expiration_seconds);
+            let certificate = ca.issue_node(&request, validity)?;
             let status = csr
                 .status
                 .get_or_insert_with(CertificateSigningRequestStatus::default);
@@ -796,7 +814,8 @@ async fn handle(
                 .map_err(kube_error(format!(
                     "write the certificate of CertificateSigningRequest {name} (/status)"
                 )))?;
-            info!(csr = %name, node = %request.node, "node certificates: approved and signed");
+            info!(csr = %name, node = %request.node, validity_seconds = validity.as_secs(),
+                "node certificates: approved and signed");
             Ok(Handled::Signed(request.node))
         }
     }
@@ -1006,6 +1025,37 @@ mod tests {
             .issue_node(&approved, Duration::from_secs(3600))
             .unwrap();
         switchyard_tls::verify_issued(pem.as_bytes(), ca.certificate_pem.as_bytes(), "n1").unwrap();
+    }
+
+    #[test]
+    fn expiration_seconds_shortens_the_certificate_within_bounds() {
+        let year = Duration::from_secs(365 * 86400);
+        assert_eq!(validity_for(year, None), year);
+        assert_eq!(validity_for(year, Some(3600)), Duration::from_secs(3600));
+        // Below the API's minimum, or nonsense: the minimum.
+        assert_eq!(validity_for(year, Some(60)), MIN_VALIDITY);
+        assert_eq!(validity_for(year, Some(-5)), MIN_VALIDITY);
+        // Never longer than the operator allows.
+        assert_eq!(validity_for(year, Some(i32::MAX)), year);
+        assert_eq!(
+            validity_for(Duration::from_secs(86400), Some(2 * 86400)),
+            Duration::from_secs(86400)
+        );
+        // The issued certificate carries it: notAfter - notBefore = validity + the five
+        // minutes of back-dating.
+        let (_, csr) = good("n1");
+        let Decision::Approve(approved) = decide(&csr, &policy(), known) else {
+            panic!("not approved");
+        };
+        let ca = CertificateAuthority::generate().unwrap();
+        let pem = ca
+            .issue_node(&approved, validity_for(year, Some(3600)))
+            .unwrap();
+        let facts = crate::pkcs10::certificate_facts(pem.as_bytes()).unwrap();
+        assert_eq!(
+            (facts.not_after - facts.not_before).whole_seconds(),
+            3600 + 300
+        );
     }
 
     #[test]
