@@ -257,6 +257,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let mut election = None;
         let mut signer = None;
+        let mut own_renewal = None;
         let source = match (args.cluster_file, args.kubeconfig) {
             // The cluster file is the demo's: one controller, no election.
             (Some(file), _) => {
@@ -286,6 +287,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
                     let ca = switchyard::signer::ensure_ca(client.clone(), &signer_config)
                         .await
                         .map_err(|e| switchyard::Error::Config(e.to_string()))?;
+                    let ca = std::sync::Arc::new(ca);
                     let names = if args.certificate_names.is_empty() {
                         vec![format!("switchyard-controller.{}.svc", args.lease_namespace)]
                     } else {
@@ -306,6 +308,16 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
                     .map_err(|e| switchyard::Error::Config(e.to_string()))?;
                     tracing::info!(names = ?names, ips = ?ips, dir = %args.certificate_dir.display(),
                         "node certificates: issued this controller its own certificate");
+                    // Renewed in its last third while the controller runs; the listeners
+                    // present the new one from their next handshake.
+                    own_renewal = Some(switchyard::signer::keep_own_certificate(
+                        ca.clone(),
+                        names.clone(),
+                        ips.clone(),
+                        Duration::from_secs(args.node_certificate_days * 86400),
+                        args.certificate_dir.clone(),
+                        Duration::from_secs(3600),
+                    ));
                     // Explicit --*-tls-* flags win.
                     if config.switch_tls.is_none() {
                         config.switch_tls = Some(own.clone());
@@ -313,7 +325,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
                     if config.cni_tls.is_none() && config.cni_listen.starts_with("ssl:") {
                         config.cni_tls = Some(own);
                     }
-                    signer = Some((client.clone(), std::sync::Arc::new(ca), signer_config));
+                    signer = Some((client.clone(), ca, signer_config));
                 }
                 switchyard::listen::check_listeners(&config)?;
                 if args.leader_elect {
@@ -357,8 +369,15 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
                 None => std::future::pending().await,
             }
         };
+        let renewing = async {
+            match own_renewal {
+                Some(renewal) => renewal.await,
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             r = controller::run_elected(config, source, leadership.clone(), leader_cni) => r,
+            () = renewing => Err(switchyard::Error::TaskStopped("the controller's certificate renewal")),
             () = signing => Err(switchyard::Error::TaskStopped("the node certificate signer")),
             () = elect => Err(switchyard::Error::TaskStopped("the leader election")),
             signal = stop_signal() => {

@@ -692,11 +692,7 @@ pub fn own_certificate(
         path: dir.into(),
         source,
     })?;
-    let files = switchyard_tls::TlsFiles {
-        ca: dir.join("ca.crt"),
-        certificate: dir.join("tls.crt"),
-        private_key: dir.join("tls.key"),
-    };
+    let files = crate::node_certificate::files(dir);
     crate::node_certificate::write_atomically(&files.private_key, key.serialize_pem(), 0o600)
         .and_then(|()| {
             crate::node_certificate::write_atomically(&files.certificate, cert.pem(), 0o644)
@@ -706,6 +702,52 @@ pub fn own_certificate(
         })
         .map_err(|(path, source)| SignerError::Write { path, source })?;
     Ok(files)
+}
+
+/// Issues the controller's own certificate in `dir` again when it is due (in the last third
+/// of its life, or the files are missing, damaged or not the CA's): why, or `None` when it
+/// is good. The listeners and OVSDB clients present the new one from their next handshake
+/// (switchyard_tls re-reads changed files); connections already up keep the old one.
+pub fn renew_own_certificate(
+    ca: &CertificateAuthority,
+    names: &[String],
+    ips: &[IpAddr],
+    validity: Duration,
+    dir: &Path,
+) -> Result<Option<String>, SignerError> {
+    let name = names
+        .first()
+        .ok_or_else(|| SignerError::Issue("no name for the controller's certificate".into()))?;
+    let Some(why) =
+        crate::node_certificate::needs_renewal(dir, ca.certificate_pem.as_bytes(), name)
+    else {
+        return Ok(None);
+    };
+    own_certificate(ca, names, ips, validity, dir)?;
+    Ok(Some(why))
+}
+
+/// Runs [`renew_own_certificate`] every `every`, until the process stops; a failure is
+/// logged and tried again at the next round.
+pub async fn keep_own_certificate(
+    ca: Arc<CertificateAuthority>,
+    names: Vec<String>,
+    ips: Vec<IpAddr>,
+    validity: Duration,
+    dir: PathBuf,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match renew_own_certificate(&ca, &names, &ips, validity, &dir) {
+            Ok(None) => {}
+            Ok(Some(why)) => info!(%why, dir = %dir.display(),
+                "node certificates: renewed this controller's own certificate"),
+            Err(e) => warn!(error = %e, dir = %dir.display(),
+                "node certificates: cannot renew this controller's own certificate; \
+                 trying again at the next round"),
+        }
+    }
 }
 
 fn condition(type_: &str, reason: &str, message: String) -> CertificateSigningRequestCondition {
@@ -1025,6 +1067,41 @@ mod tests {
             .issue_node(&approved, Duration::from_secs(3600))
             .unwrap();
         switchyard_tls::verify_issued(pem.as_bytes(), ca.certificate_pem.as_bytes(), "n1").unwrap();
+    }
+
+    #[test]
+    fn the_controllers_own_certificate_is_renewed_in_its_last_third_only() {
+        let ca = CertificateAuthority::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("tls.crt");
+        let names = vec!["switchyard-controller.switchyard.svc".to_owned()];
+        let hour = Duration::from_secs(3600);
+        // Nothing there yet: issued.
+        let why = renew_own_certificate(&ca, &names, &[], hour, dir.path()).unwrap();
+        assert!(why.unwrap().contains("tls.crt"));
+        let first = std::fs::read(&cert).unwrap();
+        // Fresh: left alone.
+        assert_eq!(
+            renew_own_certificate(&ca, &names, &[], hour, dir.path()).unwrap(),
+            None
+        );
+        assert_eq!(std::fs::read(&cert).unwrap(), first);
+        // 60 s, back-dated five minutes: past two thirds of its life already.
+        own_certificate(&ca, &names, &[], Duration::from_secs(60), dir.path()).unwrap();
+        let short = std::fs::read(&cert).unwrap();
+        let why = renew_own_certificate(&ca, &names, &[], hour, dir.path())
+            .unwrap()
+            .unwrap();
+        assert!(why.contains("last third"), "{why}");
+        let renewed = std::fs::read(&cert).unwrap();
+        assert_ne!(renewed, short);
+        switchyard_tls::verify_issued(&renewed, ca.certificate_pem.as_bytes(), &names[0]).unwrap();
+        // Another CA now (the Secret replaced): renewed from it.
+        let other = CertificateAuthority::generate().unwrap();
+        let why = renew_own_certificate(&other, &names, &[], hour, dir.path())
+            .unwrap()
+            .unwrap();
+        assert!(why.contains("not the published CA"), "{why}");
     }
 
     #[test]

@@ -11,11 +11,14 @@
 //! Knows nothing of OpenFlow, OVSDB or Kubernetes; the protocol crates take the configs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use rustls::RootCertStore;
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -118,8 +121,98 @@ fn roots(files: &TlsFiles) -> Result<Arc<RootCertStore>, Error> {
     Ok(Arc::new(roots))
 }
 
+/// Our certificate and its key, read again whenever either file changes (inode, size or
+/// modification time: a rename in place, a rewrite, a Secret volume kubelet updates), so a
+/// renewed certificate is presented from the next handshake on without a restart. A pair
+/// that does not load — the new key written and the certificate not yet, a truncated file
+/// — keeps the last good pair in use and is logged once; the pair is tried again when a
+/// file changes again. (ovs-vswitchd does the same with its `set-ssl` files.)
+#[derive(Debug)]
+struct FileIdentity {
+    files: TlsFiles,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<(Stamp, Arc<CertifiedKey>)>,
+}
+
+/// What tells a changed file: (inode, size, mtime) of the certificate and of the key.
+type Stamp = [Option<(u64, u64, SystemTime)>; 2];
+
+fn stamp(files: &TlsFiles) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    [&files.certificate, &files.private_key].map(|path| {
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.ino(), m.len(), m.modified().ok()?))
+    })
+}
+
+fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, Error> {
+    CertifiedKey::from_der(
+        certificates("certificate", &files.certificate)?,
+        private_key(&files.private_key)?,
+        provider,
+    )
+    .map_err(|e| Error::Invalid {
+        what: "certificate and key",
+        reason: format!(
+            "{} with {}: {e}",
+            files.certificate.display(),
+            files.private_key.display()
+        ),
+    })
+}
+
+impl FileIdentity {
+    /// Loads the pair; an error names the file (the caller refuses to start).
+    fn load(files: &TlsFiles) -> Result<Arc<FileIdentity>, Error> {
+        let provider = provider();
+        let stamp = stamp(files);
+        let key = certified_key(files, &provider)?;
+        Ok(Arc::new(FileIdentity {
+            files: files.clone(),
+            provider,
+            current: Mutex::new((stamp, Arc::new(key))),
+        }))
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        let now = stamp(&self.files);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != now {
+            current.0 = now;
+            match certified_key(&self.files, &self.provider) {
+                Ok(key) => {
+                    tracing::info!(certificate = %self.files.certificate.display(),
+                        "TLS: the certificate changed on disk; presenting the new one");
+                    current.1 = Arc::new(key);
+                }
+                Err(e) => tracing::warn!(error = %e,
+                    "TLS: the certificate or key changed on disk but does not load; \
+                     still presenting the previous one"),
+            }
+        }
+        current.1.clone()
+    }
+}
+
+impl ResolvesServerCert for FileIdentity {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ResolvesClientCert for FileIdentity {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// The listener's side: we present our certificate and require one from every client,
-/// signed by the CA.
+/// signed by the CA. The certificate and key are re-read when their files change
+/// ([`FileIdentity`]); the CA is read once.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
     let invalid = |reason: String| Error::Invalid {
         what: "server configuration",
@@ -132,16 +225,13 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            certificates("certificate", &files.certificate)?,
-            private_key(&files.private_key)?,
-        )
-        .map_err(|e| invalid(format!("{}: {e}", files.certificate.display())))?;
+        .with_cert_resolver(FileIdentity::load(files)?);
     Ok(Arc::new(config))
 }
 
 /// The connecting side: the server's certificate must chain to the CA and name the server
-/// (checked against the `ServerName` given when connecting); we present ours.
+/// (checked against the `ServerName` given when connecting); we present ours, re-read when
+/// its files change as in [`server_config`].
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
     let invalid = |reason: String| Error::Invalid {
         what: "client configuration",
@@ -151,11 +241,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(e.to_string()))?
         .with_root_certificates(roots(files)?)
-        .with_client_auth_cert(
-            certificates("certificate", &files.certificate)?,
-            private_key(&files.private_key)?,
-        )
-        .map_err(|e| invalid(format!("{}: {e}", files.certificate.display())))?;
+        .with_client_cert_resolver(FileIdentity::load(files)?);
     Ok(Arc::new(config))
 }
 
@@ -345,6 +431,77 @@ mod tests {
             };
             assert!(refused, "{what}: the connection must fail");
         }
+    }
+
+    /// Writes `pem` to `path` through a temporary file and a rename, as node-setup and the
+    /// controller do.
+    fn replace(path: &Path, pem: String) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, pem).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// One handshake: the certificates each side saw (server's as the client saw it,
+    /// client's as the server saw it).
+    async fn handshake(
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+    ) -> (CertificateDer<'static>, CertificateDer<'static>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = TlsAcceptor::from(server).accept(tcp).await.unwrap();
+            client_certificate(&tls).unwrap()
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = TlsConnector::from(client)
+            .connect(server_name("controller").unwrap(), tcp)
+            .await
+            .unwrap();
+        let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        (served.into_owned(), accept.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_renewed_certificate_is_presented_from_the_next_handshake_and_a_half_written_pair_is_not()
+     {
+        let pki = Pki::new();
+        let (controller, node) = (pki.issue("controller"), pki.issue("node-1"));
+        let server = server_config(&controller).unwrap();
+        let client = client_config(&node).unwrap();
+        let (served, presented) = handshake(server.clone(), client.clone()).await;
+        assert_eq!(
+            served.as_ref(),
+            certificates("c", &controller.certificate).unwrap()[0].as_ref()
+        );
+        // Renewal of both sides, key first: between the two renames the new key does not
+        // match the old certificate, and the handshake still succeeds with the old pair.
+        let renew = |files: &TlsFiles, name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![name.to_owned()])
+                .unwrap()
+                .signed_by(&key, &pki.ca, &pki.ca_key)
+                .unwrap();
+            replace(&files.private_key, key.serialize_pem());
+            cert
+        };
+        let new_server = renew(&controller, "controller");
+        let new_client = renew(&node, "node-1");
+        assert_eq!(
+            handshake(server.clone(), client.clone()).await,
+            (served.clone(), presented.clone()),
+            "a half-written pair must leave the last good one in use"
+        );
+        replace(&controller.certificate, new_server.pem());
+        replace(&node.certificate, new_client.pem());
+        let (served_now, presented_now) = handshake(server.clone(), client.clone()).await;
+        assert_eq!(served_now.as_ref(), new_server.der().as_ref());
+        assert_eq!(presented_now.as_ref(), new_client.der().as_ref());
+        assert!(certificate_names(&presented_now, "node-1"));
+        // A truncated certificate: the last good pair stays.
+        replace(&controller.certificate, String::new());
+        assert_eq!(handshake(server, client).await.0, served_now);
     }
 
     #[test]
