@@ -76,12 +76,37 @@ impl Identity {
         }
     }
 
+    /// OVSDB client options presenting this identity and expecting the server to be
+    /// `server_name`.
+    pub fn ovsdb_options(&self, server_name: &str) -> ovsdb::ClientOptions {
+        ovsdb::ClientOptions {
+            tls: Some(ovsdb::TlsClient {
+                config: switchyard_tls::client_config(&self.files()).expect("client config"),
+                server_name: server_name.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
     /// `ovs-vsctl set-ssl KEY CERT CA` arguments.
     pub fn set_ssl_args(&self) -> Vec<String> {
         ["set-ssl", path(&self.key), path(&self.cert), path(&self.ca)]
             .map(String::from)
             .to_vec()
     }
+}
+
+/// Connects to `target` and lists its databases, bounded in time (5 s).
+pub async fn list_dbs(target: &str, options: ovsdb::ClientOptions) -> Result<Vec<String>, String> {
+    let attempt = async {
+        let client = ovsdb::Client::connect_with(target, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        client.list_dbs().await.map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer in 5 s".into()))
 }
 
 fn path(p: &Path) -> &str {

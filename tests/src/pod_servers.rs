@@ -114,3 +114,19 @@ pub fn enter(netns: &Path) -> std::io::Result<()> {
     let f = std::fs::File::open(netns)?;
     nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
 }
+
+/// Runs `f` on a new thread inside the network namespace at `netns`, on a current-thread
+/// tokio runtime.
+pub fn in_netns<T: Send + 'static>(
+    netns: PathBuf,
+    f: impl AsyncFnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    std::thread::spawn(move || {
+        enter(&netns).expect("enter the network namespace");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f())
+    })
+}

@@ -4,7 +4,9 @@
 //! containers are locked down, the probes reach the port the controller's flag binds, and
 //! every command line in them parses with the binary's own clap definition.
 //!
-//! No root, no network: files and the library only.
+//! No root, no network: files and the library only — except
+//! `the_node_daemonsets_containers_run_as_a_runtime_runs_them`, which runs the node
+//! DaemonSet's OVS and install containers as root in a network namespace of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -273,6 +275,16 @@ fn calls(list: &[ApiCall]) -> BTreeSet<Grant> {
 /// The container's command line (command + args) with every `$(VAR)` replaced as the
 /// kubelet does: from its env (literal, ConfigMap key, downward-API field).
 fn expanded_command_line(m: &Manifests, container: &Container) -> Vec<String> {
+    expanded_with(container, &container_env(m, container, FIELD_SAMPLES))
+}
+
+/// The container's environment as the kubelet sets it: literals, ConfigMap keys and the
+/// downward-API `fields`.
+fn container_env(
+    m: &Manifests,
+    container: &Container,
+    fields: &[(&str, &str)],
+) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for var in container.env.iter().flatten() {
         let value = if let Some(v) = &var.value {
@@ -290,7 +302,7 @@ fn expanded_command_line(m: &Manifests, container: &Container) -> Vec<String> {
                     })
                     .clone()
             } else if let Some(field) = &from.field_ref {
-                FIELD_SAMPLES
+                fields
                     .iter()
                     .find(|(path, _)| *path == field.field_path)
                     .unwrap_or_else(|| panic!("no sample for field {}", field.field_path))
@@ -302,19 +314,33 @@ fn expanded_command_line(m: &Manifests, container: &Container) -> Vec<String> {
         };
         env.insert(var.name.clone(), value);
     }
+    env
+}
+
+/// The command line with `$(VAR)` replaced from `env`.
+fn expanded_with(container: &Container, env: &BTreeMap<String, String>) -> Vec<String> {
     let mut line: Vec<String> = container.command.iter().flatten().cloned().collect();
     line.extend(container.args.iter().flatten().cloned());
     line.iter()
         .map(|arg| {
             let mut out = arg.clone();
-            for (name, value) in &env {
+            for (name, value) in env {
                 out = out.replace(&format!("$({name})"), value);
             }
-            assert!(
-                !out.contains("$("),
-                "{}: {arg:?} names a variable the container does not define",
-                container.name
-            );
+            // What is left of `$(...)` is the shell's own command substitution; a variable
+            // name there is one the container does not define (the kubelet would pass it on
+            // verbatim).
+            for (_, rest) in out.match_indices("$(").map(|(i, _)| out.split_at(i + 2)) {
+                let name: String = rest.chars().take_while(|c| *c != ')').collect();
+                let is_variable = !name.is_empty()
+                    && name.len() < rest.len()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                assert!(
+                    !is_variable,
+                    "{}: {arg:?} names $({name}), which the container does not define",
+                    container.name
+                );
+            }
             out
         })
         .collect()
@@ -869,4 +895,468 @@ fn json_with_version(plugin: &Value, version: &Value, name: &Value) -> Value {
     v["cniVersion"] = version.clone();
     v["name"] = name.clone();
     v
+}
+
+// --- The node DaemonSet's containers, run as a container runtime runs them -------------
+
+/// Sets up one container and execs its command (`"$@"`, run chrooted): the host's root
+/// filesystem stands for the image, as an overlay whose upper layer is a tmpfs of this mount
+/// namespace (nothing the container writes reaches the host); the node's /proc, /dev and
+/// /sys; every volume bound at its mountPath, resolved inside the root (/var/run is a
+/// symlink to /run there, and following it outside would land on the host's /run); then
+/// the root made read-only when readOnlyRootFilesystem says so.
+/// SY_SCRATCH: an empty directory; SY_MOUNTS: lines `SOURCE TARGET rw|ro`;
+/// SY_READ_ONLY_ROOT: yes or no.
+const CONTAINER_SETUP: &str = r#"set -eu
+root=$SY_SCRATCH/root
+mount -t tmpfs container "$SY_SCRATCH"
+mkdir "$SY_SCRATCH/upper" "$SY_SCRATCH/work" "$root"
+mount -t overlay container -o "lowerdir=/,upperdir=$SY_SCRATCH/upper,workdir=$SY_SCRATCH/work" "$root"
+for d in proc dev sys; do mount --rbind "/$d" "$root/$d"; done
+echo "$SY_MOUNTS" | while read -r source target mode; do
+  [ -n "$source" ] || continue
+  at=$root$(chroot "$root" realpath -m "$target")
+  if [ -d "$source" ]; then mkdir -p "$at"; else mkdir -p "${at%/*}"; [ -e "$at" ] || : > "$at"; fi
+  mount --bind "$source" "$at"
+  if [ "$mode" = ro ]; then mount -o remount,bind,ro "$at"; fi
+done
+if [ "$SY_READ_ONLY_ROOT" = yes ]; then mount -o remount,ro "$root"; fi
+exec chroot "$root" "$@"
+"#;
+
+/// The image's binaries, from this workspace's build.
+const IMAGE_BINARIES: &[&str] = &["switchyard", "switchyard-cni", "yardctl"];
+
+/// A node for the DaemonSet: a network namespace with the node's address (hostNetwork),
+/// and a directory standing for the node's filesystem, where each hostPath volume lives.
+struct TestNode {
+    netns: switchyard_tests::Netns,
+    dir: tempfile::TempDir,
+    ip: &'static str,
+}
+
+/// One container started from the manifest; stopped by PID on drop.
+struct RunningContainer {
+    name: String,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl RunningContainer {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to 30 s for `condition`; panics with the container's log if it does not
+    /// hold by then or the container exits first.
+    fn wait_for(&mut self, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !condition() {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!("{}: {status} before {what}:\n{}", self.name, self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: not {what} in 30 s:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RunningContainer {
+    fn drop(&mut self) {
+        // The process is the container's command itself (every step before it execs): as
+        // the runtime stops a container, SIGTERM, then SIGKILL after a grace period.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let stopped = switchyard_tests::wait_for(std::time::Duration::from_secs(5), || {
+            !matches!(self.child.try_wait(), Ok(None))
+        });
+        if stopped.is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl TestNode {
+    fn new(tag: &str, ip: &'static str) -> TestNode {
+        let netns = switchyard_tests::Netns::new(tag);
+        // The node's address (no dummy devices on this machine's kernel: on loopback).
+        netns.exec(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+        TestNode {
+            netns,
+            dir: tempfile::tempdir().expect("tempdir"),
+            ip,
+        }
+    }
+
+    /// Where the node's `path` is: under the test's directory, except the node's kernel
+    /// interfaces (/dev/net/tun) and its modules (none on this machine: an empty directory).
+    fn host_path(&self, path: &str) -> PathBuf {
+        match path {
+            "/dev/net/tun" => path.into(),
+            _ => self
+                .dir
+                .path()
+                .join("host")
+                .join(path.trim_start_matches('/')),
+        }
+    }
+
+    /// Starts `container` of `spec` as the kubelet and a runtime would: its volumes, its
+    /// environment (downward API for node-1 on this node, the ConfigMap, then `overrides`)
+    /// and nothing else, its securityContext (capability bounding set, no_new_privs, uid,
+    /// read-only root), in the node's network namespace.
+    fn start(
+        &self,
+        m: &Manifests,
+        spec: &PodSpec,
+        container: &Container,
+        overrides: &[(&str, &str)],
+    ) -> RunningContainer {
+        let mut mounts = String::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let volume = spec
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == mount.name)
+                .unwrap_or_else(|| panic!("{}: no volume {}", container.name, mount.name));
+            if volume.empty_dir.is_some() {
+                // One per pod, shared by its containers, empty when the pod starts.
+                let source = self.dir.path().join("empty-dirs").join(&volume.name);
+                std::fs::create_dir_all(&source).expect("mkdir the emptyDir");
+                mounts += &format!("{} {} rw\n", source.display(), mount.mount_path);
+                continue;
+            }
+            let host = volume
+                .host_path
+                .as_ref()
+                .unwrap_or_else(|| panic!("volume {} is a hostPath or an emptyDir", volume.name));
+            let source = self.host_path(&host.path);
+            match host.type_.as_deref() {
+                Some("FileOrCreate") if !source.exists() => {
+                    std::fs::create_dir_all(source.parent().expect("parent")).expect("mkdir");
+                    std::fs::write(&source, "").expect("create the file");
+                }
+                Some("CharDevice") => assert!(source.exists(), "{} exists", source.display()),
+                _ => std::fs::create_dir_all(&source).expect("mkdir the hostPath"),
+            }
+            let mode = if mount.read_only == Some(true) {
+                "ro"
+            } else {
+                "rw"
+            };
+            mounts += &format!("{} {} {mode}\n", source.display(), mount.mount_path);
+        }
+        for binary in IMAGE_BINARIES {
+            let built = switchyard_tests::workspace_binary(binary);
+            mounts += &format!("{} /usr/local/bin/{binary} ro\n", built.display());
+        }
+
+        let security = container.security_context.clone().unwrap_or_default();
+        assert_ne!(
+            security.privileged,
+            Some(true),
+            "{}: a privileged container is not run here",
+            container.name
+        );
+        let mut exec = vec!["setpriv".to_owned()];
+        let capabilities = security.capabilities.unwrap_or_default();
+        if capabilities.drop.iter().flatten().any(|c| c == "ALL") {
+            let added: String = capabilities
+                .add
+                .iter()
+                .flatten()
+                .map(|c| format!(",+{}", c.to_lowercase()))
+                .collect();
+            exec.push(format!("--bounding-set=-all{added}"));
+            exec.push("--inh-caps=-all".into());
+        }
+        if security.allow_privilege_escalation == Some(false) {
+            exec.push("--no-new-privs".into());
+        }
+        if let Some(uid) = security.run_as_user.filter(|uid| *uid != 0) {
+            exec.extend([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+            ]);
+        }
+        let fields = [
+            ("spec.nodeName", "node-1"),
+            ("metadata.namespace", "switchyard"),
+            ("status.hostIP", self.ip),
+            ("status.podIP", self.ip),
+        ];
+        let mut env = container_env(m, container, &fields);
+        for (name, value) in overrides {
+            env.insert((*name).into(), (*value).into());
+        }
+        exec.extend(["env".into(), "-i".into()]);
+        exec.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        exec.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        exec.extend(expanded_with(container, &env));
+
+        let scratch = self.dir.path().join(format!("scratch-{}", container.name));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).expect("scratch");
+        let log = self.dir.path().join(format!("{}.log", container.name));
+        let out = std::fs::File::create(&log).expect("log");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", self.netns.name()])
+            .args(["unshare", "--mount", "--propagation", "private"])
+            .args(["sh", "-c", CONTAINER_SETUP, "container-setup"])
+            .args(&exec)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("SY_SCRATCH", &scratch)
+            .env("SY_MOUNTS", mounts)
+            .env(
+                "SY_READ_ONLY_ROOT",
+                if security.read_only_root_filesystem == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start the container");
+        RunningContainer {
+            name: container.name.clone(),
+            child,
+            log,
+        }
+    }
+
+    /// Runs an init container to its end (60 s at most); its status and output.
+    fn run_to_completion(
+        &self,
+        m: &Manifests,
+        spec: &PodSpec,
+        container: &Container,
+    ) -> (std::process::ExitStatus, String) {
+        let mut running = self.start(m, spec, container, &[]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = running.child.try_wait().expect("wait") {
+                return (status, running.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not finish in 60 s:\n{}",
+                running.name,
+                running.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn container_named<'a>(containers: &'a [Container], name: &str) -> &'a Container {
+    containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("the node DaemonSet has no container {name}"))
+}
+
+/// The node DaemonSet's scripts, run whole: `install-cni` leaves the built plugin and a
+/// conflist the plugin accepts (and can run again); `ovsdb-server` creates its database and
+/// serves it on its unix socket and, with the certificate `ovs-vswitchd` sets from the node's
+/// TLS directory, over TLS on the node's address; `ovs-vswitchd` names the Open_vSwitch row
+/// after the node and runs a bridge; a restarted `ovsdb-server` keeps all of it. Each runs
+/// with the manifest's volumes, environment and securityContext (capability bounding set,
+/// no_new_privs, read-only root) on an overlay of this machine's root. Not run here: the
+/// `certificate` init container and `node-setup` (they need the API server; the kube source
+/// tests run their code against the in-test one) — the node's certificate is put where
+/// `certificate` leaves it.
+#[test]
+fn the_node_daemonsets_containers_run_as_a_runtime_runs_them() {
+    switchyard_tests::skip_unless_root!();
+    let m = load();
+    let spec = pod_spec_of_daemon_set(m.node());
+    assert_eq!(
+        spec.host_network,
+        Some(true),
+        "the node pod is in the host network"
+    );
+    let node = TestNode::new("nds", "10.251.0.11");
+
+    // Where the certificate init container leaves the node's identity.
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki = switchyard_tests::pki::Pki::new(pki_dir.path(), "n");
+    let (identity, controller) = (pki.issue("node-1"), pki.issue("controller"));
+    let tls = node.host_path("/etc/switchyard/tls");
+    std::fs::create_dir_all(&tls).expect("mkdir");
+    for (from, to) in [
+        (&identity.key, "tls.key"),
+        (&identity.cert, "tls.crt"),
+        (&identity.ca, "ca.crt"),
+    ] {
+        std::fs::copy(from, tls.join(to)).expect("copy the node's TLS files");
+    }
+
+    // install-cni, twice (a restarted pod runs its init containers again).
+    let install = container_named(
+        spec.init_containers.as_deref().unwrap_or_default(),
+        "install-cni",
+    );
+    for run in 1..=2 {
+        let (status, log) = node.run_to_completion(&m, spec, install);
+        assert!(status.success(), "install-cni run {run}: {status}\n{log}");
+        assert!(log.contains("installed"), "{log}");
+    }
+    let plugin = node.host_path("/opt/cni/bin").join("switchyard-cni");
+    assert!(
+        std::fs::read(&plugin).expect("the installed plugin")
+            == std::fs::read(switchyard_tests::workspace_binary("switchyard-cni")).expect("built"),
+        "the installed plugin is the image's"
+    );
+    let conf_dir = node.host_path("/etc/cni/net.d");
+    for dir in [plugin.parent().expect("dir"), conf_dir.as_path()] {
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with('.')),
+            "no temporary file left in {}: {names:?}",
+            dir.display()
+        );
+    }
+    let text = std::fs::read_to_string(conf_dir.join("10-switchyard.conflist")).expect("conflist");
+    let conflist: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
+    let entry = json_with_version(
+        &conflist["plugins"][0],
+        &conflist["cniVersion"],
+        &conflist["name"],
+    );
+    let netconf: switchyard_cni::plugin::NetConf = serde_json::from_value(entry.clone())
+        .unwrap_or_else(|e| panic!("the installed conflist's plugin entry: {e}\n{text}"));
+    assert_eq!(netconf.node_name.as_deref(), Some("node-1"));
+    assert_eq!(
+        netconf.controller,
+        m.config("switchyard-config")["SWITCHYARD_CONTROLLER_CNI"]
+    );
+    // The runtime's first call to a plugin it finds.
+    let mut version = std::process::Command::new(&plugin)
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the installed plugin");
+    use std::io::Write as _;
+    version
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(entry.to_string().as_bytes())
+        .expect("write the configuration");
+    let out = version.wait_with_output().expect("VERSION");
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("VERSION answers JSON");
+    assert!(
+        answer["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.contains(&conflist["cniVersion"])),
+        "{answer}"
+    );
+
+    // The OVS containers. SWITCHYARD_DATAPATH=netdev: this machine's datapath.
+    let ovsdb_server = container_named(&spec.containers, "ovsdb-server");
+    let vswitchd = container_named(&spec.containers, "ovs-vswitchd");
+    let run_dir = node.host_path("/var/run/openvswitch");
+    let db = format!("--db=unix:{}", run_dir.join("db.sock").display());
+    let vsctl = |args: &[&str]| {
+        let mut all = vec![db.as_str(), "--timeout=20"];
+        all.extend_from_slice(args);
+        switchyard_tests::testbed::output("ovs-vsctl", &all).expect("run ovs-vsctl")
+    };
+    let mut server = node.start(&m, spec, ovsdb_server, &[]);
+    server.wait_for("serving db.sock", || {
+        vsctl(&["--no-wait", "show"]).status.success()
+    });
+    let mut switch = node.start(&m, spec, vswitchd, &[("SWITCHYARD_DATAPATH", "netdev")]);
+    switch.wait_for("naming the Open_vSwitch row after the node", || {
+        let out = vsctl(&["get", "Open_vSwitch", ".", "external_ids:system-id"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_matches('"')
+            == "node-1"
+    });
+    let ssl = String::from_utf8_lossy(&vsctl(&["get-ssl"]).stdout).into_owned();
+    for file in ["tls.key", "tls.crt", "ca.crt"] {
+        assert!(
+            ssl.contains(&format!("/etc/switchyard/tls/{file}")),
+            "{ssl}"
+        );
+    }
+    // Without --no-wait: answers once ovs-vswitchd has the bridge running.
+    let added = vsctl(&[
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "Bridge",
+        "br-int",
+        "datapath_type=netdev",
+    ]);
+    assert!(
+        added.status.success(),
+        "ovs-vswitchd runs br-int: {}\n{}",
+        String::from_utf8_lossy(&added.stderr),
+        switch.log()
+    );
+    let ofport = vsctl(&["get", "Interface", "br-int", "ofport"]);
+    assert_eq!(String::from_utf8_lossy(&ofport.stdout).trim(), "65534");
+
+    // The controller's side: ovsdb-server on the node's address, over TLS only.
+    let list_dbs = |target: String, options: Option<switchyard_tests::pki::Identity>| {
+        switchyard_tests::pod_servers::in_netns(node.netns.path(), async move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let tls = options.as_ref().map(|who| who.ovsdb_options("node-1"));
+                let r = switchyard_tests::pki::list_dbs(&target, tls.unwrap_or_default());
+                match r.await {
+                    Ok(dbs) => break Ok(dbs),
+                    // Plaintext: one try (it gets no answer).
+                    Err(e) if options.is_none() || std::time::Instant::now() > deadline => {
+                        break Err(e);
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .join()
+        .expect("client thread")
+    };
+    let over_tls = format!("ssl:{}:6640", node.ip);
+    let dbs = list_dbs(over_tls.clone(), Some(controller.clone())).unwrap_or_else(|e| {
+        panic!(
+            "the controller reaches ovsdb-server over TLS: {e}\n{}",
+            server.log()
+        )
+    });
+    assert!(dbs.contains(&"Open_vSwitch".to_owned()), "{dbs:?}");
+    list_dbs(format!("tcp:{}:6640", node.ip), None)
+        .expect_err("no plaintext OVSDB on the node's address");
+
+    // ovsdb-server restarted (the kubelet restarts a container that died): the same
+    // database, the same TLS, the bridge still there.
+    drop(server);
+    let server = node.start(&m, spec, ovsdb_server, &[]);
+    list_dbs(over_tls, Some(controller))
+        .unwrap_or_else(|e| panic!("TLS after a restart: {e}\n{}", server.log()));
+    let bridges = vsctl(&["list-br"]);
+    assert_eq!(String::from_utf8_lossy(&bridges.stdout).trim(), "br-int");
+    drop(switch);
+    drop(server);
 }

@@ -15,48 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard_tests::OvsSandbox;
-use switchyard_tests::pki::{Identity, Pki};
-use switchyard_tests::pod_servers::enter;
+use switchyard_tests::pki::{Identity, Pki, list_dbs};
+use switchyard_tests::pod_servers::in_netns;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Runs `f` on a thread inside `netns`, on a current-thread tokio runtime.
-fn in_netns<T: Send + 'static>(
-    netns: PathBuf,
-    f: impl AsyncFnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        enter(&netns).expect("enter the sandbox's namespace");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(f())
-    })
-}
-
-fn ovsdb_options(who: &Identity, server_name: &str) -> ovsdb::ClientOptions {
-    ovsdb::ClientOptions {
-        tls: Some(ovsdb::TlsClient {
-            config: switchyard_tls::client_config(&who.files()).expect("client config"),
-            server_name: server_name.into(),
-        }),
-        ..Default::default()
-    }
-}
-
-/// Connects and lists the databases, bounded in time.
-async fn list_dbs(target: &str, options: ovsdb::ClientOptions) -> Result<Vec<String>, String> {
-    let attempt = async {
-        let client = ovsdb::Client::connect_with(target, options)
-            .await
-            .map_err(|e| e.to_string())?;
-        client.list_dbs().await.map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(5), attempt)
-        .await
-        .unwrap_or_else(|_| Err("no answer in 5 s".into()))
-}
 
 #[test]
 fn ovsdb_over_tls_proves_both_sides_and_refuses_strangers_and_plaintext() {
@@ -76,18 +38,18 @@ fn ovsdb_over_tls_proves_both_sides_and_refuses_strangers_and_plaintext() {
         // ovsdb-server opens the remote when it reads the Manager row: retry until then.
         let deadline = Instant::now() + DEADLINE;
         let ok = loop {
-            match list_dbs(target, ovsdb_options(&controller, "node-1")).await {
+            match list_dbs(target, controller.ovsdb_options("node-1")).await {
                 Ok(dbs) => break Ok(dbs),
                 Err(e) if Instant::now() > deadline => break Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        let wrong_name = list_dbs(target, ovsdb_options(&controller, "node-2")).await;
-        let stranger_ca = list_dbs(target, ovsdb_options(&stranger, "node-1")).await;
+        let wrong_name = list_dbs(target, controller.ovsdb_options("node-2")).await;
+        let stranger_ca = list_dbs(target, stranger.ovsdb_options("node-1")).await;
         // Trusts the server's CA, but its own certificate is from another one.
         let mut foreign = stranger.clone();
         foreign.ca = controller.ca.clone();
-        let foreign_cert = list_dbs(target, ovsdb_options(&foreign, "node-1")).await;
+        let foreign_cert = list_dbs(target, foreign.ovsdb_options("node-1")).await;
         let plaintext = list_dbs("tcp:127.0.0.1:6640", Default::default()).await;
         (ok, wrong_name, stranger_ca, foreign_cert, plaintext)
     })
