@@ -433,6 +433,41 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
+    /// Every metric the controller registers (here and in the audit log's registry) has
+    /// its row in docs/operations.md, as `switchyard_NAME` or, for a counter,
+    /// `switchyard_NAME_total`: a new metric without its documentation fails here. (The
+    /// names are read from the `register` calls: an empty label family is not encoded.)
+    #[test]
+    fn every_metric_is_documented_in_operations_md() {
+        let docs = include_str!("../../docs/operations.md");
+        let sources = [include_str!("telemetry.rs"), include_str!("audit.rs")];
+        // Built here so that this test's own text does not contain it.
+        let needle = ["registry", ".register("].concat();
+        let mut names = Vec::new();
+        for source in sources {
+            for (_, after) in source
+                .match_indices(needle.as_str())
+                .map(|(i, _)| source.split_at(i))
+            {
+                let call = after[needle.len()..].trim_start();
+                // The call's first argument, the name.
+                let Some(literal) = call.strip_prefix('"') else {
+                    continue;
+                };
+                let name = literal.split('"').next().expect("a metric name");
+                names.push(format!("switchyard_{name}"));
+            }
+        }
+        assert!(names.len() >= 15, "{names:?}");
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !docs.contains(&format!("`{n}`")) && !docs.contains(&format!("`{n}_total`"))
+            })
+            .collect();
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+    }
+
     #[test]
     fn events_name_a_bounded_number_of_owners() {
         let owners: Vec<Owner> = (0..40)
