@@ -1171,7 +1171,8 @@ fn container_named<'a>(containers: &'a [Container], name: &str) -> &'a Container
 /// conflist the plugin accepts (and can run again); `ovsdb-server` creates its database and
 /// serves it on its unix socket and, with the certificate `ovs-vswitchd` sets from the node's
 /// TLS directory, over TLS on the node's address; `ovs-vswitchd` names the Open_vSwitch row
-/// after the node and runs a bridge; a restarted `ovsdb-server` keeps all of it. Each runs
+/// after the node and runs a bridge; a restarted `ovsdb-server` keeps all of it; with
+/// `SWITCHYARD_OVS=host` both only wait and create nothing. Each runs
 /// with the manifest's volumes, environment and securityContext (capability bounding set,
 /// no_new_privs, read-only root) on an overlay of this machine's root. Not run here: the
 /// `certificate` init container and `node-setup` (they need the API server; the kube source
@@ -1280,6 +1281,21 @@ fn the_node_daemonsets_containers_run_as_a_runtime_runs_them() {
         all.extend_from_slice(args);
         switchyard_tests::testbed::output("ovs-vsctl", &all).expect("run ovs-vsctl")
     };
+    // SWITCHYARD_OVS=host: both stay up, idle, and leave the node's OVS files alone.
+    for container in [ovsdb_server, vswitchd] {
+        let mut idle = node.start(&m, spec, container, &[("SWITCHYARD_OVS", "host")]);
+        let says = format!("using the node's own {}", container.name);
+        let (log, pid) = (idle.log.clone(), idle.child.id());
+        // It said so and went on to wait (`exec sleep infinity`), not exited.
+        idle.wait_for("idling in host mode", || {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&says)) && comm.trim() == "sleep"
+        });
+    }
+    assert!(
+        !node.host_path("/etc/openvswitch").join("conf.db").exists(),
+        "host mode creates no database"
+    );
     let mut server = node.start(&m, spec, ovsdb_server, &[]);
     server.wait_for("serving db.sock", || {
         vsctl(&["--no-wait", "show"]).status.success()
