@@ -2120,15 +2120,33 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
                 .status
                 .success()
         };
+        // ADD `pod` (it must succeed: `why` and `log` say more), then ping it from `from`
+        // until it answers; its namespace and address.
+        let attach_and_reach = |node: &CniNode,
+                                pod: &str,
+                                extra: &[(&str, Value)],
+                                from: &switchyard_tests::Netns,
+                                why: &str,
+                                log: &dyn Fn() -> String| {
+            let (netns, out) = add(node, pod, extra);
+            assert!(
+                out.success,
+                "ADD {pod} {why}: {} {}\n{}",
+                out.stdout,
+                out.stderr,
+                log()
+            );
+            let ip = address(&out);
+            assert!(
+                switchyard_tests::wait_for(DEADLINE, || pings(from, &ip)).is_some(),
+                "{pod}, attached {why}, never answered a ping"
+            );
+            (netns, ip)
+        };
         let (netns_a, out) = add(&node, "a", &[]);
         assert!(out.success, "ADD a: {} {}", out.stdout, out.stderr);
-        let (_netns_b, out) = add(&node, "b", &[]);
-        assert!(out.success, "ADD b: {} {}", out.stdout, out.stderr);
-        let ip_b = address(&out);
-        assert!(
-            switchyard_tests::wait_for(DEADLINE, || pings(&netns_a, &ip_b)).is_some(),
-            "a never reached b"
-        );
+        let (_netns_b, ip_b) =
+            attach_and_reach(&node, "b", &[], &netns_a, "by the leader", &String::new);
 
         // The standby: the same flags but its own sockets, listening where br-int's
         // Controller table (written by the leader) already points.
@@ -2182,18 +2200,13 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
         // A shim that reached the standby is handed on to the leader (its CNI address is
         // in the Lease): the pod is attached by the leader and reachable.
         let via_standby = [("controller", json!(format!("unix:{sd}/cni.sock")))];
-        let (_netns_c, out) = add(&node, "c", &via_standby);
-        assert!(
-            out.success,
-            "ADD through the standby, handed on to the leader: {} {}\n{}",
-            out.stdout,
-            out.stderr,
-            standby_log()
-        );
-        let ip_c = address(&out);
-        assert!(
-            switchyard_tests::wait_for(DEADLINE, || pings(&netns_a, &ip_c)).is_some(),
-            "a never reached c, attached through the standby"
+        let (_netns_c, ip_c) = attach_and_reach(
+            &node,
+            "c",
+            &via_standby,
+            &netns_a,
+            "through the standby, handed on to the leader",
+            &standby_log,
         );
 
         // 300 pings, one every 50 ms (15 s), across the takeover.
@@ -2269,18 +2282,13 @@ async fn the_standby_process_takes_over_from_a_killed_leader_without_losing_a_pi
         );
 
         // The new leader attaches pods itself; the policy lets a reach d and c.
-        let (_netns_d, out) = add(&node, "d", &via_standby);
-        assert!(
-            out.success,
-            "ADD d through the new leader: {} {}\n{}",
-            out.stdout,
-            out.stderr,
-            standby_log()
-        );
-        let ip_d = address(&out);
-        assert!(
-            switchyard_tests::wait_for(DEADLINE, || pings(&netns_a, &ip_d)).is_some(),
-            "a never reached d"
+        let _d = attach_and_reach(
+            &node,
+            "d",
+            &via_standby,
+            &netns_a,
+            "through the new leader",
+            &standby_log,
         );
         assert!(
             pings(&netns_a, &ip_c),
@@ -2602,6 +2610,16 @@ async fn node_certificates_are_signed_only_for_the_node_that_asks() {
     signing.abort();
 }
 
+/// The flags both replicas of the CNI-over-TLS leader tests run with: node certificates
+/// signed by the leader, a short Lease, the controller's certificate name.
+const ELECTED_SIGNER_FLAGS: &[&str] = &[
+    "--node-certificates=true",
+    "--leader-elect=true",
+    "--lease-duration=3",
+    "--lease-namespace=switchyard",
+    "--certificate-name=switchyard-controller",
+];
+
 /// End to end on real OVS: the controller (`--node-certificates=true`) makes the CA and its
 /// own certificate, `switchyard node-setup --request-certificate` gets the node's through a
 /// CertificateSigningRequest, and the controller's ssl: CNI listener then accepts that
@@ -2628,15 +2646,7 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
         CniNode::unstarted(
             &["--kubeconfig", &kc],
             &listen,
-            &[
-                "--node-certificates=true",
-                "--leader-elect=true",
-                "--lease-duration=3",
-                "--lease-namespace=switchyard",
-                "--certificate-name=switchyard-controller",
-                "--certificate-dir",
-                &cd,
-            ],
+            &[ELECTED_SIGNER_FLAGS, &["--certificate-dir", &cd]].concat(),
             &[("tls", tls)],
         )
     })
@@ -2740,15 +2750,8 @@ async fn node_setup_requests_a_certificate_that_the_cni_listener_accepts_for_its
             &format!("unix:{}/admin.sock", s(&second_dir)),
         ])
         .args(["--metrics-listen", "127.0.0.1:0"])
-        .args([
-            "--node-certificates=true",
-            "--leader-elect=true",
-            "--lease-duration=3",
-            "--lease-namespace=switchyard",
-            "--certificate-name=switchyard-controller",
-            "--certificate-dir",
-            &s(&second_dir.join("tls")),
-        ])
+        .args(ELECTED_SIGNER_FLAGS)
+        .args(["--certificate-dir", &s(&second_dir.join("tls"))])
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("log"))

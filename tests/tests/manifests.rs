@@ -947,21 +947,34 @@ impl RunningContainer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits up to 30 s for `condition`; panics with the container's log if it does not
-    /// hold by then or the container exits first.
-    fn wait_for(&mut self, what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    /// Waits up to `secs` for `condition`; panics with the container's log if it does not
+    /// hold by then. `Err` with the exit status if the container exits first.
+    fn watch(
+        &mut self,
+        what: &str,
+        secs: u64,
+        mut condition: impl FnMut() -> bool,
+    ) -> Result<(), std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         while !condition() {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                panic!("{}: {status} before {what}:\n{}", self.name, self.log());
+                return Err(status);
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{}: not {what} in 30 s:\n{}",
+                "{}: not {what} in {secs} s:\n{}",
                 self.name,
                 self.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// [`RunningContainer::watch`] for 30 s; the container exiting first is a failure.
+    fn wait_for(&mut self, what: &str, condition: impl FnMut() -> bool) {
+        if let Err(status) = self.watch(what, 30, condition) {
+            panic!("{}: {status} before {what}:\n{}", self.name, self.log());
         }
     }
 }
@@ -1144,18 +1157,9 @@ impl TestNode {
         container: &Container,
     ) -> (std::process::ExitStatus, String) {
         let mut running = self.start(m, spec, container, &[]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            if let Some(status) = running.child.try_wait().expect("wait") {
-                return (status, running.log());
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not finish in 60 s:\n{}",
-                running.name,
-                running.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        match running.watch("finished", 60, || false) {
+            Err(status) => (status, running.log()),
+            Ok(()) => unreachable!("the condition never holds"),
         }
     }
 }
@@ -1301,20 +1305,18 @@ fn the_node_daemonsets_containers_run_as_a_runtime_runs_them() {
         vsctl(&["--no-wait", "show"]).status.success()
     });
     let mut switch = node.start(&m, spec, vswitchd, &[("SWITCHYARD_DATAPATH", "netdev")]);
-    switch.wait_for("naming the Open_vSwitch row after the node", || {
-        let out = vsctl(&["get", "Open_vSwitch", ".", "external_ids:system-id"]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .trim_matches('"')
-            == "node-1"
+    // The script names the node, then sets the SSL table, then starts the daemon.
+    let tls_files = ["tls.key", "tls.crt", "ca.crt"].map(|f| format!("/etc/switchyard/tls/{f}"));
+    switch.wait_for("setting the SSL table to the node's TLS files", || {
+        let ssl = String::from_utf8_lossy(&vsctl(&["get-ssl"]).stdout).into_owned();
+        tls_files.iter().all(|f| ssl.contains(f.as_str()))
     });
-    let ssl = String::from_utf8_lossy(&vsctl(&["get-ssl"]).stdout).into_owned();
-    for file in ["tls.key", "tls.crt", "ca.crt"] {
-        assert!(
-            ssl.contains(&format!("/etc/switchyard/tls/{file}")),
-            "{ssl}"
-        );
-    }
+    let id = vsctl(&["get", "Open_vSwitch", ".", "external_ids:system-id"]);
+    assert_eq!(
+        String::from_utf8_lossy(&id.stdout).trim().trim_matches('"'),
+        "node-1",
+        "the Open_vSwitch row is named after the node"
+    );
     // Without --no-wait: answers once ovs-vswitchd has the bridge running.
     let added = vsctl(&[
         "add-br",

@@ -355,19 +355,7 @@ mod tests {
         let pki = Pki::new();
         let server = server_config(&pki.issue("controller")).unwrap();
         let client = client_config(&pki.issue("node-1")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accept = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let tls = TlsAcceptor::from(server).accept(tcp).await.unwrap();
-            client_certificate(&tls).unwrap()
-        });
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        TlsConnector::from(client)
-            .connect(server_name("controller").unwrap(), tcp)
-            .await
-            .unwrap();
-        let cert = accept.await.unwrap();
+        let (_, cert) = handshake(server, client).await;
         assert!(certificate_names(&cert, "node-1"));
         assert!(!certificate_names(&cert, "node-2"));
     }
