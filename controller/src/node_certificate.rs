@@ -9,8 +9,8 @@
 //! matches the key and is not in the last third of its life, a new ECDSA P-256 key is made
 //! here (it never leaves the node), a PKCS#10 request with CN and DNS subjectAltName = the
 //! node name is sent as a `certificates.k8s.io/v1` CertificateSigningRequest of signer
-//! `switchyard.io/node`, and once the controller has signed it the three files are replaced,
-//! each by an atomic rename. Otherwise nothing changes.
+//! `switchyard.io/node`, and once the controller has signed it the three files are replaced
+//! together ([`write_identity`]: one rename switches all three). Otherwise nothing changes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -318,13 +318,84 @@ pub async fn ensure(
         path: config.dir.clone(),
         source,
     })?;
-    let files = files(&config.dir);
     let certificate = String::from_utf8(certificate).map_err(|_| bad("not PEM".into()))?;
-    write_atomically(&files.private_key, key.serialize_pem(), 0o600)
-        .and_then(|()| write_atomically(&files.certificate, certificate, 0o644))
-        .and_then(|()| write_atomically(&files.ca, ca_pem, 0o644))
+    write_identity(&config.dir, key.serialize_pem(), certificate, ca_pem)
         .map_err(|(path, source)| NodeCertificateError::Write { path, source })?;
     Ok(Outcome::Issued(csr_name))
+}
+
+/// The link in an identity directory naming its current set of files (`..data` → `..N`,
+/// the layout kubelet gives a Secret volume).
+const DATA_LINK: &str = "..data";
+
+/// Writes a key, its certificate and the CA into `dir` so that a reader sees either the
+/// old three or the new three, never a new key with the old certificate: the files go into
+/// a new hidden directory `..N` (synced), the link `..data` is switched to it by one rename,
+/// and `tls.key`, `tls.crt`, `ca.crt` are links to `..data/NAME` (a regular file from an
+/// older layout is replaced by its link, by a rename too). Older `..N` directories are
+/// removed afterwards. The names readers use (`files`) do not change.
+pub fn write_identity(
+    dir: &Path,
+    key_pem: String,
+    certificate_pem: String,
+    ca_pem: String,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| (path, e)
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let data = format!("..{stamp}");
+    let data_dir = dir.join(&data);
+    std::fs::create_dir(&data_dir).map_err(at(&data_dir))?;
+    let names = files(Path::new(""));
+    for (name, contents, mode) in [
+        (&names.private_key, key_pem, 0o600),
+        (&names.certificate, certificate_pem, 0o644),
+        (&names.ca, ca_pem, 0o644),
+    ] {
+        write_atomically(&data_dir.join(name), contents, mode)?;
+    }
+    std::fs::File::open(&data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(at(&data_dir))?;
+    replace_with_link(&dir.join(DATA_LINK), Path::new(&data))?;
+    for name in [&names.private_key, &names.certificate, &names.ca] {
+        let path = dir.join(name);
+        let target = Path::new(DATA_LINK).join(name);
+        if std::fs::read_link(&path).ok().as_deref() != Some(target.as_path()) {
+            replace_with_link(&path, &target)?;
+        }
+    }
+    // What no link names any more.
+    for entry in std::fs::read_dir(dir).map_err(at(dir))?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_data_dir = name.len() > 2
+            && name.starts_with("..")
+            && name[2..].bytes().all(|b| b.is_ascii_digit());
+        if is_data_dir && name != data {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Makes `path` a symbolic link to `target` by creating it beside and renaming it over
+/// `path` (atomic: a reader finds the old file or link, or the new link).
+fn replace_with_link(path: &Path, target: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    // Beside `path` under its whole name plus a suffix (`with_extension` would turn
+    // `..data` into `..`).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".link-tmp");
+    let tmp = PathBuf::from(tmp);
+    let fail = |e| (path.to_path_buf(), e);
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
 }
 
 /// Writes `contents` to `path` through a temporary file in the same directory (created
@@ -415,10 +486,13 @@ mod tests {
                     validity,
                 )
                 .unwrap();
-            let f = files(dir.path());
-            write_atomically(&f.private_key, key.serialize_pem(), 0o600).unwrap();
-            write_atomically(&f.certificate, cert, 0o644).unwrap();
-            write_atomically(&f.ca, ca.certificate_pem.clone(), 0o644).unwrap();
+            write_identity(
+                dir.path(),
+                key.serialize_pem(),
+                cert,
+                ca.certificate_pem.clone(),
+            )
+            .unwrap();
         };
         write(Duration::from_secs(365 * 86400));
         assert_eq!(needs_renewal(dir.path(), ca_pem, "n1"), None);
@@ -436,5 +510,65 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_three_files_are_switched_together_and_an_old_layout_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        // An older layout: three regular files.
+        write_atomically(&f.private_key, "old key".into(), 0o600).unwrap();
+        write_atomically(&f.certificate, "old cert".into(), 0o644).unwrap();
+        write_atomically(&f.ca, "ca".into(), 0o644).unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let data = |dir: &Path| std::fs::read_link(dir.join(DATA_LINK)).unwrap();
+        let hidden = |dir: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".."))
+                .collect();
+            v.sort();
+            v
+        };
+        write_identity(dir.path(), "key 1".into(), "cert 1".into(), "ca".into()).unwrap();
+        for (path, name) in [
+            (&f.private_key, "tls.key"),
+            (&f.certificate, "tls.crt"),
+            (&f.ca, "ca.crt"),
+        ] {
+            assert_eq!(
+                std::fs::read_link(path).unwrap(),
+                Path::new(DATA_LINK).join(name)
+            );
+        }
+        assert_eq!(
+            (read(&f.private_key), read(&f.certificate)),
+            ("key 1".into(), "cert 1".into())
+        );
+        let first = data(dir.path());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f.private_key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key, through its link");
+
+        write_identity(dir.path(), "key 2".into(), "cert 2".into(), "ca".into()).unwrap();
+        assert_ne!(data(dir.path()), first, "a new directory");
+        assert_eq!(
+            (read(&f.private_key), read(&f.certificate)),
+            ("key 2".into(), "cert 2".into())
+        );
+        // Only the link and the current directory are left, no temporary file either.
+        let mut expected = vec![DATA_LINK.to_owned(), data(dir.path()).display().to_string()];
+        expected.sort();
+        assert_eq!(hidden(dir.path()), expected);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".."))
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
     }
 }

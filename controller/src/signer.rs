@@ -693,14 +693,13 @@ pub fn own_certificate(
         source,
     })?;
     let files = crate::node_certificate::files(dir);
-    crate::node_certificate::write_atomically(&files.private_key, key.serialize_pem(), 0o600)
-        .and_then(|()| {
-            crate::node_certificate::write_atomically(&files.certificate, cert.pem(), 0o644)
-        })
-        .and_then(|()| {
-            crate::node_certificate::write_atomically(&files.ca, ca.certificate_pem.clone(), 0o644)
-        })
-        .map_err(|(path, source)| SignerError::Write { path, source })?;
+    crate::node_certificate::write_identity(
+        dir,
+        key.serialize_pem(),
+        cert.pem(),
+        ca.certificate_pem.clone(),
+    )
+    .map_err(|(path, source)| SignerError::Write { path, source })?;
     Ok(files)
 }
 

@@ -1175,13 +1175,15 @@ fn container_named<'a>(containers: &'a [Container], name: &str) -> &'a Container
 /// conflist the plugin accepts (and can run again); `ovsdb-server` creates its database and
 /// serves it on its unix socket and, with the certificate `ovs-vswitchd` sets from the node's
 /// TLS directory, over TLS on the node's address; `ovs-vswitchd` names the Open_vSwitch row
-/// after the node and runs a bridge; a restarted `ovsdb-server` keeps all of it; with
+/// after the node and runs a bridge; node TLS files renewed in place (switched as
+/// node-setup switches them) are taken up without a restart; a restarted `ovsdb-server`
+/// keeps all of it; with
 /// `SWITCHYARD_OVS=host` both only wait and create nothing. Each runs
 /// with the manifest's volumes, environment and securityContext (capability bounding set,
 /// no_new_privs, read-only root) on an overlay of this machine's root. Not run here: the
 /// `certificate` init container and `node-setup` (they need the API server; the kube source
-/// tests run their code against the in-test one) — the node's certificate is put where
-/// `certificate` leaves it.
+/// tests run their code against the in-test one) — the node's certificate is written where
+/// and as `certificate` leaves it.
 #[test]
 fn the_node_daemonsets_containers_run_as_a_runtime_runs_them() {
     switchyard_tests::skip_unless_root!();
@@ -1194,19 +1196,24 @@ fn the_node_daemonsets_containers_run_as_a_runtime_runs_them() {
     );
     let node = TestNode::new("nds", "10.251.0.11");
 
-    // Where the certificate init container leaves the node's identity.
+    // Where the certificate init container leaves the node's identity, written as it
+    // writes it (the `..data` layout).
     let pki_dir = tempfile::tempdir().expect("tempdir");
     let pki = switchyard_tests::pki::Pki::new(pki_dir.path(), "n");
     let (identity, controller) = (pki.issue("node-1"), pki.issue("controller"));
     let tls = node.host_path("/etc/switchyard/tls");
     std::fs::create_dir_all(&tls).expect("mkdir");
-    for (from, to) in [
-        (&identity.key, "tls.key"),
-        (&identity.cert, "tls.crt"),
-        (&identity.ca, "ca.crt"),
-    ] {
-        std::fs::copy(from, tls.join(to)).expect("copy the node's TLS files");
-    }
+    let write_tls = |who: &switchyard_tests::pki::Identity| {
+        let read = |p: &Path| std::fs::read_to_string(p).expect("read a PEM file");
+        switchyard::node_certificate::write_identity(
+            &tls,
+            read(&who.key),
+            read(&who.cert),
+            read(&who.ca),
+        )
+        .expect("write the node's TLS files");
+    };
+    write_tls(&identity);
 
     // install-cni, twice (a restarted pod runs its init containers again).
     let install = container_named(
@@ -1367,11 +1374,23 @@ fn the_node_daemonsets_containers_run_as_a_runtime_runs_them() {
     list_dbs(format!("tcp:{}:6640", node.ip), None)
         .expect_err("no plaintext OVSDB on the node's address");
 
+    // Renewed (here from another CA, so that only the new files can let the client in):
+    // OVS takes the switched files up without a restart.
+    let renewed_pki = switchyard_tests::pki::Pki::new(pki_dir.path(), "m");
+    write_tls(&renewed_pki.issue("node-1"));
+    let renewed_controller = renewed_pki.issue("controller");
+    list_dbs(over_tls.clone(), Some(renewed_controller.clone())).unwrap_or_else(|e| {
+        panic!(
+            "ovsdb-server presents and trusts the renewed files: {e}\n{}",
+            server.log()
+        )
+    });
+
     // ovsdb-server restarted (the kubelet restarts a container that died): the same
     // database, the same TLS, the bridge still there.
     drop(server);
     let server = node.start(&m, spec, ovsdb_server, &[]);
-    list_dbs(over_tls, Some(controller))
+    list_dbs(over_tls, Some(renewed_controller))
         .unwrap_or_else(|e| panic!("TLS after a restart: {e}\n{}", server.log()));
     let bridges = vsctl(&["list-br"]);
     assert_eq!(String::from_utf8_lossy(&bridges.stdout).trim(), "br-int");

@@ -124,14 +124,24 @@ fn roots(files: &TlsFiles) -> Result<Arc<RootCertStore>, Error> {
 /// Our certificate and its key, read again whenever either file changes (inode, size or
 /// modification time: a rename in place, a rewrite, a Secret volume kubelet updates), so a
 /// renewed certificate is presented from the next handshake on without a restart. A pair
-/// that does not load — the new key written and the certificate not yet, a truncated file
-/// — keeps the last good pair in use and is logged once; the pair is tried again when a
-/// file changes again. (ovs-vswitchd does the same with its `set-ssl` files.)
+/// that does not load — the new key written and the certificate not yet, a truncated file,
+/// the two read on either side of a switch — keeps the last good pair in use and is logged
+/// once per change; it is tried again at every handshake until it loads. (ovs-vswitchd
+/// does the same with its `set-ssl` files.)
 #[derive(Debug)]
 struct FileIdentity {
     files: TlsFiles,
     provider: Arc<CryptoProvider>,
-    current: Mutex<(Stamp, Arc<CertifiedKey>)>,
+    current: Mutex<Loaded>,
+}
+
+/// The pair in use, the files' stamp it was read at, and the stamp of files that last
+/// failed to load (logged once).
+#[derive(Debug)]
+struct Loaded {
+    stamp: Stamp,
+    key: Arc<CertifiedKey>,
+    failed: Option<Stamp>,
 }
 
 /// What tells a changed file: (inode, size, mtime) of the certificate and of the key.
@@ -170,27 +180,39 @@ impl FileIdentity {
         Ok(Arc::new(FileIdentity {
             files: files.clone(),
             provider,
-            current: Mutex::new((stamp, Arc::new(key))),
+            current: Mutex::new(Loaded {
+                stamp,
+                key: Arc::new(key),
+                failed: None,
+            }),
         }))
     }
 
     fn current(&self) -> Arc<CertifiedKey> {
         let now = stamp(&self.files);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.0 != now {
-            current.0 = now;
+        if current.stamp != now {
             match certified_key(&self.files, &self.provider) {
                 Ok(key) => {
                     tracing::info!(certificate = %self.files.certificate.display(),
                         "TLS: the certificate changed on disk; presenting the new one");
-                    current.1 = Arc::new(key);
+                    *current = Loaded {
+                        stamp: now,
+                        key: Arc::new(key),
+                        failed: None,
+                    };
                 }
-                Err(e) => tracing::warn!(error = %e,
-                    "TLS: the certificate or key changed on disk but does not load; \
-                     still presenting the previous one"),
+                Err(e) => {
+                    if current.failed != Some(now) {
+                        tracing::warn!(error = %e,
+                            "TLS: the certificate or key changed on disk but does not load; \
+                             still presenting the previous one");
+                        current.failed = Some(now);
+                    }
+                }
             }
         }
-        current.1.clone()
+        current.key.clone()
     }
 }
 
