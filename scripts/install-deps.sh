@@ -13,6 +13,8 @@ packages=(
   iperf3                  # data-plane benchmark
   iptables                # node setup's SNAT fallback (tested in e2e_netmodel)
   procps                  # sysctl (tests read forwarding settings)
+  util-linux              # unshare, setpriv (the DaemonSet test runs containers with them)
+  mount                   # mount (overlay, bind mounts: the same test)
   bc
   containernetworking-plugins  # reference bridge/host-local CNI plugins (attach-latency peer)
 )

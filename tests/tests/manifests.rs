@@ -955,20 +955,16 @@ impl RunningContainer {
         secs: u64,
         mut condition: impl FnMut() -> bool,
     ) -> Result<(), std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        while !condition() {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return Err(status);
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{}: not {what} in {secs} s:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut exited = None;
+        let child = &mut self.child;
+        let done = switchyard_tests::wait_for(std::time::Duration::from_secs(secs), || {
+            exited = child.try_wait().expect("wait");
+            condition() || exited.is_some()
+        });
+        if done.is_none() {
+            panic!("{}: not {what} in {secs} s:\n{}", self.name, self.log());
         }
-        Ok(())
+        exited.map_or(Ok(()), Err)
     }
 
     /// [`RunningContainer::watch`] for 30 s; the container exiting first is a failure.
@@ -1177,10 +1173,9 @@ fn container_named<'a>(containers: &'a [Container], name: &str) -> &'a Container
 /// TLS directory, over TLS on the node's address; `ovs-vswitchd` names the Open_vSwitch row
 /// after the node and runs a bridge; node TLS files renewed in place (switched as
 /// node-setup switches them) are taken up without a restart; a restarted `ovsdb-server`
-/// keeps all of it; with
-/// `SWITCHYARD_OVS=host` both only wait and create nothing. Each runs
-/// with the manifest's volumes, environment and securityContext (capability bounding set,
-/// no_new_privs, read-only root) on an overlay of this machine's root. Not run here: the
+/// keeps all of it; with `SWITCHYARD_OVS=host` both only wait and create nothing. Each
+/// runs with the manifest's volumes, environment and securityContext (capability bounding
+/// set, no_new_privs, read-only root) on an overlay of this machine's root. Not run here: the
 /// `certificate` init container and `node-setup` (they need the API server; the kube source
 /// tests run their code against the in-test one) — the node's certificate is written where
 /// and as `certificate` leaves it.
