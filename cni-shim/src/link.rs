@@ -217,7 +217,9 @@ pub fn create_veth(host: &str, pod_ns: &NetnsFile, ifname: &str) -> Result<VethM
                 iface: format!("{host_name} (peer {pod_name} in the pod namespace)"),
                 reason: e.to_string(),
             })?;
-        require_link(&handle, &host_name).await
+        let link = require_link(&handle, &host_name).await?;
+        disable_ipv6(&host_name);
+        Ok(link)
     })?;
     let pod_name = ifname.to_owned();
     let pod_mac = in_netns(Some(pod_ns), move |handle| async move {
@@ -228,6 +230,22 @@ pub fn create_veth(host: &str, pod_ns: &NetnsFile, ifname: &str) -> Result<VethM
         host: host_mac,
         pod: pod_mac,
     })
+}
+
+/// Turns IPv6 off on `iface` in the calling thread's (node) namespace before it comes up, so
+/// the kernel gives it no link-local address and no routes. The host end of a veth is an OVS
+/// port, not an IP interface; and ovs-vswitchd re-reads the node's routing table and address
+/// list at route and address changes, so per-port IPv6 routes make each new pod cost more the
+/// more pods the node has. Only that cost depends on it, so a failure is reported on stderr
+/// (the runtime's log) and the ADD goes on; a kernel without IPv6 has nothing to turn off.
+fn disable_ipv6(iface: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("switchyard-cni: cannot turn IPv6 off on {iface} ({path}): {e}")
+        }
+        _ => {}
+    }
 }
 
 /// The MAC of interface `name` in `ns` (the node's for `None`); `None` if it does not exist.

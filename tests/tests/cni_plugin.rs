@@ -612,6 +612,15 @@ fn cni_add_configures_both_veth_ends_as_the_controller_says() {
         "{link}"
     );
     assert_eq!(tx_checksumming(&node, &host), "tx-checksumming: off");
+    // No IPv6 on the host end (an OVS port, not an IP interface): no link-local address, so
+    // no per-port routes that ovs-vswitchd would re-read at every change (where the kernel
+    // has IPv6 at all).
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        let sysctl = format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6");
+        assert_eq!(node.exec(&["cat", &sysctl]).trim(), "1");
+        let v6 = node.exec(&["ip", "-6", "-o", "addr", "show", "dev", &host]);
+        assert!(v6.trim().is_empty(), "host end has IPv6 addresses: {v6}");
+    }
 
     // CHECK agrees, then notices a changed MAC.
     let mut check = with_command(&vars, "CHECK");
