@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use rustls::RootCertStore;
-use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 pub use rustls::{self, ClientConfig, ServerConfig};
 pub use rustls_pki_types;
@@ -110,15 +112,183 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     })
 }
 
-fn roots(files: &TlsFiles) -> Result<Arc<RootCertStore>, Error> {
+fn roots(path: &Path) -> Result<Arc<RootCertStore>, Error> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates("CA certificate", &files.ca)? {
+    for cert in certificates("CA certificate", path)? {
         roots.add(cert).map_err(|e| Error::Invalid {
             what: "CA certificate",
-            reason: format!("{}: {e}", files.ca.display()),
+            reason: format!("{}: {e}", path.display()),
         })?;
     }
     Ok(Arc::new(roots))
+}
+
+/// The CA file, read again whenever it changes (as [`FileIdentity`] does for our own pair),
+/// so that a CA rotation — a bundle of the old and the new CA mounted first, the old one
+/// dropped later — takes effect from the next handshake without a restart. A CA file that
+/// does not load keeps the last good one in use, logged once per change and tried again at
+/// every handshake. Checks both ways: client certificates at our listeners, the server's
+/// certificate where we connect.
+#[derive(Debug)]
+struct FileCa {
+    path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<LoadedCa>,
+}
+
+#[derive(Debug)]
+struct LoadedCa {
+    stamp: FileStamp,
+    clients: Arc<dyn ClientCertVerifier>,
+    servers: Arc<WebPkiServerVerifier>,
+    failed: Option<FileStamp>,
+}
+
+fn ca_verifiers(
+    path: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(Arc<dyn ClientCertVerifier>, Arc<WebPkiServerVerifier>), Error> {
+    let roots = roots(path)?;
+    let invalid = |e: &dyn std::fmt::Display| Error::Invalid {
+        what: "CA certificate",
+        reason: format!("{}: {e}", path.display()),
+    };
+    let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| invalid(&e))?;
+    let servers = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| invalid(&e))?;
+    Ok((clients, servers))
+}
+
+impl FileCa {
+    /// Loads the CA; an error names the file (the caller refuses to start).
+    fn load(path: &Path) -> Result<Arc<FileCa>, Error> {
+        let provider = provider();
+        let stamp = file_stamp(path);
+        let (clients, servers) = ca_verifiers(path, &provider)?;
+        Ok(Arc::new(FileCa {
+            path: path.to_owned(),
+            provider,
+            current: Mutex::new(LoadedCa {
+                stamp,
+                clients,
+                servers,
+                failed: None,
+            }),
+        }))
+    }
+
+    fn current(&self) -> (Arc<dyn ClientCertVerifier>, Arc<WebPkiServerVerifier>) {
+        let now = file_stamp(&self.path);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.stamp != now {
+            match ca_verifiers(&self.path, &self.provider) {
+                Ok((clients, servers)) => {
+                    tracing::info!(ca = %self.path.display(),
+                        "TLS: the CA certificate changed on disk; checking peers against the new one");
+                    *current = LoadedCa {
+                        stamp: now,
+                        clients,
+                        servers,
+                        failed: None,
+                    };
+                }
+                Err(e) => {
+                    if current.failed != Some(now) {
+                        tracing::warn!(error = %e,
+                            "TLS: the CA certificate changed on disk but does not load; \
+                             still checking peers against the previous one");
+                        current.failed = Some(now);
+                    }
+                }
+            }
+        }
+        (current.clients.clone(), current.servers.clone())
+    }
+}
+
+impl ClientCertVerifier for FileCa {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: they would have to outlive a CA change. A client with one certificate
+        // (ovs-vswitchd, the CNI plugin) presents it whatever the hints say.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()
+            .0
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().0.supported_verify_schemes()
+    }
+}
+
+impl ServerCertVerifier for FileCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.current().1.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().1.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().1.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().1.supported_verify_schemes()
+    }
 }
 
 /// Our certificate and its key, read again whenever either file changes (inode, size or
@@ -144,15 +314,20 @@ struct Loaded {
     failed: Option<Stamp>,
 }
 
-/// What tells a changed file: (inode, size, mtime) of the certificate and of the key.
-type Stamp = [Option<(u64, u64, SystemTime)>; 2];
+/// What tells a changed file: its (inode, size, mtime), following links.
+type FileStamp = Option<(u64, u64, SystemTime)>;
+
+fn file_stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.len(), m.modified().ok()?))
+}
+
+/// The stamps of the certificate and of the key.
+type Stamp = [FileStamp; 2];
 
 fn stamp(files: &TlsFiles) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    [&files.certificate, &files.private_key].map(|path| {
-        let m = std::fs::metadata(path).ok()?;
-        Some((m.ino(), m.len(), m.modified().ok()?))
-    })
+    [&files.certificate, &files.private_key].map(|path| file_stamp(path))
 }
 
 fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, Error> {
@@ -233,27 +408,24 @@ impl ResolvesClientCert for FileIdentity {
 }
 
 /// The listener's side: we present our certificate and require one from every client,
-/// signed by the CA. The certificate and key are re-read when their files change
-/// ([`FileIdentity`]); the CA is read once.
+/// signed by the CA. All three files are re-read when they change ([`FileIdentity`],
+/// [`FileCa`]).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
     let invalid = |reason: String| Error::Invalid {
         what: "server configuration",
         reason,
     };
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(files)?, provider())
-        .build()
-        .map_err(|e| invalid(e.to_string()))?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(FileCa::load(&files.ca)?)
         .with_cert_resolver(FileIdentity::load(files)?);
     Ok(Arc::new(config))
 }
 
 /// The connecting side: the server's certificate must chain to the CA and name the server
-/// (checked against the `ServerName` given when connecting); we present ours, re-read when
-/// its files change as in [`server_config`].
+/// (checked against the `ServerName` given when connecting); we present ours. All three
+/// files are re-read when they change, as in [`server_config`].
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
     let invalid = |reason: String| Error::Invalid {
         what: "client configuration",
@@ -262,7 +434,8 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(e.to_string()))?
-        .with_root_certificates(roots(files)?)
+        .dangerous()
+        .with_custom_certificate_verifier(FileCa::load(&files.ca)?)
         .with_client_cert_resolver(FileIdentity::load(files)?);
     Ok(Arc::new(config))
 }
@@ -512,6 +685,49 @@ mod tests {
         // A truncated certificate: the last good pair stays.
         replace(&controller.certificate, String::new());
         assert_eq!(handshake(server, client).await.0, served_now);
+    }
+
+    /// Whether a handshake between the two succeeds on both ends.
+    async fn handshake_succeeds(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> bool {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            TlsAcceptor::from(server).accept(tcp).await.is_ok()
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connected = TlsConnector::from(client)
+            .connect(server_name("controller").unwrap(), tcp)
+            .await
+            .is_ok();
+        accept.await.unwrap() && connected
+    }
+
+    #[tokio::test]
+    async fn a_rotated_ca_is_used_from_the_next_handshake_and_a_broken_one_is_not() {
+        let (old, new) = (Pki::new(), Pki::new());
+        let controller = old.issue("controller");
+        // A node whose certificate the new CA signed, trusting (for now) only the new CA.
+        let node = new.issue("node-1");
+        let server = server_config(&controller).unwrap();
+        let client = client_config(&node).unwrap();
+        assert!(
+            !handshake_succeeds(server.clone(), client.clone()).await,
+            "neither side trusts the other's CA yet"
+        );
+        // Rotation, step one: both sides get the bundle of old and new CA (rename in place,
+        // as a Secret update does). Same configurations, no restart.
+        let bundle = format!("{}{}", old.ca.pem(), new.ca.pem());
+        replace(&controller.ca, bundle.clone());
+        replace(&node.ca, bundle);
+        assert!(handshake_succeeds(server.clone(), client.clone()).await);
+        // A CA file that does not load (truncated): the last good one stays in use.
+        replace(&controller.ca, String::new());
+        assert!(handshake_succeeds(server.clone(), client.clone()).await);
+        // A CA taken out takes effect too: the listener trusts only the old CA again, and
+        // the node is refused.
+        replace(&controller.ca, old.ca.pem());
+        assert!(!handshake_succeeds(server, client).await);
     }
 
     #[test]
