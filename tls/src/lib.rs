@@ -209,6 +209,44 @@ impl FileCa {
     }
 }
 
+/// The handshake signature checks: the provider's algorithms, whatever the CA (as rustls's
+/// own WebPki verifiers do), so they need not look at the current CA.
+impl FileCa {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 impl ClientCertVerifier for FileCa {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         // No hints: they would have to outlive a CA change. A client with one certificate
@@ -233,7 +271,7 @@ impl ClientCertVerifier for FileCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current().0.verify_tls12_signature(message, cert, dss)
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -242,11 +280,11 @@ impl ClientCertVerifier for FileCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current().0.verify_tls13_signature(message, cert, dss)
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current().0.supported_verify_schemes()
+        self.schemes()
     }
 }
 
@@ -274,7 +312,7 @@ impl ServerCertVerifier for FileCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current().1.verify_tls12_signature(message, cert, dss)
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -283,11 +321,11 @@ impl ServerCertVerifier for FileCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current().1.verify_tls13_signature(message, cert, dss)
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current().1.supported_verify_schemes()
+        self.schemes()
     }
 }
 
