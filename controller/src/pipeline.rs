@@ -19,10 +19,11 @@ pub enum Table {
     Conntrack,
     /// Drops +inv; later issues let est/rel bypass policy here.
     ConntrackState,
-    /// Service load balancing: new connections to a Service port go to its select group.
+    /// Service load balancing: new connections to a Service port go to its select group,
+    /// whose bucket DNATs them to an endpoint and commits them in conntrack.
     ServiceLb,
-    /// Endpoint DNAT: the endpoint a Service group (or session affinity) chose, DNATed and
-    /// committed in conntrack.
+    /// Endpoint DNAT for ports with session affinity (the endpoint a bucket or a learned
+    /// flow loaded: learn, DNAT, commit) and the dispatch to one of a port's several groups.
     EndpointDnat,
     /// Session affinity (`sessionAffinity: ClientIP`): flows learned from EndpointDnat
     /// (client, Service port → endpoint); reached by resubmit from ServiceLb only.
@@ -111,17 +112,18 @@ pub const REG_SOURCE_CLASS: u8 = 0;
 /// reg1 holds the output port, set by L2ForwardingCalc and read by Output.
 pub const REG_OUT_PORT: u8 = 1;
 
-/// reg3 holds the endpoint a Service's group chose (its IPv4 address), read by
-/// EndpointDnat.
+/// reg3 holds the endpoint of a new connection to a Service port with session affinity (its
+/// IPv4 address; loaded by the group's bucket or a learned SessionAffinity flow), read by
+/// EndpointDnat and its `learn`. Ports without affinity DNAT in the bucket and leave it.
 pub const REG_ENDPOINT_IP: u8 = 3;
-/// reg4 holds the chosen endpoint's DNAT port (bits 0..15), read by EndpointDnat.
+/// reg4 holds that endpoint's DNAT port (bits 0..15), as reg3.
 pub const REG_ENDPOINT_PORT: u8 = 4;
 /// reg5 holds the Service port id (see `state::service`) of a new connection to a
 /// Service, set by ServiceLb and read by EndpointDnat.
 pub const REG_SERVICE_PORT: u8 = 5;
 
 /// reg6 holds a new Service connection's flags, set by ServiceLb and copied into its
-/// ct_mark by EndpointDnat: bit 0 ([`SERVICE_FLAG_SNAT`]) = SNAT it to the node's gateway
+/// ct_mark by the DNAT (a group bucket's, or EndpointDnat's): bit 0 ([`SERVICE_FLAG_SNAT`]) = SNAT it to the node's gateway
 /// address.
 pub const REG_SERVICE_FLAGS: u8 = 6;
 /// [`REG_SERVICE_FLAGS`] bit 0: the connection came from outside the pod network to a
@@ -144,7 +146,7 @@ pub const CT_MARK_SERVICE: u32 = 0x1;
 pub const CT_MARK_HAIRPIN: u32 = 0x2;
 
 /// ct_mark bit: SNAT the connection to the node's gateway address in [`CT_ZONE_SNAT`]
-/// (copied from [`REG_SERVICE_FLAGS`] bit 0 when EndpointDnat commits it).
+/// (copied from [`REG_SERVICE_FLAGS`] bit 0 when the DNAT commits it).
 pub const CT_MARK_SNAT: u32 = 0x4;
 /// The bit of [`CT_MARK_SNAT`].
 pub const CT_MARK_SNAT_BIT: u16 = 2;

@@ -313,18 +313,15 @@ fn more_local_endpoints_than_one_group_holds_are_all_in_the_nodes_local_groups()
     // Every local endpoint is in exactly one local group; n2's endpoint in none of them.
     let all = local.join("\n");
     for i in 0..LOCAL_ENDPOINTS {
-        let hex = format!("set_field:{:#x}->reg3", u32::from(local_ep(i)));
+        let dnat = format!("nat(dst={}:", local_ep(i));
         assert_eq!(
-            all.matches(&hex).count(),
+            all.matches(&dnat).count(),
             1,
             "{} in the local groups",
             local_ep(i)
         );
     }
-    let remote = format!(
-        "set_field:{:#x}->reg3",
-        u32::from(Ipv4Addr::new(10, 244, 32, 200))
-    );
+    let remote = format!("nat(dst={}:", Ipv4Addr::new(10, 244, 32, 200));
     assert!(!all.contains(&remote), "n2's endpoint is not local to n1");
     // ServiceLb picks a local group by multipath; each has its dispatch flow.
     let flows = cluster.dump_flows("n1", &[]).expect("dump-flows");

@@ -1,24 +1,27 @@
 //! Services (what kube-proxy does): a new connection to a Service port is sent through the
-//! port's select group, whose bucket names one endpoint; EndpointDnat then DNATs it there in
-//! conntrack (the node's zone) and commits it, so every later packet of the connection,
-//! both ways, is NATed by the Conntrack table's `ct(nat)` and never sees a group again.
+//! port's select group, whose bucket DNATs it to one endpoint in conntrack (the node's zone)
+//! and commits it, so every later packet of the connection, both ways, is NATed by the
+//! Conntrack table's `ct(nat)` and never sees a group again.
 //! Owners: [`Owner::Service`](super::Owner::Service) (one per Service: all its ports'
 //! flows and groups, the same on every node) and
 //! [`Owner::ServiceBase`](super::Owner::ServiceBase) (hairpin).
 //!
 //! Per Service port with endpoints: one ServiceLb flow (new connections to cluster IP,
-//! protocol and port → `reg5` = port id, group), one select group (a bucket per endpoint:
-//! `reg3` = address, `reg4` = DNAT port, resubmit to EndpointDnat) and one EndpointDnat flow
-//! per endpoint (hairpin is decided once per local pod, [`hairpin_flow`]). A port without
+//! protocol and port → `reg5` = port id, group) and one select group, a bucket per endpoint
+//! doing the DNAT ([`dnat`]): the switch's work does not grow with the endpoints' number but
+//! for the buckets. With session affinity, whose `learn` needs the endpoint in registers,
+//! each bucket loads `reg3` = address, `reg4` = DNAT port and resubmits to the endpoint's
+//! EndpointDnat flow, which learns and DNATs ([`endpoint_flows`]). Hairpin is decided once
+//! per local pod ([`hairpin_flow`]). A port without
 //! a usable endpoint gets a ServiceLb flow that sends new connections to the controller
 //! through the reject meter; the node agent refuses them (TCP RST / ICMP port unreachable,
 //! see `crate::reject`). So does an SCTP port on the userspace datapath, whose conntrack
 //! cannot NAT it (`ResolvedPort::datapath_refuses`).
 //!
 //! A changed endpoint set changes the group's buckets (the realiser sends a group_mod
-//! MODIFY: the group keeps its id and the ServiceLb flow is untouched) and the EndpointDnat
-//! flows of the endpoints that came or went; connections to the remaining endpoints are in
-//! conntrack and go on.
+//! MODIFY: the group keeps its id and the ServiceLb flow is untouched) and, with affinity,
+//! the EndpointDnat flows of the endpoints that came or went; connections to the remaining
+//! endpoints are in conntrack and go on.
 //!
 //! NodePort, externalIPs, LoadBalancer IPs: node setup redirects the node's NodePort range
 //! to [`NODE_PORT_VIP`] through the gateway and routes the external pools there, so each
@@ -69,11 +72,12 @@ pub const PRIORITY_HAIRPIN_MARK: u16 = 215;
 /// learned endpoint to the group (below the endpoints' flows).
 pub const PRIORITY_AFFINITY_MISS: u16 = 190;
 /// Most endpoints in one select group. A group_mod is at most 64 KiB (OpenFlow's 16-bit
-/// length) and one of our buckets is 64 bytes (16 of header, two `set_field`s of 16 and a
-/// `resubmit` of 16), so about 1020 fit; 800 leaves room. A port with more endpoints gets
-/// several groups (ids `ID | k << 24`, k = 1, 2, …), the endpoints dealt round-robin so
-/// their sizes differ by at most one, and `multipath` picks one per connection.
-pub const MAX_BUCKETS: usize = 800;
+/// length) and our widest bucket is 104 bytes (16 of header and the DNAT's `ct` of 88:
+/// its header, `nat(dst=IP:PORT)`, and in `exec` a `set_field` of ct_mark and a `move`), so
+/// about 630 fit; 600 leaves room. A port with more endpoints gets several groups (ids
+/// `ID | k << 24`, k = 1, 2, …), the endpoints dealt round-robin so their sizes differ by
+/// at most one, and `multipath` picks one per connection.
+pub const MAX_BUCKETS: usize = 600;
 /// NX_LEARN_F_DELETE_LEARNED: the learned flows go with the flow that learned them (an
 /// endpoint that leaves takes its affinities along).
 const LEARN_DELETE_LEARNED: u16 = 2;
@@ -257,7 +261,9 @@ fn port_flows(svc: &ResolvedService, port: &ResolvedPort, flows: &mut Vec<Flow>)
             }
         }
     }
-    endpoint_flows(port, affinity.as_ref(), &port.endpoints, flows);
+    if let Some(learn) = &affinity {
+        endpoint_flows(port, learn, &port.endpoints, flows);
+    }
 }
 
 /// Which endpoint set a ServiceLb flow balances a new connection over.
@@ -318,58 +324,60 @@ fn reject() -> Vec<Instruction> {
     ]
 }
 
-/// The EndpointDnat flows of `endpoints` (hairpin is decided later, once per local pod:
-/// [`hairpin_flow`]).
+/// The DNAT of a new Service connection to one endpoint: commit it in the node's zone,
+/// translated to `ip:target`, marked a Service connection (ct_mark 0x1, and 0x4 from the
+/// SNAT flag ServiceLb set, 0 otherwise), and go on in EgressRule with the endpoint's
+/// address and port. In a select group's bucket (ports without session affinity) or in an
+/// EndpointDnat flow (with it).
+fn dnat(ip: Ipv4Addr, target: u16) -> Action {
+    Action::Ct(Ct {
+        commit: true,
+        zone: CtZone::Value(CT_ZONE),
+        table: Some(Table::EgressRule.id()),
+        nat: Some(Nat {
+            kind: Some(NatKind::Dst),
+            addr_min: Some(ip.into()),
+            port_min: Some(target),
+            ..Nat::default()
+        }),
+        actions: vec![
+            set_ct_mark(CT_MARK_SERVICE),
+            Action::RegMove {
+                src: Subfield::range(Field::Reg(REG_SERVICE_FLAGS), 0, 0),
+                dst: Subfield::range(Field::CtMark, CT_MARK_SNAT_BIT, CT_MARK_SNAT_BIT),
+            },
+        ],
+        ..Ct::default()
+    })
+}
+
+/// The EndpointDnat flows of an affinity port's `endpoints`: the endpoint in reg3/reg4
+/// (loaded by a group bucket or a learned SessionAffinity flow) → learn the affinity, DNAT.
+/// Ports without affinity have none: their buckets DNAT. (Hairpin is decided later, once
+/// per local pod: [`hairpin_flow`].)
 fn endpoint_flows(
     port: &ResolvedPort,
-    affinity: Option<&Learn>,
+    affinity: &Learn,
     endpoints: &[(Ipv4Addr, u16)],
     flows: &mut Vec<Flow>,
 ) {
     let c = ids::service_cookie(port.id);
     for &(ip, target) in endpoints {
-        let dnat = |mark: u32| {
-            let mut actions: Vec<Action> = affinity
-                .iter()
-                .cloned()
-                .cloned()
-                .map(Action::Learn)
-                .collect();
-            actions.push(Action::Ct(Ct {
-                commit: true,
-                zone: CtZone::Value(CT_ZONE),
-                table: Some(Table::EgressRule.id()),
-                nat: Some(Nat {
-                    kind: Some(NatKind::Dst),
-                    addr_min: Some(ip.into()),
-                    port_min: Some(target),
-                    ..Nat::default()
-                }),
-                actions: vec![
-                    set_ct_mark(mark),
-                    // The SNAT flag ServiceLb set (0 otherwise) becomes ct_mark 0x4.
-                    Action::RegMove {
-                        src: Subfield::range(Field::Reg(REG_SERVICE_FLAGS), 0, 0),
-                        dst: Subfield::range(Field::CtMark, CT_MARK_SNAT_BIT, CT_MARK_SNAT_BIT),
-                    },
-                ],
-                ..Ct::default()
-            }));
-            vec![apply(actions)]
-        };
-        let endpoint = [
-            eth_type(ETH_TYPE_IPV4),
-            ip_proto(port.protocol),
-            MatchField::u32(Field::Reg(REG_SERVICE_PORT), port.id),
-            MatchField::u32(Field::Reg(REG_ENDPOINT_IP), u32::from(ip)),
-            MatchField::u32(Field::Reg(REG_ENDPOINT_PORT), u32::from(target)),
-        ];
         flows.push(flow(
             Table::EndpointDnat,
             PRIORITY_NORMAL,
             c,
-            matching(endpoint.clone()),
-            dnat(CT_MARK_SERVICE),
+            matching([
+                eth_type(ETH_TYPE_IPV4),
+                ip_proto(port.protocol),
+                MatchField::u32(Field::Reg(REG_SERVICE_PORT), port.id),
+                MatchField::u32(Field::Reg(REG_ENDPOINT_IP), u32::from(ip)),
+                MatchField::u32(Field::Reg(REG_ENDPOINT_PORT), u32::from(target)),
+            ]),
+            vec![apply(vec![
+                Action::Learn(affinity.clone()),
+                dnat(ip, target),
+            ])],
         ));
     }
 }
@@ -525,13 +533,15 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
                 _ => {}
             }
         }
-        // Local serving-and-terminating endpoints used while the cluster has ready ones
-        // elsewhere have no shared EndpointDnat flows.
-        let extra: Vec<(Ipv4Addr, u16)> = local
-            .into_iter()
-            .filter(|e| port.endpoints.binary_search(e).is_err())
-            .collect();
-        endpoint_flows(port, affinity.as_ref(), &extra, flows);
+        // With affinity, local serving-and-terminating endpoints used while the cluster has
+        // ready ones elsewhere have no shared EndpointDnat flows.
+        if let Some(learn) = &affinity {
+            let extra: Vec<(Ipv4Addr, u16)> = local
+                .into_iter()
+                .filter(|e| port.endpoints.binary_search(e).is_err())
+                .collect();
+            endpoint_flows(port, learn, &extra, flows);
+        }
     }
 }
 
@@ -539,6 +549,7 @@ pub fn node_flows(svc: &ResolvedService, node: &NodeModel, flows: &mut Vec<Flow>
 /// select group(s) of the node's own endpoints (none when it has none): one, or as many as
 /// [`MAX_BUCKETS`] per group needs, the endpoints dealt round-robin as for the cluster set.
 pub fn node_groups(svc: &ResolvedService, node: &NodeModel) -> Vec<GroupDesc> {
+    let affinity = svc.affinity_timeout.is_some();
     let mut out = Vec::new();
     for p in svc.ports.iter().filter(|p| uses_local(svc, p)) {
         let local = p.local_endpoints(node.pod_cidr);
@@ -554,7 +565,7 @@ pub fn node_groups(svc: &ResolvedService, node: &NodeModel) -> Vec<GroupDesc> {
                     .iter()
                     .skip(k)
                     .step_by(slots)
-                    .map(|&(ip, t)| endpoint_bucket(ip, t))
+                    .map(|&(ip, t)| endpoint_bucket(ip, t, affinity))
                     .collect(),
             });
         }
@@ -562,15 +573,19 @@ pub fn node_groups(svc: &ResolvedService, node: &NodeModel) -> Vec<GroupDesc> {
     out
 }
 
-fn endpoint_bucket(ip: Ipv4Addr, target: u16) -> Bucket {
-    Bucket::weighted(
-        100,
+/// A select group's bucket for one endpoint: the DNAT itself, or, for a port with session
+/// affinity, the endpoint in reg3/reg4 and on to its EndpointDnat flow (which learns it).
+fn endpoint_bucket(ip: Ipv4Addr, target: u16, affinity: bool) -> Bucket {
+    let actions = if affinity {
         vec![
             set_reg(REG_ENDPOINT_IP, u32::from(ip)),
             set_reg(REG_ENDPOINT_PORT, u32::from(target)),
             Action::resubmit_table(Table::EndpointDnat.id()),
-        ],
-    )
+        ]
+    } else {
+        vec![dnat(ip, target)]
+    };
+    Bucket::weighted(100, actions)
 }
 
 /// The `learn` of an affinity port's endpoint flows: a flow in SessionAffinity that maps
@@ -652,6 +667,7 @@ fn multipath_to_slot(port_id: u32, slots: usize) -> Action {
 /// The select groups of one Service: per port with endpoints, one group (id = the port
 /// id) with a bucket per endpoint, or several of at most [`MAX_BUCKETS`].
 pub fn groups(svc: &ResolvedService) -> Vec<GroupDesc> {
+    let affinity = svc.affinity_timeout.is_some();
     let mut out = Vec::new();
     for p in svc.ports.iter().filter(|p| balanced(p)) {
         let slots = group_slots(p);
@@ -669,7 +685,7 @@ pub fn groups(svc: &ResolvedService) -> Vec<GroupDesc> {
                     .iter()
                     .skip(k)
                     .step_by(slots)
-                    .map(|&(ip, target)| endpoint_bucket(ip, target))
+                    .map(|&(ip, target)| endpoint_bucket(ip, target, affinity))
                     .collect(),
             });
         }

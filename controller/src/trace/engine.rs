@@ -993,12 +993,24 @@ pub(super) fn dp_hash_map(weights: &[u16]) -> Option<Vec<usize>> {
     Some(map)
 }
 
-/// The endpoint a Service bucket names: what it loads into reg3 (address) and reg4 (port).
+/// The endpoint a Service bucket names: the address and port its `ct(nat(dst=...))` DNATs
+/// to, or (a port with session affinity) what it loads into reg3 (address) and reg4 (port).
 pub(super) fn bucket_endpoint(b: &openflow::Bucket) -> Option<(Ipv4Addr, u16)> {
     use crate::pipeline::{REG_ENDPOINT_IP, REG_ENDPOINT_PORT};
     let mut p = Packet::new();
     for a in &b.actions {
         match a {
+            Action::Ct(ct) => {
+                if let Some(openflow::action::Nat {
+                    kind: Some(openflow::NatKind::Dst),
+                    addr_min: Some(std::net::IpAddr::V4(ip)),
+                    port_min: Some(port),
+                    ..
+                }) = &ct.nat
+                {
+                    return Some((*ip, *port));
+                }
+            }
             Action::SetField(mf) => {
                 p.insert(mf.field, mf.value_u128());
             }

@@ -368,7 +368,9 @@ impl<'a> Context<'a> {
                 refused: Some(refused),
             });
         }
-        let dnat = run.translations.iter().find(|t| t.dst && t.visit > visit);
+        // In the ServiceLb visit itself (a bucket's DNAT) or a later one (EndpointDnat, with
+        // affinity).
+        let dnat = run.translations.iter().find(|t| t.dst && t.visit >= visit);
         let Some(t) = dnat else {
             return Some(ServiceStep {
                 text: format!("{head}: no endpoint chosen"),

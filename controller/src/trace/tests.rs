@@ -691,7 +691,7 @@ fn services(extra: Vec<Delta>) -> NetworkState {
     cluster(all)
 }
 
-const SERVICE_PATH: [u8; 13] = [0, 10, 20, 30, 31, 40, 41, 50, 60, 70, 80, 90, 100];
+const SERVICE_PATH: [u8; 12] = [0, 10, 20, 30, 31, 40, 50, 60, 70, 80, 90, 100];
 
 #[test]
 fn a_service_connection_goes_through_the_group_and_is_dnated_to_the_chosen_endpoint() {
@@ -737,19 +737,19 @@ fn a_service_connection_goes_through_the_group_and_is_dnated_to_the_chosen_endpo
             .any(|e| e.contains("dp_hash over 16 values); with dp_hash=0x10 it takes bucket 0")),
         "{lb:#?}"
     );
-    let dnat = &r.steps[6];
-    assert_eq!(dnat.table_name, "EndpointDnat");
+    // The bucket DNATs: conntrack commits the connection, translated, and the packet goes
+    // on in EgressRule with the endpoint's address and port.
     assert!(
-        dnat.effects
+        lb.effects
             .iter()
             .any(|e| e.contains("DNATed to 10.244.1.3:8080")
                 && e.contains("nw_dst=10.244.1.3")
                 && e.contains("tp_dst=8080")
                 && e.contains("ct_mark=0x1")),
-        "{dnat:#?}"
+        "{lb:#?}"
     );
     // Later tables see the endpoint: L3Forwarding is b's flow.
-    assert_eq!(r.steps[8].owner, "pod default/b");
+    assert_eq!(r.steps[7].owner, "pod default/b");
 
     // The other bucket: given dp_hash=1, c on the other node.
     let r = n1.ok("from=default/a to=service:default/web port=80/TCP dp_hash=0x1");
@@ -824,7 +824,7 @@ fn policy_judges_a_service_connection_at_the_endpoint_address_and_port() {
     )]);
     let n1 = on(&s, "n1");
     let r = n1.ok("from=default/a to=service:default/web port=80/TCP");
-    assert_eq!(path(&r), [0, 10, 20, 30, 31, 40, 41, 50, 60, 70, 80]);
+    assert_eq!(path(&r), [0, 10, 20, 30, 31, 40, 50, 60, 70, 80]);
     let why = drop_reason(&r);
     assert!(
         why.starts_with(
@@ -872,26 +872,26 @@ fn a_pod_reaching_itself_through_a_service_is_hairpinned() {
     let r = n1.ok("from=default/b to=service:default/web port=80/TCP dp_hash=0x10");
     assert_eq!(
         path(&r),
-        [0, 10, 20, 30, 31, 40, 41, 50, 60, 70, 80, 90, 90, 100],
+        [0, 10, 20, 30, 31, 40, 50, 60, 70, 80, 90, 90, 100],
         "{r:#?}"
     );
     // ConntrackCommit: the pod's own hairpin flow (source = destination = the pod) marks
     // the connection 0x2, the hairpin flow SNATs it, Output sends it back.
     assert!(
-        r.steps[11]
+        r.steps[10]
             .effects
             .iter()
             .any(|e| e.contains("ct_mark=0x3")),
         "{:#?}",
-        r.steps[11]
+        r.steps[10]
     );
     assert!(
-        r.steps[12]
+        r.steps[11]
             .effects
             .iter()
             .any(|e| e.contains("SNATed to 169.254.169.252")),
         "{:#?}",
-        r.steps[12]
+        r.steps[11]
     );
     assert_eq!(
         r.verdict,

@@ -318,7 +318,9 @@ fn flows_and_groups_of_a_service_port() {
     flows(svc, &mut out);
     let lines = text(&out);
     let lb = |id: u32| format!("cookie={:#x}", ids::service_cookie(id));
-    assert_eq!(lines.len(), 1 + 2 + 1, "{lines:#?}");
+    // The port's ServiceLb flow and the refusing flow of the port without endpoints; the
+    // DNAT is in the group's buckets: no EndpointDnat flow.
+    assert_eq!(lines.len(), 1 + 1, "{lines:#?}");
     assert!(lines[0].contains(&lb(http)), "{}", lines[0]);
     assert!(
         lines[0].contains("ct_state=+new+trk,tcp,nw_dst=10.96.0.10,tp_dst=80")
@@ -326,18 +328,7 @@ fn flows_and_groups_of_a_service_port() {
         "{}",
         lines[0]
     );
-    let dnat: Vec<&String> = lines.iter().filter(|l| l.contains("table=41")).collect();
-    assert_eq!(dnat.len(), 2, "one per endpoint: hairpin is the pods' own");
-    assert!(
-        dnat.iter().any(|l| l.contains("priority=200")
-            && l.contains("reg3=0xaf40105,reg4=0x1f90")
-            && l.contains("ct(commit,table=50,zone=65520,nat(dst=10.244.1.5:8080),exec(set_field:0x1->ct_mark,move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2]))")),
-        "{dnat:#?}"
-    );
-    assert!(
-        !dnat.iter().any(|l| l.contains("priority=210")),
-        "{dnat:#?}"
-    );
+    assert!(!lines.iter().any(|l| l.contains("table=41")), "{lines:#?}");
     // The port without endpoints sends new connections to the controller, metered.
     let none = lines.iter().find(|l| l.contains(&lb(dns))).unwrap();
     assert!(
@@ -352,7 +343,7 @@ fn flows_and_groups_of_a_service_port() {
     assert_eq!(groups[0].group_type, GroupType::Select);
     let g = openflow::text::format_group_desc(&groups[0]);
     assert!(
-        g.contains("bucket=weight:100,actions=set_field:0xaf40105->reg3,set_field:0x1f90->reg4,resubmit(,41)"),
+        g.contains("bucket=weight:100,actions=ct(commit,table=50,zone=65520,nat(dst=10.244.1.5:8080),exec(set_field:0x1->ct_mark,move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2]))"),
         "{g}"
     );
     assert_eq!(groups[0].buckets.len(), 2);
@@ -477,15 +468,11 @@ fn a_port_with_more_endpoints_than_a_group_holds_is_spread_over_several_groups()
     let svc = snap.service(&key("big")).unwrap();
     let id = svc.ports[0].id;
     let groups = groups(svc);
-    assert_eq!(groups.len(), 3);
+    assert_eq!(groups.len(), 4);
     let mut seen = std::collections::BTreeSet::new();
     for (k, g) in groups.iter().enumerate() {
         assert_eq!(g.group_id, id | ((k as u32 + 1) << 24));
-        assert!(
-            g.buckets.len() == 667 || g.buckets.len() == 666,
-            "{}",
-            g.buckets.len()
-        );
+        assert!(g.buckets.len() == 500, "{}", g.buckets.len());
         // Each group_mod fits OpenFlow's 16-bit message length.
         let msg = openflow::Message::GroupMod(openflow::GroupMod::add(
             g.group_id,
@@ -510,12 +497,12 @@ fn a_port_with_more_endpoints_than_a_group_holds_is_spread_over_several_groups()
     assert!(
         // symmetric_l3l4+udp, basis = the port id's low 16 bits, modulo_n, 3 links, reg7[0..15].
         lb.contains(&format!(
-            "multipath(symmetric_l3l4+udp,{},modulo_n,3,0,NXM_NX_REG7[0..15])",
+            "multipath(symmetric_l3l4+udp,{},modulo_n,4,0,NXM_NX_REG7[0..15])",
             id & 0xffff
         )) && lb.ends_with("goto_table:41"),
         "{lb}"
     );
-    for k in 0..3u32 {
+    for k in 0..4u32 {
         let g = id | ((k + 1) << 24);
         assert!(
             lines
@@ -675,10 +662,11 @@ fn node_ports_external_ips_and_lb_ips_balance_cluster_wide_and_snat_external_tra
         !lines.iter().any(|l| l.contains("203.0.113.10")),
         "{lines:#?}"
     );
-    assert!(
-        lines.iter().any(|l| l.contains("table=41")
-            && l.contains("move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2]")),
-        "EndpointDnat copies the SNAT flag into ct_mark: {lines:#?}"
+    let g = openflow::text::format_group_desc(&groups(svc)[0]);
+    assert_eq!(
+        g.matches("move:NXM_NX_REG6[0]->NXM_NX_CT_MARK[2]").count(),
+        2,
+        "every bucket's DNAT copies the SNAT flag into ct_mark: {g}"
     );
     let (node_lines, node_groups) = node_parts(&s, "n1");
     assert!(node_lines.is_empty() && node_groups.is_empty());
@@ -783,20 +771,19 @@ fn internal_traffic_policy_local_keeps_cluster_ip_clients_on_their_node() {
         "no shared ServiceLb flow: {shared:#?}"
     );
     // n1's only endpoint is terminating but serving: used locally (the cluster set has a
-    // ready one elsewhere, so its EndpointDnat flows are n1's own).
+    // ready one elsewhere); n1's local group DNATs to it.
     let (lines, groups) = node_parts(&s, "n1");
     assert!(
         lines.iter().any(|l| l.contains("nw_dst=10.96.0.10")
             && l.contains(&format!("group:{}", id | 0xFE00_0000))),
         "{lines:#?}"
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("table=41") && l.contains("nat(dst=10.244.1.5:8080)")),
-        "{lines:#?}"
-    );
     assert_eq!(groups.len(), 1);
+    assert!(
+        openflow::text::format_group_desc(&groups[0]).contains("nat(dst=10.244.1.5:8080)"),
+        "{:?}",
+        groups[0]
+    );
     let (lines, groups) = node_parts(&s, "n2");
     assert_eq!(groups[0].buckets.len(), 1);
     assert!(!lines.iter().any(|l| l.contains("table=41")), "{lines:#?}");
@@ -1084,10 +1071,7 @@ fn sctp_ports_are_refused_on_the_userspace_datapath_and_the_state_says_why() {
             && l.contains("CONTROLLER")),
         "{sctp_flows:#?}"
     );
-    assert!(
-        of(http.id).iter().any(|l| l.contains("table=41")),
-        "{lines:#?}"
-    );
+    // The TCP port is balanced: its groups (both policies Local: its flows are per node).
     let group_ids: Vec<u32> = groups(svc).iter().map(|g| g.group_id & 0xff_ffff).collect();
     assert!(!group_ids.is_empty() && group_ids.iter().all(|id| *id == http.id));
     let (local, local_groups) = node_parts(&s, "n1");
