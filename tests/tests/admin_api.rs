@@ -761,8 +761,9 @@ fn plaintext_listeners_beyond_loopback_are_refused() {
     }
 }
 
-/// A CA, and a server and a client certificate it signed (PEM files in `dir`).
-fn make_certs(dir: &Path) -> (TlsFiles, TlsFiles) {
+/// A CA named `ca_name`, and a server and a client certificate it signed (PEM files in
+/// `dir`).
+fn make_certs(dir: &Path, ca_name: &str) -> (TlsFiles, TlsFiles) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         KeyUsagePurpose,
@@ -771,8 +772,7 @@ fn make_certs(dir: &Path) -> (TlsFiles, TlsFiles) {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.distinguished_name
-        .push(DnType::CommonName, "switchyard test CA");
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let leaf = |name: &str, purpose: ExtendedKeyUsagePurpose| {
         let key = KeyPair::generate().unwrap();
@@ -808,7 +808,7 @@ fn make_certs(dir: &Path) -> (TlsFiles, TlsFiles) {
 #[test]
 fn tcp_with_mutual_tls_serves_clients_with_a_certificate_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (server_tls, client_tls) = make_certs(dir.path());
+    let (server_tls, client_tls) = make_certs(dir.path(), "switchyard test CA");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
@@ -837,15 +837,12 @@ fn tcp_with_mutual_tls_serves_clients_with_a_certificate_only() {
     );
     let rt = runtime();
     // With the client certificate: answers.
-    let status = rt.block_on(async {
-        let mut c = client::connect(&listen, Some(&client_tls))
-            .await
-            .expect("mTLS connect");
-        c.status(proto::StatusRequest {}).await
-    });
-    let status = status.expect("Status over mTLS").into_inner();
-    assert_eq!(status.nodes.len(), 1);
-    assert_eq!(status.nodes[0].name, "ad-tls");
+    assert_eq!(
+        first_status_over_tls(&rt, &listen, &client_tls),
+        Ok(vec!["ad-tls".to_owned()]),
+        "Status over mTLS: {}",
+        std::fs::read_to_string(dir.path().join("controller.log")).unwrap_or_default()
+    );
     // yardctl with the same files.
     let (code, out) = {
         let o = Command::new(workspace_binary("yardctl"))
@@ -913,4 +910,163 @@ fn tcp_with_mutual_tls_serves_clients_with_a_certificate_only() {
         }
     });
     assert!(plain.is_err(), "plaintext was served on the mTLS port");
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, as a Secret volume
+/// update does: a reader never sees half a file, and `path` gets a new inode (so the
+/// controller's (inode, size, mtime) check sees the change whatever the clock says).
+fn replace_file(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// `Status` over mutual TLS on a new connection, with `tls` (the CA the client trusts, its
+/// certificate and key): the node names, or why it failed.
+fn status_over_tls(
+    rt: &tokio::runtime::Runtime,
+    listen: &str,
+    tls: &TlsFiles,
+) -> Result<Vec<String>, String> {
+    rt.block_on(async {
+        let mut c = client::connect(listen, Some(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = c
+            .status(proto::StatusRequest {})
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status
+            .into_inner()
+            .nodes
+            .into_iter()
+            .map(|n| n.name)
+            .collect())
+    })
+}
+
+/// [`status_over_tls`] until it names a node: the listener is open before the controller
+/// has read its cluster file. The last answer.
+fn first_status_over_tls(
+    rt: &tokio::runtime::Runtime,
+    listen: &str,
+    tls: &TlsFiles,
+) -> Result<Vec<String>, String> {
+    let mut answer = Err("no answer yet".to_owned());
+    wait_for(Duration::from_secs(20), || {
+        answer = status_over_tls(rt, listen, tls);
+        answer.as_ref().is_ok_and(|nodes| !nodes.is_empty())
+    });
+    answer
+}
+
+#[test]
+fn a_rotated_admin_ca_and_certificate_are_used_from_the_next_connection_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = |name: &str| {
+        let sub = dir.path().join(name);
+        std::fs::create_dir(&sub).unwrap();
+        make_certs(&sub, &format!("switchyard test {name}"))
+    };
+    let (server_a, client_a) = pki("CA-A");
+    let (server_b, client_b) = pki("CA-B");
+    let (_, client_c) = pki("CA-C");
+    // The controller's files, CA-A's to begin with; replaced in place below.
+    let live = dir.path().join("admin-tls");
+    std::fs::create_dir(&live).unwrap();
+    let served = TlsFiles {
+        ca: live.join("ca.crt"),
+        cert: live.join("server.crt"),
+        key: live.join("server.key"),
+    };
+    let read = |path: &Path| std::fs::read(path).unwrap();
+    std::fs::write(&served.ca, read(&server_a.ca)).unwrap();
+    std::fs::write(&served.cert, read(&server_a.cert)).unwrap();
+    std::fs::write(&served.key, read(&server_a.key)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let listen = format!("tcp:127.0.0.1:{port}");
+    let mut controller = Stop(start_controller(
+        dir.path(),
+        &[
+            "--admin-listen",
+            &listen,
+            "--admin-tls-ca",
+            served.ca.to_str().unwrap(),
+            "--admin-tls-cert",
+            served.cert.to_str().unwrap(),
+            "--admin-tls-key",
+            served.key.to_str().unwrap(),
+        ],
+    ));
+    let log = || std::fs::read_to_string(dir.path().join("controller.log")).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .is_some(),
+        "the controller never listened: {}",
+        log()
+    );
+    let pid = controller.0.id();
+    let rt = runtime();
+    let node = vec!["ad-tls".to_owned()];
+    assert_eq!(
+        first_status_over_tls(&rt, &listen, &client_a),
+        Ok(node.clone()),
+        "a CA-A client before the rotation: {}",
+        log()
+    );
+    assert!(
+        status_over_tls(&rt, &listen, &client_b).is_err(),
+        "a CA-B client was served before the controller trusted CA-B"
+    );
+
+    // The rotation: the CA file becomes the bundle of CA-A and CA-B, the server's key and
+    // certificate become CA-B's (key first; until the certificate follows, the pair does
+    // not match and the controller keeps presenting the old one).
+    replace_file(
+        &served.ca,
+        &[read(&server_a.ca), read(&server_b.ca)].concat(),
+    );
+    replace_file(&served.key, &read(&server_b.key));
+    replace_file(&served.cert, &read(&server_b.cert));
+
+    // A new connection from a client that trusts only CA-B and presents CA-B's certificate.
+    assert_eq!(
+        status_over_tls(&rt, &listen, &client_b),
+        Ok(node.clone()),
+        "a CA-B client after the rotation: {}",
+        log()
+    );
+    // During the overlap a CA-A client certificate is still accepted (the client now
+    // trusting CA-B, which signed the server's new certificate).
+    let client_a_trusting_b = TlsFiles {
+        ca: client_b.ca.clone(),
+        ..client_a.clone()
+    };
+    assert_eq!(
+        status_over_tls(&rt, &listen, &client_a_trusting_b),
+        Ok(node),
+        "a CA-A client certificate during the overlap: {}",
+        log()
+    );
+    // A certificate from an unrelated CA is refused (the client trusts the server's CA, so
+    // it is the controller that refuses).
+    let stranger = TlsFiles {
+        ca: client_b.ca.clone(),
+        ..client_c
+    };
+    assert!(
+        status_over_tls(&rt, &listen, &stranger).is_err(),
+        "a client with a CA-C certificate was served"
+    );
+    // All of it by the process started at the beginning.
+    assert!(
+        controller.0.try_wait().unwrap().is_none(),
+        "the controller (pid {pid}) exited: {}",
+        log()
+    );
 }

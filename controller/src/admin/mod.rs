@@ -16,10 +16,13 @@ mod service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchyard_target::Target;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tracing::info;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tracing::{debug, info, warn};
 
 use crate::controller::Shared;
 
@@ -75,7 +78,7 @@ pub enum AdminError {
     },
     /// The TLS configuration was refused (a file is not PEM, key and certificate differ).
     #[error(
-        "TLS configuration: {0} (are --admin-tls-cert/--admin-tls-key a PEM certificate and its key?)"
+        "TLS configuration: {0} (is --admin-tls-ca a PEM CA certificate, and are --admin-tls-cert/--admin-tls-key a PEM certificate and its key?)"
     )]
     Tls(String),
     /// A listener could not be opened.
@@ -281,10 +284,33 @@ fn read_tls_file(flag: &'static str, path: &PathBuf) -> Result<Vec<u8>, AdminErr
 /// A bound admin listener, ready to serve.
 pub(crate) enum BoundAdmin {
     Unix(tokio::net::UnixListener),
-    Tcp(
-        tokio::net::TcpListener,
-        Option<tonic::transport::ServerTlsConfig>,
-    ),
+    /// Plaintext TCP (loopback only).
+    Tcp(tokio::net::TcpListener),
+    /// Mutual TLS: the acceptor re-reads the `--admin-tls-*` files when they change.
+    Tls(tokio::net::TcpListener, switchyard_tls::TlsAcceptor),
+}
+
+/// The mutual-TLS acceptor of the admin API. Built from the `--admin-tls-*` files with
+/// [`switchyard_tls::server_config`], as the switch and CNI listeners are: the CA, the
+/// certificate and the key are re-read at the next handshake after they change (a file
+/// that does not load keeps the last good one), so a renewal or a CA rotation needs no
+/// restart.
+fn tls_acceptor(files: &TlsFiles) -> Result<switchyard_tls::TlsAcceptor, AdminError> {
+    // Read once here so that a missing or unreadable file is named by its flag.
+    read_tls_file("--admin-tls-ca", &files.ca)?;
+    read_tls_file("--admin-tls-cert", &files.cert)?;
+    read_tls_file("--admin-tls-key", &files.key)?;
+    let shared = switchyard_tls::server_config(&switchyard_tls::TlsFiles {
+        ca: files.ca.clone(),
+        certificate: files.cert.clone(),
+        private_key: files.key.clone(),
+    })
+    .map_err(|e| AdminError::Tls(e.to_string()))?;
+    // gRPC is HTTP/2, which TLS clients (tonic's among them) expect to agree on by ALPN.
+    // The clone shares the reloading CA verifier and certificate resolver.
+    let mut config = (*shared).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(switchyard_tls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Opens the admin API's listener (so a bad address fails the controller at start).
@@ -325,26 +351,61 @@ pub(crate) async fn bind(config: &AdminConfig) -> Result<BoundAdmin, AdminError>
             ))
         }
         AdminListen::Tcp { addr, tls } => {
-            let tls = match tls {
-                None => None,
-                Some(files) => {
-                    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-                    let ca = read_tls_file("--admin-tls-ca", &files.ca)?;
-                    let cert = read_tls_file("--admin-tls-cert", &files.cert)?;
-                    let key = read_tls_file("--admin-tls-key", &files.key)?;
-                    Some(
-                        ServerTlsConfig::new()
-                            .identity(Identity::from_pem(cert, key))
-                            .client_ca_root(Certificate::from_pem(ca))
-                            .client_auth_optional(false),
-                    )
-                }
-            };
-            Ok(BoundAdmin::Tcp(
-                tokio::net::TcpListener::bind(addr).await.map_err(fail)?,
-                tls,
-            ))
+            let acceptor = tls.as_ref().map(tls_acceptor).transpose()?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
+            Ok(match acceptor {
+                Some(acceptor) => BoundAdmin::Tls(listener, acceptor),
+                None => BoundAdmin::Tcp(listener),
+            })
         }
+    }
+}
+
+/// Longest a client may take over its TLS handshake with the admin API.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the accept loop waits after a failed accept (out of file descriptors, say)
+/// before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Established TLS connections waiting for the gRPC server to take them.
+const ESTABLISHED_QUEUE: usize = 16;
+
+/// Accepts TCP connections for ever; each one's TLS handshake runs in its own task, so a
+/// slow or failing client holds up neither the loop nor the other clients. Established
+/// connections go to `established`; a failed handshake is logged with the peer's address
+/// and its connection closed.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: switchyard_tls::TlsAcceptor,
+    established: mpsc::Sender<switchyard_tls::server::TlsStream<tokio::net::TcpStream>>,
+) -> std::convert::Infallible {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "admin API: cannot accept a TCP connection; trying again");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let established = established.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    // Fails only when the server has stopped; the connection is dropped.
+                    let _ = established.send(tls).await;
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    debug!(%peer, "admin API: the client closed the connection before the TLS handshake finished");
+                }
+                Ok(Err(e)) => warn!(%peer,
+                    "admin API: TLS handshake failed (no client certificate, or one --admin-tls-ca did not sign?): {e}"),
+                Err(_) => warn!(%peer,
+                    "admin API: TLS handshake not finished within {TLS_HANDSHAKE_TIMEOUT:?}; connection closed"),
+            }
+        });
     }
 }
 
@@ -352,29 +413,27 @@ pub(crate) async fn bind(config: &AdminConfig) -> Result<BoundAdmin, AdminError>
 pub(crate) async fn serve(shared: Arc<Shared>, listener: BoundAdmin) -> Result<(), AdminError> {
     use proto::admin_server::AdminServer;
     let service = AdminServer::new(service::AdminService::new(shared));
-    let mut builder = tonic::transport::Server::builder();
+    let server = tonic::transport::Server::builder().add_service(service);
     match listener {
         BoundAdmin::Unix(l) => {
             info!(listen = ?l.local_addr().ok(), "admin API ready (unix socket)");
-            builder
-                .add_service(service)
+            server
                 .serve_with_incoming(UnixListenerStream::new(l))
                 .await
         }
-        BoundAdmin::Tcp(l, tls) => {
-            let addr = l.local_addr().ok();
-            if let Some(tls) = tls {
-                builder = builder
-                    .tls_config(tls)
-                    .map_err(|e| AdminError::Tls(e.to_string()))?;
-                info!(?addr, "admin API ready (TCP, mutual TLS)");
-            } else {
-                info!(?addr, "admin API ready (TCP on loopback, plaintext)");
+        BoundAdmin::Tcp(l) => {
+            info!(addr = ?l.local_addr().ok(), "admin API ready (TCP on loopback, plaintext)");
+            server.serve_with_incoming(TcpListenerStream::new(l)).await
+        }
+        BoundAdmin::Tls(l, acceptor) => {
+            info!(addr = ?l.local_addr().ok(),
+                "admin API ready (TCP, mutual TLS; the --admin-tls-* files are re-read when they change)");
+            let (established, incoming) = mpsc::channel(ESTABLISHED_QUEUE);
+            let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
+            tokio::select! {
+                served = server.serve_with_incoming(incoming) => served,
+                never = accept_tls(l, acceptor, established) => match never {},
             }
-            builder
-                .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(l))
-                .await
         }
     }
     .map_err(|e| AdminError::Serve(e.to_string()))
