@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use openflow::{FlowStatsRequest, Message};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Error;
 use crate::features::{self, NodeContext, Owner};
@@ -1233,7 +1233,8 @@ impl Worker {
             let mut dirty = Dirty::everything();
             for owner in features::node_owners(ctx) {
                 let parts = self.config.shared.parts(&owner, ctx);
-                flows.desired.set(&owner, parts, &mut dirty);
+                let set = flows.desired.set(&owner, parts, &mut dirty);
+                self.left_out(&owner, set);
             }
             flows.pending = dirty;
             flows.recompute_all = false;
@@ -1242,7 +1243,8 @@ impl Worker {
             let refresh = std::mem::take(&mut flows.refresh);
             for owner in owners.iter().chain(refresh.iter()) {
                 let parts = self.config.shared.parts(owner, ctx);
-                flows.desired.set(owner, parts, &mut flows.pending);
+                let set = flows.desired.set(owner, parts, &mut flows.pending);
+                self.left_out(owner, set);
             }
         }
         let installed = flows.installed.as_mut().expect("read above");
@@ -1294,6 +1296,17 @@ impl Worker {
             info!(node = %node, "flows restored: cleared other_config:flow-restore-wait");
         }
         Ok(sent)
+    }
+
+    /// Reports an owner left out of br-int because a part of it does not fit an OpenFlow
+    /// message (`realise::Desired::set`): logged at error with the owner and counted as
+    /// `switchyard_errors_total{kind="too_long"}`; the rest of the node is realised.
+    fn left_out(&self, owner: &Owner, set: Result<(), realise::TooLong>) {
+        if let Err(e) = set {
+            error!(node = %self.node, owner = %telemetry::owner_name(owner),
+                "{e}: this owner's flows and groups are left out of br-int (the rest is realised)");
+            self.config.telemetry.error("too_long");
+        }
     }
 
     /// Publishes the node's interfaces as `snapshot` shows them, and returns them.

@@ -183,27 +183,40 @@ pub struct Prepared {
     key: FlowKey,
     fingerprint: (u64, u64),
     body: Body,
+    /// The flow_mod's length; `usize::MAX` when the instructions did not encode (longer than
+    /// their 16-bit length field).
+    length: usize,
 }
 
 impl Prepared {
     /// Prepares `f`: its match and instructions encoded once, as they will be sent.
     pub fn new(f: Flow) -> Prepared {
-        let instructions = encode_instructions(&f.instructions);
+        let (instructions, encoded) = match encode_instructions(&f.instructions) {
+            Ok(i) => (i, true),
+            Err(()) => (Bytes::new(), false),
+        };
+        let key = FlowKey::new(f.table.id(), f.priority, &f.match_);
+        let length = if encoded {
+            FLOW_MOD_HEAD + key.match_wire().len() + instructions.len()
+        } else {
+            usize::MAX
+        };
         Prepared {
-            key: FlowKey::new(f.table.id(), f.priority, &f.match_),
+            key,
             fingerprint: fingerprint(f.cookie, &instructions),
             body: Body {
                 cookie: f.cookie,
                 instructions,
             },
+            length,
         }
     }
 }
 
-/// Encodes an instruction list. The features build instructions of fixed widths, so this
-/// cannot fail on user input; an encoding error leaves the list empty (a drop), which the
-/// switch's answer would show.
-fn encode_instructions(list: &[Instruction]) -> Bytes {
+/// Encodes an instruction list. It fails only when a list outgrows its 16-bit length (tens
+/// of thousands of actions: conjunctions of thousands of policy rules on one flow); such a
+/// flow's owner is left out ([`Desired::set`]).
+fn encode_instructions(list: &[Instruction]) -> Result<Bytes, ()> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<BytesMut> =
             std::cell::RefCell::new(BytesMut::with_capacity(512));
@@ -211,10 +224,8 @@ fn encode_instructions(list: &[Instruction]) -> Bytes {
     SCRATCH.with(|scratch| {
         let mut out = scratch.borrow_mut();
         out.clear();
-        if Instruction::encode_list(list, &mut out).is_err() {
-            out.clear();
-        }
-        Bytes::copy_from_slice(&out)
+        Instruction::encode_list(list, &mut out).map_err(|_| ())?;
+        Ok(Bytes::copy_from_slice(&out))
     })
 }
 
@@ -285,6 +296,67 @@ impl Dirty {
     }
 }
 
+/// The longest message a bundle carries: OpenFlow's 16-bit length less the BUNDLE_ADD's
+/// own 16 bytes (header, bundle id, flags) around it.
+pub const MAX_BUNDLED_MESSAGE: usize = u16::MAX as usize - 16;
+
+/// A flow_mod's bytes before its match: the OpenFlow header and 40 fixed bytes.
+const FLOW_MOD_HEAD: usize = 48;
+
+/// Why an owner's parts were left out of a switch's desired pipeline: one of its flows or
+/// groups does not fit one OpenFlow message, so no switch could take it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TooLong {
+    /// What does not fit (a flow's table and priority, or a group's id).
+    pub what: String,
+    /// Its encoded length in bytes (more than [`MAX_BUNDLED_MESSAGE`]).
+    pub length: usize,
+}
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {} bytes, more than one OpenFlow message in a bundle holds ({MAX_BUNDLED_MESSAGE})",
+            self.what, self.length
+        )
+    }
+}
+
+/// The first of `parts`' flows and groups that does not fit one bundled message, if any.
+fn too_long(parts: &Parts, prepared: &[Prepared]) -> Option<TooLong> {
+    for p in prepared {
+        let length = p.length;
+        if length > MAX_BUNDLED_MESSAGE {
+            return Some(TooLong {
+                what: format!(
+                    "a flow in table {} at priority {}",
+                    Table::from_id(p.key.table_id())
+                        .map_or_else(|| p.key.table_id().to_string(), |t| t.name().to_owned()),
+                    p.key.priority()
+                ),
+                length,
+            });
+        }
+    }
+    let mut scratch = BytesMut::new();
+    for g in &parts.groups {
+        scratch.clear();
+        // Encoding fails exactly when the length does not fit the header's 16 bits.
+        let length = match group_mod(GroupModCommand::Add, g).encode(0, &mut scratch) {
+            Ok(()) => scratch.len(),
+            Err(_) => usize::MAX,
+        };
+        if length > MAX_BUNDLED_MESSAGE {
+            return Some(TooLong {
+                what: format!("group {} ({} buckets)", g.group_id, g.buckets.len()),
+                length,
+            });
+        }
+    }
+    None
+}
+
 /// One switch's desired pipeline, by owner.
 #[derive(Debug, Default)]
 pub struct Desired {
@@ -299,29 +371,43 @@ impl Desired {
     /// flows' bodies) in `dirty`. When two owners claim one key (a pod deleted and another
     /// added with its address in one batch), the last one set wins; removing the loser
     /// later leaves the winner alone.
-    pub fn set(&mut self, owner: &Owner, parts: Parts, dirty: &mut Dirty) {
+    ///
+    /// An owner one of whose flows or groups does not fit one OpenFlow message is left out
+    /// whole (what it had is removed, as for an owner that wants nothing), and the error
+    /// says which part: a bundle holding it would fail on every switch, and with it every
+    /// other owner's change.
+    pub fn set(
+        &mut self,
+        owner: &Owner,
+        mut parts: Parts,
+        dirty: &mut Dirty,
+    ) -> Result<(), TooLong> {
         self.remove(owner, dirty);
         if parts.flows.is_empty()
             && parts.shared.is_empty()
             && parts.groups.is_empty()
             && parts.meters.is_empty()
         {
-            return;
+            return Ok(());
         }
         let claim = owner_hash(owner);
         let count = parts.flows.len() + parts.shared.len();
+        let prepared: Vec<Prepared> = std::mem::take(&mut parts.flows)
+            .into_iter()
+            .map(Prepared::new)
+            .chain(parts.shared.iter().cloned())
+            .collect();
+        if let Some(e) = too_long(&parts, &prepared) {
+            return Err(e);
+        }
         self.flows.reserve(count);
         dirty.bodies.reserve(count);
         let mut keys = Vec::with_capacity(count);
-        let prepared = parts
-            .flows
-            .into_iter()
-            .map(Prepared::new)
-            .chain(parts.shared.iter().cloned());
         for Prepared {
             key,
             fingerprint,
             body,
+            ..
         } in prepared
         {
             let held = Held {
@@ -356,6 +442,7 @@ impl Desired {
                 others,
             },
         );
+        Ok(())
     }
 
     /// Forgets what `owner` wanted.
@@ -430,8 +517,13 @@ fn fingerprint(cookie: u64, instructions: &[u8]) -> (u64, u64) {
 /// same instructions once encoded (canonical, as the realiser compares them). For readers
 /// that diff without a [`Desired`] (the admin API's `DiffFlows`).
 pub fn same_body(desired: &Flow, cookie: u64, instructions: &[Instruction]) -> bool {
-    fingerprint(desired.cookie, &encode_instructions(&desired.instructions))
-        == fingerprint(cookie, &encode_instructions(instructions))
+    fingerprint(
+        desired.cookie,
+        &encode_instructions(&desired.instructions).unwrap_or_default(),
+    ) == fingerprint(
+        cookie,
+        &encode_instructions(instructions).unwrap_or_default(),
+    )
 }
 
 /// What one switch holds, as far as the controller knows: a fingerprint per flow, `None`
@@ -452,7 +544,10 @@ impl Installed {
                 // Flows the switch made itself (learned) are not ours to diff.
                 .filter(|s| !crate::pipeline::switch_made(s.cookie))
                 .map(|s| {
-                    let fp = fingerprint(s.cookie, &encode_instructions(&s.instructions));
+                    let fp = fingerprint(
+                        s.cookie,
+                        &encode_instructions(&s.instructions).unwrap_or_default(),
+                    );
                     let key = FlowKey::new(s.table_id, s.priority, &s.match_);
                     (key, Some(fp))
                 })
