@@ -761,6 +761,30 @@ fn plaintext_listeners_beyond_loopback_are_refused() {
     }
 }
 
+/// Starts the controller with the admin API on a free loopback port with mutual TLS from
+/// `files`; returns it, its `--admin-listen` target and the port.
+fn start_tls_controller(dir: &Path, files: &TlsFiles) -> (Stop, String, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let listen = format!("tcp:127.0.0.1:{port}");
+    let controller = Stop(start_controller(
+        dir,
+        &[
+            "--admin-listen",
+            &listen,
+            "--admin-tls-ca",
+            files.ca.to_str().unwrap(),
+            "--admin-tls-cert",
+            files.cert.to_str().unwrap(),
+            "--admin-tls-key",
+            files.key.to_str().unwrap(),
+        ],
+    ));
+    (controller, listen, port)
+}
+
 /// A CA named `ca_name`, and a server and a client certificate it signed (PEM files in
 /// `dir`).
 fn make_certs(dir: &Path, ca_name: &str) -> (TlsFiles, TlsFiles) {
@@ -809,24 +833,7 @@ fn make_certs(dir: &Path, ca_name: &str) -> (TlsFiles, TlsFiles) {
 fn tcp_with_mutual_tls_serves_clients_with_a_certificate_only() {
     let dir = tempfile::tempdir().unwrap();
     let (server_tls, client_tls) = make_certs(dir.path(), "switchyard test CA");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let listen = format!("tcp:127.0.0.1:{port}");
-    let _controller = Stop(start_controller(
-        dir.path(),
-        &[
-            "--admin-listen",
-            &listen,
-            "--admin-tls-ca",
-            server_tls.ca.to_str().unwrap(),
-            "--admin-tls-cert",
-            server_tls.cert.to_str().unwrap(),
-            "--admin-tls-key",
-            server_tls.key.to_str().unwrap(),
-        ],
-    ));
+    let (_controller, listen, port) = start_tls_controller(dir.path(), &server_tls);
     assert!(
         wait_for(Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -983,24 +990,7 @@ fn a_rotated_admin_ca_and_certificate_are_used_from_the_next_connection_without_
     std::fs::write(&served.ca, read(&server_a.ca)).unwrap();
     std::fs::write(&served.cert, read(&server_a.cert)).unwrap();
     std::fs::write(&served.key, read(&server_a.key)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let listen = format!("tcp:127.0.0.1:{port}");
-    let mut controller = Stop(start_controller(
-        dir.path(),
-        &[
-            "--admin-listen",
-            &listen,
-            "--admin-tls-ca",
-            served.ca.to_str().unwrap(),
-            "--admin-tls-cert",
-            served.cert.to_str().unwrap(),
-            "--admin-tls-key",
-            served.key.to_str().unwrap(),
-        ],
-    ));
+    let (mut controller, listen, port) = start_tls_controller(dir.path(), &served);
     let log = || std::fs::read_to_string(dir.path().join("controller.log")).unwrap_or_default();
     assert!(
         wait_for(Duration::from_secs(20), || {
