@@ -326,8 +326,7 @@ impl std::fmt::Display for TooLong {
 /// The first of `parts`' flows and groups that does not fit one bundled message, if any.
 fn too_long(parts: &Parts, prepared: &[Prepared]) -> Option<TooLong> {
     for p in prepared {
-        let length = p.length;
-        if length > MAX_BUNDLED_MESSAGE {
+        if p.length > MAX_BUNDLED_MESSAGE {
             return Some(TooLong {
                 what: format!(
                     "a flow in table {} at priority {}",
@@ -335,7 +334,7 @@ fn too_long(parts: &Parts, prepared: &[Prepared]) -> Option<TooLong> {
                         .map_or_else(|| p.key.table_id().to_string(), |t| t.name().to_owned()),
                     p.key.priority()
                 ),
-                length,
+                length: p.length,
             });
         }
     }
