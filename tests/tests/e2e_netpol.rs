@@ -212,8 +212,11 @@ impl Netpol {
     /// Probes until the truth table is `expected` (the policy may still be on its way to
     /// the switches), then asserts it, showing every wrong cell.
     fn expect(&self, case: &str, expected: impl Fn(&str, &str, Proto, u16) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        let mut rounds = 0;
         loop {
+            rounds += 1;
             let table = self.truth_table();
             let n = self.cluster.pods.len();
             assert_eq!(table.len(), n * (n - 1) * PORTS.len() * PROTOS.len());
@@ -228,8 +231,21 @@ impl Netpol {
                 })
                 .collect();
             if wrong.is_empty() {
-                eprintln!("{case}: {} probes as expected", table.len());
+                eprintln!(
+                    "{case}: {} probes as expected (round {rounds}, {:.1} s)",
+                    table.len(),
+                    started.elapsed().as_secs_f64()
+                );
                 return;
+            }
+            // A table still wrong after a while is shown as it goes: a convergence that never
+            // comes is then visible in the log even if the final dump is cut.
+            if rounds % 5 == 0 {
+                eprintln!(
+                    "{case}: round {rounds}, {:.1} s: {}",
+                    started.elapsed().as_secs_f64(),
+                    wrong_summary(&wrong)
+                );
             }
             if Instant::now() > deadline {
                 let mut switches = String::new();
@@ -256,17 +272,46 @@ impl Netpol {
                         String::from_utf8_lossy(&dp.stdout)
                     ));
                 }
+                // The summary comes first and last: a log cut at either end still shows it.
                 panic!(
-                    "{case}: {} of {} probes wrong:\n{}\n--- controller log ---\n{}\n{switches}",
+                    "{case}: {} of {} probes wrong: {summary}\n{}\n--- controller log ---\n{}\n{switches}\n{case}: {summary}",
                     wrong.len(),
                     table.len(),
                     wrong.join("\n"),
-                    self.cluster.controller_log_tail(30)
+                    self.cluster.controller_log_tail(30),
+                    summary = wrong_summary(&wrong),
                 );
             }
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+}
+
+/// Wrong cells counted by source, destination and protocol, and the first few: enough to
+/// tell a pod that lost its flows (every cell to or from it) from a lost datagram.
+fn wrong_summary(wrong: &[String]) -> String {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for w in wrong {
+        let mut parts = w.split(' ');
+        let (from, to, proto) = (parts.next(), parts.nth(1), parts.next());
+        for (what, v) in [("from", from), ("to", to), ("proto", proto)] {
+            let v = v.unwrap_or("?");
+            let v = if what == "proto" {
+                v.split('/').next().unwrap_or(v)
+            } else {
+                v
+            };
+            *by.entry(format!("{what} {v}")).or_default() += 1;
+        }
+    }
+    let counts: Vec<String> = by.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    let first: Vec<&str> = wrong.iter().take(6).map(String::as_str).collect();
+    format!(
+        "{} wrong [{}]; first: {}",
+        wrong.len(),
+        counts.join(", "),
+        first.join("; ")
+    )
 }
 
 fn ns(k: &str) -> &str {
