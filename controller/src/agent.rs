@@ -47,6 +47,10 @@ pub const OVSDB_LOCK: &str = "switchyard";
 /// net for changes that leave no notice.
 pub const REREAD_INTERVAL: Duration = Duration::from_secs(300);
 
+/// How many owners one realisation leaves out because br-int refused their flows before it
+/// gives up and treats the refusal as the connection's error.
+const MAX_REFUSALS_PER_REALISATION: usize = 8;
+
 /// How a node's OVSDB is reached.
 #[derive(Clone, Debug)]
 pub enum SwitchDb {
@@ -544,6 +548,9 @@ struct FlowSide {
     recompute_all: bool,
     /// Owners to compute again because the switch reported their flows changed by others.
     refresh: BTreeSet<Owner>,
+    /// Owners whose flows this switch refused (a bundle failed on one of their messages),
+    /// with the switch's error: left out until they change or the connection is new.
+    refused: BTreeMap<Owner, String>,
     /// Keys the switch reported changed by someone else (and whether the flow is gone).
     tampered: Option<mpsc::UnboundedReceiver<(FlowKey, bool)>>,
     _watcher: Option<AbortOnDrop>,
@@ -1156,7 +1163,7 @@ impl Worker {
         flows: &mut FlowSide,
         conn: &openflow::Connection,
         ctx: &NodeContext<'_>,
-        owners: BTreeSet<Owner>,
+        mut owners: BTreeSet<Owner>,
         replica: Option<&ovsdb::Replica>,
         version: u64,
     ) -> Result<bool, Error> {
@@ -1189,104 +1196,148 @@ impl Worker {
             let audit = (self.config.audit.clone(), self.state.clone());
             flows._watcher = watch_foreign_changes(conn, tx, node, audit).await;
         }
-        if flows.read_at.is_none_or(|t| t.elapsed() >= REREAD_INTERVAL) {
-            flows.installed = None;
-        }
-        let whole = flows.installed.is_none() || flows.recompute_all;
-        // Who the realisation is for, as its event names them: the marked owners and those
-        // whose flows someone else changed; nobody's when only foreign flows go.
-        let recomputed: Vec<String> = if whole {
-            vec!["all".to_owned()]
-        } else {
-            let all: Vec<&Owner> = owners.iter().chain(flows.refresh.iter()).collect();
-            let names = telemetry::owner_names(all.into_iter());
-            if names.is_empty() {
-                vec!["foreign flows".to_owned()]
+        // A bundle the switch refuses is sent again without the owner it blames (a few
+        // times at most: a switch refusing everything is an error, not an owner's fault).
+        let mut refusals = 0;
+        let sent = loop {
+            if flows.read_at.is_none_or(|t| t.elapsed() >= REREAD_INTERVAL) {
+                flows.installed = None;
+            }
+            let whole = flows.installed.is_none() || flows.recompute_all;
+            // Who the realisation is for, as its event names them: the marked owners and those
+            // whose flows someone else changed; nobody's when only foreign flows go.
+            let recomputed: Vec<String> = if whole {
+                vec!["all".to_owned()]
             } else {
-                names
-            }
-        };
-        // Bounds how many whole pipelines are in memory at once (see AgentConfig).
-        let _permit = if whole {
-            Some(
-                self.config
-                    .full_realisations
-                    .acquire()
-                    .await
-                    .map_err(|_| Error::TaskStopped("the realisation limiter"))?,
-            )
-        } else {
-            None
-        };
-        if flows.installed.is_none() {
-            let dumped = conn
-                .dump_flows(FlowStatsRequest::default())
-                .await
-                .map_err(of_err)?;
-            let groups = conn.dump_groups().await.map_err(of_err)?;
-            flows.installed = Some(Installed::from_switch(dumped, groups));
-            flows.read_at = Some(Instant::now());
-        }
-        if whole {
-            // Every owner again: the plan then looks at every key, desired or installed.
-            flows.desired.clear();
-            let mut dirty = Dirty::everything();
-            for owner in features::node_owners(ctx) {
-                let parts = self.config.shared.parts(&owner, ctx);
-                let set = flows.desired.set(&owner, parts, &mut dirty);
-                self.left_out(&owner, set);
-            }
-            flows.pending = dirty;
-            flows.recompute_all = false;
-            flows.refresh.clear();
-        } else {
-            let refresh = std::mem::take(&mut flows.refresh);
-            for owner in owners.iter().chain(refresh.iter()) {
-                let parts = self.config.shared.parts(owner, ctx);
-                let set = flows.desired.set(owner, parts, &mut flows.pending);
-                self.left_out(owner, set);
-            }
-        }
-        let installed = flows.installed.as_mut().expect("read above");
-        if flows.pending.is_empty() {
-            return Ok(false);
-        }
-        let plan = realise::plan(&flows.desired, installed, &mut flows.pending);
-        let sent = !plan.is_empty();
-        if sent {
-            let n = plan.changes.len();
-            let summary = plan.summary();
-            let tables = plan.tables();
-            let count = |f: fn(&realise::Change) -> bool| {
-                plan.changes.iter().filter(|c| f(c)).count() as u64
+                let all: Vec<&Owner> = owners.iter().chain(flows.refresh.iter()).collect();
+                let names = telemetry::owner_names(all.into_iter());
+                if names.is_empty() {
+                    vec!["foreign flows".to_owned()]
+                } else {
+                    names
+                }
             };
-            let added = count(|c| matches!(c, realise::Change::AddFlow(_)));
-            let removed = count(|c| matches!(c, realise::Change::DeleteFlow(_)));
-            let modified = count(|c| matches!(c, realise::Change::ModifyFlow(_)));
-            conn.bundle(plan.messages).await.map_err(of_err)?;
-            let took = started.elapsed();
-            info!(node = %node, changes = %summary, ?tables, owners = owners.len(),
-                took_ms = took.as_millis() as u64, "flows realised");
-            self.realised.send_modify(|r| r.bundles += 1);
-            self.status
-                .send_modify(|s| s.last_realisation = Some((Instant::now(), took, n)));
-            self.config.telemetry.realised(RealisationEvent {
-                time: SystemTime::now(),
-                node: node.to_owned(),
-                owners: recomputed,
-                flows_added: added,
-                flows_removed: removed,
-                flows_modified: modified,
-                other_changes: n as u64 - added - removed - modified,
-                duration: took,
-                state_version: version,
-            });
-        }
-        realise::commit(
-            &flows.desired,
-            installed,
-            std::mem::take(&mut flows.pending),
-        );
+            // Bounds how many whole pipelines are in memory at once (see AgentConfig).
+            let _permit = if whole {
+                Some(
+                    self.config
+                        .full_realisations
+                        .acquire()
+                        .await
+                        .map_err(|_| Error::TaskStopped("the realisation limiter"))?,
+                )
+            } else {
+                None
+            };
+            if flows.installed.is_none() {
+                let dumped = conn
+                    .dump_flows(FlowStatsRequest::default())
+                    .await
+                    .map_err(of_err)?;
+                let groups = conn.dump_groups().await.map_err(of_err)?;
+                flows.installed = Some(Installed::from_switch(dumped, groups));
+                flows.read_at = Some(Instant::now());
+            }
+            if whole {
+                // Every owner again: the plan then looks at every key, desired or installed.
+                flows.desired.clear();
+                let mut dirty = Dirty::everything();
+                for owner in features::node_owners(ctx) {
+                    // Refused by this switch and unchanged since: still left out.
+                    if flows.refused.contains_key(&owner) && !owners.contains(&owner) {
+                        continue;
+                    }
+                    flows.refused.remove(&owner);
+                    let parts = self.config.shared.parts(&owner, ctx);
+                    let set = flows.desired.set(&owner, parts, &mut dirty);
+                    self.left_out(&owner, set);
+                }
+                flows.pending = dirty;
+                flows.recompute_all = false;
+                flows.refresh.clear();
+            } else {
+                let refresh = std::mem::take(&mut flows.refresh);
+                for owner in owners.iter().chain(refresh.iter()) {
+                    // Changed since the switch refused it: tried again.
+                    flows.refused.remove(owner);
+                    let parts = self.config.shared.parts(owner, ctx);
+                    let set = flows.desired.set(owner, parts, &mut flows.pending);
+                    self.left_out(owner, set);
+                }
+            }
+            let installed = flows.installed.as_mut().expect("read above");
+            if flows.pending.is_empty() {
+                return Ok(false);
+            }
+            let plan = realise::plan(&flows.desired, installed, &mut flows.pending);
+            let sent = !plan.is_empty();
+            if sent {
+                let n = plan.changes.len();
+                let summary = plan.summary();
+                let tables = plan.tables();
+                let count = |f: fn(&realise::Change) -> bool| {
+                    plan.changes.iter().filter(|c| f(c)).count() as u64
+                };
+                let added = count(|c| matches!(c, realise::Change::AddFlow(_)));
+                let removed = count(|c| matches!(c, realise::Change::DeleteFlow(_)));
+                let modified = count(|c| matches!(c, realise::Change::ModifyFlow(_)));
+                match conn.bundle(plan.messages).await {
+                    Ok(()) => {}
+                    Err(openflow::Error::BundleFailed {
+                        index: Some(i),
+                        error,
+                    }) if refusals < MAX_REFUSALS_PER_REALISATION
+                        && let Some(owner) = plan
+                            .changes
+                            .get(i)
+                            .and_then(|c| flows.desired.owner_of_change(c))
+                            .cloned() =>
+                    {
+                        // Nothing of the bundle was applied: leave the blamed owner out and
+                        // realise everything else again, at once.
+                        error!(node = %node, owner = %telemetry::owner_name(&owner), %error,
+                            "br-int refused this owner's flows: they are left out until it changes (the rest is realised)");
+                        self.config.telemetry.error("refused");
+                        let why = format!(
+                            "br-int refused the flows of {}: {error}",
+                            telemetry::owner_name(&owner)
+                        );
+                        self.status
+                            .send_modify(|s| s.last_error = Some((Instant::now(), why)));
+                        owners.remove(&owner);
+                        flows.refused.insert(owner, error.to_string());
+                        flows.recompute_all = true;
+                        flows.pending = Dirty::default();
+                        refusals += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(of_err(e)),
+                }
+                let took = started.elapsed();
+                info!(node = %node, changes = %summary, ?tables, owners = owners.len(),
+                    took_ms = took.as_millis() as u64, "flows realised");
+                self.realised.send_modify(|r| r.bundles += 1);
+                self.status
+                    .send_modify(|s| s.last_realisation = Some((Instant::now(), took, n)));
+                self.config.telemetry.realised(RealisationEvent {
+                    time: SystemTime::now(),
+                    node: node.to_owned(),
+                    owners: recomputed,
+                    flows_added: added,
+                    flows_removed: removed,
+                    flows_modified: modified,
+                    other_changes: n as u64 - added - removed - modified,
+                    duration: took,
+                    state_version: version,
+                });
+            }
+            realise::commit(
+                &flows.desired,
+                installed,
+                std::mem::take(&mut flows.pending),
+            );
+            break sent;
+        };
         // The whole pipeline is in: a vswitchd waiting for its flows may forward now.
         if let Some(replica) = replica
             // Read in place: a copy of the replica per bundle grows with the node's ports.

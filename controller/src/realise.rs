@@ -501,6 +501,34 @@ impl Desired {
             .find(|(o, h)| owner_hash(o) == claim && h.flows.iter().any(|k| k == key))
             .map(|(o, _)| o)
     }
+
+    /// Who wanted what `change` adds or modifies: the owner a switch's refusal of that
+    /// message is blamed on. None for deletions (what goes belongs to nobody any more) and
+    /// for what no owner holds. A scan, like `owner_of`: asked only when a bundle fails.
+    pub fn owner_of_change(&self, change: &Change) -> Option<&Owner> {
+        let holds = |claim: u64, held: &dyn Fn(&Holdings) -> bool| {
+            self.owners
+                .iter()
+                .find(|(o, h)| owner_hash(o) == claim && held(h))
+                .map(|(o, _)| o)
+        };
+        match change {
+            Change::AddFlow(key) | Change::ModifyFlow(key) => self.owner_of(key),
+            Change::AddGroup(id) | Change::ModifyGroup(id) => {
+                let (claim, _) = self.groups.get(id)?;
+                holds(*claim, &|h| {
+                    h.others.as_ref().is_some_and(|o| o.0.contains(id))
+                })
+            }
+            Change::AddMeter(id) | Change::ModifyMeter(id) => {
+                let (claim, _) = self.meters.get(id)?;
+                holds(*claim, &|h| {
+                    h.others.as_ref().is_some_and(|o| o.1.contains(id))
+                })
+            }
+            Change::DeleteFlow(_) | Change::DeleteGroup(_) | Change::DeleteMeter(_) => None,
+        }
+    }
 }
 
 /// A fingerprint of what a flow does beyond its key: its cookie and a hash (SipHash: a

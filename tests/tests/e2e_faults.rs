@@ -1,6 +1,6 @@
 //! Faults on a running cluster, judged by what an operator would see: pings lost, flows in
 //! `ovs-ofctl dump-flows`. ovs-vswitchd killed and restarted; flows added and changed by
-//! hand; invalid edits of the running cluster file.
+//! hand; a switch refusing one owner's flows; invalid edits of the running cluster file.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -271,6 +271,137 @@ fn flows_added_or_changed_by_hand_are_undone_as_they_happen() {
         "lost {} of {}",
         result.lost(),
         result.count
+    );
+}
+
+/// Flows in one table of a node, counted as `ovs-ofctl dump-flows` shows them.
+fn table_flows(cluster: &DemoCluster, node: &str, table: &str) -> usize {
+    cluster
+        .dump_flows(node, &["--no-stats"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("table={table},")))
+        .count()
+}
+
+/// Controller log lines about `node` that contain `what`.
+fn log_lines(cluster: &DemoCluster, node: &str, what: &str) -> Vec<String> {
+    cluster
+        .controller_log_tail(usize::MAX)
+        .lines()
+        .filter(|l| l.contains(what) && l.contains(&format!("node={node}")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn flows_the_switch_refuses_leave_out_only_their_owner_and_the_node_keeps_working() {
+    switchyard_tests::skip_unless_root!();
+    let (node, other) = ("rf-a", "rf-b");
+    let yaml = cluster_yaml(
+        &[
+            (node, "10.245.11.0/24", None),
+            (other, "10.245.12.0/24", None),
+        ],
+        &[
+            ("default", "a", node),
+            ("default", "b", other),
+            ("guarded", "c", node),
+        ],
+    );
+    let mut cluster = start(&yaml);
+    let b = cluster.pods[&key("default", "b")].ip;
+    warm_up(&cluster.pods[&key("default", "a")].netns, b);
+    let ping = Ping::start(&cluster.pods[&key("default", "a")].netns, b, "0.05", 300);
+    // What an operator may set: a flow limit on the node's IngressRule table that refuses
+    // (OFPFMFC_TABLE_FULL) any flow beyond those there now.
+    let vsctl = |cluster: &DemoCluster, args: &[&str]| cluster.nodes[node].ovs.vsctl(args).unwrap();
+    let table = vsctl(
+        &cluster,
+        &[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Flow_Table",
+            "name=IngressRule",
+        ],
+    );
+    let table = table.trim().to_owned();
+    let before = table_flows(&cluster, node, "IngressRule");
+    vsctl(
+        &cluster,
+        &[
+            "set",
+            "Flow_Table",
+            &table,
+            &format!("flow_limit={before}"),
+            "overflow_policy=refuse",
+        ],
+    );
+    let reconnects = log_lines(&cluster, node, "br-int connection is new").len();
+    // A policy isolating c (on the limited node) and allowing TCP/80 to it: its flows go to
+    // IngressRule, which is full.
+    let policy = |ports: &[u16]| {
+        let ports: Vec<_> = ports
+            .iter()
+            .map(|p| serde_json::json!({"protocol": "TCP", "port": p}))
+            .collect();
+        serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "web", "namespace": "guarded"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"ipBlock": {"cidr": "10.245.0.0/16"}}], "ports": ports}]}})
+    };
+    cluster.apply_document(policy(&[80])).unwrap();
+    wait_for(Duration::from_secs(30), || {
+        !log_lines(&cluster, node, "br-int refused this owner's flows").is_empty()
+    })
+    .unwrap_or_else(|| panic!("no refusal logged:\n{}", cluster.controller_log_tail(40)));
+    let refusals = log_lines(&cluster, node, "br-int refused this owner's flows");
+    assert!(
+        refusals.iter().all(|l| l.contains("OFPFMFC_TABLE_FULL")),
+        "a refusal that is not the table limit:\n{}",
+        refusals.join("\n")
+    );
+    // The node keeps taking changes: a new pod on it is attached (its CNI ADD succeeds only
+    // once its flows are in) and reachable, on the same OpenFlow connection.
+    let d = cluster.add_pod(&key("default", "d"), node).unwrap();
+    warm_up(&cluster.pods[&key("default", "a")].netns, d);
+    assert_eq!(
+        log_lines(&cluster, node, "br-int connection is new").len(),
+        reconnects,
+        "br-int was reconnected after the refusal:\n{}",
+        cluster.controller_log_tail(40)
+    );
+    assert!(
+        log_lines(&cluster, node, "waiting for br-int to reconnect").is_empty(),
+        "the refusal was taken for a connection error:\n{}",
+        cluster.controller_log_tail(40)
+    );
+    assert_eq!(table_flows(&cluster, node, "IngressRule"), before);
+    // The limit lifted and the policy changed: it is tried again and goes in.
+    vsctl(&cluster, &["clear", "Flow_Table", &table, "flow_limit"]);
+    cluster.apply_document(policy(&[80, 81])).unwrap();
+    let in_after = wait_for(Duration::from_secs(30), || {
+        table_flows(&cluster, node, "IngressRule") > before
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the changed policy never reached IngressRule:\n{}",
+            cluster.controller_log_tail(40)
+        )
+    });
+    let result = ping.finish();
+    eprintln!(
+        "refused owners: {} refusal(s) logged; after the limit was lifted the policy was in within {in_after:?}; lost {} of {} pings\n{}",
+        refusals.len(),
+        result.lost(),
+        result.count,
+        refusals.join("\n")
+    );
+    assert_eq!(
+        result.lost(),
+        0,
+        "pings lost while a node's switch refused flows"
     );
 }
 

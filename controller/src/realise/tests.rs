@@ -339,3 +339,43 @@ fn an_owner_whose_flow_does_not_fit_one_message_is_left_out_and_the_rest_goes_on
     assert_eq!(e.what, "group 9 (7000 buckets)");
     assert_eq!(desired.group_count(), 0);
 }
+
+#[test]
+fn a_refused_message_is_blamed_on_the_owner_that_wanted_it_and_deletions_on_nobody() {
+    let mut desired = Desired::default();
+    let mut installed = Installed::default();
+    let mut dirty = Dirty::default();
+    for (name, port, group_id) in [("svc-a", 1, 5), ("svc-b", 2, 6)] {
+        desired
+            .set(
+                &owner(name),
+                Parts {
+                    flows: vec![flow(Table::ServiceLb, 10, 1, port, 9)],
+                    groups: vec![group(group_id, 9)],
+                    ..Parts::default()
+                },
+                &mut dirty,
+            )
+            .expect("fits one message");
+    }
+    let p = realise(&desired, &mut installed, dirty);
+    let blamed: Vec<Option<Owner>> = p
+        .changes
+        .iter()
+        .map(|c| desired.owner_of_change(c).cloned())
+        .collect();
+    // Groups by id, then flows in pipeline order (same table and priority: either order).
+    assert_eq!(blamed[..2], [Some(owner("svc-a")), Some(owner("svc-b"))]);
+    let mut flows_blamed = blamed[2..].to_vec();
+    flows_blamed.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(flows_blamed, [Some(owner("svc-a")), Some(owner("svc-b"))]);
+    let mut dirty = Dirty::default();
+    desired.remove(&owner("svc-a"), &mut dirty);
+    let p = realise(&desired, &mut installed, dirty);
+    assert!(!p.changes.is_empty());
+    assert!(
+        p.changes
+            .iter()
+            .all(|c| desired.owner_of_change(c).is_none())
+    );
+}
