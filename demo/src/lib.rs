@@ -1412,13 +1412,30 @@ impl DemoCluster {
                     .as_ref()
                     .and_then(|n| self.nodes.get(n))
                     .map(|n| n.model.gateway_ip());
+                // The source a client's packets keep up to an endpoint on the entry node:
+                // the external client's own (its underlay address towards a node,
+                // EXTERNAL_IP on its routes to Service IPs), a node's InternalIP, a pod's
+                // node's InternalIP (the host's masquerade).
+                let kept_source = match (c.kind, &t.node) {
+                    (ClientKind::External, Some(_)) => UNDERLAY_ROUTER,
+                    _ => c.node_ip,
+                };
                 let mut expected = service_expectation(&endpoints, local_node.as_deref(), |e| {
                     let Some(pod) = &e.pod else { return true };
                     let l4 = Some((t.protocol, e.port));
                     match (&c.kind, &c.pod, &entry, entry_gateway) {
-                        // Through the entry node's gateway: its own pods see the node (always
-                        // allowed), the others its gateway address (the SNAT).
-                        (_, _, Some(n), _) if e.node.as_deref() == Some(n.as_str()) => true,
+                        // Through the entry node's gateway: its own pods see the client's
+                        // address, which the policies judge unless it is the node's own (the
+                        // node itself and its pods, masqueraded by the host: always
+                        // allowed); the others see its gateway address (the SNAT).
+                        (_, _, Some(n), _) if e.node.as_deref() == Some(n.as_str()) => {
+                            *n == c.node
+                                || policies.policy_allows_between(
+                                    PolicyEnd::Address(kept_source),
+                                    PolicyEnd::Pod(pod),
+                                    l4,
+                                )
+                        }
                         (_, _, Some(_), Some(gw)) => policies.policy_allows_between(
                             PolicyEnd::Address(gw),
                             PolicyEnd::Pod(pod),
@@ -1438,17 +1455,12 @@ impl DemoCluster {
                 if !switchyard::state::userspace_datapath_balances(t.protocol) {
                     expected = Expectation::Refused;
                 }
-                // eTP Local preserves the client's address: the external client's own (its
-                // underlay address towards a node, EXTERNAL_IP on its routes to Service
-                // IPs), a node's InternalIP, a pod's node's InternalIP (its masquerade).
+                // eTP Local preserves the client's address (`kept_source`) to the endpoint.
                 if etp_local
                     && external
                     && let Expectation::Answer { seen_source, .. } = &mut expected
                 {
-                    *seen_source = Some(match (c.kind, &t.node) {
-                        (ClientKind::External, Some(_)) => UNDERLAY_ROUTER,
-                        _ => c.node_ip,
-                    });
+                    *seen_source = Some(kept_source);
                 }
                 for try_ in 0..tries {
                     specs.push(c.spec(

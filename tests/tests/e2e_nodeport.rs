@@ -9,9 +9,13 @@
 //! - `x/local`: LoadBalancer, nodePort 30081, `externalTrafficPolicy: Local`, ingress IP
 //!   203.0.113.9 (routed via n2: `--external-route`);
 //! - `x/itp`: ClusterIP 10.96.0.30, `internalTrafficPolicy: Local`.
+//!
+//! Then a NetworkPolicy on the endpoints: external clients of a NodePort are judged by it
+//! (their source is kept up to the endpoint), the node's own traffic is not.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use switchyard::pipeline::Encap;
 use switchyard_demo::{DemoCluster, DemoOptions, EXTERNAL_IP, ProbeResult};
@@ -221,4 +225,84 @@ fn node_ports_external_ips_lb_ips_and_traffic_policies() {
         routes.contains("169.254.169.253 via 169.254.0.1") && routes.contains("203.0.113.9 via"),
         "{routes}"
     );
+
+    // NetworkPolicy applies to external clients too, after DNAT (the pod's port): the web
+    // pods admit TCP/8080 from the pod network only. The external client of n1's eTP Local
+    // NodePort (x/a, on n1, sees the client's own address) is denied; the node itself
+    // (kubelet probes: the pod's address directly; its own NodePort) is not judged.
+    let policy = |from: Vec<&str>| {
+        let from: Vec<_> = from
+            .into_iter()
+            .map(|cidr| serde_json::json!({"ipBlock": {"cidr": cidr}}))
+            .collect();
+        serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "web", "namespace": "x"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+                "ingress": [{"from": from, "ports": [{"protocol": "TCP", "port": 8080}]}]}})
+    };
+    let a_ip = cluster.pods[&switchyard::source::ObjectKey::new("x", "a")].ip;
+    let n1_netns = |c: &DemoCluster| c.nodes["n1"].netns.name().to_owned();
+    let external_netns = |c: &DemoCluster| {
+        c.external
+            .as_ref()
+            .expect("external")
+            .netns
+            .name()
+            .to_owned()
+    };
+    let checks = |c: &DemoCluster| {
+        [
+            (
+                "external → n1:30081 (eTP Local, x/a)",
+                external_netns(c),
+                n1,
+                30081,
+            ),
+            ("node n1 → x/a:8080", n1_netns(c), a_ip, 8080),
+            ("node n1 → n1:30081", n1_netns(c), n1, 30081),
+        ]
+    };
+    cluster
+        .apply_document(policy(vec!["10.244.0.0/16"]))
+        .expect("apply policy");
+    for (what, netns, ip, port) in checks(&cluster) {
+        let external = what.starts_with("external");
+        let reached = switchyard_testbed::wait_until(Duration::from_secs(30), || {
+            connects(&netns, ip, port) != external
+        });
+        assert!(
+            reached,
+            "{what}: {} under a policy admitting the pod network only",
+            if external {
+                "still answered"
+            } else {
+                "not answered"
+            }
+        );
+    }
+    // Admitting the external client's address (as the endpoint saw it before) lets it in
+    // again.
+    let client = probes(&results, "external", "nodeport:n1:x/local")[0]
+        .record
+        .seen_source
+        .expect("the client's address, as x/a saw it");
+    cluster
+        .apply_document(policy(vec!["10.244.0.0/16", &format!("{client}/32")]))
+        .expect("apply policy");
+    let (what, netns, ip, port) = checks(&cluster)[0].clone();
+    assert!(
+        switchyard_testbed::wait_until(Duration::from_secs(30), || connects(&netns, ip, port)),
+        "{what}: not answered once the policy admits {client}"
+    );
+}
+
+/// True when a TCP connection from the network namespace `netns` to `ip:port` is accepted
+/// within 2 s (a policy's drop leaves it unanswered).
+fn connects(netns: &str, ip: Ipv4Addr, port: u16) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "timeout", "2", "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{ip}/{port}"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -111,7 +111,7 @@ pub fn owner_flows(owner: &Owner, ctx: &NodeContext<'_>) -> Vec<Flow> {
                 remote_node::flows(remote, &mut flows);
             }
         }
-        Owner::PolicyBase => policy::base_flows(&mut flows),
+        Owner::PolicyBase => policy::base_flows(ctx.node, &mut flows),
         Owner::Policy(p) => policy::flows(p, ctx, &mut flows),
         Owner::ServiceBase => service::base_flows(ctx.node, &mut flows),
         Owner::Service(key) => {

@@ -23,8 +23,8 @@
 //! in each direction it is isolated for: its `n_packets` counts the pod's dropped packets.
 //!
 //! `PolicyBase` lets established and related traffic through (conntrack), and in
-//! IngressRule the traffic of the node itself (the gateway: kubelet probes), above all of
-//! it. An established connection therefore survives a policy that would deny it (the
+//! IngressRule the traffic of the node itself (from the gateway with one of the node's own
+//! addresses as source: kubelet probes), above all of it. An established connection therefore survives a policy that would deny it (the
 //! choice of OVN, Calico and Cilium; see docs/pipeline.md); new connections are judged.
 
 use ipnet::Ipv4Net;
@@ -75,8 +75,13 @@ fn clauses(rule: &Rule, direction: Direction) -> u8 {
     1 + u8::from(peer_clause)
 }
 
-/// The fixed flows of the feature (the same on every node).
-pub fn base_flows(flows: &mut Vec<Flow>) {
+/// The fixed flows of the feature on `node`: the conntrack bypass (the same everywhere) and
+/// the node's own traffic, which enters br-int from the gateway with one of the node's
+/// addresses as its source (its gateway address: kubelet probes, host-network pods, pods
+/// masqueraded by the host; its InternalIP: the host's own NodePort connections). Others
+/// that come from the gateway (external clients of a NodePort, externalIP or LB IP, their
+/// source kept up to here) are judged by the rules like any peer.
+pub fn base_flows(node: &NodeModel, flows: &mut Vec<Flow>) {
     let c = ids::policy_base_cookie();
     for d in Direction::BOTH {
         for bit in [CT_EST, CT_REL] {
@@ -92,16 +97,21 @@ pub fn base_flows(flows: &mut Vec<Flow>) {
             ));
         }
     }
-    flows.push(flow(
-        Table::IngressRule,
-        PRIORITY_BYPASS,
-        c,
-        matching([
-            MatchField::u32(Field::Reg(REG_SOURCE_CLASS), SourceClass::Gateway as u32),
-            eth_type(ETH_TYPE_IPV4),
-        ]),
-        vec![goto(Table::ConntrackCommit)],
-    ));
+    let mut own = vec![node.gateway_ip(), node.internal_ip];
+    own.dedup();
+    for address in own {
+        flows.push(flow(
+            Table::IngressRule,
+            PRIORITY_BYPASS,
+            c,
+            matching([
+                MatchField::u32(Field::Reg(REG_SOURCE_CLASS), SourceClass::Gateway as u32),
+                eth_type(ETH_TYPE_IPV4),
+                MatchField::ipv4(Field::Ipv4Src, address),
+            ]),
+            vec![goto(Table::ConntrackCommit)],
+        ));
+    }
 }
 
 /// The flows of one policy owner on the context's node.

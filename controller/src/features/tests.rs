@@ -160,8 +160,9 @@ fn every_feature_writes_only_the_tables_it_declares() {
             );
         }
     }
-    // Skeleton 19, gateway 5, two pods × 7, one remote node, policy base 5, Service base 10.
-    assert_eq!(checked, 54, "every owner's flows were looked at");
+    // Skeleton 19, gateway 5, two pods × 7, one remote node, policy base 6 (conntrack 4, the
+    // node's own two addresses), Service base 10.
+    assert_eq!(checked, 55, "every owner's flows were looked at");
 }
 
 #[test]

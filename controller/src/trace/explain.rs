@@ -711,7 +711,7 @@ impl<'a> Context<'a> {
                     if d == Direction::Ingress
                         && get(p, Field::Reg(REG_SOURCE_CLASS)) == SourceClass::Gateway as u128 =>
                 {
-                    Some("ingress allowed: traffic from the node itself (the gateway) is always admitted".into())
+                    Some("ingress allowed: traffic from the node itself (through the gateway, from one of the node's own addresses) is always admitted".into())
                 }
                 Some(CookieCategory::Pipeline) => Some(format!(
                     "{}: {} is not isolated for {} by any policy",

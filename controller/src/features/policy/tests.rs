@@ -1054,19 +1054,28 @@ fn changes_over_time_recompute_only_what_they_touch_and_keep_the_truth_table() {
             "to x/d from {src}"
         );
     }
-    // From the node itself (the gateway): always allowed.
-    let gw = snap.node("n3").unwrap().gateway_ip();
-    assert!(eval(
-        &n3,
-        Table::IngressRule,
-        &Packet {
-            src: gw,
+    // From the node itself (through the gateway, from its gateway address or InternalIP):
+    // always allowed. An external client through the gateway (a NodePort, its source kept)
+    // is judged like any peer: denied here.
+    let n3_model = snap.node("n3").unwrap();
+    for (src, allowed) in [
+        (n3_model.gateway_ip(), true),
+        (n3_model.internal_ip, true),
+        (Ipv4Addr::new(198, 51, 100, 10), false),
+    ] {
+        let p = Packet {
+            src,
             dst: d_ip,
             proto: 6,
             dport: 80,
-            reg0: 3
-        }
-    ));
+            reg0: 3,
+        };
+        assert_eq!(
+            eval(&n3, Table::IngressRule, &p),
+            allowed,
+            "to x/d from {src} through the gateway"
+        );
+    }
     // Deleted: everything back.
     m.delete_policy("x", "p");
     m.check("deleted", all);
