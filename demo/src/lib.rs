@@ -1157,7 +1157,12 @@ impl DemoCluster {
         if let Err(e) = self.route_service_ips() {
             eprintln!("switchyard demo: the external client's routes to Service IPs: {e}");
         }
-        self.wait_for_services();
+        if let Err(missing) = self.wait_for_services() {
+            eprintln!(
+                "switchyard demo: Services not realised on every node after {}s (missing {missing}); probing anyway",
+                SERVICE_REALISE_TIMEOUT.as_secs()
+            );
+        }
         let specs = self.probe_specs(tries.max(1));
         run_specs(specs)
     }
@@ -1165,9 +1170,9 @@ impl DemoCluster {
     /// Waits until every node's switch holds every Service the probes will try: the
     /// ServiceLb flow of each ClusterIP and, in the groups, each usable endpoint. The
     /// controller learns a changed cluster file asynchronously, so probing right after the
-    /// last write would race it. Gives up after a deadline with a warning: the probes then
-    /// show what is missing.
-    fn wait_for_services(&self) {
+    /// last write would race it. Gives up after a deadline, saying what is missing per node
+    /// (the probes then show what that breaks).
+    pub fn wait_for_services(&self) -> Result<(), String> {
         let docs = self.controller_documents();
         let node_ips: BTreeMap<String, Ipv4Addr> = self
             .nodes
@@ -1185,14 +1190,20 @@ impl DemoCluster {
             })
             .collect();
         // An SCTP port has no group: the userspace datapath cannot balance it and refuses it.
-        let endpoints: BTreeSet<String> = targets
+        // An endpoint shows in its group's bucket as the DNAT's destination, or (session
+        // affinity) as the address loaded into reg3.
+        let endpoints: BTreeSet<Ipv4Addr> = targets
             .iter()
             .filter(|t| switchyard::state::userspace_datapath_balances(t.protocol))
             .flat_map(|t| services::usable_endpoints(&docs, t))
-            .map(|e| format!("{:#x}", u32::from(e.ip)))
+            .map(|e| e.ip)
             .collect();
+        let in_groups = |groups: &str, ip: &Ipv4Addr| {
+            groups.contains(&format!("nat(dst={ip}:"))
+                || groups.contains(&format!("{:#x}->reg3", u32::from(*ip)))
+        };
         if cluster_ips.is_empty() && endpoints.is_empty() {
-            return;
+            return Ok(());
         }
         let deadline = std::time::Instant::now() + SERVICE_REALISE_TIMEOUT;
         loop {
@@ -1206,25 +1217,25 @@ impl DemoCluster {
                             .unwrap_or_default()
                     };
                     let (flows, groups) = (dump("dump-flows"), dump("dump-groups"));
-                    let absent: Vec<&str> = cluster_ips
+                    let absent: Vec<String> = cluster_ips
                         .iter()
                         .filter(|m| !flows.contains(m.as_str()))
-                        .chain(endpoints.iter().filter(|e| !groups.contains(e.as_str())))
-                        .map(String::as_str)
+                        .cloned()
+                        .chain(
+                            endpoints
+                                .iter()
+                                .filter(|e| !in_groups(&groups, e))
+                                .map(|e| format!("endpoint {e}")),
+                        )
                         .collect();
                     (!absent.is_empty()).then(|| format!("{}: {}", n.model.name, absent.join(", ")))
                 })
                 .collect();
             if missing.is_empty() {
-                return;
+                return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                eprintln!(
-                    "switchyard demo: Services not realised on every node after {}s (missing {}); probing anyway",
-                    SERVICE_REALISE_TIMEOUT.as_secs(),
-                    missing.join("; ")
-                );
-                return;
+                return Err(missing.join("; "));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

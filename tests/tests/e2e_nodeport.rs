@@ -101,6 +101,12 @@ fn node_ports_external_ips_lb_ips_and_traffic_policies() {
     cluster
         .add_external_route("203.0.113.9/32".parse().unwrap(), "n2")
         .expect("external route");
+    // Every node holds every Service's flows and endpoints, as the demo reads them in
+    // `ovs-ofctl dump-flows` and `dump-groups` (a format it no longer recognises would make
+    // every probe wait for nothing).
+    cluster
+        .wait_for_services()
+        .unwrap_or_else(|missing| panic!("Services not realised: {missing}"));
     let results = cluster.probe_all(3);
     let gateway: BTreeMap<String, Ipv4Addr> = cluster
         .nodes

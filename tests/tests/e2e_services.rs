@@ -664,6 +664,10 @@ fn session_affinity_sends_every_connection_of_a_client_to_one_endpoint() {
         );
         s.cluster.apply_document(doc).expect("apply");
     }
+    // Both kinds of bucket (the affinity's reg3, the plain DNAT) are what the demo looks for.
+    s.cluster
+        .wait_for_services()
+        .unwrap_or_else(|missing| panic!("Services not realised: {missing}"));
     s.expect_answers(
         "cl1",
         "10.96.0.51".parse().unwrap(),
