@@ -24,8 +24,9 @@
 //!
 //! `PolicyBase` lets established and related traffic through (conntrack), and in
 //! IngressRule the traffic of the node itself (from the gateway with one of the node's own
-//! addresses as source: kubelet probes), above all of it. An established connection therefore survives a policy that would deny it (the
-//! choice of OVN, Calico and Cilium; see docs/pipeline.md); new connections are judged.
+//! addresses as source: kubelet probes), above all of it. An established connection
+//! therefore survives a policy that would deny it (the choice of OVN, Calico and Cilium;
+//! see docs/pipeline.md); new connections are judged.
 
 use ipnet::Ipv4Net;
 
