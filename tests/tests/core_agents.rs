@@ -121,11 +121,11 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
             .unwrap();
         switches.insert(i, s);
     }
-    // 19 skeleton + 5 gateway + 2 pods × 7 + 2 remote nodes + 5 policy base (conntrack
-    // bypass, the node's own traffic) + 10 Service base (hairpin, SessionAffinity default,
+    // 19 skeleton + 5 gateway + 2 pods × 7 + 2 remote nodes + 6 policy base (conntrack
+    // bypass 4, the node's own traffic from its 2 addresses) + 10 Service base (hairpin, SessionAffinity default,
     // the gateway SNAT of external Service traffic, the refusal of unknown nodePorts).
     eventually("every switch to hold its pipeline", || {
-        switches.values().all(|s| s.flow_count() == 55)
+        switches.values().all(|s| s.flow_count() == 56)
     })
     .await;
     eventually("every agent ready", || {
@@ -156,7 +156,7 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
     };
     eventually("n1's bundle", || switches[&1].stats().bundles > before[&1]).await;
     eventually("n1's pipeline with the new pod", || {
-        switches[&1].flow_count() == 62
+        switches[&1].flow_count() == 63
     })
     .await;
     let after = bundles(&switches);
@@ -182,7 +182,7 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
         )])
         .unwrap();
     eventually("n2's bundle", || switches[&2].stats().bundles > before[&2]).await;
-    assert_eq!(switches[&2].flow_count(), 48);
+    assert_eq!(switches[&2].flow_count(), 49);
     assert!(
         switches[&2]
             .flows()
@@ -201,6 +201,6 @@ async fn a_pod_event_reaches_only_its_node_and_an_unchanged_republication_none()
         bundles(&switches).iter().all(|(i, b)| *b == before[i] + 1)
     })
     .await;
-    assert_eq!(switches[&3].flow_count(), 56);
+    assert_eq!(switches[&3].flow_count(), 57);
     drop(sim);
 }
