@@ -276,11 +276,10 @@ fn flows_added_or_changed_by_hand_are_undone_as_they_happen() {
 
 /// Flows in one table of a node, counted as `ovs-ofctl dump-flows` shows them.
 fn table_flows(cluster: &DemoCluster, node: &str, table: &str) -> usize {
-    cluster
-        .dump_flows(node, &["--no-stats"])
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&format!("table={table},")))
+    let table = format!("table={table},");
+    flow_set(cluster, node)
+        .iter()
+        .filter(|l| l.contains(&table))
         .count()
 }
 

@@ -247,34 +247,25 @@ fn node_ports_external_ips_lb_ips_and_traffic_policies() {
                 "ingress": [{"from": from, "ports": [{"protocol": "TCP", "port": 8080}]}]}})
     };
     let a_ip = cluster.pods[&switchyard::source::ObjectKey::new("x", "a")].ip;
-    let n1_netns = |c: &DemoCluster| c.nodes["n1"].netns.name().to_owned();
-    let external_netns = |c: &DemoCluster| {
-        c.external
-            .as_ref()
-            .expect("external")
-            .netns
-            .name()
-            .to_owned()
-    };
-    let checks = |c: &DemoCluster| {
-        [
-            (
-                "external → n1:30081 (eTP Local, x/a)",
-                external_netns(c),
-                n1,
-                30081,
-            ),
-            ("node n1 → x/a:8080", n1_netns(c), a_ip, 8080),
-            ("node n1 → n1:30081", n1_netns(c), n1, 30081),
-        ]
-    };
+    let n1_netns = cluster.nodes["n1"].netns.name().to_owned();
+    let external_netns = ext.netns.name().to_owned();
+    let checks = [
+        (
+            "external → n1:30081 (eTP Local, x/a)",
+            &external_netns,
+            n1,
+            30081,
+        ),
+        ("node n1 → x/a:8080", &n1_netns, a_ip, 8080),
+        ("node n1 → n1:30081", &n1_netns, n1, 30081),
+    ];
     cluster
         .apply_document(policy(vec!["10.244.0.0/16"]))
         .expect("apply policy");
-    for (what, netns, ip, port) in checks(&cluster) {
+    for (what, netns, ip, port) in checks {
         let external = what.starts_with("external");
         let reached = switchyard_testbed::wait_until(Duration::from_secs(30), || {
-            connects(&netns, ip, port) != external
+            connects(netns, ip, port) != external
         });
         assert!(
             reached,
@@ -295,9 +286,9 @@ fn node_ports_external_ips_lb_ips_and_traffic_policies() {
     cluster
         .apply_document(policy(vec!["10.244.0.0/16", &format!("{client}/32")]))
         .expect("apply policy");
-    let (what, netns, ip, port) = checks(&cluster)[0].clone();
+    let (what, netns, ip, port) = checks[0];
     assert!(
-        switchyard_testbed::wait_until(Duration::from_secs(30), || connects(&netns, ip, port)),
+        switchyard_testbed::wait_until(Duration::from_secs(30), || connects(netns, ip, port)),
         "{what}: not answered once the policy admits {client}"
     );
 }
